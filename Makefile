@@ -1,0 +1,29 @@
+# Switchboard: two commands take a fresh Debian 12 machine with the Swift toolchain to a working product.
+#   make run     install what is missing, build, and decode every sample event
+#   make test    install what is missing, build, run the whole test suite
+#   make bench   release build; events/s beside the lua5.4 + lua-cjson anchor
+SWIFT ?= swift
+BIN := .build/debug/switchboard
+
+.PHONY: deps build run test bench clean
+
+deps:
+	@scripts/deps.sh
+
+build: deps
+	$(SWIFT) build
+
+run: build
+	$(BIN) decode samples/*
+
+test: build
+	$(SWIFT) test
+	$(BIN) decode samples/* >/dev/null
+	@echo "switchboard decode: every file in samples/ decoded"
+
+bench:
+	@scripts/deps.sh bench
+	scripts/bench.sh
+
+clean:
+	rm -rf .build

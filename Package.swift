@@ -1,0 +1,71 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+/// Settings every Swift target shares (STYLE.md: explicit `any`, visible imports, internal-by-default imports).
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "Switchboard",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "switchboard", targets: ["switchboard"]),
+        .library(name: "KazooEvents", targets: ["KazooEvents"]),
+        .library(name: "LuaRuntime", targets: ["LuaRuntime"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
+    ],
+    targets: [
+        // Debian's Lua 5.4 (liblua5.4-dev), found through pkg-config. Never vendored.
+        .systemLibrary(
+            name: "CLua",
+            pkgConfig: "lua5.4",
+            providers: [.apt(["liblua5.4-dev"])]
+        ),
+        // The only C we write: macro re-exports, trampolines that own every lua_error/lua_yield,
+        // the budget hook, the capped allocator and the sandbox's base functions.
+        .target(name: "CLuaShim", dependencies: ["CLua"]),
+        // One Sendable value type and a byte-level JSON reader/writer with limits. No Lua, no HTTP.
+        .target(name: "JSONCore", swiftSettings: swiftSettings, linkerSettings: [.linkedLibrary("m")]),
+        // The only Swift that imports CLua/CLuaShim: a safe API over one lua_State.
+        .target(name: "LuaRuntime", dependencies: ["CLua", "CLuaShim", "JSONCore"], swiftSettings: swiftSettings),
+        // Kazoo's webhook events: the typed model, the schema and the three wire formats.
+        .target(name: "KazooEvents", dependencies: ["JSONCore"], swiftSettings: swiftSettings),
+        // The command-line interface as a library, so tests can drive it.
+        .target(
+            name: "SwitchboardCLI",
+            dependencies: [
+                "KazooEvents", "JSONCore", "LuaRuntime",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "switchboard",
+            dependencies: ["SwitchboardCLI", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: swiftSettings
+        ),
+        // `make bench`: decode + Lua conversion + one rule call, beside the lua5.4 + cjson anchor.
+        .executableTarget(
+            name: "SwitchboardBench",
+            dependencies: ["KazooEvents", "JSONCore", "LuaRuntime"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(name: "JSONCoreTests", dependencies: ["JSONCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "LuaRuntimeTests", dependencies: ["LuaRuntime", "JSONCore"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "KazooEventsTests",
+            dependencies: ["KazooEvents", "JSONCore"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "SwitchboardCLITests",
+            dependencies: ["SwitchboardCLI", "KazooEvents", "JSONCore"],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

@@ -1,0 +1,110 @@
+// CLuaShim: the only C in Switchboard besides Debian's liblua5.4.
+//
+// Everything here exists for one of three reasons:
+//  1. Swift cannot import Lua's function-like macros or variadic functions, so they are re-exported as
+//     static inline functions.
+//  2. No lua_error, lua_yield or other longjmp may ever cross a Swift frame. Every place that raises a Lua
+//     error lives in this file: the host-function trampoline, the budget hook, the sandbox's replacements for
+//     pcall/xpcall/coroutine.resume, and the capped allocator's kill.
+//  3. The budget (instructions, wall clock, memory) must be enforced from C so that a script cannot dodge it.
+#ifndef CLUASHIM_H
+#define CLUASHIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <lua.h>
+#include <lauxlib.h>
+#include <lualib.h>
+
+/// A Swift host function returns a result count >= 0, or SB_RAISE after pushing an error message; the C
+/// trampoline then raises that message with lua_error. Swift never calls lua_error itself.
+#define SB_RAISE (-1)
+
+/// Why a budgeted call was killed (see sb_budget_end). Zero means it was not.
+#define SB_KILL_NONE 0
+#define SB_KILL_INSTRUCTIONS 1
+#define SB_KILL_DEADLINE 2
+#define SB_KILL_MEMORY 3
+
+/// How many VM instructions run between two checks of the budget.
+#define SB_HOOK_STRIDE 1000
+
+/// The dispatcher every host function goes through: `box` is the opaque pointer registered with
+/// sb_push_host_function. Returns a result count, or SB_RAISE with an error message on top of the stack.
+typedef int (*sb_host_dispatch)(lua_State *L, void *box);
+
+// MARK: - State lifecycle
+
+/// Creates a state whose allocator counts every byte and enforces `memory_limit` while a budgeted call runs.
+/// Installs the budget hook and a panic handler that logs and aborts. Returns NULL when out of memory.
+lua_State *sb_newstate(size_t memory_limit);
+/// Closes the state and frees its bookkeeping.
+void sb_close(lua_State *L);
+/// Sets the function that every host-function trampoline calls. Set once per process, before any call.
+void sb_set_host_dispatch(sb_host_dispatch dispatch);
+
+// MARK: - Budget
+
+/// Arms the budget for one call: at most `instructions` VM instructions, until `seconds` of wall clock pass,
+/// and the state's memory limit. A script's own pcall cannot catch a kill.
+void sb_budget_begin(lua_State *L, int64_t instructions, double seconds);
+/// Disarms the budget and returns why the call was killed (SB_KILL_*), or SB_KILL_NONE.
+int sb_budget_end(lua_State *L);
+/// Bytes the state currently holds.
+size_t sb_memory_used(lua_State *L);
+/// Changes the memory cap (bytes) used by later budgeted calls.
+void sb_set_memory_limit(lua_State *L, size_t limit);
+size_t sb_memory_limit(lua_State *L);
+/// Runs a full garbage collection.
+void sb_collect_garbage(lua_State *L);
+
+// MARK: - Sandbox
+
+/// Opens the allow-listed libraries into a template kept in the registry, with the sandbox's own load,
+/// pcall, xpcall, setmetatable, collectgarbage and coroutine.resume/close. Locks the string metatable.
+/// Stack effect: none. Returns 0 on success, or a Lua status code on failure.
+int sb_open_sandbox(lua_State *L);
+/// Pushes a new environment table: private copies of every library, `_G` pointing at itself, a `load` bound
+/// to it, and a metatable that makes reading an undefined global an error naming it.
+/// Stack effect: +1. Returns 0 on success, or a Lua status code (the error message is then pushed instead).
+int sb_new_environment(lua_State *L);
+/// Loads a text chunk (binary chunks are refused) and sets its _ENV to the table at `env_index`.
+/// Stack effect: +1 (the function, or the error message). Returns a Lua status code.
+int sb_load_text(lua_State *L, const char *source, size_t length, const char *chunkname, int env_index);
+
+// MARK: - Calls
+
+/// Calls the function below `nargs` arguments under lua_pcall with a traceback message handler.
+/// Stack effect: -(nargs + 1), then +nresults on success or +1 (the message with its traceback) on error.
+int sb_pcall_traceback(lua_State *L, int nargs, int nresults);
+/// Pushes a C closure that calls the host dispatcher with `box`. Stack effect: +1.
+void sb_push_host_function(lua_State *L, void *box);
+
+// MARK: - Values
+
+/// Pushes the JSON null sentinel (a light userdata whose tostring is "null"). Stack effect: +1.
+void sb_push_null(lua_State *L);
+int sb_is_null(lua_State *L, int index);
+/// Marks the table at `index` as a JSON array (kind 1) or object (kind 2). Stack effect: none.
+void sb_mark_table(lua_State *L, int index, int kind);
+/// Returns 1 when the table at `index` is marked as an array, 2 as an object, 0 when it is not marked.
+int sb_table_marker(lua_State *L, int index);
+
+// MARK: - Macro re-exports
+
+static inline int sb_registry_index(void) { return LUA_REGISTRYINDEX; }
+static inline int sb_upvalue_index(int i) { return lua_upvalueindex(i); }
+static inline void sb_pop(lua_State *L, int n) { lua_pop(L, n); }
+static inline void sb_newtable(lua_State *L) { lua_newtable(L); }
+static inline const char *sb_tolstring(lua_State *L, int index, size_t *length) {
+    return lua_tolstring(L, index, length);
+}
+static inline lua_Integer sb_tointeger(lua_State *L, int index) { return lua_tointegerx(L, index, NULL); }
+static inline lua_Number sb_tonumber(lua_State *L, int index) { return lua_tonumberx(L, index, NULL); }
+static inline void sb_insert(lua_State *L, int index) { lua_insert(L, index); }
+static inline void sb_remove(lua_State *L, int index) { lua_remove(L, index); }
+static inline int sb_ref(lua_State *L) { return luaL_ref(L, LUA_REGISTRYINDEX); }
+static inline void sb_unref(lua_State *L, int ref) { luaL_unref(L, LUA_REGISTRYINDEX, ref); }
+static inline int sb_getref(lua_State *L, int ref) { return lua_rawgeti(L, LUA_REGISTRYINDEX, ref); }
+
+#endif

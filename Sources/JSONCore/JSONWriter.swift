@@ -1,0 +1,84 @@
+/// Writes a `JSONValue` as compact JSON text: raw UTF-8, `/` not escaped, members in their order.
+public enum JSONWriter {
+    /// Encodes `value`.
+    /// - Throws: `JSONError.Kind.notEncodable` for a non-UTF-8 string (`bytes`) or a NaN/infinite float.
+    public static func encode(_ value: JSONValue) throws(JSONError) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(256)
+        try write(value, into: &out, path: "$")
+        return out
+    }
+
+    /// Encodes `value` as a String.
+    public static func string(_ value: JSONValue) throws(JSONError) -> String {
+        String(decoding: try encode(value), as: UTF8.self)
+    }
+
+    static func write(_ value: JSONValue, into out: inout [UInt8], path: String) throws(JSONError) {
+        switch value {
+        case .null: out.append(contentsOf: "null".utf8)
+        case .bool(let b): out.append(contentsOf: (b ? "true" : "false").utf8)
+        case .int(let i): out.append(contentsOf: String(i).utf8)
+        case .double(let d):
+            guard d.isFinite else {
+                throw JSONError(.notEncodable, "\(path): \(d) cannot be written as JSON (NaN and infinities are not JSON)")
+            }
+            out.append(contentsOf: formatDouble(d).utf8)
+        case .string(let s): writeString(s, into: &out)
+        case .bytes:
+            throw JSONError(.notEncodable, "\(path): a string that is not valid UTF-8 cannot be written as JSON")
+        case .array(let elements):
+            out.append(UInt8(ascii: "["))
+            for (i, e) in elements.enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                try write(e, into: &out, path: "\(path)[\(i + 1)]")
+            }
+            out.append(UInt8(ascii: "]"))
+        case .object(let object):
+            out.append(UInt8(ascii: "{"))
+            for (i, m) in object.members.enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                writeString(m.key, into: &out)
+                out.append(UInt8(ascii: ":"))
+                try write(m.value, into: &out, path: "\(path).\(m.key)")
+            }
+            out.append(UInt8(ascii: "}"))
+        }
+    }
+
+    /// Shortest text that reads back as the same float, always with a '.' or exponent (`20.0`, `1e-07`).
+    public static func formatDouble(_ d: Double) -> String {
+        let text = d.description
+        if text.contains(where: { $0 == "." || $0 == "e" || $0 == "E" }) { return text }
+        return text + ".0"
+    }
+
+    static let hex: [UInt8] = Array("0123456789abcdef".utf8)
+
+    static func writeString(_ s: String, into out: inout [UInt8]) {
+        out.append(UInt8(ascii: "\""))
+        var s = s
+        s.withUTF8 { bytes in
+            var runStart = 0
+            for i in 0..<bytes.count {
+                let b = bytes[i]
+                guard b < 0x20 || b == 0x22 || b == 0x5C else { continue }
+                if runStart < i { out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<i])) }
+                runStart = i + 1
+                switch b {
+                case 0x22: out.append(contentsOf: [0x5C, 0x22])
+                case 0x5C: out.append(contentsOf: [0x5C, 0x5C])
+                case 0x0A: out.append(contentsOf: [0x5C, UInt8(ascii: "n")])
+                case 0x0D: out.append(contentsOf: [0x5C, UInt8(ascii: "r")])
+                case 0x09: out.append(contentsOf: [0x5C, UInt8(ascii: "t")])
+                default:
+                    out.append(contentsOf: [0x5C, UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0")])
+                    out.append(hex[Int(b >> 4)])
+                    out.append(hex[Int(b & 0xF)])
+                }
+            }
+            if runStart < bytes.count { out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart...])) }
+        }
+        out.append(UInt8(ascii: "\""))
+    }
+}

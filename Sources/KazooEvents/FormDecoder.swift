@@ -1,0 +1,188 @@
+public import JSONCore
+
+/// Reads Kazoo's `application/x-www-form-urlencoded` bodies and GET query strings (delivery.md §2):
+/// `a[b][c]=v` nests objects, `k[]=v` appends to a list, list elements that are JSON objects were
+/// JSON-encoded by Kazoo and are decoded back, empty `&&` segments are skipped, `+` is a space, and a
+/// literal `?` separates pairs like `&` (Kazoo appends `?payload` even to a URI that already has a query).
+/// Every value is a string; `EventDecoder` coerces known fields to their types.
+public enum FormDecoder {
+    /// Decodes pairs into a tree of objects, lists and strings.
+    /// - Throws: `EventDecodingError` for bad percent-encoding, invalid UTF-8 or exceeded limits.
+    public static func decode(_ bytes: some Collection<UInt8>, limits: JSONLimits = .default)
+        throws(EventDecodingError) -> JSONObject
+    {
+        let root = Node.object(ObjectNode())
+        var pairs = 0
+        var start = bytes.startIndex
+        var offset = 0
+        var segmentOffset = 0
+        var index = bytes.startIndex
+        while true {
+            let atEnd = index == bytes.endIndex
+            if atEnd || bytes[index] == UInt8(ascii: "&") || bytes[index] == UInt8(ascii: "?") {
+                if start != index {
+                    pairs += 1
+                    if pairs > limits.maxKeys {
+                        throw EventDecodingError.limit("too many form fields (limit \(limits.maxKeys))")
+                    }
+                    try decodePair(bytes[start..<index], at: segmentOffset, into: root, limits: limits)
+                }
+                if atEnd { break }
+                start = bytes.index(after: index)
+                segmentOffset = offset + 1
+            }
+            index = bytes.index(after: index)
+            offset += 1
+        }
+        guard case .object(let object) = root.value else { return JSONObject() }
+        return object
+    }
+
+    private static func decodePair(
+        _ pair: some Collection<UInt8>, at offset: Int, into root: Node, limits: JSONLimits
+    ) throws(EventDecodingError) {
+        let equals = pair.firstIndex(of: UInt8(ascii: "="))
+        let rawKey = pair[pair.startIndex..<(equals ?? pair.endIndex)]
+        let rawValue = equals.map { pair[pair.index(after: $0)...] } ?? pair[pair.endIndex...]
+        let keyBytes = try percentDecode(rawKey, at: offset)
+        let key = try utf8(keyBytes, what: "a form key", at: offset)
+        let path = splitPath(key)
+        let name = path.first ?? key
+        if path.count > limits.maxDepth {
+            throw EventDecodingError.limit("form key \(key.prefix(80)) nests deeper than \(limits.maxDepth) levels")
+        }
+        let valueBytes = try percentDecode(rawValue, at: offset + (rawKey.count + 1))
+        if valueBytes.count > limits.maxStringBytes {
+            throw EventDecodingError.limit("form value of \(name) is longer than \(limits.maxStringBytes) bytes")
+        }
+        let value = try utf8(valueBytes, what: "the value of \(key)", at: offset)
+        root.insert(path: path[...], value: value, limits: limits)
+    }
+
+    /// Splits `a[b][]` into ["a", "b", ""]; a key with unbalanced brackets is taken literally.
+    static func splitPath(_ key: String) -> [String] {
+        guard let open = key.firstIndex(of: "["), open != key.startIndex else { return [key] }
+        var parts = [String(key[..<open])]
+        var rest = key[open...]
+        while !rest.isEmpty {
+            guard rest.first == "[", let close = rest.firstIndex(of: "]") else { return [key] }
+            parts.append(String(rest[rest.index(after: rest.startIndex)..<close]))
+            rest = rest[rest.index(after: close)...]
+        }
+        return parts
+    }
+
+    /// `%XX` to a byte and `+` to a space.
+    static func percentDecode(_ bytes: some Collection<UInt8>, at offset: Int) throws(EventDecodingError) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count)
+        var it = bytes.makeIterator()
+        var position = offset
+        while let b = it.next() {
+            if b == UInt8(ascii: "+") {
+                out.append(0x20)
+            } else if b == UInt8(ascii: "%") {
+                guard let h = it.next(), let l = it.next(), let hi = hexValue(h), let lo = hexValue(l) else {
+                    throw EventDecodingError.syntax("invalid percent-encoding (expected %XX)", offset: position)
+                }
+                out.append(hi << 4 | lo)
+                position += 2
+            } else {
+                out.append(b)
+            }
+            position += 1
+        }
+        return out
+    }
+
+    static func hexValue(_ b: UInt8) -> UInt8? {
+        switch b {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): b - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): b - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): b - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+
+    static func utf8(_ bytes: [UInt8], what: String, at offset: Int) throws(EventDecodingError) -> String {
+        if let s = String(validating: bytes, as: UTF8.self) { return s }
+        throw EventDecodingError.invalidUTF8("\(what) is not valid UTF-8", offset: offset)
+    }
+}
+
+/// A mutable tree used while pairs arrive in any order. Reference semantics keep insertion linear.
+private final class Node {
+    enum Value {
+        case object(ObjectNode)
+        case array([Node])
+        case leaf(JSONValue)
+    }
+    var storage: Value
+
+    init(_ storage: Value) { self.storage = storage }
+
+    static func object(_ o: ObjectNode) -> Node { Node(.object(o)) }
+
+    func insert(path: ArraySlice<String>, value: String, limits: JSONLimits) {
+        guard let head = path.first else {
+            storage = .leaf(.string(value))
+            return
+        }
+        let rest = path.dropFirst()
+        if head.isEmpty, !(path.startIndex == 0) {  // `[]`: append
+            var elements: [Node]
+            if case .array(let existing) = storage { elements = existing } else { elements = [] }
+            let element = Node(.leaf(.null))
+            if rest.isEmpty {
+                element.storage = .leaf(FormDecoder.listElement(value, limits: limits))
+            } else {
+                element.storage = .object(ObjectNode())
+                element.insert(path: rest, value: value, limits: limits)
+            }
+            elements.append(element)
+            storage = .array(elements)
+            return
+        }
+        let object: ObjectNode
+        if case .object(let existing) = storage { object = existing } else {
+            object = ObjectNode()
+            storage = .object(object)
+        }
+        let child = object.child(head)
+        if rest.isEmpty {
+            child.storage = .leaf(.string(value))
+        } else {
+            child.insert(path: rest, value: value, limits: limits)
+        }
+    }
+
+    var value: JSONValue {
+        switch storage {
+        case .leaf(let v): v
+        case .array(let nodes): .array(nodes.map(\.value))
+        case .object(let o): .object(JSONObject(uniqueMembersUnchecked: o.keys.map { JSONObject.Member(key: $0, value: o.nodes[$0]!.value) }))
+        }
+    }
+}
+
+private final class ObjectNode {
+    var keys: [String] = []
+    var nodes: [String: Node] = [:]
+
+    func child(_ key: String) -> Node {
+        if let existing = nodes[key] { return existing }
+        let node = Node(.leaf(.null))
+        nodes[key] = node
+        keys.append(key)
+        return node
+    }
+}
+
+extension FormDecoder {
+    /// A list element: Kazoo JSON-encodes objects inside lists, so one that reads as a JSON object is one.
+    static func listElement(_ value: String, limits: JSONLimits) -> JSONValue {
+        guard value.utf8.first == UInt8(ascii: "{") else { return .string(value) }
+        if let parsed = try? JSONReader.parse(value.utf8, limits: limits), case .object = parsed { return parsed }
+        return .string(value)
+    }
+}

@@ -1,0 +1,22 @@
+public import ArgumentParser
+
+/// The `switchboard` command: receive Kazoo webhooks and run Lua rules on them.
+public struct SwitchboardCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "switchboard",
+        abstract: "Run Lua rules on Kazoo (2600Hz) webhooks.",
+        discussion: """
+            Kazoo fires webhooks for calls, notifications, object changes, parking, SMS and the callflow \
+            webhook action. Switchboard decodes every wire format Kazoo uses (JSON, form-data with bracket \
+            nesting, GET query strings) into one typed event.
+
+            Start with:
+              switchboard decode samples/*          decode sample events and show their typed fields
+              switchboard events                    list every event kind and name, with field types
+            """,
+        version: "0.1.0",
+        subcommands: [DecodeCommand.self, EventsCommand.self]
+    )
+
+    public init() {}
+}

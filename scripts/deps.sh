@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what Switchboard needs from Debian when it is missing. Safe to run again: it only acts on gaps.
+#   scripts/deps.sh          build and test needs: liblua5.4-dev, pkg-config
+#   scripts/deps.sh bench    also the benchmark's anchors: lua5.4, lua-cjson
+set -euo pipefail
+need=()
+pkg-config --version >/dev/null 2>&1 || need+=(pkg-config)
+if ! pkg-config --exists lua5.4 2>/dev/null; then need+=(liblua5.4-dev); fi
+if [ "${1:-}" = bench ]; then
+  command -v lua5.4 >/dev/null || need+=(lua5.4)
+  [ -f /usr/lib/x86_64-linux-gnu/lua/5.4/cjson.so ] || need+=(lua-cjson)
+  command -v valgrind >/dev/null || need+=(valgrind)
+fi
+[ ${#need[@]} -eq 0 ] && exit 0
+echo "Installing from Debian: ${need[*]}" >&2
+sudo=""
+if [ "$(id -u)" != 0 ]; then
+  command -v sudo >/dev/null || { echo "need root (or sudo) to install: ${need[*]}" >&2; exit 1; }
+  sudo=sudo
+fi
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
