@@ -106,7 +106,7 @@ public enum EventCatalog {
          callParty + [b("call_bridged"), s("comments"), b("message_left"), s("notification_media"),
                       o("notify", "call data", notifyMembers), s("template_id"), g("timestamp")]),
         ("cnam_request", "a CNAM change was requested",
-         [s("acquired_for"), o("cnam"), b("local_number"), s("number"), s("number_state")]),
+         [s("acquired_for"), o("cnam", "", [b("inbound_lookup")]), b("local_number"), s("number"), s("number_state")]),
         ("customer_update", "a message to customers from the reseller",
          [o("databag"), s("recipient_id"), s("template_id"), s("user_type")]),
         ("denied_emergency_bridge", "an emergency call was denied",

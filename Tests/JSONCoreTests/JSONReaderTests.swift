@@ -1,0 +1,142 @@
+import JSONCore
+import Testing
+
+func parse(_ text: String, limits: JSONLimits = .default) throws(JSONError) -> JSONValue {
+    try JSONReader.parse(Array(text.utf8), limits: limits)
+}
+
+func parseError(_ bytes: [UInt8], limits: JSONLimits = .default, sourceLocation: SourceLocation = #_sourceLocation) -> JSONError? {
+    do {
+        let value = try JSONReader.parse(bytes, limits: limits)
+        Issue.record("expected an error, parsed \(value)", sourceLocation: sourceLocation)
+        return nil
+    } catch {
+        return error
+    }
+}
+
+@Suite struct JSONReaderTests {
+    @Test func readsEveryValueType() throws {
+        let value = try parse(#"{"s":"a\"b\\c\/d\n","i":-42,"f":1.5,"e":2e3,"t":true,"n":null,"a":[1,[]],"o":{}}"#)
+        #expect(value["s"] == "a\"b\\c/d\n")
+        #expect(value["i"] == .int(-42))
+        #expect(value["f"] == .double(1.5))
+        #expect(value["e"] == .double(2000))
+        #expect(value["t"] == .bool(true))
+        #expect(value["n"] == .null)
+        #expect(value["a"] == [1, .array([])])
+        #expect(value["o"] == .object(JSONObject()))
+    }
+
+    @Test func integersAndFloatsStayDistinct() throws {
+        #expect(try parse("[20, 20.0, 9223372036854775807, -9223372036854775808]")
+            == [.int(20), .double(20.0), .int(Int64.max), .int(Int64.min)])
+    }
+
+    @Test func integersBeyond64BitsBecomeFloats() throws {
+        #expect(try parse("[18446744073709551616]") == [.double(18446744073709551616.0)])
+    }
+
+    @Test func numbersBeyondAFloatAreRejected() {
+        let error = parseError(Array("[1e999]".utf8))
+        #expect(error?.kind == .numberOutOfRange)
+        #expect(error?.offset == 1)
+    }
+
+    @Test(arguments: ["[NaN]", "[Infinity]", "[-Infinity]"])
+    func nanAndInfinityAreRejected(text: String) {
+        let error = parseError(Array(text.utf8))
+        #expect(error?.kind == .syntax)
+        #expect(error?.message.contains("NaN and Infinity") == true)
+    }
+
+    @Test func syntaxErrorsCarryTheirByteOffset() {
+        let error = parseError(Array(#"{"a": 1 "b": 2}"#.utf8))
+        #expect(error?.kind == .syntax)
+        #expect(error?.offset == 8)
+        #expect(error?.message.contains("expected ',' or '}'") == true)
+        #expect(parseError(Array("{} x".utf8))?.offset == 3)
+        #expect(parseError(Array("[01]".utf8))?.message.contains("leading zeros") == true)
+        #expect(parseError(Array(#"{"a":1,}"#.utf8))?.kind == .syntax)
+        #expect(parseError(Array(#"{"a":"#.utf8))?.kind == .syntax)
+        #expect(parseError(Array(#"{"a":"abc"#.utf8))?.message.contains("unterminated") == true)
+    }
+
+    @Test func byteOrderMarkIsSkipped() throws {
+        #expect(try JSONReader.parse([0xEF, 0xBB, 0xBF] + Array(#"{"a":1}"#.utf8)) == ["a": 1])
+    }
+
+    @Test func invalidUTF8IsRejectedWithItsOffset() {
+        let error = parseError(Array(#"{"a":"x"#.utf8) + [0xC3, 0x28] + Array(#""}"#.utf8))
+        #expect(error?.kind == .invalidUTF8)
+        #expect(error?.offset == 7)
+        // Overlong encodings and surrogates in UTF-8 are invalid too.
+        #expect(parseError(Array(#"[""#.utf8) + [0xC0, 0xAF] + Array(#""]"#.utf8))?.kind == .invalidUTF8)
+        #expect(parseError(Array(#"[""#.utf8) + [0xED, 0xA0, 0x80] + Array(#""]"#.utf8))?.kind == .invalidUTF8)
+    }
+
+    @Test func nulBytes() throws {
+        // A raw NUL inside a string must be escaped; the escape decodes to NUL.
+        #expect(parseError(Array(#"[""#.utf8) + [0x00] + Array(#""]"#.utf8))?.message.contains("NUL") == true)
+        #expect(try parse(#"["a\u0000b"]"#) == ["a\u{0}b"])
+        #expect(parseError([0x00])?.kind == .syntax)
+    }
+
+    @Test func unicodeEscapesAndSurrogatePairs() throws {
+        #expect(try parse(#"["\u00e9\u260E\ud83d\ude00"]"#) == ["é☎😀"])
+        #expect(parseError(Array(#"["\ud83d"]"#.utf8))?.kind == .invalidUTF8)
+        #expect(parseError(Array(#"["\ude00"]"#.utf8))?.kind == .invalidUTF8)
+    }
+
+    @Test func duplicateKeysKeepTheLastValue() throws {
+        let value = try parse(#"{"a":1,"b":2,"a":3}"#)
+        #expect(value.objectValue?.keys == ["a", "b"])
+        #expect(value["a"] == 3)
+        // The same in a large (hashed) object.
+        let keys = (0..<40).map { "\"k\($0)\":\($0)" }.joined(separator: ",")
+        let large = try parse("{\(keys),\"k7\":700}")
+        #expect(large.objectValue?.count == 40)
+        #expect(large["k7"] == 700)
+    }
+
+    @Test func limitsAreEnforced() {
+        let deep = String(repeating: "[", count: 40) + String(repeating: "]", count: 40)
+        #expect(parseError(Array(deep.utf8))?.kind == .limit)
+        let wide = "[" + Array(repeating: "1", count: 11).joined(separator: ",") + "]"
+        #expect(parseError(Array(wide.utf8), limits: JSONLimits(maxKeys: 10))?.kind == .limit)
+        let long = "[\"" + String(repeating: "x", count: 101) + "\"]"
+        #expect(parseError(Array(long.utf8), limits: JSONLimits(maxStringBytes: 100))?.kind == .limit)
+        let escaped = "[\"" + String(repeating: "\\n", count: 101) + "\"]"
+        #expect(parseError(Array(escaped.utf8), limits: JSONLimits(maxStringBytes: 100))?.kind == .limit)
+    }
+
+    @Test func largeObjectsParseInLinearTime() throws {
+        // 10,000 distinct keys: a quadratic duplicate check would take seconds here.
+        let members = (0..<9_999).map { "\"key\($0)\":\($0)" }.joined(separator: ",")
+        let value = try parse("{\(members)}")
+        #expect(value.objectValue?.count == 9_999)
+        #expect(value["key9998"] == 9_998)
+    }
+}
+
+@Suite struct JSONWriterTests {
+    @Test func writesCompactJSONThatReadsBack() throws {
+        let value: JSONValue = ["s": "é \"q\" \n\u{1}/", "i": 3, "f": 20.0, "a": [true, .null], "o": .object(JSONObject()), "e": .array([])]
+        let text = try JSONWriter.string(value)
+        #expect(text == #"{"s":"é \"q\" \n\u0001/","i":3,"f":20.0,"a":[true,null],"o":{},"e":[]}"#)
+        #expect(try parse(text) == value)
+    }
+
+    @Test func refusesWhatJSONCannotSay() {
+        #expect(throws: JSONError.self) { try JSONWriter.encode(.bytes([0xFF])) }
+        #expect(throws: JSONError.self) { try JSONWriter.encode(["x": .double(.nan)]) }
+    }
+
+    @Test func objectsCompareRegardlessOfOrder() {
+        let a: JSONValue = ["x": 1, "y": 2]
+        let b: JSONValue = ["y": 2, "x": 1]
+        #expect(a == b)
+        #expect(a.hashValue == b.hashValue)
+        #expect(a != ["x": 1, "y": 3])
+    }
+}
