@@ -112,7 +112,7 @@ private struct Cursor {
         }
         index += 1  // {
         var members: [JSONObject.Member] = []
-        var positions: [String: Int]? = nil
+        var keyIndex = KeyIndex()
         skipWhitespace()
         if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
             index += 1
@@ -125,6 +125,7 @@ private struct Cursor {
                     .syntax, "expected a string key, found \(describeByte(at: index))", offset: index)
             }
             let key = try readString()
+            let keyHash = KeyIndex.hash(key)
             skipWhitespace()
             guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else {
                 throw JSONError(.syntax, "expected ':' after key \"\(key)\"", offset: index)
@@ -133,21 +134,12 @@ private struct Cursor {
             skipWhitespace()
             try countEntry()
             let value = try readValue(depth: depth)
-            // Duplicate keys: last value wins. Linear check while small, hashed once the object grows.
-            if let existing = positions {
-                if let at = existing[key] { members[at].value = value } else {
-                    positions![key] = members.count
-                    members.append(JSONObject.Member(key: key, value: value))
-                }
-            } else if let at = members.firstIndex(where: { $0.key == key }) {
+            // Duplicate keys: last value wins. Keys are compared by a hash of their raw bytes first.
+            if let at = keyIndex.find(keyHash, key, in: members) {
                 members[at].value = value
             } else {
+                keyIndex.insert(keyHash, at: members.count)
                 members.append(JSONObject.Member(key: key, value: value))
-                if members.count > JSONObject.linearLimit {
-                    var map: [String: Int] = [:]
-                    for (i, m) in members.enumerated() { map[m.key] = i }
-                    positions = map
-                }
             }
             skipWhitespace()
             guard index < bytes.count else {
@@ -205,7 +197,21 @@ private struct Cursor {
         let open = index
         index += 1
         let start = index
-        // Fast path: no escapes.
+        // Fast path: no escapes. Skip eight plain bytes at a time (none is '"', '\\' or a control character).
+        if let base = bytes.baseAddress {
+            let raw = UnsafeRawPointer(base)
+            while index + 8 <= bytes.count {
+                let word = raw.loadUnaligned(fromByteOffset: index, as: UInt64.self)
+                let ones: UInt64 = 0x0101_0101_0101_0101
+                let highs: UInt64 = 0x8080_8080_8080_8080
+                let quote = word ^ (ones &* 0x22)
+                let backslash = word ^ (ones &* 0x5C)
+                // A byte is "special" if it is zero in quote/backslash or below 0x20 in word.
+                let special = ((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash) | ((word &- (ones &* 0x20)) & ~word)
+                if special & highs != 0 { break }
+                index += 8
+            }
+        }
         while index < bytes.count {
             let b = bytes[index]
             if b == UInt8(ascii: "\"") {
@@ -329,9 +335,10 @@ private struct Cursor {
     }
 
     func makeString(_ slice: UnsafeBufferPointer<UInt8>, at start: Int) throws(JSONError) -> String {
-        if let s = String(validating: slice, as: UTF8.self) { return s }
-        let bad = UTF8Validation.firstInvalidOffset(slice) ?? 0
-        throw JSONError(.invalidUTF8, "invalid UTF-8 in a string", offset: start + bad)
+        if let bad = UTF8Validation.firstInvalidOffset(slice) {
+            throw JSONError(.invalidUTF8, "invalid UTF-8 in a string", offset: start + bad)
+        }
+        return String(decoding: slice, as: UTF8.self)
     }
 
     mutating func readNumber() throws(JSONError) -> JSONValue {
@@ -403,6 +410,13 @@ public enum UTF8Validation {
     public static func firstInvalidOffset(_ bytes: UnsafeBufferPointer<UInt8>) -> Int? {
         var i = 0
         let n = bytes.count
+        // ASCII fast path, eight bytes at a time.
+        if let base = bytes.baseAddress {
+            let raw = UnsafeRawPointer(base)
+            while i + 8 <= n, raw.loadUnaligned(fromByteOffset: i, as: UInt64.self) & 0x8080_8080_8080_8080 == 0 {
+                i += 8
+            }
+        }
         while i < n {
             let b = bytes[i]
             let length: Int
@@ -427,5 +441,38 @@ public enum UTF8Validation {
             i += length
         }
         return nil
+    }
+}
+
+/// Finds duplicate keys while an object is read, without hashing Strings: FNV-1a over the key's raw bytes,
+/// a linear scan of hashes for small objects and a table for large ones, so reading stays linear.
+struct KeyIndex {
+    var hashes: [UInt64] = []
+    var table: [UInt64: Int]? = nil
+
+    static func hash(_ key: String) -> UInt64 { KeyTable<Int>.hash(key) }
+
+    func find(_ hash: UInt64, _ key: String, in members: [JSONObject.Member]) -> Int? {
+        if let table {
+            guard let at = table[hash] else { return nil }
+            if members[at].key == key { return at }
+            return members.firstIndex { $0.key == key }  // a hash collision: rare, so a scan is fine
+        }
+        for i in hashes.indices where hashes[i] == hash && members[i].key == key { return i }
+        return nil
+    }
+
+    mutating func insert(_ hash: UInt64, at position: Int) {
+        if table != nil {
+            if table![hash] == nil { table![hash] = position }
+            return
+        }
+        hashes.append(hash)
+        if hashes.count > 64 {
+            var map: [UInt64: Int] = [:]
+            map.reserveCapacity(hashes.count * 2)
+            for (i, h) in hashes.enumerated() where map[h] == nil { map[h] = i }
+            table = map
+        }
     }
 }

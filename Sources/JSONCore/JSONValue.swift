@@ -138,7 +138,8 @@ public struct JSONObject: Sendable, Hashable, RandomAccessCollection {
     /// Gets, replaces, appends (new key) or removes (nil) a member.
     public subscript(key: String) -> JSONValue? {
         get {
-            for m in members where m.key == key { return m.value }
+            let count = key.utf8.count
+            for m in members where m.key.utf8.count == count && m.key == key { return m.value }
             return nil
         }
         set {

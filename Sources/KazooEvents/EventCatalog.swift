@@ -1,3 +1,5 @@
+import JSONCore
+
 // The schema of every event Kazoo sends, from ../shared/kazoo/delivery.md (read from Kazoo's source) and the
 // event documentation. It drives type coercion, `switchboard events`, and later editor stubs.
 
@@ -229,15 +231,16 @@ public enum EventCatalog {
 
     static let objectActions = ["doc_created", "doc_edited", "doc_deleted"]
 
-    private static let index: [String: EventSpec] = {
-        var map: [String: EventSpec] = [:]
-        for spec in all { map["\(spec.kind.rawValue)/\(spec.name)"] = spec }
-        return map
+    private static let index: KeyTable<KeyTable<EventSpec>> = {
+        let kinds = Set(all.map(\.kind)).sorted()
+        return KeyTable(kinds.map { kind in
+            (kind.rawValue, KeyTable(all.filter { $0.kind == kind }.map { ($0.name, $0) }))
+        })
     }()
 
     /// The spec of a known event.
     public static func spec(kind: EventKind, name: String) -> EventSpec? {
-        index["\(kind.rawValue)/\(name)"]
+        index[kind.rawValue]?[name]
     }
 
     /// Names of the hooks Kazoo lets a webhook subscribe to, plus `all` and the callflow `webhook` action.

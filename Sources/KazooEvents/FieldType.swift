@@ -1,4 +1,4 @@
-import JSONCore
+public import JSONCore
 
 /// The type a known field has. Decoding coerces values to it (form bodies carry only strings), and
 /// `switchboard events` prints it.
@@ -54,7 +54,7 @@ public struct EventSpec: Sendable {
     public var hook: String
     public var summary: String
     public var fields: [FieldSpec]
-    let types: [String: FieldType]
+    let types: KeyTable<FieldType>
 
     init(_ kind: EventKind, _ name: String, hook: String, _ summary: String, fields: [FieldSpec]) {
         self.kind = kind
@@ -63,17 +63,15 @@ public struct EventSpec: Sendable {
         self.summary = summary
         // Later entries refine earlier ones (a type-specific field over the envelope's).
         var merged: [FieldSpec] = []
-        var types: [String: FieldType] = [:]
         for f in fields {
-            if types[f.name] != nil, let at = merged.firstIndex(where: { $0.name == f.name }) {
+            if let at = merged.firstIndex(where: { $0.name == f.name }) {
                 merged[at] = f
             } else {
                 merged.append(f)
             }
-            types[f.name] = f.type
         }
         self.fields = merged
-        self.types = types
+        self.types = KeyTable(merged.map { ($0.name, $0.type) })
     }
 
     /// The type of a top-level field, when known.

@@ -111,3 +111,40 @@ extension LuaState {
         throw error
     }
 }
+
+extension LuaState {
+    /// Calls the referenced function and keeps each result in the registry as it is (functions and tables
+    /// included), for the host to call or read later. Release them with `release(_:)`.
+    public func callReferences(_ function: LuaReference, _ arguments: [JSONValue] = []) throws(LuaError)
+        -> [LuaReference]
+    {
+        let base = lua_gettop(L)
+        guard lua_checkstack(L, Int32(clamping: arguments.count + 2)) != 0 else {
+            throw LuaError(.conversion, "too many arguments")
+        }
+        push(function)
+        for argument in arguments {
+            do { try stack.push(argument, maxDepth: limits.maxValueDepth) } catch {
+                lua_settop(L, base)
+                throw error
+            }
+        }
+        try callPushed(argumentCount: Int32(arguments.count), base: base)
+        var references: [LuaReference] = []
+        while lua_gettop(L) > base { references.append(popReference()) }
+        return references.reversed()
+    }
+
+    /// Converts a value into Lua and keeps it in the registry. Stack effect: none.
+    public func makeReference(_ value: JSONValue) throws(LuaError) -> LuaReference {
+        try stack.push(value, maxDepth: limits.maxValueDepth)
+        return popReference()
+    }
+
+    /// The Lua type name of a referenced value ("function", "table"…).
+    public func typeName(of reference: LuaReference) -> String {
+        push(reference)
+        defer { sb_pop(L, 1) }
+        return String(cString: lua_typename(L, lua_type(L, -1)))
+    }
+}

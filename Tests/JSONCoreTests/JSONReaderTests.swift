@@ -140,3 +140,26 @@ func parseError(_ bytes: [UInt8], limits: JSONLimits = .default, sourceLocation:
         #expect(a != ["x": 1, "y": 3])
     }
 }
+
+@Suite struct DuplicateKeyEscapeTests {
+    @Test func anEscapedKeyIsTheSameKey() throws {
+        let value = try parse(#"{"a":1,"\u0061":2}"#)
+        #expect(value.objectValue?.count == 1)
+        #expect(value["a"] == 2)
+    }
+}
+
+@Suite struct StringScanTests {
+    /// The reader skips plain bytes eight at a time; a quote, backslash or control byte at any offset must stop it.
+    @Test func specialBytesAreFoundAtEveryOffset() throws {
+        for offset in 0..<24 {
+            let prefix = String(repeating: "a", count: offset)
+            #expect(try parse("[\"\(prefix)\\n\(prefix)\"]") == .array([.string(prefix + "\n" + prefix)]))
+            #expect(try parse("[\"\(prefix)\",\"\(prefix)x\"]") == .array([.string(prefix), .string(prefix + "x")]))
+            let control = Array("[\"\(prefix)".utf8) + [0x1F] + Array("\"]".utf8)
+            #expect(parseError(control)?.offset == 2 + offset)
+            let high = "[\"\(prefix)é☎\(prefix)\"]"
+            #expect(try parse(high) == .array([.string(prefix + "é☎" + prefix)]))
+        }
+    }
+}

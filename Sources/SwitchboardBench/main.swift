@@ -1,0 +1,92 @@
+// `make bench`: the per-event engine cost, measured the way ../shared/bench/inproc.lua measures its anchor
+// (CPU time over N events): decode the request body, hand the event to Lua as a table, run a trivial rule,
+// and encode what the rule returns as JSON.
+//
+//   SwitchboardBench EVENT_FILE [N]
+import Glibc
+import JSONCore
+import KazooEvents
+import LuaRuntime
+
+/// The anchor's rule, as a Switchboard rule function: keep inbound channel_create, count, transform.
+let ruleSource = """
+    local matched = 0
+    return function(e)
+      if e.hook_event == "channel_create" and e.call_direction == "inbound" then
+        matched = matched + 1
+        return { call_id = e.call_id, from = e.caller_id_number, to = e.callee_id_number, n = matched }
+      end
+    end
+    """
+
+func cpuSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
+func readFile(_ path: String) -> [UInt8]? {
+    guard let f = fopen(path, "rb") else { return nil }
+    defer { fclose(f) }
+    var bytes: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = fread(&buffer, 1, buffer.count, f)
+        if n <= 0 { break }
+        bytes.append(contentsOf: buffer[0..<n])
+    }
+    return bytes
+}
+
+/// Runs `body` n times and reports CPU time per iteration.
+func measure(_ label: String, _ n: Int, _ body: () throws -> Void) rethrows -> Double {
+    for _ in 0..<min(n / 10, 10_000) { try body() }  // warm up
+    let t0 = cpuSeconds()
+    for _ in 0..<n { try body() }
+    let dt = cpuSeconds() - t0
+    let line = "switchboard \(label): \(n) events in \(String(format3(dt))) s cpu = \(Int(Double(n) / dt)) events/s (\(format3(dt / Double(n) * 1e6)) us/event)"
+    print(line)
+    return Double(n) / dt
+}
+
+func format3(_ x: Double) -> String {
+    let scaled = (x * 1000).rounded() / 1000
+    return "\(scaled)"
+}
+
+let arguments = CommandLine.arguments
+guard arguments.count >= 2, let body = readFile(arguments[1]) else {
+    print("usage: SwitchboardBench EVENT_FILE [N]")
+    exit(2)
+}
+let n = arguments.count >= 3 ? Int(arguments[2]) ?? 200_000 : 200_000
+
+let decoder = EventDecoder()
+let state = try LuaState()
+let env = try state.newEnvironment()
+let chunk = try state.load(ruleSource, chunkName: "bench_rule.lua", environment: env)
+guard let rule = try state.callReferences(chunk).first, state.typeName(of: rule) == "function" else {
+    print("the bench rule did not return a function")
+    exit(1)
+}
+
+// Sanity: the rule matches this event.
+let first = try state.call(rule, [.object(try decoder.decode(body, format: .json).fields)])
+guard case .object(let out)? = first.first, out["call_id"] != nil else {
+    print("the bench rule did not match the event: \(first)")
+    exit(1)
+}
+
+_ = try measure("decode only", n) {
+    _ = try decoder.decode(body, format: .json)
+}
+_ = try measure("decode + Lua table", n) {
+    let event = try decoder.decode(body, format: .json)
+    state.release(try state.makeReference(.object(event.fields)))
+}
+let full = try measure("decode + Lua + rule + JSON out", n) {
+    let event = try decoder.decode(body, format: .json)
+    let results = try state.call(rule, [.object(event.fields)])
+    _ = try JSONWriter.encode(results.first ?? .null)
+}
+print("switchboard_events_per_second \(Int(full))")

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# `make bench`: events/s for decode + conversion into Lua + one trivial rule call (+ JSON of its result) on
+# ../shared/bench/event.json, beside lua5.4 + lua-cjson running ../shared/bench/inproc.lua, in the same run.
+# The two alternate for ROUNDS rounds (default 3) and the medians are compared.
+# Environment: SHARED (default ../shared), N events per round (default 200000), ROUNDS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARED=${SHARED:-../shared}
+N=${N:-200000}
+ROUNDS=${ROUNDS:-3}
+event="$SHARED/bench/event.json"
+[ -f "$event" ] || { echo "bench: $event not found (set SHARED to the folder holding bench/)" >&2; exit 1; }
+swift build -c release --product SwitchboardBench >/dev/null
+sb_runs=(); lua_runs=()
+for r in $(seq "$ROUNDS"); do
+  out=$(.build/release/SwitchboardBench "$event" "$N")
+  [ "$r" = 1 ] && echo "$out" | grep -v '^switchboard_events_per_second'
+  sb_runs+=("$(echo "$out" | awk '/^switchboard_events_per_second/ {print $2}')")
+  anchor=$(lua5.4 "$SHARED/bench/inproc.lua" "$event" "$N")
+  [ "$r" = 1 ] && echo "$anchor"
+  lua_runs+=("$(echo "$anchor" | sed -E 's/.*= ([0-9]+) events\/s.*/\1/')")
+done
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+sb=$(median "${sb_runs[@]}"); lua=$(median "${lua_runs[@]}")
+echo
+printf '%-34s %10s   %s\n' target 'events/s' 'runs'
+printf '%-34s %10s   %s\n' 'switchboard (decode+Lua+rule+JSON)' "$sb" "${sb_runs[*]}"
+printf '%-34s %10s   %s\n' 'lua5.4 + lua-cjson (inproc.lua)' "$lua" "${lua_runs[*]}"
+awk -v s="$sb" -v l="$lua" 'BEGIN {printf "ratio switchboard / lua5.4+cjson: %.2f (goal: >= 1.00)\n", s / l}'
