@@ -153,7 +153,8 @@ private struct Cursor {
                 index += 1
                 return .object(JSONObject(uniqueMembersUnchecked: members))
             }
-            throw JSONError(.syntax, "expected ',' or '}' in an object, found \(describeByte(at: index))", offset: index)
+            throw JSONError(
+                .syntax, "expected ',' or '}' in an object, found \(describeByte(at: index))", offset: index)
         }
     }
 
@@ -207,7 +208,8 @@ private struct Cursor {
                 let quote = word ^ (ones &* 0x22)
                 let backslash = word ^ (ones &* 0x5C)
                 // A byte is "special" if it is zero in quote/backslash or below 0x20 in word.
-                let special = ((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash) | ((word &- (ones &* 0x20)) & ~word)
+                let special =
+                    ((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash) | ((word &- (ones &* 0x20)) & ~word)
                 if special & highs != 0 { break }
                 index += 8
             }
@@ -388,7 +390,9 @@ private struct Cursor {
         }
         if !isFloat && !overflow {
             if negative {
-                if magnitude <= UInt64(Int64.max) + 1 { return .int(magnitude == UInt64(Int64.max) + 1 ? Int64.min : -Int64(magnitude)) }
+                if magnitude <= UInt64(Int64.max) + 1 {
+                    return .int(magnitude == UInt64(Int64.max) + 1 ? Int64.min : -Int64(magnitude))
+                }
             } else if magnitude <= UInt64(Int64.max) {
                 return .int(Int64(magnitude))
             }
@@ -402,7 +406,6 @@ private struct Cursor {
 
     func isDigit(_ b: UInt8) -> Bool { b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9") }
 }
-
 
 /// Locating the first invalid byte, for error messages.
 public enum UTF8Validation {

@@ -21,7 +21,8 @@ public enum JSONWriter {
         case .int(let i): out.append(contentsOf: String(i).utf8)
         case .double(let d):
             guard d.isFinite else {
-                throw JSONError(.notEncodable, "\(path): \(d) cannot be written as JSON (NaN and infinities are not JSON)")
+                throw JSONError(
+                    .notEncodable, "\(path): \(d) cannot be written as JSON (NaN and infinities are not JSON)")
             }
             out.append(contentsOf: formatDouble(d).utf8)
         case .string(let s): writeString(s, into: &out)

@@ -102,49 +102,91 @@ public enum EventCatalog {
 
     static let notificationTypes: [(String, String, [FieldSpec])] = [
         ("account_zone_change", "an account's home zone change was requested", [o("zones")]),
-        ("bill_reminder", "estimated charges before the end of the month",
-         [g("due_date"), a("items", .object([])), o("payment_token", "keyed by token id"), g("timestamp")]),
-        ("cf_notification", "a customer-defined notification from a callflow",
-         callParty + [b("call_bridged"), s("comments"), b("message_left"), s("notification_media"),
-                      o("notify", "call data", notifyMembers), s("template_id"), g("timestamp")]),
-        ("cnam_request", "a CNAM change was requested",
-         [s("acquired_for"), o("cnam", "", [b("inbound_lookup")]), b("local_number"), s("number"), s("number_state")]),
-        ("customer_update", "a message to customers from the reseller",
-         [o("databag"), s("recipient_id"), s("template_id"), s("user_type")]),
-        ("denied_emergency_bridge", "an emergency call was denied",
-         [s("call_id"), s("emergency_caller_id_name"), s("emergency_caller_id_number"),
-          s("outbound_caller_id_name"), s("outbound_caller_id_number")]),
+        (
+            "bill_reminder", "estimated charges before the end of the month",
+            [g("due_date"), a("items", .object([])), o("payment_token", "keyed by token id"), g("timestamp")]
+        ),
+        (
+            "cf_notification", "a customer-defined notification from a callflow",
+            callParty + [
+                b("call_bridged"), s("comments"), b("message_left"), s("notification_media"),
+                o("notify", "call data", notifyMembers), s("template_id"), g("timestamp"),
+            ]
+        ),
+        (
+            "cnam_request", "a CNAM change was requested",
+            [
+                s("acquired_for"), o("cnam", "", [b("inbound_lookup")]), b("local_number"), s("number"),
+                s("number_state"),
+            ]
+        ),
+        (
+            "customer_update", "a message to customers from the reseller",
+            [o("databag"), s("recipient_id"), s("template_id"), s("user_type")]
+        ),
+        (
+            "denied_emergency_bridge", "an emergency call was denied",
+            [
+                s("call_id"), s("emergency_caller_id_name"), s("emergency_caller_id_number"),
+                s("outbound_caller_id_name"), s("outbound_caller_id_number"),
+            ]
+        ),
         ("deregister", "a device unregistered", registration),
-        ("emergency_bridge", "an emergency call was placed",
-         [s("account_name"), s("authorizing_id"), s("call_id"), s("device_name"),
-          s("emergency_address_city"), s("emergency_address_postal_code"), s("emergency_address_region"),
-          s("emergency_address_street_1"), s("emergency_address_street_2"), s("emergency_caller_id_name"),
-          s("emergency_caller_id_number"), a("emergency_notfication_contact_emails", .string, "sic: Kazoo's spelling"),
-          b("emergency_test_call"), s("emergency_to_did"), s("outbound_caller_id_name"),
-          s("outbound_caller_id_number"), s("owner_id"), s("user_email"), s("user_first_name"),
-          s("user_last_name")]),
+        (
+            "emergency_bridge", "an emergency call was placed",
+            [
+                s("account_name"), s("authorizing_id"), s("call_id"), s("device_name"),
+                s("emergency_address_city"), s("emergency_address_postal_code"), s("emergency_address_region"),
+                s("emergency_address_street_1"), s("emergency_address_street_2"), s("emergency_caller_id_name"),
+                s("emergency_caller_id_number"),
+                a("emergency_notfication_contact_emails", .string, "sic: Kazoo's spelling"),
+                b("emergency_test_call"), s("emergency_to_did"), s("outbound_caller_id_name"),
+                s("outbound_caller_id_number"), s("owner_id"), s("user_email"), s("user_first_name"),
+                s("user_last_name"),
+            ]
+        ),
         ("first_occurrence", "an account's first registration or call", [s("occurrence")]),
         ("inbound_fax", "a fax was received", fax),
         ("inbound_fax_error", "receiving a fax failed", fax + [s("fax_error"), s("fax_result_code")]),
-        ("low_balance", "the account balance fell below its threshold",
-         [n("current_balance", "in billing units")]),
-        ("missed_call", "a call was not answered",
-         callParty + [b("call_bridged"), b("message_left"), o("notify", "the CHANNEL_DESTROY", notifyMembers),
-                      g("timestamp")]),
-        ("new_account", "an account was created",
-         [s("account_api_key"), s("account_name"), s("account_realm")]),
+        (
+            "low_balance", "the account balance fell below its threshold",
+            [n("current_balance", "in billing units")]
+        ),
+        (
+            "missed_call", "a call was not answered",
+            callParty + [
+                b("call_bridged"), b("message_left"), o("notify", "the CHANNEL_DESTROY", notifyMembers),
+                g("timestamp"),
+            ]
+        ),
+        (
+            "new_account", "an account was created",
+            [s("account_api_key"), s("account_name"), s("account_realm")]
+        ),
         ("new_user", "a user was created", [s("password"), s("user_id")]),
         ("number_feature_manual_action", "a number feature needs manual action", [o("feature"), s("number")]),
         ("outbound_fax", "a fax was sent", outboundFax),
         ("outbound_fax_error", "sending a fax failed", outboundFax + [s("fax_error")]),
-        ("outbound_smtp_fax_error", "a fax-to-email request failed",
-         [a("errors", .string), s("fax_from_email"), s("fax_to_email"), s("faxbox_id"), s("faxbox_name"),
-          s("faxbox_timezone"), s("number"), s("original_number"), s("owner_id"), g("timestamp")]),
-        ("password_recovery", "a password reset was requested",
-         [s("email"), s("first_name"), s("last_name"), s("password_reset_link"), s("timezone"), s("user_id")]),
+        (
+            "outbound_smtp_fax_error", "a fax-to-email request failed",
+            [
+                a("errors", .string), s("fax_from_email"), s("fax_to_email"), s("faxbox_id"), s("faxbox_name"),
+                s("faxbox_timezone"), s("number"), s("original_number"), s("owner_id"), g("timestamp"),
+            ]
+        ),
+        (
+            "password_recovery", "a password reset was requested",
+            [s("email"), s("first_name"), s("last_name"), s("password_reset_link"), s("timezone"), s("user_id")]
+        ),
         ("port_cancel", "a port request was cancelled", port),
-        ("port_comment", "a comment was added to a port request",
-         port + [o("comment", "the comment, with a Gregorian timestamp", timestamped + [b("action_required"), b("is_private")])]),
+        (
+            "port_comment", "a comment was added to a port request",
+            port + [
+                o(
+                    "comment", "the comment, with a Gregorian timestamp",
+                    timestamped + [b("action_required"), b("is_private")])
+            ]
+        ),
         ("port_pending", "a port request is pending", port),
         ("port_rejected", "a port request was rejected", port),
         ("port_request", "a port request was submitted", port),
@@ -152,21 +194,31 @@ public enum EventCatalog {
         ("port_unconfirmed", "a port request awaits confirmation", port),
         ("ported", "numbers were ported", port),
         ("register", "a device registered", registration),
-        ("service_added", "services were added to an account",
-         [o("audit_log"), a("items", .object([])), g("timestamp")]),
-        ("system_alert", "a system alert (super-admin only)",
-         [o("details"), i("line"), s("message"), s("module"), s("pid"), s("request_id"), s("section")]),
+        (
+            "service_added", "services were added to an account",
+            [o("audit_log"), a("items", .object([])), g("timestamp")]
+        ),
+        (
+            "system_alert", "a system alert (super-admin only)",
+            [o("details"), i("line"), s("message"), s("module"), s("pid"), s("request_id"), s("section")]
+        ),
         ("topup", "the account was topped up (the docs say top_up; Kazoo sends topup)", payment),
         ("transaction", "a payment transaction happened", payment),
         ("voicemail_deleted", "a voicemail was deleted", voicemail + [s("reason")]),
-        ("voicemail_full", "a voicemail box is full",
-         [i("max_message_count"), i("message_count"), s("voicemail_box")]),
+        (
+            "voicemail_full", "a voicemail box is full",
+            [i("max_message_count"), i("message_count"), s("voicemail_box")]
+        ),
         ("voicemail_new", "a new voicemail was left", voicemail + [s("voicemail_transcription")]),
         ("voicemail_saved", "a voicemail was saved", voicemail),
-        ("webhook", "the callflow webhook action (delivered to the action's own URI, see kind webhook)",
-         [o("hook"), o("data"), g("timestamp")]),
-        ("webhook_disabled", "a webhook was auto-disabled after repeated failures (super-admin only)",
-         [s("hook_id")]),
+        (
+            "webhook", "the callflow webhook action (delivered to the action's own URI, see kind webhook)",
+            [o("hook"), o("data"), g("timestamp")]
+        ),
+        (
+            "webhook_disabled", "a webhook was auto-disabled after repeated failures (super-admin only)",
+            [s("hook_id")]
+        ),
     ]
 
     // MARK: Other hooks
@@ -202,30 +254,40 @@ public enum EventCatalog {
     /// Every known event, in a stable order.
     public static let all: [EventSpec] = {
         var specs: [EventSpec] = [
-            EventSpec(.channel, "channel_create", hook: "channel_create", "a channel (call leg) was created",
-                      fields: channelFields),
-            EventSpec(.channel, "channel_answer", hook: "channel_answer", "a channel was answered",
-                      fields: channelFields),
-            EventSpec(.channel, "channel_bridge", hook: "channel_bridge", "two channels were bridged",
-                      fields: channelFields + [s("original_number"), s("other_leg_destination_number")]),
-            EventSpec(.channel, "channel_destroy", hook: "channel_destroy", "a channel hung up",
-                      fields: channelFields + destroyFields),
+            EventSpec(
+                .channel, "channel_create", hook: "channel_create", "a channel (call leg) was created",
+                fields: channelFields),
+            EventSpec(
+                .channel, "channel_answer", hook: "channel_answer", "a channel was answered",
+                fields: channelFields),
+            EventSpec(
+                .channel, "channel_bridge", hook: "channel_bridge", "two channels were bridged",
+                fields: channelFields + [s("original_number"), s("other_leg_destination_number")]),
+            EventSpec(
+                .channel, "channel_destroy", hook: "channel_destroy", "a channel hung up",
+                fields: channelFields + destroyFields),
         ]
         for (name, summary, fields) in notificationTypes {
             specs.append(EventSpec(.notification, name, hook: "notifications", summary, fields: envelope + fields))
         }
         for action in objectActions {
-            specs.append(EventSpec(.object, action, hook: "object", "a document was \(action.dropFirst(4))",
-                                   fields: objectFields))
+            specs.append(
+                EventSpec(
+                    .object, action, hook: "object", "a document was \(action.dropFirst(4))",
+                    fields: objectFields))
         }
-        for (name, summary) in [("PARK_PARKED", "a call was parked"), ("PARK_RETRIEVED", "a parked call was retrieved"),
-                                ("PARK_ABANDONED", "a parked caller hung up")] {
+        for (name, summary) in [
+            ("PARK_PARKED", "a call was parked"), ("PARK_RETRIEVED", "a parked call was retrieved"),
+            ("PARK_ABANDONED", "a parked caller hung up"),
+        ] {
             specs.append(EventSpec(.parking, name, hook: "parking", summary, fields: parkingFields))
         }
         specs.append(EventSpec(.sms, "sms", hook: "sms", "an inbound offnet SMS (4.3+)", fields: messageFields))
         specs.append(EventSpec(.mms, "mms", hook: "mms", "an inbound offnet MMS (4.3+)", fields: messageFields))
-        specs.append(EventSpec(.webhook, "webhook", hook: "webhook",
-                               "the callflow webhook action: the call record plus custom_data", fields: webhookFields))
+        specs.append(
+            EventSpec(
+                .webhook, "webhook", hook: "webhook",
+                "the callflow webhook action: the call record plus custom_data", fields: webhookFields))
         return specs
     }()
 
@@ -233,9 +295,10 @@ public enum EventCatalog {
 
     private static let index: KeyTable<KeyTable<EventSpec>> = {
         let kinds = Set(all.map(\.kind)).sorted()
-        return KeyTable(kinds.map { kind in
-            (kind.rawValue, KeyTable(all.filter { $0.kind == kind }.map { ($0.name, $0) }))
-        })
+        return KeyTable(
+            kinds.map { kind in
+                (kind.rawValue, KeyTable(all.filter { $0.kind == kind }.map { ($0.name, $0) }))
+            })
     }()
 
     /// The spec of a known event.

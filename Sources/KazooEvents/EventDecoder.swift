@@ -105,7 +105,9 @@ public struct EventDecoder: Sendable {
         }
         guard case .object(let object) = value else {
             throw EventDecodingError(
-                .notAnObject, "expected a JSON object at the top level, got \(value.typeName == "array" ? "an array" : "a \(value.typeName)")")
+                .notAnObject,
+                "expected a JSON object at the top level, got \(value.typeName == "array" ? "an array" : "a \(value.typeName)")"
+            )
         }
         return object
     }

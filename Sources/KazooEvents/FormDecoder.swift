@@ -144,7 +144,9 @@ private final class Node {
             return
         }
         let object: ObjectNode
-        if case .object(let existing) = storage { object = existing } else {
+        if case .object(let existing) = storage {
+            object = existing
+        } else {
             object = ObjectNode()
             storage = .object(object)
         }
@@ -160,7 +162,10 @@ private final class Node {
         switch storage {
         case .leaf(let v): v
         case .array(let nodes): .array(nodes.map(\.value))
-        case .object(let o): .object(JSONObject(uniqueMembersUnchecked: o.keys.map { JSONObject.Member(key: $0, value: o.nodes[$0]!.value) }))
+        case .object(let o):
+            .object(
+                JSONObject(uniqueMembersUnchecked: o.keys.map { JSONObject.Member(key: $0, value: o.nodes[$0]!.value) })
+            )
         }
     }
 }

@@ -57,7 +57,9 @@ public struct WebhookEvent: Sendable, Hashable {
     /// `voicemail_timestamp`, `fax_timestamp`).
     public var gregorianTime: Int64? {
         for name in Self.timeFields {
-            if let t = fields[name]?.intValue { return t < EventCatalog.gregorianOffset ? t + EventCatalog.gregorianOffset : t }
+            if let t = fields[name]?.intValue {
+                return t < EventCatalog.gregorianOffset ? t + EventCatalog.gregorianOffset : t
+            }
         }
         return nil
     }

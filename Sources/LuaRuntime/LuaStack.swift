@@ -22,7 +22,8 @@ struct LuaStack {
         }
         var copy = s
         copy.withUTF8 { b in
-            _ = lua_pushlstring(L, b.baseAddress.map { UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self) }, b.count)
+            _ = lua_pushlstring(
+                L, b.baseAddress.map { UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self) }, b.count)
         }
     }
 
@@ -61,7 +62,8 @@ struct LuaStack {
         case .string(let s): pushString(s)
         case .bytes(let b):
             b.withUnsafeBufferPointer { p in
-                _ = lua_pushlstring(L, p.baseAddress.map { UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self) }, p.count)
+                _ = lua_pushlstring(
+                    L, p.baseAddress.map { UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self) }, p.count)
             }
         case .array(let elements):
             guard depth < maxDepth else { throw tooDeep(maxDepth) }
@@ -133,7 +135,8 @@ struct LuaStack {
         case LUA_TSTRING:
             var length = 0
             let p = sb_tolstring(L, index, &length)!
-            let buffer = UnsafeBufferPointer(start: UnsafeRawPointer(p).assumingMemoryBound(to: UInt8.self), count: length)
+            let buffer = UnsafeBufferPointer(
+                start: UnsafeRawPointer(p).assumingMemoryBound(to: UInt8.self), count: length)
             if let s = String(validating: buffer, as: UTF8.self) { return .string(s) }
             return .bytes(Array(buffer))
         case LUA_TLIGHTUSERDATA where sb_is_null(L, index) != 0:
@@ -146,7 +149,8 @@ struct LuaStack {
         }
     }
 
-    private func readTable(_ index: Int32, depth: Int, maxDepth: Int, ancestors: inout [UnsafeRawPointer]) throws(Failure)
+    private func readTable(_ index: Int32, depth: Int, maxDepth: Int, ancestors: inout [UnsafeRawPointer])
+        throws(Failure)
         -> JSONValue
     {
         guard depth < maxDepth else { throw Failure(reason: "nested deeper than \(maxDepth) levels") }
@@ -164,8 +168,10 @@ struct LuaStack {
             for i in 0..<length {
                 lua_rawgeti(L, index, lua_Integer(i + 1))
                 defer { sb_pop(L, 1) }
-                do { elements.append(try read(lua_gettop(L), depth: depth + 1, maxDepth: maxDepth, ancestors: &ancestors)) }
-                catch { throw error.adding("[\(i + 1)]") }
+                do {
+                    elements.append(
+                        try read(lua_gettop(L), depth: depth + 1, maxDepth: maxDepth, ancestors: &ancestors))
+                } catch { throw error.adding("[\(i + 1)]") }
             }
             return .array(elements)
         }
@@ -192,10 +198,12 @@ struct LuaStack {
             } else {
                 let name = String(cString: lua_typename(L, keyType))
                 sb_pop(L, 2)
-                throw Failure(reason: "a table key of type \(name) cannot be converted (keys must be strings or numbers)")
+                throw Failure(
+                    reason: "a table key of type \(name) cannot be converted (keys must be strings or numbers)")
             }
             let element: JSONValue
-            do { element = try read(lua_gettop(L), depth: depth + 1, maxDepth: maxDepth, ancestors: &ancestors) } catch {
+            do { element = try read(lua_gettop(L), depth: depth + 1, maxDepth: maxDepth, ancestors: &ancestors) } catch
+            {
                 sb_pop(L, 2)
                 throw error.adding(integerKey != nil ? "[\(key)]" : ".\(key)")
             }
@@ -225,4 +233,3 @@ struct LuaStack {
         LuaError(.conversion, "Lua stack exhausted while converting a value")
     }
 }
-

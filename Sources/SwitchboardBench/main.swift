@@ -44,7 +44,8 @@ func measure(_ label: String, _ n: Int, _ body: () throws -> Void) rethrows -> D
     let t0 = cpuSeconds()
     for _ in 0..<n { try body() }
     let dt = cpuSeconds() - t0
-    let line = "switchboard \(label): \(n) events in \(String(format3(dt))) s cpu = \(Int(Double(n) / dt)) events/s (\(format3(dt / Double(n) * 1e6)) us/event)"
+    let line =
+        "switchboard \(label): \(n) events in \(String(format3(dt))) s cpu = \(Int(Double(n) / dt)) events/s (\(format3(dt / Double(n) * 1e6)) us/event)"
     print(line)
     return Double(n) / dt
 }

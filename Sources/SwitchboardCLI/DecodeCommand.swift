@@ -29,7 +29,8 @@ public struct DecodeCommand: ParsableCommand {
         name: .long,
         help: ArgumentHelp(
             "The Kazoo hook the body was sent for, as a decoding hint.",
-            discussion: "One of: \(EventCatalog.hooks.joined(separator: ", ")). Needed only when the payload does not say (the callflow webhook action).",
+            discussion:
+                "One of: \(EventCatalog.hooks.joined(separator: ", ")). Needed only when the payload does not say (the callflow webhook action).",
             valueName: "hook"))
     var hook: String?
 
@@ -150,7 +151,9 @@ public struct DecodeReport: Sendable {
             case .bytes(let b): .string(String(decoding: b, as: UTF8.self))
             case .double(let d) where !d.isFinite: .string(String(d))
             case .array(let a): .array(a.map(clean))
-            case .object(let o): .object(JSONObject(uniqueMembersUnchecked: o.members.map { .init(key: $0.key, value: clean($0.value)) }))
+            case .object(let o):
+                .object(
+                    JSONObject(uniqueMembersUnchecked: o.members.map { .init(key: $0.key, value: clean($0.value)) }))
             default: v
             }
         }

@@ -1,6 +1,6 @@
 public import ArgumentParser
-import JSONCore
 import Foundation
+import JSONCore
 import KazooEvents
 
 /// `switchboard events`: the schema of every event Switchboard knows.
@@ -38,11 +38,11 @@ public enum EventSchemaReport {
         for spec in EventCatalog.all {
             if spec.kind != lastKind {
                 if lastKind != nil { lines.append("") }
-                lines.append("# \(spec.kind) events (hook: \(spec.hook))")
+                lines.append("# \(spec.kind) events")
                 lastKind = spec.kind
             }
             lines.append("")
-            lines.append("\(spec.qualifiedName) — \(spec.summary)")
+            lines.append("\(spec.qualifiedName) — \(spec.summary) (hook: \(spec.hook))")
             for field in spec.fields {
                 lines.append(contentsOf: describe(field, indent: "    "))
             }
@@ -59,14 +59,16 @@ public enum EventSchemaReport {
         let type = field.type.description.padding(toLength: 14, withPad: " ", startingAt: 0)
         var lines = ["\(indent)\(name) \(type) \(field.summary)".trimmingTrailingSpaces()]
         if case .object(let members) = field.type {
-            for m in members { lines.append(contentsOf: describe(m, indent: indent + "  ." )) }
+            for m in members { lines.append(contentsOf: describe(m, indent: indent + "  .")) }
         }
         return lines
     }
 
     public static func json() -> String {
         func field(_ f: FieldSpec) -> JSONValue {
-            var object: JSONValue = ["name": .string(f.name), "type": .string(f.type.description), "summary": .string(f.summary)]
+            var object: JSONValue = [
+                "name": .string(f.name), "type": .string(f.type.description), "summary": .string(f.summary),
+            ]
             if case .object(let members) = f.type, !members.isEmpty, case .object(var o) = object {
                 o["fields"] = .array(members.map(field))
                 object = .object(o)

@@ -1,7 +1,7 @@
 public import ArgumentParser
 
 /// The `switchboard` command: receive Kazoo webhooks and run Lua rules on them.
-public struct SwitchboardCommand: AsyncParsableCommand {
+public struct SwitchboardCommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "switchboard",
         abstract: "Run Lua rules on Kazoo (2600Hz) webhooks.",
@@ -11,8 +11,8 @@ public struct SwitchboardCommand: AsyncParsableCommand {
             nesting, GET query strings) into one typed event.
 
             Start with:
-              switchboard decode samples/*          decode sample events and show their typed fields
-              switchboard events                    list every event kind and name, with field types
+              switchboard decode samples/*     decode sample events, show typed fields
+              switchboard events               list every event with its field types
             """,
         version: "0.1.0",
         subcommands: [DecodeCommand.self, EventsCommand.self]

@@ -5,7 +5,9 @@ func parse(_ text: String, limits: JSONLimits = .default) throws(JSONError) -> J
     try JSONReader.parse(Array(text.utf8), limits: limits)
 }
 
-func parseError(_ bytes: [UInt8], limits: JSONLimits = .default, sourceLocation: SourceLocation = #_sourceLocation) -> JSONError? {
+func parseError(_ bytes: [UInt8], limits: JSONLimits = .default, sourceLocation: SourceLocation = #_sourceLocation)
+    -> JSONError?
+{
     do {
         let value = try JSONReader.parse(bytes, limits: limits)
         Issue.record("expected an error, parsed \(value)", sourceLocation: sourceLocation)
@@ -29,8 +31,9 @@ func parseError(_ bytes: [UInt8], limits: JSONLimits = .default, sourceLocation:
     }
 
     @Test func integersAndFloatsStayDistinct() throws {
-        #expect(try parse("[20, 20.0, 9223372036854775807, -9223372036854775808]")
-            == [.int(20), .double(20.0), .int(Int64.max), .int(Int64.min)])
+        #expect(
+            try parse("[20, 20.0, 9223372036854775807, -9223372036854775808]")
+                == [.int(20), .double(20.0), .int(Int64.max), .int(Int64.min)])
     }
 
     @Test func integersBeyond64BitsBecomeFloats() throws {
@@ -121,7 +124,9 @@ func parseError(_ bytes: [UInt8], limits: JSONLimits = .default, sourceLocation:
 
 @Suite struct JSONWriterTests {
     @Test func writesCompactJSONThatReadsBack() throws {
-        let value: JSONValue = ["s": "é \"q\" \n\u{1}/", "i": 3, "f": 20.0, "a": [true, .null], "o": .object(JSONObject()), "e": .array([])]
+        let value: JSONValue = [
+            "s": "é \"q\" \n\u{1}/", "i": 3, "f": 20.0, "a": [true, .null], "o": .object(JSONObject()), "e": .array([]),
+        ]
         let text = try JSONWriter.string(value)
         #expect(text == #"{"s":"é \"q\" \n\u0001/","i":3,"f":20.0,"a":[true,null],"o":{},"e":[]}"#)
         #expect(try parse(text) == value)

@@ -9,7 +9,8 @@ func decode(_ text: String, _ format: WireFormat, hook: String? = nil) throws(Ev
 }
 
 func decodingError(
-    _ bytes: [UInt8], _ format: WireFormat, decoder: EventDecoder = decoder, sourceLocation: SourceLocation = #_sourceLocation
+    _ bytes: [UInt8], _ format: WireFormat, decoder: EventDecoder = decoder,
+    sourceLocation: SourceLocation = #_sourceLocation
 ) -> EventDecodingError? {
     do {
         let event = try decoder.decode(bytes, format: format)
@@ -90,7 +91,8 @@ func decodingError(
         #expect(error?.kind == .wrongType)
         #expect(error?.message == "duration_seconds: expected integer, got object")
         #expect(error?.path == "duration_seconds")
-        let nested = decodingError(Array("event_category=notification&event_name=missed_call&notify[duration_seconds]=soon".utf8), .form)
+        let nested = decodingError(
+            Array("event_category=notification&event_name=missed_call&notify[duration_seconds]=soon".utf8), .form)
         #expect(nested?.message == #"notify.duration_seconds: expected integer, got string "soon""#)
         let bool = decodingError(Array("hook_event=channel_create&is_internal_leg=maybe".utf8), .form)
         #expect(bool?.message == #"is_internal_leg: expected boolean, got string "maybe""#)
@@ -214,7 +216,9 @@ func decodingError(
     }
 
     @Test func topLevelMustBeAnObject() {
-        #expect(decodingError(Array("[1,2]".utf8), .json)?.message == "expected a JSON object at the top level, got an array")
+        #expect(
+            decodingError(Array("[1,2]".utf8), .json)?.message
+                == "expected a JSON object at the top level, got an array")
         #expect(decodingError(Array("42".utf8), .json)?.kind == .notAnObject)
         #expect(decodingError(Array("\"x\"".utf8), .json)?.kind == .notAnObject)
         #expect(decodingError(Array("null".utf8), .json)?.kind == .notAnObject)
@@ -228,7 +232,8 @@ func decodingError(
     }
 
     @Test func byteOrderMarkIsAccepted() throws {
-        let event = try decoder.decode([0xEF, 0xBB, 0xBF] + Array(#"{"hook_event":"channel_create"}"#.utf8), format: .json)
+        let event = try decoder.decode(
+            [0xEF, 0xBB, 0xBF] + Array(#"{"hook_event":"channel_create"}"#.utf8), format: .json)
         #expect(event.name == "channel_create")
     }
 
@@ -243,8 +248,12 @@ func decodingError(
         #expect(decodingError(Array(#"{"a":NaN}"#.utf8), .json)?.kind == .syntax)
         #expect(decodingError(Array(#"{"a":-Infinity}"#.utf8), .json)?.kind == .syntax)
         #expect(decodingError(Array(#"{"a":1e400}"#.utf8), .json)?.kind == .syntax)
-        #expect(decodingError(Array("event_category=notification&event_name=low_balance&current_balance=NaN".utf8), .form)?.kind == .wrongType)
-        #expect(decodingError(Array("hook_event=channel_destroy&duration_seconds=99999999999999999999".utf8), .form)?.kind == .wrongType)
+        #expect(
+            decodingError(Array("event_category=notification&event_name=low_balance&current_balance=NaN".utf8), .form)?
+                .kind == .wrongType)
+        #expect(
+            decodingError(Array("hook_event=channel_destroy&duration_seconds=99999999999999999999".utf8), .form)?.kind
+                == .wrongType)
     }
 
     @Test func duplicateKeysKeepTheLastValue() throws {
@@ -258,16 +267,27 @@ func decodingError(
     }
 
     @Test func limitsEachSayWhichLimit() {
-        let small = EventDecoder(limits: DecodingLimits(maxBodyBytes: 64, json: JSONLimits(maxDepth: 3, maxKeys: 5, maxStringBytes: 8)))
+        let small = EventDecoder(
+            limits: DecodingLimits(maxBodyBytes: 64, json: JSONLimits(maxDepth: 3, maxKeys: 5, maxStringBytes: 8)))
         let big = decodingError(Array(repeating: UInt8(ascii: " "), count: 65), .json, decoder: small)
         #expect(big?.kind == .limit)
         #expect(big?.message.contains("over the limit of 64") == true)
-        #expect(decodingError(Array(#"{"a":{"b":{"c":{}}}}"#.utf8), .json, decoder: small)?.message.contains("deeper than 3") == true)
-        #expect(decodingError(Array("a[b][c][d]=1".utf8), .form, decoder: small)?.message.contains("deeper than 3") == true)
-        #expect(decodingError(Array("a=1&b=2&c=3&d=4&e=5&f=6".utf8), .form, decoder: small)?.message.contains("too many form fields") == true)
-        #expect(decodingError(Array(#"{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6}"#.utf8), .json, decoder: small)?.message.contains("too many keys") == true)
-        #expect(decodingError(Array(#"{"a":"123456789"}"#.utf8), .json, decoder: small)?.message.contains("longer than 8") == true)
-        #expect(decodingError(Array("a=123456789".utf8), .form, decoder: small)?.message.contains("longer than 8") == true)
+        #expect(
+            decodingError(Array(#"{"a":{"b":{"c":{}}}}"#.utf8), .json, decoder: small)?.message.contains(
+                "deeper than 3") == true)
+        #expect(
+            decodingError(Array("a[b][c][d]=1".utf8), .form, decoder: small)?.message.contains("deeper than 3") == true)
+        #expect(
+            decodingError(Array("a=1&b=2&c=3&d=4&e=5&f=6".utf8), .form, decoder: small)?.message.contains(
+                "too many form fields") == true)
+        #expect(
+            decodingError(Array(#"{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6}"#.utf8), .json, decoder: small)?.message
+                .contains("too many keys") == true)
+        #expect(
+            decodingError(Array(#"{"a":"123456789"}"#.utf8), .json, decoder: small)?.message.contains("longer than 8")
+                == true)
+        #expect(
+            decodingError(Array("a=123456789".utf8), .form, decoder: small)?.message.contains("longer than 8") == true)
     }
 
     @Test func largeFormBodiesDecodeInLinearTime() throws {

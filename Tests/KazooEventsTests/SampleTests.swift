@@ -26,7 +26,9 @@ func decodeSample(_ name: String, hook: String? = nil) throws -> WebhookEvent {
 func withoutEmptyContainers(_ value: JSONValue) -> JSONValue? {
     switch value {
     case .object(let o):
-        let members = o.members.compactMap { m in withoutEmptyContainers(m.value).map { JSONObject.Member(key: m.key, value: $0) } }
+        let members = o.members.compactMap { m in
+            withoutEmptyContainers(m.value).map { JSONObject.Member(key: m.key, value: $0) }
+        }
         return members.isEmpty ? nil : .object(JSONObject(members))
     case .array(let a):
         let elements = a.compactMap(withoutEmptyContainers)

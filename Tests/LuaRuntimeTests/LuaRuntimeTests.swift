@@ -10,7 +10,9 @@ func run(_ source: String, in state: LuaState, chunk: String = "test.lua") throw
 }
 
 /// Expects `source` to fail with a LuaError and returns it.
-func expectLuaError(_ source: String, in state: LuaState, sourceLocation: SourceLocation = #_sourceLocation) -> LuaError? {
+func expectLuaError(_ source: String, in state: LuaState, sourceLocation: SourceLocation = #_sourceLocation)
+    -> LuaError?
+{
     do {
         let results = try run(source, in: state)
         Issue.record("expected an error, got \(results)", sourceLocation: sourceLocation)
@@ -49,8 +51,9 @@ func expectLuaError(_ source: String, in state: LuaState, sourceLocation: Source
 
     @Test func nullIsASentinelNotNil() throws {
         let out = try state.call(
-            try state.load("local t = ...; return t.a == nil, type(t.a), tostring(t.a)", chunkName: "n.lua",
-                           environment: try state.newEnvironment()),
+            try state.load(
+                "local t = ...; return t.a == nil, type(t.a), tostring(t.a)", chunkName: "n.lua",
+                environment: try state.newEnvironment()),
             [["a": .null]])
         #expect(out == [.bool(false), .string("userdata"), .string("null")])
     }
@@ -58,7 +61,9 @@ func expectLuaError(_ source: String, in state: LuaState, sourceLocation: Source
     @Test func emptyObjectAndEmptyArraySurvive() throws {
         #expect(try roundTrip(.object(JSONObject())) == .object(JSONObject()))
         #expect(try roundTrip(.array([])) == .array([]))
-        let nested: JSONValue = ["custom_application_vars": .object(JSONObject()), "to": .array([]), "n": [1, 2.5, "x"]]
+        let nested: JSONValue = [
+            "custom_application_vars": .object(JSONObject()), "to": .array([]), "n": [1, 2.5, "x"],
+        ]
         #expect(try roundTrip(nested) == nested)
     }
 
@@ -87,7 +92,8 @@ func expectLuaError(_ source: String, in state: LuaState, sourceLocation: Source
         for _ in 0..<100 { deep = [deep] }
         #expect(throws: LuaError.self) { try roundTrip(deep) }
         #expect(state.top == 0)
-        let error = expectLuaError("local t = {} local c = t for i = 1, 100 do c.x = {} c = c.x end return t", in: state)
+        let error = expectLuaError(
+            "local t = {} local c = t for i = 1, 100 do c.x = {} c = c.x end return t", in: state)
         #expect(error?.kind == .conversion)
         #expect(error?.message.contains("deeper than 64") == true)
     }
@@ -121,8 +127,9 @@ func expectLuaError(_ source: String, in state: LuaState, sourceLocation: Source
     }
 
     @Test func osIsLimitedToTimeClockAndDate() throws {
-        let out = try run("return type(os.time()), type(os.clock()), type(os.date('%Y')), os.execute, os.getenv, os.exit",
-                          in: state)
+        let out = try run(
+            "return type(os.time()), type(os.clock()), type(os.date('%Y')), os.execute, os.getenv, os.exit",
+            in: state)
         #expect(out == [.string("number"), .string("number"), .string("string"), .null, .null, .null])
     }
 
@@ -188,7 +195,8 @@ func expectLuaError(_ source: String, in state: LuaState, sourceLocation: Source
 @Suite struct BudgetTests {
     let state: LuaState
     init() throws {
-        state = try LuaState(limits: LuaLimits(memoryLimit: 16 << 20, instructionLimit: 2_000_000, timeLimit: .seconds(5)))
+        state = try LuaState(
+            limits: LuaLimits(memoryLimit: 16 << 20, instructionLimit: 2_000_000, timeLimit: .seconds(5)))
     }
 
     /// After any kill the state must still run code.
@@ -214,7 +222,8 @@ func expectLuaError(_ source: String, in state: LuaState, sourceLocation: Source
             end
             """, in: state)
         #expect(error?.kind == .instructions)
-        let error2 = expectLuaError("xpcall(function() while true do end end, function(m) return m end) return 'escaped'", in: state)
+        let error2 = expectLuaError(
+            "xpcall(function() while true do end end, function(m) return m end) return 'escaped'", in: state)
         #expect(error2?.kind == .instructions)
         let error3 = expectLuaError(
             "local co = coroutine.create(function() while true do end end) coroutine.resume(co) return 'escaped'",
@@ -268,8 +277,14 @@ func expectLuaError(_ source: String, in state: LuaState, sourceLocation: Source
     @Test func hostFunctionsReceiveAndReturnValues() throws {
         let env = try state.newEnvironment()
         state.setGlobal("double", function: { args in [.int((args[1].intValue ?? 0) * 2)] }, in: env)
-        state.setGlobal("util", functions: ["join": { args in [.string(args.values.compactMap(\.stringValue).joined(separator: "-"))] }], in: env)
-        #expect(try state.run("return double(21), util.join('a', 'b')", chunkName: "h.lua", environment: env) == [42, "a-b"])
+        state.setGlobal(
+            "util",
+            functions: ["join": { args in [.string(args.values.compactMap(\.stringValue).joined(separator: "-"))] }],
+            in: env)
+        #expect(
+            try state.run("return double(21), util.join('a', 'b')", chunkName: "h.lua", environment: env) == [
+                42, "a-b",
+            ])
         #expect(state.top == 0)
     }
 
@@ -279,7 +294,7 @@ func expectLuaError(_ source: String, in state: LuaState, sourceLocation: Source
         do {
             try state.run("local x = 1\nneed_string(5)", chunkName: "rule.lua", environment: env)
             Issue.record("expected an error")
-        } catch let error as LuaError {
+        } catch {
             #expect(error.message == "rule.lua:2: bad argument #1 to 'need_string' (string expected, got integer)")
             #expect(error.line == 2)
         }
@@ -315,7 +330,8 @@ func expectLuaError(_ source: String, in state: LuaState, sourceLocation: Source
 
     @Test func runtimeErrorsCarryATraceback() throws {
         let state = try LuaState()
-        let error = expectLuaError("local function inner() error('bad thing') end\nlocal function outer() inner() end\nouter()", in: state)
+        let error = expectLuaError(
+            "local function inner() error('bad thing') end\nlocal function outer() inner() end\nouter()", in: state)
         #expect(error?.kind == .runtime)
         #expect(error?.message == "test.lua:1: bad thing")
         #expect(error?.traceback?.contains("in local 'inner'") == true || error?.traceback?.contains("inner") == true)

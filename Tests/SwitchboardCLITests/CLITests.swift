@@ -45,7 +45,9 @@ let samples = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
     @Test func humanOutputShowsKindNameAndTypedFields() {
         let (text, ok) = DecodeReport().describe(file: "\(samples)/channel_destroy__strings_no_ccvs.form")
         #expect(ok)
-        #expect(text.hasPrefix("\(samples)/channel_destroy__strings_no_ccvs.form: channel channel_destroy (form, 22 fields)"))
+        #expect(
+            text.hasPrefix(
+                "\(samples)/channel_destroy__strings_no_ccvs.form: channel channel_destroy (form, 22 fields)"))
         #expect(text.contains("  billing_seconds   9"))
         #expect(text.contains("unix_time"))
         #expect(text.contains("(2024-05-14T15:23:40Z)"))
@@ -85,7 +87,10 @@ let samples = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         let document = try JSONReader.parse(Array(EventSchemaReport.json().utf8))
         let events = document["events"]?.arrayValue ?? []
         #expect(events.filter { $0["kind"] == "notification" }.count == 39)
-        #expect(Set(events.compactMap { $0["kind"]?.stringValue }) == ["channel", "notification", "object", "parking", "sms", "mms", "webhook"])
+        #expect(
+            Set(events.compactMap { $0["kind"]?.stringValue }) == [
+                "channel", "notification", "object", "parking", "sms", "mms", "webhook",
+            ])
         let destroy = events.first { $0["name"] == "channel_destroy" }
         let fields = destroy?["fields"]?.arrayValue ?? []
         #expect(fields.contains { $0["name"] == "duration_seconds" && $0["type"] == "integer" })
