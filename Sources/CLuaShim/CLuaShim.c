@@ -239,20 +239,11 @@ static int sb_xpcall(lua_State *L) {
 }
 
 /// coroutine.resume and coroutine.close report errors as values; a kill inside the coroutine is re-raised.
-static int sb_coroutine_resume(lua_State *L) {
-    int n = lua_gettop(L);
-    lua_getfield(L, lua_upvalueindex(1), "resume");
+/// Upvalue 1 is the library's own function.
+static int sb_coroutine_rethrow(lua_State *L) {
+    lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);
-    lua_call(L, n, LUA_MULTRET);
-    if (sb_rt(L)->killed != SB_KILL_NONE) return sb_raise_kill(L, 1);
-    return lua_gettop(L);
-}
-
-static int sb_coroutine_close(lua_State *L) {
-    int n = lua_gettop(L);
-    lua_getfield(L, lua_upvalueindex(1), "close");
-    lua_insert(L, 1);
-    lua_call(L, n, LUA_MULTRET);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
     if (sb_rt(L)->killed != SB_KILL_NONE) return sb_raise_kill(L, 1);
     return lua_gettop(L);
 }
@@ -410,11 +401,11 @@ static int sb_open_sandbox_unprotected(lua_State *L) {
     int full_coroutine = lua_gettop(L);
     lua_pushvalue(L, full_coroutine);
     sb_keep_only(L, coroutine_names);
-    lua_pushvalue(L, full_coroutine);
-    lua_pushcclosure(L, sb_coroutine_resume, 1);
+    lua_getfield(L, full_coroutine, "resume");
+    lua_pushcclosure(L, sb_coroutine_rethrow, 1);
     lua_setfield(L, -2, "resume");
-    lua_pushvalue(L, full_coroutine);
-    lua_pushcclosure(L, sb_coroutine_close, 1);
+    lua_getfield(L, full_coroutine, "close");
+    lua_pushcclosure(L, sb_coroutine_rethrow, 1);
     lua_setfield(L, -2, "close");
     lua_setfield(L, template_index, "coroutine");
     lua_pop(L, 1);

@@ -49,18 +49,7 @@ extension LuaState {
     ///   the file and line, and Lua's traceback. The state stays usable (see `needsRebuild`).
     @discardableResult
     public func call(_ function: LuaReference, _ arguments: [JSONValue] = []) throws(LuaError) -> [JSONValue] {
-        let base = lua_gettop(L)
-        guard lua_checkstack(L, Int32(clamping: arguments.count + 2)) != 0 else {
-            throw LuaError(.conversion, "too many arguments")
-        }
-        push(function)
-        for argument in arguments {
-            do { try stack.push(argument, maxDepth: limits.maxValueDepth) } catch {
-                lua_settop(L, base)
-                throw error
-            }
-        }
-        try callPushed(argumentCount: Int32(arguments.count), base: base)
+        let base = try callLeavingResults(function, arguments)
         defer { lua_settop(L, base) }
         var results: [JSONValue] = []
         let top = lua_gettop(L)
@@ -78,6 +67,23 @@ extension LuaState {
         let chunk = try load(source, chunkName: chunkName, environment: environment)
         defer { release(chunk) }
         return try call(chunk)
+    }
+
+    /// Pushes the function and its arguments and calls it; its results are left above the returned base.
+    func callLeavingResults(_ function: LuaReference, _ arguments: [JSONValue]) throws(LuaError) -> Int32 {
+        let base = lua_gettop(L)
+        guard lua_checkstack(L, Int32(clamping: arguments.count + 2)) != 0 else {
+            throw LuaError(.conversion, "too many arguments")
+        }
+        push(function)
+        for argument in arguments {
+            do { try stack.push(argument, maxDepth: limits.maxValueDepth) } catch {
+                lua_settop(L, base)
+                throw error
+            }
+        }
+        try callPushed(argumentCount: Int32(arguments.count), base: base)
+        return base
     }
 
     /// Calls the function under `argumentCount` pushed arguments, leaving its results above `base`.
@@ -119,18 +125,7 @@ extension LuaState {
     public func callReferences(_ function: LuaReference, _ arguments: [JSONValue] = []) throws(LuaError)
         -> [LuaReference]
     {
-        let base = lua_gettop(L)
-        guard lua_checkstack(L, Int32(clamping: arguments.count + 2)) != 0 else {
-            throw LuaError(.conversion, "too many arguments")
-        }
-        push(function)
-        for argument in arguments {
-            do { try stack.push(argument, maxDepth: limits.maxValueDepth) } catch {
-                lua_settop(L, base)
-                throw error
-            }
-        }
-        try callPushed(argumentCount: Int32(arguments.count), base: base)
+        let base = try callLeavingResults(function, arguments)
         var references: [LuaReference] = []
         while lua_gettop(L) > base { references.append(popReference()) }
         return references.reversed()

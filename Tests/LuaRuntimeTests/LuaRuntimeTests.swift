@@ -249,6 +249,16 @@ func expectLuaError(_ source: String, in state: LuaState, sourceLocation: Source
         #expect(state.memoryUsed < 16 << 20)
     }
 
+    @Test func aStateLeftFullAfterAKillAsksToBeRebuilt() throws {
+        let env = try state.newEnvironment()
+        #expect(!state.needsRebuild)
+        // The global keeps what was allocated before the kill, so collecting cannot free it.
+        #expect(throws: LuaError.self) {
+            try state.run("big = {} for i = 1, 1e9 do big[i] = i end", chunkName: "hog.lua", environment: env)
+        }
+        #expect(state.needsRebuild)
+    }
+
     @Test func stringRepTowardsAGigabyteIsKilled() throws {
         let error = expectLuaError("local s = string.rep('x', 1 << 30) return #s", in: state)
         #expect(error?.kind == .memory)
