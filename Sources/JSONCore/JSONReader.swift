@@ -112,6 +112,7 @@ private struct Cursor {
         }
         index += 1  // {
         var members: [JSONObject.Member] = []
+        members.reserveCapacity(32)
         var keyIndex = KeyIndex()
         skipWhitespace()
         if index < bytes.count, bytes[index] == UInt8(ascii: "}") {

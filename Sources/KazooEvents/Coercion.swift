@@ -7,18 +7,35 @@ import JSONCore
 /// stays `null`; anything that cannot be the field's type is an error naming the field's path.
 enum Coercion {
     static func coerce(_ fields: JSONObject, spec: EventSpec) throws(EventDecodingError) -> JSONObject {
-        var members: [JSONObject.Member] = []
-        members.reserveCapacity(fields.count)
-        for member in fields {
-            guard let type = spec.type(of: member.key) else {
-                members.append(member)
+        // Most JSON bodies already have every known field in its type: copy nothing until a value changes.
+        var members: [JSONObject.Member]? = nil
+        for (position, member) in fields.enumerated() {
+            guard let type = spec.type(of: member.key), !conforms(member.value, to: type) else {
+                members?.append(member)
                 continue
             }
+            if members == nil {
+                members = Array(fields.members[..<position])
+                members!.reserveCapacity(fields.count)
+            }
             if let value = try coerce(member.value, to: type, path: member.key) {
-                members.append(JSONObject.Member(key: member.key, value: value))
+                members!.append(JSONObject.Member(key: member.key, value: value))
             }
         }
+        guard let members else { return fields }
         return JSONObject(uniqueMembersUnchecked: members)
+    }
+
+    /// Whether a value already has its field's type, so coercion would return it unchanged.
+    static func conforms(_ value: JSONValue, to type: FieldType) -> Bool {
+        switch (type, value) {
+        case (_, .null), (.stringOrList, _): true
+        case (.string, .string), (.integer, .int), (.gregorianSeconds, .int), (.number, .int), (.number, .double),
+            (.boolean, .bool):
+            true
+        case (.object(let members), .object): members.isEmpty
+        default: false
+        }
     }
 
     /// The value as `type`, nil when it should be dropped (an empty form value).
