@@ -25,9 +25,12 @@ typedef struct sb_runtime {
 
 static sb_host_dispatch sb_dispatch = NULL;
 static const char sb_null_sentinel = 0;
+static const char sb_suspend_sentinel = 0;
 static const char sb_template_key = 0;
 static const char sb_array_mt_key = 0;
 static const char sb_object_mt_key = 0;
+
+static int sb_new_environment_unprotected(lua_State *L);
 
 static sb_runtime *sb_rt(lua_State *L) {
     void *ud = NULL;
@@ -121,6 +124,7 @@ lua_State *sb_newstate(size_t memory_limit) {
         return NULL;
     }
     lua_atpanic(L, sb_panic);
+    *(const void **)lua_getextraspace(L) = NULL;  // threads copy it: only sb_mark_host_thread sets the marker
     // Threads inherit the hook from the thread that creates them, so every coroutine is budgeted too.
     lua_sethook(L, sb_hook, LUA_MASKCOUNT, SB_HOOK_STRIDE);
     return L;
@@ -154,6 +158,7 @@ int sb_budget_end(lua_State *L) {
     return killed;
 }
 
+int64_t sb_budget_instructions_left(lua_State *L) { return sb_rt(L)->instructions_left; }
 size_t sb_memory_used(lua_State *L) { return sb_rt(L)->used; }
 void sb_set_memory_limit(lua_State *L, size_t limit) { sb_rt(L)->limit = limit; }
 size_t sb_memory_limit(lua_State *L) { return sb_rt(L)->limit; }
@@ -167,6 +172,11 @@ static int sb_host_trampoline(lua_State *L) {
     rt->in_host++;
     int results = sb_dispatch(L, box);
     rt->in_host--;
+    if (results == SB_SUSPEND) {
+        lua_pushlightuserdata(L, (void *)&sb_suspend_sentinel);
+        lua_insert(L, -2);
+        return lua_yield(L, 2);
+    }
     if (results == SB_RAISE) {
         luaL_where(L, 1);  // "chunk:line: " of the Lua code that called the host function
         lua_insert(L, -2);
@@ -484,6 +494,97 @@ static int sb_new_environment_unprotected(lua_State *L) {
 int sb_new_environment(lua_State *L) {
     lua_pushcfunction(L, sb_new_environment_unprotected);
     return lua_pcall(L, 0, 1, 0);
+}
+
+void sb_push_template(lua_State *L) { lua_rawgetp(L, LUA_REGISTRYINDEX, &sb_template_key); }
+
+/// require(name): upvalue 1 caches loaded modules, upvalue 2 holds their sources.
+static int sb_require(lua_State *L) {
+    const char *name = luaL_checkstring(L, 1);
+    lua_settop(L, 1);
+    if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) {  // [name, cached]
+        if (lua_touserdata(L, -1) == (void *)&sb_suspend_sentinel) {
+            return luaL_error(L, "require: circular require of '%s'", name);
+        }
+        return 1;
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, lua_upvalueindex(2), name) != LUA_TTABLE) {
+        return luaL_error(L, "module '%s' not found: require loads Lua files from the rules directory only "
+                             "(\"lib.phone\" is rules/lib/phone.lua)", name);
+    }
+    int entry = lua_gettop(L);
+    lua_getfield(L, entry, "source");
+    lua_getfield(L, entry, "chunk");
+    size_t length = 0;
+    const char *source = lua_tolstring(L, -2, &length);
+    const char *chunk = lua_tostring(L, -1);
+    if (source == NULL || chunk == NULL) return luaL_error(L, "require: module '%s' has no source", name);
+    lua_pushlightuserdata(L, (void *)&sb_suspend_sentinel);  // "loading", to catch cycles
+    lua_setfield(L, lua_upvalueindex(1), name);
+    sb_new_environment_unprotected(L);
+    int env = lua_gettop(L);
+    if (luaL_loadbufferx(L, source, length, chunk, "t") != LUA_OK) {
+        lua_pushnil(L);
+        lua_setfield(L, lua_upvalueindex(1), name);
+        return lua_error(L);
+    }
+    lua_pushvalue(L, env);
+    lua_setupvalue(L, -2, 1);
+    lua_pushstring(L, name);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {  // forget the "loading" mark, then re-raise
+        lua_pushnil(L);
+        lua_setfield(L, lua_upvalueindex(1), name);
+        return lua_error(L);
+    }
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushboolean(L, 1);
+    }
+    lua_pushvalue(L, -1);
+    lua_setfield(L, lua_upvalueindex(1), name);
+    return 1;
+}
+
+void sb_push_require(lua_State *L) {
+    lua_newtable(L);   // cache
+    lua_insert(L, -2); // cache, sources
+    lua_pushcclosure(L, sb_require, 2);
+}
+
+static int sb_mark(lua_State *L) {
+    int kind = (int)lua_tointeger(L, lua_upvalueindex(1));
+    if (lua_isnoneornil(L, 1)) {
+        lua_newtable(L);
+    } else {
+        luaL_checktype(L, 1, LUA_TTABLE);
+        lua_settop(L, 1);
+        if (luaL_getmetafield(L, 1, "__metatable") != LUA_TNIL && sb_table_marker(L, 1) == 0) {
+            return luaL_error(L, "%s: the table has a protected metatable", kind == 1 ? "json.array" : "json.object");
+        }
+        lua_settop(L, 1);
+    }
+    sb_mark_table(L, -1, kind);
+    return 1;
+}
+
+void sb_push_marker_function(lua_State *L, int kind) {
+    lua_pushinteger(L, kind);
+    lua_pushcclosure(L, sb_mark, 1);
+}
+
+static const char sb_host_thread_marker = 0;
+
+void sb_mark_host_thread(lua_State *thread) {
+    *(const void **)lua_getextraspace(thread) = &sb_host_thread_marker;
+}
+
+int sb_is_host_thread(lua_State *L) {
+    return *(const void **)lua_getextraspace(L) == (const void *)&sb_host_thread_marker;
+}
+
+int sb_is_host_suspension(lua_State *L, int index) {
+    return lua_type(L, index) == LUA_TLIGHTUSERDATA && lua_touserdata(L, index) == (void *)&sb_suspend_sentinel;
 }
 
 int sb_load_text(lua_State *L, const char *source, size_t length, const char *chunkname, int env_index) {

@@ -6,6 +6,11 @@ public import JSONCore
 /// or throws: the error's message is raised in Lua (by the C trampoline, never by Swift).
 public typealias HostFunction = (HostArguments) throws -> [JSONValue]
 
+/// A Swift function that suspends the calling coroutine: it returns a request, the coroutine yields it to
+/// whoever resumes it (`LuaState.resume`), and the values given to the next resume become the call's results.
+/// Usable only from code running in a coroutine started with `LuaState.startCoroutine`.
+public typealias SuspendingHostFunction = (HostArguments) throws -> JSONValue
+
 /// The arguments of one host-function call, with checks that produce Lua-style messages.
 public struct HostArguments: Sendable {
     /// The function's name as scripts see it (`json.encode`), for messages.
@@ -46,11 +51,15 @@ public struct HostFunctionError: Error, Sendable, CustomStringConvertible {
 
 /// Keeps a host function alive for its state; Lua holds an unretained pointer to it.
 final class HostFunctionBox {
+    enum Body {
+        case values(HostFunction)
+        case suspending(SuspendingHostFunction)
+    }
     let name: String
-    let body: HostFunction
+    let body: Body
     let maxDepth: Int
 
-    init(name: String, body: @escaping HostFunction, maxDepth: Int) {
+    init(name: String, body: Body, maxDepth: Int) {
         self.name = name
         self.body = body
         self.maxDepth = maxDepth
@@ -59,7 +68,7 @@ final class HostFunctionBox {
 
 extension LuaState {
     /// Pushes a C closure that calls `body` through the trampoline. Stack effect: +1.
-    func pushHostFunction(name: String, _ body: @escaping HostFunction) {
+    func pushHostFunction(name: String, _ body: HostFunctionBox.Body) {
         let box = HostFunctionBox(name: name, body: body, maxDepth: limits.maxValueDepth)
         hostFunctions.append(box)
         sb_push_host_function(L, Unmanaged.passUnretained(box).toOpaque())
@@ -86,7 +95,27 @@ private func hostDispatch(_ L: OpaquePointer?, _ box: UnsafeMutableRawPointer?) 
                 values.append(try stack.value(at: i, maxDepth: function.maxDepth, root: "argument #\(i)"))
             }
         }
-        let results = try function.body(HostArguments(functionName: function.name, values: values))
+        let arguments = HostArguments(functionName: function.name, values: values)
+        let results: [JSONValue]
+        switch function.body {
+        case .values(let body):
+            results = try body(arguments)
+        case .suspending(let body):
+            guard sb_is_host_thread(L) != 0 else {
+                throw HostFunctionError(
+                    "\(function.name) must be called from the rule's own code, not while a file is loading nor "
+                        + "inside a coroutine the rule created")
+            }
+            guard lua_isyieldable(L) != 0 else {
+                throw HostFunctionError(
+                    "\(function.name) cannot wait for a result here: call it from the rule's own code, not inside "
+                        + "a metamethod, a table.sort comparator, a string.gsub callback or a module's top level")
+            }
+            let request = try body(arguments)
+            guard lua_checkstack(L, 2) != 0 else { throw HostFunctionError("\(function.name): Lua stack exhausted") }
+            try stack.push(request, maxDepth: function.maxDepth)
+            return SB_SUSPEND
+        }
         guard lua_checkstack(L, Int32(clamping: results.count + 1)) != 0 else {
             throw HostFunctionError("\(function.name): too many results")
         }

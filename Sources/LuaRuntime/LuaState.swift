@@ -123,7 +123,7 @@ public final class LuaState {
         push(environment)
         lua_createtable(L, 0, Int32(functions.count))
         for (key, body) in functions.sorted(by: { $0.key < $1.key }) {
-            pushHostFunction(name: "\(name).\(key)", body)
+            pushHostFunction(name: "\(name).\(key)", .values(body))
             stack.setField(-2, key)
         }
         stack.setField(-2, name)
@@ -133,7 +133,7 @@ public final class LuaState {
     /// Sets `name` in the environment to one host function. Stack effect: none.
     public func setGlobal(_ name: String, function: @escaping HostFunction, in environment: LuaReference) {
         push(environment)
-        pushHostFunction(name: name, function)
+        pushHostFunction(name: name, .values(function))
         stack.setField(-2, name)
         sb_pop(L, 1)
     }

@@ -19,6 +19,9 @@
 /// A Swift host function returns a result count >= 0, or SB_RAISE after pushing an error message; the C
 /// trampoline then raises that message with lua_error. Swift never calls lua_error itself.
 #define SB_RAISE (-1)
+/// A suspending host function returns SB_SUSPEND after pushing its request; the trampoline yields the
+/// coroutine with (host sentinel, request), and the values the host resumes it with become the results.
+#define SB_SUSPEND (-2)
 
 /// Why a budgeted call was killed (see sb_budget_end). Zero means it was not.
 #define SB_KILL_NONE 0
@@ -50,6 +53,8 @@ void sb_set_host_dispatch(sb_host_dispatch dispatch);
 void sb_budget_begin(lua_State *L, int64_t instructions, double seconds);
 /// Disarms the budget and returns why the call was killed (SB_KILL_*), or SB_KILL_NONE.
 int sb_budget_end(lua_State *L);
+/// Instructions left in the armed budget (may be negative after a kill).
+int64_t sb_budget_instructions_left(lua_State *L);
 /// Bytes the state currently holds.
 size_t sb_memory_used(lua_State *L);
 /// Changes the memory cap (bytes) used by later budgeted calls.
@@ -72,6 +77,14 @@ int sb_new_environment(lua_State *L);
 /// Stack effect: +1 (the function, or the error message). Returns a Lua status code.
 int sb_load_text(lua_State *L, const char *source, size_t length, const char *chunkname, int env_index);
 
+/// Pushes the template every new environment copies, so the host can add globals to it. Stack effect: +1.
+void sb_push_template(lua_State *L);
+/// Pops a table of module sources ({name = {source = "...", chunk = "@path"}}) and pushes a `require`
+/// that loads those modules (only) in environments of their own, once per state. Stack effect: 0.
+void sb_push_require(lua_State *L);
+/// Pushes json.array (kind 1) or json.object (kind 2): marks a table (or a new one) and returns it. +1.
+void sb_push_marker_function(lua_State *L, int kind);
+
 // MARK: - Calls
 
 /// Calls the function below `nargs` arguments under lua_pcall with a traceback message handler.
@@ -79,6 +92,13 @@ int sb_load_text(lua_State *L, const char *source, size_t length, const char *ch
 int sb_pcall_traceback(lua_State *L, int nargs, int nresults);
 /// Pushes a C closure that calls the host dispatcher with `box`. Stack effect: +1.
 void sb_push_host_function(lua_State *L, void *box);
+
+/// Marks a thread as one the host created to run rule code: only such threads may suspend on host calls.
+void sb_mark_host_thread(lua_State *thread);
+/// Whether the running thread is a host-created one (not main, not a coroutine the script created).
+int sb_is_host_thread(lua_State *L);
+/// Whether the values at `index` (the host sentinel) and above it make a host suspension.
+int sb_is_host_suspension(lua_State *L, int index);
 
 // MARK: - Values
 

@@ -1,0 +1,158 @@
+import CLua
+import CLuaShim
+public import JSONCore
+
+/// One run of a Lua function in a coroutine of its own, which may suspend on host functions (HTTP) and be
+/// resumed later while other coroutines run. Its budget (instructions, Lua running time) spans all resumes.
+public final class LuaCoroutine {
+    let threadReference: LuaReference
+    let thread: OpaquePointer
+    var argumentCount: Int32
+    var started = false
+    /// Instructions still allowed across all resumes.
+    public internal(set) var instructionsLeft: Int
+    /// Lua running time still allowed across all resumes (time spent suspended does not count).
+    public internal(set) var timeLeft: Duration
+    public internal(set) var isFinished = false
+
+    init(threadReference: LuaReference, thread: OpaquePointer, argumentCount: Int32, limits: LuaLimits) {
+        self.threadReference = threadReference
+        self.thread = thread
+        self.argumentCount = argumentCount
+        self.instructionsLeft = limits.instructionLimit
+        self.timeLeft = limits.timeLimit
+    }
+}
+
+/// What a resume ended with.
+public enum LuaResumeResult: Equatable {
+    /// The function returned these values; the coroutine is finished.
+    case finished([JSONValue])
+    /// A suspending host function asked for this; resume with its results.
+    case suspended(JSONValue)
+}
+
+extension LuaState {
+    /// Prepares `function(arguments...)` in a new coroutine; nothing runs until `resume`.
+    public func startCoroutine(_ function: LuaReference, _ arguments: [JSONValue]) throws(LuaError) -> LuaCoroutine {
+        guard let thread = lua_newthread(L) else { throw LuaError(.memory, "could not create a coroutine") }
+        sb_mark_host_thread(thread)
+        let reference = popReference()
+        let threadStack = LuaStack(L: thread)
+        guard lua_checkstack(thread, Int32(clamping: arguments.count + 2)) != 0 else {
+            release(reference)
+            throw LuaError(.conversion, "too many arguments")
+        }
+        sb_getref(L, reference.ref)  // keep the thread alive while we fill it
+        push(function)
+        lua_xmove(L, thread, 1)
+        sb_pop(L, 1)
+        for argument in arguments {
+            do { try threadStack.push(argument, maxDepth: limits.maxValueDepth) } catch {
+                release(reference)
+                throw error
+            }
+        }
+        return LuaCoroutine(
+            threadReference: reference, thread: thread, argumentCount: Int32(arguments.count), limits: limits)
+    }
+
+    /// Runs the coroutine until it finishes or suspends. `values` are the results of the suspending call it
+    /// is resumed from (ignored on the first resume).
+    /// - Throws: `LuaError` as `call` does; the coroutine is then finished.
+    public func resume(_ coroutine: LuaCoroutine, with values: [JSONValue] = []) throws(LuaError) -> LuaResumeResult {
+        precondition(!coroutine.isFinished, "resumed a finished coroutine")
+        let thread = coroutine.thread
+        let threadStack = LuaStack(L: thread)
+        var count = coroutine.argumentCount
+        if coroutine.started {
+            lua_settop(thread, 0)
+            guard lua_checkstack(thread, Int32(clamping: values.count + 1)) != 0 else {
+                finish(coroutine)
+                throw LuaError(.conversion, "too many values")
+            }
+            for value in values {
+                do { try threadStack.push(value, maxDepth: limits.maxValueDepth) } catch {
+                    finish(coroutine)
+                    throw error
+                }
+            }
+            count = Int32(values.count)
+        }
+        coroutine.started = true
+
+        let seconds =
+            Double(coroutine.timeLeft.components.seconds)
+            + Double(coroutine.timeLeft.components.attoseconds) / 1e18
+        let clock = ContinuousClock()
+        let began = clock.now
+        sb_budget_begin(L, Int64(coroutine.instructionsLeft), max(seconds, 0.000_001))
+        var resultCount: Int32 = 0
+        let status = lua_resume(thread, L, count, &resultCount)
+        let left = sb_budget_instructions_left(L)
+        let killed = sb_budget_end(L)
+        coroutine.instructionsLeft = Int(max(left, 0))
+        coroutine.timeLeft -= clock.now - began
+
+        switch status {
+        case LUA_OK:
+            defer { finish(coroutine) }
+            var results: [JSONValue] = []
+            let top = lua_gettop(thread)
+            let first = top - resultCount + 1
+            if resultCount > 0 {
+                for i in first...top {
+                    results.append(
+                        try threadStack.value(at: i, maxDepth: limits.maxValueDepth, root: "result #\(i - first + 1)"))
+                }
+            }
+            return .finished(results)
+        case LUA_YIELD:
+            let top = lua_gettop(thread)
+            guard resultCount == 2, sb_is_host_suspension(thread, top - 1) != 0 else {
+                finish(coroutine)
+                throw LuaError(
+                    .runtime,
+                    "coroutine.yield was called outside a coroutine the rule created (the rule itself cannot yield)")
+            }
+            do {
+                let request = try threadStack.value(at: top, maxDepth: limits.maxValueDepth, root: "request")
+                lua_settop(thread, 0)
+                return .suspended(request)
+            } catch {
+                finish(coroutine)
+                throw error
+            }
+        default:
+            let message = threadStack.string(at: -1) ?? "(error object is not a string)"
+            luaL_traceback(L, thread, nil, 0)
+            let traceback = stack.string(at: -1)
+            sb_pop(L, 1)
+            finish(coroutine)
+            let kind: LuaError.Kind
+            switch killed {
+            case SB_KILL_INSTRUCTIONS: kind = .instructions
+            case SB_KILL_DEADLINE: kind = .timeout
+            case SB_KILL_MEMORY: kind = .memory
+            default: kind = status == LUA_ERRMEM ? .memory : .runtime
+            }
+            var error = LuaError.parse(kind: kind, raw: message)
+            error.traceback = traceback
+            if kind == .memory, !error.message.contains("memory limit exceeded") {
+                error.message = "memory limit exceeded (\(limits.memoryLimit) bytes): \(error.message)"
+            }
+            if killed != SB_KILL_NONE || status == LUA_ERRMEM {
+                collectGarbage()
+                if memoryUsed > limits.memoryLimit / 10 * 9 { needsRebuild = true }
+            }
+            throw error
+        }
+    }
+
+    /// Abandons a coroutine (finished or suspended) and lets it be collected.
+    public func finish(_ coroutine: LuaCoroutine) {
+        guard !coroutine.isFinished else { return }
+        coroutine.isFinished = true
+        release(coroutine.threadReference)
+    }
+}

@@ -1,0 +1,176 @@
+import JSONCore
+import LuaRuntime
+import Testing
+
+@Suite struct CoroutineTests {
+    /// A state with `fetch(x)`, a suspending host function whose request is its argument.
+    func makeState(_ limits: LuaLimits = .default) throws -> (LuaState, LuaReference) {
+        let state = try LuaState(limits: limits)
+        try state.installGlobal("fetch", .suspending { args in ["wants": args[1]] })
+        let env = try state.newEnvironment()
+        return (state, env)
+    }
+
+    func function(_ source: String, in state: LuaState, env: LuaReference) throws -> LuaReference {
+        let chunk = try state.load(source, chunkName: "co.lua", environment: env)
+        return try state.callReferences(chunk)[0]
+    }
+
+    @Test func suspendsOnHostCallsAndResumesWithTheirResults() throws {
+        let (state, env) = try makeState()
+        let f = try function(
+            "return function(a) local r = fetch(a) local s = fetch(r .. '!') return s, 'done' end", in: state, env: env)
+        let co = try state.startCoroutine(f, ["x"])
+        #expect(try state.resume(co) == .suspended(["wants": "x"]))
+        #expect(try state.resume(co, with: ["y"]) == .suspended(["wants": "y!"]))
+        #expect(try state.resume(co, with: ["z"]) == .finished(["z", "done"]))
+        #expect(co.isFinished)
+        #expect(state.top == 0)
+    }
+
+    @Test func manyCoroutinesInterleave() throws {
+        let (state, env) = try makeState()
+        let f = try function(
+            "local n = 0 return function(a) n = n + 1 local r = fetch(a) return r + a end", in: state, env: env)
+        let coroutines = try (1...50).map { try state.startCoroutine(f, [.int(Int64($0))]) }
+        for (i, co) in coroutines.enumerated() {
+            #expect(try state.resume(co) == .suspended(["wants": .int(Int64(i + 1))]))
+        }
+        for (i, co) in coroutines.enumerated() {
+            #expect(try state.resume(co, with: [.int(1000)]) == .finished([.int(Int64(1001 + i))]))
+        }
+    }
+
+    @Test func suspendingInsideAPcallWorks() throws {
+        let (state, env) = try makeState()
+        let f = try function("return function() local ok, v = pcall(fetch, 1) return ok, v end", in: state, env: env)
+        let co = try state.startCoroutine(f, [])
+        guard case .suspended = try state.resume(co) else { Issue.record("expected a suspension"); return }
+        #expect(try state.resume(co, with: ["r"]) == .finished([true, "r"]))
+    }
+
+    @Test func suspendingWhereItCannotIsAClearError() throws {
+        let (state, env) = try makeState()
+        // While a chunk loads (a plain call, not a coroutine).
+        do {
+            try state.run("fetch(1)", chunkName: "load.lua", environment: env)
+            Issue.record("expected an error")
+        } catch {
+            #expect(error.message.contains("must be called from the rule's own code"))
+        }
+        // Inside a coroutine the script made.
+        let f = try function(
+            "return function() local co = coroutine.create(function() return fetch(1) end) return coroutine.resume(co) end",
+            in: state, env: env)
+        let co = try state.startCoroutine(f, [])
+        guard case .finished(let out) = try state.resume(co) else { Issue.record("expected it to finish"); return }
+        #expect(out.first == .bool(false))
+        #expect(out.last?.stringValue?.contains("inside a coroutine the rule created") == true)
+        // Inside a C callback that cannot yield.
+        let g = try function(
+            "return function() return pcall(table.sort, {2, 1}, function(a, b) fetch(1) return a < b end) end",
+            in: state, env: env)
+        let co2 = try state.startCoroutine(g, [])
+        guard case .finished(let out2) = try state.resume(co2) else { Issue.record("expected it to finish"); return }
+        #expect(out2.last?.stringValue?.contains("cannot wait for a result here") == true)
+    }
+
+    @Test func aBareYieldIsAnError() throws {
+        let (state, env) = try makeState()
+        let f = try function("return function() coroutine.yield(1) end", in: state, env: env)
+        let co = try state.startCoroutine(f, [])
+        #expect(throws: LuaError.self) { try state.resume(co) }
+        #expect(co.isFinished)
+    }
+
+    @Test func theBudgetSpansResumes() throws {
+        let (state, env) = try makeState(LuaLimits(instructionLimit: 300_000))
+        let f = try function(
+            "return function() for round = 1, 10 do for i = 1, 50000 do end fetch(round) end return 'finished' end",
+            in: state, env: env)
+        let co = try state.startCoroutine(f, [])
+        var error: LuaError? = nil
+        do {
+            for _ in 0..<20 { _ = try state.resume(co, with: [1]) }
+        } catch let e {
+            error = e
+        }
+        #expect(error?.kind == .instructions)
+        #expect(error?.traceback?.contains("co.lua") == true)
+    }
+
+    @Test func errorsCarryFileLineAndTraceback() throws {
+        let (state, env) = try makeState()
+        let f = try function("return function()\n  local x = nil\n  return x.y\nend", in: state, env: env)
+        let co = try state.startCoroutine(f, [])
+        do {
+            _ = try state.resume(co)
+            Issue.record("expected an error")
+        } catch {
+            #expect(error.kind == .runtime)
+            #expect(error.chunk == "co.lua")
+            #expect(error.line == 3)
+            #expect(error.traceback?.hasPrefix("stack traceback:") == true)
+        }
+    }
+}
+
+@Suite struct GlobalsAndModulesTests {
+    @Test func installedGlobalsReachEveryNewEnvironmentAsCopies() throws {
+        let state = try LuaState()
+        try state.installGlobal(
+            "util", .table(["twice": .function { [.int(($0[1].intValue ?? 0) * 2)] }, "name": .value("u")]))
+        let a = try state.newEnvironment()
+        let b = try state.newEnvironment()
+        try state.run("util.name = 'changed'", chunkName: "a.lua", environment: a)
+        #expect(try state.run("return util.twice(4), util.name", chunkName: "b.lua", environment: b) == [8, "u"])
+    }
+
+    @Test func jsonMarkersForceListOrObject() throws {
+        let state = try LuaState()
+        try state.installGlobal(
+            "json", .table(["array": .arrayMarker, "object": .objectMarker, "null": .value(.null)]))
+        let env = try state.newEnvironment()
+        let out = try state.run(
+            "return json.array(), json.object(), json.array({1, 2}), {a = json.null}, json.null == json.null",
+            chunkName: "j.lua", environment: env)
+        #expect(out == [.array([]), .object(JSONObject()), [1, 2], ["a": .null], true])
+    }
+
+    @Test func requireLoadsOnlyGivenModulesOncePerState() throws {
+        let state = try LuaState()
+        try state.installRequire(modules: [
+            "lib.phone": (
+                "local M = {} count = (rawget(_G, 'count') or 0) + 1 M.count = count function M.digits(s) return (s:gsub('%D', '')) end return M",
+                "rules/lib/phone.lua"
+            ),
+            "lib.bad": ("error('broken module')", "rules/lib/bad.lua"),
+            "lib.a": ("return require 'lib.b'", "rules/lib/a.lua"),
+            "lib.b": ("return require 'lib.a'", "rules/lib/b.lua"),
+        ])
+        let env = try state.newEnvironment()
+        #expect(
+            try state.run(
+                "local p = require 'lib.phone' return p.digits('+1 (415) 555')", chunkName: "r.lua", environment: env)
+                == ["1415555"])
+        let other = try state.newEnvironment()
+        #expect(
+            try state.run(
+                "return require('lib.phone') == require('lib.phone'), require('lib.phone').count", chunkName: "s.lua",
+                environment: other) == [true, 1])
+        #expect(try state.run("return rawget(_G, 'count')", chunkName: "s.lua", environment: other) == [.null])  // the module's globals are its own
+        for (source, expected) in [
+            ("require 'os'", "module 'os' not found"),
+            ("require '../etc/passwd'", "not found"),
+            ("require 'lib.bad'", "broken module"),
+            ("require 'lib.a'", "circular require of 'lib.a'"),
+        ] {
+            do {
+                try state.run(source, chunkName: "r.lua", environment: env)
+                Issue.record("expected \(source) to fail")
+            } catch {
+                #expect(error.message.contains(expected), "\(error.message)")
+            }
+        }
+    }
+}
