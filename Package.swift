@@ -17,7 +17,9 @@ let package = Package(
         .library(name: "LuaRuntime", targets: ["LuaRuntime"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // Debian's Lua 5.4 (liblua5.4-dev), found through pkg-config. Never vendored.
@@ -35,11 +37,20 @@ let package = Package(
         .target(name: "LuaRuntime", dependencies: ["CLua", "CLuaShim", "JSONCore"], swiftSettings: swiftSettings),
         // Kazoo's webhook events: the typed model, the schema and the three wire formats.
         .target(name: "KazooEvents", dependencies: ["JSONCore"], swiftSettings: swiftSettings),
+        // Rule files, the Lua host API (log, http, json, kazoo, env, forward) and running rules on events.
+        .target(
+            name: "RuleEngine",
+            dependencies: [
+                "LuaRuntime", "KazooEvents", "JSONCore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // The command-line interface as a library, so tests can drive it.
         .target(
             name: "SwitchboardCLI",
             dependencies: [
-                "KazooEvents", "JSONCore", "LuaRuntime",
+                "KazooEvents", "JSONCore", "LuaRuntime", "RuleEngine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -52,7 +63,7 @@ let package = Package(
         // `make bench`: decode + Lua conversion + one rule call, beside the lua5.4 + cjson anchor.
         .executableTarget(
             name: "SwitchboardBench",
-            dependencies: ["KazooEvents", "JSONCore", "LuaRuntime"],
+            dependencies: ["KazooEvents", "JSONCore", "LuaRuntime", "RuleEngine"],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "JSONCoreTests", dependencies: ["JSONCore"], swiftSettings: swiftSettings),
@@ -60,6 +71,16 @@ let package = Package(
         .testTarget(
             name: "KazooEventsTests",
             dependencies: ["KazooEvents", "JSONCore"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "RuleEngineTests",
+            dependencies: [
+                "RuleEngine", "KazooEvents", "JSONCore", "LuaRuntime",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

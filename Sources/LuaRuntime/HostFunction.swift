@@ -3,7 +3,8 @@ import CLuaShim
 public import JSONCore
 
 /// A Swift function callable from Lua. It receives the arguments converted to values and returns results,
-/// or throws: the error's message is raised in Lua (by the C trampoline, never by Swift).
+/// or throws: the error's message is raised in Lua (by the C trampoline, never by Swift). A `.null` result
+/// is `nil` in Lua (nulls nested in tables stay `json.null`).
 public typealias HostFunction = (HostArguments) throws -> [JSONValue]
 
 /// A Swift function that suspends the calling coroutine: it returns a request, the coroutine yields it to
@@ -120,6 +121,10 @@ private func hostDispatch(_ L: OpaquePointer?, _ box: UnsafeMutableRawPointer?) 
             throw HostFunctionError("\(function.name): too many results")
         }
         for (i, r) in results.enumerated() {
+            if r == .null {  // a missing result is nil to Lua; json.null appears only inside tables
+                lua_pushnil(L)
+                continue
+            }
             do { try stack.push(r, maxDepth: function.maxDepth) } catch {
                 sb_pop(L, Int32(i))
                 throw error

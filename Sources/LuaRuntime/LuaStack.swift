@@ -98,7 +98,8 @@ struct LuaStack {
     // MARK: Lua -> Swift
 
     /// Reads the value at `index`. Tables become arrays when marked as arrays or when their keys are exactly
-    /// 1…n; otherwise objects (integer keys become strings; an empty unmarked table is an object).
+    /// 1…n; otherwise objects with their keys sorted (integer keys become strings; an empty unmarked table is
+    /// an object).
     /// Stack effect: none.
     /// - Throws: `LuaError.Kind.conversion` for functions, coroutines, userdata, cycles, depth, or table keys
     ///   that are not strings or numbers; the message names the path (`payload.items[2].f`).
@@ -221,6 +222,9 @@ struct LuaStack {
         if members.count > 1, integerValues.count == members.count {
             // A sparse integer-keyed table: keep its keys in numeric order for readability.
             members.sort { (Int64($0.key) ?? 0) < (Int64($1.key) ?? 0) }
+        } else if members.count > 1 {
+            // Lua's hash order changes from run to run; sorted keys make output and diffs stable.
+            members.sort { $0.key < $1.key }
         }
         return .object(JSONObject(members))
     }

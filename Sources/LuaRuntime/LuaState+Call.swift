@@ -131,6 +131,23 @@ extension LuaState {
         return references.reversed()
     }
 
+    /// Calls the referenced function with referenced values as arguments (tables and functions included)
+    /// and keeps each result in the registry.
+    public func callReferences(_ function: LuaReference, referenceArguments: [LuaReference]) throws(LuaError)
+        -> [LuaReference]
+    {
+        let base = lua_gettop(L)
+        guard lua_checkstack(L, Int32(clamping: referenceArguments.count + 2)) != 0 else {
+            throw LuaError(.conversion, "too many arguments")
+        }
+        push(function)
+        for argument in referenceArguments { push(argument) }
+        try callPushed(argumentCount: Int32(referenceArguments.count), base: base)
+        var references: [LuaReference] = []
+        while lua_gettop(L) > base { references.append(popReference()) }
+        return references.reversed()
+    }
+
     /// Converts a value into Lua and keeps it in the registry. Stack effect: none.
     public func makeReference(_ value: JSONValue) throws(LuaError) -> LuaReference {
         try stack.push(value, maxDepth: limits.maxValueDepth)

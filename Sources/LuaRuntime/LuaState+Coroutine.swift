@@ -58,7 +58,7 @@ extension LuaState {
     }
 
     /// Runs the coroutine until it finishes or suspends. `values` are the results of the suspending call it
-    /// is resumed from (ignored on the first resume).
+    /// is resumed from (ignored on the first resume); a top-level `.null` among them is `nil`.
     /// - Throws: `LuaError` as `call` does; the coroutine is then finished.
     public func resume(_ coroutine: LuaCoroutine, with values: [JSONValue] = []) throws(LuaError) -> LuaResumeResult {
         precondition(!coroutine.isFinished, "resumed a finished coroutine")
@@ -72,6 +72,10 @@ extension LuaState {
                 throw LuaError(.conversion, "too many values")
             }
             for value in values {
+                if value == .null {  // as with host function results: a missing value is nil
+                    lua_pushnil(thread)
+                    continue
+                }
                 do { try threadStack.push(value, maxDepth: limits.maxValueDepth) } catch {
                     finish(coroutine)
                     throw error

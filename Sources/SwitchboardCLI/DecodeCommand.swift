@@ -76,31 +76,11 @@ public struct DecodeReport: Sendable {
         self.json = json
     }
 
-    /// The wire format for a file: the option, else its extension, else its content.
-    public func wireFormat(file: String, body: [UInt8]) -> WireFormat {
-        switch format {
-        case .json: return .json
-        case .form: return .form
-        case .query: return .query
-        case .auto: break
-        }
-        let ext = (file as NSString).pathExtension.lowercased()
-        if let f = WireFormat(rawValue: ext) { return f }
-        return WireFormat.detect(contentType: nil, body: body)
-    }
-
     /// Decodes one file: the text to print and whether it decoded.
     public func describe(file: String) -> (String, Bool) {
-        guard let data = FileManager.default.contents(atPath: file) else {
-            return (render(file: file, error: "cannot read the file (does it exist?)"), false)
-        }
-        let body = [UInt8](data)
-        let wire = wireFormat(file: file, body: body)
-        do {
-            let event = try decoder.decode(body, format: wire, hook: hook)
-            return (render(file: file, event: event, format: wire), true)
-        } catch {
-            return (render(file: file, error: "\(wire) body: \(error)"), false)
+        switch EventFileReader(format: format, hook: hook, decoder: decoder).read(file) {
+        case .success(let (event, wire)): return (render(file: file, event: event, format: wire), true)
+        case .failure(let error): return (render(file: file, error: error.message), false)
         }
     }
 

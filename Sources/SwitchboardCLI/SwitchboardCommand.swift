@@ -1,7 +1,7 @@
 public import ArgumentParser
 
 /// The `switchboard` command: receive Kazoo webhooks and run Lua rules on them.
-public struct SwitchboardCommand: ParsableCommand {
+public struct SwitchboardCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "switchboard",
         abstract: "Run Lua rules on Kazoo (2600Hz) webhooks.",
@@ -11,11 +11,14 @@ public struct SwitchboardCommand: ParsableCommand {
             nesting, GET query strings) into one typed event.
 
             Start with:
+              switchboard check                compile and validate the rules in rules/
+              switchboard run samples/channel_create__inbound.json
+                                               run the rules on a sample (dry run)
               switchboard decode samples/*     decode sample events, show typed fields
               switchboard events               list every event with its field types
             """,
         version: "0.1.0",
-        subcommands: [DecodeCommand.self, EventsCommand.self]
+        subcommands: [RunCommand.self, CheckCommand.self, DecodeCommand.self, EventsCommand.self]
     )
 
     public init() {}

@@ -1,0 +1,346 @@
+import Foundation
+import JSONCore
+import KazooEvents
+import LuaRuntime
+
+/// What the host API is doing right now: which file is loading, or which rule run is executing. The API
+/// checks it so that a call where it cannot work is a clear error (http while a file loads, for example).
+final class RunContext {
+    enum Phase {
+        case idle
+        case loading(file: String)
+        case running(RuleRun)
+    }
+    var phase: Phase = .idle
+    /// Log lines written while files load (shown by `check` and `run`).
+    var loadLogs: [(file: String, record: LogRecord)] = []
+
+    var currentRun: RuleRun? {
+        if case .running(let run) = phase { return run }
+        return nil
+    }
+}
+
+/// One rule run's record: its stage and everything it did.
+final class RuleRun {
+    let rule: String
+    var stage = "filter"
+    var forwards: [ForwardRecord] = []
+    /// Forward targets with their encoded bodies, to send when the run is live.
+    var pendingForwards: [(ForwardTarget, [UInt8], String)] = []
+    var http: [HTTPRecord] = []
+    var logs: [LogRecord] = []
+
+    init(rule: String) { self.rule = rule }
+}
+
+/// Installs the API rules see (`log`, `http`, `json`, `kazoo`, `env`, `forward`, `print`) into a state's
+/// template, so every rule and module environment gets it. One function per area below.
+enum HostAPI {
+    static func install(in state: LuaState, context: RunContext, configuration: RuleConfiguration) throws(LuaError) {
+        try state.installGlobal("log", logTable(context))
+        try state.installGlobal("print", .function(print(context)))
+        try state.installGlobal("json", jsonTable())
+        try state.installGlobal("http", httpTable(context, configuration))
+        try state.installGlobal("kazoo", kazooTable())
+        try state.installGlobal("env", .function(env(configuration)))
+        try state.installGlobal("forward", .function(forward(context)))
+    }
+
+    // MARK: log
+
+    static let levels = ["debug", "info", "warn", "error"]
+
+    static func logTable(_ context: RunContext) -> HostValue {
+        var functions: [String: HostValue] = [:]
+        for level in levels {
+            functions[level] = .function { args in
+                let message = args[1].stringValue ?? render(args[1])
+                let fields = args[2]
+                if fields != .null, fields.objectValue == nil, fields != .array([]) {
+                    throw args.badArgument(2, expected: "table of fields")
+                }
+                record(
+                    LogRecord(
+                        level: level, message: message, fields: fields == .array([]) ? .object(JSONObject()) : fields),
+                    context)
+                return []
+            }
+        }
+        return .table(functions)
+    }
+
+    static func print(_ context: RunContext) -> HostFunction {
+        { args in
+            record(
+                LogRecord(level: "info", message: args.values.map(render).joined(separator: "\t"), fields: .null),
+                context)
+            return []
+        }
+    }
+
+    static func record(_ line: LogRecord, _ context: RunContext) {
+        switch context.phase {
+        case .running(let run): run.logs.append(line)
+        case .loading(let file): context.loadLogs.append((file, line))
+        case .idle: context.loadLogs.append(("", line))
+        }
+    }
+
+    /// How print and log show a value that is not a string.
+    static func render(_ value: JSONValue) -> String {
+        switch value {
+        case .string(let s): s
+        case .null: "nil"
+        case .int(let i): String(i)
+        case .double(let d): JSONWriter.formatDouble(d)
+        case .bool(let b): b ? "true" : "false"
+        case .bytes(let b): String(decoding: b, as: UTF8.self)
+        default: (try? JSONWriter.string(value)) ?? "(table)"
+        }
+    }
+
+    // MARK: json
+
+    static func jsonTable() -> HostValue {
+        .table([
+            "encode": .function { args in
+                [.string(try encode(args[1], context: "json.encode"))]
+            },
+            "decode": .function { args in
+                guard case .string(let text) = args[1] else { throw args.badArgument(1, expected: "string") }
+                do { return [try JSONReader.parse(text.utf8)] } catch let error as JSONError {
+                    return [.null, .string(error.description)]
+                }
+            },
+            "null": .value(.null),
+            "array": .arrayMarker,
+            "object": .objectMarker,
+        ])
+    }
+
+    /// JSON text for a value, or an error a rule can read.
+    static func encode(_ value: JSONValue, context: String) throws(HostFunctionError) -> String {
+        do {
+            return try JSONWriter.string(value)
+        } catch {
+            throw HostFunctionError("\(context): \(error.message)")
+        }
+    }
+
+    // MARK: http
+
+    static func httpTable(_ context: RunContext, _ configuration: RuleConfiguration) -> HostValue {
+        func request(_ name: String, _ options: JSONValue, method: String?, url: String?, body: JSONValue?) throws
+            -> JSONValue
+        {
+            guard context.currentRun != nil else {
+                throw HostFunctionError(
+                    "\(name) is not available while a rule file is loading; call it from filter, transform or run")
+            }
+            var o = options.objectValue ?? JSONObject()
+            if options != .null, options.objectValue == nil {
+                throw HostFunctionError("bad argument to '\(name)' (options table expected, got \(options.typeName))")
+            }
+            if let url { o["url"] = .string(url) }
+            if let method { o["method"] = .string(method) }
+            if let body {
+                if case .string = body { o["body"] = body } else if body != .null { o["json"] = body }
+            }
+            return try normalize(o, name: name, configuration)
+        }
+        return .table([
+            "request": .suspending { args in
+                guard args[1].objectValue != nil else { throw args.badArgument(1, expected: "table { url = ... }") }
+                return try request("http.request", args[1], method: nil, url: nil, body: nil)
+            },
+            "get": .suspending { args in
+                try request("http.get", args[2], method: "GET", url: try args.string(1), body: nil)
+            },
+            "post": .suspending { args in
+                try request("http.post", args[3], method: "POST", url: try args.string(1), body: args[2])
+            },
+        ])
+    }
+
+    /// Checks a request table and returns it in the shape the worker sends:
+    /// `{method, url, headers = {k = v}, body = string|nil, timeout = seconds}`.
+    static func normalize(_ o: JSONObject, name: String, _ configuration: RuleConfiguration) throws -> JSONValue {
+        let allowed = ["method", "url", "headers", "body", "json", "timeout"]
+        for key in o.keys where !allowed.contains(key) {
+            let hint = Suggestions.closest(to: key, in: allowed).map { " (did you mean \($0)?)" } ?? ""
+            throw HostFunctionError("\(name): unknown option '\(key)'\(hint)")
+        }
+        guard let url = o["url"]?.stringValue else { throw HostFunctionError("\(name): url is required") }
+        guard url.hasPrefix("http://") || url.hasPrefix("https://") else {
+            throw HostFunctionError("\(name): \"\(url)\" is not an http:// or https:// URL")
+        }
+        var headers = JSONObject()
+        if let h = o["headers"] {
+            guard case .object(let given) = h else { throw HostFunctionError("\(name): headers must be a table") }
+            for m in given {
+                guard let value = m.value.stringValue ?? (m.value.intValue.map { String($0) }) else {
+                    throw HostFunctionError("\(name): header \(m.key) must be a string")
+                }
+                headers[m.key] = .string(value)
+            }
+        }
+        var body: JSONValue = .null
+        if let b = o["body"], b != .null {
+            guard b.stringValue != nil || { if case .bytes = b { return true } else { return false } }() else {
+                throw HostFunctionError("\(name): body must be a string (use json = {...} for a table)")
+            }
+            body = b
+        }
+        if let j = o["json"], j != .null {
+            guard body == .null else { throw HostFunctionError("\(name): give body or json, not both") }
+            body = .string(try encode(j, context: "\(name): json cannot be encoded"))
+            if !headers.keys.contains(where: { $0.lowercased() == "content-type" }) {
+                headers["Content-Type"] = "application/json"
+            }
+        }
+        let method = (o["method"]?.stringValue ?? (body == .null ? "GET" : "POST")).uppercased()
+        var timeout = seconds(configuration.httpDefaultTimeout)
+        if let t = o["timeout"], t != .null {
+            guard let value = t.doubleValue, value > 0 else {
+                throw HostFunctionError("\(name): timeout must be a positive number of seconds")
+            }
+            timeout = min(value, seconds(configuration.httpMaxTimeout))
+        }
+        return [
+            "method": .string(method), "url": .string(url), "headers": .object(headers), "body": body,
+            "timeout": .double(timeout),
+        ]
+    }
+
+    static func seconds(_ d: Duration) -> Double {
+        Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+    }
+
+    // MARK: forward
+
+    static func forward(_ context: RunContext) -> HostFunction {
+        { args in
+            guard let run = context.currentRun else {
+                throw HostFunctionError("forward is not available while a rule file is loading; call it from run")
+            }
+            let targets: [ForwardTarget]
+            do { targets = try ForwardTarget.parseList(args[1], what: "forward target") } catch let error
+                as ForwardTargetError
+            {
+                throw HostFunctionError(error.message)
+            }
+            for target in targets {
+                let (shown, bytes, contentType): (JSONValue, [UInt8], String)
+                do { (shown, bytes, contentType) = try target.body(for: args[2]) } catch let error as ForwardTargetError
+                {
+                    throw HostFunctionError("forward to \(target.url): \(error.message)")
+                }
+                var headers = target.headers
+                if !headers.keys.contains(where: { $0.lowercased() == "content-type" }) {
+                    headers["Content-Type"] = .string(contentType)
+                }
+                run.forwards.append(
+                    ForwardRecord(
+                        method: target.method, url: target.url, headers: headers, body: shown, format: target.format))
+                var sent = target
+                sent.headers = headers
+                run.pendingForwards.append((sent, bytes, contentType))
+            }
+            return []
+        }
+    }
+
+    // MARK: env
+
+    static func env(_ configuration: RuleConfiguration) -> HostFunction {
+        { args in
+            let name = try args.string(1)
+            guard name.hasPrefix("SWITCHBOARD_") || configuration.allowedEnvironment.contains(name) else {
+                throw HostFunctionError(
+                    "env: \(name) is not readable by rules (only SWITCHBOARD_* variables, or names allowed with --allow-env)"
+                )
+            }
+            return [configuration.environment[name].map(JSONValue.string) ?? .null]
+        }
+    }
+
+    // MARK: kazoo
+
+    static func kazooTable() -> HostValue {
+        .table([
+            "unix": .function { args in
+                guard let g = args[1].doubleValue else {
+                    throw args.badArgument(1, expected: "number (Gregorian seconds)")
+                }
+                return [.int(WebhookEvent.unixTime(fromGregorian: Int64(g)))]
+            },
+            "gregorian": .function { args in
+                guard let u = args[1].doubleValue else { throw args.badArgument(1, expected: "number (Unix seconds)") }
+                return [.int(WebhookEvent.gregorian(fromUnix: Int64(u)))]
+            },
+            "e164": .function { args in
+                guard case .string(let number) = args[1] else { throw args.badArgument(1, expected: "string") }
+                let country = args[2].stringValue ?? args[2].intValue.map { String($0) } ?? "1"
+                return [PhoneNumber.e164(number, defaultCountry: country).map(JSONValue.string) ?? .null]
+            },
+            "user": .function { args in
+                guard case .string(let uri) = args[1] else { throw args.badArgument(1, expected: "string") }
+                return [.string(PhoneNumber.uriParts(uri).user)]
+            },
+            "realm": .function { args in
+                guard case .string(let uri) = args[1] else { throw args.badArgument(1, expected: "string") }
+                return [PhoneNumber.uriParts(uri).realm.map(JSONValue.string) ?? .null]
+            },
+            "ccv": .function { args in
+                guard let vars = args[1]["custom_channel_vars"]?.objectValue ?? args[1].objectValue else {
+                    throw args.badArgument(1, expected: "event (or custom_channel_vars table)")
+                }
+                let name = try args.string(2)
+                let wanted = PhoneNumber.normalizeVariable(name)
+                return [vars.first { PhoneNumber.normalizeVariable($0.key) == wanted }?.value ?? .null]
+            },
+        ])
+    }
+}
+
+/// Helpers behind `kazoo.*` that rule writers need around numbers and SIP URIs.
+enum PhoneNumber {
+    /// E.164 (`+14155550123`) from what Kazoo and people write: `+1 (415) 555-0123`, `4155550123`,
+    /// `14155550123`, `011…`/`00…` international prefixes. Nil when there are too few or too many digits.
+    static func e164(_ text: String, defaultCountry: String) -> String? {
+        let user = uriParts(text).user.trimmingCharacters(in: .whitespaces)
+        var digits = String(user.unicodeScalars.filter { $0.properties.numericType != nil && $0.isASCII })
+        if user.hasPrefix("+") {
+            // already international
+        } else if digits.hasPrefix("011") {
+            digits.removeFirst(3)
+        } else if digits.hasPrefix("00") {
+            digits.removeFirst(2)
+        } else if defaultCountry == "1" {
+            if digits.count == 10 {
+                digits = "1" + digits
+            } else if !(digits.count == 11 && digits.hasPrefix("1")) {
+                return nil
+            }
+        } else if digits.hasPrefix("0") {
+            digits = defaultCountry + digits.dropFirst()
+        } else {
+            digits = defaultCountry + digits
+        }
+        return (8...15).contains(digits.count) ? "+" + digits : nil
+    }
+
+    /// "sip:+1415@realm:5060" → ("+1415", "realm:5060").
+    static func uriParts(_ uri: String) -> (user: String, realm: String?) {
+        var s = Substring(uri)
+        for scheme in ["sip:", "sips:", "tel:"] where s.lowercased().hasPrefix(scheme) { s = s.dropFirst(scheme.count) }
+        guard let at = s.lastIndex(of: "@") else { return (String(s), nil) }
+        return (String(s[..<at]), String(s[s.index(after: at)...]))
+    }
+
+    /// "Resource-Type", "resource_type" and "RESOURCE-TYPE" name the same channel variable.
+    static func normalizeVariable(_ name: String) -> String {
+        name.lowercased().replacingOccurrences(of: "-", with: "_")
+    }
+}

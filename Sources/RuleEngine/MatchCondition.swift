@@ -1,0 +1,33 @@
+public import JSONCore
+
+/// One entry of a rule's `match`: a field (dotted keys reach nested fields, as in
+/// `custom_channel_vars.Resource-Type`) and the values it may have. Checked in Swift, before any Lua runs.
+public struct MatchCondition: Sendable, Hashable {
+    public var field: String
+    public var path: [String]
+    /// The event matches when the field equals any of these (numbers compare by value: 1 == 1.0).
+    public var accepted: [JSONValue]
+
+    public init(field: String, accepted: [JSONValue]) {
+        self.field = field
+        self.path = field.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+        self.accepted = accepted
+    }
+
+    /// Whether the event's fields satisfy this condition.
+    public func matches(_ fields: JSONObject) -> Bool {
+        var value: JSONValue = .object(fields)
+        for key in path {
+            guard let next = value[key] else { return false }
+            value = next
+        }
+        return accepted.contains { MatchCondition.equal($0, value) }
+    }
+
+    static func equal(_ a: JSONValue, _ b: JSONValue) -> Bool {
+        switch (a, b) {
+        case (.int(let x), .double(let y)), (.double(let y), .int(let x)): return Double(x) == y
+        default: return a == b
+        }
+    }
+}

@@ -1,0 +1,108 @@
+public import AsyncHTTPClient
+import Foundation
+public import JSONCore
+import NIOCore
+import NIOHTTP1
+
+/// An HTTP request a rule makes or a forward sends.
+public struct OutboundRequest: Sendable, Hashable {
+    public var method: String
+    public var url: String
+    public var headers: [Header]
+    public var body: [UInt8]?
+    public var timeout: Duration
+
+    public struct Header: Sendable, Hashable {
+        public var name: String
+        public var value: String
+    }
+
+    public init(method: String, url: String, headers: [Header] = [], body: [UInt8]? = nil, timeout: Duration) {
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.body = body
+        self.timeout = timeout
+    }
+}
+
+/// The answer to an `OutboundRequest`.
+public struct OutboundResponse: Sendable, Hashable {
+    public var status: Int
+    public var headers: [OutboundRequest.Header]
+    public var body: [UInt8]
+
+    public init(status: Int, headers: [OutboundRequest.Header] = [], body: [UInt8] = []) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
+}
+
+/// Sends rule HTTP requests. Rules see a failure as `nil, message`.
+public protocol OutboundHTTPClient: Sendable {
+    func execute(_ request: OutboundRequest) async throws -> OutboundResponse
+}
+
+/// A failure to send, with the message a rule receives.
+public struct OutboundHTTPError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// `switchboard run` without `--live`: nothing leaves the machine.
+public struct DryRunHTTPClient: OutboundHTTPClient {
+    public init() {}
+    public func execute(_ request: OutboundRequest) async throws -> OutboundResponse {
+        throw OutboundHTTPError("dry run: not sent")
+    }
+}
+
+/// Sends for real with AsyncHTTPClient, without blocking a thread: the rule's coroutine waits, nothing else.
+public final class LiveHTTPClient: OutboundHTTPClient {
+    let client: HTTPClient
+    let maxResponseBytes: Int
+
+    /// - Parameter maxResponseBytes: the most of a response body that is read. Default 1 MiB.
+    public init(maxResponseBytes: Int = 1 << 20) {
+        var configuration = HTTPClient.Configuration()
+        configuration.redirectConfiguration = .follow(max: 5, allowCycles: false)
+        configuration.timeout = .init(connect: .seconds(5))
+        self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        self.maxResponseBytes = maxResponseBytes
+    }
+
+    /// Closes connections. Call once when done.
+    public func shutdown() async throws {
+        try await client.shutdown()
+    }
+
+    public func execute(_ request: OutboundRequest) async throws -> OutboundResponse {
+        var outgoing = HTTPClientRequest(url: request.url)
+        outgoing.method = HTTPMethod(rawValue: request.method)
+        for header in request.headers { outgoing.headers.add(name: header.name, value: header.value) }
+        if let body = request.body { outgoing.body = .bytes(ByteBuffer(bytes: body)) }
+        let nanoseconds =
+            request.timeout.components.seconds * 1_000_000_000
+            + request.timeout.components.attoseconds / 1_000_000_000
+        do {
+            let response = try await client.execute(outgoing, timeout: .nanoseconds(nanoseconds))
+            var body = try await response.body.collect(upTo: maxResponseBytes)
+            let bytes = body.readBytes(length: body.readableBytes) ?? []
+            return OutboundResponse(
+                status: Int(response.status.code),
+                headers: response.headers.map { OutboundRequest.Header(name: $0.name, value: $0.value) },
+                body: bytes)
+        } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout {
+            throw OutboundHTTPError("timed out after \(request.timeout)")
+        } catch let error as HTTPClientError {
+            throw OutboundHTTPError("\(error)")
+        } catch let error as NIOTooManyBytesError {
+            _ = error
+            throw OutboundHTTPError("response body larger than \(maxResponseBytes) bytes")
+        } catch {
+            throw OutboundHTTPError("\(error)")
+        }
+    }
+}

@@ -1,0 +1,111 @@
+public import JSONCore
+public import KazooEvents
+
+/// Where a rule sends its payload: the `forward` field or `forward(target, payload)`.
+public struct ForwardTarget: Sendable, Hashable {
+    public var url: String
+    public var method: String
+    /// `json` (default) or `form` (Kazoo-style bracket encoding).
+    public var format: String
+    public var headers: JSONObject
+
+    /// Reads a target: a URL string, or `{ url =, method =, format =, headers = }`.
+    static func parse(_ value: JSONValue, what: String) throws(ForwardTargetError) -> ForwardTarget {
+        switch value {
+        case .string(let url):
+            try checkURL(url, what: what)
+            return ForwardTarget(url: url, method: "POST", format: "json", headers: JSONObject())
+        case .object(let o):
+            for key in o.keys where !["url", "method", "format", "headers"].contains(key) {
+                let hint =
+                    Suggestions.closest(to: key, in: ["url", "method", "format", "headers"]).map {
+                        " (did you mean \($0)?)"
+                    } ?? ""
+                throw ForwardTargetError("\(what): unknown key '\(key)'\(hint)")
+            }
+            guard let url = o["url"]?.stringValue else { throw ForwardTargetError("\(what): missing url") }
+            try checkURL(url, what: what)
+            let method = (o["method"]?.stringValue ?? "POST").uppercased()
+            guard ["POST", "PUT", "PATCH", "GET", "DELETE"].contains(method) else {
+                throw ForwardTargetError("\(what): method must be POST, PUT, PATCH, GET or DELETE, not \(method)")
+            }
+            let format = o["format"]?.stringValue ?? "json"
+            guard format == "json" || format == "form" else {
+                throw ForwardTargetError("\(what): format must be \"json\" or \"form\", not \"\(format)\"")
+            }
+            var headers = JSONObject()
+            if let given = o["headers"] {
+                guard case .object(let h) = given else { throw ForwardTargetError("\(what): headers must be a table") }
+                for m in h {
+                    guard case .string = m.value else {
+                        throw ForwardTargetError("\(what): header \(m.key) must be a string")
+                    }
+                    headers[m.key] = m.value
+                }
+            }
+            return ForwardTarget(url: url, method: method, format: format, headers: headers)
+        default:
+            throw ForwardTargetError("\(what) must be a URL string or a table { url = ... }, not \(value.typeName)")
+        }
+    }
+
+    /// Reads the `forward` field: one target or a list of them.
+    static func parseList(_ value: JSONValue, what: String) throws(ForwardTargetError) -> [ForwardTarget] {
+        if case .array(let items) = value {
+            var out: [ForwardTarget] = []
+            for (i, item) in items.enumerated() { out.append(try parse(item, what: "\(what)[\(i + 1)]")) }
+            return out
+        }
+        return [try parse(value, what: what)]
+    }
+
+    static func checkURL(_ url: String, what: String) throws(ForwardTargetError) {
+        guard url.hasPrefix("http://") || url.hasPrefix("https://"), url.count > 8 else {
+            throw ForwardTargetError("\(what): \"\(url)\" is not an http:// or https:// URL")
+        }
+    }
+
+    /// The request body for a payload in this target's format.
+    func body(for payload: JSONValue) throws(ForwardTargetError) -> (JSONValue, [UInt8], String) {
+        if format == "form" {
+            guard case .object(let o) = payload else {
+                throw ForwardTargetError("a form forward needs a table payload, not \(payload.typeName)")
+            }
+            let text = FormEncoder.encode(o)
+            return (.string(text), Array(text.utf8), "application/x-www-form-urlencoded")
+        }
+        do {
+            return (payload, try JSONWriter.encode(payload), "application/json")
+        } catch {
+            throw ForwardTargetError("the payload cannot be sent as JSON: \(error.message)")
+        }
+    }
+}
+
+struct ForwardTargetError: Error, CustomStringConvertible {
+    var message: String
+    init(_ message: String) { self.message = message }
+    var description: String { message }
+}
+
+/// A rule as its file declared it, independent of any Lua state.
+public struct RuleDefinition: Sendable, Hashable {
+    public var name: String
+    public var file: SourceFile
+    public var on: [EventPattern]
+    public var match: [MatchCondition]
+    public var forward: [ForwardTarget]
+    public var hasFilter: Bool
+    public var hasTransform: Bool
+    public var hasRun: Bool
+
+    /// The stage at which the rule declines the event before any Lua runs: `on` or `match`, else nil.
+    public func precheck(_ event: WebhookEvent) -> String? {
+        guard on.contains(where: { $0.matches(event) }) else { return "on" }
+        guard match.allSatisfy({ $0.matches(event.fields) }) else { return "match" }
+        return nil
+    }
+
+    /// The keys a rule table may have.
+    static let keys = ["name", "description", "on", "match", "filter", "transform", "forward", "run"]
+}

@@ -1,0 +1,278 @@
+import JSONCore
+import KazooEvents
+import LuaRuntime
+
+/// A rule loaded into one Lua state: its definition and the coroutine entry point that runs its stages.
+struct LoadedRule {
+    var definition: RuleDefinition
+    /// `function(event)` running filter → transform → forward → run; returns "skipped", "dropped" or "ok".
+    var entry: LuaReference
+}
+
+/// Compiles rule files into a Lua state and checks their tables.
+struct RuleLoader {
+    let state: LuaState
+    let context: RunContext
+    let source: RuleSource
+    /// `function(rule)` returning the stage runner for that rule table.
+    let makeEntry: LuaReference
+
+    /// The stage runner, in Lua so that every stage runs in the rule's coroutine and may wait on HTTP.
+    /// The rule's functions are read once, when the file loads.
+    static let driverSource = """
+        return function(rule)
+          local filter, transform, forward_to, run = rule.filter, rule.transform, rule.forward, rule.run
+          return function(event)
+            if filter then
+              stage("filter")
+              if not filter(event) then return "skipped" end
+            end
+            local payload = event
+            if transform then
+              stage("transform")
+              payload = transform(event)
+              if payload == nil then return "dropped" end
+            end
+            if forward_to ~= nil then
+              stage("forward")
+              forward(forward_to, payload)
+            end
+            if run then
+              stage("run")
+              run(event, payload)
+            end
+            return "ok"
+          end
+        end
+        """
+
+    init(state: LuaState, context: RunContext, source: RuleSource) throws(LuaError) {
+        self.state = state
+        self.context = context
+        self.source = source
+        let env = try state.newEnvironment()
+        try state.setGlobal(
+            "stage",
+            .function { [context] args in
+                context.currentRun?.stage = args[1].stringValue ?? "run"
+                return []
+            }, in: env)
+        let chunk = try state.load(Self.driverSource, chunkName: "=switchboard", environment: env)
+        makeEntry = try state.callReferences(chunk)[0]
+    }
+
+    /// Loads every rule file. Returns the rules that loaded and every problem found.
+    func loadAll() -> ([LoadedRule], [Diagnostic]) {
+        var rules: [LoadedRule] = []
+        var diagnostics: [Diagnostic] = []
+        var names: [String: String] = [:]
+        for file in source.rules {
+            let (rule, found) = load(file)
+            diagnostics += found
+            guard let rule else { continue }
+            if let other = names[rule.definition.name] {
+                diagnostics.append(
+                    Diagnostic(
+                        .error, file: file.displayPath, line: SourceLocator.line(ofKey: "name", in: file.text),
+                        "rule name \"\(rule.definition.name)\" is already used by \(other); names must be unique"))
+                continue
+            }
+            names[rule.definition.name] = file.displayPath
+            rules.append(rule)
+        }
+        return (rules, diagnostics)
+    }
+
+    func load(_ file: SourceFile) -> (LoadedRule?, [Diagnostic]) {
+        var diagnostics: [Diagnostic] = []
+        func error(_ line: Int?, _ message: String, traceback: String? = nil) -> (LoadedRule?, [Diagnostic]) {
+            diagnostics.append(Diagnostic(.error, file: file.displayPath, line: line, message, traceback: traceback))
+            return (nil, diagnostics)
+        }
+        context.phase = .loading(file: file.displayPath)
+        defer { context.phase = .idle }
+
+        let table: LuaReference
+        do {
+            let env = try state.newEnvironment()
+            let chunk = try state.load(file.text, chunkName: file.displayPath, environment: env)
+            let results = try state.callReferences(chunk)
+            guard let first = results.first, state.typeName(of: first) == "table" else {
+                let got = results.first.map { state.typeName(of: $0) } ?? "nothing"
+                return error(
+                    SourceLocator.returnLine(in: file.text),
+                    "a rule file must return a table such as return { on = \"channel_create\", run = function(event) end }, not \(got)"
+                )
+            }
+            table = first
+        } catch let e {
+            return error(e.line, Self.strip(e.message, file: file.displayPath), traceback: e.traceback)
+        }
+
+        let line = { (key: String) in
+            SourceLocator.line(ofKey: key, in: file.text) ?? SourceLocator.returnLine(in: file.text)
+        }
+        let fields = state.fieldTypes(of: table)
+        var types: [String: String] = [:]
+        for (key, type) in fields {
+            types[key] = type
+            if !RuleDefinition.keys.contains(key) {
+                let hint = Suggestions.closest(to: key, in: RuleDefinition.keys).map { " (did you mean \($0)?)" } ?? ""
+                diagnostics.append(
+                    Diagnostic(
+                        .error, file: file.displayPath, line: line(key),
+                        "unknown key '\(key)' in the rule table\(hint)"))
+            }
+        }
+
+        // name
+        var name = String(file.path.dropLast(4))
+        if let type = types["name"] {
+            if type == "string", let ref = state.field("name", of: table),
+                case .string(let n)? = try? state.value(of: ref)
+            {
+                name = n
+            } else {
+                diagnostics.append(
+                    Diagnostic(.error, file: file.displayPath, line: line("name"), "name must be a string, not \(type)")
+                )
+            }
+        }
+
+        // on
+        var patterns: [EventPattern] = []
+        if let ref = state.field("on", of: table), let value = try? state.value(of: ref) {
+            let names: [JSONValue]
+            switch value {
+            case .string: names = [value]
+            case .array(let list): names = list
+            default: names = []
+            }
+            if names.isEmpty {
+                diagnostics.append(
+                    Diagnostic(
+                        .error, file: file.displayPath, line: line("on"),
+                        "on must be an event name or a list of them, such as on = { \"channel_create\" }"))
+            }
+            for entry in names {
+                guard case .string(let text) = entry else {
+                    diagnostics.append(
+                        Diagnostic(
+                            .error, file: file.displayPath, line: line("on"),
+                            "on: \(entry.typeName) is not an event name"))
+                    continue
+                }
+                if let pattern = EventPattern(text) {
+                    patterns.append(pattern)
+                } else {
+                    let hint =
+                        EventPattern.suggestion(for: text).map { " (did you mean \($0)?)" }
+                        ?? " (see switchboard events for every name; \"notifications.*\" matches all notifications)"
+                    diagnostics.append(
+                        Diagnostic(
+                            .error, file: file.displayPath,
+                            line: SourceLocator.line(ofString: text, in: file.text) ?? line("on"),
+                            "unknown event \"\(text)\" in on\(hint)"))
+                }
+            }
+        } else {
+            diagnostics.append(
+                Diagnostic(
+                    .error, file: file.displayPath, line: SourceLocator.returnLine(in: file.text),
+                    "the rule has no on: say which events it handles, such as on = { \"channel_create\" }"))
+        }
+
+        // match
+        var conditions: [MatchCondition] = []
+        if let type = types["match"] {
+            if type == "table", let ref = state.field("match", of: table),
+                case .object(let m)? = try? state.value(of: ref)
+            {
+                for member in m {
+                    switch member.value {
+                    case .array(let values): conditions.append(MatchCondition(field: member.key, accepted: values))
+                    case .object:
+                        diagnostics.append(
+                            Diagnostic(
+                                .error, file: file.displayPath, line: line(member.key),
+                                "match.\(member.key) must be a value or a list of values (use dotted keys for nested fields)"
+                            ))
+                    default: conditions.append(MatchCondition(field: member.key, accepted: [member.value]))
+                    }
+                }
+            } else if type == "table" {
+                conditions = []  // an empty table: nothing to match
+            } else {
+                diagnostics.append(
+                    Diagnostic(
+                        .error, file: file.displayPath, line: line("match"), "match must be a table, not \(type)"))
+            }
+        }
+
+        // functions
+        for key in ["filter", "transform", "run"] {
+            if let type = types[key], type != "function" {
+                diagnostics.append(
+                    Diagnostic(
+                        .error, file: file.displayPath, line: line(key), "\(key) must be a function, not \(type)"))
+            }
+        }
+
+        // forward
+        var targets: [ForwardTarget] = []
+        if let ref = state.field("forward", of: table) {
+            do {
+                targets = try ForwardTarget.parseList(try state.value(of: ref), what: "forward")
+            } catch let e as ForwardTargetError {
+                diagnostics.append(Diagnostic(.error, file: file.displayPath, line: line("forward"), e.message))
+            } catch {
+                diagnostics.append(
+                    Diagnostic(.error, file: file.displayPath, line: line("forward"), "forward: \(error)"))
+            }
+        }
+
+        if types["transform"] == nil, types["forward"] == nil, types["run"] == nil {
+            diagnostics.append(
+                Diagnostic(
+                    .error, file: file.displayPath, line: SourceLocator.returnLine(in: file.text),
+                    "the rule does nothing: give it at least one of transform, forward or run"))
+        }
+
+        // Warnings: match fields the events in `on` never carry.
+        if !patterns.contains(where: { $0.text == "*" }) {
+            let specs = patterns.flatMap(\.specs)
+            for condition in conditions {
+                let top = condition.path[0]
+                guard !specs.isEmpty, !specs.contains(where: { $0.type(of: top) != nil }) else { continue }
+                let carriers = EventCatalog.all.filter { $0.type(of: top) != nil }.map(\.qualifiedName)
+                let hint =
+                    carriers.isEmpty
+                    ? ""
+                    : " (it comes with \(carriers.prefix(3).joined(separator: ", "))\(carriers.count > 3 ? "…" : ""))"
+                diagnostics.append(
+                    Diagnostic(
+                        .warning, file: file.displayPath, line: line(condition.field) ?? line("match"),
+                        "match field \"\(condition.field)\" is not sent with \(patterns.map(\.text).joined(separator: ", ")) events\(hint); the rule may never run"
+                    ))
+            }
+        }
+
+        guard !diagnostics.contains(where: { $0.severity == .error }) else { return (nil, diagnostics) }
+        do {
+            let entry = try state.callReferences(makeEntry, referenceArguments: [table])[0]
+            let definition = RuleDefinition(
+                name: name, file: file, on: patterns, match: conditions, forward: targets,
+                hasFilter: types["filter"] != nil, hasTransform: types["transform"] != nil, hasRun: types["run"] != nil)
+            return (LoadedRule(definition: definition, entry: entry), diagnostics)
+        } catch let e {
+            return error(e.line, e.message, traceback: e.traceback)
+        }
+    }
+
+    /// Lua prefixes messages with "file:line:"; diagnostics carry those separately.
+    static func strip(_ message: String, file: String) -> String {
+        guard message.hasPrefix(file + ":") else { return message }
+        let rest = message.dropFirst(file.count + 1).drop(while: { $0.isNumber })
+        return rest.hasPrefix(": ") ? String(rest.dropFirst(2)) : message
+    }
+}

@@ -1,0 +1,113 @@
+public import JSONCore
+public import KazooEvents
+
+/// What one rule did with one event.
+public struct RuleOutcome: Sendable, Hashable {
+    public enum Outcome: String, Sendable, Hashable {
+        /// The rule did not apply: `on`, `match` or `filter` said no (see `stage`).
+        case skipped
+        /// `transform` returned nil.
+        case dropped
+        case ok
+        /// The rule raised an error or was killed (see `error` and `stage`).
+        case error
+    }
+
+    public var rule: String
+    public var file: String
+    public var outcome: Outcome
+    /// For skipped: `on`, `match` or `filter`; for dropped: `transform`; for errors: the stage that failed
+    /// (`filter`, `transform`, `forward`, `run`).
+    public var stage: String?
+    public var forwards: [ForwardRecord] = []
+    public var http: [HTTPRecord] = []
+    public var logs: [LogRecord] = []
+    public var error: RuleErrorInfo?
+
+    public init(rule: String, file: String, outcome: Outcome, stage: String? = nil) {
+        self.rule = rule
+        self.file = file
+        self.outcome = outcome
+        self.stage = stage
+    }
+}
+
+/// A request a rule forwards (the `forward` field or `forward()`): what would be or was sent.
+public struct ForwardRecord: Sendable, Hashable {
+    public var method: String
+    public var url: String
+    public var headers: JSONObject
+    /// The payload: the value itself for JSON forwards, the encoded string for form forwards.
+    public var body: JSONValue
+    public var format: String
+    /// Set when the forward was sent (`--live`, the server).
+    public var status: Int?
+    public var error: String?
+}
+
+/// An HTTP call a rule made with `http.*`.
+public struct HTTPRecord: Sendable, Hashable {
+    public var method: String
+    public var url: String
+    public var status: Int?
+    public var error: String?
+}
+
+/// A `log.*` line.
+public struct LogRecord: Sendable, Hashable {
+    public var level: String
+    public var message: String
+    public var fields: JSONValue
+}
+
+/// Where and why a rule failed.
+public struct RuleErrorInfo: Sendable, Hashable {
+    public var message: String
+    public var file: String?
+    public var line: Int?
+    public var traceback: String?
+}
+
+/// Every rule's outcome for one event.
+public struct EventReport: Sendable, Hashable {
+    public var event: WebhookEvent
+    public var rules: [RuleOutcome]
+
+    public var hasErrors: Bool { rules.contains { $0.outcome == .error } }
+}
+
+extension RuleOutcome {
+    /// The outcome as `switchboard run --json` prints it (every key always present).
+    public var json: JSONValue {
+        var errorValue: JSONValue = .null
+        if let error {
+            errorValue = [
+                "message": .string(error.message), "file": error.file.map(JSONValue.string) ?? .null,
+                "line": error.line.map { .int(Int64($0)) } ?? .null,
+                "traceback": error.traceback.map(JSONValue.string) ?? .null,
+            ]
+        }
+        return [
+            "rule": .string(rule), "outcome": .string(outcome.rawValue), "stage": stage.map(JSONValue.string) ?? .null,
+            "forwards": .array(forwards.map(\.json)), "http": .array(http.map(\.json)),
+            "logs": .array(
+                logs.map { ["level": .string($0.level), "message": .string($0.message), "fields": $0.fields] }),
+            "error": errorValue,
+        ]
+    }
+}
+
+extension ForwardRecord {
+    public var json: JSONValue {
+        ["method": .string(method), "url": .string(url), "headers": .object(headers), "body": body]
+    }
+}
+
+extension HTTPRecord {
+    public var json: JSONValue {
+        [
+            "method": .string(method), "url": .string(url), "status": status.map { .int(Int64($0)) } ?? .null,
+            "error": error.map(JSONValue.string) ?? .null,
+        ]
+    }
+}

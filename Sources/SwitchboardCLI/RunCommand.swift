@@ -1,0 +1,158 @@
+public import ArgumentParser
+import Foundation
+import JSONCore
+import KazooEvents
+public import RuleEngine
+
+/// `switchboard run`: the rules against event files, showing what each rule did.
+public struct RunCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run the rules on event files and show what each rule did.",
+        discussion: """
+            For each EVENT file (any wire format, as for decode) and each rule: skipped (and by which \
+            stage: on, match or filter), dropped by transform, the forwards it would make, the HTTP calls it \
+            made, its log lines, and errors with file:line and traceback.
+
+            Dry run by default: nothing leaves the machine. http.* returns nil, "dry run: not sent" and the \
+            request is shown; forwards are shown, not sent. --live sends both for real.
+
+            Exit status: 0 when no rule errored, 1 otherwise (or when a file did not decode).
+
+            Examples:
+              switchboard run samples/channel_create__inbound.json
+              switchboard run --rules my-rules --json samples/*.json
+              SWITCHBOARD_CRM_TOKEN=... switchboard run --live samples/channel_create__inbound.json
+            """
+    )
+
+    @OptionGroup var options: RulesOptions
+
+    @Option(name: .long, help: "Wire format of the EVENT files: auto, json, form or query.")
+    var format: FormatOption = .auto
+
+    @Option(
+        name: .long, help: ArgumentHelp("The Kazoo hook the events were sent for (a decoding hint).", valueName: "hook")
+    )
+    var hook: String?
+
+    @Flag(name: .long, help: "Send HTTP calls and forwards for real.")
+    var live = false
+
+    @Flag(name: .long, help: "Print one JSON object per event: {file, event: {kind, name}, rules: [...]}.")
+    var json = false
+
+    @Argument(help: "Event files (JSON, form or query bodies).")
+    var events: [String]
+
+    public init() {}
+
+    public func validate() throws {
+        if events.isEmpty {
+            throw ValidationError("give at least one EVENT file (for example samples/channel_create__inbound.json)")
+        }
+    }
+
+    public func run() async throws {
+        let source: RuleSource
+        do { source = try RuleSource.read(directory: options.rules) } catch {
+            throw ValidationError("\(error)")
+        }
+        let client: any OutboundHTTPClient = live ? LiveHTTPClient() : DryRunHTTPClient()
+        let worker = try RuleWorker(
+            source: source, configuration: options.configuration, client: client, sendForwards: live)
+        var ok = true
+        let diagnostics = await worker.diagnostics
+        for d in diagnostics { printError(d.description) }
+        if diagnostics.contains(where: { $0.severity == .error }) { ok = false }
+        let reader = EventFileReader(format: format, hook: hook)
+        for file in events {
+            switch reader.read(file) {
+            case .failure(let failure):
+                ok = false
+                print(json ? RunReport.json(file: file, error: failure.message) : "\(file): error: \(failure.message)")
+            case .success(let (event, _)):
+                let report = await worker.process(event)
+                if report.hasErrors { ok = false }
+                print(json ? RunReport.json(file: file, report: report) : RunReport.text(file: file, report: report))
+            }
+        }
+        if let live = client as? LiveHTTPClient { try? await live.shutdown() }
+        if !ok { throw ExitCode(1) }
+    }
+}
+
+func printError(_ text: String) {
+    var standardError = StandardError()
+    print(text, to: &standardError)
+}
+
+struct StandardError: TextOutputStream {
+    mutating func write(_ string: String) {
+        FileHandle.standardError.write(Data(string.utf8))
+    }
+}
+
+/// How `run` shows an event's report.
+public enum RunReport {
+    public static func json(file: String, report: EventReport) -> String {
+        let object: JSONValue = [
+            "file": .string(file),
+            "event": ["kind": .string(report.event.kind.rawValue), "name": .string(report.event.name)],
+            "rules": .array(report.rules.map(\.json)),
+        ]
+        return DecodeReport.lossyJSON(object)
+    }
+
+    public static func json(file: String, error: String) -> String {
+        DecodeReport.lossyJSON(["file": .string(file), "event": .null, "rules": .array([]), "error": .string(error)])
+    }
+
+    public static func text(file: String, report: EventReport) -> String {
+        var lines = ["\(file): \(report.event.kind) \(report.event.name)"]
+        let notOn = report.rules.filter { $0.outcome == .skipped && $0.stage == "on" }
+        for outcome in report.rules where !(outcome.outcome == .skipped && outcome.stage == "on") {
+            var head = "  \(outcome.outcome.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0)) \(outcome.rule)"
+            switch outcome.outcome {
+            case .skipped: head += " (by \(outcome.stage ?? "?"))"
+            case .dropped: head += " (transform returned nil)"
+            case .error: head += " (\(outcome.stage ?? "?") failed)"
+            case .ok: break
+            }
+            lines.append(head)
+            let indent = "           "
+            for call in outcome.http {
+                let result = call.status.map { "\($0)" } ?? (call.error ?? "")
+                lines.append("\(indent)http \(call.method) \(call.url) -> \(result)")
+            }
+            for forward in outcome.forwards {
+                var line = "\(indent)forward \(forward.method) \(forward.url)"
+                if let status = forward.status {
+                    line += " -> \(status)"
+                } else if let error = forward.error {
+                    line += " -> \(error)"
+                }
+                lines.append(line)
+                let headers = forward.headers.map { "\($0.key): \($0.value.stringValue ?? "")" }.joined(separator: ", ")
+                lines.append("\(indent)  headers: \(headers)")
+                lines.append("\(indent)  body: \(DecodeReport.display(forward.body))")
+            }
+            for log in outcome.logs {
+                var line = "\(indent)log \(log.level): \(log.message)"
+                if log.fields != .null { line += " \(DecodeReport.display(log.fields))" }
+                lines.append(line)
+            }
+            if let error = outcome.error {
+                lines.append("\(indent)error: \(error.message)")
+                if let traceback = error.traceback {
+                    lines.append(contentsOf: traceback.split(separator: "\n").map { "\(indent)  \($0)" })
+                }
+            }
+        }
+        if !notOn.isEmpty {
+            lines.append("  skipped  (on) \(notOn.map(\.rule).joined(separator: ", "))")
+        }
+        if report.rules.isEmpty { lines.append("  no rules loaded") }
+        return lines.joined(separator: "\n")
+    }
+}

@@ -1,4 +1,0 @@
-import ArgumentParser
-import SwitchboardCLI
-
-SwitchboardCommand.main()

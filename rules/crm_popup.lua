@@ -1,0 +1,33 @@
+-- Inbound call: look the caller up in the CRM, then pop a screen for the agent.
+local phone = require "lib.phone"
+
+return {
+  name = "crm-popup",
+  on = { "channel_create" },
+  match = { call_direction = "inbound" },
+  filter = function(event) return not event.is_internal_leg end,
+
+  run = function(event)
+    local number = kazoo.e164(event.caller_id_number or "")
+    if not number then
+      log.info("caller has no usable number", { caller = event.caller_id_number })
+      return
+    end
+    local customer = "unknown"
+    local resp, err = http.get("https://crm.example.com/lookup?phone=" .. number:gsub("%+", "%%2B"), {
+      headers = { Authorization = "Bearer " .. (env("SWITCHBOARD_CRM_TOKEN") or "") },
+      timeout = 2,
+    })
+    if resp and resp.status == 200 and resp.json then
+      customer = resp.json.name or customer
+    elseif err then
+      log.warn("CRM lookup failed", { error = err })
+    end
+    forward("https://screen.example.com/pop", {
+      call_id = event.call_id,
+      caller = phone.caller(event),
+      customer = customer,
+      at = event.unix_time,
+    })
+  end,
+}
