@@ -14,12 +14,15 @@ build: deps
 	$(SWIFT) build
 
 run: build
-	$(BIN) decode samples/*
+	$(BIN) check --rules rules
+	$(BIN) run --rules rules samples/channel_create__inbound.json samples/notifications__low_balance.json \
+		samples/notifications__missed_call.json samples/notifications__voicemail_new.json samples/channel_destroy__inbound.form
 
 test: build
 	$(SWIFT) test
 	$(BIN) decode samples/* >/dev/null
 	@echo "switchboard decode: every file in samples/ decoded"
+	$(BIN) check --rules rules
 
 bench:
 	@scripts/deps.sh bench

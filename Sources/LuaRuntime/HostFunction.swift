@@ -102,6 +102,8 @@ private func hostDispatch(_ L: OpaquePointer?, _ box: UnsafeMutableRawPointer?) 
         case .values(let body):
             results = try body(arguments)
         case .suspending(let body):
+            // The function checks its own arguments and context first: its errors say more than ours.
+            let request = try body(arguments)
             guard sb_is_host_thread(L) != 0 else {
                 throw HostFunctionError(
                     "\(function.name) must be called from the rule's own code, not while a file is loading nor "
@@ -112,7 +114,6 @@ private func hostDispatch(_ L: OpaquePointer?, _ box: UnsafeMutableRawPointer?) 
                     "\(function.name) cannot wait for a result here: call it from the rule's own code, not inside "
                         + "a metamethod, a table.sort comparator, a string.gsub callback or a module's top level")
             }
-            let request = try body(arguments)
             guard lua_checkstack(L, 2) != 0 else { throw HostFunctionError("\(function.name): Lua stack exhausted") }
             try stack.push(request, maxDepth: function.maxDepth)
             return SB_SUSPEND

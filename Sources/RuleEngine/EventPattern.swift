@@ -46,11 +46,9 @@ public struct EventPattern: Sendable, Hashable, CustomStringConvertible {
 
     /// The known name closest to `text`, when it is close enough to be a likely typo.
     public static func suggestion(for text: String) -> String? {
-        Suggestions.closest(
-            to: text,
-            in: knownNames
-                + ["notifications.\(text)", "object.\(text)", "parking.\(text)"]
-                .filter { knownSet.contains($0) })
+        // A bare notification, object or parking name missing its family: "low_balance".
+        for family in families where knownSet.contains("\(family).\(text)") { return "\(family).\(text)" }
+        return Suggestions.closest(to: text, in: knownNames)
     }
 }
 

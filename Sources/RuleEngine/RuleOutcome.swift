@@ -51,6 +51,13 @@ public struct HTTPRecord: Sendable, Hashable {
     public var url: String
     public var status: Int?
     public var error: String?
+
+    public init(method: String, url: String, status: Int? = nil, error: String? = nil) {
+        self.method = method
+        self.url = url
+        self.status = status
+        self.error = error
+    }
 }
 
 /// A `log.*` line.

@@ -32,6 +32,24 @@ public struct RuleSource: Sendable, Hashable {
         self.modules = modules
     }
 
+    /// Builds a rule set from files given by their paths relative to `directory`, classified as `read` does.
+    public init(directory: String, files: [String: String]) {
+        var rules: [SourceFile] = []
+        var modules: [String: SourceFile] = [:]
+        let prefix = directory.hasSuffix("/") ? directory : directory + "/"
+        for (relative, text) in files where relative.hasSuffix(".lua") {
+            let file = SourceFile(path: relative, displayPath: prefix + relative, text: text)
+            modules[Self.moduleName(relative)] = file
+            if Self.isRuleFile(relative) { rules.append(file) }
+        }
+        self.init(directory: directory, rules: rules, modules: modules)
+    }
+
+    /// `lib/phone.lua` → `lib.phone`.
+    static func moduleName(_ relative: String) -> String {
+        String(relative.dropLast(4)).replacingOccurrences(of: "/", with: ".")
+    }
+
     /// Reads a rules directory.
     /// - Throws: `RuleSourceError` when the directory cannot be read.
     public static func read(directory: String) throws -> RuleSource {
@@ -45,23 +63,17 @@ public struct RuleSource: Sendable, Hashable {
         else {
             throw RuleSourceError(message: "cannot read the rules directory \(directory)")
         }
-        var rules: [SourceFile] = []
-        var modules: [String: SourceFile] = [:]
-        let prefix = directory.hasSuffix("/") ? directory : directory + "/"
+        var files: [String: String] = [:]
         for case let url as URL in walker where url.pathExtension == "lua" {
             let full = url.standardizedFileURL.path
             guard full.hasPrefix(root.path + "/") else { continue }
             let relative = String(full.dropFirst(root.path.count + 1))
             guard let data = FileManager.default.contents(atPath: full) else {
-                throw RuleSourceError(message: "cannot read \(prefix)\(relative)")
+                throw RuleSourceError(message: "cannot read \(directory)/\(relative)")
             }
-            let file = SourceFile(
-                path: relative, displayPath: prefix + relative, text: String(decoding: data, as: UTF8.self))
-            let module = String(relative.dropLast(4)).replacingOccurrences(of: "/", with: ".")
-            if !module.contains(".."), !relative.hasPrefix(".") { modules[module] = file }
-            if isRuleFile(relative) { rules.append(file) }
+            files[relative] = String(decoding: data, as: UTF8.self)
         }
-        return RuleSource(directory: directory, rules: rules, modules: modules)
+        return RuleSource(directory: directory, files: files)
     }
 
     /// Whether a relative path names a rule file (not a test, module library or test helper).

@@ -120,11 +120,19 @@ public actor RuleWorker {
             outcome.outcome = .error
             outcome.stage = run.stage
             outcome.error = RuleErrorInfo(
-                message: error.message, file: error.chunk, line: error.line, traceback: error.traceback)
+                message: error.message, file: fullPath(of: error.chunk), line: error.line, traceback: error.traceback)
             finish(&outcome, run)
             if state.needsRebuild { rebuild() }
             return outcome
         }
+    }
+
+    /// Lua shortens long chunk names to "...tail"; this gives back the file's path as the user named it.
+    func fullPath(of chunk: String?) -> String? {
+        guard let chunk, chunk.hasPrefix("...") else { return chunk }
+        let tail = chunk.dropFirst(3)
+        let files = source.rules + Array(source.modules.values)
+        return files.first { $0.displayPath.hasSuffix(tail) }?.displayPath ?? chunk
     }
 
     func finish(_ outcome: inout RuleOutcome, _ run: RuleRun) {

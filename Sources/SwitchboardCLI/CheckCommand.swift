@@ -1,5 +1,5 @@
 public import ArgumentParser
-import RuleEngine
+public import RuleEngine
 
 /// `switchboard check`: compile and validate every rule.
 public struct CheckCommand: AsyncParsableCommand {
@@ -20,7 +20,7 @@ public struct CheckCommand: AsyncParsableCommand {
     public init() {}
 
     public func run() async throws {
-        let (text, ok) = try await CheckReport.run(options: options)
+        let (text, ok) = try await CheckReport.run(directory: options.rules, configuration: options.configuration)
         print(text)
         if !ok { throw ExitCode(1) }
     }
@@ -28,19 +28,19 @@ public struct CheckCommand: AsyncParsableCommand {
 
 /// The text `check` prints, and whether the rules are usable.
 public enum CheckReport {
-    public static func run(options: RulesOptions) async throws -> (String, Bool) {
+    public static func run(directory: String, configuration: RuleConfiguration) async throws -> (String, Bool) {
         let source: RuleSource
-        do { source = try RuleSource.read(directory: options.rules) } catch {
+        do { source = try RuleSource.read(directory: directory) } catch {
             return ("error: \(error)", false)
         }
-        let worker = try RuleWorker(source: source, configuration: options.configuration)
+        let worker = try RuleWorker(source: source, configuration: configuration)
         let diagnostics = await worker.diagnostics
         let rules = await worker.rules
         var lines = diagnostics.map(\.description)
         let errors = diagnostics.filter { $0.severity == .error }.count
         let warnings = diagnostics.count - errors
         if source.rules.isEmpty {
-            lines.append("no rule files in \(options.rules) (a rule is a .lua file returning { on = ..., run = ... })")
+            lines.append("no rule files in \(directory) (a rule is a .lua file returning { on = ..., run = ... })")
         }
         let loaded = rules.map { "\($0.name) (\($0.file.displayPath))" }
         if !loaded.isEmpty { lines.append("loaded: " + loaded.joined(separator: ", ")) }

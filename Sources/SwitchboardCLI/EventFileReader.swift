@@ -17,6 +17,7 @@ public struct EventFileReader: Sendable {
     /// Why a file gave no event, in words for the person running the command.
     public struct Failure: Error, Sendable {
         public var message: String
+        public init(message: String) { self.message = message }
     }
 
     public func wireFormat(file: String, body: [UInt8]) -> WireFormat {

@@ -1,0 +1,195 @@
+import Foundation
+import JSONCore
+import KazooEvents
+import LuaRuntime
+import RuleEngine
+import Testing
+
+@Suite struct IsolationTests {
+    @Test func rulesSeeTheEventAsDecodedWhateverOthersDo() async throws {
+        let worker = try makeWorker([
+            "a_mutate.lua": runRule(
+                "event.call_id = 'changed'; event.custom_channel_vars = nil; error('boom')", name: "a"),
+            "b_read.lua": runRule("log.info(event.call_id, { ccv = event.custom_channel_vars ~= nil })", name: "b"),
+            "c_drop.lua": "return { on = 'channel_create', transform = function() return nil end }",
+            "d_read.lua": runRule("log.info(event.call_id)", name: "d"),
+        ])
+        let report = await worker.process(try sample("channel_create__inbound.json"))
+        #expect(report.rules.map(\.outcome) == [.error, .ok, .dropped, .ok])
+        #expect(report.outcome("b")?.logs.first?.message == "1783265409_83651247@203.0.113.45")
+        #expect(report.outcome("b")?.logs.first?.fields["ccv"] == true)
+        #expect(report.outcome("d")?.logs.first?.message == "1783265409_83651247@203.0.113.45")
+    }
+
+    @Test func moduleStateIsPrivateToEachRuleFile() async throws {
+        let counter = "n = (rawget(_G, 'n') or 0) + 1 local seen = n"
+        let worker = try makeWorker([
+            "a.lua": runRule("\(counter) log.info(tostring(seen))", name: "a"),
+            "b.lua": runRule("\(counter) log.info(tostring(seen))", name: "b"),
+        ])
+        let event = try sample("channel_create__inbound.json")
+        _ = await worker.process(event)
+        let second = await worker.process(event)
+        #expect(second.outcome("a")?.logs.first?.message == "2")
+        #expect(second.outcome("b")?.logs.first?.message == "2")
+    }
+
+    @Test func theEventCarriesKindNameAndUnixTime() async throws {
+        let out = try await outcome(of: "log.info(event.kind .. ' ' .. event.name .. ' ' .. event.unix_time)")
+        #expect(out.logs.first?.message == "channel channel_create 1715700187")
+    }
+}
+
+@Suite struct StageTests {
+    @Test func stagesRunInOrderAndReportWhereTheyStop() async throws {
+        let worker = try makeWorker([
+            "1.lua": """
+            return { name = "all", on = "channel_create", match = { call_direction = { "inbound", "outbound" } },
+              filter = function(e) log.info("filter") return true end,
+              transform = function(e) log.info("transform") return { id = e.call_id } end,
+              forward = "https://x.example.com/a",
+              run = function(e, p) log.info("run " .. p.id) end }
+            """,
+            "2.lua":
+                #"return { name = "match-no", on = "channel_create", match = { ["custom_channel_vars.Resource-Type"] = "onnet" }, run = function() end }"#,
+            "3.lua":
+                #"return { name = "match-yes", on = "channel_create", match = { ["custom_channel_vars.Resource-Type"] = "offnet-origination", is_internal_leg = false }, run = function() end }"#,
+            "4.lua":
+                #"return { name = "filter-no", on = "channel_create", filter = function() return false end, run = function() error("never") end }"#,
+            "5.lua": #"return { name = "on-no", on = { "channel_destroy", "notifications.*" }, run = function() end }"#,
+            "6.lua":
+                #"return { name = "transform-error", on = "channel_create", transform = function(e) return e.nothing.here end }"#,
+        ])
+        #expect(await worker.diagnostics.isEmpty)
+        let report = await worker.process(try sample("channel_create__inbound.json"))
+        let all = report.outcome("all")
+        #expect(all?.outcome == .ok)
+        #expect(all?.logs.map(\.message) == ["filter", "transform", "run 1783265409_83651247@203.0.113.45"])
+        #expect(all?.forwards.first?.body == ["id": "1783265409_83651247@203.0.113.45"])
+        #expect(report.outcome("match-no")?.stage == "match")
+        #expect(report.outcome("match-yes")?.outcome == .ok)
+        #expect(report.outcome("filter-no")?.outcome == .skipped)
+        #expect(report.outcome("filter-no")?.stage == "filter")
+        #expect(report.outcome("on-no")?.stage == "on")
+        let failed = report.outcome("transform-error")
+        #expect(failed?.outcome == .error)
+        #expect(failed?.stage == "transform")
+        #expect(failed?.error?.file == "rules/6.lua")
+        #expect(failed?.error?.line == 1)
+        #expect(failed?.error?.traceback?.contains("rules/6.lua:1") == true)
+    }
+
+    @Test func wildcardsMatchFamilies() async throws {
+        let worker = try makeWorker([
+            "n.lua": #"return { name = "n", on = "notifications.*", run = function() end }"#,
+            "s.lua": #"return { name = "s", on = "*", run = function() end }"#,
+        ])
+        let future = await worker.process(try sample("unknown__future_notification.json"))
+        #expect(future.outcome("n")?.outcome == .ok)
+        let call = await worker.process(try sample("channel_create__inbound.json"))
+        #expect(call.outcome("n")?.stage == "on")
+        #expect(call.outcome("s")?.outcome == .ok)
+    }
+}
+
+@Suite struct BudgetInRuleTests {
+    @Test func aKilledRuleIsThatRulesErrorAndOthersComplete() async throws {
+        let worker = try makeWorker(
+            [
+                "a_loop.lua": runRule("while true do end", name: "loop"),
+                "b_pcall_loop.lua": runRule(
+                    "while true do pcall(function() while true do end end) end", name: "pcall-loop"),
+                "c_memory.lua": runRule(
+                    "local t = {} for i = 1, 1e9 do t[i] = string.rep('x', 100) .. i end", name: "memory"),
+                "d_fine.lua": runRule("log.info('still here')", name: "fine"),
+            ], limits: LuaLimits(memoryLimit: 32 << 20, instructionLimit: 2_000_000, timeLimit: .seconds(5)))
+        let report = await worker.process(try sample("channel_create__inbound.json"))
+        #expect(report.outcome("loop")?.outcome == .error)
+        #expect(report.outcome("loop")?.error?.message.contains("instruction limit exceeded") == true)
+        #expect(report.outcome("pcall-loop")?.error?.message.contains("instruction limit exceeded") == true)
+        #expect(report.outcome("memory")?.error?.message.contains("memory limit exceeded") == true)
+        #expect(report.outcome("fine")?.outcome == .ok)
+        #expect(report.outcome("fine")?.logs.first?.message == "still here")
+        // And the worker keeps going.
+        let again = await worker.process(try sample("channel_create__inbound.json"))
+        #expect(again.outcome("fine")?.outcome == .ok)
+    }
+}
+
+@Suite struct CheckMessageTests {
+    func diagnostics(_ files: [String: String]) async throws -> [Diagnostic] {
+        try await makeWorker(files).diagnostics
+    }
+
+    @Test func syntaxErrorsSayFileAndLine() async throws {
+        let d = try await diagnostics(["bad.lua": "return {\n  on = 'sms',\n  run = function() end end\n}"])
+        #expect(d.count == 1)
+        #expect(d.first?.file == "rules/bad.lua")
+        #expect(d.first?.line == 3)
+        #expect(d.first?.description.hasPrefix("rules/bad.lua:3: error:") == true)
+    }
+
+    @Test func misspeltEventNamesSuggestTheNearestOne() async throws {
+        let d = try await diagnostics([
+            "a.lua": "return {\n  on = { 'notifications.low_balace' },\n  run = function() end,\n}",
+            "b.lua": "return { on = 'low_balance', run = function() end }",
+            "c.lua": "return { on = 'chanel_create', run = function() end }",
+        ])
+        #expect(
+            d.map(\.description) == [
+                "rules/a.lua:2: error: unknown event \"notifications.low_balace\" in on (did you mean notifications.low_balance?)",
+                "rules/b.lua:1: error: unknown event \"low_balance\" in on (did you mean notifications.low_balance?)",
+                "rules/c.lua:1: error: unknown event \"chanel_create\" in on (did you mean channel_create?)",
+            ])
+    }
+
+    @Test func tableProblems() async throws {
+        let d = try await diagnostics([
+            "a.lua": "return {\n  on = 'sms',\n  tranform = function() end,\n  run = function() end,\n}",
+            "b.lua": "return { on = 'sms' }",
+            "c.lua": "local x = 1",
+            "d.lua": "return { run = function() end }",
+            "e.lua": "return { on = 'sms', filter = 'yes', run = function() end }",
+            "f.lua": "return { name = 'same', on = 'sms', run = function() end }",
+            "g.lua": "return { name = 'same', on = 'mms', run = function() end }",
+            "h.lua": "error('exploded while loading')",
+        ])
+        let text = d.map(\.description)
+        #expect(
+            text.contains("rules/a.lua:3: error: unknown key 'tranform' in the rule table (did you mean transform?)"))
+        #expect(text.contains { $0.hasPrefix("rules/b.lua:1: error: the rule does nothing") })
+        #expect(text.contains { $0.hasPrefix("rules/c.lua:1: error: a rule file must return a table") })
+        #expect(text.contains { $0.hasPrefix("rules/d.lua:1: error: the rule has no on") })
+        #expect(text.contains("rules/e.lua:1: error: filter must be a function, not string"))
+        #expect(
+            text.contains { $0.hasPrefix("rules/g.lua:1: error: rule name \"same\" is already used by rules/f.lua") })
+        #expect(text.contains("rules/h.lua:1: error: exploded while loading"))
+    }
+
+    @Test func matchOnAFieldTheEventNeverHasIsAWarning() async throws {
+        let d = try await diagnostics([
+            "a.lua":
+                "return {\n  on = 'channel_create',\n  match = { hangup_cause = 'NORMAL_CLEARING' },\n  run = function() end,\n}"
+        ])
+        #expect(d.count == 1)
+        #expect(d.first?.severity == .warning)
+        #expect(d.first?.line == 3)
+        #expect(
+            d.first?.message.contains(
+                "match field \"hangup_cause\" is not sent with channel_create events (it comes with channel_destroy")
+                == true)
+    }
+
+    @Test func librariesAndTestsAreNotRules() async throws {
+        let worker = try makeWorker([
+            "lib/util.lua": "return { shout = function(s) return s:upper() end }",
+            "tests/helper.lua": "return 1",
+            "crm_test.lua": "return 2",
+            "a.lua": "local u = require 'lib.util' return { on = 'sms', run = function() log.info(u.shout('hi')) end }",
+        ])
+        #expect(await worker.diagnostics.isEmpty)
+        #expect(await worker.rules.map(\.name) == ["a"])
+        let report = await worker.process(try sample("sms__inbound_offnet.json"))
+        #expect(report.outcome("a")?.logs.first?.message == "HI")
+    }
+}

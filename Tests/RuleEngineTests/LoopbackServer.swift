@@ -1,0 +1,118 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Synchronization
+
+/// A real HTTP server on 127.0.0.1 for tests: the CRM, chat or ticket system a rule talks to.
+///   GET  /customer?phone=…   200 {"name":"Acme","phone":…}
+///   ANY  /echo               200, the request's method, headers and body as JSON
+///   ANY  /status/NNN         NNN, empty body
+///   ANY  /slow               answers after 2 s
+/// Every request is recorded.
+final class LoopbackServer: Sendable {
+    struct Request: Sendable {
+        var method: String
+        var uri: String
+        var headers: [(String, String)]
+        var body: String
+    }
+
+    let channel: any Channel
+    let port: Int
+    private let recorded = Mutex<[Request]>([])
+
+    var requests: [Request] { recorded.withLock { $0 } }
+
+    init() async throws {
+        let box = RecorderBox()
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.backlog, value: 64)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.pipeline.configureHTTPServerPipeline().flatMap {
+                    channel.pipeline.addHandler(Handler(record: box.record))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        self.channel = channel
+        self.port = channel.localAddress!.port!
+        box.server = self
+    }
+
+    func url(_ path: String) -> String { "http://127.0.0.1:\(port)\(path)" }
+
+    func stop() async throws { try await channel.close() }
+
+    fileprivate func append(_ request: Request) { recorded.withLock { $0.append(request) } }
+
+    private final class RecorderBox: @unchecked Sendable {
+        // Set once, before any request can arrive; read only from the record closure.
+        weak var server: LoopbackServer?
+        var record: @Sendable (Request) -> Void { { [weak self] in self?.server?.append($0) } }
+    }
+
+    private final class Handler: ChannelInboundHandler, @unchecked Sendable {
+        // Confined to its channel's event loop.
+        typealias InboundIn = HTTPServerRequestPart
+        typealias OutboundOut = HTTPServerResponsePart
+        let record: @Sendable (Request) -> Void
+        var head: HTTPRequestHead?
+        var body = ByteBuffer()
+
+        init(record: @escaping @Sendable (Request) -> Void) { self.record = record }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            switch unwrapInboundIn(data) {
+            case .head(let h):
+                head = h
+                body.clear()
+            case .body(var chunk):
+                body.writeBuffer(&chunk)
+            case .end:
+                guard let head else { return }
+                let text = body.readString(length: body.readableBytes) ?? ""
+                let request = Request(
+                    method: "\(head.method.rawValue)", uri: head.uri, headers: head.headers.map { ($0.name, $0.value) },
+                    body: text)
+                record(request)
+                respond(context: context, request: request)
+            }
+        }
+
+        func respond(context: ChannelHandlerContext, request: Request) {
+            let path = String(request.uri.split(separator: "?").first ?? "")
+            var status = HTTPResponseStatus.ok
+            var payload = ""
+            var delay: TimeAmount = .zero
+            if path == "/customer" {
+                let phone = request.uri.split(separator: "=").last.map(String.init) ?? ""
+                payload = #"{"name":"Acme","phone":"\#(phone)"}"#
+            } else if path == "/echo" {
+                let headers = request.headers.map { #""\#($0.0.lowercased())":"\#($0.1)""# }.joined(separator: ",")
+                let escaped = request.body.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(
+                    of: "\"", with: "\\\"")
+                payload = #"{"method":"\#(request.method)","headers":{\#(headers)},"body":"\#(escaped)"}"#
+            } else if path.hasPrefix("/status/"), let code = Int(path.dropFirst(8)) {
+                status = HTTPResponseStatus(statusCode: code)
+            } else if path == "/slow" {
+                delay = .seconds(2)
+                payload = "late"
+            } else {
+                status = .notFound
+            }
+            let send = {
+                var headers = HTTPHeaders()
+                headers.add(name: "Content-Type", value: payload.hasPrefix("{") ? "application/json" : "text/plain")
+                headers.add(name: "Content-Length", value: "\(payload.utf8.count)")
+                headers.add(name: "X-Test", value: "yes")
+                context.write(
+                    self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))),
+                    promise: nil)
+                context.write(self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: payload)))), promise: nil)
+                context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
+            }
+            if delay == .zero { send() } else { context.eventLoop.scheduleTask(in: delay) { send() } }
+        }
+    }
+}
