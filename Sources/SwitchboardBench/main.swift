@@ -7,6 +7,7 @@ import Glibc
 import JSONCore
 import KazooEvents
 import LuaRuntime
+import RuleEngine
 
 /// The anchor's rule, as a Switchboard rule function: keep inbound channel_create, count, transform.
 let ruleSource = """
@@ -91,3 +92,66 @@ let full = try measure("decode + Lua + rule + JSON out", n) {
     _ = try JSONWriter.encode(results.first ?? .null)
 }
 print("switchboard_events_per_second \(Int(full))")
+
+// The rule engine: 20 rules loaded, 1 matching (the anchor's rule, its payload JSON-encoded as a forward).
+var files: [String: String] = [
+    "00_anchor.lua": """
+    local matched = 0
+    return {
+      name = "anchor",
+      on = "channel_create",
+      match = { call_direction = "inbound" },
+      transform = function(e)
+        matched = matched + 1
+        return { call_id = e.call_id, from = e.caller_id_number, to = e.callee_id_number, n = matched }
+      end,
+      forward = "http://127.0.0.1:9/sink",
+    }
+    """
+]
+let others = ["notifications.*", "channel_destroy", "object.*", "parking.*", "sms"]
+for i in 1..<20 {
+    files["rule_\(i).lua"] = "return { on = \"\(others[i % others.count])\", run = function(e) log.info(e.name) end }"
+}
+let worker = try RuleWorker(
+    source: RuleSource(directory: "bench-rules", files: files), configuration: RuleConfiguration(environment: [:]))
+let loadProblems = await worker.diagnostics
+guard loadProblems.isEmpty else {
+    print("bench rules did not load: \(loadProblems)")
+    exit(1)
+}
+let check = await worker.process(try decoder.decode(body, format: .json))
+guard check.rules.filter({ $0.outcome == .ok }).count == 1, check.rules[0].forwards.count == 1 else {
+    print("bench rules did not run as expected: \(check.rules.map(\.outcome))")
+    exit(1)
+}
+let engineN = max(n / 4, 1)
+for _ in 0..<min(engineN / 10, 5_000) { _ = await worker.process(try decoder.decode(body, format: .json)) }
+let e0 = cpuSeconds()
+for _ in 0..<engineN {
+    let report = await worker.process(try decoder.decode(body, format: .json))
+    precondition(report.rules[0].forwards.count == 1)
+}
+let edt = cpuSeconds() - e0
+print(
+    "switchboard engine (20 rules, 1 matching): \(engineN) events in \(format3(edt)) s cpu = \(Int(Double(engineN) / edt)) events/s (\(format3(edt / Double(engineN) * 1e6)) us/event)"
+)
+print("switchboard_engine_events_per_second \(Int(Double(engineN) / edt))")
+
+// The same work from inside the worker: no hop between threads per event.
+let (inside, insideSeconds) = try await worker.benchLoop(body: body, count: engineN, decoder: decoder)
+print(
+    "switchboard engine inside the worker (no actor hop): \(inside) events in \(format3(insideSeconds)) s cpu = \(Int(Double(inside) / insideSeconds)) events/s (\(format3(insideSeconds / Double(inside) * 1e6)) us/event)"
+)
+
+extension RuleWorker {
+    /// Decodes and processes `count` events without leaving the worker's executor.
+    func benchLoop(body: [UInt8], count: Int, decoder: EventDecoder) async throws -> (Int, Double) {
+        let t0 = cpuSeconds()
+        for _ in 0..<count {
+            let report = await process(try decoder.decode(body, format: .json))
+            precondition(report.rules[0].forwards.count == 1)
+        }
+        return (count, cpuSeconds() - t0)
+    }
+}
