@@ -25,13 +25,18 @@ public struct EventPattern: Sendable, Hashable, CustomStringConvertible {
 
     /// Whether the event is one this pattern names.
     public func matches(_ event: WebhookEvent) -> Bool {
+        matches(event, qualifiedName: event.qualifiedName)
+    }
+
+    /// `matches` with the event's qualified name computed once by the caller.
+    public func matches(_ event: WebhookEvent, qualifiedName: String) -> Bool {
         if text == "*" { return true }
         if text.hasSuffix(".*") {
             let family = text.dropLast(2)
             if family == "channel" { return event.kind == .channel || event.hook?.hasPrefix("channel_") == true }
             return event.hook == String(family)
         }
-        return event.qualifiedName == text
+        return qualifiedName == text
     }
 
     /// The catalog entries this pattern can match (empty for `*`: anything can).

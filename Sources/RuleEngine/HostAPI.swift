@@ -24,6 +24,8 @@ final class RunContext {
 /// One rule run's record: its stage and everything it did.
 final class RuleRun {
     let rule: String
+    /// The rule's `forward` field, parsed when the file loaded.
+    let targets: [ForwardTarget]
     var stage = "filter"
     var forwards: [ForwardRecord] = []
     /// Forward targets with their encoded bodies, to send when the run is live.
@@ -31,7 +33,10 @@ final class RuleRun {
     var http: [HTTPRecord] = []
     var logs: [LogRecord] = []
 
-    init(rule: String) { self.rule = rule }
+    init(rule: String, targets: [ForwardTarget]) {
+        self.rule = rule
+        self.targets = targets
+    }
 }
 
 /// Installs the API rules see (`log`, `http`, `json`, `kazoo`, `env`, `forward`, `print`) into a state's
@@ -230,24 +235,30 @@ enum HostAPI {
             {
                 throw HostFunctionError(error.message)
             }
-            for target in targets {
-                let (shown, bytes, contentType): (JSONValue, [UInt8], String)
-                do { (shown, bytes, contentType) = try target.body(for: args[2]) } catch let error as ForwardTargetError
-                {
-                    throw HostFunctionError("forward to \(target.url): \(error.message)")
-                }
-                var headers = target.headers
-                if !headers.keys.contains(where: { $0.lowercased() == "content-type" }) {
-                    headers["Content-Type"] = .string(contentType)
-                }
-                run.forwards.append(
-                    ForwardRecord(
-                        method: target.method, url: target.url, headers: headers, body: shown, format: target.format))
-                var sent = target
-                sent.headers = headers
-                run.pendingForwards.append((sent, bytes, contentType))
-            }
+            try record(forwards: targets, payload: args[2], in: run)
             return []
+        }
+    }
+
+    /// Encodes the payload for each target and records the forwards (sent later when the run is live).
+    static func record(forwards targets: [ForwardTarget], payload: JSONValue, in run: RuleRun)
+        throws(HostFunctionError)
+    {
+        for target in targets {
+            let (shown, bytes, contentType): (JSONValue, [UInt8], String)
+            do { (shown, bytes, contentType) = try target.body(for: payload) } catch {
+                throw HostFunctionError("forward to \(target.url): \(error.message)")
+            }
+            var headers = target.headers
+            if !headers.keys.contains(where: { $0.lowercased() == "content-type" }) {
+                headers["Content-Type"] = .string(contentType)
+            }
+            run.forwards.append(
+                ForwardRecord(
+                    method: target.method, url: target.url, headers: headers, body: shown, format: target.format))
+            var sent = target
+            sent.headers = headers
+            run.pendingForwards.append((sent, bytes, contentType))
         }
     }
 

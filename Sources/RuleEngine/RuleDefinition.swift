@@ -101,7 +101,12 @@ public struct RuleDefinition: Sendable, Hashable {
 
     /// The stage at which the rule declines the event before any Lua runs: `on` or `match`, else nil.
     public func precheck(_ event: WebhookEvent) -> String? {
-        guard on.contains(where: { $0.matches(event) }) else { return "on" }
+        precheck(event, qualifiedName: event.qualifiedName)
+    }
+
+    /// `precheck` with the event's qualified name computed once by the caller.
+    public func precheck(_ event: WebhookEvent, qualifiedName: String) -> String? {
+        guard on.contains(where: { $0.matches(event, qualifiedName: qualifiedName) }) else { return "on" }
         guard match.allSatisfy({ $0.matches(event.fields) }) else { return "match" }
         return nil
     }

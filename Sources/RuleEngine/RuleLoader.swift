@@ -18,7 +18,8 @@ struct RuleLoader {
     let makeEntry: LuaReference
 
     /// The stage runner, in Lua so that every stage runs in the rule's coroutine and may wait on HTTP.
-    /// The rule's functions are read once, when the file loads.
+    /// The rule's functions are read once, when the file loads; its `forward` targets were parsed then too,
+    /// so `forward_field` sends the payload to the running rule's targets.
     static let driverSource = """
         return function(rule)
           local filter, transform, forward_to, run = rule.filter, rule.transform, rule.forward, rule.run
@@ -35,7 +36,7 @@ struct RuleLoader {
             end
             if forward_to ~= nil then
               stage("forward")
-              forward(forward_to, payload)
+              forward_field(payload)
             end
             if run then
               stage("run")
@@ -55,6 +56,13 @@ struct RuleLoader {
             "stage",
             .function { [context] args in
                 context.currentRun?.stage = args[1].stringValue ?? "run"
+                return []
+            }, in: env)
+        try state.setGlobal(
+            "forward_field",
+            .function { [context] args in
+                guard let run = context.currentRun else { return [] }
+                try HostAPI.record(forwards: run.targets, payload: args[1], in: run)
                 return []
             }, in: env)
         let chunk = try state.load(Self.driverSource, chunkName: "=switchboard", environment: env)

@@ -65,7 +65,16 @@ public actor RuleWorker {
     public func process(_ event: WebhookEvent, meta: JSONValue? = nil) async -> EventReport {
         var outcomes: [RuleOutcome] = []
         let eventValue = Self.luaEvent(event, meta: meta)
+        let qualifiedName = event.qualifiedName
+        outcomes.reserveCapacity(loaded.count)
         for rule in loaded {
+            if let stage = rule.definition.precheck(event, qualifiedName: qualifiedName) {
+                outcomes.append(
+                    RuleOutcome(
+                        rule: rule.definition.name, file: rule.definition.file.displayPath, outcome: .skipped,
+                        stage: stage))
+                continue
+            }
             outcomes.append(await run(rule, event: event, value: eventValue))
         }
         return EventReport(event: event, rules: outcomes)
@@ -87,7 +96,7 @@ public actor RuleWorker {
             return RuleOutcome(
                 rule: definition.name, file: definition.file.displayPath, outcome: .skipped, stage: stage)
         }
-        let run = RuleRun(rule: definition.name)
+        let run = RuleRun(rule: definition.name, targets: definition.forward)
         var outcome = RuleOutcome(rule: definition.name, file: definition.file.displayPath, outcome: .ok)
         do {
             let coroutine = try state.startCoroutine(rule.entry, [value])

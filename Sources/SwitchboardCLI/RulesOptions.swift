@@ -14,13 +14,13 @@ public struct RulesOptions: ParsableArguments {
             valueName: "name"))
     public var allowEnv: [String] = []
 
-    @Option(name: .long, help: "VM instructions one rule run may execute.")
+    @Option(name: .long, help: ArgumentHelp("VM instructions one rule run may execute.", valueName: "n"))
     public var maxInstructions: Int = LuaLimits.default.instructionLimit
 
-    @Option(name: .long, help: "Milliseconds of Lua running time one rule run may take.")
+    @Option(name: .long, help: ArgumentHelp("Milliseconds of Lua running time one rule run may take.", valueName: "ms"))
     public var timeLimitMs: Int = 1000
 
-    @Option(name: .long, help: "Megabytes the Lua state holding the rules may use.")
+    @Option(name: .long, help: ArgumentHelp("Megabytes the Lua state holding the rules may use.", valueName: "mb"))
     public var maxMemoryMb: Int = LuaLimits.default.memoryLimit >> 20
 
     public init() {}

@@ -22,7 +22,7 @@ public struct RunCommand: AsyncParsableCommand {
             Examples:
               switchboard run samples/channel_create__inbound.json
               switchboard run --rules my-rules --json samples/*.json
-              SWITCHBOARD_CRM_TOKEN=... switchboard run --live samples/channel_create__inbound.json
+              SWITCHBOARD_CRM_TOKEN=secret switchboard run --live samples/x.json
             """
     )
 
