@@ -341,6 +341,18 @@ static int sb_null_tostring(lua_State *L) {
 
 // MARK: - Sandbox set-up
 
+/// Copies every entry of the table at `from` into the table at `to` (raw). Stack effect: none.
+static void sb_copy_entries(lua_State *L, int from, int to) {
+    from = lua_absindex(L, from);
+    to = lua_absindex(L, to);
+    lua_pushnil(L);
+    while (lua_next(L, from) != 0) {
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, to);
+    }
+}
+
 /// Copies `names` from the table at -1 into a new table, which replaces it. Stack effect: none.
 static void sb_keep_only(lua_State *L, const char *const *names) {
     lua_newtable(L);
@@ -373,12 +385,7 @@ static int sb_open_sandbox_unprotected(lua_State *L) {
 
     luaL_requiref(L, "_G", luaopen_base, 0);
     sb_keep_only(L, base_names);
-    lua_pushnil(L);
-    while (lua_next(L, -2) != 0) {  // base functions go straight into the template
-        lua_pushvalue(L, -2);
-        lua_insert(L, -2);
-        lua_rawset(L, template_index);
-    }
+    sb_copy_entries(L, -1, template_index);  // base functions go straight into the template
     lua_pop(L, 1);
     lua_pushcfunction(L, sb_pcall);
     lua_setfield(L, template_index, "pcall");
@@ -464,12 +471,7 @@ static int sb_new_environment_unprotected(lua_State *L) {
     while (lua_next(L, -2) != 0) {
         if (lua_type(L, -1) == LUA_TTABLE) {  // a library: give this environment its own copy
             lua_newtable(L);
-            lua_pushnil(L);
-            while (lua_next(L, -3) != 0) {
-                lua_pushvalue(L, -2);
-                lua_insert(L, -2);
-                lua_rawset(L, -4);
-            }
+            sb_copy_entries(L, -2, -1);
             lua_remove(L, -2);
         }
         lua_pushvalue(L, -2);

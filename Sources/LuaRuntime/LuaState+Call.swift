@@ -100,6 +100,15 @@ extension LuaState {
 
         let raw = stack.string(at: -1) ?? "(error object is not a string)"
         lua_settop(L, base)
+        throw failure(status: status, killed: killed, message: raw)
+    }
+}
+
+extension LuaState {
+    /// The error for a call or resume that failed with `status` (and was killed for `killed`, SB_KILL_*).
+    /// After a kill or an out-of-memory error the state is collected, and flagged `needsRebuild` when it
+    /// still holds most of its memory cap.
+    func failure(status: Int32, killed: Int32, message: String) -> LuaError {
         let kind: LuaError.Kind
         switch killed {
         case SB_KILL_INSTRUCTIONS: kind = .instructions
@@ -107,7 +116,7 @@ extension LuaState {
         case SB_KILL_MEMORY: kind = .memory
         default: kind = status == LUA_ERRMEM ? .memory : .runtime
         }
-        var error = LuaError.parse(kind: kind, raw: raw)
+        var error = LuaError.parse(kind: kind, raw: message)
         if kind == .memory, !error.message.contains("memory limit exceeded") {
             error.message = "memory limit exceeded (\(limits.memoryLimit) bytes): \(error.message)"
         }
@@ -115,11 +124,9 @@ extension LuaState {
             collectGarbage()
             if memoryUsed > limits.memoryLimit / 10 * 9 { needsRebuild = true }
         }
-        throw error
+        return error
     }
-}
 
-extension LuaState {
     /// Calls the referenced function and keeps each result in the registry as it is (functions and tables
     /// included), for the host to call or read later. Release them with `release(_:)`.
     public func callReferences(_ function: LuaReference, _ arguments: [JSONValue] = []) throws(LuaError)

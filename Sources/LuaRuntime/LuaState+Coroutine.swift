@@ -133,22 +133,8 @@ extension LuaState {
             let traceback = stack.string(at: -1)
             sb_pop(L, 1)
             finish(coroutine)
-            let kind: LuaError.Kind
-            switch killed {
-            case SB_KILL_INSTRUCTIONS: kind = .instructions
-            case SB_KILL_DEADLINE: kind = .timeout
-            case SB_KILL_MEMORY: kind = .memory
-            default: kind = status == LUA_ERRMEM ? .memory : .runtime
-            }
-            var error = LuaError.parse(kind: kind, raw: message)
+            var error = failure(status: status, killed: killed, message: message)
             error.traceback = traceback
-            if kind == .memory, !error.message.contains("memory limit exceeded") {
-                error.message = "memory limit exceeded (\(limits.memoryLimit) bytes): \(error.message)"
-            }
-            if killed != SB_KILL_NONE || status == LUA_ERRMEM {
-                collectGarbage()
-                if memoryUsed > limits.memoryLimit / 10 * 9 { needsRebuild = true }
-            }
             throw error
         }
     }

@@ -145,6 +145,19 @@ func outcome(
     }
 }
 
+/// A loopback server and a live HTTP client for one test.
+func liveFixture() async throws -> (LoopbackServer, LiveHTTPClient) {
+    (try await LoopbackServer(), LiveHTTPClient())
+}
+
+/// Closes a fixture after the test, without making the test wait for it.
+func close(_ server: LoopbackServer, _ client: LiveHTTPClient) {
+    Task {
+        try? await client.shutdown()
+        try? await server.stop()
+    }
+}
+
 @Suite struct HTTPAPITests {
     @Test func dryRunReturnsNilAndShowsTheRequest() async throws {
         let out = try await outcome(
@@ -160,13 +173,8 @@ func outcome(
     }
 
     @Test func liveCallsReachARealServer() async throws {
-        let server = try await LoopbackServer()
-        let client = LiveHTTPClient()
-        defer {
-            Task {
-                try? await client.shutdown(); try? await server.stop()
-            }
-        }
+        let (server, client) = try await liveFixture()
+        defer { close(server, client) }
         let out = try await outcome(
             of: """
                 local c = http.get("\(server.url("/customer?phone=%2B1415"))")
@@ -193,13 +201,8 @@ func outcome(
     }
 
     @Test func timeoutsAndRefusedConnectionsAreNilAndAMessage() async throws {
-        let server = try await LoopbackServer()
-        let client = LiveHTTPClient()
-        defer {
-            Task {
-                try? await client.shutdown(); try? await server.stop()
-            }
-        }
+        let (server, client) = try await liveFixture()
+        defer { close(server, client) }
         let out = try await outcome(
             of: """
                 local r, err = http.get("\(server.url("/slow"))", { timeout = 0.2 })
@@ -213,13 +216,8 @@ func outcome(
     }
 
     @Test func liveForwardsAreSentAfterTheRule() async throws {
-        let server = try await LoopbackServer()
-        let client = LiveHTTPClient()
-        defer {
-            Task {
-                try? await client.shutdown(); try? await server.stop()
-            }
-        }
+        let (server, client) = try await liveFixture()
+        defer { close(server, client) }
         let out = try await outcome(
             of: "forward({ url = '\(server.url("/echo"))', format = 'form' }, { a = 'x y', n = 2 })", client: client,
             live: true)
