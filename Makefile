@@ -1,6 +1,6 @@
 # Switchboard: two commands take a fresh Debian 12 machine with the Swift toolchain to a working product.
-#   make run     install what is missing, build, and decode every sample event
-#   make test    install what is missing, build, run the whole test suite
+#   make run     install what is missing, build, check the rules and run them on samples (dry run)
+#   make test    install what is missing, build, run the Swift tests, then check and test the rules in rules/
 #   make bench   release build; events/s beside the lua5.4 + lua-cjson anchor
 SWIFT ?= swift
 BIN := .build/debug/switchboard
@@ -23,6 +23,7 @@ test: build
 	$(BIN) decode samples/* >/dev/null
 	@echo "switchboard decode: every file in samples/ decoded"
 	$(BIN) check --rules rules
+	$(BIN) test --rules rules
 
 bench:
 	@scripts/deps.sh bench

@@ -25,24 +25,29 @@ public struct RuleSource: Sendable, Hashable {
     public var directory: String
     public var rules: [SourceFile]
     public var modules: [String: SourceFile]
+    /// Test files for `switchboard test`: every `*_test.lua`, and every `.lua` under `tests/`.
+    public var tests: [SourceFile]
 
-    public init(directory: String, rules: [SourceFile], modules: [String: SourceFile]) {
+    public init(directory: String, rules: [SourceFile], modules: [String: SourceFile], tests: [SourceFile] = []) {
         self.directory = directory
         self.rules = rules.sorted { $0.path < $1.path }
         self.modules = modules
+        self.tests = tests.sorted { $0.path < $1.path }
     }
 
     /// Builds a rule set from files given by their paths relative to `directory`, classified as `read` does.
     public init(directory: String, files: [String: String]) {
         var rules: [SourceFile] = []
         var modules: [String: SourceFile] = [:]
+        var tests: [SourceFile] = []
         let prefix = directory.hasSuffix("/") ? directory : directory + "/"
         for (relative, text) in files where relative.hasSuffix(".lua") {
             let file = SourceFile(path: relative, displayPath: prefix + relative, text: text)
             modules[Self.moduleName(relative)] = file
             if Self.isRuleFile(relative) { rules.append(file) }
+            if Self.isTestFile(relative) { tests.append(file) }
         }
-        self.init(directory: directory, rules: rules, modules: modules)
+        self.init(directory: directory, rules: rules, modules: modules, tests: tests)
     }
 
     /// `lib/phone.lua` → `lib.phone`.
@@ -74,6 +79,11 @@ public struct RuleSource: Sendable, Hashable {
             files[relative] = String(decoding: data, as: UTF8.self)
         }
         return RuleSource(directory: directory, files: files)
+    }
+
+    /// Whether a relative path names a test file.
+    public static func isTestFile(_ relative: String) -> Bool {
+        relative.hasSuffix("_test.lua") || (relative.hasPrefix("tests/") && relative.hasSuffix(".lua"))
     }
 
     /// Whether a relative path names a rule file (not a test, module library or test helper).

@@ -62,12 +62,13 @@ public actor RuleWorker {
 
     /// Runs every rule on the event and reports what each did.
     /// - Parameter meta: extra request data for rules as `event.meta` (the server's headers and peer).
-    public func process(_ event: WebhookEvent, meta: JSONValue? = nil) async -> EventReport {
+    /// - Parameter only: run just the rule with this name (`switchboard test`).
+    public func process(_ event: WebhookEvent, meta: JSONValue? = nil, only: String? = nil) async -> EventReport {
         var outcomes: [RuleOutcome] = []
         let eventValue = Self.luaEvent(event, meta: meta)
         let qualifiedName = event.qualifiedName
         outcomes.reserveCapacity(loaded.count)
-        for rule in loaded {
+        for rule in loaded where only == nil || rule.definition.name == only {
             if let stage = rule.definition.precheck(event, qualifiedName: qualifiedName) {
                 outcomes.append(
                     RuleOutcome(

@@ -1,0 +1,137 @@
+import Foundation
+import JSONCore
+import KazooEvents
+import LuaRuntime
+import RuleEngine
+import Testing
+
+@Suite struct TestRunnerTests {
+    let rule = """
+        local calls = 0
+        return {
+          name = "lookup",
+          on = "channel_create",
+          run = function(event)
+            calls = calls + 1
+            local r, err = http.get("https://crm.example.com/c?n=" .. event.caller_id_number)
+            forward("https://pop.example.com/x", { name = r and r.json and r.json.name or err, calls = calls })
+          end,
+        }
+        """
+
+    func report(_ tests: String, limits: LuaLimits = .default) async -> TestReport {
+        let source = RuleSource(directory: "rules", files: ["lookup.lua": rule, "lookup_test.lua": tests])
+        let samples = repositoryRoot.appendingPathComponent("samples").path
+        return await TestRunner(
+            source: source, samplesDirectory: samples,
+            configuration: RuleConfiguration(limits: limits, environment: [:])
+        )
+        .run()
+    }
+
+    @Test func mocksAnswerAndAssertionsPass() async {
+        let r = await report(
+            """
+            test("mocked", function()
+              http.mock{ method = "GET", url = "https://crm.example.com/c?n=*", json = { name = "Acme" } }
+              local out = run("lookup", sample("channel_create__inbound"))
+              expect(out.http[1].status).to_be(200)
+              expect(out.forwards[1].body).to_be({ name = "Acme", calls = 1 })
+            end)
+            """)
+        #expect(r.ok)
+        #expect(r.results.map(\.passed) == [true])
+    }
+
+    @Test func failuresGiveTheAssertionsLineAndADiff() async {
+        let r = await report(
+            """
+            test("wrong", function()
+              http.mock{ url = "https://crm.example.com/*", json = { name = "Acme" } }
+              local out = run("lookup", sample("channel_create__inbound"))
+              expect(out.forwards[1].body).to_be({ name = "Globex", calls = 1 })
+            end)
+            """)
+        #expect(!r.ok)
+        let failure = r.results.first?.failure
+        #expect(failure?.file == "rules/lookup_test.lua")
+        #expect(failure?.line == 4)
+        #expect(failure?.message.contains(#"name: expected "Globex", got "Acme""#) == true)
+    }
+
+    @Test func mocksStateAndLogsDoNotCarryOverBetweenTests() async {
+        let r = await report(
+            """
+            test("first", function()
+              http.mock{ url = "https://crm.example.com/*", json = { name = "Acme" } }
+              expect(run("lookup", sample("channel_create__inbound")).forwards[1].body.calls).to_be(1)
+            end)
+            test("second has no mock", function()
+              run("lookup", sample("channel_create__inbound"))
+            end)
+            test("third starts from fresh rule state", function()
+              http.mock{ url = "https://crm.example.com/*", status = 500, body = "down" }
+              local out = run("lookup", sample("channel_create__inbound"))
+              expect(out.forwards[1].body.calls).to_be(1)
+              expect(out.http[1].status).to_be(500)
+            end)
+            """)
+        #expect(r.results.map(\.passed) == [true, false, true])
+        #expect(
+            r.results[1].failure?.message.contains(
+                "unmocked HTTP request: GET https://crm.example.com/c?n=+14155550123") == true)
+    }
+
+    @Test func errorAndTimeoutMocksReachTheRule() async {
+        let r = await report(
+            """
+            test("timeout", function()
+              http.mock{ url = "https://crm.example.com/*", timeout = true }
+              expect(run("lookup", sample("channel_create__inbound")).forwards[1].body.name).to_contain("timed out")
+            end)
+            test("error", function()
+              http.mock{ url = "https://crm.example.com/*", error = "connection refused" }
+              expect(run("lookup", sample("channel_create__inbound")).forwards[1].body.name).to_be("connection refused")
+            end)
+            """)
+        #expect(r.results.map(\.passed) == [true, true])
+    }
+
+    @Test func anInfiniteLoopFailsThatTestOnly() async {
+        let r = await report(
+            """
+            test("loops", function() while true do end end)
+            test("still runs", function() expect(1).to_be(1) end)
+            """, limits: LuaLimits(instructionLimit: 500_000))
+        #expect(r.results.map(\.passed) == [false, true])
+        #expect(r.results[0].failure?.message.contains("instruction limit exceeded") == true)
+    }
+
+    @Test func eventsFromRawBodiesAndInlineTables() async {
+        let r = await report(
+            """
+            test("form body", function()
+              http.mock{ url = "*", json = { name = "F" } }
+              local e = decode("form", "hook_event=channel_create&caller_id_number=%2B1415&call_id=a")
+              expect(run("lookup", e).forwards[1].body.name).to_be("F")
+            end)
+            test("inline table", function()
+              http.mock{ url = "*", json = { name = "T" } }
+              expect(run("lookup", { hook_event = "channel_create", caller_id_number = "1" }).outcome).to_be("ok")
+            end)
+            test("other event is skipped", function()
+              local out = run("lookup", sample("channel_destroy__inbound"))
+              expect(out.skipped).to_be(true)
+              expect(out.stage).to_be("on")
+            end)
+            """)
+        #expect(r.results.map(\.passed) == [true, true, true], "\(r.results.compactMap(\.failure?.message))")
+    }
+
+    @Test func aTestFileThatDoesNotLoadIsReported() async {
+        let r = await report("test('x', function() end")
+        #expect(!r.ok)
+        #expect(r.loadErrors.first?.file == "rules/lookup_test.lua")
+        #expect(r.loadErrors.first?.message.contains("expected") == true)
+    }
+}

@@ -1,0 +1,18 @@
+test("a billed call is summarised as form data", function()
+  local out = run("call-summary", sample("channel_destroy__inbound"))
+  expect(out.forwards[1].format).to_be("form")
+  expect(out.forwards[1].body).to_contain("billed=3%3A07")
+  expect(out.forwards[1].body).to_contain("hangup=NORMAL_CLEARING")
+end)
+
+test("calls with no billed time are skipped", function()
+  local event = decode("form", "hook_event=channel_destroy&call_id=c1&billing_seconds=0&duration_seconds=5")
+  local out = run("call-summary", event)
+  expect(out.skipped).to_be(true)
+  expect(out.stage).to_be("filter")
+end)
+
+test("each test starts with fresh rule state", function()
+  local out = run("call-summary", sample("channel_destroy__inbound"))
+  expect(out.forwards[1].body).to_contain("count=1")
+end)

@@ -1,0 +1,11 @@
+test("low balance posts the balance to the billing channel", function()
+  local out = run("low-balance-chat", sample("notifications__low_balance"))
+  expect(out.forwards[1].url).to_be("https://chat.example.com/hooks/billing")
+  expect(out.forwards[1].headers["X-Source"]).to_be("switchboard")
+  expect(out.forwards[1].body.text).to_contain("is low on credit: balance 45000")
+end)
+
+test("the form-encoded notification gives the same message", function()
+  local out = run("low-balance-chat", sample("notifications__low_balance.form"))
+  expect(out.forwards[1].body.text).to_contain("balance 45000")
+end)

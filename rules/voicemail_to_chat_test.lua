@@ -1,0 +1,6 @@
+test("a new voicemail goes to chat with its length and transcription", function()
+  local out = run("voicemail-to-chat", sample("notifications__voicemail_new"))
+  expect(out.forwards[1].url).to_be("https://chat.example.com/hooks/voicemail")
+  expect(out.forwards[1].body.text).to_match("^New voicemail %(%d+ s%) from ")
+  expect(out.forwards[1].body.text).to_contain("\n> ")
+end)
