@@ -20,6 +20,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // Debian's Lua 5.4 (liblua5.4-dev), found through pkg-config. Never vendored.
@@ -46,12 +51,32 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The Hummingbird application: webhook routes, auth, health, metrics, the event dispatcher.
+        .target(
+            name: "WebhookServer",
+            dependencies: [
+                "RuleEngine", "KazooEvents", "JSONCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // The command-line interface as a library, so tests can drive it.
         .target(
             name: "SwitchboardCLI",
             dependencies: [
-                "KazooEvents", "JSONCore", "LuaRuntime", "RuleEngine",
+                "KazooEvents", "JSONCore", "LuaRuntime", "RuleEngine", "WebhookServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -66,6 +91,17 @@ let package = Package(
             dependencies: ["KazooEvents", "JSONCore", "LuaRuntime", "RuleEngine"],
             swiftSettings: swiftSettings
         ),
+        // Test helpers shared by test targets: a real HTTP server on 127.0.0.1.
+        .target(
+            name: "TestSupport",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            path: "Tests/TestSupport",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "JSONCoreTests", dependencies: ["JSONCore"], swiftSettings: swiftSettings),
         .testTarget(name: "LuaRuntimeTests", dependencies: ["LuaRuntime", "JSONCore"], swiftSettings: swiftSettings),
         .testTarget(
@@ -76,10 +112,19 @@ let package = Package(
         .testTarget(
             name: "RuleEngineTests",
             dependencies: [
-                "RuleEngine", "KazooEvents", "JSONCore", "LuaRuntime",
+                "RuleEngine", "KazooEvents", "JSONCore", "LuaRuntime", "TestSupport",
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "WebhookServerTests",
+            dependencies: [
+                "WebhookServer", "RuleEngine", "KazooEvents", "JSONCore", "TestSupport",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),

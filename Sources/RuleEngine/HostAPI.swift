@@ -27,6 +27,7 @@ final class RuleRun {
     /// The rule's `forward` field, parsed when the file loaded.
     let targets: [ForwardTarget]
     var stage = "filter"
+    let started = ContinuousClock.now
     var forwards: [ForwardRecord] = []
     /// Forward targets with their encoded bodies, to send when the run is live.
     var pendingForwards: [(ForwardTarget, [UInt8], String)] = []

@@ -11,18 +11,24 @@ public struct OutboundRequest: Sendable, Hashable {
     public var headers: [Header]
     public var body: [UInt8]?
     public var timeout: Duration
+    /// The rule making the call, for per-rule limits (nil for forwards).
+    public var rule: String?
 
     public struct Header: Sendable, Hashable {
         public var name: String
         public var value: String
     }
 
-    public init(method: String, url: String, headers: [Header] = [], body: [UInt8]? = nil, timeout: Duration) {
+    public init(
+        method: String, url: String, headers: [Header] = [], body: [UInt8]? = nil, timeout: Duration,
+        rule: String? = nil
+    ) {
         self.method = method
         self.url = url
         self.headers = headers
         self.body = body
         self.timeout = timeout
+        self.rule = rule
     }
 }
 
@@ -64,11 +70,16 @@ public final class LiveHTTPClient: OutboundHTTPClient {
     let client: HTTPClient
     let maxResponseBytes: Int
 
-    /// - Parameter maxResponseBytes: the most of a response body that is read. Default 1 MiB.
-    public init(maxResponseBytes: Int = 1 << 20) {
+    /// - Parameters:
+    ///   - maxResponseBytes: the most of a response body that is read. Default 1 MiB.
+    ///   - followRedirects: follow up to 5 redirects; off when the caller checks each hop itself.
+    ///   - maxConnectionsPerHost: concurrent connections to one host (calls to a slow upstream run in parallel).
+    public init(maxResponseBytes: Int = 1 << 20, followRedirects: Bool = true, maxConnectionsPerHost: Int = 64) {
         var configuration = HTTPClient.Configuration()
-        configuration.redirectConfiguration = .follow(max: 5, allowCycles: false)
+        configuration.redirectConfiguration = followRedirects ? .follow(max: 5, allowCycles: false) : .disallow
         configuration.timeout = .init(connect: .seconds(5))
+        configuration.connectionPool = .init(
+            idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: maxConnectionsPerHost)
         self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         self.maxResponseBytes = maxResponseBytes
     }

@@ -23,6 +23,8 @@ public struct RuleOutcome: Sendable, Hashable {
     public var http: [HTTPRecord] = []
     public var logs: [LogRecord] = []
     public var error: RuleErrorInfo?
+    /// Wall time of the run (HTTP waits included); 0 when `on` or `match` declined the event.
+    public var seconds: Double = 0
 
     public init(rule: String, file: String, outcome: Outcome, stage: String? = nil) {
         self.rule = rule

@@ -146,6 +146,8 @@ public actor RuleWorker {
     }
 
     func finish(_ outcome: inout RuleOutcome, _ run: RuleRun) {
+        let elapsed = ContinuousClock.now - run.started
+        outcome.seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         outcome.forwards = run.forwards
         outcome.http = run.http
         outcome.logs = run.logs
@@ -174,7 +176,8 @@ public actor RuleWorker {
         }
         let seconds = request["timeout"]?.doubleValue ?? 5
         let outbound = OutboundRequest(
-            method: method, url: url, headers: headers, body: body, timeout: .milliseconds(Int64(seconds * 1000)))
+            method: method, url: url, headers: headers, body: body, timeout: .milliseconds(Int64(seconds * 1000)),
+            rule: run.rule)
         do {
             let response = try await client.execute(outbound)
             run.http.append(HTTPRecord(method: method, url: url, status: response.status, error: nil))
@@ -213,11 +216,20 @@ public actor RuleWorker {
             let request = OutboundRequest(
                 method: target.method, url: target.url, headers: headers, body: body,
                 timeout: configuration.httpDefaultTimeout)
-            do {
-                let response = try await client.execute(request)
-                run.forwards[index].status = response.status
-            } catch {
-                run.forwards[index].error = (error as? OutboundHTTPError)?.message ?? "\(error)"
+            var delay = configuration.forwardRetryDelay
+            for attempt in 1...max(configuration.forwardAttempts, 1) {
+                do {
+                    let response = try await client.execute(request)
+                    run.forwards[index].status = response.status
+                    run.forwards[index].error = nil
+                    if (200..<300).contains(response.status) { break }
+                } catch {
+                    run.forwards[index].error = (error as? OutboundHTTPError)?.message ?? "\(error)"
+                }
+                if attempt < configuration.forwardAttempts {
+                    try? await Task.sleep(for: delay)
+                    delay *= 2
+                }
             }
         }
     }

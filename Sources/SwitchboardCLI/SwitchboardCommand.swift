@@ -18,7 +18,10 @@ public struct SwitchboardCommand: AsyncParsableCommand {
               switchboard events               list every event with its field types
             """,
         version: "0.1.0",
-        subcommands: [RunCommand.self, CheckCommand.self, TestCommand.self, DecodeCommand.self, EventsCommand.self]
+        subcommands: [
+            ServeCommand.self, RunCommand.self, CheckCommand.self, TestCommand.self, DecodeCommand.self,
+            EventsCommand.self,
+        ]
     )
 
     public init() {}

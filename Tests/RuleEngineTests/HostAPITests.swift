@@ -3,6 +3,7 @@ import JSONCore
 import KazooEvents
 import LuaRuntime
 import RuleEngine
+import TestSupport
 import Testing
 
 /// Runs `body` as a rule on the inbound channel_create sample and returns its outcome.

@@ -8,30 +8,40 @@ import Synchronization
 ///   GET  /customer?phone=…   200 {"name":"Acme","phone":…}
 ///   ANY  /echo               200, the request's method, headers and body as JSON
 ///   ANY  /status/NNN         NNN, empty body
-///   ANY  /slow               answers after 2 s
+///   ANY  /slow?ms=N          answers after N ms (default 2000)
 /// Every request is recorded.
-final class LoopbackServer: Sendable {
-    struct Request: Sendable {
-        var method: String
-        var uri: String
-        var headers: [(String, String)]
-        var body: String
+public final class LoopbackServer: Sendable {
+    public struct Request: Sendable {
+        public var method: String
+        public var uri: String
+        public var headers: [(String, String)]
+        public var body: String
     }
 
     let channel: any Channel
-    let port: Int
+    public let port: Int
     private let recorded = Mutex<[Request]>([])
 
-    var requests: [Request] { recorded.withLock { $0 } }
+    public var requests: [Request] { recorded.withLock { $0 } }
 
-    init() async throws {
+    /// The most requests that were being answered at the same time.
+    public var maxConcurrent: Int { concurrency.withLock { $0.max } }
+    private let concurrency = Mutex<(now: Int, max: Int)>((0, 0))
+    fileprivate func started() {
+        concurrency.withLock {
+            $0.now += 1; $0.max = max($0.max, $0.now)
+        }
+    }
+    fileprivate func ended() { concurrency.withLock { $0.now -= 1 } }
+
+    public init() async throws {
         let box = RecorderBox()
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 64)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.pipeline.configureHTTPServerPipeline().flatMap {
-                    channel.pipeline.addHandler(Handler(record: box.record))
+                    channel.pipeline.addHandler(Handler(record: box.record, started: box.started, ended: box.ended))
                 }
             }
             .bind(host: "127.0.0.1", port: 0).get()
@@ -40,9 +50,9 @@ final class LoopbackServer: Sendable {
         box.server = self
     }
 
-    func url(_ path: String) -> String { "http://127.0.0.1:\(port)\(path)" }
+    public func url(_ path: String) -> String { "http://127.0.0.1:\(port)\(path)" }
 
-    func stop() async throws { try await channel.close() }
+    public func stop() async throws { try await channel.close() }
 
     fileprivate func append(_ request: Request) { recorded.withLock { $0.append(request) } }
 
@@ -50,6 +60,8 @@ final class LoopbackServer: Sendable {
         // Set once, before any request can arrive; read only from the record closure.
         weak var server: LoopbackServer?
         var record: @Sendable (Request) -> Void { { [weak self] in self?.server?.append($0) } }
+        var started: @Sendable () -> Void { { [weak self] in self?.server?.started() } }
+        var ended: @Sendable () -> Void { { [weak self] in self?.server?.ended() } }
     }
 
     private final class Handler: ChannelInboundHandler, @unchecked Sendable {
@@ -57,10 +69,19 @@ final class LoopbackServer: Sendable {
         typealias InboundIn = HTTPServerRequestPart
         typealias OutboundOut = HTTPServerResponsePart
         let record: @Sendable (Request) -> Void
+        let started: @Sendable () -> Void
+        let ended: @Sendable () -> Void
         var head: HTTPRequestHead?
         var body = ByteBuffer()
 
-        init(record: @escaping @Sendable (Request) -> Void) { self.record = record }
+        init(
+            record: @escaping @Sendable (Request) -> Void, started: @escaping @Sendable () -> Void,
+            ended: @escaping @Sendable () -> Void
+        ) {
+            self.record = record
+            self.started = started
+            self.ended = ended
+        }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             switch unwrapInboundIn(data) {
@@ -76,6 +97,7 @@ final class LoopbackServer: Sendable {
                     method: "\(head.method.rawValue)", uri: head.uri, headers: head.headers.map { ($0.name, $0.value) },
                     body: text)
                 record(request)
+                started()
                 respond(context: context, request: request)
             }
         }
@@ -96,7 +118,8 @@ final class LoopbackServer: Sendable {
             } else if path.hasPrefix("/status/"), let code = Int(path.dropFirst(8)) {
                 status = HTTPResponseStatus(statusCode: code)
             } else if path == "/slow" {
-                delay = .seconds(2)
+                let ms = request.uri.split(separator: "=").last.flatMap { Int64($0) } ?? 2000
+                delay = .milliseconds(ms)
                 payload = "late"
             } else {
                 status = .notFound
@@ -111,6 +134,7 @@ final class LoopbackServer: Sendable {
                     promise: nil)
                 context.write(self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: payload)))), promise: nil)
                 context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
+                self.ended()
             }
             if delay == .zero { send() } else { context.eventLoop.scheduleTask(in: delay) { send() } }
         }

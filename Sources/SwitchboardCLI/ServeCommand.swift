@@ -1,0 +1,263 @@
+public import ArgumentParser
+import Foundation
+import KazooEvents
+public import Logging
+import LuaRuntime
+import NIOCore
+import RuleEngine
+import ServiceLifecycle
+import UnixSignals
+public import WebhookServer
+import Yams
+
+/// `switchboard serve`: receive Kazoo webhooks and run the rules on them.
+public struct ServeCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Receive Kazoo webhooks and run the rules on them.",
+        discussion: """
+            Point Kazoo's webhooks at http://HOST:PORT/hooks/{hook}, one URI per hook (channel_create, \
+            notifications, object, parking, sms, mms, all…; the callflow webhook action at /hooks/webhook). \
+            Every accepted event is answered 200 at once and its rules run after the answer; a request that is \
+            not an event gets a 4xx with the reason, and its body is kept in DATA_DIR/rejected.
+
+            Every setting comes from a flag, else an environment variable (SWITCHBOARD_ plus the flag's name \
+            in capitals with underscores, lists comma-separated), else the --config YAML file (the flag's \
+            name with underscores), else its default. Endpoints: GET /healthz, /readyz, /metrics.
+
+            Example config.yaml:
+              port: 8080
+              token: change-me
+              allow_http_to: [127.0.0.1/32]
+            """
+    )
+
+    @Option(name: .long, help: ArgumentHelp("YAML file with settings (env: SWITCHBOARD_CONFIG).", valueName: "file"))
+    var config: String?
+    @Option(name: .long, help: ArgumentHelp("Address to listen on. Default 127.0.0.1.", valueName: "host"))
+    var host: String?
+    @Option(name: .long, help: ArgumentHelp("Port to listen on. Default 8080.", valueName: "n"))
+    var port: Int?
+    @Option(name: .long, help: ArgumentHelp("The rules directory. Default rules.", valueName: "dir"))
+    var rules: String?
+    @Option(
+        name: .long,
+        help: ArgumentHelp("Lua workers, each with every rule loaded. Default: one per core.", valueName: "n"))
+    var workers: Int?
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Shared secret requests must carry as ?token= or /hooks/{hook}/{token}. Default none.", valueName: "secret")
+    )
+    var token: String?
+    @Option(
+        name: .long, help: ArgumentHelp("Require HTTP Basic credentials. Default none.", valueName: "user:password"))
+    var basicAuth: String?
+    @Option(
+        name: .long,
+        help: ArgumentHelp("Only accept webhooks from this network (repeatable). Default any.", valueName: "cidr"))
+    var allowSource: [String] = []
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Let rule HTTP reach this internal network (repeatable). Default none: loopback, private and link-local are refused.",
+            valueName: "cidr"))
+    var allowHttpTo: [String] = []
+    @Option(name: .long, help: ArgumentHelp("Let env(NAME) read this variable too (repeatable).", valueName: "name"))
+    var allowEnv: [String] = []
+    @Option(name: .long, help: ArgumentHelp("Where rejected bodies are kept. Default var.", valueName: "dir"))
+    var dataDir: String?
+    @Option(name: .long, help: ArgumentHelp("Largest request body. Default 1048576.", valueName: "n"))
+    var maxBodyBytes: Int?
+    @Option(
+        name: .long, help: ArgumentHelp("VM instructions one rule run may execute. Default 10000000.", valueName: "n"))
+    var maxInstructions: Int?
+    @Option(name: .long, help: ArgumentHelp("Lua running time one rule run may take. Default 1000.", valueName: "ms"))
+    var timeLimitMs: Int?
+    @Option(name: .long, help: ArgumentHelp("Memory of each worker's Lua state. Default 64.", valueName: "mb"))
+    var maxMemoryMb: Int?
+    @Option(name: .long, help: ArgumentHelp("Rule HTTP calls in flight at once. Default 1000.", valueName: "n"))
+    var maxHttpInFlight: Int?
+    @Option(
+        name: .long, help: ArgumentHelp("Rule HTTP calls in flight at once for one rule. Default 200.", valueName: "n"))
+    var maxHttpInFlightPerRule: Int?
+    @Option(name: .long, help: ArgumentHelp("Attempts per forward (kept in memory only). Default 3.", valueName: "n"))
+    var forwardAttempts: Int?
+    @Option(
+        name: .long,
+        help: ArgumentHelp("Time for running rules to finish after SIGTERM. Default 10000.", valueName: "ms"))
+    var shutdownGraceMs: Int?
+    @Option(name: .long, help: ArgumentHelp("Log format: text or json. Default text.", valueName: "format"))
+    var logFormat: String?
+    @Option(
+        name: .long,
+        help: ArgumentHelp("Log level: trace, debug, info, notice, warning, error. Default info.", valueName: "level"))
+    var logLevel: String?
+
+    public init() {}
+
+    /// The settings after flags, environment and file are combined.
+    public func settings(environment: [String: String]? = nil) throws
+        -> (ServerConfiguration, logFormat: String, logLevel: Logger.Level)
+    {
+        let environment = environment ?? ProcessInfo.processInfo.environment
+        var file: [String: Any] = [:]
+        if let path = config ?? environment["SWITCHBOARD_CONFIG"] {
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+                throw ValidationError("cannot read the config file \(path)")
+            }
+            do {
+                file = (try Yams.load(yaml: text) as? [String: Any]) ?? [:]
+            } catch {
+                throw ValidationError("\(path) is not valid YAML: \(error)")
+            }
+            let known = Self.settingNames.map { $0.replacingOccurrences(of: "-", with: "_") }
+            for key in file.keys where !known.contains(key) {
+                let near = known.min { Self.distance($0, key) < Self.distance($1, key) } ?? ""
+                throw ValidationError("\(path): unknown setting '\(key)' (did you mean \(near)?)")
+            }
+        }
+        let settings = SettingSource(environment: environment, file: file)
+        var c = ServerConfiguration()
+        c.host = settings.string("host", flag: host) ?? c.host
+        c.port = try settings.int("port", flag: port) ?? c.port
+        c.rulesDirectory = settings.string("rules", flag: rules) ?? c.rulesDirectory
+        c.workers = try settings.int("workers", flag: workers) ?? c.workers
+        c.token = settings.string("token", flag: token)
+        c.basicAuth = settings.string("basic-auth", flag: basicAuth)
+        c.allowedSources = try settings.cidrs("allow-source", flag: allowSource)
+        c.allowHTTPTo = try settings.cidrs("allow-http-to", flag: allowHttpTo)
+        c.dataDirectory = settings.string("data-dir", flag: dataDir) ?? c.dataDirectory
+        c.decoding.maxBodyBytes = try settings.int("max-body-bytes", flag: maxBodyBytes) ?? c.decoding.maxBodyBytes
+        var limits = LuaLimits()
+        limits.instructionLimit = try settings.int("max-instructions", flag: maxInstructions) ?? limits.instructionLimit
+        limits.timeLimit = .milliseconds(try settings.int("time-limit-ms", flag: timeLimitMs) ?? 1000)
+        limits.memoryLimit = (try settings.int("max-memory-mb", flag: maxMemoryMb) ?? 64) << 20
+        c.rules = RuleConfiguration(
+            limits: limits, allowedEnvironment: Set(settings.list("allow-env", flag: allowEnv)),
+            environment: environment)
+        c.rules.forwardAttempts = try settings.int("forward-attempts", flag: forwardAttempts) ?? 3
+        c.maxHTTPInFlight = try settings.int("max-http-in-flight", flag: maxHttpInFlight) ?? c.maxHTTPInFlight
+        c.maxHTTPInFlightPerRule =
+            try settings.int("max-http-in-flight-per-rule", flag: maxHttpInFlightPerRule) ?? c.maxHTTPInFlightPerRule
+        c.shutdownGrace = .milliseconds(try settings.int("shutdown-grace-ms", flag: shutdownGraceMs) ?? 10_000)
+        for (name, value) in [
+            ("port", c.port), ("workers", c.workers), ("max-body-bytes", c.decoding.maxBodyBytes),
+            ("max-instructions", limits.instructionLimit), ("max-http-in-flight", c.maxHTTPInFlight),
+            ("forward-attempts", c.rules.forwardAttempts),
+        ] where value <= 0 {
+            throw ValidationError("\(name) must be positive, not \(value)")
+        }
+        if let basic = c.basicAuth, !basic.contains(":") { throw ValidationError("basic-auth must be user:password") }
+        let format = settings.string("log-format", flag: logFormat) ?? "text"
+        guard format == "text" || format == "json" else {
+            throw ValidationError("log-format must be text or json, not \(format)")
+        }
+        let levelName = settings.string("log-level", flag: logLevel) ?? "info"
+        guard let level = Logger.Level(rawValue: levelName) else {
+            throw ValidationError("log-level must be one of trace, debug, info, notice, warning, error, critical")
+        }
+        return (c, format, level)
+    }
+
+    static let settingNames = [
+        "host", "port", "rules", "workers", "token", "basic-auth", "allow-source", "allow-http-to", "allow-env",
+        "data-dir",
+        "max-body-bytes", "max-instructions", "time-limit-ms", "max-memory-mb", "max-http-in-flight",
+        "max-http-in-flight-per-rule", "forward-attempts", "shutdown-grace-ms", "log-format", "log-level",
+    ]
+
+    static func distance(_ a: String, _ b: String) -> Int {
+        let a = Array(a), b = Array(b)
+        var row = Array(0...b.count)
+        for i in 1...max(a.count, 1) where !a.isEmpty {
+            var previous = row[0]
+            row[0] = i
+            for j in 1...max(b.count, 1) where !b.isEmpty {
+                let old = row[j]
+                row[j] = min(row[j] + 1, row[j - 1] + 1, previous + (a[i - 1] == b[j - 1] ? 0 : 1))
+                previous = old
+            }
+        }
+        return row[b.count]
+    }
+
+    public func run() async throws {
+        let (configuration, format, level) = try settings()
+        LoggingSystem.bootstrap { label in
+            var handler: any LogHandler =
+                format == "json" ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "switchboard")
+        let source: RuleSource
+        do { source = try RuleSource.read(directory: configuration.rulesDirectory) } catch {
+            throw ValidationError("\(error)")
+        }
+        let client = GuardedHTTPClient(
+            allowed: configuration.allowHTTPTo, maxInFlight: configuration.maxHTTPInFlight,
+            maxInFlightPerRule: configuration.maxHTTPInFlightPerRule)
+        let metrics = Metrics()
+        let dispatcher = try await EventDispatcher(
+            source: source, configuration: configuration.rules, workers: configuration.workers, client: client,
+            metrics: metrics, logger: logger, grace: configuration.shutdownGrace)
+        for d in dispatcher.diagnostics { logger.warning("\(d.description)") }
+        logger.info(
+            "loaded \(dispatcher.ruleNames.count) rule(s) from \(configuration.rulesDirectory) into \(dispatcher.workers.count) worker(s)"
+        )
+        let host = configuration.host
+        let app = buildApplication(configuration: configuration, dispatcher: dispatcher, logger: logger) { channel in
+            let port = channel.localAddress?.port ?? configuration.port
+            logger.info("listening on http://\(host):\(port)/hooks/{hook}")
+        }
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [dispatcher, app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+        try? await client.shutdown()
+    }
+}
+
+/// Looks a setting up: the flag, else SWITCHBOARD_NAME, else the file's name key.
+struct SettingSource {
+    var environment: [String: String]
+    var file: [String: Any]
+
+    func raw(_ name: String) -> (String, String)? {
+        let variable = "SWITCHBOARD_" + name.uppercased().replacingOccurrences(of: "-", with: "_")
+        if let value = environment[variable] { return (value, variable) }
+        let key = name.replacingOccurrences(of: "-", with: "_")
+        if let value = file[key] {
+            if let list = value as? [Any] {
+                return (list.map { "\($0)" }.joined(separator: ","), "\(key) in the config file")
+            }
+            return ("\(value)", "\(key) in the config file")
+        }
+        return nil
+    }
+
+    func string(_ name: String, flag: String?) -> String? { flag ?? raw(name)?.0 }
+
+    func int(_ name: String, flag: Int?) throws -> Int? {
+        if let flag { return flag }
+        guard let (text, origin) = raw(name) else { return nil }
+        guard let value = Int(text) else { throw ValidationError("\(origin): \"\(text)\" is not a whole number") }
+        return value
+    }
+
+    func list(_ name: String, flag: [String]) -> [String] {
+        if !flag.isEmpty { return flag }
+        return raw(name)?.0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            ?? []
+    }
+
+    func cidrs(_ name: String, flag: [String]) throws -> [CIDR] {
+        try list(name, flag: flag).map { text in
+            guard let cidr = CIDR(text) else {
+                throw ValidationError("\(name): \"\(text)\" is not an address or network like 10.0.0.0/8")
+            }
+            return cidr
+        }
+    }
+}

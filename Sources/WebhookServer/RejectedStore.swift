@@ -1,0 +1,86 @@
+public import Foundation
+import NIOCore
+import Synchronization
+
+/// Keeps every request answered 4xx for an operator to inspect: the body as received and a JSON file with
+/// the reason, method, path, headers (secrets removed) and time, in `<data dir>/rejected/`. Keeps the newest
+/// `maxFiles` requests.
+public final class RejectedStore: Sendable {
+    public let directory: URL
+    let maxFiles: Int
+    private let counter = Mutex(0)
+
+    public init(directory: URL, maxFiles: Int = 1000) {
+        self.directory = directory
+        self.maxFiles = maxFiles
+    }
+
+    /// Writes the request; failures to write are returned as a message for the log (never thrown: the
+    /// client still gets its 4xx).
+    @discardableResult
+    public func keep(
+        body: [UInt8], reason: String, code: String, method: String, path: String, headers: [(String, String)],
+        peer: String?
+    ) -> String? {
+        let n = counter.withLock { c -> Int in
+            c += 1
+            return c
+        }
+        let stamp = String(format: "%.6f", Date().timeIntervalSince1970).replacingOccurrences(of: ".", with: "")
+        let base = "\(stamp)-\(n)"
+        var meta: [String: Any] = [
+            "reason": reason, "code": code, "method": method, "path": Self.redact(path),
+            "received_at": Date().timeIntervalSince1970,
+            "headers": Dictionary(
+                headers.map { ($0.0.lowercased(), Self.redactHeader($0.0, $0.1)) }, uniquingKeysWith: { a, _ in a }),
+            "body_file": "\(base).body", "body_bytes": body.count,
+        ]
+        if let peer { meta["peer"] = peer }
+        do {
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            try Data(body).write(to: directory.appendingPathComponent("\(base).body"))
+            let json = try JSONSerialization.data(withJSONObject: meta, options: [.sortedKeys])
+            try json.write(to: directory.appendingPathComponent("\(base).json"))
+            if n % 100 == 0 { prune() }
+            return nil
+        } catch {
+            return "could not keep the rejected body in \(directory.path): \(error.localizedDescription)"
+        }
+    }
+
+    /// The kept requests, newest first, as their metadata.
+    public func list(limit: Int = 100) -> [[String: Any]] {
+        let files = ((try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? [])
+            .filter { $0.hasSuffix(".json") }.sorted(by: >).prefix(limit)
+        return files.compactMap { name in
+            guard let data = FileManager.default.contents(atPath: directory.appendingPathComponent(name).path) else {
+                return nil
+            }
+            return try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+        }
+    }
+
+    func prune() {
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []).filter {
+            $0.hasSuffix(".json")
+        }
+        .sorted()
+        guard names.count > maxFiles else { return }
+        for name in names.prefix(names.count - maxFiles) {
+            let stem = String(name.dropLast(5))
+            try? FileManager.default.removeItem(at: directory.appendingPathComponent(name))
+            try? FileManager.default.removeItem(at: directory.appendingPathComponent(stem + ".body"))
+        }
+    }
+
+    /// `?token=…` never reaches the disk.
+    static func redact(_ path: String) -> String {
+        guard let range = path.range(of: "token=") else { return path }
+        let end = path[range.upperBound...].firstIndex(where: { $0 == "&" || $0 == "?" }) ?? path.endIndex
+        return path.replacingCharacters(in: range.upperBound..<end, with: "REDACTED")
+    }
+
+    static func redactHeader(_ name: String, _ value: String) -> String {
+        name.lowercased() == "authorization" ? "REDACTED" : value
+    }
+}

@@ -1,0 +1,34 @@
+import Foundation
+public import KazooEvents
+public import RuleEngine
+
+/// Everything `switchboard serve` can be told, with the defaults a first run needs.
+public struct ServerConfiguration: Sendable {
+    public var host = "127.0.0.1"
+    public var port = 8080
+    public var rulesDirectory = "rules"
+    /// Lua workers (each a Lua state with every rule). Default: one per core.
+    public var workers = ProcessInfo.processInfo.activeProcessorCount
+    /// A shared secret: requests must carry it as `?token=` or as the last path segment
+    /// (`/hooks/channel_create/SECRET`).
+    public var token: String?
+    /// HTTP Basic credentials, `user:password`.
+    public var basicAuth: String?
+    /// Only these source networks may send webhooks (empty: any).
+    public var allowedSources: [CIDR] = []
+    /// Internal networks rule HTTP may reach anyway (by default loopback, private, link-local are refused).
+    public var allowHTTPTo: [CIDR] = []
+    /// Where rejected bodies (and later the journal) are kept. Default `var`.
+    public var dataDirectory = "var"
+    public var decoding = DecodingLimits()
+    public var rules = RuleConfiguration()
+    /// How long in-flight rule runs may take to finish after SIGTERM/SIGINT. Default 10 s.
+    public var shutdownGrace: Duration = .seconds(10)
+    /// Rule HTTP calls in flight at once, overall and per rule.
+    public var maxHTTPInFlight = 1000
+    public var maxHTTPInFlightPerRule = 200
+
+    public init() {
+        rules.forwardAttempts = 3
+    }
+}

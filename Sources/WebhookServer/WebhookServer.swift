@@ -1,0 +1,261 @@
+import Foundation
+public import HTTPTypes
+public import Hummingbird
+import JSONCore
+import KazooEvents
+public import Logging
+public import NIOCore
+import RuleEngine
+
+/// The request context: Hummingbird's core storage plus the peer address (for CIDR checks and `event.meta`).
+public struct SwitchboardRequestContext: RequestContext, RemoteAddressRequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public let remoteAddress: SocketAddress?
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        remoteAddress = source.channel.remoteAddress
+    }
+}
+
+/// Builds the webhook server: `POST|PUT|GET /hooks/{hook}` (and `/hooks`, and `/hooks/{hook}/{token}`),
+/// `GET /healthz`, `/readyz`, `/metrics`, `/admin/rejected`.
+///
+/// Answers are Kazoo-safe: 200 for every accepted event whatever the rules do (they run after the answer),
+/// 4xx only for a request that is not an acceptable event, with the reason in the body and the body kept.
+public func buildApplication(
+    configuration: ServerConfiguration, dispatcher: EventDispatcher, logger: Logger,
+    onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
+) -> some ApplicationProtocol {
+    let handler = WebhookHandler(
+        configuration: configuration, dispatcher: dispatcher, logger: logger,
+        rejected: RejectedStore(
+            directory: URL(fileURLWithPath: configuration.dataDirectory).appendingPathComponent("rejected")),
+        failures: HookFailureTracker())
+    let router = Router(context: SwitchboardRequestContext.self)
+    for path in ["/hooks", "/hooks/:hook", "/hooks/:hook/:token"] {
+        for method in [HTTPRequest.Method.post, .put, .get] {
+            router.on(RouterPath(path), method: method) { request, context in
+                await handler.receive(request, context: context)
+            }
+        }
+    }
+    router.get("/healthz") { _, _ in WebhookHandler.json(.ok, ["status": "ok"]) }
+    router.get("/readyz") { _, _ in handler.readiness() }
+    router.get("/metrics") { _, _ in
+        Response(
+            status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+            body: .init(byteBuffer: ByteBuffer(string: dispatcher.metrics.prometheus())))
+    }
+    router.get("/admin/rejected") { request, context in
+        if let denied = handler.authorize(request, context: context, pathToken: nil) { return denied }
+        let data =
+            (try? JSONSerialization.data(withJSONObject: handler.rejected.list(), options: [.sortedKeys]))
+            ?? Data("[]".utf8)
+        return Response(
+            status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+    return Application(
+        router: router,
+        configuration: .init(
+            address: .hostname(configuration.host, port: configuration.port), serverName: "switchboard"),
+        onServerRunning: onServerRunning, logger: logger)
+}
+
+/// The webhook endpoint's logic, apart from routing.
+struct WebhookHandler: Sendable {
+    let configuration: ServerConfiguration
+    let dispatcher: EventDispatcher
+    let logger: Logger
+    let rejected: RejectedStore
+    let failures: HookFailureTracker
+    let decoder: EventDecoder
+
+    init(
+        configuration: ServerConfiguration, dispatcher: EventDispatcher, logger: Logger, rejected: RejectedStore,
+        failures: HookFailureTracker
+    ) {
+        self.configuration = configuration
+        self.dispatcher = dispatcher
+        self.logger = logger
+        self.rejected = rejected
+        self.failures = failures
+        self.decoder = EventDecoder(limits: configuration.decoding)
+    }
+
+    func receive(_ request: Request, context: SwitchboardRequestContext) async -> Response {
+        let hookParameter = context.parameters.get("hook")
+        let pathToken = context.parameters.get("token")
+        let hookID = request.headers[HTTPField.Name("X-Hook-ID")!]
+        let peer = context.remoteAddress?.ipAddress
+
+        if let denied = authorize(request, context: context, pathToken: pathToken) {
+            return answer(denied, hookID: hookID)
+        }
+        // The payload: the query for GET, the body for POST and PUT.
+        let (rawURI, _) = splitURI(request.uri.description)
+        var body: [UInt8]
+        var format: WireFormat
+        if request.method == .get {
+            body = Array(Self.removingToken(rawURI.query ?? "").utf8)
+            format = .query
+        } else {
+            do {
+                var buffer = try await request.body.collect(upTo: configuration.decoding.maxBodyBytes)
+                body = buffer.readBytes(length: buffer.readableBytes) ?? []
+            } catch {
+                let reason = "body is over the limit of \(configuration.decoding.maxBodyBytes) bytes"
+                return reject(
+                    .contentTooLarge, code: "limit", reason: reason, body: [], request: request, hookID: hookID,
+                    peer: peer)
+            }
+            format = WireFormat.detect(contentType: request.headers[.contentType], body: body)
+        }
+        let hint = hookParameter == "all" ? nil : hookParameter
+        let event: WebhookEvent
+        do {
+            event = try decoder.decode(body, format: format, hook: hint)
+        } catch {
+            return reject(
+                .badRequest, code: error.kind.code, reason: "\(format) body: \(error)", body: body, request: request,
+                hookID: hookID, peer: peer)
+        }
+        var meta = JSONObject()
+        meta["received_at"] = .double(Date().timeIntervalSince1970)
+        meta["hook"] = hookParameter.map(JSONValue.string) ?? .null
+        meta["method"] = .string(request.method.rawValue)
+        meta["format"] = .string(format.rawValue)
+        if let hookID { meta["hook_id"] = .string(hookID) }
+        if let account = request.headers[HTTPField.Name("X-Account-ID")!] { meta["account_id"] = .string(account) }
+        if let peer { meta["peer"] = .string(peer) }
+        dispatcher.submit(event, meta: .object(meta))
+        dispatcher.metrics.increment(
+            "switchboard_events_total", [("hook", hookParameter ?? "-"), ("name", event.qualifiedName)])
+        return Self.json(.ok, ["accepted": true, "kind": .string(event.kind.rawValue), "name": .string(event.name)])
+    }
+
+    /// nil when the request may proceed, else the 401/403 to send.
+    func authorize(_ request: Request, context: SwitchboardRequestContext, pathToken: String?) -> Response? {
+        if !configuration.allowedSources.isEmpty {
+            let address = context.remoteAddress?.ipAddress.flatMap(CIDR.parseAddress)
+            guard let address, configuration.allowedSources.contains(where: { $0.contains(address) }) else {
+                return Self.json(.forbidden, ["error": "source address not allowed", "code": "forbidden"])
+            }
+        }
+        if let token = configuration.token {
+            let (uri, _) = splitURI(request.uri.description)
+            let given = pathToken ?? Self.token(inQuery: uri.query ?? "")
+            guard let given, Self.constantTimeEqual(given, token) else {
+                return Self.json(
+                    .unauthorized,
+                    ["error": "missing or wrong token (?token= or /hooks/{hook}/{token})", "code": "unauthorized"])
+            }
+        }
+        if let basic = configuration.basicAuth {
+            let header = request.headers[.authorization] ?? ""
+            let expected = "Basic " + Data(basic.utf8).base64EncodedString()
+            guard Self.constantTimeEqual(header, expected) else {
+                var response = Self.json(
+                    .unauthorized, ["error": "HTTP Basic credentials required", "code": "unauthorized"])
+                response.headers[.wwwAuthenticate] = "Basic realm=\"switchboard\""
+                return response
+            }
+        }
+        return nil
+    }
+
+    func reject(
+        _ status: HTTPResponse.Status, code: String, reason: String, body: [UInt8], request: Request, hookID: String?,
+        peer: String?
+    ) -> Response {
+        dispatcher.metrics.increment("switchboard_rejected_total", [("reason", code)])
+        let headers = request.headers.map { ($0.name.rawName, $0.value) }
+        if let problem = rejected.keep(
+            body: body, reason: reason, code: code, method: request.method.rawValue, path: Self.redactedPath(request),
+            headers: headers, peer: peer)
+        {
+            logger.error("\(problem)")
+        }
+        logger.info(
+            "rejected a request: \(reason)", metadata: ["request.code": "\(code)", "hook.id": "\(hookID ?? "-")"])
+        return answer(Self.json(status, ["error": .string(reason), "code": .string(code)]), hookID: hookID)
+    }
+
+    /// Counts non-200 answers per Kazoo hook and warns before Kazoo would disable it.
+    func answer(_ response: Response, hookID: String?) -> Response {
+        if response.status != .ok, let hookID {
+            dispatcher.metrics.increment("switchboard_non200_responses_total", [("hook_id", hookID)])
+            if let count = failures.record(hookID: hookID) {
+                logger.warning(
+                    "Kazoo hook \(hookID) got \(count) non-200 answers in the last 60 s; Kazoo disables a hook after \(HookFailureTracker.kazooDisableAt)",
+                    metadata: ["hook.id": "\(hookID)"])
+            }
+        }
+        return response
+    }
+
+    func readiness() -> Response {
+        let errors = dispatcher.diagnostics.filter { $0.severity == .error }.map { JSONValue.string($0.description) }
+        let ready = !dispatcher.ruleNames.isEmpty
+        return Self.json(
+            ready ? .ok : .serviceUnavailable,
+            [
+                "ready": .bool(ready), "rules": .array(dispatcher.ruleNames.map(JSONValue.string)),
+                "errors": .array(errors),
+            ])
+    }
+
+    static func json(_ status: HTTPResponse.Status, _ value: JSONValue) -> Response {
+        let text = (try? JSONWriter.string(value)) ?? "{}"
+        return Response(
+            status: status, headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    /// Splits "path?query" (a stray second '?' stays in the query).
+    func splitURI(_ uri: String) -> ((path: String, query: String?), Void) {
+        guard let q = uri.firstIndex(of: "?") else { return ((uri, nil), ()) }
+        return ((String(uri[..<q]), String(uri[uri.index(after: q)...])), ())
+    }
+
+    /// The `token=` pair of a query, which Kazoo may follow with a literal '?'.
+    static func token(inQuery query: String) -> String? {
+        for pair in query.split(whereSeparator: { $0 == "&" || $0 == "?" }) where pair.hasPrefix("token=") {
+            return String(pair.dropFirst(6)).removingPercentEncoding
+        }
+        return nil
+    }
+
+    /// The query without its `token=` pair, so the secret never becomes an event field.
+    static func removingToken(_ query: String) -> String {
+        var out = ""
+        var rest = Substring(query)
+        while !rest.isEmpty {
+            let end = rest.firstIndex(where: { $0 == "&" || $0 == "?" }) ?? rest.endIndex
+            let pair = rest[..<end]
+            let separator = end < rest.endIndex ? String(rest[end]) : ""
+            if !pair.hasPrefix("token=") { out += pair + separator }
+            rest = end < rest.endIndex ? rest[rest.index(after: end)...] : ""
+        }
+        return out
+    }
+
+    /// The request path with any secret (path segment or query) replaced.
+    static func redactedPath(_ request: Request) -> String {
+        var path = request.uri.path
+        let parts = path.split(separator: "/")
+        if parts.count == 3, parts[0] == "hooks" { path = "/hooks/\(parts[1])/REDACTED" }
+        let query = request.uri.description.split(separator: "?", maxSplits: 1).dropFirst().first.map(String.init)
+        return query.map { path + "?" + RejectedStore.redact($0) } ?? path
+    }
+
+    /// Compares without stopping at the first difference, so timing does not reveal the secret.
+    static func constantTimeEqual(_ a: String, _ b: String) -> Bool {
+        let x = Array(a.utf8), y = Array(b.utf8)
+        var difference = UInt8(x.count == y.count ? 0 : 1)
+        for i in 0..<max(x.count, y.count) {
+            difference |= (i < x.count ? x[i] : 0) ^ (i < y.count ? y[i] : 0)
+        }
+        return difference == 0
+    }
+}
