@@ -1,5 +1,5 @@
 # Switchboard: two commands take a fresh Debian 12 machine with the Swift toolchain to a working product.
-#   make run     install what is missing, build, check the rules and run them on samples (dry run)
+#   make run     install what is missing, build, check the rules, start the server on 127.0.0.1:8080
 #   make test    install what is missing, build, run the Swift tests, then check and test the rules in rules/
 #   make bench   release build; events/s beside the lua5.4 + lua-cjson anchor
 SWIFT ?= swift
@@ -15,8 +15,11 @@ build: deps
 
 run: build
 	$(BIN) check --rules rules
-	$(BIN) run --rules rules samples/channel_create__inbound.json samples/notifications__low_balance.json \
-		samples/notifications__missed_call.json samples/notifications__voicemail_new.json samples/channel_destroy__inbound.form
+	@echo
+	@echo "Send it a sample from another terminal (Ctrl-C here stops the server):"
+	@echo "  curl -s -H 'Content-Type: application/json' --data-binary @samples/channel_create__inbound.json http://127.0.0.1:8080/hooks/channel_create"
+	@echo
+	$(BIN) serve --rules rules --host 127.0.0.1 --port 8080
 
 test: build
 	$(SWIFT) test

@@ -76,11 +76,17 @@ public struct ServeCommand: AsyncParsableCommand {
     var timeLimitMs: Int?
     @Option(name: .long, help: ArgumentHelp("Memory of each worker's Lua state. Default 64.", valueName: "mb"))
     var maxMemoryMb: Int?
-    @Option(name: .long, help: ArgumentHelp("Rule HTTP calls in flight at once. Default 1000.", valueName: "n"))
+    @Option(name: .long, help: ArgumentHelp("Rule HTTP calls in flight at once. Default 2000.", valueName: "n"))
     var maxHttpInFlight: Int?
     @Option(
-        name: .long, help: ArgumentHelp("Rule HTTP calls in flight at once for one rule. Default 200.", valueName: "n"))
+        name: .long, help: ArgumentHelp("Rule HTTP calls in flight at once for one rule. Default 1000.", valueName: "n")
+    )
     var maxHttpInFlightPerRule: Int?
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Accepted events whose rules still run; past it answers wait for room. Default 10000.", valueName: "n"))
+    var maxEventsInFlight: Int?
     @Option(name: .long, help: ArgumentHelp("Attempts per forward (kept in memory only). Default 3.", valueName: "n"))
     var forwardAttempts: Int?
     @Option(
@@ -140,10 +146,12 @@ public struct ServeCommand: AsyncParsableCommand {
         c.maxHTTPInFlight = try settings.int("max-http-in-flight", flag: maxHttpInFlight) ?? c.maxHTTPInFlight
         c.maxHTTPInFlightPerRule =
             try settings.int("max-http-in-flight-per-rule", flag: maxHttpInFlightPerRule) ?? c.maxHTTPInFlightPerRule
+        c.maxEventsInFlight = try settings.int("max-events-in-flight", flag: maxEventsInFlight) ?? c.maxEventsInFlight
         c.shutdownGrace = .milliseconds(try settings.int("shutdown-grace-ms", flag: shutdownGraceMs) ?? 10_000)
         for (name, value) in [
             ("port", c.port), ("workers", c.workers), ("max-body-bytes", c.decoding.maxBodyBytes),
             ("max-instructions", limits.instructionLimit), ("max-http-in-flight", c.maxHTTPInFlight),
+            ("max-events-in-flight", c.maxEventsInFlight),
             ("forward-attempts", c.rules.forwardAttempts),
         ] where value <= 0 {
             throw ValidationError("\(name) must be positive, not \(value)")
@@ -164,7 +172,8 @@ public struct ServeCommand: AsyncParsableCommand {
         "host", "port", "rules", "workers", "token", "basic-auth", "allow-source", "allow-http-to", "allow-env",
         "data-dir",
         "max-body-bytes", "max-instructions", "time-limit-ms", "max-memory-mb", "max-http-in-flight",
-        "max-http-in-flight-per-rule", "forward-attempts", "shutdown-grace-ms", "log-format", "log-level",
+        "max-http-in-flight-per-rule", "max-events-in-flight", "forward-attempts", "shutdown-grace-ms", "log-format",
+        "log-level",
     ]
 
     static func distance(_ a: String, _ b: String) -> Int {
@@ -201,7 +210,8 @@ public struct ServeCommand: AsyncParsableCommand {
         let metrics = Metrics()
         let dispatcher = try await EventDispatcher(
             source: source, configuration: configuration.rules, workers: configuration.workers, client: client,
-            metrics: metrics, logger: logger, grace: configuration.shutdownGrace)
+            metrics: metrics, logger: logger, grace: configuration.shutdownGrace,
+            maxEventsInFlight: configuration.maxEventsInFlight)
         for d in dispatcher.diagnostics { logger.warning("\(d.description)") }
         logger.info(
             "loaded \(dispatcher.ruleNames.count) rule(s) from \(configuration.rulesDirectory) into \(dispatcher.workers.count) worker(s)"

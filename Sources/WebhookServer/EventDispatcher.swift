@@ -18,14 +18,18 @@ public final class EventDispatcher: Service, Sendable {
     let next = Mutex(0)
     let inFlight = Mutex<[Int: Task<Void, Never>]>([:])
     let counter = Mutex(0)
+    /// Limits accepted events whose rules have not finished: past it `submit` waits, so a backlog never
+    /// grows without bound behind the 200s (Kazoo sees slower answers instead).
+    let slots: AsyncSemaphore
     /// Problems found loading the rules (the same for every worker).
     public let diagnostics: [Diagnostic]
     public let ruleNames: [String]
 
     public init(
         source: RuleSource, configuration: RuleConfiguration, workers count: Int, client: any OutboundHTTPClient,
-        metrics: Metrics, logger: Logger, grace: Duration
+        metrics: Metrics, logger: Logger, grace: Duration, maxEventsInFlight: Int = 10_000
     ) async throws {
+        self.slots = AsyncSemaphore(maxEventsInFlight)
         var workers: [RuleWorker] = []
         for _ in 0..<max(count, 1) {
             workers.append(
@@ -43,8 +47,9 @@ public final class EventDispatcher: Service, Sendable {
         }
     }
 
-    /// Starts the rules on an accepted event and returns at once.
-    public func submit(_ event: WebhookEvent, meta: JSONValue) {
+    /// Starts the rules on an accepted event and returns as soon as there is room for it.
+    public func submit(_ event: WebhookEvent, meta: JSONValue) async {
+        await slots.wait()
         let worker = next.withLock { i -> RuleWorker in
             i = (i + 1) % workers.count
             return workers[i]
@@ -58,6 +63,7 @@ public final class EventDispatcher: Service, Sendable {
                 let report = await worker.process(event, meta: meta)
                 self.record(report)
                 self.finished(id)
+                self.slots.signal()
             }
             metrics.set("switchboard_events_in_flight", Double(tasks.count))
         }

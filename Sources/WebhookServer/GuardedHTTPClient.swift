@@ -16,9 +16,9 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
 
     /// - Parameters:
     ///   - allowed: networks rules may reach even though they are internal (`--allow-http-to`).
-    ///   - maxInFlight: rule HTTP calls in flight at once, overall. Default 1,000.
-    ///   - maxInFlightPerRule: in flight at once for one rule. Default 200.
-    public init(allowed: [CIDR], maxInFlight: Int = 1000, maxInFlightPerRule: Int = 200) {
+    ///   - maxInFlight: rule HTTP calls in flight at once, overall. Default 2,000.
+    ///   - maxInFlightPerRule: in flight at once for one rule. Default 1,000.
+    public init(allowed: [CIDR], maxInFlight: Int = 2000, maxInFlightPerRule: Int = 1000) {
         self.inner = LiveHTTPClient(followRedirects: false, maxConnectionsPerHost: max(maxInFlight, 8))
         self.allowed = allowed
         self.global = AsyncSemaphore(maxInFlight)

@@ -25,8 +25,10 @@ public struct ServerConfiguration: Sendable {
     /// How long in-flight rule runs may take to finish after SIGTERM/SIGINT. Default 10 s.
     public var shutdownGrace: Duration = .seconds(10)
     /// Rule HTTP calls in flight at once, overall and per rule.
-    public var maxHTTPInFlight = 1000
-    public var maxHTTPInFlightPerRule = 200
+    public var maxHTTPInFlight = 2000
+    public var maxHTTPInFlightPerRule = 1000
+    /// Accepted events whose rules are still running; past it the answer waits for room. Default 10,000.
+    public var maxEventsInFlight = 10_000
 
     public init() {
         rules.forwardAttempts = 3

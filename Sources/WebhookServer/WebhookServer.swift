@@ -128,7 +128,7 @@ struct WebhookHandler: Sendable {
         if let hookID { meta["hook_id"] = .string(hookID) }
         if let account = request.headers[HTTPField.Name("X-Account-ID")!] { meta["account_id"] = .string(account) }
         if let peer { meta["peer"] = .string(peer) }
-        dispatcher.submit(event, meta: .object(meta))
+        await dispatcher.submit(event, meta: .object(meta))
         dispatcher.metrics.increment(
             "switchboard_events_total", [("hook", hookParameter ?? "-"), ("name", event.qualifiedName)])
         return Self.json(.ok, ["accepted": true, "kind": .string(event.kind.rawValue), "name": .string(event.name)])
