@@ -1,7 +1,7 @@
 # Switchboard: two commands take a fresh Debian 12 machine with the Swift toolchain to a working product.
 #   make run     install what is missing, build, check the rules, start the server on 127.0.0.1:8080
 #   make test    install what is missing, build, run the Swift tests, then check and test the rules in rules/
-#   make bench   release build; events/s beside the lua5.4 + lua-cjson anchor
+#   make bench   release build; the engine beside lua5.4 + lua-cjson, the server beside nginx-lua
 SWIFT ?= swift
 BIN := .build/debug/switchboard
 
@@ -31,6 +31,7 @@ test: build
 bench:
 	@scripts/deps.sh bench
 	scripts/bench.sh
+	scripts/serve_bench.sh
 
 clean:
 	rm -rf .build

@@ -10,6 +10,8 @@ if [ "${1:-}" = bench ]; then
   command -v lua5.4 >/dev/null || need+=(lua5.4)
   [ -f /usr/lib/x86_64-linux-gnu/lua/5.4/cjson.so ] || need+=(lua-cjson)
   command -v valgrind >/dev/null || need+=(valgrind)
+  command -v curl >/dev/null || need+=(curl)
+  command -v bc >/dev/null || need+=(bc)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "Installing from Debian: ${need[*]}" >&2

@@ -6,6 +6,9 @@ public import RuleEngine
 public struct ServerConfiguration: Sendable {
     public var host = "127.0.0.1"
     public var port = 8080
+    /// Pending connections the kernel queues (Kazoo opens one connection per event; a burst must not drop
+    /// SYNs, which costs a 1 s retransmit). Capped by net.core.somaxconn.
+    public var listenBacklog = 4096
     public var rulesDirectory = "rules"
     /// Lua workers (each a Lua state with every rule). Default: one per core.
     public var workers = ProcessInfo.processInfo.activeProcessorCount

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Benchmarks of `switchboard serve` (release build), on loopback only:
+#  1. N events (default 1000) whose rule calls a loopback upstream answering after 1 s: time from the
+#     first request until the server's metrics count N finished rule runs (goal: <= 1.5 s).
+#  2. ../shared/bench/anchors.sh against a server running the anchor's rule, then a check that every
+#     accepted event's rule really ran, and how long the backlog took to drain after wrk stopped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARED=${SHARED:-../shared}
+N=${N:-1000}
+BIN=.build/release/switchboard
+ulimit -n "$(ulimit -Hn)"
+swift build -c release --product switchboard >/dev/null
+work=$(mktemp -d); pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" 'index($0, m) == 1 {s += $NF} END {print s + 0}'; }
+wait_up() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/healthz" && return 0; sleep 0.1; done; return 1; }
+
+echo "== slow upstream: $N events, each rule waits 1 s on a loopback upstream"
+python3 scripts/slow_upstream.py 18181 1.0 & pids+=($!)
+mkdir -p "$work/slow"
+cat > "$work/slow/slow.lua" <<'LUA'
+return { name = "slow", on = "channel_create", run = function()
+  local r, err = http.get("http://127.0.0.1:18181/slow", { timeout = 10 })
+  if not r then error(err) end
+end }
+LUA
+"$BIN" serve --rules "$work/slow" --port 18182 --allow-http-to 127.0.0.1/32 --data-dir "$work/var1" --log-level warning & pids+=($!)
+wait_up 18182
+for i in $(seq "$N"); do printf 'url = "http://127.0.0.1:18182/hooks/channel_create"\noutput = "/dev/null"\n'; done >"$work/urls.cfg"
+for round in 1 2 3; do
+  before=$(metric 18182 'switchboard_rule_runs_total{rule="slow",outcome="ok"}')
+  start=$(date +%s.%N)
+  curl -s --no-progress-meter --parallel --parallel-immediate --parallel-max "$N" -K "$work/urls.cfg" \
+    -H 'Content-Type: application/json' --data-binary @samples/channel_create__inbound.json -w '%{http_code}\n' >"$work/codes.txt"
+  answered=$(date +%s.%N)
+  while [ "$(metric 18182 'switchboard_rule_runs_total{rule="slow",outcome="ok"}')" -lt $((before + N)) ]; do
+    sleep 0.005
+    [ "$(echo "$(date +%s.%N) - $start > 30" | bc)" = 1 ] && break
+  done
+  done_at=$(date +%s.%N)
+  ok=$(( $(metric 18182 'switchboard_rule_runs_total{rule="slow",outcome="ok"}') - before ))
+  printf 'round %d: %d of %d answered 200 in %.3f s; %d/%d rule runs finished ok %.3f s after the first request (goal <= 1.5 s)\n' \
+    "$round" "$(grep -c '^200$' "$work/codes.txt")" "$N" "$(echo "$answered - $start" | bc)" "$ok" "$N" "$(echo "$done_at - $start" | bc)"
+done
+
+echo
+echo "== HTTP ingest beside the anchors (../shared/bench/anchors.sh)"
+mkdir -p "$work/anchor"
+cat > "$work/anchor/anchor.lua" <<'LUA'
+local matched = 0
+return {
+  name = "anchor",
+  on = "channel_create",
+  match = { call_direction = "inbound" },
+  transform = function(e)
+    matched = matched + 1
+    return { call_id = e.call_id, from = e.caller_id_number, to = e.callee_id_number, n = matched }
+  end,
+}
+LUA
+"$BIN" serve --rules "$work/anchor" --port 18183 --data-dir "$work/var2" --log-level warning & pids+=($!)
+wait_up 18183
+"$SHARED/bench/anchors.sh" http://127.0.0.1:18183/hooks/channel_create | tee "$work/anchors.txt"
+ended=$(date +%s.%N)
+accepted=$(metric 18183 'switchboard_events_total')
+while [ "$(metric 18183 'switchboard_rule_runs_total{rule="anchor"')" -lt "$accepted" ]; do sleep 0.01; done
+drained=$(echo "$(date +%s.%N) - $ended" | bc)
+runs=$(metric 18183 'switchboard_rule_runs_total{rule="anchor",outcome="ok"}')
+printf 'switchboard accepted %d events during the run; %d anchor rule runs finished ok; the backlog drained %.3f s after the load stopped\n' \
+  "$accepted" "$runs" "$drained"
