@@ -58,7 +58,8 @@ public struct RuleSource: Sendable, Hashable {
     /// Reads a rules directory.
     /// - Throws: `RuleSourceError` when the directory cannot be read.
     public static func read(directory: String) throws -> RuleSource {
-        let root = URL(fileURLWithPath: directory).standardizedFileURL
+        // Follow a symlinked directory (a Kubernetes ConfigMap mount is one) to the files it points at.
+        let root = URL(fileURLWithPath: directory).standardizedFileURL.resolvingSymlinksInPath()
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: root.path, isDirectory: &isDirectory), isDirectory.boolValue else {
             throw RuleSourceError(

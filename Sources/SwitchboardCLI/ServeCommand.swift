@@ -221,9 +221,10 @@ public struct ServeCommand: AsyncParsableCommand {
             let port = channel.localAddress?.port ?? configuration.port
             logger.info("listening on http://\(host):\(port)/hooks/{hook}")
         }
+        let reloader = RuleReloader(directory: configuration.rulesDirectory, dispatcher: dispatcher, logger: logger)
         let group = ServiceGroup(
             configuration: .init(
-                services: [dispatcher, app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+                services: [dispatcher, reloader, app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
         try? await client.shutdown()
     }

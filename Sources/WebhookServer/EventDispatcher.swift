@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 public import JSONCore
 public import KazooEvents
 public import Logging
@@ -11,45 +11,131 @@ import Synchronization
 /// what the rules did (metrics, one log line per rule error), and on shutdown lets in-flight runs finish
 /// up to a deadline.
 public final class EventDispatcher: Service, Sendable {
-    public let workers: [RuleWorker]
+    /// One loaded rule set: every worker holds all of it, so an event never meets a mix of two sets.
+    public struct Generation: Sendable {
+        public var version: Int
+        public var source: RuleSource
+        public var workers: [RuleWorker]
+        public var ruleNames: [String]
+        public var diagnostics: [Diagnostic]
+    }
+
+    /// What a reload did.
+    public struct ReloadResult: Sendable {
+        public var ok: Bool
+        /// False when the files were the same as the running set's (nothing to do).
+        public var changed: Bool
+        public var version: Int
+        public var errors: [String]
+        public var at: Date
+    }
+
     public let metrics: Metrics
     let logger: Logger
     let grace: Duration
+    let configuration: RuleConfiguration
+    let client: any OutboundHTTPClient
+    let workerCount: Int
     let next = Mutex(0)
     let inFlight = Mutex<[Int: Task<Void, Never>]>([:])
     let counter = Mutex(0)
+    let current: Mutex<Generation>
+    let lastReload = Mutex<ReloadResult?>(nil)
+    /// The last files a reload rejected: the same content is not compiled and reported again.
+    let rejectedSource = Mutex<RuleSource?>(nil)
+    let reloading = AsyncSemaphore(1)
     /// Limits accepted events whose rules have not finished: past it `submit` waits, so a backlog never
     /// grows without bound behind the 200s (Kazoo sees slower answers instead).
     let slots: AsyncSemaphore
-    /// Problems found loading the rules (the same for every worker).
-    public let diagnostics: [Diagnostic]
-    public let ruleNames: [String]
+
+    public var generation: Generation { current.withLock { $0 } }
+    public var workers: [RuleWorker] { generation.workers }
+    /// Problems found loading the running rule set.
+    public var diagnostics: [Diagnostic] { generation.diagnostics }
+    public var ruleNames: [String] { generation.ruleNames }
+    public var lastReloadResult: ReloadResult? { lastReload.withLock { $0 } }
 
     public init(
         source: RuleSource, configuration: RuleConfiguration, workers count: Int, client: any OutboundHTTPClient,
         metrics: Metrics, logger: Logger, grace: Duration, maxEventsInFlight: Int = 10_000
     ) async throws {
         self.slots = AsyncSemaphore(maxEventsInFlight)
-        var workers: [RuleWorker] = []
-        for _ in 0..<max(count, 1) {
-            workers.append(
-                try RuleWorker(source: source, configuration: configuration, client: client, sendForwards: true))
-        }
-        self.workers = workers
         self.metrics = metrics
         self.logger = logger
         self.grace = grace
-        self.diagnostics = await workers[0].diagnostics
-        self.ruleNames = await workers[0].rules.map(\.name)
-        metrics.set("switchboard_rules_loaded", Double(ruleNames.count))
-        for (file, record) in await workers[0].loadLogs {
+        self.configuration = configuration
+        self.client = client
+        self.workerCount = max(count, 1)
+        let first = try await Self.load(
+            source, version: 1, configuration: configuration, count: max(count, 1), client: client)
+        self.current = Mutex(first)
+        metrics.set("switchboard_rules_loaded", Double(first.ruleNames.count))
+        metrics.set("switchboard_rules_version", 1)
+        for (file, record) in await first.workers[0].loadLogs {
             logger.info("\(record.message)", metadata: ["rule.file": "\(file)"])
         }
+    }
+
+    static func load(
+        _ source: RuleSource, version: Int, configuration: RuleConfiguration, count: Int, client: any OutboundHTTPClient
+    ) async throws -> Generation {
+        var workers: [RuleWorker] = []
+        for _ in 0..<count {
+            workers.append(
+                try RuleWorker(source: source, configuration: configuration, client: client, sendForwards: true))
+        }
+        return Generation(
+            version: version, source: source, workers: workers, ruleNames: await workers[0].rules.map(\.name),
+            diagnostics: await workers[0].diagnostics)
+    }
+
+    /// Reads the rules directory again and, when every file is good, swaps the new set in: new events use
+    /// it, events already running finish on the set they started with. When any file has an error the running
+    /// set stays and the errors are logged (file:line), shown at /readyz and counted in the metrics.
+    @discardableResult
+    public func reload(directory: String, reason: String) async -> ReloadResult {
+        await reloading.wait()
+        defer { reloading.signal() }
+        let running = generation
+        var result = ReloadResult(ok: true, changed: false, version: running.version, errors: [], at: Date())
+        do {
+            let source = try RuleSource.read(directory: directory)
+            guard source != running.source else { return result }
+            if source == rejectedSource.withLock({ $0 }), let last = lastReloadResult { return last }
+            result.changed = true
+            let candidate = try await Self.load(
+                source, version: running.version + 1, configuration: configuration, count: workerCount, client: client)
+            let errors = candidate.diagnostics.filter { $0.severity == .error }
+            if errors.isEmpty, !source.rules.isEmpty || running.source.rules.isEmpty {
+                current.withLock { $0 = candidate }
+                result.version = candidate.version
+                metrics.set("switchboard_rules_version", Double(candidate.version))
+                metrics.set("switchboard_rules_loaded", Double(candidate.ruleNames.count))
+                metrics.increment("switchboard_reloads_total", [("result", "ok")])
+                logger.info(
+                    "rules reloaded (\(reason)): version \(candidate.version), \(candidate.ruleNames.count) rule(s)")
+            } else {
+                result.ok = false
+                rejectedSource.withLock { $0 = source }
+                result.errors = errors.map(\.description)
+                if errors.isEmpty { result.errors = ["no rule files in \(directory); keeping the running rules"] }
+                for message in result.errors { logger.warning("reload rejected, running rules kept: \(message)") }
+                metrics.increment("switchboard_reloads_total", [("result", "failed")])
+            }
+        } catch {
+            result.ok = false
+            result.errors = ["\(error)"]
+            logger.warning("reload rejected, running rules kept: \(error)")
+            metrics.increment("switchboard_reloads_total", [("result", "failed")])
+        }
+        lastReload.withLock { $0 = result }
+        return result
     }
 
     /// Starts the rules on an accepted event and returns as soon as there is room for it.
     public func submit(_ event: WebhookEvent, meta: JSONValue) async {
         await slots.wait()
+        let workers = self.workers
         let worker = next.withLock { i -> RuleWorker in
             i = (i + 1) % workers.count
             return workers[i]

@@ -35,8 +35,10 @@ public final class Metrics: Sendable {
         ("switchboard_forwards_total", "counter", "Forwards sent by status (or error)."),
         ("switchboard_non200_responses_total", "counter", "Answers other than 200, by X-Hook-ID."),
         ("switchboard_rule_duration_seconds", "histogram", "Wall time of one rule run, HTTP waits included."),
+        ("switchboard_reloads_total", "counter", "Rule reloads by result (ok, failed)."),
         ("switchboard_events_in_flight", "gauge", "Accepted events whose rules have not finished."),
         ("switchboard_rules_loaded", "gauge", "Rules loaded and running."),
+        ("switchboard_rules_version", "gauge", "The running rule set's version (1 at start, +1 per good reload)."),
     ]
 
     /// Adds `by` to a counter with labels given as (name, value) pairs.

@@ -47,8 +47,19 @@ public func buildApplication(
             status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
             body: .init(byteBuffer: ByteBuffer(string: dispatcher.metrics.prometheus())))
     }
+    router.post("/admin/reload") { request, context in
+        if let denied = handler.authorizeAdmin(request, context: context) { return denied }
+        let result = await dispatcher.reload(directory: configuration.rulesDirectory, reason: "POST /admin/reload")
+        return WebhookHandler.json(
+            result.ok ? .ok : .unprocessableContent,
+            [
+                "ok": .bool(result.ok), "changed": .bool(result.changed), "version": .int(Int64(result.version)),
+                "rules": .array(dispatcher.ruleNames.map(JSONValue.string)),
+                "errors": .array(result.errors.map(JSONValue.string)),
+            ])
+    }
     router.get("/admin/rejected") { request, context in
-        if let denied = handler.authorize(request, context: context, pathToken: nil) { return denied }
+        if let denied = handler.authorizeAdmin(request, context: context) { return denied }
         let data =
             (try? JSONSerialization.data(withJSONObject: handler.rejected.list(), options: [.sortedKeys]))
             ?? Data("[]".utf8)
@@ -164,6 +175,24 @@ struct WebhookHandler: Sendable {
         return nil
     }
 
+    /// Admin endpoints need the token or Basic credentials; with neither configured, only loopback peers.
+    func authorizeAdmin(_ request: Request, context: SwitchboardRequestContext) -> Response? {
+        if configuration.token != nil || configuration.basicAuth != nil {
+            return authorize(request, context: context, pathToken: nil)
+        }
+        let address = context.remoteAddress?.ipAddress.flatMap(CIDR.parseAddress) ?? []
+        let loopback = [CIDR("127.0.0.0/8")!, CIDR("::1/128")!]
+        guard loopback.contains(where: { $0.contains(address) }) else {
+            return Self.json(
+                .forbidden,
+                [
+                    "error": "admin endpoints need --token or --basic-auth to be used from other hosts",
+                    "code": "forbidden",
+                ])
+        }
+        return nil
+    }
+
     func reject(
         _ status: HTTPResponse.Status, code: String, reason: String, body: [UInt8], request: Request, hookID: String?,
         peer: String?
@@ -195,14 +224,21 @@ struct WebhookHandler: Sendable {
     }
 
     func readiness() -> Response {
-        let errors = dispatcher.diagnostics.filter { $0.severity == .error }.map { JSONValue.string($0.description) }
-        let ready = !dispatcher.ruleNames.isEmpty
-        return Self.json(
-            ready ? .ok : .serviceUnavailable,
-            [
-                "ready": .bool(ready), "rules": .array(dispatcher.ruleNames.map(JSONValue.string)),
-                "errors": .array(errors),
-            ])
+        let generation = dispatcher.generation
+        let errors = generation.diagnostics.filter { $0.severity == .error }.map { JSONValue.string($0.description) }
+        let ready = !generation.ruleNames.isEmpty
+        var body = JSONObject()
+        body["ready"] = .bool(ready)
+        body["version"] = .int(Int64(generation.version))
+        body["rules"] = .array(generation.ruleNames.map(JSONValue.string))
+        body["errors"] = .array(errors)
+        if let last = dispatcher.lastReloadResult {
+            body["last_reload"] = [
+                "ok": .bool(last.ok), "at": .double(last.at.timeIntervalSince1970),
+                "errors": .array(last.errors.map(JSONValue.string)),
+            ]
+        }
+        return Self.json(ready ? .ok : .serviceUnavailable, .object(body))
     }
 
     static func json(_ status: HTTPResponse.Status, _ value: JSONValue) -> Response {

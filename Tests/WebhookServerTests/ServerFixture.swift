@@ -76,7 +76,8 @@ struct ServerFixture {
 }
 
 func withServer(
-    rules: [String: String], configure: (inout ServerConfiguration) -> Void = { _ in },
+    rules: [String: String] = [:], directory: String? = nil, watch: Bool = true,
+    configure: (inout ServerConfiguration) -> Void = { _ in },
     _ body: (ServerFixture) async throws -> Void
 ) async throws {
     var configuration = ServerConfiguration()
@@ -91,15 +92,22 @@ func withServer(
     let logs = CapturedLogs()
     let logger = Logger(label: "test") { _ in CapturingLogHandler(logs: logs) }
     let client = GuardedHTTPClient(allowed: configuration.allowHTTPTo)
+    let source =
+        try directory.map { try RuleSource.read(directory: $0) } ?? RuleSource(directory: "rules", files: rules)
+    if let directory { configuration.rulesDirectory = directory }
     let dispatcher = try await EventDispatcher(
-        source: RuleSource(directory: "rules", files: rules), configuration: configuration.rules,
+        source: source, configuration: configuration.rules,
         workers: configuration.workers, client: client, metrics: Metrics(), logger: logger,
         grace: configuration.shutdownGrace)
     let (ports, portContinuation) = AsyncStream.makeStream(of: Int.self)
     let app = buildApplication(configuration: configuration, dispatcher: dispatcher, logger: logger) { channel in
         portContinuation.yield(channel.localAddress?.port ?? 0)
     }
-    let group = ServiceGroup(configuration: .init(services: [dispatcher, app], logger: logger))
+    var services: [any Service] = [dispatcher, app]
+    if let directory {
+        services.insert(RuleReloader(directory: directory, dispatcher: dispatcher, logger: logger, watch: watch), at: 1)
+    }
+    let group = ServiceGroup(configuration: .init(services: services, logger: logger))
     let running = Task { try await group.run() }
     var iterator = ports.makeAsyncIterator()
     let port = await iterator.next() ?? 0

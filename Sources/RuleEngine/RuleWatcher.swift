@@ -1,0 +1,120 @@
+import Foundation
+import Synchronization
+
+/// Tells when anything in a rules directory may have changed: inotify on the directory, every directory
+/// below it and the directory holding it (so an atomically swapped symlink, as Kubernetes ConfigMaps do,
+/// is seen), plus a periodic check as a safety net. Bursts (an editor's rename-save, a `git checkout`
+/// touching 50 files) are debounced into one notification.
+public final class RuleWatcher: Sendable {
+    let directory: String
+    let quiet: Duration
+    let maxDelay: Duration
+    let pollEvery: Duration
+    private let fd: Int32
+    private let watched = Mutex<Set<String>>([])
+    /// The watch on the directory holding the rules directory: only events naming it count.
+    private let parentWatch = Mutex<Int32>(-1)
+    private let stopped = Atomic<Bool>(false)
+
+    /// - Parameters:
+    ///   - quiet: how long no further change must arrive before notifying. Default 30 ms.
+    ///   - maxDelay: notify after this long even if changes keep arriving. Default 300 ms.
+    ///   - pollEvery: the safety-net check interval. Default 2 s.
+    public init(
+        directory: String, quiet: Duration = .milliseconds(30), maxDelay: Duration = .milliseconds(300),
+        pollEvery: Duration = .seconds(2)
+    ) {
+        self.directory = directory
+        self.quiet = quiet
+        self.maxDelay = maxDelay
+        self.pollEvery = pollEvery
+        self.fd = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
+    }
+
+    deinit {
+        if fd >= 0 { close(fd) }
+    }
+
+    public func stop() { stopped.store(true, ordering: .relaxed) }
+
+    /// One element per (debounced) change; ends when the task is cancelled or `stop()` is called.
+    public func changes() -> AsyncStream<Void> {
+        AsyncStream { continuation in
+            let task = Task { [self] in
+                addWatches()
+                var pending: ContinuousClock.Instant? = nil
+                var lastEvent = ContinuousClock.now
+                var lastPoll = ContinuousClock.now
+                while !Task.isCancelled, !stopped.load(ordering: .relaxed) {
+                    let now = ContinuousClock.now
+                    if drainEvents() {
+                        lastEvent = now
+                        if pending == nil { pending = now }
+                        addWatches()  // new directories, or a swapped symlink's new target
+                    } else if now - lastPoll >= pollEvery {
+                        lastPoll = now
+                        lastEvent = now
+                        if pending == nil { pending = now }
+                    }
+                    if let first = pending, now - lastEvent >= quiet || now - first >= maxDelay {
+                        pending = nil
+                        continuation.yield()
+                    }
+                    try? await Task.sleep(for: .milliseconds(5))
+                }
+                continuation.finish()
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    /// Reads queued inotify events; true when any concerns the rules. Events in the parent directory count
+    /// only when they name the rules directory itself (its symlink swapped), not its neighbours.
+    private func drainEvents() -> Bool {
+        guard fd >= 0 else { return false }
+        let parent = parentWatch.withLock { $0 }
+        let name = Array(URL(fileURLWithPath: directory).lastPathComponent.utf8)
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        var relevant = false
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n <= 0 { return relevant }
+            var offset = 0
+            while offset + 16 <= n {
+                let wd = buffer.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: Int32.self) }
+                let length = Int(
+                    buffer.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset + 12, as: UInt32.self) })
+                let nameBytes = buffer[(offset + 16)..<min(offset + 16 + length, n)].prefix { $0 != 0 }
+                if wd != parent || Array(nameBytes) == name { relevant = true }
+                offset += 16 + length
+            }
+        }
+    }
+
+    /// Watches the directory (resolved), every directory below it, and its parent.
+    private func addWatches() {
+        guard fd >= 0 else { return }
+        let mask = UInt32(
+            IN_CREATE | IN_MODIFY | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM | IN_CLOSE_WRITE | IN_ATTRIB
+                | IN_DELETE_SELF | IN_MOVE_SELF)
+        let root = URL(fileURLWithPath: directory).resolvingSymlinksInPath().path
+        var paths = [root, URL(fileURLWithPath: directory).deletingLastPathComponent().path]
+        if let walker = FileManager.default.enumerator(atPath: root) {
+            while let relative = walker.nextObject() as? String {
+                var isDirectory: ObjCBool = false
+                let full = root + "/" + relative
+                if FileManager.default.fileExists(atPath: full, isDirectory: &isDirectory), isDirectory.boolValue {
+                    paths.append(URL(fileURLWithPath: full).resolvingSymlinksInPath().path)
+                }
+            }
+        }
+        watched.withLock { seen in
+            for (index, path) in paths.enumerated() {
+                // Re-adding an existing watch is harmless and keeps watches right after renames.
+                let wd = inotify_add_watch(fd, path, mask)
+                if wd >= 0 { seen.insert(path) }
+                if index == 1 { parentWatch.withLock { $0 = wd } }
+            }
+        }
+    }
+}
