@@ -70,3 +70,7 @@ drained=$(echo "$(date +%s.%N) - $ended" | bc)
 runs=$(metric 18183 'switchboard_rule_runs_total{rule="anchor",outcome="ok"}')
 printf 'switchboard accepted %d events during the run; %d anchor rule runs finished ok; the backlog drained %.3f s after the load stopped\n' \
   "$accepted" "$runs" "$drained"
+
+echo
+echo "== hot reload"
+python3 scripts/reload_bench.py "$BIN"

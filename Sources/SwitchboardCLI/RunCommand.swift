@@ -17,7 +17,8 @@ public struct RunCommand: AsyncParsableCommand {
             Dry run by default: nothing leaves the machine. http.* returns nil, "dry run: not sent" and the \
             request is shown; forwards are shown, not sent. --live sends both for real.
 
-            Exit status: 0 when no rule errored, 1 otherwise (or when a file did not decode).
+            Exit status: 0 when no rule errored, 1 otherwise (or when a file did not decode). With --watch it \
+            runs again every time a rule file is saved, until Ctrl-C.
 
             Examples:
               switchboard run samples/channel_create__inbound.json
@@ -42,6 +43,9 @@ public struct RunCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Print one JSON object per event: {file, event: {kind, name}, rules: [...]}.")
     var json = false
 
+    @Flag(name: .long, help: "Run again every time a rule file is saved (Ctrl-C to stop).")
+    var watch = false
+
     @Argument(help: "Event files (JSON, form or query bodies).")
     var events: [String]
 
@@ -54,6 +58,25 @@ public struct RunCommand: AsyncParsableCommand {
     }
 
     public func run() async throws {
+        let ok = try await runOnce()
+        guard watch else {
+            if !ok { throw ExitCode(1) }
+            return
+        }
+        var last = try? RuleSource.read(directory: options.rules)
+        printError("watching \(options.rules) for changes (Ctrl-C to stop)")
+        for await _ in RuleWatcher(directory: options.rules).changes() {
+            let now = try? RuleSource.read(directory: options.rules)
+            guard now != last else { continue }
+            last = now
+            let time = ISO8601DateFormatter().string(from: Date())
+            print("\n--- rules changed at \(time): running again ---")
+            _ = try? await runOnce()
+        }
+    }
+
+    /// Loads the rules and runs every event once. Returns false when a rule errored or a file did not decode.
+    func runOnce() async throws -> Bool {
         let source: RuleSource
         do { source = try RuleSource.read(directory: options.rules) } catch {
             throw ValidationError("\(error)")
@@ -78,7 +101,8 @@ public struct RunCommand: AsyncParsableCommand {
             }
         }
         if let live = client as? LiveHTTPClient { try? await live.shutdown() }
-        if !ok { throw ExitCode(1) }
+        fflush(nil)  // flushes stdout too: in --watch mode the output must appear now, not at exit
+        return ok
     }
 }
 
