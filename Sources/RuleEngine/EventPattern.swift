@@ -58,8 +58,9 @@ public struct EventPattern: Sendable, Hashable, CustomStringConvertible {
 }
 
 /// "Did you mean …?" by edit distance.
-enum Suggestions {
-    static func closest(to text: String, in candidates: [String]) -> String? {
+public enum Suggestions {
+    /// The candidate closest to `text`, when close enough to be a likely typo.
+    public static func closest(to text: String, in candidates: [String]) -> String? {
         var best: (String, Int)? = nil
         for candidate in candidates {
             let d = distance(text.lowercased(), candidate.lowercased())

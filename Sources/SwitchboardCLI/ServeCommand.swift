@@ -119,8 +119,8 @@ public struct ServeCommand: AsyncParsableCommand {
             }
             let known = Self.settingNames.map { $0.replacingOccurrences(of: "-", with: "_") }
             for key in file.keys where !known.contains(key) {
-                let near = known.min { Self.distance($0, key) < Self.distance($1, key) } ?? ""
-                throw ValidationError("\(path): unknown setting '\(key)' (did you mean \(near)?)")
+                let hint = Suggestions.closest(to: key, in: known).map { " (did you mean \($0)?)" } ?? ""
+                throw ValidationError("\(path): unknown setting '\(key)'\(hint)")
             }
         }
         let settings = SettingSource(environment: environment, file: file)
@@ -175,21 +175,6 @@ public struct ServeCommand: AsyncParsableCommand {
         "max-http-in-flight-per-rule", "max-events-in-flight", "forward-attempts", "shutdown-grace-ms", "log-format",
         "log-level",
     ]
-
-    static func distance(_ a: String, _ b: String) -> Int {
-        let a = Array(a), b = Array(b)
-        var row = Array(0...b.count)
-        for i in 1...max(a.count, 1) where !a.isEmpty {
-            var previous = row[0]
-            row[0] = i
-            for j in 1...max(b.count, 1) where !b.isEmpty {
-                let old = row[j]
-                row[j] = min(row[j] + 1, row[j - 1] + 1, previous + (a[i - 1] == b[j - 1] ? 0 : 1))
-                previous = old
-            }
-        }
-        return row[b.count]
-    }
 
     public func run() async throws {
         let (configuration, format, level) = try settings()
