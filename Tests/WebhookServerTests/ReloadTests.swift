@@ -157,7 +157,7 @@ struct RulesDirectory {
             stop.store(true, ordering: .relaxed)
             _ = await stream.value
             let sent = statuses.withLock { $0 }
-            #expect(sent.count > 50, "the client sent too few requests to mean anything: \(sent.count)")
+            #expect(sent.count > 20, "the client sent too few requests to mean anything: \(sent.count)")
             #expect(sent.allSatisfy { $0 == 200 }, "non-200 answers: \(sent.filter { $0 != 200 })")
             #expect(await server.eventually { server.dispatcher.eventsInFlight == 0 })
             // Every event saw a and b from the same version.
