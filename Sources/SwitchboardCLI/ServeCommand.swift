@@ -65,8 +65,18 @@ public struct ServeCommand: AsyncParsableCommand {
     var allowHttpTo: [String] = []
     @Option(name: .long, help: ArgumentHelp("Let env(NAME) read this variable too (repeatable).", valueName: "name"))
     var allowEnv: [String] = []
-    @Option(name: .long, help: ArgumentHelp("Where rejected bodies are kept. Default var.", valueName: "dir"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp("Where the journal and rejected bodies are kept. Default var.", valueName: "dir"))
     var dataDir: String?
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Journal accepted events before answering, and re-run unfinished ones on start: on or off. Default on.",
+            valueName: "on|off"))
+    var journal: String?
+    @Flag(name: .long, help: "fsync every journal commit: survives power loss, not only a killed process. Default off.")
+    var journalFsync = false
     @Option(name: .long, help: ArgumentHelp("Largest request body. Default 1048576.", valueName: "n"))
     var maxBodyBytes: Int?
     @Option(
@@ -134,6 +144,13 @@ public struct ServeCommand: AsyncParsableCommand {
         c.allowedSources = try settings.cidrs("allow-source", flag: allowSource)
         c.allowHTTPTo = try settings.cidrs("allow-http-to", flag: allowHttpTo)
         c.dataDirectory = settings.string("data-dir", flag: dataDir) ?? c.dataDirectory
+        switch settings.string("journal", flag: journal) ?? "on" {
+        case "on", "true", "yes": c.journal = true
+        case "off", "false", "no": c.journal = false
+        case let other: throw ValidationError("journal must be on or off, not \(other)")
+        }
+        c.journalFsync =
+            journalFsync || ["1", "true", "yes", "on"].contains(settings.string("journal-fsync", flag: nil) ?? "")
         c.decoding.maxBodyBytes = try settings.int("max-body-bytes", flag: maxBodyBytes) ?? c.decoding.maxBodyBytes
         var limits = LuaLimits()
         limits.instructionLimit = try settings.int("max-instructions", flag: maxInstructions) ?? limits.instructionLimit
@@ -170,7 +187,7 @@ public struct ServeCommand: AsyncParsableCommand {
 
     static let settingNames = [
         "host", "port", "rules", "workers", "token", "basic-auth", "allow-source", "allow-http-to", "allow-env",
-        "data-dir",
+        "data-dir", "journal", "journal-fsync",
         "max-body-bytes", "max-instructions", "time-limit-ms", "max-memory-mb", "max-http-in-flight",
         "max-http-in-flight-per-rule", "max-events-in-flight", "forward-attempts", "shutdown-grace-ms", "log-format",
         "log-level",
@@ -189,28 +206,40 @@ public struct ServeCommand: AsyncParsableCommand {
         do { source = try RuleSource.read(directory: configuration.rulesDirectory) } catch {
             throw ValidationError("\(error)")
         }
+        var journal: EventJournal? = nil
+        if configuration.journal {
+            journal = try EventJournal(directory: configuration.dataDirectory, fsync: configuration.journalFsync)  // its errors say what to fix
+        }
         let client = GuardedHTTPClient(
             allowed: configuration.allowHTTPTo, maxInFlight: configuration.maxHTTPInFlight,
             maxInFlightPerRule: configuration.maxHTTPInFlightPerRule)
         let metrics = Metrics()
-        let dispatcher = try await EventDispatcher(
-            source: source, configuration: configuration.rules, workers: configuration.workers, client: client,
-            metrics: metrics, logger: logger, grace: configuration.shutdownGrace,
-            maxEventsInFlight: configuration.maxEventsInFlight)
-        for d in dispatcher.diagnostics { logger.warning("\(d.description)") }
-        logger.info(
-            "loaded \(dispatcher.ruleNames.count) rule(s) from \(configuration.rulesDirectory) into \(dispatcher.workers.count) worker(s)"
-        )
-        let host = configuration.host
-        let app = buildApplication(configuration: configuration, dispatcher: dispatcher, logger: logger) { channel in
-            let port = channel.localAddress?.port ?? configuration.port
-            logger.info("listening on http://\(host):\(port)/hooks/{hook}")
+        do {
+            let dispatcher = try await EventDispatcher(
+                source: source, configuration: configuration.rules, workers: configuration.workers, client: client,
+                metrics: metrics, logger: logger, grace: configuration.shutdownGrace,
+                maxEventsInFlight: configuration.maxEventsInFlight, journal: journal)
+            for d in dispatcher.diagnostics { logger.warning("\(d.description)") }
+            logger.info(
+                "loaded \(dispatcher.ruleNames.count) rule(s) from \(configuration.rulesDirectory) into \(dispatcher.workers.count) worker(s)"
+            )
+            let host = configuration.host
+            let app = buildApplication(configuration: configuration, dispatcher: dispatcher, logger: logger) {
+                channel in
+                let port = channel.localAddress?.port ?? configuration.port
+                logger.info("listening on http://\(host):\(port)/hooks/{hook}")
+            }
+            _ = await dispatcher.replayUnfinished(decoder: EventDecoder(limits: configuration.decoding))
+            let reloader = RuleReloader(directory: configuration.rulesDirectory, dispatcher: dispatcher, logger: logger)
+            let group = ServiceGroup(
+                configuration: .init(
+                    services: [dispatcher, reloader, app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            )
+            try await group.run()
+        } catch {
+            try? await client.shutdown()  // AsyncHTTPClient must be shut down on every path
+            throw error
         }
-        let reloader = RuleReloader(directory: configuration.rulesDirectory, dispatcher: dispatcher, logger: logger)
-        let group = ServiceGroup(
-            configuration: .init(
-                services: [dispatcher, reloader, app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
         try? await client.shutdown()
     }
 }

@@ -31,6 +31,8 @@ public final class EventDispatcher: Service, Sendable {
     }
 
     public let metrics: Metrics
+    /// Where accepted events are recorded; events are marked done here when their rules finish.
+    public let journal: EventJournal?
     let logger: Logger
     let grace: Duration
     let configuration: RuleConfiguration
@@ -57,9 +59,10 @@ public final class EventDispatcher: Service, Sendable {
 
     public init(
         source: RuleSource, configuration: RuleConfiguration, workers count: Int, client: any OutboundHTTPClient,
-        metrics: Metrics, logger: Logger, grace: Duration, maxEventsInFlight: Int = 10_000
+        metrics: Metrics, logger: Logger, grace: Duration, maxEventsInFlight: Int = 10_000, journal: EventJournal? = nil
     ) async throws {
         self.slots = AsyncSemaphore(maxEventsInFlight)
+        self.journal = journal
         self.metrics = metrics
         self.logger = logger
         self.grace = grace
@@ -148,6 +151,7 @@ public final class EventDispatcher: Service, Sendable {
             tasks[id] = Task {
                 let report = await worker.process(event, meta: meta)
                 self.record(report)
+                if let id = meta["id"]?.stringValue { self.journal?.markDone(id) }
                 self.finished(id)
                 self.slots.signal()
             }
@@ -217,6 +221,35 @@ public final class EventDispatcher: Service, Sendable {
     static func text(_ value: JSONValue) -> String {
         if case .string(let s) = value { return s }
         return (try? JSONWriter.string(value)) ?? "?"
+    }
+
+    /// Runs again every event the journal holds as unfinished (accepted, but the process stopped before
+    /// its rules finished), with the same `event.meta.id`. Returns how many.
+    public func replayUnfinished(decoder: EventDecoder) async -> Int {
+        guard let journal else { return 0 }
+        let entries: [EventJournal.Entry]
+        do { entries = try journal.unfinished() } catch {
+            logger.error("could not read unfinished events from the journal: \(error)")
+            return 0
+        }
+        var count = 0
+        for entry in entries {
+            let format = WireFormat(rawValue: entry.format) ?? .json
+            guard let event = try? decoder.decode(entry.body, format: format, hook: entry.hook),
+                let meta = try? JSONReader.parse(entry.meta.utf8)
+            else {
+                logger.warning("journal entry \(entry.id) no longer decodes; marking it done")
+                journal.markDone(entry.id)
+                continue
+            }
+            await submit(event, meta: meta)
+            count += 1
+        }
+        if count > 0 {
+            metrics.increment("switchboard_replayed_events_total", by: count)
+            logger.info("replaying \(count) event(s) accepted before the last stop whose rules had not finished")
+        }
+        return count
     }
 
     /// Waits for shutdown, then gives in-flight rule runs `grace` to finish and says what was cut.

@@ -36,6 +36,11 @@ public final class Metrics: Sendable {
         ("switchboard_non200_responses_total", "counter", "Answers other than 200, by X-Hook-ID."),
         ("switchboard_rule_duration_seconds", "histogram", "Wall time of one rule run, HTTP waits included."),
         ("switchboard_reloads_total", "counter", "Rule reloads by result (ok, failed)."),
+        ("switchboard_replayed_events_total", "counter", "Unfinished events run again at start."),
+        (
+            "switchboard_journal_failures_total", "counter",
+            "Events refused (503) because the journal could not be written."
+        ),
         ("switchboard_events_in_flight", "gauge", "Accepted events whose rules have not finished."),
         ("switchboard_rules_loaded", "gauge", "Rules loaded and running."),
         ("switchboard_rules_version", "gauge", "The running rule set's version (1 at start, +1 per good reload)."),

@@ -21,8 +21,14 @@ public struct ServerConfiguration: Sendable {
     public var allowedSources: [CIDR] = []
     /// Internal networks rule HTTP may reach anyway (by default loopback, private, link-local are refused).
     public var allowHTTPTo: [CIDR] = []
-    /// Where rejected bodies (and later the journal) are kept. Default `var`.
+    /// Where the journal (`switchboard.sqlite`) and rejected bodies are kept. Default `var`.
     public var dataDirectory = "var"
+    /// Write every accepted event to the journal before answering 200, and run unfinished ones again on
+    /// start. Default on.
+    public var journal = true
+    /// fsync every journal commit (survives power loss; slower). Default off: commits survive the process
+    /// being killed, not the machine losing power.
+    public var journalFsync = false
     public var decoding = DecodingLimits()
     public var rules = RuleConfiguration()
     /// How long in-flight rule runs may take to finish after SIGTERM/SIGINT. Default 10 s.

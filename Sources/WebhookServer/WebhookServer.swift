@@ -132,13 +132,30 @@ struct WebhookHandler: Sendable {
                 hookID: hookID, peer: peer)
         }
         var meta = JSONObject()
-        meta["received_at"] = .double(Date().timeIntervalSince1970)
+        let id = UUID().uuidString.lowercased()
+        let receivedAt = Date().timeIntervalSince1970
+        meta["id"] = .string(id)
+        meta["received_at"] = .double(receivedAt)
         meta["hook"] = hookParameter.map(JSONValue.string) ?? .null
         meta["method"] = .string(request.method.rawValue)
         meta["format"] = .string(format.rawValue)
         if let hookID { meta["hook_id"] = .string(hookID) }
         if let account = request.headers[HTTPField.Name("X-Account-ID")!] { meta["account_id"] = .string(account) }
         if let peer { meta["peer"] = .string(peer) }
+        if let journal = dispatcher.journal {
+            // Acknowledged means durable: the event is committed before the 200.
+            let entry = EventJournal.Entry(
+                id: id, receivedAt: receivedAt, hook: hint, format: format.rawValue, body: body,
+                meta: (try? JSONWriter.string(.object(meta))) ?? "{}")
+            do {
+                try await journal.append(entry)
+            } catch {
+                dispatcher.metrics.increment("switchboard_journal_failures_total")
+                logger.error("refused an event because the journal could not be written: \(error)")
+                return answer(
+                    Self.json(.serviceUnavailable, ["error": .string("\(error)"), "code": "journal"]), hookID: hookID)
+            }
+        }
         await dispatcher.submit(event, meta: .object(meta))
         dispatcher.metrics.increment(
             "switchboard_events_total", [("hook", hookParameter ?? "-"), ("name", event.qualifiedName)])

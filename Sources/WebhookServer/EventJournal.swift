@@ -1,0 +1,187 @@
+public import Foundation
+import GRDB
+import Synchronization
+
+/// The durable record of accepted events, in `<data dir>/switchboard.sqlite` (SQLite, WAL).
+///
+/// An event is written before its 200 is sent — requests arriving together share one transaction (group
+/// commit) — and marked done once every matching rule has finished. On start, events never marked done are
+/// run again: rule runs are at-least-once, and `event.meta.id` is the same on every run.
+public final class EventJournal: Sendable {
+    /// One accepted request, as needed to decode it again.
+    public struct Entry: Sendable {
+        public var id: String
+        public var receivedAt: Double
+        public var hook: String?
+        public var format: String
+        public var body: [UInt8]
+        /// `event.meta` as JSON text.
+        public var meta: String
+
+        public init(id: String, receivedAt: Double, hook: String?, format: String, body: [UInt8], meta: String) {
+            self.id = id
+            self.receivedAt = receivedAt
+            self.hook = hook
+            self.format = format
+            self.body = body
+            self.meta = meta
+        }
+    }
+
+    let pool: DatabasePool
+    public let path: String
+    private let pendingAppends = Mutex<[(Entry, CheckedContinuation<Void, any Error>)]>([])
+    private let pendingDone = Mutex<[String]>([])
+    private let flushing = Mutex<Bool>(false)
+
+    /// Opens (creating) the journal.
+    /// - Parameter fsync: make every commit reach the disk before the 200 (survives power loss, slower).
+    ///   Without it a commit reaches the operating system, which survives the process being killed.
+    /// - Throws: a message that says what to fix when the directory is missing, read-only or full.
+    public init(directory: String, fsync: Bool = false) throws {
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw JournalError(
+                "cannot create the data directory \(directory): a parent is not a directory or is not writable "
+                    + "(choose another with --data-dir)")
+        }
+        path = (directory as NSString).appendingPathComponent("switchboard.sqlite")
+        do {
+            var configuration = Configuration()
+            configuration.busyMode = .timeout(5)
+            configuration.prepareDatabase { db in
+                try db.execute(sql: fsync ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL")
+            }
+            pool = try DatabasePool(path: path, configuration: configuration)
+            try pool.write { db in
+                try db.execute(
+                    sql: """
+                        CREATE TABLE IF NOT EXISTS events (
+                          id TEXT PRIMARY KEY,
+                          received_at REAL NOT NULL,
+                          hook TEXT,
+                          format TEXT NOT NULL,
+                          body BLOB NOT NULL,
+                          meta TEXT NOT NULL,
+                          done INTEGER NOT NULL DEFAULT 0,
+                          done_at REAL
+                        );
+                        CREATE INDEX IF NOT EXISTS events_pending ON events(done, received_at);
+                        """)
+            }
+        } catch {
+            throw JournalError(
+                "cannot open the journal \(path): \(error) (is the data directory writable and not full?)")
+        }
+    }
+
+    /// Writes the entry durably; returns once it is committed. Concurrent calls share a transaction.
+    public func append(_ entry: Entry) async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            pendingAppends.withLock { $0.append((entry, continuation)) }
+            scheduleFlush()
+        }
+    }
+
+    /// Marks an event done (batched with others; a crash before it lands only means the event runs again).
+    public func markDone(_ id: String) {
+        pendingDone.withLock { $0.append(id) }
+        scheduleFlush()
+    }
+
+    /// Events accepted but not finished, oldest first.
+    public func unfinished() throws -> [Entry] {
+        try pool.read { db in
+            try Row.fetchAll(
+                db,
+                sql: "SELECT id, received_at, hook, format, body, meta FROM events WHERE done = 0 ORDER BY received_at"
+            )
+            .map { row in
+                Entry(
+                    id: row["id"], receivedAt: row["received_at"], hook: row["hook"], format: row["format"],
+                    body: [UInt8]((row["body"] as Data?) ?? Data()), meta: row["meta"])
+            }
+        }
+    }
+
+    /// Counts by state, for metrics and tests.
+    public func counts() throws -> (pending: Int, done: Int) {
+        try pool.read { db in
+            let pending = try Int.fetchOne(db, sql: "SELECT count(*) FROM events WHERE done = 0") ?? 0
+            let done = try Int.fetchOne(db, sql: "SELECT count(*) FROM events WHERE done = 1") ?? 0
+            return (pending, done)
+        }
+    }
+
+    /// Deletes done events older than `age` (retention). Returns how many went.
+    @discardableResult
+    public func prune(olderThan age: TimeInterval) throws -> Int {
+        let cutoff = Date().timeIntervalSince1970 - age
+        return try pool.write { db in
+            try db.execute(sql: "DELETE FROM events WHERE done = 1 AND done_at < ?", arguments: [cutoff])
+            return db.changesCount
+        }
+    }
+
+    /// One writer at a time drains everything queued into a single transaction.
+    private func scheduleFlush() {
+        let start = flushing.withLock { busy -> Bool in
+            if busy { return false }
+            busy = true
+            return true
+        }
+        guard start else { return }
+        Task.detached { [self] in
+            while true {
+                let appends = pendingAppends.withLock { queued -> [(Entry, CheckedContinuation<Void, any Error>)] in
+                    defer { queued.removeAll(keepingCapacity: true) }
+                    return queued
+                }
+                let done = pendingDone.withLock { queued -> [String] in
+                    defer { queued.removeAll(keepingCapacity: true) }
+                    return queued
+                }
+                if appends.isEmpty && done.isEmpty {
+                    // Nothing left: stop, unless something arrived between the check and the flag.
+                    let again = flushing.withLock { busy -> Bool in
+                        let more = pendingAppends.withLock { !$0.isEmpty } || pendingDone.withLock { !$0.isEmpty }
+                        if !more { busy = false }
+                        return more
+                    }
+                    if again { continue }
+                    return
+                }
+                do {
+                    try await pool.write { db in
+                        for (entry, _) in appends {
+                            try db.execute(
+                                sql:
+                                    "INSERT OR IGNORE INTO events (id, received_at, hook, format, body, meta) VALUES (?, ?, ?, ?, ?, ?)",
+                                arguments: [
+                                    entry.id, entry.receivedAt, entry.hook, entry.format, Data(entry.body), entry.meta,
+                                ])
+                        }
+                        let now = Date().timeIntervalSince1970
+                        for id in done {
+                            try db.execute(
+                                sql: "UPDATE events SET done = 1, done_at = ? WHERE id = ?", arguments: [now, id])
+                        }
+                    }
+                    for (_, continuation) in appends { continuation.resume() }
+                } catch {
+                    let failure = JournalError("the journal could not be written: \(error)")
+                    for (_, continuation) in appends { continuation.resume(throwing: failure) }
+                    // Done marks that failed only mean those events run again after a restart.
+                }
+            }
+        }
+    }
+}
+
+/// The journal cannot do its job; the message says what to fix.
+public struct JournalError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}

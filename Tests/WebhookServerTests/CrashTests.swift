@@ -1,0 +1,150 @@
+import AsyncHTTPClient
+import Foundation
+import JSONCore
+import NIOCore
+import NIOHTTP1
+import TestSupport
+import Testing
+
+/// The real `switchboard` binary, killed with SIGKILL while events stream in.
+@Suite struct CrashTests {
+    static let binary = repositoryRoot.appendingPathComponent(".build/debug/switchboard").path
+
+    func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+        }
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    func start(rules: String, data: String, port: Int) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.binary)
+        process.arguments = [
+            "serve", "--rules", rules, "--data-dir", data, "--port", "\(port)", "--allow-http-to", "127.0.0.1/32",
+            "--log-level", "error", "--workers", "2",
+        ]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        return process
+    }
+
+    func waitUntilUp(_ http: HTTPClient, port: Int) async throws {
+        for _ in 0..<200 {
+            if let response = try? await http.execute(
+                HTTPClientRequest(url: "http://127.0.0.1:\(port)/healthz"), timeout: .seconds(1)),
+                response.status == .ok
+            {
+                return
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        Issue.record("the server did not come up on port \(port)")
+    }
+
+    @Test func killMinusNineLosesNoAcknowledgedEvent() async throws {
+        try #require(
+            FileManager.default.isExecutableFile(atPath: Self.binary),
+            "build the binary first (make test runs swift build)")
+        let sink = try await LoopbackServer()
+        defer { Task { try? await sink.stop() } }
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "switchboard-crash-\(UUID().uuidString)"
+        ).path
+        let rules = base + "/rules", data = base + "/var"
+        try FileManager.default.createDirectory(atPath: rules, withIntermediateDirectories: true)
+        // The rule waits 300 ms before it delivers to the sink's /echo, so the events acknowledged in the last
+        // 300 ms before the kill have not reached the sink: only replay after the restart can deliver them.
+        try Data(
+            """
+            return { name = "deliver", on = "*", run = function(event)
+              assert(http.get("\(sink.url("/slow?ms=300"))", { timeout = 10 }))
+              local r, err = http.post("\(sink.url("/echo"))", { call_id = event.call_id }, { timeout = 10 })
+              if not r then error(err) end
+            end }
+            """.utf8
+        ).write(to: URL(fileURLWithPath: rules + "/deliver.lua"))
+        let port = try freePort()
+        let http = HTTPClient(eventLoopGroupProvider: .singleton)
+        var server = try start(rules: rules, data: data, port: port)
+        try await waitUntilUp(http, port: port)
+
+        let template = try JSONReader.parse(try sampleBody("channel_create__inbound.json")).objectValue!
+        var acknowledged: [String] = []
+        let clock = ContinuousClock()
+        let killAt = clock.now + .milliseconds(600)
+        var sent = 0
+        let pid = server.processIdentifier
+        try await withThrowingTaskGroup(of: (String, Bool).self) { group in
+            for lane in 0..<8 {
+                group.addTask {
+                    var ok: [String] = []
+                    var i = 0
+                    while clock.now < killAt + .milliseconds(200) {
+                        var event = template
+                        let id = "crash-\(lane)-\(i)"
+                        event["call_id"] = .string(id)
+                        var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/hooks/channel_create")
+                        request.method = .POST
+                        request.headers.add(name: "Content-Type", value: "application/json")
+                        request.body = .bytes(ByteBuffer(bytes: try JSONWriter.encode(.object(event))))
+                        if let response = try? await http.execute(request, timeout: .seconds(2)), response.status == .ok
+                        {
+                            ok.append(id)
+                        }
+                        i += 1
+                    }
+                    return (ok.joined(separator: ","), true)
+                }
+            }
+            group.addTask {
+                try await Task.sleep(until: killAt)
+                kill(pid, SIGKILL)
+                return ("", false)
+            }
+            for try await (ids, isLane) in group where isLane && !ids.isEmpty {
+                acknowledged += ids.split(separator: ",").map(String.init)
+            }
+        }
+        server.waitUntilExit()
+        sent = acknowledged.count
+        #expect(sent > 20, "too few events were acknowledged before the kill to mean anything: \(sent)")
+        let deliveredBeforeRestart = Set(
+            sink.requests.filter { $0.uri == "/echo" }.compactMap { Self.callID(in: $0.body) })
+        let waiting = Set(acknowledged).subtracting(deliveredBeforeRestart)
+        #expect(!waiting.isEmpty, "every acknowledged event was delivered before the kill; the test proved nothing")
+
+        server = try start(rules: rules, data: data, port: port)
+        defer { server.terminate(); server.waitUntilExit() }
+        try await waitUntilUp(http, port: port)
+        let deadline = clock.now + .seconds(30)
+        var missing = Set(acknowledged)
+        while clock.now < deadline {
+            missing.subtract(sink.requests.filter { $0.uri == "/echo" }.compactMap { Self.callID(in: $0.body) })
+            if missing.isEmpty { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(
+            missing.isEmpty,
+            "\(missing.count) of \(sent) acknowledged events never reached the sink: \(missing.sorted().prefix(5))")
+        print(
+            "crash test: \(sent) events acknowledged, \(waiting.count) not yet delivered at the kill; all delivered after the restart: \(missing.isEmpty)"
+        )
+        try await http.shutdown()
+    }
+
+    static func callID(in body: String) -> String? {
+        (try? JSONReader.parse(body.utf8))?["call_id"]?.stringValue
+    }
+}
