@@ -23,12 +23,8 @@ public struct EventPattern: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String { text }
 
-    /// Whether the event is one this pattern names.
-    public func matches(_ event: WebhookEvent) -> Bool {
-        matches(event, qualifiedName: event.qualifiedName)
-    }
-
-    /// `matches` with the event's qualified name computed once by the caller.
+    /// Whether the event is one this pattern names (`qualifiedName` is `event.qualifiedName`, computed once per
+    /// event by the caller).
     public func matches(_ event: WebhookEvent, qualifiedName: String) -> Bool {
         if text == "*" { return true }
         if text.hasSuffix(".*") {

@@ -100,11 +100,6 @@ public struct RuleDefinition: Sendable, Hashable {
     public var hasRun: Bool
 
     /// The stage at which the rule declines the event before any Lua runs: `on` or `match`, else nil.
-    public func precheck(_ event: WebhookEvent) -> String? {
-        precheck(event, qualifiedName: event.qualifiedName)
-    }
-
-    /// `precheck` with the event's qualified name computed once by the caller.
     public func precheck(_ event: WebhookEvent, qualifiedName: String) -> String? {
         guard on.contains(where: { $0.matches(event, qualifiedName: qualifiedName) }) else { return "on" }
         guard match.allSatisfy({ $0.matches(event.fields) }) else { return "match" }

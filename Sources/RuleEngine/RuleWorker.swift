@@ -76,7 +76,7 @@ public actor RuleWorker {
                         stage: stage))
                 continue
             }
-            outcomes.append(await run(rule, event: event, value: eventValue))
+            outcomes.append(await run(rule, value: eventValue))
         }
         return EventReport(event: event, rules: outcomes)
     }
@@ -91,12 +91,9 @@ public actor RuleWorker {
         return .object(fields)
     }
 
-    func run(_ rule: LoadedRule, event: WebhookEvent, value: JSONValue) async -> RuleOutcome {
+    /// Runs one rule whose `on` and `match` already accepted the event.
+    func run(_ rule: LoadedRule, value: JSONValue) async -> RuleOutcome {
         let definition = rule.definition
-        if let stage = definition.precheck(event) {
-            return RuleOutcome(
-                rule: definition.name, file: definition.file.displayPath, outcome: .skipped, stage: stage)
-        }
         let run = RuleRun(rule: definition.name, targets: definition.forward)
         var outcome = RuleOutcome(rule: definition.name, file: definition.file.displayPath, outcome: .ok)
         do {

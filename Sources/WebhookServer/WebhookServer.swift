@@ -104,7 +104,7 @@ struct WebhookHandler: Sendable {
             return answer(denied, hookID: hookID)
         }
         // The payload: the query for GET, the body for POST and PUT.
-        let (rawURI, _) = splitURI(request.uri.description)
+        let rawURI = splitURI(request.uri.description)
         var body: [UInt8]
         var format: WireFormat
         if request.method == .get {
@@ -171,7 +171,7 @@ struct WebhookHandler: Sendable {
             }
         }
         if let token = configuration.token {
-            let (uri, _) = splitURI(request.uri.description)
+            let uri = splitURI(request.uri.description)
             let given = pathToken ?? Self.token(inQuery: uri.query ?? "")
             guard let given, Self.constantTimeEqual(given, token) else {
                 return Self.json(
@@ -266,9 +266,9 @@ struct WebhookHandler: Sendable {
     }
 
     /// Splits "path?query" (a stray second '?' stays in the query).
-    func splitURI(_ uri: String) -> ((path: String, query: String?), Void) {
-        guard let q = uri.firstIndex(of: "?") else { return ((uri, nil), ()) }
-        return ((String(uri[..<q]), String(uri[uri.index(after: q)...])), ())
+    func splitURI(_ uri: String) -> (path: String, query: String?) {
+        guard let q = uri.firstIndex(of: "?") else { return (uri, nil) }
+        return (String(uri[..<q]), String(uri[uri.index(after: q)...]))
     }
 
     /// The `token=` pair of a query, which Kazoo may follow with a literal '?'.
