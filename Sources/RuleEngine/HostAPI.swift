@@ -29,8 +29,6 @@ final class RuleRun {
     var stage = "filter"
     let started = ContinuousClock.now
     var forwards: [ForwardRecord] = []
-    /// Forward targets with their encoded bodies, to send when the run is live.
-    var pendingForwards: [(ForwardTarget, [UInt8], String)] = []
     var http: [HTTPRecord] = []
     var logs: [LogRecord] = []
 
@@ -256,10 +254,8 @@ enum HostAPI {
             }
             run.forwards.append(
                 ForwardRecord(
-                    method: target.method, url: target.url, headers: headers, body: shown, format: target.format))
-            var sent = target
-            sent.headers = headers
-            run.pendingForwards.append((sent, bytes, contentType))
+                    method: target.method, url: target.url, headers: headers, body: shown, format: target.format,
+                    payload: bytes))
         }
     }
 

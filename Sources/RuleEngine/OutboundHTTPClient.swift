@@ -17,6 +17,11 @@ public struct OutboundRequest: Sendable, Hashable {
     public struct Header: Sendable, Hashable {
         public var name: String
         public var value: String
+
+        public init(name: String, value: String) {
+            self.name = name
+            self.value = value
+        }
     }
 
     public init(

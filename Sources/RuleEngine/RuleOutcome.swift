@@ -42,7 +42,9 @@ public struct ForwardRecord: Sendable, Hashable {
     /// The payload: the value itself for JSON forwards, the encoded string for form forwards.
     public var body: JSONValue
     public var format: String
-    /// Set when the forward was sent (`--live`, the server).
+    /// The bytes sent as the request body (`body` encoded for the target's format).
+    public var payload: [UInt8] = []
+    /// Set when the forward was sent (`--live`, or the server with the journal off).
     public var status: Int?
     public var error: String?
 }
@@ -107,6 +109,11 @@ extension RuleOutcome {
 }
 
 extension ForwardRecord {
+    /// The headers as sent (Content-Type included).
+    public var requestHeaders: [OutboundRequest.Header] {
+        headers.map { OutboundRequest.Header(name: $0.key, value: $0.value.stringValue ?? "") }
+    }
+
     public var json: JSONValue {
         ["method": .string(method), "url": .string(url), "headers": .object(headers), "body": body]
     }

@@ -81,13 +81,18 @@ public actor RuleWorker {
         return EventReport(event: event, rules: outcomes)
     }
 
-    /// The event as rules see it: every field, plus `kind`, `name`, `unix_time` (and `meta`).
+    /// The event as rules see it: every field, plus `kind`, `name`, `unix_time` (and `meta`). `id` is the
+    /// payload's own when it has one (object and sms payloads do), else `meta.id`: either way the same on
+    /// every run of the same accepted event.
     static func luaEvent(_ event: WebhookEvent, meta: JSONValue?) -> JSONValue {
         var fields = event.fields
         fields["kind"] = .string(event.kind.rawValue)
         fields["name"] = .string(event.name)
         if let unix = event.unixTime { fields["unix_time"] = .int(unix) }
-        if let meta { fields["meta"] = meta }
+        if let meta {
+            fields["meta"] = meta
+            if fields["id"] == nil, let id = meta["id"] { fields["id"] = id }
+        }
         return .object(fields)
     }
 
@@ -208,11 +213,11 @@ public actor RuleWorker {
     }
 
     func sendPendingForwards(_ run: RuleRun) async {
-        for (index, (target, body, _)) in run.pendingForwards.enumerated() {
-            let headers = target.headers.map { OutboundRequest.Header(name: $0.key, value: $0.value.stringValue ?? "") }
+        for index in run.forwards.indices {
+            let forward = run.forwards[index]
             let request = OutboundRequest(
-                method: target.method, url: target.url, headers: headers, body: body,
-                timeout: configuration.httpDefaultTimeout)
+                method: forward.method, url: forward.url,
+                headers: forward.requestHeaders, body: forward.payload, timeout: configuration.httpDefaultTimeout)
             var delay = configuration.forwardRetryDelay
             for attempt in 1...max(configuration.forwardAttempts, 1) {
                 do {

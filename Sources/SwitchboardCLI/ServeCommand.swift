@@ -97,8 +97,38 @@ public struct ServeCommand: AsyncParsableCommand {
         help: ArgumentHelp(
             "Accepted events whose rules still run; past it answers wait for room. Default 10000.", valueName: "n"))
     var maxEventsInFlight: Int?
-    @Option(name: .long, help: ArgumentHelp("Attempts per forward (kept in memory only). Default 3.", valueName: "n"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp("Attempts per forward before it becomes a dead letter. Default 10.", valueName: "n"))
     var forwardAttempts: Int?
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "A forward still failing this long after its event becomes a dead letter. Default 24h.",
+            valueName: "duration"))
+    var forwardMaxAge: String?
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Wait after a forward's first failure; doubles per failure (up to 5m), with jitter. Default 1s.",
+            valueName: "duration"))
+    var forwardBackoff: String?
+    @Option(
+        name: .long,
+        help: ArgumentHelp("Forward attempts in flight to one host:port. Default 8.", valueName: "n"))
+    var forwardConcurrency: Int?
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Delete done events, delivered forwards and rejected bodies older than this. Default 7d.",
+            valueName: "duration"))
+    var retention: String?
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Answer repeats of a channel event (hook id + call_id + hook_event + timestamp) or notification (msg_id) within this window with 200 and do not run them again. Default 0 (off).",
+            valueName: "duration"))
+    var dedupeWindow: String?
     @Option(
         name: .long,
         help: ArgumentHelp("Time for running rules to finish after SIGTERM. Default 10000.", valueName: "ms"))
@@ -159,7 +189,15 @@ public struct ServeCommand: AsyncParsableCommand {
         c.rules = RuleConfiguration(
             limits: limits, allowedEnvironment: Set(settings.list("allow-env", flag: allowEnv)),
             environment: environment)
-        c.rules.forwardAttempts = try settings.int("forward-attempts", flag: forwardAttempts) ?? 3
+        c.outbox.maxAttempts = try settings.int("forward-attempts", flag: forwardAttempts) ?? c.outbox.maxAttempts
+        c.rules.forwardAttempts = c.outbox.maxAttempts
+        c.outbox.maxAge = try settings.seconds("forward-max-age", flag: forwardMaxAge) ?? c.outbox.maxAge
+        c.outbox.initialBackoff =
+            try settings.seconds("forward-backoff", flag: forwardBackoff) ?? c.outbox.initialBackoff
+        c.outbox.perDestination =
+            try settings.int("forward-concurrency", flag: forwardConcurrency) ?? c.outbox.perDestination
+        c.retention = try settings.seconds("retention", flag: retention) ?? c.retention
+        c.dedupeWindow = try settings.seconds("dedupe-window", flag: dedupeWindow) ?? c.dedupeWindow
         c.maxHTTPInFlight = try settings.int("max-http-in-flight", flag: maxHttpInFlight) ?? c.maxHTTPInFlight
         c.maxHTTPInFlightPerRule =
             try settings.int("max-http-in-flight-per-rule", flag: maxHttpInFlightPerRule) ?? c.maxHTTPInFlightPerRule
@@ -169,7 +207,7 @@ public struct ServeCommand: AsyncParsableCommand {
             ("port", c.port), ("workers", c.workers), ("max-body-bytes", c.decoding.maxBodyBytes),
             ("max-instructions", limits.instructionLimit), ("max-http-in-flight", c.maxHTTPInFlight),
             ("max-events-in-flight", c.maxEventsInFlight),
-            ("forward-attempts", c.rules.forwardAttempts),
+            ("forward-attempts", c.outbox.maxAttempts), ("forward-concurrency", c.outbox.perDestination),
         ] where value <= 0 {
             throw ValidationError("\(name) must be positive, not \(value)")
         }
@@ -189,7 +227,8 @@ public struct ServeCommand: AsyncParsableCommand {
         "host", "port", "rules", "workers", "token", "basic-auth", "allow-source", "allow-http-to", "allow-env",
         "data-dir", "journal", "journal-fsync",
         "max-body-bytes", "max-instructions", "time-limit-ms", "max-memory-mb", "max-http-in-flight",
-        "max-http-in-flight-per-rule", "max-events-in-flight", "forward-attempts", "shutdown-grace-ms", "log-format",
+        "max-http-in-flight-per-rule", "max-events-in-flight", "forward-attempts", "forward-max-age",
+        "forward-backoff", "forward-concurrency", "retention", "dedupe-window", "shutdown-grace-ms", "log-format",
         "log-level",
     ]
 
@@ -231,13 +270,28 @@ public struct ServeCommand: AsyncParsableCommand {
             }
             _ = await dispatcher.replayUnfinished(decoder: EventDecoder(limits: configuration.decoding))
             let reloader = RuleReloader(directory: configuration.rulesDirectory, dispatcher: dispatcher, logger: logger)
+            let retention = Retention(
+                journal: journal, rejected: RejectedStore(directory: configuration.rejectedDirectory),
+                maxAge: configuration.retention, logger: logger)
+            var services: [any Service] = [dispatcher, reloader, retention]
+            if let journal {
+                services.append(
+                    Outbox(
+                        journal: journal, client: client, policy: configuration.outbox, metrics: metrics, logger: logger
+                    ))
+            }
+            services.append(app)  // last to start, first to stop
             let group = ServiceGroup(
                 configuration: .init(
-                    services: [dispatcher, reloader, app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-            )
+                    services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
             try await group.run()
         } catch {
             try? await client.shutdown()  // AsyncHTTPClient must be shut down on every path
+            if "\(error)".contains("Address already in use") {
+                throw ValidationError(
+                    "cannot listen on \(configuration.host):\(configuration.port): the address is in use (another switchboard?); choose another with --port"
+                )
+            }
             throw error
         }
         try? await client.shutdown()
@@ -269,6 +323,34 @@ struct SettingSource {
         guard let (text, origin) = raw(name) else { return nil }
         guard let value = Int(text) else { throw ValidationError("\(origin): \"\(text)\" is not a whole number") }
         return value
+    }
+
+    /// A duration: `90` or `90s`, `500ms`, `15m`, `24h`, `7d`; in seconds.
+    func seconds(_ name: String, flag: String?) throws -> Double? {
+        let text: String
+        let origin: String
+        if let flag {
+            (text, origin) = (flag, "--\(name)")
+        } else if let (value, from) = raw(name) {
+            (text, origin) = (value, from)
+        } else {
+            return nil
+        }
+        guard let seconds = Self.parseDuration(text) else {
+            throw ValidationError("\(origin): \"\(text)\" is not a duration like 30s, 15m, 24h or 7d")
+        }
+        return seconds
+    }
+
+    static func parseDuration(_ text: String) -> Double? {
+        let trimmed = text.trimmingCharacters(in: .whitespaces).lowercased()
+        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86_400)]
+        for (suffix, scale) in units where trimmed.hasSuffix(suffix) {
+            guard let n = Double(trimmed.dropLast(suffix.count)), n >= 0, n.isFinite else { return nil }
+            return n * scale
+        }
+        guard let n = Double(trimmed), n >= 0, n.isFinite else { return nil }
+        return n
     }
 
     func list(_ name: String, flag: [String]) -> [String] {

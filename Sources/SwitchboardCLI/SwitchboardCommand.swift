@@ -16,11 +16,12 @@ public struct SwitchboardCommand: AsyncParsableCommand {
                                                run the rules on a sample (dry run)
               switchboard decode samples/*     decode sample events, show typed fields
               switchboard events               list every event with its field types
+              switchboard deliveries --failed  forwards still retrying (see also redeliver, rejected)
             """,
         version: "0.1.0",
         subcommands: [
             ServeCommand.self, RunCommand.self, CheckCommand.self, TestCommand.self, DecodeCommand.self,
-            EventsCommand.self,
+            EventsCommand.self, DeliveriesCommand.self, RedeliverCommand.self, RejectedCommand.self,
         ]
     )
 

@@ -70,7 +70,8 @@ public final class EventDispatcher: Service, Sendable {
         self.client = client
         self.workerCount = max(count, 1)
         let first = try await Self.load(
-            source, version: 1, configuration: configuration, count: max(count, 1), client: client)
+            source, version: 1, configuration: configuration, count: max(count, 1), client: client,
+            sendForwards: journal == nil)
         self.current = Mutex(first)
         metrics.set("switchboard_rules_loaded", Double(first.ruleNames.count))
         metrics.set("switchboard_rules_version", 1)
@@ -79,13 +80,17 @@ public final class EventDispatcher: Service, Sendable {
         }
     }
 
+    /// - Parameter sendForwards: workers send forwards themselves (in memory, `--journal off`); otherwise
+    ///   forwards go to the journal's outbox when the event is marked done.
     static func load(
-        _ source: RuleSource, version: Int, configuration: RuleConfiguration, count: Int, client: any OutboundHTTPClient
+        _ source: RuleSource, version: Int, configuration: RuleConfiguration, count: Int,
+        client: any OutboundHTTPClient, sendForwards: Bool
     ) async throws -> Generation {
         var workers: [RuleWorker] = []
         for _ in 0..<count {
             workers.append(
-                try RuleWorker(source: source, configuration: configuration, client: client, sendForwards: true))
+                try RuleWorker(
+                    source: source, configuration: configuration, client: client, sendForwards: sendForwards))
         }
         return Generation(
             version: version, source: source, workers: workers, ruleNames: await workers[0].rules.map(\.name),
@@ -107,7 +112,8 @@ public final class EventDispatcher: Service, Sendable {
             if source == rejectedSource.withLock({ $0 }), let last = lastReloadResult { return last }
             result.changed = true
             let candidate = try await Self.load(
-                source, version: running.version + 1, configuration: configuration, count: workerCount, client: client)
+                source, version: running.version + 1, configuration: configuration, count: workerCount, client: client,
+                sendForwards: journal == nil)
             let errors = candidate.diagnostics.filter { $0.severity == .error }
             if errors.isEmpty, !source.rules.isEmpty || running.source.rules.isEmpty {
                 current.withLock { $0 = candidate }
@@ -151,7 +157,7 @@ public final class EventDispatcher: Service, Sendable {
             tasks[id] = Task {
                 let report = await worker.process(event, meta: meta)
                 self.record(report)
-                if let id = meta["id"]?.stringValue { self.journal?.markDone(id) }
+                if let id = meta["id"]?.stringValue { self.journal?.markDone(id, forwards: Self.deliveries(report)) }
                 self.finished(id)
                 self.slots.signal()
             }
@@ -178,7 +184,7 @@ public final class EventDispatcher: Service, Sendable {
                 metrics.increment(
                     "switchboard_rule_http_requests_total", [("status", call.status.map(String.init) ?? "error")])
             }
-            for forward in outcome.forwards {
+            for forward in outcome.forwards where forward.status != nil || forward.error != nil {
                 metrics.increment(
                     "switchboard_forwards_total", [("status", forward.status.map(String.init) ?? "error")])
                 if forward.status.map({ !(200..<300).contains($0) }) ?? true {
@@ -205,6 +211,17 @@ public final class EventDispatcher: Service, Sendable {
                 metadata["rule.file"] = "\(error.file ?? outcome.file):\(error.line.map(String.init) ?? "?")"
                 metadata["rule.stage"] = "\(outcome.stage ?? "?")"
                 logger.warning("rule failed: \(error.message)", metadata: metadata)
+            }
+        }
+    }
+
+    /// The forwards of the rules that finished ok, for the outbox.
+    static func deliveries(_ report: EventReport) -> [NewDelivery] {
+        report.rules.filter { $0.outcome == .ok }.flatMap { outcome in
+            outcome.forwards.map { forward in
+                NewDelivery(
+                    rule: outcome.rule, method: forward.method, url: forward.url,
+                    headers: forward.requestHeaders, body: forward.payload)
             }
         }
     }

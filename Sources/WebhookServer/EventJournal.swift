@@ -7,6 +7,9 @@ import Synchronization
 /// An event is written before its 200 is sent — requests arriving together share one transaction (group
 /// commit) — and marked done once every matching rule has finished. On start, events never marked done are
 /// run again: rule runs are at-least-once, and `event.meta.id` is the same on every run.
+///
+/// The same file holds the outbox (see `EventJournal+Deliveries.swift`): the forwards of an event's rules
+/// are written in the transaction that marks the event done, so an event is never done without them.
 public final class EventJournal: Sendable {
     /// One accepted request, as needed to decode it again.
     public struct Entry: Sendable {
@@ -31,14 +34,18 @@ public final class EventJournal: Sendable {
     let pool: DatabasePool
     public let path: String
     private let pendingAppends = Mutex<[(Entry, CheckedContinuation<Void, any Error>)]>([])
-    private let pendingDone = Mutex<[String]>([])
+    private let pendingDone = Mutex<[(id: String, forwards: [NewDelivery])]>([])
+    /// Called after a commit that queued deliveries (the outbox wakes up).
+    let deliveryObserver = Mutex<(@Sendable () -> Void)?>(nil)
     private let flushing = Mutex<Bool>(false)
 
     /// Opens (creating) the journal.
     /// - Parameter fsync: make every commit reach the disk before the 200 (survives power loss, slower).
     ///   Without it a commit reaches the operating system, which survives the process being killed.
     /// - Throws: a message that says what to fix when the directory is missing, read-only or full.
-    public init(directory: String, fsync: Bool = false) throws {
+    /// - Parameter maxPages: a cap on the file's size in SQLite pages (4 KiB each), past which writes fail
+    ///   as on a full disk. nil: no cap but the disk's.
+    public init(directory: String, fsync: Bool = false, maxPages: Int? = nil) throws {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
@@ -52,6 +59,7 @@ public final class EventJournal: Sendable {
             configuration.busyMode = .timeout(5)
             configuration.prepareDatabase { db in
                 try db.execute(sql: fsync ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL")
+                if let maxPages { try db.execute(sql: "PRAGMA max_page_count = \(maxPages)") }
             }
             pool = try DatabasePool(path: path, configuration: configuration)
             try pool.write { db in
@@ -68,6 +76,9 @@ public final class EventJournal: Sendable {
                           done_at REAL
                         );
                         CREATE INDEX IF NOT EXISTS events_pending ON events(done, received_at);
+                        CREATE INDEX IF NOT EXISTS events_done_at ON events(done_at);
+                        \(Self.deliverySchema)
+
                         """)
             }
         } catch {
@@ -84,9 +95,10 @@ public final class EventJournal: Sendable {
         }
     }
 
-    /// Marks an event done (batched with others; a crash before it lands only means the event runs again).
-    public func markDone(_ id: String) {
-        pendingDone.withLock { $0.append(id) }
+    /// Marks an event done and puts its rules' forwards in the outbox, in one transaction (batched with
+    /// others; a crash before it lands only means the event runs again).
+    public func markDone(_ id: String, forwards: [NewDelivery] = []) {
+        pendingDone.withLock { $0.append((id, forwards)) }
         scheduleFlush()
     }
 
@@ -114,13 +126,19 @@ public final class EventJournal: Sendable {
         }
     }
 
-    /// Deletes done events older than `age` (retention). Returns how many went.
+    /// Retention: deletes done events and delivered forwards (with their attempts) older than `age`.
+    /// Pending events and deliveries, and dead letters, are kept. Returns how many rows went.
     @discardableResult
     public func prune(olderThan age: TimeInterval) throws -> Int {
         let cutoff = Date().timeIntervalSince1970 - age
         return try pool.write { db in
             try db.execute(sql: "DELETE FROM events WHERE done = 1 AND done_at < ?", arguments: [cutoff])
-            return db.changesCount
+            var removed = db.changesCount
+            try db.execute(
+                sql: "DELETE FROM deliveries WHERE state = 'delivered' AND updated_at < ?", arguments: [cutoff])
+            removed += db.changesCount
+            try db.execute(sql: "DELETE FROM attempts WHERE delivery_id NOT IN (SELECT id FROM deliveries)")
+            return removed
         }
     }
 
@@ -138,7 +156,7 @@ public final class EventJournal: Sendable {
                     defer { queued.removeAll(keepingCapacity: true) }
                     return queued
                 }
-                let done = pendingDone.withLock { queued -> [String] in
+                let done = pendingDone.withLock { queued -> [(id: String, forwards: [NewDelivery])] in
                     defer { queued.removeAll(keepingCapacity: true) }
                     return queued
                 }
@@ -163,19 +181,42 @@ public final class EventJournal: Sendable {
                                 ])
                         }
                         let now = Date().timeIntervalSince1970
-                        for id in done {
+                        for (id, forwards) in done {
                             try db.execute(
                                 sql: "UPDATE events SET done = 1, done_at = ? WHERE id = ?", arguments: [now, id])
+                            for forward in forwards { try Self.insert(forward, event: id, now: now, in: db) }
                         }
                     }
                     for (_, continuation) in appends { continuation.resume() }
+                    if done.contains(where: { !$0.forwards.isEmpty }), let observer = deliveryObserver.withLock({ $0 })
+                    {
+                        observer()
+                    }
                 } catch {
-                    let failure = JournalError("the journal could not be written: \(error)")
+                    let failure = JournalError(Self.explain(error, path: path))
                     for (_, continuation) in appends { continuation.resume(throwing: failure) }
                     // Done marks that failed only mean those events run again after a restart.
                 }
             }
         }
+    }
+}
+
+extension EventJournal {
+    /// What went wrong writing, in words that say what to fix.
+    static func explain(_ error: any Error, path: String) -> String {
+        if let error = error as? DatabaseError {
+            switch error.resultCode {
+            case .SQLITE_FULL:
+                return "the journal \(path) cannot grow: the disk is full (free space, or move --data-dir)"
+            case .SQLITE_READONLY, .SQLITE_PERM, .SQLITE_CANTOPEN:
+                return "the journal \(path) is not writable (check the permissions of --data-dir)"
+            case .SQLITE_IOERR:
+                return "the journal \(path) could not be written: I/O error (\(error.message ?? "no detail"))"
+            default: break
+            }
+        }
+        return "the journal \(path) could not be written: \(error)"
     }
 }
 

@@ -32,7 +32,9 @@ public final class Metrics: Sendable {
         ("switchboard_rejected_total", "counter", "Requests answered 4xx, by reason."),
         ("switchboard_rule_runs_total", "counter", "Rule runs by rule and outcome (ok, skipped, dropped, error)."),
         ("switchboard_rule_http_requests_total", "counter", "Rule HTTP calls by status (or error)."),
-        ("switchboard_forwards_total", "counter", "Forwards sent by status (or error)."),
+        ("switchboard_forwards_total", "counter", "Forward attempts by status (or error)."),
+        ("switchboard_deliveries_total", "counter", "Forwards finished, by result (delivered, dead)."),
+        ("switchboard_duplicates_total", "counter", "Repeats of an accepted event answered 200 and not run again."),
         ("switchboard_non200_responses_total", "counter", "Answers other than 200, by X-Hook-ID."),
         ("switchboard_rule_duration_seconds", "histogram", "Wall time of one rule run, HTTP waits included."),
         ("switchboard_reloads_total", "counter", "Rule reloads by result (ok, failed)."),
@@ -42,6 +44,8 @@ public final class Metrics: Sendable {
             "Events refused (503) because the journal could not be written."
         ),
         ("switchboard_events_in_flight", "gauge", "Accepted events whose rules have not finished."),
+        ("switchboard_outbox_pending", "gauge", "Forwards in the outbox not delivered yet."),
+        ("switchboard_outbox_dead", "gauge", "Dead letters: forwards whose attempts ran out."),
         ("switchboard_rules_loaded", "gauge", "Rules loaded and running."),
         ("switchboard_rules_version", "gauge", "The running rule set's version (1 at start, +1 per good reload)."),
     ]

@@ -4,15 +4,17 @@ import Synchronization
 
 /// Keeps every request answered 4xx for an operator to inspect: the body as received and a JSON file with
 /// the reason, method, path, headers (secrets removed) and time, in `<data dir>/rejected/`. Keeps the newest
-/// `maxFiles` requests.
+/// `maxFiles` requests, at most `maxBytes` of bodies.
 public final class RejectedStore: Sendable {
     public let directory: URL
     let maxFiles: Int
+    let maxBytes: Int
     private let counter = Mutex(0)
 
-    public init(directory: URL, maxFiles: Int = 1000) {
+    public init(directory: URL, maxFiles: Int = 1000, maxBytes: Int = 100 << 20) {
         self.directory = directory
         self.maxFiles = maxFiles
+        self.maxBytes = maxBytes
     }
 
     /// Writes the request; failures to write are returned as a message for the log (never thrown: the
@@ -60,17 +62,34 @@ public final class RejectedStore: Sendable {
         }
     }
 
-    func prune() {
+    /// Deletes the oldest kept requests beyond `maxFiles` or `maxBytes`, and any older than `maxAge`
+    /// seconds. Returns how many went.
+    @discardableResult
+    public func prune(maxAge: Double? = nil) -> Int {
         let names = ((try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []).filter {
             $0.hasSuffix(".json")
         }
-        .sorted()
-        guard names.count > maxFiles else { return }
-        for name in names.prefix(names.count - maxFiles) {
+        .sorted(by: >)  // newest first: the names start with the time
+        let cutoff = maxAge.map { Date().timeIntervalSince1970 - $0 }
+        var kept = 0
+        var bytes = 0
+        var removed = 0
+        for name in names {
             let stem = String(name.dropLast(5))
+            let body = directory.appendingPathComponent(stem + ".body")
+            let attributes = try? FileManager.default.attributesOfItem(atPath: body.path)
+            let size = (attributes?[.size] as? Int) ?? 0
+            let time = (attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
+            if kept < maxFiles, bytes + size <= maxBytes, cutoff.map({ time >= $0 }) ?? true {
+                kept += 1
+                bytes += size
+                continue
+            }
             try? FileManager.default.removeItem(at: directory.appendingPathComponent(name))
-            try? FileManager.default.removeItem(at: directory.appendingPathComponent(stem + ".body"))
+            try? FileManager.default.removeItem(at: body)
+            removed += 1
         }
+        return removed
     }
 
     /// `?token=…` never reaches the disk.

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 public import KazooEvents
 public import RuleEngine
 
@@ -38,8 +38,21 @@ public struct ServerConfiguration: Sendable {
     public var maxHTTPInFlightPerRule = 1000
     /// Accepted events whose rules are still running; past it the answer waits for room. Default 10,000.
     public var maxEventsInFlight = 10_000
+    /// How forwards are delivered from the outbox (attempts, maximum age, backoff, per-destination limit).
+    public var outbox = Outbox.Policy()
+    /// Done events, delivered forwards and rejected bodies older than this many seconds are deleted
+    /// (checked at start and every 10 minutes). Pending events and dead letters are kept. Default 7 days.
+    public var retention: Double = 7 * 86_400
+    /// Repeats of a channel event or notification within this many seconds are answered 200 and not run
+    /// again. Default 0: off.
+    public var dedupeWindow: Double = 0
+
+    /// Where requests answered 4xx are kept: `<data dir>/rejected`.
+    public var rejectedDirectory: URL {
+        URL(fileURLWithPath: dataDirectory).appendingPathComponent("rejected")
+    }
 
     public init() {
-        rules.forwardAttempts = 3
+        rules.forwardAttempts = outbox.maxAttempts
     }
 }

@@ -1,5 +1,5 @@
 import Foundation
-public import HTTPTypes
+import HTTPTypes
 public import Hummingbird
 import JSONCore
 import KazooEvents
@@ -29,9 +29,7 @@ public func buildApplication(
 ) -> some ApplicationProtocol {
     let handler = WebhookHandler(
         configuration: configuration, dispatcher: dispatcher, logger: logger,
-        rejected: RejectedStore(
-            directory: URL(fileURLWithPath: configuration.dataDirectory).appendingPathComponent("rejected")),
-        failures: HookFailureTracker())
+        rejected: RejectedStore(directory: configuration.rejectedDirectory), failures: HookFailureTracker())
     let router = Router(context: SwitchboardRequestContext.self)
     for path in ["/hooks", "/hooks/:hook", "/hooks/:hook/:token"] {
         for method in [HTTPRequest.Method.post, .put, .get] {
@@ -66,6 +64,27 @@ public func buildApplication(
         return Response(
             status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
+    router.get("/admin/deliveries") { request, context in
+        if let denied = handler.authorizeAdmin(request, context: context) { return denied }
+        guard let journal = dispatcher.journal else {
+            return WebhookHandler.json(
+                .notFound, ["error": "the journal is off (--journal off): forwards are not kept", "code": "no_journal"])
+        }
+        let state = request.uri.queryParameters.get("state") ?? "all"
+        guard let filter = DeliveryFilter(rawValue: state) else {
+            let names = DeliveryFilter.allCases.map(\.rawValue).joined(separator: ", ")
+            return WebhookHandler.json(
+                .badRequest, ["error": .string("state must be one of \(names), not \(state)"), "code": "bad_state"])
+        }
+        let limit = request.uri.queryParameters.get("limit").flatMap { Int($0) } ?? 100
+        do {
+            let listed = try journal.deliveries(filter, limit: max(1, min(limit, 10_000)))
+            return WebhookHandler.json(
+                .ok, .array(try listed.map { try $0.json(attempts: journal.attempts($0.id)) }))
+        } catch {
+            return WebhookHandler.json(.internalServerError, ["error": .string("\(error)"), "code": "journal"])
+        }
+    }
     return Application(
         router: router,
         configuration: .init(
@@ -81,6 +100,7 @@ struct WebhookHandler: Sendable {
     let rejected: RejectedStore
     let failures: HookFailureTracker
     let decoder: EventDecoder
+    let deduplicator: Deduplicator?
 
     init(
         configuration: ServerConfiguration, dispatcher: EventDispatcher, logger: Logger, rejected: RejectedStore,
@@ -92,6 +112,7 @@ struct WebhookHandler: Sendable {
         self.rejected = rejected
         self.failures = failures
         self.decoder = EventDecoder(limits: configuration.decoding)
+        self.deduplicator = configuration.dedupeWindow > 0 ? Deduplicator(window: configuration.dedupeWindow) : nil
     }
 
     func receive(_ request: Request, context: SwitchboardRequestContext) async -> Response {
@@ -131,6 +152,12 @@ struct WebhookHandler: Sendable {
                 .badRequest, code: error.kind.code, reason: "\(format) body: \(error)", body: body, request: request,
                 hookID: hookID, peer: peer)
         }
+        let duplicateKey = deduplicator.flatMap { _ in Deduplicator.key(for: event, hookID: hookID) }
+        if let duplicateKey, let deduplicator, !deduplicator.firstSighting(duplicateKey) {
+            dispatcher.metrics.increment("switchboard_duplicates_total", [("name", event.qualifiedName)])
+            logger.debug("a repeat of an event already accepted; answered 200 and not run again")
+            return Self.json(.ok, ["accepted": true, "duplicate": true, "name": .string(event.name)])
+        }
         var meta = JSONObject()
         let id = UUID().uuidString.lowercased()
         let receivedAt = Date().timeIntervalSince1970
@@ -150,6 +177,7 @@ struct WebhookHandler: Sendable {
             do {
                 try await journal.append(entry)
             } catch {
+                if let duplicateKey { deduplicator?.forget(duplicateKey) }
                 dispatcher.metrics.increment("switchboard_journal_failures_total")
                 logger.error("refused an event because the journal could not be written: \(error)")
                 return answer(

@@ -34,6 +34,27 @@ import WebhookServer
         #expect(defaults.logFormat == "text")
     }
 
+    @Test func deliverySettingsTakeDurations() throws {
+        let file = try configFile("retention: 2d\nforward_concurrency: 3\n")
+        let c = try ServeCommand.parse(["--config", file, "--forward-max-age", "2h", "--dedupe-window", "90"])
+            .settings(environment: ["SWITCHBOARD_FORWARD_BACKOFF": "500ms", "SWITCHBOARD_FORWARD_ATTEMPTS": "4"]).0
+        #expect(c.outbox.maxAge == 7200)
+        #expect(c.outbox.initialBackoff == 0.5)
+        #expect(c.outbox.maxAttempts == 4)
+        #expect(c.outbox.perDestination == 3)
+        #expect(c.retention == 2 * 86_400)
+        #expect(c.dedupeWindow == 90)
+        let defaults = try ServeCommand.parse([]).settings(environment: [:]).0
+        #expect(defaults.outbox == Outbox.Policy())
+        #expect(defaults.dedupeWindow == 0)
+        do {
+            _ = try ServeCommand.parse(["--retention", "a week"]).settings(environment: [:])
+            Issue.record("expected an error")
+        } catch let error as ValidationError {
+            #expect(error.message == #"--retention: "a week" is not a duration like 30s, 15m, 24h or 7d"#)
+        }
+    }
+
     @Test func mistakesAreClearErrors() throws {
         let file = try configFile("prot: 1\n")
         #expect(throws: ValidationError.self) { try ServeCommand.parse(["--config", file]).settings(environment: [:]) }

@@ -9,6 +9,7 @@ import Synchronization
 ///   ANY  /echo               200, the request's method, headers and body as JSON
 ///   ANY  /status/NNN         NNN, empty body
 ///   ANY  /slow?ms=N          answers after N ms (default 2000)
+///   ANY  /switch             503 while `failing` is set, else 200 "ok"
 /// Every request is recorded.
 public final class LoopbackServer: Sendable {
     public struct Request: Sendable {
@@ -34,17 +35,26 @@ public final class LoopbackServer: Sendable {
     }
     fileprivate func ended() { concurrency.withLock { $0.now -= 1 } }
 
-    public init() async throws {
+    /// While true, `/switch` answers 503.
+    public var failing: Bool {
+        get { failingFlag.withLock { $0 } }
+        set { failingFlag.withLock { $0 = newValue } }
+    }
+    private let failingFlag = Mutex(false)
+
+    /// - Parameter port: 0 for any free port; a given port lets a test bring a "down" upstream back.
+    public init(port: Int = 0) async throws {
         let box = RecorderBox()
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 64)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.pipeline.configureHTTPServerPipeline().flatMap {
-                    channel.pipeline.addHandler(Handler(record: box.record, started: box.started, ended: box.ended))
+                    channel.pipeline.addHandler(
+                        Handler(record: box.record, started: box.started, ended: box.ended, failing: box.failing))
                 }
             }
-            .bind(host: "127.0.0.1", port: 0).get()
+            .bind(host: "127.0.0.1", port: port).get()
         self.channel = channel
         self.port = channel.localAddress!.port!
         box.server = self
@@ -62,6 +72,7 @@ public final class LoopbackServer: Sendable {
         var record: @Sendable (Request) -> Void { { [weak self] in self?.server?.append($0) } }
         var started: @Sendable () -> Void { { [weak self] in self?.server?.started() } }
         var ended: @Sendable () -> Void { { [weak self] in self?.server?.ended() } }
+        var failing: @Sendable () -> Bool { { [weak self] in self?.server?.failing ?? false } }
     }
 
     private final class Handler: ChannelInboundHandler, @unchecked Sendable {
@@ -71,16 +82,18 @@ public final class LoopbackServer: Sendable {
         let record: @Sendable (Request) -> Void
         let started: @Sendable () -> Void
         let ended: @Sendable () -> Void
+        let failing: @Sendable () -> Bool
         var head: HTTPRequestHead?
         var body = ByteBuffer()
 
         init(
             record: @escaping @Sendable (Request) -> Void, started: @escaping @Sendable () -> Void,
-            ended: @escaping @Sendable () -> Void
+            ended: @escaping @Sendable () -> Void, failing: @escaping @Sendable () -> Bool
         ) {
             self.record = record
             self.started = started
             self.ended = ended
+            self.failing = failing
         }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -117,6 +130,9 @@ public final class LoopbackServer: Sendable {
                 payload = #"{"method":"\#(request.method)","headers":{\#(headers)},"body":"\#(escaped)"}"#
             } else if path.hasPrefix("/status/"), let code = Int(path.dropFirst(8)) {
                 status = HTTPResponseStatus(statusCode: code)
+            } else if path == "/switch" {
+                status = failing() ? .serviceUnavailable : .ok
+                payload = failing() ? "down for maintenance" : "ok"
             } else if path == "/slow" {
                 let ms = request.uri.split(separator: "=").last.flatMap { Int64($0) } ?? 2000
                 delay = .milliseconds(ms)

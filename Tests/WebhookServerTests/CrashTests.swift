@@ -75,6 +75,13 @@ import Testing
             end }
             """.utf8
         ).write(to: URL(fileURLWithPath: rules + "/deliver.lua"))
+        // And a forward, which goes through the outbox once the event's rules finish.
+        try Data(
+            """
+            return { name = "fwd", on = "*", transform = function(event) return { call_id = event.call_id } end,
+              forward = "\(sink.url("/echo?via=forward"))" }
+            """.utf8
+        ).write(to: URL(fileURLWithPath: rules + "/forward.lua"))
         let port = try freePort()
         let http = HTTPClient(eventLoopGroupProvider: .singleton)
         var server = try start(rules: rules, data: data, port: port)
@@ -130,16 +137,37 @@ import Testing
         try await waitUntilUp(http, port: port)
         let deadline = clock.now + .seconds(30)
         var missing = Set(acknowledged)
+        var notForwarded = Set(acknowledged)
         while clock.now < deadline {
             missing.subtract(sink.requests.filter { $0.uri == "/echo" }.compactMap { Self.callID(in: $0.body) })
-            if missing.isEmpty { break }
+            notForwarded.subtract(
+                sink.requests.filter { $0.uri == "/echo?via=forward" }.compactMap { Self.callID(in: $0.body) })
+            if missing.isEmpty && notForwarded.isEmpty { break }
             try await Task.sleep(for: .milliseconds(50))
         }
         #expect(
             missing.isEmpty,
             "\(missing.count) of \(sent) acknowledged events never reached the sink: \(missing.sorted().prefix(5))")
+        #expect(
+            notForwarded.isEmpty,
+            "\(notForwarded.count) of \(sent) acknowledged events' forwards never reached the sink: \(notForwarded.sorted().prefix(5))"
+        )
+
+        // `switchboard deliveries --json` reads the same outbox from another process while the server runs.
+        let cli = Process()
+        cli.executableURL = URL(fileURLWithPath: Self.binary)
+        cli.arguments = ["deliveries", "--json", "--delivered", "--limit", "100000", "--data-dir", data]
+        let pipe = Pipe()
+        cli.standardOutput = pipe
+        try cli.run()
+        let output = pipe.fileHandleForReading.readDataToEndOfFile()
+        cli.waitUntilExit()
+        #expect(cli.terminationStatus == 0)
+        let listed = try JSONReader.parse([UInt8](output)).arrayValue ?? []
+        let listedCalls = Set(listed.compactMap { $0["body"]?.stringValue.flatMap(Self.callID(in:)) })
+        #expect(listedCalls.isSuperset(of: acknowledged))
         print(
-            "crash test: \(sent) events acknowledged, \(waiting.count) not yet delivered at the kill; all delivered after the restart: \(missing.isEmpty)"
+            "crash test: \(sent) events acknowledged, \(waiting.count) not yet delivered at the kill; all delivered after the restart: \(missing.isEmpty), all forwarded: \(notForwarded.isEmpty)"
         )
         try await http.shutdown()
     }

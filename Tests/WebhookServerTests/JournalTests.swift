@@ -1,4 +1,6 @@
 import Foundation
+import Logging
+import RuleEngine
 import Testing
 import WebhookServer
 
@@ -31,6 +33,57 @@ import WebhookServer
         #expect(unfinished.first?.body == Array(#"{"hook_event":"channel_create"}"#.utf8))
         #expect(try reopened.prune(olderThan: -1) == 150)
         #expect(try reopened.counts().done == 0)
+    }
+
+    @Test func retentionDeletesWhatIsFinishedAndKeepsWhatIsNot() async throws {
+        let path = directory()
+        let journal = try EventJournal(directory: path)
+        for id in ["done", "waiting"] { try await journal.append(entry(id)) }
+        let forward = { (url: String) in
+            NewDelivery(
+                rule: "r", method: "POST", url: url, headers: [.init(name: "Content-Type", value: "text/plain")],
+                body: Array("hi".utf8))
+        }
+        journal.markDone("done", forwards: [forward("http://a/1"), forward("http://a/2"), forward("http://a/3")])
+        try await Task.sleep(for: .milliseconds(200))
+        let queued = try journal.deliveries(.pending)
+        #expect(queued.count == 3)
+        #expect(
+            queued.allSatisfy {
+                $0.eventID == "done" && $0.body == Array("hi".utf8) && $0.headers.first?.value == "text/plain"
+            })
+        let now = Date().timeIntervalSince1970
+        let ok = DeliveryAttempt(number: 1, at: now, status: 200, latencyMs: 3, error: nil, excerpt: "ok")
+        let failed = DeliveryAttempt(number: 1, at: now, status: 500, latencyMs: 3, error: "HTTP 500", excerpt: nil)
+        try await journal.record(ok, of: queued[0].id, result: .delivered)
+        try await journal.record(failed, of: queued[1].id, result: .dead)
+        try await journal.record(failed, of: queued[2].id, result: .retry(at: now + 60))
+
+        let rejected = RejectedStore(directory: URL(fileURLWithPath: path).appendingPathComponent("rejected"))
+        rejected.keep(
+            body: Array("bad".utf8), reason: "r", code: "c", method: "POST", path: "/hooks/x", headers: [], peer: nil)
+        let retention = Retention(journal: journal, rejected: rejected, maxAge: -1, logger: .init(label: "test"))
+        #expect(retention.prune() == 3)  // the done event, the delivered forward, the rejected body
+        #expect(try journal.counts() == (pending: 1, done: 0))
+        #expect(try journal.deliveryCounts() == [.dead: 1, .pending: 1])
+        #expect(try journal.attempts(queued[0].id).isEmpty)
+        #expect(try journal.attempts(queued[1].id).count == 1)
+        #expect(rejected.list().isEmpty)
+        // Within the age nothing goes.
+        let keep = Retention(journal: journal, rejected: rejected, maxAge: 3600, logger: .init(label: "test"))
+        #expect(keep.prune() == 0)
+    }
+
+    @Test func backoffGrowsWithJitterAndACap() {
+        var policy = Outbox.Policy()
+        policy.initialBackoff = 1
+        policy.maxBackoff = 10
+        for failures in 1...8 {
+            let full = min(10, pow(2, Double(failures - 1)))
+            let delays = (0..<50).map { _ in policy.backoff(afterFailures: failures) }
+            #expect(delays.allSatisfy { $0 >= full / 2 && $0 <= full })
+            if failures > 1 { #expect(Set(delays).count > 1) }
+        }
     }
 
     @Test func anUnusableDataDirectoryIsAClearError() throws {

@@ -46,6 +46,8 @@ struct ServerFixture {
     let dataDirectory: URL
     let http: HTTPClient
     let group: ServiceGroup
+    /// Set when the server runs with the journal (and the outbox).
+    let journal: EventJournal?
 
     var metrics: Metrics { dispatcher.metrics }
 
@@ -76,7 +78,8 @@ struct ServerFixture {
 }
 
 func withServer(
-    rules: [String: String] = [:], directory: String? = nil, watch: Bool = true,
+    rules: [String: String] = [:], directory: String? = nil, watch: Bool = true, journal useJournal: Bool = false,
+    journalPages: Int? = nil,
     configure: (inout ServerConfiguration) -> Void = { _ in },
     _ body: (ServerFixture) async throws -> Void
 ) async throws {
@@ -95,15 +98,23 @@ func withServer(
     let source =
         try directory.map { try RuleSource.read(directory: $0) } ?? RuleSource(directory: "rules", files: rules)
     if let directory { configuration.rulesDirectory = directory }
+    let journal =
+        useJournal ? try EventJournal(directory: configuration.dataDirectory, maxPages: journalPages) : nil
     let dispatcher = try await EventDispatcher(
         source: source, configuration: configuration.rules,
         workers: configuration.workers, client: client, metrics: Metrics(), logger: logger,
-        grace: configuration.shutdownGrace)
+        grace: configuration.shutdownGrace, journal: journal)
     let (ports, portContinuation) = AsyncStream.makeStream(of: Int.self)
     let app = buildApplication(configuration: configuration, dispatcher: dispatcher, logger: logger) { channel in
         portContinuation.yield(channel.localAddress?.port ?? 0)
     }
     var services: [any Service] = [dispatcher, app]
+    if let journal {
+        services.insert(
+            Outbox(
+                journal: journal, client: client, policy: configuration.outbox, metrics: dispatcher.metrics,
+                logger: logger), at: 1)
+    }
     if let directory {
         services.insert(RuleReloader(directory: directory, dispatcher: dispatcher, logger: logger, watch: watch), at: 1)
     }
@@ -114,7 +125,7 @@ func withServer(
     let http = HTTPClient(eventLoopGroupProvider: .singleton)
     let fixture = ServerFixture(
         base: "http://127.0.0.1:\(port)", dispatcher: dispatcher, logs: logs,
-        dataDirectory: URL(fileURLWithPath: configuration.dataDirectory), http: http, group: group)
+        dataDirectory: URL(fileURLWithPath: configuration.dataDirectory), http: http, group: group, journal: journal)
     do {
         try await body(fixture)
     } catch {

@@ -1,0 +1,255 @@
+import Foundation
+public import Logging
+public import RuleEngine
+public import ServiceLifecycle
+import Synchronization
+
+/// Delivers the forwards rules asked for, from the journal's outbox: retried with exponential backoff and
+/// jitter until a 2xx, at most `perDestination` at once to one host, every attempt recorded; after the last
+/// attempt (or past the maximum age) a delivery becomes a dead letter, kept until `switchboard redeliver`.
+///
+/// The queue lives in SQLite, not here: this service only reads what is due, so a restart, another
+/// process's `switchboard redeliver`, or a crash between two attempts loses nothing.
+public final class Outbox: Service, Sendable {
+    /// How hard to try.
+    public struct Policy: Sendable, Equatable {
+        /// Attempts before a delivery becomes a dead letter. Default 10.
+        public var maxAttempts = 10
+        /// A delivery still failing this long after it was queued becomes a dead letter. Default 24 h.
+        public var maxAge: Double = 86_400
+        /// The wait after the first failure; it doubles with every failure, up to `maxBackoff`. Default 1 s.
+        public var initialBackoff: Double = 1
+        public var maxBackoff: Double = 300
+        /// Attempts in flight to one `scheme://host:port`. Default 8.
+        public var perDestination = 8
+        /// Attempts in flight overall. Default 256.
+        public var maxInFlight = 256
+        /// One attempt's timeout. Default 10 s.
+        public var timeout: Duration = .seconds(10)
+
+        public init() {}
+
+        /// The wait after `failures` failed attempts: exponential, capped, and between half and all of it
+        /// chosen at random so that deliveries failing together do not retry together.
+        public func backoff(afterFailures failures: Int) -> Double {
+            let full = min(maxBackoff, initialBackoff * pow(2, Double(max(failures, 1) - 1)))
+            return full / 2 + Double.random(in: 0...(full / 2))
+        }
+    }
+
+    struct Claims {
+        var ids: Set<Int64> = []
+        var perDestination: [String: Int] = [:]
+        /// Released since the last read of the queue began: that read may predate their new state.
+        var released: Set<Int64> = []
+    }
+
+    let journal: EventJournal
+    let client: any OutboundHTTPClient
+    public let policy: Policy
+    let metrics: Metrics
+    let logger: Logger
+    let wake = WakeSignal()
+    let claims = Mutex(Claims())
+    let stopping = Mutex(false)
+
+    public init(
+        journal: EventJournal, client: any OutboundHTTPClient, policy: Policy = Policy(), metrics: Metrics,
+        logger: Logger
+    ) {
+        self.journal = journal
+        self.client = client
+        self.policy = policy
+        self.metrics = metrics
+        self.logger = logger
+        journal.observeDeliveries { [wake] in wake.signal() }
+    }
+
+    /// Delivers until shutdown; attempts already started finish (each within `policy.timeout`).
+    public func run() async throws {
+        updateGauges()
+        await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { group in
+                while !stopping.withLock({ $0 }), !Task.isCancelled {
+                    let wait = startDue { delivery in
+                        group.addTask {
+                            await self.attempt(delivery)
+                            self.release(delivery)
+                            self.wake.signal()
+                        }
+                    }
+                    await wake.wait(upTo: wait)
+                }
+            }
+        } onGracefulShutdown: {
+            self.stopping.withLock { $0 = true }
+            self.wake.signal()
+        }
+    }
+
+    /// Starts every due delivery there is room for; returns how long to wait before looking again.
+    func startDue(_ start: (Delivery) -> Void) -> Double {
+        let inFlight = claims.withLock { c -> Int in
+            c.released.removeAll(keepingCapacity: true)
+            return c.ids.count
+        }
+        let upcoming: [Delivery]
+        do { upcoming = try journal.upcomingDeliveries(limit: inFlight + policy.maxInFlight) } catch {
+            logger.error("outbox: cannot read the journal: \(error)")
+            return 1
+        }
+        let now = Date().timeIntervalSince1970
+        var wait = 1.0  // look again at least this often: `switchboard redeliver` may run in another process
+        for delivery in upcoming {
+            if delivery.nextAttemptAt > now {
+                wait = min(wait, delivery.nextAttemptAt - now)
+                break
+            }
+            let destination = delivery.destination
+            let claimed = claims.withLock { c -> Bool in
+                guard !c.ids.contains(delivery.id), !c.released.contains(delivery.id), c.ids.count < policy.maxInFlight,
+                    c.perDestination[destination, default: 0] < policy.perDestination
+                else { return false }
+                c.ids.insert(delivery.id)
+                c.perDestination[destination, default: 0] += 1
+                return true
+            }
+            if claimed { start(delivery) }
+        }
+        return max(wait, 0.001)
+    }
+
+    func release(_ delivery: Delivery) {
+        let destination = delivery.destination
+        claims.withLock { c in
+            c.ids.remove(delivery.id)
+            c.released.insert(delivery.id)
+            c.perDestination[destination, default: 1] -= 1
+            if c.perDestination[destination] == 0 { c.perDestination[destination] = nil }
+        }
+    }
+
+    /// One try: send, record the attempt, decide what happens next.
+    func attempt(_ delivery: Delivery) async {
+        let request = OutboundRequest(
+            method: delivery.method, url: delivery.url, headers: delivery.headers, body: delivery.body,
+            timeout: policy.timeout)
+        let started = ContinuousClock.now
+        let startedAt = Date().timeIntervalSince1970
+        var status: Int? = nil
+        var failure: String? = nil
+        var excerpt: String? = nil
+        do {
+            let response = try await client.execute(request)
+            status = response.status
+            excerpt = String(decoding: response.body.prefix(DeliveryAttempt.excerptBytes), as: UTF8.self)
+            if !(200..<300).contains(response.status) { failure = "HTTP \(response.status)" }
+        } catch {
+            failure = (error as? OutboundHTTPError)?.message ?? "\(error)"
+        }
+        let elapsed = ContinuousClock.now - started
+        let latency = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+        let now = Date().timeIntervalSince1970
+        let attempt = DeliveryAttempt(
+            number: delivery.attempts + 1, at: startedAt, status: status, latencyMs: latency, error: failure,
+            excerpt: excerpt)
+        let result: EventJournal.AttemptResult
+        let deadline = delivery.createdAt + policy.maxAge
+        if failure == nil {
+            result = .delivered
+        } else if attempt.number >= policy.maxAttempts || now >= deadline {
+            result = .dead
+        } else {
+            result = .retry(at: min(now + policy.backoff(afterFailures: attempt.number), deadline))
+        }
+        metrics.increment("switchboard_forwards_total", [("status", status.map(String.init) ?? "error")])
+        var metadata: Logger.Metadata = [
+            "delivery.id": "\(delivery.id)", "rule.name": "\(delivery.rule)", "forward.url": "\(delivery.url)",
+            "forward.attempt": "\(attempt.number)",
+        ]
+        if let failure { metadata["forward.error"] = "\(failure)" }
+        switch result {
+        case .delivered:
+            metrics.increment("switchboard_deliveries_total", [("result", "delivered")])
+            logger.debug("forward delivered", metadata: metadata)
+        case .retry(let at):
+            metadata["forward.retry_in_s"] = "\(String(format: "%.1f", at - now))"
+            logger.warning("forward failed; will retry", metadata: metadata)
+        case .dead:
+            metrics.increment("switchboard_deliveries_total", [("result", "dead")])
+            logger.error(
+                "forward failed for good; kept as a dead letter (switchboard redeliver \(delivery.id))",
+                metadata: metadata)
+        }
+        do {
+            try await journal.record(attempt, of: delivery.id, result: result)
+        } catch {
+            // The attempt stays pending and is tried again: at least once, never lost. Pause so a broken
+            // disk does not turn into a tight resend loop.
+            logger.error("outbox: cannot record an attempt of delivery \(delivery.id): \(error)")
+            try? await Task.sleep(for: .seconds(1))
+        }
+        updateGauges()
+    }
+
+    func updateGauges() {
+        guard let counts = try? journal.deliveryCounts() else { return }
+        metrics.set("switchboard_outbox_pending", Double(counts[.pending] ?? 0))
+        metrics.set("switchboard_outbox_dead", Double(counts[.dead] ?? 0))
+    }
+}
+
+/// Lets one task sleep until another has news, or a timeout passes. A signal with nobody waiting is kept
+/// for the next wait, so none is missed.
+final class WakeSignal: Sendable {
+    private struct State {
+        var signalled = false
+        var waiter: CheckedContinuation<Void, Never>?
+    }
+    private let state = Mutex(State())
+
+    func signal() {
+        let waiter = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            if let w = s.waiter {
+                s.waiter = nil
+                return w
+            }
+            s.signalled = true
+            return nil
+        }
+        waiter?.resume()
+    }
+
+    func wait(upTo seconds: Double) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.waitForSignal() }
+            group.addTask {
+                if (try? await Task.sleep(for: .seconds(seconds))) != nil { self.signal() }
+            }
+            await group.next()
+            // Whichever finished first, the other must end too: the sleep by cancellation, the waiter by
+            // being resumed here (or, not parked yet, by seeing the cancellation when it gets there).
+            group.cancelAll()
+            let parked = state.withLock { s -> CheckedContinuation<Void, Never>? in
+                defer { s.waiter = nil }
+                return s.waiter
+            }
+            parked?.resume()
+            await group.next()
+        }
+    }
+
+    private func waitForSignal() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { s -> Bool in
+                if s.signalled || Task.isCancelled {
+                    s.signalled = false
+                    return true
+                }
+                s.waiter = continuation
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
+}

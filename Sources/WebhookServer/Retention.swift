@@ -1,0 +1,46 @@
+import Foundation
+public import Logging
+public import ServiceLifecycle
+
+/// Keeps the data directory from growing without bound: at start and every `interval`, deletes done events,
+/// delivered forwards and rejected bodies older than `maxAge` seconds (pending events and dead letters stay).
+public final class Retention: Service, Sendable {
+    let journal: EventJournal?
+    let rejected: RejectedStore
+    let maxAge: Double
+    let interval: Duration
+    let logger: Logger
+
+    public init(
+        journal: EventJournal?, rejected: RejectedStore, maxAge: Double, interval: Duration = .seconds(600),
+        logger: Logger
+    ) {
+        self.journal = journal
+        self.rejected = rejected
+        self.maxAge = maxAge
+        self.interval = interval
+        self.logger = logger
+    }
+
+    /// One pass; returns how many rows and files went.
+    @discardableResult
+    public func prune() -> Int {
+        var removed = rejected.prune(maxAge: maxAge)
+        if let journal {
+            do { removed += try journal.prune(olderThan: maxAge) } catch {
+                logger.error("retention: cannot prune the journal: \(error)")
+            }
+        }
+        if removed > 0 { logger.info("retention: deleted \(removed) record(s) older than \(Int(maxAge)) s") }
+        return removed
+    }
+
+    public func run() async throws {
+        try? await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                self.prune()
+                try await Task.sleep(for: self.interval)
+            }
+        }
+    }
+}
