@@ -76,7 +76,6 @@ public final class EventJournal: Sendable {
                           done_at REAL
                         );
                         CREATE INDEX IF NOT EXISTS events_pending ON events(done, received_at);
-                        CREATE INDEX IF NOT EXISTS events_done_at ON events(done_at);
                         \(Self.deliverySchema)
 
                         """)
@@ -172,18 +171,21 @@ public final class EventJournal: Sendable {
                 }
                 do {
                     try await pool.write { db in
+                        // Prepared once per connection, not parsed per row.
+                        let insert = try db.cachedStatement(
+                            sql:
+                                "INSERT OR IGNORE INTO events (id, received_at, hook, format, body, meta) VALUES (?, ?, ?, ?, ?, ?)"
+                        )
                         for (entry, _) in appends {
-                            try db.execute(
-                                sql:
-                                    "INSERT OR IGNORE INTO events (id, received_at, hook, format, body, meta) VALUES (?, ?, ?, ?, ?, ?)",
-                                arguments: [
-                                    entry.id, entry.receivedAt, entry.hook, entry.format, Data(entry.body), entry.meta,
-                                ])
+                            try insert.execute(arguments: [
+                                entry.id, entry.receivedAt, entry.hook, entry.format, Data(entry.body), entry.meta,
+                            ])
                         }
                         let now = Date().timeIntervalSince1970
+                        let markDone = try db.cachedStatement(
+                            sql: "UPDATE events SET done = 1, done_at = ? WHERE id = ?")
                         for (id, forwards) in done {
-                            try db.execute(
-                                sql: "UPDATE events SET done = 1, done_at = ? WHERE id = ?", arguments: [now, id])
+                            try markDone.execute(arguments: [now, id])
                             for forward in forwards { try Self.insert(forward, event: id, now: now, in: db) }
                         }
                     }
