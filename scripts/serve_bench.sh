@@ -4,6 +4,8 @@
 #     first request until the server's metrics count N finished rule runs (goal: <= 1.5 s).
 #  2. ../shared/bench/anchors.sh against a server running the anchor's rule, then a check that every
 #     accepted event's rule really ran, and how long the backlog took to drain after wrk stopped.
+#  3. hot reload; 4. ingest with the journal off and on; 5. forwards through the outbox to a loopback
+#     upstream: ingest while forwarding, and deliveries per second until every accepted event's is delivered.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared}
@@ -83,3 +85,25 @@ for journal in off on; do
   printf 'journal %-3s %s\n' "$journal" "$(BENCH_DIR="$SHARED/bench" wrk -t1 -c32 -d8s -s "$SHARED/bench/post.lua" http://127.0.0.1:18185/hooks/channel_create | awk '/Requests\/sec/ {print $2 " req/s"}')"
   kill "$pid"; wait "$pid" 2>/dev/null || true
 done
+
+echo
+echo "== forwards through the outbox: 3 s of wrk on a rule that forwards every event to a loopback upstream"
+python3 scripts/slow_upstream.py 18191 0 & up=$!
+mkdir -p "$work/fwd"
+cat > "$work/fwd/fwd.lua" <<'LUA'
+return { name = "fwd", on = "channel_create", transform = function(e) return { call_id = e.call_id } end,
+  forward = "http://127.0.0.1:18191/sink" }
+LUA
+"$BIN" serve --rules "$work/fwd" --port 18192 --data-dir "$work/var-fwd" --allow-http-to 127.0.0.1/32 --log-level warning & pid=$!
+wait_up 18192
+start=$(date +%s.%N)
+BENCH_DIR="$SHARED/bench" wrk -t1 -c16 -d3s -s "$SHARED/bench/post.lua" http://127.0.0.1:18192/hooks/channel_create | awk '/Requests\/sec/ {print "ingest while forwarding: " $2 " req/s"}'
+accepted=$(metric 18192 'switchboard_events_total')
+while [ "$(metric 18192 'switchboard_deliveries_total{result="delivered"}')" -lt "$accepted" ]; do
+  sleep 0.05
+  [ "$(echo "$(date +%s.%N) - $start > 120" | bc)" = 1 ] && break
+done
+delivered=$(metric 18192 'switchboard_deliveries_total{result="delivered"}')
+elapsed=$(echo "$(date +%s.%N) - $start" | bc)
+printf '%s accepted, %s delivered (2xx) %.2f s after the first request: %.0f deliveries/s\n' "$accepted" "$delivered" "$elapsed" "$(echo "$delivered / $elapsed" | bc -l)"
+kill "$pid" "$up"; wait "$pid" "$up" 2>/dev/null || true

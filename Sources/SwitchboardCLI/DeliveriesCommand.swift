@@ -46,11 +46,14 @@ public struct DeliveriesCommand: ParsableCommand {
     )
 
     @OptionGroup var data: DataOptions
-    @Flag(help: "Which deliveries: not delivered yet, failed at least once and still retrying, or dead letters.")
+    @Flag(
+        help:
+            "Only these: --pending (not delivered yet), --failed (pending, failed at least once), --dead (attempts ran out), --delivered. Default: all."
+    )
     var state: DeliveryStateFlag?
     @Flag(name: .long, help: "Print JSON (the same as GET /admin/deliveries).")
     var json = false
-    @Option(name: .long, help: ArgumentHelp("Show at most this many, newest first. Default 100.", valueName: "n"))
+    @Option(name: .long, help: ArgumentHelp("Show at most this many, newest first.", valueName: "n"))
     var limit = 100
     @Argument(help: ArgumentHelp("Show these deliveries with their attempt log.", valueName: "id"))
     var ids: [Int64] = []
@@ -187,7 +190,7 @@ public struct RejectedCommand: ParsableCommand {
     @OptionGroup var data: DataOptions
     @Flag(name: .long, help: "Print JSON (the same as GET /admin/rejected).")
     var json = false
-    @Option(name: .long, help: ArgumentHelp("Show at most this many, newest first. Default 100.", valueName: "n"))
+    @Option(name: .long, help: ArgumentHelp("Show at most this many, newest first.", valueName: "n"))
     var limit = 100
 
     public init() {}

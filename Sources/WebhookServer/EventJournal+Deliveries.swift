@@ -123,11 +123,12 @@ extension EventJournal {
     static func insert(_ forward: NewDelivery, event: String, now: Double, in db: Database) throws {
         var headers = JSONObject()
         for header in forward.headers { headers[header.name] = .string(header.value) }
-        try db.execute(
+        try db.cachedStatement(
             sql: """
                 INSERT INTO deliveries (event_id, rule, method, url, headers, body, state, created_at, next_attempt_at, updated_at)
                 VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)
-                """,
+                """
+        ).execute(
             arguments: [
                 event, forward.rule, forward.method, forward.url, (try? JSONWriter.string(.object(headers))) ?? "{}",
                 Data(forward.body), now, now, now,
@@ -139,12 +140,16 @@ extension EventJournal {
         deliveryObserver.withLock { $0 = observer }
     }
 
-    /// Pending deliveries, soonest first.
-    public func upcomingDeliveries(limit: Int) throws -> [Delivery] {
-        try pool.read { db in
+    /// Pending deliveries other than `excluded` (those in flight), soonest first.
+    public func upcomingDeliveries(excluding excluded: [Int64] = [], limit: Int) throws -> [Delivery] {
+        let notIn =
+            excluded.isEmpty
+            ? "" : "AND id NOT IN (\(repeatElement("?", count: excluded.count).joined(separator: ",")))"
+        return try pool.read { db in
             try Row.fetchAll(
-                db, sql: "SELECT * FROM deliveries WHERE state = 'pending' ORDER BY next_attempt_at, id LIMIT ?",
-                arguments: [limit]
+                db,
+                sql: "SELECT * FROM deliveries WHERE state = 'pending' \(notIn) ORDER BY next_attempt_at, id LIMIT ?",
+                arguments: StatementArguments(excluded.map { DatabaseValue(value: $0) } + [limit.databaseValue])
             ).map(Self.delivery)
         }
     }
@@ -207,11 +212,12 @@ extension EventJournal {
     /// Records an attempt and the delivery's new state in one transaction.
     public func record(_ attempt: DeliveryAttempt, of id: Int64, result: AttemptResult) async throws {
         try await pool.write { db in
-            try db.execute(
+            try db.cachedStatement(
                 sql: """
                     INSERT INTO attempts (delivery_id, number, at, status, latency_ms, error, excerpt)
                     VALUES (?, (SELECT count(*) + 1 FROM attempts WHERE delivery_id = ?), ?, ?, ?, ?, ?)
-                    """,
+                    """
+            ).execute(
                 arguments: [
                     id, id, attempt.at, attempt.status, attempt.latencyMs, attempt.error, attempt.excerpt,
                 ])
@@ -221,11 +227,12 @@ extension EventJournal {
                 case .retry(let at): (.pending, at)
                 case .dead: (.dead, attempt.at)
                 }
-            try db.execute(
+            try db.cachedStatement(
                 sql: """
                     UPDATE deliveries SET state = ?, attempts = attempts + 1, next_attempt_at = ?, updated_at = ?,
                       last_status = ?, last_error = ? WHERE id = ?
-                    """,
+                    """
+            ).execute(
                 arguments: [state.rawValue, next, attempt.at, attempt.status, attempt.error, id])
         }
     }

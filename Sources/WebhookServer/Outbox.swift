@@ -52,6 +52,7 @@ public final class Outbox: Service, Sendable {
     let wake = WakeSignal()
     let claims = Mutex(Claims())
     let stopping = Mutex(false)
+    let lastGauges = Mutex<ContinuousClock.Instant?>(nil)
 
     public init(
         journal: EventJournal, client: any OutboundHTTPClient, policy: Policy = Policy(), metrics: Metrics,
@@ -78,6 +79,7 @@ public final class Outbox: Service, Sendable {
                             self.wake.signal()
                         }
                     }
+                    updateGauges()
                     await wake.wait(upTo: wait)
                 }
             }
@@ -89,17 +91,20 @@ public final class Outbox: Service, Sendable {
 
     /// Starts every due delivery there is room for; returns how long to wait before looking again.
     func startDue(_ start: (Delivery) -> Void) -> Double {
-        let inFlight = claims.withLock { c -> Int in
+        let (inFlight, free) = claims.withLock { c -> ([Int64], Int) in
             c.released.removeAll(keepingCapacity: true)
-            return c.ids.count
+            return (Array(c.ids), policy.maxInFlight - c.ids.count)
         }
+        guard free > 0 else { return 1 }  // a finishing attempt wakes the loop
+        let limit = min(free, 64)
         let upcoming: [Delivery]
-        do { upcoming = try journal.upcomingDeliveries(limit: inFlight + policy.maxInFlight) } catch {
+        do { upcoming = try journal.upcomingDeliveries(excluding: inFlight, limit: limit) } catch {
             logger.error("outbox: cannot read the journal: \(error)")
             return 1
         }
         let now = Date().timeIntervalSince1970
         var wait = 1.0  // look again at least this often: `switchboard redeliver` may run in another process
+        var started = 0
         for delivery in upcoming {
             if delivery.nextAttemptAt > now {
                 wait = min(wait, delivery.nextAttemptAt - now)
@@ -107,15 +112,20 @@ public final class Outbox: Service, Sendable {
             }
             let destination = delivery.destination
             let claimed = claims.withLock { c -> Bool in
-                guard !c.ids.contains(delivery.id), !c.released.contains(delivery.id), c.ids.count < policy.maxInFlight,
+                guard !c.ids.contains(delivery.id), !c.released.contains(delivery.id),
                     c.perDestination[destination, default: 0] < policy.perDestination
                 else { return false }
                 c.ids.insert(delivery.id)
                 c.perDestination[destination, default: 0] += 1
                 return true
             }
-            if claimed { start(delivery) }
+            if claimed {
+                start(delivery)
+                started += 1
+            }
         }
+        // A full page that started something may have more due behind it.
+        if upcoming.count == limit, started > 0 { return 0.001 }
         return max(wait, 0.001)
     }
 
@@ -192,8 +202,15 @@ public final class Outbox: Service, Sendable {
         updateGauges()
     }
 
+    /// Counts by state for the gauges; at most twice a second (it reads the whole table).
     func updateGauges() {
-        guard let counts = try? journal.deliveryCounts() else { return }
+        let now = ContinuousClock.now
+        let due = lastGauges.withLock { last -> Bool in
+            guard last.map({ now - $0 >= .milliseconds(500) }) ?? true else { return false }
+            last = now
+            return true
+        }
+        guard due, let counts = try? journal.deliveryCounts() else { return }
         metrics.set("switchboard_outbox_pending", Double(counts[.pending] ?? 0))
         metrics.set("switchboard_outbox_dead", Double(counts[.dead] ?? 0))
     }
