@@ -60,7 +60,9 @@ import WebhookServer
             let received = Set(
                 upstream.requests.compactMap { (try? JSONReader.parse($0.body.utf8))?["call_id"]?.stringValue })
             #expect(received == Set(calls))
-            #expect(upstream.requests.count == 5)  // each delivered once
+            // At least once: an attempt that connected just as the upstream came back can time out before its
+            // answer and be sent again, so only the per-delivery records are exact here.
+            #expect(upstream.requests.count >= 5)
             for delivery in try journal.deliveries(.delivered) {
                 let attempts = try journal.attempts(delivery.id)
                 #expect(attempts.count >= 2)
