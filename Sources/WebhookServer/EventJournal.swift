@@ -81,8 +81,7 @@ public final class EventJournal: Sendable {
                         """)
             }
         } catch {
-            throw JournalError(
-                "cannot open the journal \(path): \(error) (is the data directory writable and not full?)")
+            throw JournalError("cannot open the journal \(path): \(Self.reason(error))")
         }
     }
 
@@ -195,7 +194,7 @@ public final class EventJournal: Sendable {
                         observer()
                     }
                 } catch {
-                    let failure = JournalError(Self.explain(error, path: path))
+                    let failure = JournalError("the journal \(path) could not be written: \(Self.reason(error))")
                     for (_, continuation) in appends { continuation.resume(throwing: failure) }
                     // Done marks that failed only mean those events run again after a restart.
                 }
@@ -205,20 +204,20 @@ public final class EventJournal: Sendable {
 }
 
 extension EventJournal {
-    /// What went wrong writing, in words that say what to fix.
-    static func explain(_ error: any Error, path: String) -> String {
+    /// What went wrong, in words that say what to fix.
+    static func reason(_ error: any Error) -> String {
         if let error = error as? DatabaseError {
             switch error.resultCode {
             case .SQLITE_FULL:
-                return "the journal \(path) cannot grow: the disk is full (free space, or move --data-dir)"
-            case .SQLITE_READONLY, .SQLITE_PERM, .SQLITE_CANTOPEN:
-                return "the journal \(path) is not writable (check the permissions of --data-dir)"
+                return "the disk is full (free space, or move --data-dir)"
+            case .SQLITE_READONLY, .SQLITE_PERM, .SQLITE_CANTOPEN, .SQLITE_AUTH:
+                return "it is not writable (check the owner and permissions of --data-dir)"
             case .SQLITE_IOERR:
-                return "the journal \(path) could not be written: I/O error (\(error.message ?? "no detail"))"
+                return "I/O error (\(error.message ?? "no detail"))"
             default: break
             }
         }
-        return "the journal \(path) could not be written: \(error)"
+        return "\(error)"
     }
 }
 

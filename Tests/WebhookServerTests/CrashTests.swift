@@ -172,6 +172,41 @@ import Testing
         try await http.shutdown()
     }
 
+    @Test func aReadOnlyDataDirectoryStopsServeWithAClearError() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: Self.binary), "build the binary first")
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "switchboard-readonly-\(UUID().uuidString)"
+        ).path
+        let rules = base + "/rules", data = base + "/var"
+        try FileManager.default.createDirectory(atPath: rules, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+        try Data(#"return { name = "r", on = "*", run = function() end }"#.utf8).write(
+            to: URL(fileURLWithPath: rules + "/r.lua"))
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: base)
+        try FileManager.default.setAttributes([.posixPermissions: 0o555], ofItemAtPath: data)
+        defer { try? FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: data) }
+        let process = Process()
+        let arguments = ["serve", "--rules", rules, "--data-dir", data, "--port", "\(try freePort())"]
+        if geteuid() == 0 {
+            // root writes anywhere: run as nobody, for whom the directory really is read-only.
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+            process.arguments = ["--reuid=65534", "--regid=65534", "--clear-groups", Self.binary] + arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: Self.binary)
+            process.arguments = arguments
+        }
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus != 0)
+        #expect(text.contains("cannot open the journal \(data)/switchboard.sqlite"), "\(text)")
+        #expect(text.contains("writable"), "\(text)")
+        #expect(!FileManager.default.fileExists(atPath: data + "/switchboard.sqlite"))
+    }
+
     static func callID(in body: String) -> String? {
         (try? JSONReader.parse(body.utf8))?["call_id"]?.stringValue
     }
