@@ -133,7 +133,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SwitchboardCLITests",
-            dependencies: ["SwitchboardCLI", "KazooEvents", "JSONCore"],
+            dependencies: ["SwitchboardCLI", "KazooEvents", "JSONCore", "WebhookServer", "RuleEngine"],
             swiftSettings: swiftSettings
         ),
     ]

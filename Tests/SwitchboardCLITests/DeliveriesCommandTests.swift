@@ -1,0 +1,79 @@
+import ArgumentParser
+import Foundation
+import RuleEngine
+import SwitchboardCLI
+import Testing
+import WebhookServer
+
+/// `switchboard deliveries`, `redeliver` and `rejected` on a real journal file.
+@Suite struct DeliveriesCommandTests {
+    func dataDirectory() -> String {
+        FileManager.default.temporaryDirectory.appendingPathComponent("switchboard-cli-data-\(UUID().uuidString)").path
+    }
+
+    /// A journal with one dead and one delivered forward; returns their ids.
+    func journalWithDeliveries(in directory: String) async throws -> (dead: Int64, delivered: Int64) {
+        let journal = try EventJournal(directory: directory)
+        try await journal.append(
+            EventJournal.Entry(
+                id: "e1", receivedAt: 0, hook: nil, format: "json", body: Array("{}".utf8), meta: #"{"id":"e1"}"#))
+        let forward = NewDelivery(rule: "r", method: "POST", url: "http://127.0.0.1:9/x", headers: [], body: [])
+        journal.markDone("e1", forwards: [forward, forward])
+        for _ in 0..<100 where try journal.deliveries(.pending).count < 2 {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let ids = try journal.deliveries(.pending).map(\.id).sorted()
+        let attempt = DeliveryAttempt(number: 1, at: 1, status: 500, latencyMs: 1, error: "HTTP 500", excerpt: "no")
+        try await journal.record(attempt, of: ids[0], result: .dead)
+        try await journal.record(attempt, of: ids[1], result: .delivered)
+        return (ids[0], ids[1])
+    }
+
+    @Test func redeliverDeadQueuesDeadLettersAgain() async throws {
+        let directory = dataDirectory()
+        let (dead, delivered) = try await journalWithDeliveries(in: directory)
+        try DeliveriesCommand.parse(["--dead", "--data-dir", directory]).run()
+        try DeliveriesCommand.parse(["--json", "--data-dir", directory, "\(dead)"]).run()
+        try RedeliverCommand.parse(["--dead", "--data-dir", directory]).run()
+        let journal = try EventJournal(directory: directory)
+        let requeued = try #require(try journal.delivery(dead))
+        #expect(requeued.state == .pending)
+        #expect(requeued.attempts == 0)
+        #expect(try journal.attempts(dead).count == 1)  // the history stays
+        #expect(try journal.delivery(delivered)?.state == .delivered)
+    }
+
+    @Test func mistakesAreClearErrors() async throws {
+        let directory = dataDirectory()
+        let (_, delivered) = try await journalWithDeliveries(in: directory)
+        #expect(throws: (any Error).self) { try RedeliverCommand.parse(["--data-dir", directory]) }
+        #expect(throws: (any Error).self) { try RedeliverCommand.parse(["--dead", "1", "--data-dir", directory]) }
+        do {
+            try RedeliverCommand.parse(["--data-dir", directory, "\(delivered)", "999"]).run()
+            Issue.record("expected an error")
+        } catch let error as ValidationError {
+            #expect(error.message == "no delivery 999")
+        }
+        // The known one was queued anyway.
+        #expect(try EventJournal(directory: directory).delivery(delivered)?.state == .pending)
+        do {
+            try DeliveriesCommand.parse(["--data-dir", directory + "/nowhere"]).run()
+            Issue.record("expected an error")
+        } catch let error as ValidationError {
+            #expect(error.message.hasPrefix("no journal at \(directory)/nowhere/switchboard.sqlite"))
+        }
+    }
+
+    @Test func rejectedListsWhatTheServerKept() throws {
+        let directory = dataDirectory()
+        let store = RejectedStore(directory: URL(fileURLWithPath: directory).appendingPathComponent("rejected"))
+        store.keep(
+            body: Array("{oops".utf8), reason: "json body: invalid JSON", code: "syntax", method: "POST",
+            path: "/hooks/x?token=secret", headers: [], peer: "127.0.0.1")
+        let listed = store.list()
+        #expect(listed.count == 1)
+        #expect(listed.first?["path"] as? String == "/hooks/x?token=REDACTED")
+        try RejectedCommand.parse(["--data-dir", directory]).run()
+        try RejectedCommand.parse(["--json", "--data-dir", directory]).run()
+    }
+}
