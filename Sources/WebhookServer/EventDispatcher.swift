@@ -157,7 +157,10 @@ public final class EventDispatcher: Service, Sendable {
             tasks[id] = Task {
                 let report = await worker.process(event, meta: meta)
                 self.record(report)
-                if let id = meta["id"]?.stringValue { self.journal?.markDone(id, forwards: Self.deliveries(report)) }
+                // A run cut by shutdown stays unfinished in the journal, so the next start runs it again.
+                if !Task.isCancelled, let id = meta["id"]?.stringValue {
+                    self.journal?.markDone(id, forwards: Self.deliveries(report))
+                }
                 self.finished(id)
                 self.slots.signal()
             }
@@ -281,9 +284,12 @@ public final class EventDispatcher: Service, Sendable {
             return tasks.count
         }
         if cut > 0 {
-            logger.warning("shutdown: \(cut) event(s) still running their rules after \(grace) were cut")
+            logger.warning(
+                "shutdown: \(cut) event(s) still running their rules after \(grace) were cut; they run again at the next start"
+            )
         } else {
             logger.info("shutdown: every accepted event finished its rules")
         }
+        await journal?.drain()
     }
 }

@@ -100,6 +100,19 @@ public final class EventJournal: Sendable {
         scheduleFlush()
     }
 
+    /// Waits (up to `limit`) until everything queued is committed: at shutdown, so finished events are not
+    /// run again needlessly at the next start.
+    public func drain(limit: Duration = .seconds(5)) async {
+        let deadline = ContinuousClock.now + limit
+        while ContinuousClock.now < deadline {
+            let idle =
+                !flushing.withLock { $0 } && pendingAppends.withLock { $0.isEmpty }
+                && pendingDone.withLock { $0.isEmpty }
+            if idle { return }
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+    }
+
     /// Events accepted but not finished, oldest first.
     public func unfinished() throws -> [Entry] {
         try pool.read { db in

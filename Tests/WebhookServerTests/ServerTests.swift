@@ -230,4 +230,44 @@ import WebhookServer
         #expect(server.metrics.value("switchboard_rule_runs_total", [("outcome", "ok")]) == 5)
         #expect(server.logs.contains(.info, "shutdown: every accepted event finished its rules"))
     }
+
+    @Test func runsCutByShutdownStayUnfinishedForTheNextStart() async throws {
+        let upstream = try await LoopbackServer()
+        defer { Task { try? await upstream.stop() } }
+        let rule = """
+            return { name = "slow", on = "channel_create", run = function()
+              http.get("\(upstream.url("/slow?ms=5000"))", { timeout = 10 })
+            end }
+            """
+        let quick = """
+            return { name = "quick", on = "channel_answer", run = function() end }
+            """
+        var captured: ServerFixture? = nil
+        try await withServer(
+            rules: ["r.lua": rule, "q.lua": quick], journal: true,
+            configure: {
+                $0.allowHTTPTo = [CIDR("127.0.0.1/32")!]
+                $0.shutdownGrace = .milliseconds(200)
+            }
+        ) { server in
+            let create = try await server.send(
+                .POST, "/hooks/channel_create", body: try sampleBody("channel_create__inbound.json"))
+            #expect(create.status == 200)
+            let answer = try await server.send(
+                .POST, "/hooks/channel_answer", body: try sampleBody("channel_answer__inbound.json"))
+            #expect(answer.status == 200)
+            #expect(
+                await server.eventually {
+                    server.metrics.value("switchboard_rule_runs_total", [("rule", "quick")]) == 1
+                })
+            captured = server
+        }
+        let server = try #require(captured)
+        #expect(server.logs.contains(.warning, "1 event(s) still running their rules"))
+        let journal = try EventJournal(directory: server.dataDirectory.path)
+        let unfinished = try journal.unfinished()
+        #expect(unfinished.count == 1)
+        #expect(unfinished.first?.hook == "channel_create")
+        #expect(try journal.counts().done == 1)  // the quick one, flushed before the process would exit
+    }
 }
