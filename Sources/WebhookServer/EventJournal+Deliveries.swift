@@ -49,7 +49,9 @@ public struct Delivery: Sendable, Hashable {
     public var lastError: String?
 
     /// Where it goes, for the per-destination limit: `scheme://host:port`.
-    public var destination: String {
+    public var destination: String { Self.destination(of: url) }
+
+    static func destination(of url: String) -> String {
         guard let components = URLComponents(string: url), let host = components.host else { return url }
         let scheme = components.scheme ?? "http"
         return "\(scheme)://\(host):\(components.port ?? (scheme == "https" ? 443 : 80))"
@@ -103,11 +105,12 @@ extension EventJournal {
           attempts INTEGER NOT NULL DEFAULT 0,
           created_at REAL NOT NULL,
           next_attempt_at REAL NOT NULL,
+          destination TEXT NOT NULL,
           updated_at REAL NOT NULL,
           last_status INTEGER,
           last_error TEXT
         );
-        CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(state, next_attempt_at);
+        CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(state, destination, next_attempt_at);
         CREATE TABLE IF NOT EXISTS attempts (
           delivery_id INTEGER NOT NULL,
           number INTEGER NOT NULL,
@@ -125,13 +128,13 @@ extension EventJournal {
         for header in forward.headers { headers[header.name] = .string(header.value) }
         try db.cachedStatement(
             sql: """
-                INSERT INTO deliveries (event_id, rule, method, url, headers, body, state, created_at, next_attempt_at, updated_at)
-                VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)
+                INSERT INTO deliveries (event_id, rule, method, url, headers, body, state, created_at, next_attempt_at, updated_at, destination)
+                VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)
                 """
         ).execute(
             arguments: [
                 event, forward.rule, forward.method, forward.url, (try? JSONWriter.string(.object(headers))) ?? "{}",
-                Data(forward.body), now, now, now,
+                Data(forward.body), now, now, now, Delivery.destination(of: forward.url),
             ])
     }
 
@@ -140,16 +143,32 @@ extension EventJournal {
         deliveryObserver.withLock { $0 = observer }
     }
 
-    /// Pending deliveries other than `excluded` (those in flight), soonest first.
-    public func upcomingDeliveries(excluding excluded: [Int64] = [], limit: Int) throws -> [Delivery] {
-        let notIn =
-            excluded.isEmpty
-            ? "" : "AND id NOT IN (\(repeatElement("?", count: excluded.count).joined(separator: ",")))"
-        return try pool.read { db in
+    /// The destinations that have pending deliveries (one index probe per destination, not a scan).
+    public func pendingDestinations() throws -> [String] {
+        try pool.read { db in
+            try String.fetchAll(
+                db,
+                sql: """
+                    WITH RECURSIVE d(name) AS (
+                      SELECT min(destination) FROM deliveries WHERE state = 'pending'
+                      UNION ALL
+                      SELECT (SELECT min(destination) FROM deliveries WHERE state = 'pending' AND destination > name)
+                      FROM d WHERE name IS NOT NULL
+                    )
+                    SELECT name FROM d WHERE name IS NOT NULL
+                    """)
+        }
+    }
+
+    /// One destination's pending deliveries, soonest first.
+    public func upcomingDeliveries(to destination: String, limit: Int) throws -> [Delivery] {
+        try pool.read { db in
             try Row.fetchAll(
                 db,
-                sql: "SELECT * FROM deliveries WHERE state = 'pending' \(notIn) ORDER BY next_attempt_at, id LIMIT ?",
-                arguments: StatementArguments(excluded.map { DatabaseValue(value: $0) } + [limit.databaseValue])
+                sql: """
+                    SELECT * FROM deliveries WHERE state = 'pending' AND destination = ?
+                    ORDER BY next_attempt_at, id LIMIT ?
+                    """, arguments: [destination, limit]
             ).map(Self.delivery)
         }
     }

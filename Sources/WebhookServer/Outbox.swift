@@ -89,43 +89,45 @@ public final class Outbox: Service, Sendable {
         }
     }
 
-    /// Starts every due delivery there is room for; returns how long to wait before looking again.
+    /// Starts every due delivery there is room for, destination by destination (so a busy destination's
+    /// backlog never hides another's deliveries); returns how long to wait before looking again.
     func startDue(_ start: (Delivery) -> Void) -> Double {
-        let (inFlight, free) = claims.withLock { c -> ([Int64], Int) in
+        let snapshot = claims.withLock { c -> Claims in
             c.released.removeAll(keepingCapacity: true)
-            return (Array(c.ids), policy.maxInFlight - c.ids.count)
+            return c
         }
+        var free = policy.maxInFlight - snapshot.ids.count
         guard free > 0 else { return 1 }  // a finishing attempt wakes the loop
-        let limit = min(free, 64)
-        let upcoming: [Delivery]
-        do { upcoming = try journal.upcomingDeliveries(excluding: inFlight, limit: limit) } catch {
+        var wait = 1.0  // look again at least this often: `switchboard redeliver` may run in another process
+        do {
+            let now = Date().timeIntervalSince1970
+            for destination in try journal.pendingDestinations() where free > 0 {
+                let busy = snapshot.perDestination[destination, default: 0]
+                var room = min(policy.perDestination - busy, free)
+                guard room > 0 else { continue }  // its next release wakes the loop
+                // Its in-flight deliveries are pending too and come back first: read past them.
+                for delivery in try journal.upcomingDeliveries(to: destination, limit: room + busy) where room > 0 {
+                    if delivery.nextAttemptAt > now {
+                        wait = min(wait, delivery.nextAttemptAt - now)
+                        break
+                    }
+                    let claimed = claims.withLock { c -> Bool in
+                        guard !c.ids.contains(delivery.id), !c.released.contains(delivery.id) else { return false }
+                        c.ids.insert(delivery.id)
+                        c.perDestination[destination, default: 0] += 1
+                        return true
+                    }
+                    if claimed {
+                        start(delivery)
+                        free -= 1
+                        room -= 1
+                    }
+                }
+            }
+        } catch {
             logger.error("outbox: cannot read the journal: \(error)")
             return 1
         }
-        let now = Date().timeIntervalSince1970
-        var wait = 1.0  // look again at least this often: `switchboard redeliver` may run in another process
-        var started = 0
-        for delivery in upcoming {
-            if delivery.nextAttemptAt > now {
-                wait = min(wait, delivery.nextAttemptAt - now)
-                break
-            }
-            let destination = delivery.destination
-            let claimed = claims.withLock { c -> Bool in
-                guard !c.ids.contains(delivery.id), !c.released.contains(delivery.id),
-                    c.perDestination[destination, default: 0] < policy.perDestination
-                else { return false }
-                c.ids.insert(delivery.id)
-                c.perDestination[destination, default: 0] += 1
-                return true
-            }
-            if claimed {
-                start(delivery)
-                started += 1
-            }
-        }
-        // A full page that started something may have more due behind it.
-        if upcoming.count == limit, started > 0 { return 0.001 }
         return max(wait, 0.001)
     }
 

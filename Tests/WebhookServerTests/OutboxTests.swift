@@ -24,6 +24,13 @@ import WebhookServer
         return try JSONWriter.encode(.object(event))
     }
 
+    /// Sends a channel_create per call id; each must be accepted.
+    static func post(_ server: ServerFixture, _ calls: [String]) async throws {
+        for call in calls {
+            #expect(try await server.send(.POST, "/hooks/channel_create", body: try event(call)).status == 200)
+        }
+    }
+
     static func fast(_ c: inout ServerConfiguration) {
         c.allowHTTPTo = [CIDR("127.0.0.1/32")!]
         c.outbox.initialBackoff = 0.05
@@ -46,10 +53,7 @@ import WebhookServer
         ) { server in
             let journal = try #require(server.journal)
             let calls = (0..<5).map { "down-\($0)" }
-            for call in calls {
-                let answer = try await server.send(.POST, "/hooks/channel_create", body: try Self.event(call))
-                #expect(answer.status == 200)
-            }
+            try await Self.post(server, calls)
             // Every forward has failed at least once while the upstream is down.
             #expect(await server.eventually { ((try? journal.deliveries(.failed).count) ?? 0) == 5 })
             #expect(try journal.deliveryCounts()[.delivered] == nil)
@@ -88,9 +92,7 @@ import WebhookServer
             }
         ) { server in
             let journal = try #require(server.journal)
-            for call in ["dead-1", "dead-2"] {
-                #expect(try await server.send(.POST, "/hooks/channel_create", body: try Self.event(call)).status == 200)
-            }
+            try await Self.post(server, ["dead-1", "dead-2"])
             #expect(await server.eventually { (try? journal.deliveryCounts()[.dead]) == 2 })
             let dead = try journal.deliveries(.dead)
             for delivery in dead {
@@ -135,13 +137,48 @@ import WebhookServer
             }
         ) { server in
             let journal = try #require(server.journal)
-            for i in 0..<8 {
-                #expect(
-                    try await server.send(.POST, "/hooks/channel_create", body: try Self.event("c\(i)")).status == 200)
-            }
+            try await Self.post(server, (0..<8).map { "c\($0)" })
             #expect(await server.eventually { (try? journal.deliveryCounts()[.delivered]) == 8 })
             #expect(upstream.maxConcurrent == 2)
             #expect(upstream.requests.count == 8)  // each delivered once
+        }
+    }
+
+    @Test func aBusyDestinationDoesNotHoldBackAnother() async throws {
+        let slow = try await LoopbackServer()
+        let quick = try await LoopbackServer()
+        defer {
+            Task {
+                try? await slow.stop()
+                try? await quick.stop()
+            }
+        }
+        let rules = [
+            "a.lua": """
+            return { name = "a", on = "channel_create", forward = "\(slow.url("/slow?ms=300"))" }
+            """,
+            "b.lua": """
+            return { name = "b", on = "channel_answer", forward = "\(quick.url("/echo"))" }
+            """,
+        ]
+        try await withServer(
+            rules: rules, journal: true,
+            configure: {
+                Self.fast(&$0)
+                $0.outbox.perDestination = 1
+            }
+        ) { server in
+            let journal = try #require(server.journal)
+            // A backlog for the slow destination (30 s of work at one at a time)...
+            try await Self.post(server, (0..<100).map { "a\($0)" })
+            // ...and then one forward elsewhere, due after all of them.
+            let answer = try await server.send(
+                .POST, "/hooks/channel_answer", body: try sampleBody("channel_answer__inbound.json"))
+            #expect(answer.status == 200)
+            #expect(await server.eventually { quick.requests.count == 1 })
+            let waiting = try journal.deliveries(.pending, limit: 1000).count
+            #expect(waiting > 85, "the slow destination's backlog should still be there, not \(waiting)")
+            #expect(slow.maxConcurrent == 1)
         }
     }
 
