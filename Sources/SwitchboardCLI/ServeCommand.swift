@@ -120,6 +120,12 @@ public struct ServeCommand: AsyncParsableCommand {
     @Option(
         name: .long,
         help: ArgumentHelp(
+            "One forward attempt's timeout (connecting included); a timeout is a failed attempt. Default 10s.",
+            valueName: "duration"))
+    var forwardTimeout: String?
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
             "Delete done events, delivered forwards and rejected bodies older than this. Default 7d.",
             valueName: "duration"))
     var retention: String?
@@ -196,6 +202,10 @@ public struct ServeCommand: AsyncParsableCommand {
             try settings.seconds("forward-backoff", flag: forwardBackoff) ?? c.outbox.initialBackoff
         c.outbox.perDestination =
             try settings.int("forward-concurrency", flag: forwardConcurrency) ?? c.outbox.perDestination
+        if let seconds = try settings.seconds("forward-timeout", flag: forwardTimeout) {
+            guard seconds > 0 else { throw ValidationError("forward-timeout must be more than 0") }
+            c.outbox.timeout = .milliseconds(Int64(seconds * 1000))
+        }
         c.retention = try settings.seconds("retention", flag: retention) ?? c.retention
         c.dedupeWindow = try settings.seconds("dedupe-window", flag: dedupeWindow) ?? c.dedupeWindow
         c.maxHTTPInFlight = try settings.int("max-http-in-flight", flag: maxHttpInFlight) ?? c.maxHTTPInFlight
@@ -228,7 +238,8 @@ public struct ServeCommand: AsyncParsableCommand {
         "data-dir", "journal", "journal-fsync",
         "max-body-bytes", "max-instructions", "time-limit-ms", "max-memory-mb", "max-http-in-flight",
         "max-http-in-flight-per-rule", "max-events-in-flight", "forward-attempts", "forward-max-age",
-        "forward-backoff", "forward-concurrency", "retention", "dedupe-window", "shutdown-grace-ms", "log-format",
+        "forward-backoff", "forward-concurrency", "forward-timeout", "retention", "dedupe-window", "shutdown-grace-ms",
+        "log-format",
         "log-level",
     ]
 

@@ -44,6 +44,8 @@ import WebhookServer
         #expect(c.outbox.perDestination == 3)
         #expect(c.retention == 2 * 86_400)
         #expect(c.dedupeWindow == 90)
+        let timed = try ServeCommand.parse(["--forward-timeout", "2500ms"]).settings(environment: [:]).0
+        #expect(timed.outbox.timeout == .milliseconds(2500))
         let defaults = try ServeCommand.parse([]).settings(environment: [:]).0
         #expect(defaults.outbox == Outbox.Policy())
         #expect(defaults.dedupeWindow == 0)
