@@ -132,6 +132,12 @@ public struct ServeCommand: AsyncParsableCommand {
     @Option(
         name: .long,
         help: ArgumentHelp(
+            "Past this much data in the journal, delete the oldest done events and delivered forwards too. Default 1024.",
+            valueName: "mb"))
+    var journalMaxMb: Int?
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
             "Answer repeats of a channel event (hook id + call_id + hook_event + timestamp) or notification (msg_id) within this window with 200 and do not run them again. Default 0 (off).",
             valueName: "duration"))
     var dedupeWindow: String?
@@ -207,6 +213,7 @@ public struct ServeCommand: AsyncParsableCommand {
             c.outbox.timeout = .milliseconds(Int64(seconds * 1000))
         }
         c.retention = try settings.seconds("retention", flag: retention) ?? c.retention
+        c.journalMaxBytes = (try settings.int("journal-max-mb", flag: journalMaxMb) ?? (c.journalMaxBytes >> 20)) << 20
         c.dedupeWindow = try settings.seconds("dedupe-window", flag: dedupeWindow) ?? c.dedupeWindow
         c.maxHTTPInFlight = try settings.int("max-http-in-flight", flag: maxHttpInFlight) ?? c.maxHTTPInFlight
         c.maxHTTPInFlightPerRule =
@@ -218,6 +225,7 @@ public struct ServeCommand: AsyncParsableCommand {
             ("max-instructions", limits.instructionLimit), ("max-http-in-flight", c.maxHTTPInFlight),
             ("max-events-in-flight", c.maxEventsInFlight),
             ("forward-attempts", c.outbox.maxAttempts), ("forward-concurrency", c.outbox.perDestination),
+            ("journal-max-mb", c.journalMaxBytes),
         ] where value <= 0 {
             throw ValidationError("\(name) must be positive, not \(value)")
         }
@@ -238,7 +246,8 @@ public struct ServeCommand: AsyncParsableCommand {
         "data-dir", "journal", "journal-fsync",
         "max-body-bytes", "max-instructions", "time-limit-ms", "max-memory-mb", "max-http-in-flight",
         "max-http-in-flight-per-rule", "max-events-in-flight", "forward-attempts", "forward-max-age",
-        "forward-backoff", "forward-concurrency", "forward-timeout", "retention", "dedupe-window", "shutdown-grace-ms",
+        "forward-backoff", "forward-concurrency", "forward-timeout", "retention", "journal-max-mb", "dedupe-window",
+        "shutdown-grace-ms",
         "log-format",
         "log-level",
     ]
@@ -283,7 +292,7 @@ public struct ServeCommand: AsyncParsableCommand {
             let reloader = RuleReloader(directory: configuration.rulesDirectory, dispatcher: dispatcher, logger: logger)
             let retention = Retention(
                 journal: journal, rejected: RejectedStore(directory: configuration.rejectedDirectory),
-                maxAge: configuration.retention, logger: logger)
+                maxAge: configuration.retention, maxJournalBytes: configuration.journalMaxBytes, logger: logger)
             var services: [any Service] = [dispatcher, reloader, retention]
             if let journal {
                 services.append(

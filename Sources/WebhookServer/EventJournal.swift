@@ -100,6 +100,40 @@ public final class EventJournal: Sendable {
         scheduleFlush()
     }
 
+    /// Retention by size: deletes the oldest done events and delivered forwards until the pages in use fit
+    /// in `maxBytes` (the file then stops growing: SQLite reuses the freed pages). Pending events, pending
+    /// forwards and dead letters are never deleted, so the file can still pass the cap when they alone do.
+    /// Returns how many rows went.
+    @discardableResult
+    public func prune(toFit maxBytes: Int) throws -> Int {
+        try pool.write { db in
+            func bytesInUse() throws -> Int {
+                let pages = try Int.fetchOne(db, sql: "PRAGMA page_count") ?? 0
+                let free = try Int.fetchOne(db, sql: "PRAGMA freelist_count") ?? 0
+                return (pages - free) * (try Int.fetchOne(db, sql: "PRAGMA page_size") ?? 4096)
+            }
+            var removed = 0
+            while try bytesInUse() > maxBytes {
+                try db.execute(
+                    sql:
+                        "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE done = 1 ORDER BY received_at LIMIT 500)"
+                )
+                var batch = db.changesCount
+                try db.execute(
+                    sql:
+                        "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries WHERE state = 'delivered' ORDER BY id LIMIT 500)"
+                )
+                batch += db.changesCount
+                if batch == 0 { break }
+                removed += batch
+            }
+            if removed > 0 {
+                try db.execute(sql: "DELETE FROM attempts WHERE delivery_id NOT IN (SELECT id FROM deliveries)")
+            }
+            return removed
+        }
+    }
+
     /// Waits (up to `limit`) until everything queued is committed: at shutdown, so finished events are not
     /// run again needlessly at the next start.
     public func drain(limit: Duration = .seconds(5)) async {

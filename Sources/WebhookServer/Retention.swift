@@ -3,18 +3,22 @@ public import Logging
 public import ServiceLifecycle
 
 /// Keeps the data directory from growing without bound: at start and every `interval`, deletes done events,
-/// delivered forwards and rejected bodies older than `maxAge` seconds (pending events and dead letters stay).
+/// delivered forwards and rejected bodies older than `maxAge` seconds, then the oldest done events and
+/// delivered forwards while the journal holds more than `maxJournalBytes` (pending events and dead letters
+/// stay).
 public final class Retention: Service, Sendable {
     let journal: EventJournal?
     let rejected: RejectedStore
     let maxAge: Double
+    let maxJournalBytes: Int?
     let interval: Duration
     let logger: Logger
 
     public init(
-        journal: EventJournal?, rejected: RejectedStore, maxAge: Double, interval: Duration = .seconds(600),
-        logger: Logger
+        journal: EventJournal?, rejected: RejectedStore, maxAge: Double, maxJournalBytes: Int? = nil,
+        interval: Duration = .seconds(600), logger: Logger
     ) {
+        self.maxJournalBytes = maxJournalBytes
         self.journal = journal
         self.rejected = rejected
         self.maxAge = maxAge
@@ -27,11 +31,14 @@ public final class Retention: Service, Sendable {
     public func prune() -> Int {
         var removed = rejected.prune(maxAge: maxAge)
         if let journal {
-            do { removed += try journal.prune(olderThan: maxAge) } catch {
+            do {
+                removed += try journal.prune(olderThan: maxAge)
+                if let maxJournalBytes { removed += try journal.prune(toFit: maxJournalBytes) }
+            } catch {
                 logger.error("retention: cannot prune the journal: \(error)")
             }
         }
-        if removed > 0 { logger.info("retention: deleted \(removed) record(s) older than \(Int(maxAge)) s") }
+        if removed > 0 { logger.info("retention: deleted \(removed) old record(s)") }
         return removed
     }
 

@@ -43,6 +43,8 @@ public struct ServerConfiguration: Sendable {
     /// Done events, delivered forwards and rejected bodies older than this many seconds are deleted
     /// (checked at start and every 10 minutes). Pending events and dead letters are kept. Default 7 days.
     public var retention: Double = 7 * 86_400
+    /// Past this size of data, the oldest done events and delivered forwards are deleted too. Default 1 GiB.
+    public var journalMaxBytes = 1 << 30
     /// Repeats of a channel event or notification within this many seconds are answered 200 and not run
     /// again. Default 0: off.
     public var dedupeWindow: Double = 0

@@ -74,6 +74,31 @@ import WebhookServer
         #expect(keep.prune() == 0)
     }
 
+    @Test func retentionBySizeDeletesTheOldestDoneEventsOnly() async throws {
+        let path = directory()
+        let journal = try EventJournal(directory: path)
+        let padding = String(repeating: "x", count: 8000)
+        for i in 0..<300 {
+            var e = entry("s\(i)")
+            e.receivedAt = Double(i)
+            e.body = Array(#"{"hook_event":"channel_create","padding":"\#(padding)"}"#.utf8)
+            try await journal.append(e)
+        }
+        for i in 0..<250 { journal.markDone("s\(i)") }
+        await journal.drain()
+        #expect(try journal.counts() == (pending: 50, done: 250))
+        #expect(try journal.prune(toFit: 1 << 30) == 0)  // under the cap: nothing goes
+        let removed = try journal.prune(toFit: 1 << 20)
+        let counts = try journal.counts()
+        #expect(removed > 100)
+        #expect(counts.pending == 50)  // never pending ones
+        #expect(counts.done == 250 - removed)
+        let remaining = try journal.prune(toFit: 0)  // everything done may go, the pending stay
+        #expect(remaining == counts.done)
+        #expect(try journal.counts() == (pending: 50, done: 0))
+        #expect(try journal.unfinished().map(\.id) == (250..<300).map { "s\($0)" })
+    }
+
     @Test func backoffGrowsWithJitterAndACap() {
         var policy = Outbox.Policy()
         policy.initialBackoff = 1
