@@ -78,12 +78,15 @@ echo "== hot reload"
 python3 scripts/reload_bench.py "$BIN"
 
 echo
-echo "== the journal's cost: ingest with it off and on, same rule, same run (wrk, 8 s each)"
-for journal in off on; do
-  "$BIN" serve --rules "$work/anchor" --port 18185 --data-dir "$work/var-$journal" --journal "$journal" --log-level warning & pid=$!
-  wait_up 18185
-  printf 'journal %-3s %s\n' "$journal" "$(BENCH_DIR="$SHARED/bench" wrk -t1 -c32 -d8s -s "$SHARED/bench/post.lua" http://127.0.0.1:18185/hooks/channel_create | awk '/Requests\/sec/ {print $2 " req/s"}')"
-  kill "$pid"; wait "$pid" 2>/dev/null || true
+echo "== the journal's cost: ingest with it off and on, same rule, same run (wrk, 8 s each, 3 alternating rounds)"
+for round in 1 2 3; do
+  for journal in off on; do
+    rm -rf "$work/var-$journal"
+    "$BIN" serve --rules "$work/anchor" --port 18185 --data-dir "$work/var-$journal" --journal "$journal" --log-level warning & pid=$!
+    wait_up 18185
+    printf 'round %s journal %-3s %s\n' "$round" "$journal" "$(BENCH_DIR="$SHARED/bench" wrk -t1 -c32 -d8s -s "$SHARED/bench/post.lua" http://127.0.0.1:18185/hooks/channel_create | awk '/Requests\/sec/ {print $2 " req/s"}')"
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+  done
 done
 
 echo
