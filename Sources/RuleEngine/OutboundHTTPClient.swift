@@ -58,7 +58,13 @@ public protocol OutboundHTTPClient: Sendable {
 /// A failure to send, with the message a rule receives.
 public struct OutboundHTTPError: Error, Sendable, CustomStringConvertible {
     public var message: String
-    public init(_ message: String) { self.message = message }
+    /// Trying again cannot help (the address is refused by policy, the URL has no host): a forward that
+    /// fails this way becomes a dead letter at once.
+    public var permanent: Bool
+    public init(_ message: String, permanent: Bool = false) {
+        self.message = message
+        self.permanent = permanent
+    }
     public var description: String { message }
 }
 

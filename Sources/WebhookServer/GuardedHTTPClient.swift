@@ -66,7 +66,9 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
     /// Throws when the URL's host is, or resolves to, an internal address that is not allowed. Resolution
     /// counts against the request's timeout.
     func check(_ url: String, timeout: Duration) async throws {
-        guard let host = URL(string: url)?.host, !host.isEmpty else { throw OutboundHTTPError("no host in \(url)") }
+        guard let host = URL(string: url)?.host, !host.isEmpty else {
+            throw OutboundHTTPError("no host in \(url)", permanent: true)
+        }
         let addresses: [[UInt8]]
         if let literal = CIDR.parseAddress(host) {
             addresses = [literal]
@@ -85,7 +87,8 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
         for address in addresses where CIDR.internalNetworks.contains(where: { $0.contains(address) }) {
             if !allowed.contains(where: { $0.contains(address) }) {
                 throw OutboundHTTPError(
-                    "refused: \(host) is an internal address (\(Self.text(address))); allow it with --allow-http-to")
+                    "refused: \(host) is an internal address (\(Self.text(address))); allow it with --allow-http-to",
+                    permanent: true)
             }
         }
     }

@@ -151,13 +151,17 @@ public final class Outbox: Service, Sendable {
         var status: Int? = nil
         var failure: String? = nil
         var excerpt: String? = nil
+        var permanent = false
         do {
             let response = try await client.execute(request)
             status = response.status
             excerpt = String(decoding: response.body.prefix(DeliveryAttempt.excerptBytes), as: UTF8.self)
             if !(200..<300).contains(response.status) { failure = "HTTP \(response.status)" }
+        } catch let error as OutboundHTTPError {
+            failure = error.message
+            permanent = error.permanent
         } catch {
-            failure = (error as? OutboundHTTPError)?.message ?? "\(error)"
+            failure = "\(error)"
         }
         let elapsed = ContinuousClock.now - started
         let latency = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
@@ -169,7 +173,7 @@ public final class Outbox: Service, Sendable {
         let deadline = delivery.createdAt + policy.maxAge
         if failure == nil {
             result = .delivered
-        } else if attempt.number >= policy.maxAttempts || now >= deadline {
+        } else if permanent || attempt.number >= policy.maxAttempts || now >= deadline {
             result = .dead
         } else {
             result = .retry(at: min(now + policy.backoff(afterFailures: attempt.number), deadline))

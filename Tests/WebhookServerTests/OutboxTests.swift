@@ -126,6 +126,26 @@ import WebhookServer
         }
     }
 
+    @Test func aForwardRefusedByPolicyIsADeadLetterAtOnce() async throws {
+        let upstream = try await LoopbackServer()
+        defer { Task { try? await upstream.stop() } }
+        try await withServer(
+            rules: Self.forwardingRule(to: upstream.url("/echo")), journal: true,
+            configure: {
+                Self.fast(&$0)
+                $0.allowHTTPTo = []  // loopback is internal: refused
+            }
+        ) { server in
+            let journal = try #require(server.journal)
+            try await Self.post(server, ["refused"])
+            #expect(await server.eventually { (try? journal.deliveryCounts()[.dead]) == 1 })
+            let dead = try #require(try journal.deliveries(.dead).first)
+            #expect(dead.attempts == 1)
+            #expect(dead.lastError?.contains("allow it with --allow-http-to") == true)
+            #expect(upstream.requests.isEmpty)
+        }
+    }
+
     @Test func attemptsToOneDestinationAreLimited() async throws {
         let upstream = try await LoopbackServer()
         defer { Task { try? await upstream.stop() } }
