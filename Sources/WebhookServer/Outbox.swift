@@ -190,7 +190,9 @@ public final class Outbox: Service, Sendable {
             logger.debug("forward delivered", metadata: metadata)
         case .retry(let at):
             metadata["forward.retry_in_s"] = "\(String(format: "%.1f", at - now))"
-            logger.warning("forward failed; will retry", metadata: metadata)
+            // The first failure is a warning; later ones are info, so a long outage does not flood the log.
+            logger.log(
+                level: attempt.number == 1 ? .warning : .info, "forward failed; will retry", metadata: metadata)
         case .dead:
             metrics.increment("switchboard_deliveries_total", [("result", "dead")])
             logger.error(
