@@ -225,7 +225,7 @@ public struct ServeCommand: AsyncParsableCommand {
             ("max-instructions", limits.instructionLimit), ("max-http-in-flight", c.maxHTTPInFlight),
             ("max-events-in-flight", c.maxEventsInFlight),
             ("forward-attempts", c.outbox.maxAttempts), ("forward-concurrency", c.outbox.perDestination),
-            ("journal-max-mb", c.journalMaxBytes),
+            ("journal-max-mb", c.journalMaxBytes >> 20),
         ] where value <= 0 {
             throw ValidationError("\(name) must be positive, not \(value)")
         }
