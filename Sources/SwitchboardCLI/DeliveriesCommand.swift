@@ -3,6 +3,12 @@ import Foundation
 import JSONCore
 import WebhookServer
 
+/// A command could not do its job (not a usage mistake): printed as `Error: …` without the usage text.
+struct CommandFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
 /// Where `serve` keeps its journal and rejected bodies, for the commands that read them.
 public struct DataOptions: ParsableArguments {
     @Option(
@@ -19,11 +25,11 @@ public struct DataOptions: ParsableArguments {
     func openJournal() throws -> EventJournal {
         let path = (directory as NSString).appendingPathComponent("switchboard.sqlite")
         guard FileManager.default.fileExists(atPath: path) else {
-            throw ValidationError(
+            throw CommandFailure(
                 "no journal at \(path): start `switchboard serve` (journal on) first, or point --data-dir at the server's data directory"
             )
         }
-        do { return try EventJournal(directory: directory) } catch { throw ValidationError("\(error)") }
+        do { return try EventJournal(directory: directory) } catch { throw CommandFailure("\(error)") }
     }
 }
 
@@ -67,7 +73,7 @@ public struct DeliveriesCommand: ParsableCommand {
             listed = try journal.deliveries(state?.filter ?? .all, limit: max(limit, 1))
         } else {
             for id in ids {
-                guard let delivery = try journal.delivery(id) else { throw ValidationError("no delivery \(id)") }
+                guard let delivery = try journal.delivery(id) else { throw CommandFailure("no delivery \(id)") }
                 listed.append(delivery)
             }
         }
@@ -166,7 +172,7 @@ public struct RedeliverCommand: ParsableCommand {
             print("no dead letters")
         }
         if !missing.isEmpty {
-            throw ValidationError("no delivery \(missing.map(String.init).joined(separator: ", "))")
+            throw CommandFailure("no delivery \(missing.map(String.init).joined(separator: ", "))")
         }
     }
 }

@@ -308,7 +308,7 @@ public struct ServeCommand: AsyncParsableCommand {
         } catch {
             try? await client.shutdown()  // AsyncHTTPClient must be shut down on every path
             if "\(error)".contains("Address already in use") {
-                throw ValidationError(
+                throw CommandFailure(
                     "cannot listen on \(configuration.host):\(configuration.port): the address is in use (another switchboard?); choose another with --port"
                 )
             }
