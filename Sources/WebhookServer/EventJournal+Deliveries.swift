@@ -210,12 +210,17 @@ extension EventJournal {
         }
     }
 
-    /// How many deliveries are in each state.
-    public func deliveryCounts() throws -> [Delivery.State: Int] {
+    /// How many deliveries are in each of `states` (each an index range: counting pending and dead ones
+    /// does not read the delivered history).
+    public func deliveryCounts(_ states: [Delivery.State] = Delivery.State.allCases) throws -> [Delivery.State: Int] {
         try pool.read { db in
             var counts: [Delivery.State: Int] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT state, count(*) AS n FROM deliveries GROUP BY state") {
-                if let state = Delivery.State(rawValue: row["state"]) { counts[state] = row["n"] }
+            for state in states {
+                let n =
+                    try Int.fetchOne(
+                        db, sql: "SELECT count(*) FROM deliveries WHERE state = ?", arguments: [state.rawValue])
+                    ?? 0
+                if n > 0 { counts[state] = n }
             }
             return counts
         }
