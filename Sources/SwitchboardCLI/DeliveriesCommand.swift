@@ -23,7 +23,7 @@ public struct DataOptions: ParsableArguments {
 
     /// The journal `serve` wrote; an error that says what to do when there is none.
     func openJournal() throws -> EventJournal {
-        let path = (directory as NSString).appendingPathComponent("switchboard.sqlite")
+        let path = EventJournal.file(in: directory)
         guard FileManager.default.fileExists(atPath: path) else {
             throw CommandFailure(
                 "no journal at \(path): start `switchboard serve` (journal on) first, or point --data-dir at the server's data directory"
@@ -202,7 +202,7 @@ public struct RejectedCommand: ParsableCommand {
     public init() {}
 
     public func run() throws {
-        let directory = URL(fileURLWithPath: data.directory).appendingPathComponent("rejected")
+        let directory = RejectedStore.directory(inDataDirectory: data.directory)
         let listed = RejectedStore(directory: directory).list(limit: max(limit, 1))
         if json {
             let data = try JSONSerialization.data(withJSONObject: listed, options: [.sortedKeys, .prettyPrinted])

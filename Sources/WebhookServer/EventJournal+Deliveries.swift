@@ -47,9 +47,8 @@ public struct Delivery: Sendable, Hashable {
     public var updatedAt: Double
     public var lastStatus: Int?
     public var lastError: String?
-
-    /// Where it goes, for the per-destination limit: `scheme://host:port`.
-    public var destination: String { Self.destination(of: url) }
+    /// Where it goes, for the per-destination limit: `scheme://host:port` (worked out once, when queued).
+    public var destination: String
 
     static func destination(of url: String) -> String {
         guard let components = URLComponents(string: url), let host = components.host else { return url }
@@ -123,9 +122,15 @@ extension EventJournal {
         CREATE INDEX IF NOT EXISTS attempts_delivery ON attempts(delivery_id);
         """
 
+    /// Headers as the JSON object they are stored and shown as.
+    static func object(_ headers: [OutboundRequest.Header]) -> JSONObject {
+        var object = JSONObject()
+        for header in headers { object[header.name] = .string(header.value) }
+        return object
+    }
+
     static func insert(_ forward: NewDelivery, event: String, now: Double, in db: Database) throws {
-        var headers = JSONObject()
-        for header in forward.headers { headers[header.name] = .string(header.value) }
+        let headers = object(forward.headers)
         try db.cachedStatement(
             sql: """
                 INSERT INTO deliveries (event_id, rule, method, url, headers, body, state, created_at, next_attempt_at, updated_at, destination)
@@ -300,7 +305,7 @@ extension EventJournal {
             headers: headers, body: [UInt8]((row["body"] as Data?) ?? Data()),
             state: Delivery.State(rawValue: row["state"]) ?? .pending, attempts: row["attempts"],
             createdAt: row["created_at"], nextAttemptAt: row["next_attempt_at"], updatedAt: row["updated_at"],
-            lastStatus: row["last_status"], lastError: row["last_error"])
+            lastStatus: row["last_status"], lastError: row["last_error"], destination: row["destination"])
     }
 }
 
@@ -314,9 +319,7 @@ extension Delivery {
         out["rule"] = .string(rule)
         out["method"] = .string(method)
         out["url"] = .string(url)
-        var headerObject = JSONObject()
-        for header in headers { headerObject[header.name] = .string(header.value) }
-        out["headers"] = .object(headerObject)
+        out["headers"] = .object(EventJournal.object(headers))
         if let text = String(validating: body, as: UTF8.self) {
             out["body"] = .string(text)
         } else {

@@ -53,7 +53,7 @@ public final class EventJournal: Sendable {
                 "cannot create the data directory \(directory): a parent is not a directory or is not writable "
                     + "(choose another with --data-dir)")
         }
-        path = (directory as NSString).appendingPathComponent("switchboard.sqlite")
+        path = Self.file(in: directory)
         do {
             var configuration = Configuration()
             configuration.busyMode = .timeout(5)
@@ -128,7 +128,7 @@ public final class EventJournal: Sendable {
                 removed += batch
             }
             if removed > 0 {
-                try db.execute(sql: "DELETE FROM attempts WHERE delivery_id NOT IN (SELECT id FROM deliveries)")
+                try Self.deleteOrphanAttempts(db)
             }
             return removed
         }
@@ -171,6 +171,16 @@ public final class EventJournal: Sendable {
         }
     }
 
+    /// Attempt logs of deliveries that retention deleted.
+    static func deleteOrphanAttempts(_ db: Database) throws {
+        try db.execute(sql: "DELETE FROM attempts WHERE delivery_id NOT IN (SELECT id FROM deliveries)")
+    }
+
+    /// The journal's file in a data directory.
+    public static func file(in directory: String) -> String {
+        (directory as NSString).appendingPathComponent("switchboard.sqlite")
+    }
+
     /// Retention: deletes done events and delivered forwards (with their attempts) older than `age`.
     /// Pending events and deliveries, and dead letters, are kept. Returns how many rows went.
     @discardableResult
@@ -182,7 +192,7 @@ public final class EventJournal: Sendable {
             try db.execute(
                 sql: "DELETE FROM deliveries WHERE state = 'delivered' AND updated_at < ?", arguments: [cutoff])
             removed += db.changesCount
-            try db.execute(sql: "DELETE FROM attempts WHERE delivery_id NOT IN (SELECT id FROM deliveries)")
+            try Self.deleteOrphanAttempts(db)
             return removed
         }
     }

@@ -68,7 +68,6 @@ public final class Outbox: Service, Sendable {
 
     /// Delivers until shutdown; attempts already started finish (each within `policy.timeout`).
     public func run() async throws {
-        updateGauges()
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
                 while !stopping.withLock({ $0 }), !Task.isCancelled {
@@ -207,7 +206,6 @@ public final class Outbox: Service, Sendable {
             logger.error("outbox: cannot record an attempt of delivery \(delivery.id): \(error)")
             try? await Task.sleep(for: .seconds(1))
         }
-        updateGauges()
     }
 
     /// Counts pending and dead deliveries for the gauges; at most twice a second.

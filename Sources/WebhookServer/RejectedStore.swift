@@ -11,6 +11,11 @@ public final class RejectedStore: Sendable {
     let maxBytes: Int
     private let counter = Mutex(0)
 
+    /// Where a data directory keeps them: `<data dir>/rejected`.
+    public static func directory(inDataDirectory dataDirectory: String) -> URL {
+        URL(fileURLWithPath: dataDirectory).appendingPathComponent("rejected")
+    }
+
     public init(directory: URL, maxFiles: Int = 1000, maxBytes: Int = 100 << 20) {
         self.directory = directory
         self.maxFiles = maxFiles

@@ -51,7 +51,7 @@ public struct ServerConfiguration: Sendable {
 
     /// Where requests answered 4xx are kept: `<data dir>/rejected`.
     public var rejectedDirectory: URL {
-        URL(fileURLWithPath: dataDirectory).appendingPathComponent("rejected")
+        RejectedStore.directory(inDataDirectory: dataDirectory)
     }
 
     public init() {
