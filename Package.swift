@@ -122,7 +122,7 @@ let package = Package(
         .testTarget(
             name: "WebhookServerTests",
             dependencies: [
-                "WebhookServer", "RuleEngine", "KazooEvents", "JSONCore", "TestSupport",
+                "WebhookServer", "RuleEngine", "KazooEvents", "JSONCore", "LuaRuntime", "TestSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -585,6 +585,18 @@ int sb_is_host_thread(lua_State *L) {
     return *(const void **)lua_getextraspace(L) == (const void *)&sb_host_thread_marker;
 }
 
+int sb_push_position(lua_State *L, lua_State *thread) {
+    lua_Debug ar;
+    for (int level = 0; lua_getstack(thread, level, &ar); level++) {
+        if (!lua_getinfo(thread, "Sl", &ar)) break;
+        if (ar.currentline > 0) {
+            lua_pushfstring(L, "%s:%d:", ar.short_src, ar.currentline);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 int sb_is_host_suspension(lua_State *L, int index) {
     return lua_type(L, index) == LUA_TLIGHTUSERDATA && lua_touserdata(L, index) == (void *)&sb_suspend_sentinel;
 }

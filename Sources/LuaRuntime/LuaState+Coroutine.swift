@@ -4,7 +4,14 @@ public import JSONCore
 
 /// One run of a Lua function in a coroutine of its own, which may suspend on host functions (HTTP) and be
 /// resumed later while other coroutines run. Its budget (instructions, Lua running time) spans all resumes.
+///
+/// A coroutine owns the state it was started in: the state (and so its `lua_State`) lives at least until
+/// every coroutine started in it is gone, whatever its owner does meanwhile (a rebuild after a kill, a
+/// reload). `resume` refuses a state other than its own, so no coroutine ever runs on a closed state or
+/// through another state's main thread.
 public final class LuaCoroutine {
+    /// The state this coroutine's thread belongs to; held strongly so the state outlives its coroutines.
+    public let state: LuaState
     let threadReference: LuaReference
     let thread: OpaquePointer
     var argumentCount: Int32
@@ -15,12 +22,26 @@ public final class LuaCoroutine {
     public internal(set) var timeLeft: Duration
     public internal(set) var isFinished = false
 
-    init(threadReference: LuaReference, thread: OpaquePointer, argumentCount: Int32, limits: LuaLimits) {
+    init(
+        state: LuaState, threadReference: LuaReference, thread: OpaquePointer, argumentCount: Int32,
+        limits: LuaLimits
+    ) {
+        self.state = state
         self.threadReference = threadReference
         self.thread = thread
         self.argumentCount = argumentCount
         self.instructionsLeft = limits.instructionLimit
         self.timeLeft = limits.timeLimit
+    }
+
+    deinit {
+        // A coroutine dropped while suspended (its run was cancelled) still holds its thread in the registry.
+        if !isFinished { state.release(threadReference) }
+    }
+
+    /// Runs until the coroutine finishes or suspends; see `LuaState.resume(_:with:)`.
+    public func resume(with values: [JSONValue] = []) throws(LuaError) -> LuaResumeResult {
+        try state.resume(self, with: values)
     }
 }
 
@@ -54,7 +75,8 @@ extension LuaState {
             }
         }
         return LuaCoroutine(
-            threadReference: reference, thread: thread, argumentCount: Int32(arguments.count), limits: limits)
+            state: self, threadReference: reference, thread: thread, argumentCount: Int32(arguments.count),
+            limits: limits)
     }
 
     /// Runs the coroutine until it finishes or suspends. `values` are the results of the suspending call it
@@ -62,6 +84,7 @@ extension LuaState {
     /// - Throws: `LuaError` as `call` does; the coroutine is then finished.
     public func resume(_ coroutine: LuaCoroutine, with values: [JSONValue] = []) throws(LuaError) -> LuaResumeResult {
         precondition(!coroutine.isFinished, "resumed a finished coroutine")
+        precondition(coroutine.state === self, "resumed a coroutine through a state it was not started in")
         let thread = coroutine.thread
         let threadStack = LuaStack(L: thread)
         var count = coroutine.argumentCount
@@ -132,8 +155,15 @@ extension LuaState {
             luaL_traceback(L, thread, nil, 0)
             let traceback = stack.string(at: -1)
             sb_pop(L, 1)
-            finish(coroutine)
             var error = failure(status: status, killed: killed, message: message)
+            if error.chunk == nil, sb_push_position(L, thread) != 0 {
+                // A memory error comes from the allocator with no position: name the Lua line that failed.
+                let position = stack.string(at: -1) ?? ""
+                sb_pop(L, 1)
+                (error.chunk, error.line) = LuaError.location(in: position)
+                error.message = position + " " + error.message
+            }
+            finish(coroutine)
             error.traceback = traceback
             throw error
         }
@@ -141,6 +171,7 @@ extension LuaState {
 
     /// Abandons a coroutine (finished or suspended) and lets it be collected.
     public func finish(_ coroutine: LuaCoroutine) {
+        precondition(coroutine.state === self, "finished a coroutine through a state it was not started in")
         guard !coroutine.isFinished else { return }
         coroutine.isFinished = true
         release(coroutine.threadReference)

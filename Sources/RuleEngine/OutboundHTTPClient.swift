@@ -85,8 +85,13 @@ public final class LiveHTTPClient: OutboundHTTPClient {
     ///   - maxResponseBytes: the most of a response body that is read. Default 1 MiB.
     ///   - followRedirects: follow up to 5 redirects; off when the caller checks each hop itself.
     ///   - maxConnectionsPerHost: concurrent connections to one host (calls to a slow upstream run in parallel).
-    public init(maxResponseBytes: Int = 1 << 20, followRedirects: Bool = true, maxConnectionsPerHost: Int = 64) {
+    ///   - dnsOverride: host name → the address to connect to instead of resolving it (TLS still uses the name).
+    public init(
+        maxResponseBytes: Int = 1 << 20, followRedirects: Bool = true, maxConnectionsPerHost: Int = 64,
+        dnsOverride: [String: String] = [:]
+    ) {
         var configuration = HTTPClient.Configuration()
+        configuration.dnsOverride = dnsOverride
         configuration.redirectConfiguration = followRedirects ? .follow(max: 5, allowCycles: false) : .disallow
         configuration.timeout = .init(connect: .seconds(5))
         configuration.connectionPool = .init(

@@ -15,13 +15,13 @@ public actor RuleWorker {
     /// Log lines written by rule files while they loaded.
     public private(set) var loadLogs: [(file: String, record: LogRecord)]
     /// The rules that loaded, in the order they run.
-    public var rules: [RuleDefinition] { loaded.map(\.definition) }
+    public var rules: [RuleDefinition] { current.rules.map(\.definition) }
 
     let client: any OutboundHTTPClient
     let sendForwards: Bool
-    var state: LuaState
-    var context: RunContext
-    var loaded: [LoadedRule]
+    /// The Lua state every run starts in. A run captures it once and keeps it to the end (its coroutine holds
+    /// the state alive), so replacing it after a kill affects only the runs that start later.
+    var current: Built
 
     /// Loads every rule of `source` into a new Lua state.
     /// - Parameters:
@@ -37,15 +37,31 @@ public actor RuleWorker {
         self.client = client
         self.sendForwards = sendForwards
         let built = try Self.build(source: source, configuration: configuration)
-        (state, context, loaded, diagnostics) = (built.state, built.context, built.rules, built.diagnostics)
+        current = built
+        diagnostics = built.diagnostics
         loadLogs = built.context.loadLogs
     }
 
-    struct Built {
-        var state: LuaState
-        var context: RunContext
-        var rules: [LoadedRule]
-        var diagnostics: [Diagnostic]
+    /// One Lua state with the rules loaded into it, and the context its host functions report to. A class,
+    /// so a run can tell whether the worker still uses the set it started in (`===`).
+    final class Built {
+        let state: LuaState
+        let context: RunContext
+        let rules: [LoadedRule]
+        let diagnostics: [Diagnostic]
+
+        init(state: LuaState, context: RunContext, rules: [LoadedRule], diagnostics: [Diagnostic]) {
+            self.state = state
+            self.context = context
+            self.rules = rules
+            self.diagnostics = diagnostics
+        }
+
+        /// The rule called `name`, or the one at `index` when its name matches (the usual case).
+        func rule(at index: Int, named name: String) -> LoadedRule? {
+            if index < rules.count, rules[index].definition.name == name { return rules[index] }
+            return rules.first { $0.definition.name == name }
+        }
     }
 
     static func build(source: RuleSource, configuration: RuleConfiguration) throws -> Built {
@@ -67,16 +83,21 @@ public actor RuleWorker {
         var outcomes: [RuleOutcome] = []
         let eventValue = Self.luaEvent(event, meta: meta)
         let qualifiedName = event.qualifiedName
-        outcomes.reserveCapacity(loaded.count)
-        for rule in loaded where only == nil || rule.definition.name == only {
-            if let stage = rule.definition.precheck(event, qualifiedName: qualifiedName) {
+        // The definitions (on, match, names) come from the files, the same in every rebuild of this worker;
+        // only the Lua references differ, and `run` takes those from the set current when each run starts.
+        let definitions = current.rules.map(\.definition)
+        outcomes.reserveCapacity(definitions.count)
+        for (index, definition) in definitions.enumerated() where only == nil || definition.name == only {
+            if let stage = definition.precheck(event, qualifiedName: qualifiedName) {
                 outcomes.append(
                     RuleOutcome(
-                        rule: rule.definition.name, file: rule.definition.file.displayPath, outcome: .skipped,
-                        stage: stage))
+                        rule: definition.name, file: definition.file.displayPath, outcome: .skipped, stage: stage))
                 continue
             }
-            outcomes.append(await run(rule, value: eventValue))
+            // Across this await other events run on this actor: one may be killed and replace `current`, or
+            // (in tests) nothing at all changes. Either way the next rule starts in whatever set is current
+            // then, and this rule's run keeps the set it started in.
+            outcomes.append(await run(index: index, definition: definition, value: eventValue))
         }
         return EventReport(event: event, rules: outcomes)
     }
@@ -96,20 +117,34 @@ public actor RuleWorker {
         return .object(fields)
     }
 
-    /// Runs one rule whose `on` and `match` already accepted the event.
-    func run(_ rule: LoadedRule, value: JSONValue) async -> RuleOutcome {
-        let definition = rule.definition
+    /// Runs one rule whose `on` and `match` already accepted the event, in the Lua state current now.
+    func run(index: Int, definition: RuleDefinition, value: JSONValue) async -> RuleOutcome {
+        // Captured once, kept to the end: the awaits below let other events run on this actor, and one of
+        // them may replace `current` (a rebuild after a kill). This run's coroutine, rule references and
+        // context all belong to `set`, and the coroutine keeps `set.state` open until it finishes.
+        let set = current
         let run = RuleRun(rule: definition.name, targets: definition.forward)
         var outcome = RuleOutcome(rule: definition.name, file: definition.file.displayPath, outcome: .ok)
+        guard let rule = set.rule(at: index, named: definition.name) else {
+            outcome.outcome = .error
+            outcome.stage = "load"
+            outcome.error = RuleErrorInfo(
+                message: "the rule did not load again after its Lua state was rebuilt", file: nil, line: nil,
+                traceback: nil)
+            finish(&outcome, run)
+            return outcome
+        }
         do {
-            let coroutine = try state.startCoroutine(rule.entry, [value])
+            let coroutine = try set.state.startCoroutine(rule.entry, [value])
             var resumeWith: [JSONValue] = []
             while true {
-                context.phase = .running(run)
-                let step = try state.resume(coroutine, with: resumeWith)
-                context.phase = .idle
+                set.context.phase = .running(run)
+                let step = try coroutine.resume(with: resumeWith)
+                set.context.phase = .idle
                 switch step {
                 case .suspended(let request):
+                    // Suspended: `coroutine` (and so `set.state`) stays alive whatever `current` becomes
+                    // meanwhile; `run` is this run's own record. Nothing else of the actor is read after it.
                     resumeWith = await perform(request, run: run)
                 case .finished(let results):
                     switch results.first?.stringValue {
@@ -122,19 +157,21 @@ public actor RuleWorker {
                     default:
                         outcome.outcome = .ok
                     }
+                    // The coroutine is finished: this await touches no Lua state, only `run`'s forwards.
                     if outcome.outcome == .ok, sendForwards { await sendPendingForwards(run) }
                     finish(&outcome, run)
                     return outcome
                 }
             }
         } catch {
-            context.phase = .idle
+            set.context.phase = .idle
             outcome.outcome = .error
             outcome.stage = run.stage
             outcome.error = RuleErrorInfo(
                 message: error.message, file: fullPath(of: error.chunk), line: error.line, traceback: error.traceback)
             finish(&outcome, run)
-            if state.needsRebuild { rebuild() }
+            // Rebuild only the set this run used, and only if no other run has rebuilt it already.
+            if set.state.needsRebuild, set === current { rebuild() }
             return outcome
         }
     }
@@ -155,10 +192,11 @@ public actor RuleWorker {
         outcome.logs = run.logs
     }
 
-    /// After a kill left the state full, start over from the same files (module state is lost).
+    /// After a kill left the state full, start over from the same files (module state is lost). Runs that
+    /// are suspended in the old state finish there; it closes when the last of them ends.
     func rebuild() {
         guard let built = try? Self.build(source: source, configuration: configuration) else { return }
-        (state, context, loaded) = (built.state, built.context, built.rules)
+        current = built
     }
 
     /// Sends one `http.*` request and returns what the rule's call returns: a response table, or nil and
@@ -181,6 +219,7 @@ public actor RuleWorker {
             method: method, url: url, headers: headers, body: body, timeout: .milliseconds(Int64(seconds * 1000)),
             rule: run.rule)
         do {
+            // Only this run's `run` record is touched after the answer; the actor's state is not read.
             let response = try await client.execute(outbound)
             run.http.append(HTTPRecord(method: method, url: url, status: response.status, error: nil))
             return [Self.luaResponse(response)]
@@ -221,6 +260,7 @@ public actor RuleWorker {
             var delay = configuration.forwardRetryDelay
             for attempt in 1...max(configuration.forwardAttempts, 1) {
                 do {
+                    // `run` is this run's own record; `configuration` never changes.
                     let response = try await client.execute(request)
                     run.forwards[index].status = response.status
                     run.forwards[index].error = nil

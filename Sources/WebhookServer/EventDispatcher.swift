@@ -102,6 +102,8 @@ public final class EventDispatcher: Service, Sendable {
     /// set stays and the errors are logged (file:line), shown at /readyz and counted in the metrics.
     @discardableResult
     public func reload(directory: String, reason: String) async -> ReloadResult {
+        // Reloads run one at a time: across this wait another reload may swap the generation, which is why
+        // `running` is read after it, not before.
         await reloading.wait()
         defer { reloading.signal() }
         let running = generation
@@ -111,6 +113,8 @@ public final class EventDispatcher: Service, Sendable {
             guard source != running.source else { return result }
             if source == rejectedSource.withLock({ $0 }), let last = lastReloadResult { return last }
             result.changed = true
+            // Only a reload swaps the generation, and this one holds `reloading`: `running` is still current
+            // when the candidate is swapped in below. Events keep being submitted to `running` meanwhile.
             let candidate = try await Self.load(
                 source, version: running.version + 1, configuration: configuration, count: workerCount, client: client,
                 sendForwards: journal == nil)
@@ -143,6 +147,8 @@ public final class EventDispatcher: Service, Sendable {
 
     /// Starts the rules on an accepted event and returns as soon as there is room for it.
     public func submit(_ event: WebhookEvent, meta: JSONValue) async {
+        // A reload may swap the generation while this waits for room: the workers are read after it, so
+        // the event runs on the newest rule set.
         await slots.wait()
         let workers = self.workers
         let worker = next.withLock { i -> RuleWorker in
@@ -155,6 +161,9 @@ public final class EventDispatcher: Service, Sendable {
         }
         inFlight.withLock { tasks in
             tasks[id] = Task {
+                // `worker` belongs to the generation current at submit; a reload meanwhile leaves it running
+                // (this task holds it) until its events finish. Nothing of the dispatcher is read across it
+                // but the journal, which never changes.
                 let report = await worker.process(event, meta: meta)
                 self.record(report)
                 // A run cut by shutdown stays unfinished in the journal, so the next start runs it again.
@@ -262,6 +271,7 @@ public final class EventDispatcher: Service, Sendable {
                 journal.markDone(entry.id)
                 continue
             }
+            // Replay runs before the server accepts requests; `entries` is this call's own list.
             await submit(event, meta: meta)
             count += 1
         }

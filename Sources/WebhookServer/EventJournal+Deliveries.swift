@@ -239,7 +239,13 @@ extension EventJournal {
     }
 
     /// Records an attempt and the delivery's new state in one transaction.
-    public func record(_ attempt: DeliveryAttempt, of id: Int64, result: AttemptResult) async throws {
+    /// - Parameter unchangedSince: the `updatedAt` of the delivery as it was read when the attempt began. The
+    ///   new state is written only if the row still has it: a `redeliver` while the attempt was in flight
+    ///   (fresh attempts, new age) wins over a result computed from the old count. The attempt is logged
+    ///   either way.
+    public func record(
+        _ attempt: DeliveryAttempt, of id: Int64, result: AttemptResult, unchangedSince: Double? = nil
+    ) async throws {
         try await pool.write { db in
             try db.cachedStatement(
                 sql: """
@@ -259,10 +265,13 @@ extension EventJournal {
             try db.cachedStatement(
                 sql: """
                     UPDATE deliveries SET state = ?, attempts = attempts + 1, next_attempt_at = ?, updated_at = ?,
-                      last_status = ?, last_error = ? WHERE id = ?
+                      last_status = ?, last_error = ? WHERE id = ? AND (? IS NULL OR updated_at = ?)
                     """
             ).execute(
-                arguments: [state.rawValue, next, attempt.at, attempt.status, attempt.error, id])
+                arguments: [
+                    state.rawValue, next, attempt.at, attempt.status, attempt.error, id, unchangedSince,
+                    unchangedSince,
+                ])
         }
     }
 

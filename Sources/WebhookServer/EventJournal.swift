@@ -87,6 +87,8 @@ public final class EventJournal: Sendable {
 
     /// Writes the entry durably; returns once it is committed. Concurrent calls share a transaction.
     public func append(_ entry: Entry) async throws {
+        // Resumed by the flush task once the transaction holding this entry commits (or fails). The queues
+        // are Mutex-guarded and drained whole by the one flush task, so no entry is lost or written twice.
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             pendingAppends.withLock { $0.append((entry, continuation)) }
             scheduleFlush()
@@ -226,6 +228,8 @@ public final class EventJournal: Sendable {
                     return
                 }
                 do {
+                    // `appends` and `done` were taken out of the queues above: what arrives during this write
+                    // waits for the next turn of the loop (the `flushing` flag keeps a second task out).
                     try await pool.write { db in
                         // Prepared once per connection, not parsed per row.
                         let insert = try db.cachedStatement(

@@ -7,25 +7,45 @@ import Synchronization
 /// The HTTP client rules use in the server: refuses internal addresses (after DNS resolution, and again on
 /// every redirect), caps how many rule HTTP calls are in flight overall and per rule, then sends with
 /// AsyncHTTPClient.
+///
+/// The address that was checked is the address that is connected to: the host is resolved once, here, and
+/// the request is pinned to that address (plain HTTP: the URL names the address and `Host` the name; HTTPS: a
+/// client whose DNS override maps the name to the address, so SNI and the certificate check still use the
+/// name). A DNS answer that changes between the check and the connection (DNS rebinding) cannot reach an
+/// internal address.
 public final class GuardedHTTPClient: OutboundHTTPClient {
+    /// Resolves a host name to IPv4 (4 bytes) and IPv6 (16 bytes) addresses.
+    public typealias Resolver = @Sendable (String) async throws -> [[UInt8]]
+
     let inner: LiveHTTPClient
     let allowed: [CIDR]
     let global: AsyncSemaphore
     let perRuleLimit: Int
     let perRule = Mutex<[String: AsyncSemaphore]>([:])
+    let resolver: Resolver
+    let pinned: PinnedClients
 
     /// - Parameters:
     ///   - allowed: networks rules may reach even though they are internal (`--allow-http-to`).
     ///   - maxInFlight: rule HTTP calls in flight at once, overall. Default 2,000.
     ///   - maxInFlightPerRule: in flight at once for one rule. Default 1,000.
-    public init(allowed: [CIDR], maxInFlight: Int = 2000, maxInFlightPerRule: Int = 1000) {
+    ///   - resolver: how host names are resolved (getaddrinfo; tests inject their own).
+    public init(
+        allowed: [CIDR], maxInFlight: Int = 2000, maxInFlightPerRule: Int = 1000,
+        resolver: @escaping Resolver = GuardedHTTPClient.resolve
+    ) {
         self.inner = LiveHTTPClient(followRedirects: false, maxConnectionsPerHost: max(maxInFlight, 8))
         self.allowed = allowed
         self.global = AsyncSemaphore(maxInFlight)
         self.perRuleLimit = maxInFlightPerRule
+        self.resolver = resolver
+        self.pinned = PinnedClients(maxConnectionsPerHost: max(maxInFlight, 8))
     }
 
-    public func shutdown() async throws { try await inner.shutdown() }
+    public func shutdown() async throws {
+        try await inner.shutdown()
+        await pinned.shutdown()
+    }
 
     func semaphore(for rule: String?) -> AsyncSemaphore? {
         guard let rule else { return nil }
@@ -46,8 +66,8 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
 
         var current = request
         for _ in 0...5 {
-            try await check(current.url, timeout: current.timeout)
-            let response = try await inner.execute(current)
+            let address = try await check(current.url, timeout: current.timeout)
+            let response = try await send(current, pinnedTo: address)
             guard [301, 302, 303, 307, 308].contains(response.status),
                 let location = response.headers.first(where: { $0.name.lowercased() == "location" })?.value,
                 let next = URL(string: location, relativeTo: URL(string: current.url))?.absoluteString
@@ -63,34 +83,73 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
         throw OutboundHTTPError("too many redirects")
     }
 
-    /// Throws when the URL's host is, or resolves to, an internal address that is not allowed. Resolution
-    /// counts against the request's timeout.
-    func check(_ url: String, timeout: Duration) async throws {
-        guard let host = URL(string: url)?.host, !host.isEmpty else {
+    /// Sends the request to `address` (the one `check` approved), never to a second resolution of its host.
+    func send(_ request: OutboundRequest, pinnedTo address: CheckedAddress) async throws -> OutboundResponse {
+        guard !address.isLiteral else { return try await inner.execute(request) }
+        if address.scheme == "https" {
+            return try await pinned.execute(request, host: address.host, address: Self.text(address.bytes))
+        }
+        var outgoing = request
+        outgoing.url = address.urlWithAddress
+        if !outgoing.headers.contains(where: { $0.name.lowercased() == "host" }) {
+            outgoing.headers.append(.init(name: "Host", value: address.hostHeader))
+        }
+        return try await inner.execute(outgoing)
+    }
+
+    /// A host that passed the internal-network check, with the one address requests to it are sent to.
+    struct CheckedAddress {
+        var scheme: String
+        var host: String
+        var port: Int?
+        var bytes: [UInt8]
+        /// The URL already names an address (no DNS involved).
+        var isLiteral: Bool
+        /// The request's URL with the host replaced by the address.
+        var urlWithAddress: String
+        /// `name[:port]` for the `Host` header.
+        var hostHeader: String { port.map { "\(host):\($0)" } ?? host }
+    }
+
+    /// Resolves the URL's host (unless it is an address), refuses it when any address it resolves to is
+    /// internal and not allowed, and returns the address to connect to. Resolution counts against the
+    /// request's timeout.
+    func check(_ url: String, timeout: Duration) async throws -> CheckedAddress {
+        guard let components = URLComponents(string: url), let host = components.host, !host.isEmpty else {
             throw OutboundHTTPError("no host in \(url)", permanent: true)
         }
+        let scheme = components.scheme?.lowercased() ?? "http"
+        let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
         let addresses: [[UInt8]]
-        if let literal = CIDR.parseAddress(host) {
+        let literal = CIDR.parseAddress(bare)
+        if let literal {
             addresses = [literal]
         } else {
+            let resolver = self.resolver
             addresses = try await withThrowingTaskGroup(of: [[UInt8]].self) { group in
-                group.addTask { try await Self.resolve(host) }
+                group.addTask { try await resolver(bare) }
                 group.addTask {
                     try await Task.sleep(for: timeout)
-                    throw OutboundHTTPError("timed out after \(timeout) resolving \(host)")
+                    throw OutboundHTTPError("timed out after \(timeout) resolving \(bare)")
                 }
                 defer { group.cancelAll() }
                 return try await group.next() ?? []
             }
         }
-        guard !addresses.isEmpty else { throw OutboundHTTPError("\(host) did not resolve") }
+        guard !addresses.isEmpty else { throw OutboundHTTPError("\(bare) did not resolve") }
         for address in addresses where CIDR.internalNetworks.contains(where: { $0.contains(address) }) {
             if !allowed.contains(where: { $0.contains(address) }) {
                 throw OutboundHTTPError(
-                    "refused: \(host) is an internal address (\(Self.text(address))); allow it with --allow-http-to",
+                    "refused: \(bare) is an internal address (\(Self.text(address))); allow it with --allow-http-to",
                     permanent: true)
             }
         }
+        let chosen = addresses.first { $0.count == 4 } ?? addresses[0]
+        var rewritten = components
+        rewritten.percentEncodedHost = chosen.count == 4 ? Self.text(chosen) : "[\(Self.text(chosen))]"
+        return CheckedAddress(
+            scheme: scheme, host: bare, port: components.port, bytes: chosen, isLiteral: literal != nil,
+            urlWithAddress: rewritten.string ?? url)
     }
 
     static func text(_ address: [UInt8]) -> String {
@@ -103,7 +162,7 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
     }
 
     /// getaddrinfo on NIO's blocking-I/O thread pool, so no cooperative thread blocks.
-    static func resolve(_ host: String) async throws -> [[UInt8]] {
+    @Sendable public static func resolve(_ host: String) async throws -> [[UInt8]] {
         try await NIOThreadPool.singleton.runIfActive {
             var hints = addrinfo()
             hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
@@ -131,6 +190,60 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
             }
             return out
         }
+    }
+}
+
+/// HTTPS clients, each pinned to one checked address (AsyncHTTPClient's DNS override is a client setting,
+/// not a request's), kept while in use and closed once more than `maxClients` exist and they are idle.
+final class PinnedClients: Sendable {
+    struct Entry {
+        let client: LiveHTTPClient
+        var inUse = 0
+        var lastUsed = ContinuousClock.now
+    }
+    let entries = Mutex<[String: Entry]>([:])
+    let maxConnectionsPerHost: Int
+    let maxClients = 32
+
+    init(maxConnectionsPerHost: Int) { self.maxConnectionsPerHost = maxConnectionsPerHost }
+
+    /// Sends to `host` over a connection to `address`; TLS still names and verifies `host`.
+    func execute(_ request: OutboundRequest, host: String, address: String) async throws -> OutboundResponse {
+        let key = host + " " + address
+        let (client, evicted) = entries.withLock { map -> (LiveHTTPClient, [LiveHTTPClient]) in
+            if map[key] == nil {
+                let client = LiveHTTPClient(
+                    followRedirects: false, maxConnectionsPerHost: maxConnectionsPerHost, dnsOverride: [host: address])
+                map[key] = Entry(client: client)
+            }
+            map[key]!.inUse += 1
+            var evicted: [LiveHTTPClient] = []
+            if map.count > maxClients {
+                let idle = map.filter { $0.value.inUse == 0 }.sorted { $0.value.lastUsed < $1.value.lastUsed }
+                for (name, entry) in idle.prefix(map.count - maxClients) {
+                    map[name] = nil
+                    evicted.append(entry.client)
+                }
+            }
+            return (map[key]!.client, evicted)
+        }
+        // Idle clients: nothing waits on their shutdown, and no request can reach them any more.
+        for old in evicted { Task { try? await old.shutdown() } }
+        defer {
+            entries.withLock { map in
+                map[key]?.inUse -= 1
+                map[key]?.lastUsed = .now
+            }
+        }
+        return try await client.execute(request)
+    }
+
+    func shutdown() async {
+        let all = entries.withLock { map -> [LiveHTTPClient] in
+            defer { map = [:] }
+            return map.values.map(\.client)
+        }
+        for client in all { try? await client.shutdown() }
     }
 }
 

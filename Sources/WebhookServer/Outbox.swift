@@ -79,6 +79,8 @@ public final class Outbox: Service, Sendable {
                         }
                     }
                     updateGauges()
+                    // While waiting, attempts finish (each releases its delivery and signals) and new forwards
+                    // arrive; `startDue` reads the queue afresh on every turn, so nothing read before is reused.
                     await wake.wait(upTo: wait)
                 }
             }
@@ -152,6 +154,9 @@ public final class Outbox: Service, Sendable {
         var excerpt: String? = nil
         var permanent = false
         do {
+            // Across this await the outbox loop goes on: `delivery` is this attempt's snapshot and stays marked
+            // in flight (no second attempt of it starts until `release`), but an operator's `redeliver` may
+            // reset its row meanwhile: `record` below writes the new state only if the row is unchanged.
             let response = try await client.execute(request)
             status = response.status
             excerpt = String(decoding: response.body.prefix(DeliveryAttempt.excerptBytes), as: UTF8.self)
@@ -199,7 +204,7 @@ public final class Outbox: Service, Sendable {
                 metadata: metadata)
         }
         do {
-            try await journal.record(attempt, of: delivery.id, result: result)
+            try await journal.record(attempt, of: delivery.id, result: result, unchangedSince: delivery.updatedAt)
         } catch {
             // The attempt stays pending and is tried again: at least once, never lost. Pause so a broken
             // disk does not turn into a tight resend loop.

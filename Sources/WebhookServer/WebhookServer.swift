@@ -11,10 +11,13 @@ import RuleEngine
 public struct SwitchboardRequestContext: RequestContext, RemoteAddressRequestContext {
     public var coreContext: CoreRequestContextStorage
     public let remoteAddress: SocketAddress?
+    /// The connection, so an over-limit body can be cut off after its 413 (see `WebhookHandler.readBody`).
+    let channel: any Channel
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
         remoteAddress = source.channel.remoteAddress
+        channel = source.channel
     }
 }
 
@@ -132,14 +135,23 @@ struct WebhookHandler: Sendable {
             body = Array(Self.removingToken(rawURI.query ?? "").utf8)
             format = .query
         } else {
-            do {
-                var buffer = try await request.body.collect(upTo: configuration.decoding.maxBodyBytes)
-                body = buffer.readBytes(length: buffer.readableBytes) ?? []
-            } catch {
+            switch await readBody(request, context: context) {
+            case .complete(let bytes):
+                body = bytes
+            case .overLimit(let drained):
                 let reason = "body is over the limit of \(configuration.decoding.maxBodyBytes) bytes"
-                return reject(
+                var response = reject(
                     .contentTooLarge, code: "limit", reason: reason, body: [], request: request, hookID: hookID,
                     peer: peer)
+                response.headers[.connection] = "close"
+                if !drained {
+                    // Still sending past the linger cap: give the answer a moment to leave, then hang up.
+                    let channel = context.channel
+                    channel.eventLoop.scheduleTask(in: .seconds(1)) { channel.close(promise: nil) }
+                }
+                return response
+            case .failed:
+                return Self.json(.badRequest, ["error": "the request body could not be read", "code": "body"])
             }
             format = WireFormat.detect(contentType: request.headers[.contentType], body: body)
         }
@@ -188,6 +200,38 @@ struct WebhookHandler: Sendable {
         dispatcher.metrics.increment(
             "switchboard_events_total", [("hook", hookParameter ?? "-"), ("name", event.qualifiedName)])
         return Self.json(.ok, ["accepted": true, "kind": .string(event.kind.rawValue), "name": .string(event.name)])
+    }
+
+    enum BodyRead {
+        case complete([UInt8])
+        /// Over `maxBodyBytes`; `drained` when the rest was read to its end (or the client stopped).
+        case overLimit(drained: Bool)
+        case failed
+    }
+
+    /// Reads the body up to the limit. Past it, keeps reading and discarding what the client still sends
+    /// (up to `lingerBytes`, like nginx's lingering close): most HTTP clients send the whole body before they
+    /// read any answer, so a server that stops reading leaves them blocked until their own timeout instead of
+    /// reading the 413 and its reason.
+    func readBody(_ request: Request, context: SwitchboardRequestContext) async -> BodyRead {
+        let limit = configuration.decoding.maxBodyBytes
+        let lingerBytes = max(64 << 20, limit * 8)
+        var body: [UInt8] = []
+        var total = 0
+        do {
+            for try await chunk in request.body {
+                total += chunk.readableBytes
+                if total <= limit {
+                    chunk.withUnsafeReadableBytes { body.append(contentsOf: $0) }
+                } else {
+                    body = []
+                    if total - limit > lingerBytes { return .overLimit(drained: false) }
+                }
+            }
+        } catch {
+            return total > limit ? .overLimit(drained: true) : .failed
+        }
+        return total > limit ? .overLimit(drained: true) : .complete(body)
     }
 
     /// nil when the request may proceed, else the 401/403 to send.

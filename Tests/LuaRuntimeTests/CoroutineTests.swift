@@ -28,6 +28,61 @@ import Testing
         #expect(state.top == 0)
     }
 
+    /// A suspended coroutine keeps its state open after its owner lets go of the state (a rebuild or a
+    /// reload while a run waits on HTTP): the run finishes in the state it started in.
+    @Test func aSuspendedCoroutineKeepsItsStateAlive() throws {
+        var co: LuaCoroutine? = nil
+        weak var weakState: LuaState? = nil
+        do {
+            let (state, env) = try makeState()
+            weakState = state
+            let f = try function(
+                "local kept = {} return function(a) kept[1] = a local r = fetch(a) return r .. kept[1] end",
+                in: state, env: env)
+            co = try state.startCoroutine(f, ["x"])
+            #expect(try co?.resume() == .suspended(["wants": "x"]))
+        }
+        #expect(weakState != nil, "the coroutine must hold its state")
+        // Other states come and go meanwhile, as a rebuild makes them.
+        for _ in 0..<3 { _ = try makeState() }
+        #expect(try co?.resume(with: ["y"]) == .finished(["yx"]))
+        co = nil
+        #expect(weakState == nil, "the state closes once its last coroutine is gone")
+    }
+
+    /// A suspended coroutine that is dropped without finishing (its run was cancelled) releases its thread.
+    @Test func aDroppedSuspendedCoroutineReleasesItsThread() throws {
+        let (state, env) = try makeState()
+        let f = try function("return function(a) return fetch(a) end", in: state, env: env)
+        state.collectGarbage()
+        let before = state.memoryUsed
+        for i in 0..<200 {
+            let co = try state.startCoroutine(f, [.int(Int64(i))])
+            _ = try co.resume()
+        }
+        state.collectGarbage()
+        #expect(state.memoryUsed < before + 16_384, "threads of dropped coroutines were kept")
+    }
+
+    /// The memory cap's error has no position of its own (the allocator raises it): it is given the line.
+    @Test func aMemoryKillNamesTheLine() throws {
+        let (state, env) = try makeState(LuaLimits(memoryLimit: 4 << 20))
+        let f = try function(
+            "local keep = {}\nreturn function()\n  for i = 1, 1e7 do\n    keep[#keep + 1] = string.rep('x', 256) .. i\n  end\nend",
+            in: state, env: env)
+        let co = try state.startCoroutine(f, [])
+        do {
+            _ = try co.resume()
+            Issue.record("expected a kill")
+        } catch {
+            #expect(error.kind == .memory)
+            #expect(error.chunk == "co.lua")
+            // The allocator fails on line 4, or the budget hook catches the kill first at the loop on line 3.
+            #expect(error.line == 3 || error.line == 4)
+            #expect(error.message.hasPrefix("co.lua:\(error.line ?? 0): memory limit exceeded"), "\(error.message)")
+        }
+    }
+
     @Test func manyCoroutinesInterleave() throws {
         let (state, env) = try makeState()
         let f = try function(

@@ -10,6 +10,7 @@ import Synchronization
 ///   ANY  /status/NNN         NNN, empty body
 ///   ANY  /slow?ms=N          answers after N ms (default 2000)
 ///   ANY  /switch             503 while `failing` is set, else 200 "ok"
+///   ANY  /redirect?to=URL    302 to URL (not percent-decoded)
 /// Every request is recorded.
 public final class LoopbackServer: Sendable {
     public struct Request: Sendable {
@@ -120,6 +121,7 @@ public final class LoopbackServer: Sendable {
             var status = HTTPResponseStatus.ok
             var payload = ""
             var delay: TimeAmount = .zero
+            var location: String? = nil
             if path == "/customer" {
                 let phone = request.uri.split(separator: "=").last.map(String.init) ?? ""
                 payload = #"{"name":"Acme","phone":"\#(phone)"}"#
@@ -133,6 +135,9 @@ public final class LoopbackServer: Sendable {
             } else if path == "/switch" {
                 status = failing() ? .serviceUnavailable : .ok
                 payload = failing() ? "down for maintenance" : "ok"
+            } else if path == "/redirect" {
+                status = .found
+                location = request.uri.split(separator: "?", maxSplits: 1).last.map { String($0.dropFirst(3)) }
             } else if path == "/slow" {
                 let ms = request.uri.split(separator: "=").last.flatMap { Int64($0) } ?? 2000
                 delay = .milliseconds(ms)
@@ -145,6 +150,7 @@ public final class LoopbackServer: Sendable {
                 headers.add(name: "Content-Type", value: payload.hasPrefix("{") ? "application/json" : "text/plain")
                 headers.add(name: "Content-Length", value: "\(payload.utf8.count)")
                 headers.add(name: "X-Test", value: "yes")
+                if let location { headers.add(name: "Location", value: location) }
                 context.write(
                     self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))),
                     promise: nil)

@@ -59,6 +59,14 @@ import WebhookServer
         try await journal.record(failed, of: queued[1].id, result: .dead)
         try await journal.record(failed, of: queued[2].id, result: .retry(at: now + 60))
 
+        // An attempt that was in flight when an operator redelivered the row does not overwrite the redeliver.
+        let inFlight = try #require(try journal.deliveries(.pending).first)
+        #expect(try journal.redeliver([inFlight.id]) == [inFlight.id])
+        try await journal.record(failed, of: inFlight.id, result: .dead, unchangedSince: inFlight.updatedAt)
+        let after = try #require(try journal.deliveries(.pending).first { $0.id == inFlight.id })
+        #expect(after.attempts == 0)
+        #expect(try journal.attempts(inFlight.id).count == 2)
+
         let rejected = RejectedStore(directory: URL(fileURLWithPath: path).appendingPathComponent("rejected"))
         rejected.keep(
             body: Array("bad".utf8), reason: "r", code: "c", method: "POST", path: "/hooks/x", headers: [], peer: nil)

@@ -100,6 +100,12 @@ int sb_is_host_thread(lua_State *L);
 /// Whether the values at `index` (the host sentinel) and above it make a host suspension.
 int sb_is_host_suspension(lua_State *L, int index);
 
+/// Pushes "chunk:line:" onto L for the innermost Lua frame of `thread` that has a current line (after a
+/// failed lua_resume the thread's stack is not unwound, so this is where it failed), and returns 1; returns
+/// 0 and pushes nothing when there is none. Errors raised by the allocator (memory) carry no position of
+/// their own: this gives them one. Call outside a budget (it allocates). Stack effect on L: +1 or 0.
+int sb_push_position(lua_State *L, lua_State *thread);
+
 // MARK: - Values
 
 /// Pushes the JSON null sentinel (a light userdata whose tostring is "null"). Stack effect: +1.

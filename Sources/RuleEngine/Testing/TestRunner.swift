@@ -149,6 +149,8 @@ public actor TestRunner {
                     }
                     return finish()
                 case .suspended(let request):
+                    // A test runs alone on its own state and worker (this is not an actor: nothing else runs
+                    // in `state` while the test's run(...) call is processed by `worker`).
                     resumeWith = await perform(request, worker: worker)
                 }
             }

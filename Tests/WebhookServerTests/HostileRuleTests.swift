@@ -1,0 +1,330 @@
+import Foundation
+import JSONCore
+import Logging
+import LuaRuntime
+import NIOHTTP1
+import RuleEngine
+import Synchronization
+import TestSupport
+import Testing
+import WebhookServer
+
+/// A hostile rule (one that fills its state to the memory cap, one that spins) must never take down the
+/// server nor disturb another rule's run that is waiting on HTTP in the same Lua state.
+@Suite(.serialized) struct HostileRuleTests {
+    /// Waits on a slow upstream; every run must finish `ok`.
+    static func waitingRule(_ upstream: LoopbackServer, stage: String = "run") -> String {
+        switch stage {
+        case "filter":
+            return """
+                return { name = "wait", on = "channel_create",
+                  filter = function(event)
+                    local r, err = http.get("\(upstream.url("/slow?ms=300"))", { timeout = 20 })
+                    if not r then error(err) end
+                    return r.status == 200
+                  end,
+                  run = function() end }
+                """
+        default:
+            return """
+                return { name = "wait", on = "channel_create", run = function(event)
+                  local r, err = http.get("\(upstream.url("/slow?ms=300"))", { timeout = 20 })
+                  if not r then error(err) end
+                  local again, err2 = http.get("\(upstream.url("/slow?ms=50"))", { timeout = 20 })
+                  if not again then error(err2) end
+                end }
+                """
+        }
+    }
+
+    /// Keeps what it allocates in a module-level table until the memory cap kills it (in `stage`).
+    static func hogRule(stage: String) -> String {
+        let body = """
+            for i = 1, 1e7 do keep[#keep + 1] = string.rep("x", 512) .. i end
+            """
+        switch stage {
+        case "require":
+            return """
+                return { name = "hog", on = "channel_create", run = function()
+                  local m = require "lib.hog"
+                end }
+                """
+        case "filter":
+            return
+                "local keep = {}\nreturn { name = \"hog\", on = \"channel_create\", filter = function() \(body) return true end, run = function() end }"
+        case "transform":
+            return
+                "local keep = {}\nreturn { name = \"hog\", on = \"channel_create\", transform = function(e) \(body) return e end }"
+        case "coroutine":
+            return """
+                local keep = {}
+                return { name = "hog", on = "channel_create", run = function()
+                  local co = coroutine.create(function() \(body) end)
+                  local ok, err = coroutine.resume(co)
+                  error("the kill was caught: " .. tostring(err))
+                end }
+                """
+        default:
+            return "local keep = {}\nreturn { name = \"hog\", on = \"channel_create\", run = function() \(body) end }"
+        }
+    }
+
+    static let spinRule = """
+        return { name = "spin", on = "channel_create", run = function() while true do end end }
+        """
+
+    /// Sends `count` events at once and checks every answer is 200.
+    static func burst(_ server: ServerFixture, _ count: Int) async throws {
+        let body = try sampleBody("channel_create__inbound.json")
+        try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<count {
+                group.addTask { try await server.send(.POST, "/hooks/channel_create", body: body).status }
+            }
+            for try await status in group { #expect(status == 200) }
+        }
+    }
+
+    /// A module whose top level fills the state: a kill inside `require`.
+    static let hogModule = """
+        local keep = {}
+        for i = 1, 1e7 do keep[#keep + 1] = string.rep("x", 512) .. i end
+        return keep
+        """
+
+    /// Waits until the waiting rule has finished `count` runs, whatever their outcome.
+    static func waitForWaitingRuns(_ server: ServerFixture, _ count: Int) async {
+        #expect(
+            await server.eventually(60) {
+                server.metrics.value("switchboard_rule_runs_total", [("rule", "wait")]) == count
+            })
+    }
+
+    func hostile(workers: Int, hogStage: String, waitStage: String = "run") async throws {
+        let upstream = try await LoopbackServer()
+        defer { Task { try? await upstream.stop() } }
+        var rules = [
+            "a_hog.lua": Self.hogRule(stage: hogStage),
+            "b_wait.lua": Self.waitingRule(upstream, stage: waitStage),
+            "c_spin.lua": Self.spinRule,
+        ]
+        if hogStage == "require" { rules["lib/hog.lua"] = Self.hogModule }
+        try await withServer(
+            rules: rules,
+            configure: {
+                $0.workers = workers
+                $0.allowHTTPTo = [CIDR("127.0.0.1/32")!]
+                $0.rules.limits.memoryLimit = 3 << 20
+                $0.rules.limits.instructionLimit = 300_000
+            }
+        ) { server in
+            var sent = 0
+            for _ in 0..<3 {
+                try await Self.burst(server, 12)
+                sent += 12
+                await Self.waitForWaitingRuns(server, sent)
+            }
+            #expect(server.metrics.value("switchboard_rule_runs_total", [("rule", "wait"), ("outcome", "ok")]) == sent)
+            #expect(
+                server.metrics.value("switchboard_rule_runs_total", [("rule", "hog"), ("outcome", "error")]) == sent)
+            #expect(
+                server.metrics.value("switchboard_rule_runs_total", [("rule", "spin"), ("outcome", "error")]) == sent)
+            // The memory kill names the file and line like every other error (the module's, inside require).
+            let file = hogStage == "require" ? "lib/hog.lua:2" : "a_hog.lua:"
+            #expect(
+                server.logs.contains(.warning, file),
+                "\(server.logs.lines.withLock { $0.filter { $0.0 == .warning }.prefix(2) })")
+            #expect(!server.logs.contains(.warning, ".lua:?"))
+            let health = try await server.send(.GET, "/healthz")
+            #expect(health.status == 200)
+        }
+    }
+
+    @Test(arguments: [1, 2]) func aKilledRuleNeverDisturbsARunWaitingOnHTTP(workers: Int) async throws {
+        try await hostile(workers: workers, hogStage: "run")
+    }
+
+    @Test(arguments: ["filter", "transform", "coroutine", "require"]) func killsInEveryStage(stage: String) async throws
+    {
+        try await hostile(workers: 1, hogStage: stage)
+    }
+
+    @Test func aRunWaitingInFilterSurvivesKills() async throws {
+        try await hostile(workers: 1, hogStage: "run", waitStage: "filter")
+    }
+
+    /// Reloads swap the rule set while runs wait on HTTP and others are killed: every waiting run finishes on
+    /// the set it started with.
+    @Test func killsWhileReloadsSwapTheRuleSet() async throws {
+        let upstream = try await LoopbackServer()
+        defer { Task { try? await upstream.stop() } }
+        let dir = try RulesDirectory()
+        try dir.write("a_hog.lua", Self.hogRule(stage: "run"))
+        try dir.write("b_wait.lua", Self.waitingRule(upstream))
+        try dir.write("c_spin.lua", Self.spinRule)
+        try await withServer(
+            directory: dir.path, watch: false,
+            configure: {
+                $0.workers = 1
+                $0.allowHTTPTo = [CIDR("127.0.0.1/32")!]
+                $0.rules.limits.memoryLimit = 3 << 20
+                $0.rules.limits.instructionLimit = 300_000
+            }
+        ) { server in
+            var sent = 0
+            for round in 1...3 {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask { try await Self.burst(server, 12) }
+                    group.addTask {
+                        try await Task.sleep(for: .milliseconds(100))
+                        try dir.write("c_spin.lua", Self.spinRule + "\n-- round \(round)\n")
+                        let result = await server.dispatcher.reload(directory: dir.path, reason: "test")
+                        #expect(result.ok && result.changed)
+                    }
+                    try await group.waitForAll()
+                }
+                sent += 12
+                await Self.waitForWaitingRuns(server, sent)
+            }
+            #expect(server.metrics.value("switchboard_rule_runs_total", [("rule", "wait"), ("outcome", "ok")]) == sent)
+            #expect(server.dispatcher.generation.version == 4)
+        }
+    }
+}
+
+@Suite struct OverLimitBodyTests {
+    /// Sends a request the way Python's urllib does (whole body first, `Connection: close`, no
+    /// `Expect: 100-continue`) on a plain socket with send and receive timeouts, and returns what came back.
+    static func sendWholeBodyThenRead(port: Int, bodyBytes: Int) throws -> String {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        precondition(fd >= 0)
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: 20, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard connected == 0 else { throw CocoaError(.fileReadUnknown) }
+        let head =
+            "POST /hooks/channel_create HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            + "Content-Length: \(bodyBytes)\r\nConnection: close\r\n\r\n"
+        var bytes = Array(head.utf8) + [UInt8](repeating: UInt8(ascii: " "), count: bodyBytes)
+        var sent = 0
+        while sent < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { send(fd, $0.baseAddress! + sent, $0.count - sent, 0) }
+            guard n > 0 else { throw CocoaError(.fileWriteUnknown, userInfo: ["sent": sent]) }
+            sent += n
+        }
+        bytes = []
+        var answer: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {  // until the head and Content-Length bytes of body are in, as an HTTP client reads
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, 0) }
+            if n <= 0 { break }
+            answer += buffer[0..<n]
+            let text = String(decoding: answer, as: UTF8.self)
+            if let end = text.range(of: "\r\n\r\n"),
+                let line = text[..<end.lowerBound].split(separator: "\r\n").first(where: {
+                    $0.lowercased().hasPrefix("content-length:")
+                }),
+                let length = Int(line.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)),
+                text.utf8.count - text[..<end.upperBound].utf8.count >= length
+            {
+                break
+            }
+        }
+        return String(decoding: answer, as: UTF8.self)
+    }
+
+    @Test func aClientThatSendsAnOverLimitBodyToItsEndReadsThe413() async throws {
+        try await withServer { server in
+            let port = Int(server.base.split(separator: ":").last!)!
+            let answer = try await Task.detached {
+                try Self.sendWholeBodyThenRead(port: port, bodyBytes: 10 << 20)
+            }.value
+            #expect(answer.hasPrefix("HTTP/1.1 413"), "got: \(answer.prefix(200))")
+            #expect(answer.contains("body is over the limit of 1048576 bytes"))
+            // The connection still works for the next client.
+            let next = try await server.send(
+                .POST, "/hooks/channel_create", body: try sampleBody("channel_create__inbound.json"))
+            #expect(next.status == 200)
+        }
+    }
+}
+
+/// DNS rebinding: the address checked against the internal-network policy is the address connected to.
+@Suite struct PinnedAddressTests {
+    /// Names only this resolver knows: were the connection to resolve the name again (the system resolver),
+    /// it could not find them, so a request that arrives proves it went to the checked address.
+    static func resolver(_ names: [String: [UInt8]]) -> GuardedHTTPClient.Resolver {
+        { host in
+            guard let address = names[host] else { throw OutboundHTTPError("cannot resolve \(host)") }
+            return [address]
+        }
+    }
+
+    @Test func theCheckedAddressIsTheOneConnectedTo() async throws {
+        let upstream = try await LoopbackServer()
+        defer { Task { try? await upstream.stop() } }
+        let client = GuardedHTTPClient(
+            allowed: [CIDR("127.0.0.1/32")!], resolver: Self.resolver(["crm.rebind.test": [127, 0, 0, 1]]))
+        defer { Task { try? await client.shutdown() } }
+        let response = try await client.execute(
+            OutboundRequest(method: "GET", url: "http://crm.rebind.test:\(upstream.port)/echo", timeout: .seconds(5)))
+        #expect(response.status == 200)
+        #expect(
+            upstream.requests.last?.headers.contains {
+                $0.0.lowercased() == "host" && $0.1 == "crm.rebind.test:\(upstream.port)"
+            } == true)
+    }
+
+    @Test func aNameThatResolvesInternalIsRefusedBeforeAnyConnection() async throws {
+        let upstream = try await LoopbackServer()
+        defer { Task { try? await upstream.stop() } }
+        let client = GuardedHTTPClient(allowed: [], resolver: Self.resolver(["crm.rebind.test": [127, 0, 0, 1]]))
+        defer { Task { try? await client.shutdown() } }
+        await #expect(throws: OutboundHTTPError.self) {
+            _ = try await client.execute(
+                OutboundRequest(
+                    method: "GET", url: "http://crm.rebind.test:\(upstream.port)/echo", timeout: .seconds(5)))
+        }
+        #expect(upstream.requests.isEmpty)
+    }
+
+    @Test func redirectsArePinnedAndCheckedHopByHop() async throws {
+        let upstream = try await LoopbackServer()
+        defer { Task { try? await upstream.stop() } }
+        let names: [String: [UInt8]] = [
+            "a.rebind.test": [127, 0, 0, 1], "b.rebind.test": [127, 0, 0, 1], "inside.rebind.test": [10, 1, 2, 3],
+        ]
+        let client = GuardedHTTPClient(allowed: [CIDR("127.0.0.1/32")!], resolver: Self.resolver(names))
+        defer { Task { try? await client.shutdown() } }
+        let followed = try await client.execute(
+            OutboundRequest(
+                method: "GET",
+                url: "http://a.rebind.test:\(upstream.port)/redirect?to=http://b.rebind.test:\(upstream.port)/echo",
+                timeout: .seconds(5)))
+        #expect(followed.status == 200)
+        #expect(upstream.requests.last?.uri == "/echo")
+        #expect(
+            upstream.requests.last?.headers.contains { $0.0.lowercased() == "host" && $0.1.hasPrefix("b.rebind.test") }
+                == true)
+        // A redirect to a name that resolves inside is refused: the hop is checked like the first request.
+        do {
+            _ = try await client.execute(
+                OutboundRequest(
+                    method: "GET",
+                    url: "http://a.rebind.test:\(upstream.port)/redirect?to=http://inside.rebind.test/x",
+                    timeout: .seconds(5)))
+            Issue.record("expected a refusal")
+        } catch let error as OutboundHTTPError {
+            #expect(error.message.contains("refused: inside.rebind.test is an internal address (10.1.2.3)"))
+        }
+    }
+}
