@@ -2,10 +2,14 @@
 #   make run     install what is missing, build, check the rules, start the server on 127.0.0.1:8080
 #   make test    install what is missing, build, run the Swift tests, then check and test the rules in rules/
 #   make bench   release build; the engine beside lua5.4 + lua-cjson, the server beside nginx-lua
+#   make fuzz    the libFuzzer targets, FUZZ_SECONDS each (default 300)
 SWIFT ?= swift
 BIN := .build/debug/switchboard
+FUZZ_SECONDS ?= 300
+# How long `make test` runs each fuzz target (a smoke run; `make fuzz` is the real one).
+TEST_FUZZ_SECONDS ?= 15
 
-.PHONY: deps build run test bench clean
+.PHONY: deps build run test asan fuzz bench clean
 
 deps:
 	@scripts/deps.sh
@@ -27,6 +31,15 @@ test: build
 	@echo "switchboard decode: every file in samples/ decoded"
 	$(BIN) check --rules rules
 	$(BIN) test --rules rules
+	scripts/asan.sh
+	scripts/fuzz.sh $(TEST_FUZZ_SECONDS)
+
+# The Lua bridge's tests under AddressSanitizer (part of `make test`).
+asan: deps
+	scripts/asan.sh
+
+fuzz: deps
+	scripts/fuzz.sh $(FUZZ_SECONDS)
 
 bench:
 	@scripts/deps.sh bench
@@ -34,4 +47,4 @@ bench:
 	scripts/serve_bench.sh
 
 clean:
-	rm -rf .build
+	rm -rf .build .build-asan .build-fuzz

@@ -94,6 +94,10 @@ let package = Package(
             dependencies: ["KazooEvents", "JSONCore", "LuaRuntime", "RuleEngine"],
             swiftSettings: swiftSettings
         ),
+        // `make fuzz`: libFuzzer targets (built with --sanitize=fuzzer -DFUZZING; otherwise they replay files).
+        .target(
+            name: "FuzzTargets", dependencies: ["JSONCore", "KazooEvents", "LuaRuntime"], swiftSettings: swiftSettings),
+        .executableTarget(name: "SwitchboardFuzz", dependencies: ["FuzzTargets"], swiftSettings: swiftSettings),
         // Test helpers shared by test targets: a real HTTP server on 127.0.0.1.
         .target(
             name: "TestSupport",
@@ -106,6 +110,8 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "JSONCoreTests", dependencies: ["JSONCore"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "FuzzRegressionTests", dependencies: ["FuzzTargets"], exclude: ["inputs"], swiftSettings: swiftSettings),
         .testTarget(name: "LuaRuntimeTests", dependencies: ["LuaRuntime", "JSONCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "KazooEventsTests",

@@ -86,6 +86,8 @@ extension LuaState {
         precondition(!coroutine.isFinished, "resumed a finished coroutine")
         precondition(coroutine.state === self, "resumed a coroutine through a state it was not started in")
         let thread = coroutine.thread
+        sb_touch(L)
+        sb_touch(thread)
         let threadStack = LuaStack(L: thread)
         var count = coroutine.argumentCount
         if coroutine.started {

@@ -1,0 +1,1 @@
+local s = string.rep("\xff\xfe", 1000) return s, { [s] = s }

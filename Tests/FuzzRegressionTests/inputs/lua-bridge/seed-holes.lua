@@ -1,0 +1,1 @@
+return { 1, 2, nil, 4, [10] = 10, x = json and 1 }

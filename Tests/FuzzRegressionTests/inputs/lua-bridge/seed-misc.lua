@@ -1,0 +1,1 @@
+return pcall(error), select("#", nil, nil), load("return 1")()

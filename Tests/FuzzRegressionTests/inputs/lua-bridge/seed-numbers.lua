@@ -1,0 +1,1 @@
+return 0/0, math.huge, -math.huge, math.mininteger, 2^63, -0.0

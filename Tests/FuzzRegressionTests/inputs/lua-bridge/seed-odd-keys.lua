@@ -1,0 +1,1 @@
+return { f = function() end, [true] = 1, [1.5] = 2, [{}] = 3 }

@@ -1,0 +1,1 @@
+local co = coroutine.create(function() coroutine.yield(1) end) return co, coroutine.resume(co)
