@@ -1,221 +1,23 @@
-// See CLuaShim.h for why this file exists. Every lua_error in Switchboard is raised from here.
-#include "CLuaShim.h"
+// The sandbox, by allow-list: what rules may reach is listed here, at the top, and nothing else is opened.
+// Also the sandbox's own versions of base functions (a kill cannot be caught), environments and require.
+#include "internal.h"
 
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-/// Extra bytes a killed state may still allocate, so that error messages and tracebacks can be built while
-/// the kill unwinds. The script itself cannot use them: every instruction it runs after a kill raises again.
-#define SB_KILL_HEADROOM (1024 * 1024)
+// MARK: - Allow-lists
 
-/// Per-state bookkeeping, reached through the allocator's userdata.
-typedef struct sb_runtime {
-    size_t used;
-    size_t limit;
-    int enforcing;  // 1 while a budgeted call runs: the memory cap applies
-    int in_host;    // > 0 while Swift host code runs: never fail an allocation under a Swift frame
-    int killed;     // SB_KILL_*; sticky until sb_budget_end
-    int64_t instructions_left;
-    int64_t instruction_limit;
-    double deadline;  // CLOCK_MONOTONIC seconds; 0 when none
-    double seconds;
-} sb_runtime;
+/// Base functions copied into every environment (pcall, xpcall, setmetatable, collectgarbage and load are
+/// the sandbox's own versions, below). Libraries: string (without dump), table, math, utf8, and these:
+static const char *const base_names[] = {
+    "assert", "error", "getmetatable", "ipairs", "next", "pairs", "rawequal", "rawget", "rawlen",
+    "rawset", "select", "tonumber", "tostring", "type", "_VERSION", NULL};
+static const char *const os_names[] = {"time", "clock", "date", NULL};
+static const char *const coroutine_names[] = {
+    "create", "isyieldable", "running", "status", "wrap", "yield", NULL};
 
-static sb_host_dispatch sb_dispatch = NULL;
-static const char sb_null_sentinel = 0;
-static const char sb_suspend_sentinel = 0;
 static const char sb_template_key = 0;
-static const char sb_array_mt_key = 0;
-static const char sb_object_mt_key = 0;
-
-static int sb_new_environment_unprotected(lua_State *L);
-
-static sb_runtime *sb_rt(lua_State *L) {
-    void *ud = NULL;
-    lua_getallocf(L, &ud);
-    return (sb_runtime *)ud;
-}
-
-static double sb_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-// MARK: - Allocator
-
-static void *sb_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
-    sb_runtime *rt = (sb_runtime *)ud;
-    if (ptr == NULL) osize = 0;  // osize then encodes the object type, not a size
-    if (nsize == 0) {
-        free(ptr);
-        rt->used -= osize;
-        return NULL;
-    }
-    if (nsize > osize && rt->enforcing && rt->in_host == 0) {
-        size_t cap = rt->killed ? rt->limit + SB_KILL_HEADROOM : rt->limit;
-        if (rt->used + (nsize - osize) > cap) {
-            if (rt->killed == SB_KILL_NONE) rt->killed = SB_KILL_MEMORY;
-            return NULL;  // Lua raises LUA_ERRMEM; the sandbox's pcall re-raises it as a kill
-        }
-    }
-    void *block = realloc(ptr, nsize);
-    if (block == NULL) return NULL;
-    rt->used = rt->used - osize + nsize;
-    return block;
-}
-
-// MARK: - Kills
-
-/// Raises the kill's message, prefixed with the position at stack `level`. Never returns.
-static int sb_raise_kill(lua_State *L, int level) {
-    sb_runtime *rt = sb_rt(L);
-    luaL_where(L, level);
-    switch (rt->killed) {
-        case SB_KILL_INSTRUCTIONS:
-            lua_pushfstring(L, "instruction limit exceeded (%I instructions)", (lua_Integer)rt->instruction_limit);
-            break;
-        case SB_KILL_DEADLINE:
-            lua_pushfstring(L, "time limit exceeded (%f s)", (lua_Number)rt->seconds);
-            break;
-        default:
-            lua_pushfstring(L, "memory limit exceeded (%I bytes)", (lua_Integer)rt->limit);
-            break;
-    }
-    lua_concat(L, 2);
-    return lua_error(L);
-}
-
-static void sb_hook(lua_State *L, lua_Debug *ar) {
-    (void)ar;
-    sb_runtime *rt = sb_rt(L);
-    if (!rt->enforcing) return;
-    if (rt->killed == SB_KILL_NONE) {
-        rt->instructions_left -= SB_HOOK_STRIDE;
-        if (rt->instructions_left < 0) {
-            rt->killed = SB_KILL_INSTRUCTIONS;
-        } else if (rt->deadline > 0 && sb_now() > rt->deadline) {
-            rt->killed = SB_KILL_DEADLINE;
-        }
-    }
-    if (rt->killed != SB_KILL_NONE) sb_raise_kill(L, 0);
-}
-
-static int sb_panic(lua_State *L) {
-    const char *message = lua_tostring(L, -1);
-    fprintf(stderr, "switchboard: unprotected Lua error (a bug in Switchboard): %s\n",
-            message ? message : "(not a string)");
-    fflush(stderr);
-    abort();
-    return 0;
-}
-
-// MARK: - Lifecycle
-
-lua_State *sb_newstate(size_t memory_limit) {
-    sb_runtime *rt = calloc(1, sizeof(sb_runtime));
-    if (rt == NULL) return NULL;
-    rt->limit = memory_limit;
-    lua_State *L = lua_newstate(sb_alloc, rt);
-    if (L == NULL) {
-        free(rt);
-        return NULL;
-    }
-    lua_atpanic(L, sb_panic);
-    *(const void **)lua_getextraspace(L) = NULL;  // threads copy it: only sb_mark_host_thread sets the marker
-    // Threads inherit the hook from the thread that creates them, so every coroutine is budgeted too.
-    lua_sethook(L, sb_hook, LUA_MASKCOUNT, SB_HOOK_STRIDE);
-    return L;
-}
-
-void sb_close(lua_State *L) {
-    sb_runtime *rt = sb_rt(L);
-    lua_close(L);
-    free(rt);
-}
-
-void sb_set_host_dispatch(sb_host_dispatch dispatch) { sb_dispatch = dispatch; }
-
-// MARK: - Budget
-
-void sb_budget_begin(lua_State *L, int64_t instructions, double seconds) {
-    sb_runtime *rt = sb_rt(L);
-    rt->enforcing = 1;
-    rt->killed = SB_KILL_NONE;
-    rt->instruction_limit = instructions;
-    rt->instructions_left = instructions;
-    rt->seconds = seconds;
-    rt->deadline = seconds > 0 ? sb_now() + seconds : 0;
-}
-
-int sb_budget_end(lua_State *L) {
-    sb_runtime *rt = sb_rt(L);
-    int killed = rt->killed;
-    rt->enforcing = 0;
-    rt->killed = SB_KILL_NONE;
-    return killed;
-}
-
-int64_t sb_budget_instructions_left(lua_State *L) { return sb_rt(L)->instructions_left; }
-size_t sb_memory_used(lua_State *L) { return sb_rt(L)->used; }
-void sb_set_memory_limit(lua_State *L, size_t limit) { sb_rt(L)->limit = limit; }
-size_t sb_memory_limit(lua_State *L) { return sb_rt(L)->limit; }
-void sb_collect_garbage(lua_State *L) { lua_gc(L, LUA_GCCOLLECT); }
-
-// MARK: - Host functions
-
-static int sb_host_trampoline(lua_State *L) {
-    sb_runtime *rt = sb_rt(L);
-    void *box = lua_touserdata(L, lua_upvalueindex(1));
-    rt->in_host++;
-    int results = sb_dispatch(L, box);
-    rt->in_host--;
-    if (results == SB_SUSPEND) {
-        lua_pushlightuserdata(L, (void *)&sb_suspend_sentinel);
-        lua_insert(L, -2);
-        return lua_yield(L, 2);
-    }
-    if (results == SB_RAISE) {
-        luaL_where(L, 1);  // "chunk:line: " of the Lua code that called the host function
-        lua_insert(L, -2);
-        lua_concat(L, 2);
-        return lua_error(L);
-    }
-    if (rt->enforcing && rt->killed == SB_KILL_NONE && rt->used > rt->limit) rt->killed = SB_KILL_MEMORY;
-    if (rt->killed != SB_KILL_NONE) return sb_raise_kill(L, 1);
-    return results;
-}
-
-void sb_push_host_function(lua_State *L, void *box) {
-    lua_pushlightuserdata(L, box);
-    lua_pushcclosure(L, sb_host_trampoline, 1);
-}
-
-// MARK: - Protected calls
-
-static int sb_message_handler(lua_State *L) {
-    const char *message = lua_tostring(L, 1);
-    if (message == NULL) {
-        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) {
-            message = lua_tostring(L, -1);
-        } else {
-            message = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-        }
-    }
-    luaL_traceback(L, L, message, 1);
-    return 1;
-}
-
-int sb_pcall_traceback(lua_State *L, int nargs, int nresults) {
-    int base = lua_gettop(L) - nargs;  // the function's index
-    lua_pushcfunction(L, sb_message_handler);
-    lua_insert(L, base);
-    int status = lua_pcall(L, nargs, nresults, base);
-    lua_remove(L, base);
-    return status;
-}
+const char sb_array_mt_key = 0;
+const char sb_object_mt_key = 0;
 
 // MARK: - The sandbox's own base functions
 
@@ -373,12 +175,6 @@ static void sb_make_marker(lua_State *L, const void *key, const char *name) {
 }
 
 static int sb_open_sandbox_unprotected(lua_State *L) {
-    static const char *const base_names[] = {
-        "assert", "error", "getmetatable", "ipairs", "next", "pairs", "rawequal", "rawget", "rawlen",
-        "rawset", "select", "tonumber", "tostring", "type", "_VERSION", NULL};
-    static const char *const os_names[] = {"time", "clock", "date", NULL};
-    static const char *const coroutine_names[] = {
-        "create", "isyieldable", "running", "status", "wrap", "yield", NULL};
 
     lua_newtable(L);  // the template
     int template_index = lua_gettop(L);
@@ -463,7 +259,7 @@ int sb_open_sandbox(lua_State *L) {
     return status;
 }
 
-static int sb_new_environment_unprotected(lua_State *L) {
+int sb_new_environment_unprotected(lua_State *L) {
     lua_newtable(L);
     int env = lua_gettop(L);
     lua_rawgetp(L, LUA_REGISTRYINDEX, &sb_template_key);
@@ -573,75 +369,4 @@ static int sb_mark(lua_State *L) {
 void sb_push_marker_function(lua_State *L, int kind) {
     lua_pushinteger(L, kind);
     lua_pushcclosure(L, sb_mark, 1);
-}
-
-static const char sb_host_thread_marker = 0;
-
-void sb_mark_host_thread(lua_State *thread) {
-    *(const void **)lua_getextraspace(thread) = &sb_host_thread_marker;
-}
-
-int sb_is_host_thread(lua_State *L) {
-    return *(const void **)lua_getextraspace(L) == (const void *)&sb_host_thread_marker;
-}
-
-void sb_touch(lua_State *L) {
-    // An instrumented read of the state's own memory: under AddressSanitizer a state or thread that was
-    // already closed is reported here (heap-use-after-free), before uninstrumented liblua code reads it.
-    volatile const unsigned char *bytes = (volatile const unsigned char *)L;
-    (void)bytes[0];
-}
-
-int sb_push_position(lua_State *L, lua_State *thread) {
-    lua_Debug ar;
-    for (int level = 0; lua_getstack(thread, level, &ar); level++) {
-        if (!lua_getinfo(thread, "Sl", &ar)) break;
-        if (ar.currentline > 0) {
-            lua_pushfstring(L, "%s:%d:", ar.short_src, ar.currentline);
-            return 1;
-        }
-    }
-    return 0;
-}
-
-int sb_is_host_suspension(lua_State *L, int index) {
-    return lua_type(L, index) == LUA_TLIGHTUSERDATA && lua_touserdata(L, index) == (void *)&sb_suspend_sentinel;
-}
-
-int sb_load_text(lua_State *L, const char *source, size_t length, const char *chunkname, int env_index) {
-    int env = lua_absindex(L, env_index);
-    int status = luaL_loadbufferx(L, source, length, chunkname, "t");
-    if (status != LUA_OK) return status;
-    lua_pushvalue(L, env);
-    if (lua_setupvalue(L, -2, 1) == NULL) lua_pop(L, 1);
-    return LUA_OK;
-}
-
-// MARK: - Values
-
-void sb_push_null(lua_State *L) { lua_pushlightuserdata(L, (void *)&sb_null_sentinel); }
-
-int sb_is_null(lua_State *L, int index) {
-    return lua_type(L, index) == LUA_TLIGHTUSERDATA && lua_touserdata(L, index) == (void *)&sb_null_sentinel;
-}
-
-void sb_mark_table(lua_State *L, int index, int kind) {
-    int table = lua_absindex(L, index);
-    lua_rawgetp(L, LUA_REGISTRYINDEX, kind == 1 ? (const void *)&sb_array_mt_key : (const void *)&sb_object_mt_key);
-    lua_setmetatable(L, table);
-}
-
-int sb_table_marker(lua_State *L, int index) {
-    if (!lua_getmetatable(L, index)) return 0;
-    int marker = 0;
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &sb_array_mt_key);
-    if (lua_rawequal(L, -1, -2)) {
-        marker = 1;
-    } else {
-        lua_rawgetp(L, LUA_REGISTRYINDEX, &sb_object_mt_key);
-        if (lua_rawequal(L, -1, -3)) marker = 2;
-        lua_pop(L, 1);
-    }
-    lua_pop(L, 2);
-    return marker;
 }
