@@ -52,13 +52,41 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // `switchboard test`: rule test files, HTTP mocks, expectations.
+        .target(
+            name: "RuleTesting", dependencies: ["RuleEngine", "LuaRuntime", "KazooEvents", "JSONCore"],
+            swiftSettings: swiftSettings),
+        // Everything durable: the journal of accepted events, the outbox and its attempt log, rejected bodies,
+        // retention, de-duplication keys. SQLite (GRDB) is the embedded backend. No HTTP server.
+        .target(
+            name: "EventStore",
+            dependencies: [
+                "RuleEngine", "KazooEvents", "JSONCore",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Sending forwards: the outbox service (the retry engine), the guarded HTTP client and its
+        // internal-network policy.
+        .target(
+            name: "Delivery",
+            dependencies: [
+                "RuleEngine", "EventStore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // The Hummingbird application: webhook routes, auth, health, metrics, the event dispatcher.
         .target(
             name: "WebhookServer",
             dependencies: [
-                "RuleEngine", "KazooEvents", "JSONCore",
+                "RuleEngine", "KazooEvents", "JSONCore", "EventStore", "Delivery",
                 .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -73,7 +101,8 @@ let package = Package(
         .target(
             name: "SwitchboardCLI",
             dependencies: [
-                "KazooEvents", "JSONCore", "LuaRuntime", "RuleEngine", "WebhookServer",
+                "KazooEvents", "JSONCore", "LuaRuntime", "RuleEngine", "RuleTesting", "EventStore", "Delivery",
+                "WebhookServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -126,9 +155,13 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "RuleTestingTests", dependencies: ["RuleTesting", "RuleEngine", "LuaRuntime", "JSONCore"],
+            swiftSettings: swiftSettings),
+        .testTarget(
             name: "WebhookServerTests",
             dependencies: [
-                "WebhookServer", "RuleEngine", "KazooEvents", "JSONCore", "LuaRuntime", "TestSupport",
+                "WebhookServer", "EventStore", "Delivery", "RuleEngine", "KazooEvents", "JSONCore", "LuaRuntime",
+                "TestSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -139,7 +172,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SwitchboardCLITests",
-            dependencies: ["SwitchboardCLI", "KazooEvents", "JSONCore", "WebhookServer", "RuleEngine"],
+            dependencies: ["SwitchboardCLI", "KazooEvents", "JSONCore", "WebhookServer", "EventStore", "RuleEngine"],
             swiftSettings: swiftSettings
         ),
     ]

@@ -1,7 +1,7 @@
 import Foundation
-import JSONCore
+package import JSONCore
 import KazooEvents
-import LuaRuntime
+package import LuaRuntime
 
 /// What the host API is doing right now: which file is loading, or which rule run is executing. The API
 /// checks it so that a call where it cannot work is a clear error (http while a file loads, for example).
@@ -40,7 +40,7 @@ final class RuleRun {
 
 /// Installs the API rules see (`log`, `http`, `json`, `kazoo`, `env`, `forward`, `print`) into a state's
 /// template, so every rule and module environment gets it. One function per area below.
-enum HostAPI {
+package enum HostAPI {
     static func install(in state: LuaState, context: RunContext, configuration: RuleConfiguration) throws(LuaError) {
         try state.installGlobal("log", logTable(context))
         try state.installGlobal("print", .function(print(context)))
@@ -92,7 +92,7 @@ enum HostAPI {
     }
 
     /// How print and log show a value that is not a string.
-    static func render(_ value: JSONValue) -> String {
+    package static func render(_ value: JSONValue) -> String {
         switch value {
         case .string(let s): s
         case .null: "nil"
@@ -106,7 +106,7 @@ enum HostAPI {
 
     // MARK: json
 
-    static func jsonTable() -> HostValue {
+    package static func jsonTable() -> HostValue {
         .table([
             "encode": .function { args in
                 [.string(try encode(args[1], context: "json.encode"))]
@@ -275,7 +275,7 @@ enum HostAPI {
 
     // MARK: kazoo
 
-    static func kazooTable() -> HostValue {
+    package static func kazooTable() -> HostValue {
         .table([
             "unix": .function { args in
                 guard let g = args[1].doubleValue else {

@@ -10,7 +10,7 @@ struct LoadedRule {
 }
 
 /// Compiles rule files into a Lua state and checks their tables.
-struct RuleLoader {
+package struct RuleLoader {
     let state: LuaState
     let context: RunContext
     let source: RuleSource
@@ -278,7 +278,7 @@ struct RuleLoader {
     }
 
     /// Lua prefixes messages with "file:line:"; diagnostics carry those separately.
-    static func strip(_ message: String, file: String) -> String {
+    package static func strip(_ message: String, file: String) -> String {
         guard message.hasPrefix(file + ":") else { return message }
         let rest = message.dropFirst(file.count + 1).drop(while: { $0.isNumber })
         return rest.hasPrefix(": ") ? String(rest.dropFirst(2)) : message

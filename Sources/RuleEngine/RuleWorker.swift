@@ -105,7 +105,7 @@ public actor RuleWorker {
     /// The event as rules see it: every field, plus `kind`, `name`, `unix_time` (and `meta`). `id` is the
     /// payload's own when it has one (object and sms payloads do), else `meta.id`: either way the same on
     /// every run of the same accepted event.
-    static func luaEvent(_ event: WebhookEvent, meta: JSONValue?) -> JSONValue {
+    package static func luaEvent(_ event: WebhookEvent, meta: JSONValue?) -> JSONValue {
         var fields = event.fields
         fields["kind"] = .string(event.kind.rawValue)
         fields["name"] = .string(event.name)

@@ -1,7 +1,7 @@
 public import ArgumentParser
+import EventStore
 import Foundation
 import JSONCore
-import WebhookServer
 
 /// A command could not do its job (not a usage mistake): printed as `Error: …` without the usage text.
 struct CommandFailure: Error, CustomStringConvertible {

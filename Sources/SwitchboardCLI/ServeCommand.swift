@@ -1,4 +1,6 @@
 public import ArgumentParser
+import Delivery
+import EventStore
 import Foundation
 import KazooEvents
 public import Logging

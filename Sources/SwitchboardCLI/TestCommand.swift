@@ -2,6 +2,7 @@ public import ArgumentParser
 import Foundation
 import JSONCore
 public import RuleEngine
+public import RuleTesting
 
 /// `switchboard test`: run rule test files.
 public struct TestCommand: AsyncParsableCommand {

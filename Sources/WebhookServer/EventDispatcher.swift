@@ -1,3 +1,5 @@
+import Delivery
+public import EventStore
 public import Foundation
 public import JSONCore
 public import KazooEvents

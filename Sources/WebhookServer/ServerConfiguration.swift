@@ -1,3 +1,5 @@
+public import Delivery
+import EventStore
 public import Foundation
 public import KazooEvents
 public import RuleEngine

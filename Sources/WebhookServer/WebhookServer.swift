@@ -1,3 +1,5 @@
+import Delivery
+import EventStore
 import Foundation
 import HTTPTypes
 public import Hummingbird

@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import EventStore
 import Foundation
 import JSONCore
 import NIOCore

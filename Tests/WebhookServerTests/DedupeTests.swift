@@ -2,6 +2,7 @@ import Foundation
 import JSONCore
 import Logging
 import NIOHTTP1
+import RuleEngine
 import Testing
 import WebhookServer
 

@@ -1,7 +1,10 @@
+import Delivery
+import EventStore
 import Foundation
 import JSONCore
 import NIOHTTP1
 import TestSupport
+import RuleEngine
 import Testing
 import WebhookServer
 

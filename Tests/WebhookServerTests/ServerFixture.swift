@@ -1,4 +1,6 @@
 import AsyncHTTPClient
+import Delivery
+import EventStore
 import Foundation
 import JSONCore
 import Logging

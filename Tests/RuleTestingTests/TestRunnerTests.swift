@@ -3,7 +3,11 @@ import JSONCore
 import KazooEvents
 import LuaRuntime
 import RuleEngine
+import RuleTesting
 import Testing
+
+let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+    .appendingPathComponent("../..").standardizedFileURL
 
 @Suite struct TestRunnerTests {
     let rule = """

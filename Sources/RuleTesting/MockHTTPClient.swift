@@ -1,5 +1,6 @@
 public import JSONCore
 import LuaRuntime
+public import RuleEngine
 import Synchronization
 
 /// The HTTP client rule tests use: answers from `http.mock{…}` declarations, and a record of every request

@@ -2,6 +2,7 @@ import Foundation
 public import JSONCore
 public import KazooEvents
 import LuaRuntime
+public import RuleEngine
 
 /// One test's result.
 public struct TestResult: Sendable, Hashable {

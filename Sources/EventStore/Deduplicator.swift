@@ -1,13 +1,13 @@
 import Foundation
 import JSONCore
-import KazooEvents
+package import KazooEvents
 import Synchronization
 
 /// Recognises Kazoo sending the same event again within a window (delivery.md §5: resends, the same event
 /// reaching a hook twice). Only channel events and notifications have a key; everything else always passes.
 ///
 /// Kept in memory: after a restart the window starts empty.
-final class Deduplicator: Sendable {
+package final class Deduplicator: Sendable {
     private struct State {
         var expiry: [String: Double] = [:]
         var order: [(key: String, expires: Double)] = []
@@ -17,13 +17,13 @@ final class Deduplicator: Sendable {
     let capacity: Int
     private let state = Mutex(State())
 
-    init(window: Double, capacity: Int = 200_000) {
+    package init(window: Double, capacity: Int = 200_000) {
         self.window = window
         self.capacity = capacity
     }
 
     /// hook id + call_id + hook_event + timestamp for channel events; hook id + msg_id for notifications.
-    static func key(for event: WebhookEvent, hookID: String?) -> String? {
+    package static func key(for event: WebhookEvent, hookID: String?) -> String? {
         let hook = hookID ?? event.hook ?? "-"
         if event.kind == .channel {
             guard let call = event.callID else { return nil }
@@ -36,7 +36,7 @@ final class Deduplicator: Sendable {
     }
 
     /// True the first time a key is seen within the window (and remembers it); false for a repeat.
-    func firstSighting(_ key: String, now: Double = Date().timeIntervalSince1970) -> Bool {
+    package func firstSighting(_ key: String, now: Double = Date().timeIntervalSince1970) -> Bool {
         state.withLock { s in
             while s.head < s.order.count, s.order[s.head].expires <= now || s.order.count - s.head > capacity {
                 let old = s.order[s.head]
@@ -55,7 +55,7 @@ final class Deduplicator: Sendable {
     }
 
     /// Forgets a key, when the event it let through could not be accepted after all.
-    func forget(_ key: String) {
+    package func forget(_ key: String) {
         _ = state.withLock { $0.expiry.removeValue(forKey: key) }
     }
 }

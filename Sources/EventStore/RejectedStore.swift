@@ -1,5 +1,4 @@
 public import Foundation
-import NIOCore
 import Synchronization
 
 /// Keeps every request answered 4xx for an operator to inspect: the body as received and a JSON file with
@@ -98,7 +97,7 @@ public final class RejectedStore: Sendable {
     }
 
     /// `?token=…` never reaches the disk.
-    static func redact(_ path: String) -> String {
+    package static func redact(_ path: String) -> String {
         guard let range = path.range(of: "token=") else { return path }
         let end = path[range.upperBound...].firstIndex(where: { $0 == "&" || $0 == "?" }) ?? path.endIndex
         return path.replacingCharacters(in: range.upperBound..<end, with: "REDACTED")

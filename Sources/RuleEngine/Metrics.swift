@@ -1,5 +1,4 @@
 import Foundation
-import NIOCore
 import Synchronization
 
 /// Counters and a histogram, rendered in Prometheus text format at `GET /metrics`.

@@ -1,4 +1,5 @@
 import Foundation
+public import EventStore
 public import Logging
 public import RuleEngine
 public import ServiceLifecycle
