@@ -10,7 +10,7 @@ let swiftSettings: [SwiftSetting] = [
 
 let package = Package(
     name: "Switchboard",
-    platforms: [.macOS(.v14)],
+    // Linux only: rule reload watches files with inotify, and Lua comes from Debian's liblua5.4-dev.
     products: [
         .executable(name: "switchboard", targets: ["switchboard"]),
         .library(name: "KazooEvents", targets: ["KazooEvents"]),
@@ -49,6 +49,11 @@ let package = Package(
             dependencies: [
                 "LuaRuntime", "KazooEvents", "JSONCore",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -88,12 +93,8 @@ let package = Package(
                 "RuleEngine", "KazooEvents", "JSONCore", "EventStore", "Delivery",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -140,7 +141,8 @@ let package = Package(
         ),
         .testTarget(name: "JSONCoreTests", dependencies: ["JSONCore"], swiftSettings: swiftSettings),
         .testTarget(
-            name: "FuzzRegressionTests", dependencies: ["FuzzTargets"], exclude: ["inputs"], swiftSettings: swiftSettings),
+            name: "FuzzRegressionTests", dependencies: ["FuzzTargets"], exclude: ["inputs"],
+            swiftSettings: swiftSettings),
         .testTarget(name: "LuaRuntimeTests", dependencies: ["LuaRuntime", "JSONCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "KazooEventsTests",

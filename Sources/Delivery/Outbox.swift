@@ -1,5 +1,5 @@
-import Foundation
 public import EventStore
+import Foundation
 public import Logging
 public import RuleEngine
 public import ServiceLifecycle

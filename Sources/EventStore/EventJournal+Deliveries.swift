@@ -4,23 +4,6 @@ public import JSONCore
 public import RuleEngine
 import Synchronization
 
-/// A forward waiting to enter the outbox: what a rule asked to send.
-public struct NewDelivery: Sendable, Hashable {
-    public var rule: String
-    public var method: String
-    public var url: String
-    public var headers: [OutboundRequest.Header]
-    public var body: [UInt8]
-
-    public init(rule: String, method: String, url: String, headers: [OutboundRequest.Header], body: [UInt8]) {
-        self.rule = rule
-        self.method = method
-        self.url = url
-        self.headers = headers
-        self.body = body
-    }
-}
-
 /// A forward in the outbox, with where it stands.
 public struct Delivery: Sendable, Hashable {
     public enum State: String, Sendable, Hashable, CaseIterable {

@@ -1,5 +1,6 @@
 public import Foundation
 import GRDB
+public import RuleEngine
 import Synchronization
 
 /// The durable record of accepted events, in `<data dir>/switchboard.sqlite` (SQLite, WAL).
@@ -10,26 +11,9 @@ import Synchronization
 ///
 /// The same file holds the outbox (see `EventJournal+Deliveries.swift`): the forwards of an event's rules
 /// are written in the transaction that marks the event done, so an event is never done without them.
-public final class EventJournal: Sendable {
+public final class EventJournal: EventJournaling, Sendable {
     /// One accepted request, as needed to decode it again.
-    public struct Entry: Sendable {
-        public var id: String
-        public var receivedAt: Double
-        public var hook: String?
-        public var format: String
-        public var body: [UInt8]
-        /// `event.meta` as JSON text.
-        public var meta: String
-
-        public init(id: String, receivedAt: Double, hook: String?, format: String, body: [UInt8], meta: String) {
-            self.id = id
-            self.receivedAt = receivedAt
-            self.hook = hook
-            self.format = format
-            self.body = body
-            self.meta = meta
-        }
-    }
+    public typealias Entry = AcceptedEvent
 
     let pool: DatabasePool
     public let path: String

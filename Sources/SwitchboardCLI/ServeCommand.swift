@@ -276,26 +276,27 @@ public struct ServeCommand: AsyncParsableCommand {
             maxInFlightPerRule: configuration.maxHTTPInFlightPerRule)
         let metrics = Metrics()
         do {
-            let dispatcher = try await EventDispatcher(
+            let engine = try await Engine(
                 source: source, configuration: configuration.rules, workers: configuration.workers, client: client,
                 metrics: metrics, logger: logger, grace: configuration.shutdownGrace,
                 maxEventsInFlight: configuration.maxEventsInFlight, journal: journal)
-            for d in dispatcher.diagnostics { logger.warning("\(d.description)") }
+            for d in engine.diagnostics { logger.warning("\(d.description)") }
             logger.info(
-                "loaded \(dispatcher.ruleNames.count) rule(s) from \(configuration.rulesDirectory) into \(dispatcher.workers.count) worker(s)"
+                "loaded \(engine.ruleNames.count) rule(s) from \(configuration.rulesDirectory) into \(engine.workers.count) worker(s)"
             )
             let host = configuration.host
-            let app = buildApplication(configuration: configuration, dispatcher: dispatcher, logger: logger) {
-                channel in
+            let app = buildApplication(
+                configuration: configuration, engine: engine, journal: journal, metrics: metrics, logger: logger
+            ) { channel in
                 let port = channel.localAddress?.port ?? configuration.port
                 logger.info("listening on http://\(host):\(port)/hooks/{hook}")
             }
-            _ = await dispatcher.replayUnfinished(decoder: EventDecoder(limits: configuration.decoding))
-            let reloader = RuleReloader(directory: configuration.rulesDirectory, dispatcher: dispatcher, logger: logger)
+            _ = await engine.replayUnfinished(decoder: EventDecoder(limits: configuration.decoding))
+            let reloader = RuleReloader(directory: configuration.rulesDirectory, engine: engine, logger: logger)
             let retention = Retention(
                 journal: journal, rejected: RejectedStore(directory: configuration.rejectedDirectory),
                 maxAge: configuration.retention, maxJournalBytes: configuration.journalMaxBytes, logger: logger)
-            var services: [any Service] = [dispatcher, reloader, retention]
+            var services: [any Service] = [engine, reloader, retention]
             if let journal {
                 services.append(
                     Outbox(

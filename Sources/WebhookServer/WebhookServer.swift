@@ -1,5 +1,5 @@
 import Delivery
-import EventStore
+public import EventStore
 import Foundation
 import HTTPTypes
 public import Hummingbird
@@ -7,7 +7,7 @@ import JSONCore
 import KazooEvents
 public import Logging
 public import NIOCore
-import RuleEngine
+public import RuleEngine
 
 /// The request context: Hummingbird's core storage plus the peer address (for CIDR checks and `event.meta`).
 public struct SwitchboardRequestContext: RequestContext, RemoteAddressRequestContext {
@@ -29,11 +29,11 @@ public struct SwitchboardRequestContext: RequestContext, RemoteAddressRequestCon
 /// Answers are Kazoo-safe: 200 for every accepted event whatever the rules do (they run after the answer),
 /// 4xx only for a request that is not an acceptable event, with the reason in the body and the body kept.
 public func buildApplication(
-    configuration: ServerConfiguration, dispatcher: EventDispatcher, logger: Logger,
+    configuration: ServerConfiguration, engine: Engine, journal: EventJournal?, metrics: Metrics, logger: Logger,
     onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
 ) -> some ApplicationProtocol {
     let handler = WebhookHandler(
-        configuration: configuration, dispatcher: dispatcher, logger: logger,
+        configuration: configuration, engine: engine, journal: journal, metrics: metrics, logger: logger,
         rejected: RejectedStore(directory: configuration.rejectedDirectory), failures: HookFailureTracker())
     let router = Router(context: SwitchboardRequestContext.self)
     for path in ["/hooks", "/hooks/:hook", "/hooks/:hook/:token"] {
@@ -48,16 +48,16 @@ public func buildApplication(
     router.get("/metrics") { _, _ in
         Response(
             status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
-            body: .init(byteBuffer: ByteBuffer(string: dispatcher.metrics.prometheus())))
+            body: .init(byteBuffer: ByteBuffer(string: metrics.prometheus())))
     }
     router.post("/admin/reload") { request, context in
         if let denied = handler.authorizeAdmin(request, context: context) { return denied }
-        let result = await dispatcher.reload(directory: configuration.rulesDirectory, reason: "POST /admin/reload")
+        let result = await engine.reload(directory: configuration.rulesDirectory, reason: "POST /admin/reload")
         return WebhookHandler.json(
             result.ok ? .ok : .unprocessableContent,
             [
                 "ok": .bool(result.ok), "changed": .bool(result.changed), "version": .int(Int64(result.version)),
-                "rules": .array(dispatcher.ruleNames.map(JSONValue.string)),
+                "rules": .array(engine.ruleNames.map(JSONValue.string)),
                 "errors": .array(result.errors.map(JSONValue.string)),
             ])
     }
@@ -71,7 +71,7 @@ public func buildApplication(
     }
     router.get("/admin/deliveries") { request, context in
         if let denied = handler.authorizeAdmin(request, context: context) { return denied }
-        guard let journal = dispatcher.journal else {
+        guard let journal else {
             return WebhookHandler.json(
                 .notFound, ["error": "the journal is off (--journal off): forwards are not kept", "code": "no_journal"])
         }
@@ -93,14 +93,18 @@ public func buildApplication(
     return Application(
         router: router,
         configuration: .init(
-            address: .hostname(configuration.host, port: configuration.port), serverName: "switchboard"),
+            address: .hostname(configuration.host, port: configuration.port), serverName: "switchboard",
+            backlog: configuration.listenBacklog),
         onServerRunning: onServerRunning, logger: logger)
 }
 
 /// The webhook endpoint's logic, apart from routing.
 struct WebhookHandler: Sendable {
     let configuration: ServerConfiguration
-    let dispatcher: EventDispatcher
+    let engine: Engine
+    /// Where accepted events are committed before their 200 (nil with `--journal off`).
+    let journal: EventJournal?
+    let metrics: Metrics
     let logger: Logger
     let rejected: RejectedStore
     let failures: HookFailureTracker
@@ -108,11 +112,14 @@ struct WebhookHandler: Sendable {
     let deduplicator: Deduplicator?
 
     init(
-        configuration: ServerConfiguration, dispatcher: EventDispatcher, logger: Logger, rejected: RejectedStore,
+        configuration: ServerConfiguration, engine: Engine, journal: EventJournal?, metrics: Metrics, logger: Logger,
+        rejected: RejectedStore,
         failures: HookFailureTracker
     ) {
         self.configuration = configuration
-        self.dispatcher = dispatcher
+        self.engine = engine
+        self.journal = journal
+        self.metrics = metrics
         self.logger = logger
         self.rejected = rejected
         self.failures = failures
@@ -168,7 +175,7 @@ struct WebhookHandler: Sendable {
         }
         let duplicateKey = deduplicator.flatMap { _ in Deduplicator.key(for: event, hookID: hookID) }
         if let duplicateKey, let deduplicator, !deduplicator.firstSighting(duplicateKey) {
-            dispatcher.metrics.increment("switchboard_duplicates_total", [("name", event.qualifiedName)])
+            metrics.increment("switchboard_duplicates_total", [("name", event.qualifiedName)])
             logger.debug("a repeat of an event already accepted; answered 200 and not run again")
             return Self.json(.ok, ["accepted": true, "duplicate": true, "name": .string(event.name)])
         }
@@ -183,7 +190,7 @@ struct WebhookHandler: Sendable {
         if let hookID { meta["hook_id"] = .string(hookID) }
         if let account = request.headers[HTTPField.Name("X-Account-ID")!] { meta["account_id"] = .string(account) }
         if let peer { meta["peer"] = .string(peer) }
-        if let journal = dispatcher.journal {
+        if let journal {
             // Acknowledged means durable: the event is committed before the 200.
             let entry = EventJournal.Entry(
                 id: id, receivedAt: receivedAt, hook: hint, format: format.rawValue, body: body,
@@ -192,14 +199,14 @@ struct WebhookHandler: Sendable {
                 try await journal.append(entry)
             } catch {
                 if let duplicateKey { deduplicator?.forget(duplicateKey) }
-                dispatcher.metrics.increment("switchboard_journal_failures_total")
+                metrics.increment("switchboard_journal_failures_total")
                 logger.error("refused an event because the journal could not be written: \(error)")
                 return answer(
                     Self.json(.serviceUnavailable, ["error": .string("\(error)"), "code": "journal"]), hookID: hookID)
             }
         }
-        await dispatcher.submit(event, meta: .object(meta))
-        dispatcher.metrics.increment(
+        await engine.submit(event, meta: .object(meta))
+        metrics.increment(
             "switchboard_events_total", [("hook", hookParameter ?? "-"), ("name", event.qualifiedName)])
         return Self.json(.ok, ["accepted": true, "kind": .string(event.kind.rawValue), "name": .string(event.name)])
     }
@@ -288,7 +295,7 @@ struct WebhookHandler: Sendable {
         _ status: HTTPResponse.Status, code: String, reason: String, body: [UInt8], request: Request, hookID: String?,
         peer: String?
     ) -> Response {
-        dispatcher.metrics.increment("switchboard_rejected_total", [("reason", code)])
+        metrics.increment("switchboard_rejected_total", [("reason", code)])
         let headers = request.headers.map { ($0.name.rawName, $0.value) }
         if let problem = rejected.keep(
             body: body, reason: reason, code: code, method: request.method.rawValue, path: Self.redactedPath(request),
@@ -304,7 +311,7 @@ struct WebhookHandler: Sendable {
     /// Counts non-200 answers per Kazoo hook and warns before Kazoo would disable it.
     func answer(_ response: Response, hookID: String?) -> Response {
         if response.status != .ok, let hookID {
-            dispatcher.metrics.increment("switchboard_non200_responses_total", [("hook_id", hookID)])
+            metrics.increment("switchboard_non200_responses_total", [("hook_id", hookID)])
             if let count = failures.record(hookID: hookID) {
                 logger.warning(
                     "Kazoo hook \(hookID) got \(count) non-200 answers in the last 60 s; Kazoo disables a hook after \(HookFailureTracker.kazooDisableAt)",
@@ -315,7 +322,7 @@ struct WebhookHandler: Sendable {
     }
 
     func readiness() -> Response {
-        let generation = dispatcher.generation
+        let generation = engine.generation
         let errors = generation.diagnostics.filter { $0.severity == .error }.map { JSONValue.string($0.description) }
         let ready = !generation.ruleNames.isEmpty
         var body = JSONObject()
@@ -323,7 +330,7 @@ struct WebhookHandler: Sendable {
         body["version"] = .int(Int64(generation.version))
         body["rules"] = .array(generation.ruleNames.map(JSONValue.string))
         body["errors"] = .array(errors)
-        if let last = dispatcher.lastReloadResult {
+        if let last = engine.lastReloadResult {
             body["last_reload"] = [
                 "ok": .bool(last.ok), "at": .double(last.at.timeIntervalSince1970),
                 "errors": .array(last.errors.map(JSONValue.string)),

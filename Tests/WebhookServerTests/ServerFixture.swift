@@ -43,7 +43,7 @@ struct CapturingLogHandler: LogHandler {
 /// A real switchboard server on an ephemeral port of 127.0.0.1, with the given rule files.
 struct ServerFixture {
     let base: String
-    let dispatcher: EventDispatcher
+    let dispatcher: Engine
     let logs: CapturedLogs
     let dataDirectory: URL
     let http: HTTPClient
@@ -102,12 +102,14 @@ func withServer(
     if let directory { configuration.rulesDirectory = directory }
     let journal =
         useJournal ? try EventJournal(directory: configuration.dataDirectory, maxPages: journalPages) : nil
-    let dispatcher = try await EventDispatcher(
+    let dispatcher = try await Engine(
         source: source, configuration: configuration.rules,
         workers: configuration.workers, client: client, metrics: Metrics(), logger: logger,
         grace: configuration.shutdownGrace, journal: journal)
     let (ports, portContinuation) = AsyncStream.makeStream(of: Int.self)
-    let app = buildApplication(configuration: configuration, dispatcher: dispatcher, logger: logger) { channel in
+    let app = buildApplication(
+        configuration: configuration, engine: dispatcher, journal: journal, metrics: dispatcher.metrics, logger: logger
+    ) { channel in
         portContinuation.yield(channel.localAddress?.port ?? 0)
     }
     var services: [any Service] = [dispatcher, app]
@@ -118,7 +120,7 @@ func withServer(
                 logger: logger), at: 1)
     }
     if let directory {
-        services.insert(RuleReloader(directory: directory, dispatcher: dispatcher, logger: logger, watch: watch), at: 1)
+        services.insert(RuleReloader(directory: directory, engine: dispatcher, logger: logger, watch: watch), at: 1)
     }
     let group = ServiceGroup(configuration: .init(services: services, logger: logger))
     let running = Task { try await group.run() }

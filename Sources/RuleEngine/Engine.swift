@@ -1,18 +1,14 @@
-import Delivery
-public import EventStore
 public import Foundation
 public import JSONCore
 public import KazooEvents
 public import Logging
-import NIOCore
-public import RuleEngine
 public import ServiceLifecycle
 import Synchronization
 
 /// Hands accepted events to the Lua workers (round robin) without making the HTTP answer wait, records
 /// what the rules did (metrics, one log line per rule error), and on shutdown lets in-flight runs finish
 /// up to a deadline.
-public final class EventDispatcher: Service, Sendable {
+public final class Engine: Service, Sendable {
     /// One loaded rule set: every worker holds all of it, so an event never meets a mix of two sets.
     public struct Generation: Sendable {
         public var version: Int
@@ -34,7 +30,7 @@ public final class EventDispatcher: Service, Sendable {
 
     public let metrics: Metrics
     /// Where accepted events are recorded; events are marked done here when their rules finish.
-    public let journal: EventJournal?
+    public let journal: (any EventJournaling)?
     let logger: Logger
     let grace: Duration
     let configuration: RuleConfiguration
@@ -61,7 +57,8 @@ public final class EventDispatcher: Service, Sendable {
 
     public init(
         source: RuleSource, configuration: RuleConfiguration, workers count: Int, client: any OutboundHTTPClient,
-        metrics: Metrics, logger: Logger, grace: Duration, maxEventsInFlight: Int = 10_000, journal: EventJournal? = nil
+        metrics: Metrics, logger: Logger, grace: Duration, maxEventsInFlight: Int = 10_000,
+        journal: (any EventJournaling)? = nil
     ) async throws {
         self.slots = AsyncSemaphore(maxEventsInFlight)
         self.journal = journal
@@ -258,7 +255,7 @@ public final class EventDispatcher: Service, Sendable {
     /// its rules finished), with the same `event.meta.id`. Returns how many.
     public func replayUnfinished(decoder: EventDecoder) async -> Int {
         guard let journal else { return 0 }
-        let entries: [EventJournal.Entry]
+        let entries: [AcceptedEvent]
         do { entries = try journal.unfinished() } catch {
             logger.error("could not read unfinished events from the journal: \(error)")
             return 0
@@ -270,7 +267,7 @@ public final class EventDispatcher: Service, Sendable {
                 let meta = try? JSONReader.parse(entry.meta.utf8)
             else {
                 logger.warning("journal entry \(entry.id) no longer decodes; marking it done")
-                journal.markDone(entry.id)
+                journal.markDone(entry.id, forwards: [])
                 continue
             }
             // Replay runs before the server accepts requests; `entries` is this call's own list.
@@ -302,6 +299,6 @@ public final class EventDispatcher: Service, Sendable {
         } else {
             logger.info("shutdown: every accepted event finished its rules")
         }
-        await journal?.drain()
+        await journal?.drain(limit: .seconds(5))
     }
 }

@@ -1,0 +1,51 @@
+/// What the engine asks of durable storage. The EventStore target implements it (SQLite today); the engine
+/// itself knows no database. Accepted events are appended by the server before its 200; the engine marks
+/// each done, with its rules' forwards, when its rules finish, and runs unfinished ones again at start.
+public protocol EventJournaling: Sendable {
+    /// Writes the event durably; returns once it is committed.
+    func append(_ event: AcceptedEvent) async throws
+    /// The event's rules have finished: mark it done and queue `forwards` for delivery, in one transaction.
+    /// Returns at once; the write is batched and may be lost in a crash (the event then runs again).
+    func markDone(_ id: String, forwards: [NewDelivery])
+    /// Events accepted but never marked done, oldest first.
+    func unfinished() throws -> [AcceptedEvent]
+    /// Waits (up to `limit`) until every queued write is committed.
+    func drain(limit: Duration) async
+}
+
+/// One accepted request, as needed to decode it again.
+public struct AcceptedEvent: Sendable {
+    public var id: String
+    public var receivedAt: Double
+    public var hook: String?
+    public var format: String
+    public var body: [UInt8]
+    /// `event.meta` as JSON text.
+    public var meta: String
+
+    public init(id: String, receivedAt: Double, hook: String?, format: String, body: [UInt8], meta: String) {
+        self.id = id
+        self.receivedAt = receivedAt
+        self.hook = hook
+        self.format = format
+        self.body = body
+        self.meta = meta
+    }
+}
+
+/// A forward waiting to enter the outbox: what a rule asked to send.
+public struct NewDelivery: Sendable, Hashable {
+    public var rule: String
+    public var method: String
+    public var url: String
+    public var headers: [OutboundRequest.Header]
+    public var body: [UInt8]
+
+    public init(rule: String, method: String, url: String, headers: [OutboundRequest.Header], body: [UInt8]) {
+        self.rule = rule
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.body = body
+    }
+}
