@@ -1,0 +1,57 @@
+import EventStore
+import Foundation
+import Hummingbird
+import JSONCore
+import NIOCore
+import RuleEngine
+
+/// `POST /admin/reload`, `GET /admin/rejected`, `GET /admin/deliveries`, behind `AdminAuthentication`.
+struct AdminController: Sendable {
+    let configuration: ServerConfiguration
+    let engine: Engine
+    let journal: EventJournal?
+    let rejected: RejectedStore
+
+    func addRoutes(to group: RouterGroup<SwitchboardRequestContext>) {
+        group.post("reload") { _, _ in await reload() }
+        group.get("rejected") { _, _ in rejectedBodies() }
+        group.get("deliveries") { request, _ in try deliveries(request) }
+    }
+
+    func reload() async -> Response {
+        let result = await engine.reload(directory: configuration.rulesDirectory, reason: "POST /admin/reload")
+        return .json(
+            result.ok ? .ok : .unprocessableContent,
+            [
+                "ok": .bool(result.ok), "changed": .bool(result.changed), "version": .int(Int64(result.version)),
+                "rules": .array(engine.ruleNames.map(JSONValue.string)),
+                "errors": .array(result.errors.map(JSONValue.string)),
+            ])
+    }
+
+    func rejectedBodies() -> Response {
+        let data =
+            (try? JSONSerialization.data(withJSONObject: rejected.list(), options: [.sortedKeys]))
+            ?? Data("[]".utf8)
+        return Response(
+            status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    func deliveries(_ request: Request) throws(APIError) -> Response {
+        guard let journal else {
+            throw APIError(.notFound, code: "no_journal", "the journal is off (--journal off): forwards are not kept")
+        }
+        let state = request.uri.queryParameters.get("state") ?? "all"
+        guard let filter = DeliveryFilter(rawValue: state) else {
+            let names = DeliveryFilter.allCases.map(\.rawValue).joined(separator: ", ")
+            throw APIError(.badRequest, code: "bad_state", "state must be one of \(names), not \(state)")
+        }
+        let limit = request.uri.queryParameters.get("limit").flatMap { Int($0) } ?? 100
+        do {
+            let listed = try journal.deliveries(filter, limit: max(1, min(limit, 10_000)))
+            return .json(.ok, .array(try listed.map { try $0.json(attempts: journal.attempts($0.id)) }))
+        } catch {
+            throw APIError(.internalServerError, code: "journal", "\(error)")
+        }
+    }
+}

@@ -1,0 +1,93 @@
+import Delivery
+import Foundation
+import HTTPTypes
+import Hummingbird
+
+/// Who may send webhooks: `--allow-source` networks, the shared `--token` (as `?token=` or the last path
+/// segment, `/hooks/{hook}/{token}`) and `--basic-auth`. Runs on the hooks route group.
+struct HookAuthentication: RouterMiddleware {
+    typealias Context = SwitchboardRequestContext
+    let configuration: ServerConfiguration
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response)
+        async throws -> Response
+    {
+        try Credentials(configuration).check(request, context: context, pathToken: context.parameters.get("token"))
+        return try await next(request, context)
+    }
+}
+
+/// The admin endpoints need the token or Basic credentials; with neither configured, only loopback peers
+/// may use them. Runs on the admin route group.
+struct AdminAuthentication: RouterMiddleware {
+    typealias Context = SwitchboardRequestContext
+    let configuration: ServerConfiguration
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response)
+        async throws -> Response
+    {
+        if configuration.token != nil || configuration.basicAuth != nil {
+            try Credentials(configuration).check(request, context: context, pathToken: nil)
+        } else {
+            let address = context.remoteAddress?.ipAddress.flatMap(CIDR.parseAddress) ?? []
+            let loopback = [CIDR("127.0.0.0/8")!, CIDR("::1/128")!]
+            guard loopback.contains(where: { $0.contains(address) }) else {
+                throw APIError(
+                    .forbidden, code: "forbidden",
+                    "admin endpoints need --token or --basic-auth to be used from other hosts")
+            }
+        }
+        return try await next(request, context)
+    }
+}
+
+/// The checks both middlewares share.
+struct Credentials {
+    let configuration: ServerConfiguration
+    init(_ configuration: ServerConfiguration) { self.configuration = configuration }
+
+    /// Throws the 401/403 to answer, or returns when the request may proceed.
+    func check(_ request: Request, context: SwitchboardRequestContext, pathToken: String?) throws(APIError) {
+        if !configuration.allowedSources.isEmpty {
+            let address = context.remoteAddress?.ipAddress.flatMap(CIDR.parseAddress)
+            guard let address, configuration.allowedSources.contains(where: { $0.contains(address) }) else {
+                throw APIError(.forbidden, code: "forbidden", "source address not allowed")
+            }
+        }
+        if let token = configuration.token {
+            let uri = HooksController.splitURI(request.uri.description)
+            let given = pathToken ?? Self.token(inQuery: uri.query ?? "")
+            guard let given, Self.constantTimeEqual(given, token) else {
+                throw APIError(
+                    .unauthorized, code: "unauthorized", "missing or wrong token (?token= or /hooks/{hook}/{token})")
+            }
+        }
+        if let basic = configuration.basicAuth {
+            let header = request.headers[.authorization] ?? ""
+            let expected = "Basic " + Data(basic.utf8).base64EncodedString()
+            guard Self.constantTimeEqual(header, expected) else {
+                throw APIError(
+                    .unauthorized, code: "unauthorized", "HTTP Basic credentials required",
+                    headers: [.wwwAuthenticate: "Basic realm=\"switchboard\""])
+            }
+        }
+    }
+
+    /// The `token=` pair of a query, which Kazoo may follow with a literal '?'.
+    static func token(inQuery query: String) -> String? {
+        for pair in query.split(whereSeparator: { $0 == "&" || $0 == "?" }) where pair.hasPrefix("token=") {
+            return String(pair.dropFirst(6)).removingPercentEncoding
+        }
+        return nil
+    }
+
+    /// Compares without stopping at the first difference, so timing does not reveal the secret.
+    static func constantTimeEqual(_ a: String, _ b: String) -> Bool {
+        let x = Array(a.utf8), y = Array(b.utf8)
+        var difference = UInt8(x.count == y.count ? 0 : 1)
+        for i in 0..<max(x.count, y.count) {
+            difference |= (i < x.count ? x[i] : 0) ^ (i < y.count ? y[i] : 0)
+        }
+        return difference == 0
+    }
+}
