@@ -174,7 +174,9 @@ let package = Package(
         ),
         .testTarget(
             name: "SwitchboardCLITests",
-            dependencies: ["SwitchboardCLI", "KazooEvents", "JSONCore", "WebhookServer", "EventStore", "RuleEngine"],
+            dependencies: [
+                "SwitchboardCLI", "KazooEvents", "JSONCore", "WebhookServer", "EventStore", "RuleEngine", "TestSupport",
+            ],
             swiftSettings: swiftSettings
         ),
     ]

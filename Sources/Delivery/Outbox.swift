@@ -45,7 +45,8 @@ public final class Outbox: Service, Sendable {
         var released: Set<Int64> = []
     }
 
-    let journal: EventJournal
+    /// The queue: `EventJournal` (SQLite) or `MemoryJournal` (`--journal off`, `run --live`).
+    let journal: any DeliveryQueue
     let client: any OutboundHTTPClient
     public let policy: Policy
     let metrics: Metrics
@@ -56,7 +57,7 @@ public final class Outbox: Service, Sendable {
     let lastGauges = Mutex<ContinuousClock.Instant?>(nil)
 
     public init(
-        journal: EventJournal, client: any OutboundHTTPClient, policy: Policy = Policy(), metrics: Metrics,
+        journal: any DeliveryQueue, client: any OutboundHTTPClient, policy: Policy = Policy(), metrics: Metrics,
         logger: Logger
     ) {
         self.journal = journal
@@ -174,7 +175,7 @@ public final class Outbox: Service, Sendable {
         let attempt = DeliveryAttempt(
             number: delivery.attempts + 1, at: startedAt, status: status, latencyMs: latency, error: failure,
             excerpt: excerpt)
-        let result: EventJournal.AttemptResult
+        let result: AttemptResult
         let deadline = delivery.createdAt + policy.maxAge
         if failure == nil {
             result = .delivered
@@ -280,5 +281,25 @@ final class WakeSignal: Sendable {
             }
             if now { continuation.resume() }
         }
+    }
+}
+
+extension Outbox {
+    /// Sends `forwards` through the same retry engine from memory and waits until each is delivered or dead:
+    /// `switchboard run --live`. Returns the deliveries as they ended, in the order given.
+    public static func deliverNow(
+        _ forwards: [NewDelivery], client: any OutboundHTTPClient, policy: Policy, logger: Logger
+    ) async -> [Delivery] {
+        guard !forwards.isEmpty else { return [] }
+        let queue = MemoryJournal()
+        let ids = queue.enqueue(forwards, event: "run")
+        let outbox = Outbox(journal: queue, client: client, policy: policy, metrics: Metrics(), logger: logger)
+        let running = Task { try await outbox.run() }
+        while ((try? queue.deliveryCounts([.pending])[.pending]) ?? 0) > 0, !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(5))  // a command-line wait; the server never does this
+        }
+        running.cancel()
+        _ = try? await running.value
+        return ids.compactMap(queue.delivery)
     }
 }

@@ -33,7 +33,7 @@ public struct Delivery: Sendable, Hashable {
     /// Where it goes, for the per-destination limit: `scheme://host:port` (worked out once, when queued).
     public var destination: String
 
-    static func destination(of url: String) -> String {
+    package static func destination(of url: String) -> String {
         guard let components = URLComponents(string: url), let host = components.host else { return url }
         let scheme = components.scheme ?? "http"
         return "\(scheme)://\(host):\(components.port ?? (scheme == "https" ? 443 : 80))"
@@ -215,11 +215,6 @@ extension EventJournal {
     }
 
     /// What an attempt decided.
-    public enum AttemptResult: Sendable {
-        case delivered
-        case retry(at: Double)
-        case dead
-    }
 
     /// Records an attempt and the delivery's new state in one transaction.
     /// - Parameter unchangedSince: the `updatedAt` of the delivery as it was read when the attempt began. The

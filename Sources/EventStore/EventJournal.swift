@@ -11,7 +11,7 @@ import Synchronization
 ///
 /// The same file holds the outbox (see `EventJournal+Deliveries.swift`): the forwards of an event's rules
 /// are written in the transaction that marks the event done, so an event is never done without them.
-public final class EventJournal: EventJournaling, Sendable {
+public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     /// One accepted request, as needed to decode it again.
     public typealias Entry = AcceptedEvent
 

@@ -30,7 +30,7 @@ public final class Engine: Service, Sendable {
 
     public let metrics: Metrics
     /// Where accepted events are recorded; events are marked done here when their rules finish.
-    public let journal: (any EventJournaling)?
+    public let journal: any EventJournaling
     let logger: Logger
     let grace: Duration
     let configuration: RuleConfiguration
@@ -58,7 +58,7 @@ public final class Engine: Service, Sendable {
     public init(
         source: RuleSource, configuration: RuleConfiguration, workers count: Int, client: any OutboundHTTPClient,
         metrics: Metrics, logger: Logger, grace: Duration, maxEventsInFlight: Int = 10_000,
-        journal: (any EventJournaling)? = nil
+        journal: any EventJournaling
     ) async throws {
         self.slots = AsyncSemaphore(maxEventsInFlight)
         self.journal = journal
@@ -69,8 +69,7 @@ public final class Engine: Service, Sendable {
         self.client = client
         self.workerCount = max(count, 1)
         let first = try await Self.load(
-            source, version: 1, configuration: configuration, count: max(count, 1), client: client,
-            sendForwards: journal == nil)
+            source, version: 1, configuration: configuration, count: max(count, 1), client: client)
         self.current = Mutex(first)
         metrics.set("switchboard_rules_loaded", Double(first.ruleNames.count))
         metrics.set("switchboard_rules_version", 1)
@@ -79,17 +78,14 @@ public final class Engine: Service, Sendable {
         }
     }
 
-    /// - Parameter sendForwards: workers send forwards themselves (in memory, `--journal off`); otherwise
-    ///   forwards go to the journal's outbox when the event is marked done.
     static func load(
         _ source: RuleSource, version: Int, configuration: RuleConfiguration, count: Int,
-        client: any OutboundHTTPClient, sendForwards: Bool
+        client: any OutboundHTTPClient
     ) async throws -> Generation {
         var workers: [RuleWorker] = []
         for _ in 0..<count {
             workers.append(
-                try RuleWorker(
-                    source: source, configuration: configuration, client: client, sendForwards: sendForwards))
+                try RuleWorker(source: source, configuration: configuration, client: client))
         }
         return Generation(
             version: version, source: source, workers: workers, ruleNames: await workers[0].rules.map(\.name),
@@ -115,8 +111,7 @@ public final class Engine: Service, Sendable {
             // Only a reload swaps the generation, and this one holds `reloading`: `running` is still current
             // when the candidate is swapped in below. Events keep being submitted to `running` meanwhile.
             let candidate = try await Self.load(
-                source, version: running.version + 1, configuration: configuration, count: workerCount, client: client,
-                sendForwards: journal == nil)
+                source, version: running.version + 1, configuration: configuration, count: workerCount, client: client)
             let errors = candidate.diagnostics.filter { $0.severity == .error }
             if errors.isEmpty, !source.rules.isEmpty || running.source.rules.isEmpty {
                 current.withLock { $0 = candidate }
@@ -167,7 +162,7 @@ public final class Engine: Service, Sendable {
                 self.record(report)
                 // A run cut by shutdown stays unfinished in the journal, so the next start runs it again.
                 if !Task.isCancelled, let id = meta["id"]?.stringValue {
-                    self.journal?.markDone(id, forwards: Self.deliveries(report))
+                    self.journal.markDone(id, forwards: Self.deliveries(report))
                 }
                 self.finished(id)
                 self.slots.signal()
@@ -195,18 +190,6 @@ public final class Engine: Service, Sendable {
                 metrics.increment(
                     "switchboard_rule_http_requests_total", [("status", call.status.map(String.init) ?? "error")])
             }
-            for forward in outcome.forwards where forward.status != nil || forward.error != nil {
-                metrics.increment(
-                    "switchboard_forwards_total", [("status", forward.status.map(String.init) ?? "error")])
-                if forward.status.map({ !(200..<300).contains($0) }) ?? true {
-                    logger.warning(
-                        "forward failed",
-                        metadata: [
-                            "rule.name": "\(outcome.rule)", "forward.url": "\(forward.url)",
-                            "forward.status": "\(forward.status.map(String.init) ?? forward.error ?? "?")",
-                        ])
-                }
-            }
             var metadata: Logger.Metadata = [
                 "rule.name": "\(outcome.rule)", "event.name": "\(report.event.qualifiedName)",
             ]
@@ -227,7 +210,7 @@ public final class Engine: Service, Sendable {
     }
 
     /// The forwards of the rules that finished ok, for the outbox.
-    static func deliveries(_ report: EventReport) -> [NewDelivery] {
+    public static func deliveries(_ report: EventReport) -> [NewDelivery] {
         report.rules.filter { $0.outcome == .ok }.flatMap { outcome in
             outcome.forwards.map { forward in
                 NewDelivery(
@@ -254,7 +237,6 @@ public final class Engine: Service, Sendable {
     /// Runs again every event the journal holds as unfinished (accepted, but the process stopped before
     /// its rules finished), with the same `event.meta.id`. Returns how many.
     public func replayUnfinished(decoder: EventDecoder) async -> Int {
-        guard let journal else { return 0 }
         let entries: [AcceptedEvent]
         do { entries = try journal.unfinished() } catch {
             logger.error("could not read unfinished events from the journal: \(error)")
@@ -299,6 +281,6 @@ public final class Engine: Service, Sendable {
         } else {
             logger.info("shutdown: every accepted event finished its rules")
         }
-        await journal?.drain(limit: .seconds(5))
+        await journal.drain(limit: .seconds(5))
     }
 }

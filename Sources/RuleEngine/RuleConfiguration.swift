@@ -13,11 +13,6 @@ public struct RuleConfiguration: Sendable {
     public var allowedEnvironment: Set<String>
     /// Where `env()` reads from (the process environment by default; tests inject their own).
     public var environment: [String: String]
-    /// Attempts per live forward: a 2xx is delivered; anything else is tried again after 0.5 s, 1 s, 2 s…
-    /// Default 1 (`switchboard run --live`); the server uses 3. Kept in memory only.
-    public var forwardAttempts: Int = 1
-    /// The first pause between forward attempts; it doubles each time.
-    public var forwardRetryDelay: Duration = .milliseconds(500)
 
     public init(
         limits: LuaLimits = .default, httpDefaultTimeout: Duration = .seconds(5),

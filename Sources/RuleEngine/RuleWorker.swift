@@ -18,24 +18,21 @@ public actor RuleWorker {
     public var rules: [RuleDefinition] { current.rules.map(\.definition) }
 
     let client: any OutboundHTTPClient
-    let sendForwards: Bool
     /// The Lua state every run starts in. A run captures it once and keeps it to the end (its coroutine holds
     /// the state alive), so replacing it after a kill affects only the runs that start later.
     var current: Built
 
     /// Loads every rule of `source` into a new Lua state.
     /// - Parameters:
-    ///   - client: sends `http.*` calls (and forwards, when `sendForwards`).
-    ///   - sendForwards: send forwards after a rule finishes (live), or only record them (dry run).
+    ///   - client: sends `http.*` calls. Forwards are only recorded here: the `Outbox` (Delivery) sends them.
     /// - Throws: `LuaError` when the Lua state itself cannot be set up.
     public init(
         source: RuleSource, configuration: RuleConfiguration = RuleConfiguration(),
-        client: any OutboundHTTPClient = DryRunHTTPClient(), sendForwards: Bool = false
+        client: any OutboundHTTPClient = DryRunHTTPClient()
     ) throws {
         self.source = source
         self.configuration = configuration
         self.client = client
-        self.sendForwards = sendForwards
         let built = try Self.build(source: source, configuration: configuration)
         current = built
         diagnostics = built.diagnostics
@@ -157,8 +154,6 @@ public actor RuleWorker {
                     default:
                         outcome.outcome = .ok
                     }
-                    // The coroutine is finished: this await touches no Lua state, only `run`'s forwards.
-                    if outcome.outcome == .ok, sendForwards { await sendPendingForwards(run) }
                     finish(&outcome, run)
                     return outcome
                 }
@@ -249,30 +244,5 @@ public actor RuleWorker {
             out["json"] = parsed
         }
         return .object(out)
-    }
-
-    func sendPendingForwards(_ run: RuleRun) async {
-        for index in run.forwards.indices {
-            let forward = run.forwards[index]
-            let request = OutboundRequest(
-                method: forward.method, url: forward.url,
-                headers: forward.requestHeaders, body: forward.payload, timeout: configuration.httpDefaultTimeout)
-            var delay = configuration.forwardRetryDelay
-            for attempt in 1...max(configuration.forwardAttempts, 1) {
-                do {
-                    // `run` is this run's own record; `configuration` never changes.
-                    let response = try await client.execute(request)
-                    run.forwards[index].status = response.status
-                    run.forwards[index].error = nil
-                    if (200..<300).contains(response.status) { break }
-                } catch {
-                    run.forwards[index].error = (error as? OutboundHTTPError)?.message ?? "\(error)"
-                }
-                if attempt < configuration.forwardAttempts {
-                    try? await Task.sleep(for: delay)
-                    delay *= 2
-                }
-            }
-        }
     }
 }

@@ -1,7 +1,10 @@
 public import ArgumentParser
+import Delivery
+import EventStore
 import Foundation
 import JSONCore
 import KazooEvents
+import Logging
 public import RuleEngine
 
 /// `switchboard run`: the rules against event files, showing what each rule did.
@@ -82,8 +85,7 @@ public struct RunCommand: AsyncParsableCommand {
             throw ValidationError("\(error)")
         }
         let client: any OutboundHTTPClient = live ? LiveHTTPClient() : DryRunHTTPClient()
-        let worker = try RuleWorker(
-            source: source, configuration: options.configuration, client: client, sendForwards: live)
+        let worker = try RuleWorker(source: source, configuration: options.configuration, client: client)
         var ok = true
         let diagnostics = await worker.diagnostics
         for d in diagnostics { printError(d.description) }
@@ -95,7 +97,8 @@ public struct RunCommand: AsyncParsableCommand {
                 ok = false
                 print(json ? RunReport.json(file: file, error: failure.message) : "\(file): error: \(failure.message)")
             case .success(let (event, _)):
-                let report = await worker.process(event)
+                var report = await worker.process(event)
+                if live { await Self.sendForwards(of: &report, client: client) }
                 if report.hasErrors { ok = false }
                 print(json ? RunReport.json(file: file, report: report) : RunReport.text(file: file, report: report))
             }
@@ -103,6 +106,26 @@ public struct RunCommand: AsyncParsableCommand {
         if let live = client as? LiveHTTPClient { try? await live.shutdown() }
         fflush(nil)  // flushes stdout too: in --watch mode the output must appear now, not at exit
         return ok
+    }
+}
+
+extension RunCommand {
+    /// `--live`: the forwards of the rules that finished ok go through the outbox's retry engine (one
+    /// attempt each, as a person trying a rule wants to see at once), and each one's result is shown.
+    public static func sendForwards(of report: inout EventReport, client: any OutboundHTTPClient) async {
+        var policy = Outbox.Policy()
+        policy.maxAttempts = 1
+        let delivered = await Outbox.deliverNow(
+            Engine.deliveries(report), client: client, policy: policy, logger: Logger(label: "switchboard-run"))
+        var next = delivered.makeIterator()
+        for index in report.rules.indices where report.rules[index].outcome == .ok {
+            for forward in report.rules[index].forwards.indices {
+                guard let delivery = next.next() else { return }
+                report.rules[index].forwards[forward].status = delivery.lastStatus
+                report.rules[index].forwards[forward].error =
+                    delivery.state == .delivered ? nil : (delivery.lastError ?? "not delivered")
+            }
+        }
     }
 }
 

@@ -204,7 +204,6 @@ public struct ServeCommand: AsyncParsableCommand {
             limits: limits, allowedEnvironment: Set(settings.list("allow-env", flag: allowEnv)),
             environment: environment)
         c.outbox.maxAttempts = try settings.int("forward-attempts", flag: forwardAttempts) ?? c.outbox.maxAttempts
-        c.rules.forwardAttempts = c.outbox.maxAttempts
         c.outbox.maxAge = try settings.seconds("forward-max-age", flag: forwardMaxAge) ?? c.outbox.maxAge
         c.outbox.initialBackoff =
             try settings.seconds("forward-backoff", flag: forwardBackoff) ?? c.outbox.initialBackoff
@@ -275,11 +274,13 @@ public struct ServeCommand: AsyncParsableCommand {
             allowed: configuration.allowHTTPTo, maxInFlight: configuration.maxHTTPInFlight,
             maxInFlightPerRule: configuration.maxHTTPInFlightPerRule)
         let metrics = Metrics()
+        // With the journal off, forwards still go through the outbox, from memory.
+        let queue: any EventJournaling & DeliveryQueue = journal ?? MemoryJournal()
         do {
             let engine = try await Engine(
                 source: source, configuration: configuration.rules, workers: configuration.workers, client: client,
                 metrics: metrics, logger: logger, grace: configuration.shutdownGrace,
-                maxEventsInFlight: configuration.maxEventsInFlight, journal: journal)
+                maxEventsInFlight: configuration.maxEventsInFlight, journal: queue)
             for d in engine.diagnostics { logger.warning("\(d.description)") }
             logger.info(
                 "loaded \(engine.ruleNames.count) rule(s) from \(configuration.rulesDirectory) into \(engine.workers.count) worker(s)"
@@ -296,14 +297,9 @@ public struct ServeCommand: AsyncParsableCommand {
             let retention = Retention(
                 journal: journal, rejected: RejectedStore(directory: configuration.rejectedDirectory),
                 maxAge: configuration.retention, maxJournalBytes: configuration.journalMaxBytes, logger: logger)
-            var services: [any Service] = [engine, reloader, retention]
-            if let journal {
-                services.append(
-                    Outbox(
-                        journal: journal, client: client, policy: configuration.outbox, metrics: metrics, logger: logger
-                    ))
-            }
-            services.append(app)  // last to start, first to stop
+            let outbox = Outbox(
+                journal: queue, client: client, policy: configuration.outbox, metrics: metrics, logger: logger)
+            let services: [any Service] = [engine, reloader, retention, outbox, app]  // app: last to start, first to stop
             let group = ServiceGroup(
                 configuration: .init(
                     services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

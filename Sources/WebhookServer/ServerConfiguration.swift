@@ -56,7 +56,5 @@ public struct ServerConfiguration: Sendable {
         RejectedStore.directory(inDataDirectory: dataDirectory)
     }
 
-    public init() {
-        rules.forwardAttempts = outbox.maxAttempts
-    }
+    public init() {}
 }

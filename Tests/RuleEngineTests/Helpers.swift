@@ -17,14 +17,13 @@ func sample(_ name: String, hook: String? = nil) throws -> WebhookEvent {
 
 /// A worker over in-memory rule files (paths relative to a `rules/` directory).
 func makeWorker(
-    _ files: [String: String], client: any OutboundHTTPClient = DryRunHTTPClient(), live: Bool = false,
+    _ files: [String: String], client: any OutboundHTTPClient = DryRunHTTPClient(),
     environment: [String: String] = [:], allowedEnvironment: Set<String> = [], limits: LuaLimits = .default
 ) throws -> RuleWorker {
     let configuration = RuleConfiguration(
         limits: limits, allowedEnvironment: allowedEnvironment, environment: environment)
     return try RuleWorker(
-        source: RuleSource(directory: "rules", files: files), configuration: configuration, client: client,
-        sendForwards: live)
+        source: RuleSource(directory: "rules", files: files), configuration: configuration, client: client)
 }
 
 extension EventReport {

@@ -8,11 +8,11 @@ import Testing
 
 /// Runs `body` as a rule on the inbound channel_create sample and returns its outcome.
 func outcome(
-    of body: String, client: any OutboundHTTPClient = DryRunHTTPClient(), live: Bool = false,
+    of body: String, client: any OutboundHTTPClient = DryRunHTTPClient(),
     environment: [String: String] = [:], allowedEnvironment: Set<String> = []
 ) async throws -> RuleOutcome {
     let worker = try makeWorker(
-        ["t.lua": runRule(body)], client: client, live: live, environment: environment,
+        ["t.lua": runRule(body)], client: client, environment: environment,
         allowedEnvironment: allowedEnvironment)
     #expect(await worker.diagnostics == [])
     let report = await worker.process(try sample("channel_create__inbound.json"))
@@ -214,22 +214,6 @@ func close(_ server: LoopbackServer, _ client: LiveHTTPClient) {
         #expect(out.logs.first?.fields["err"]?.stringValue?.contains("timed out") == true)
         #expect(out.logs.first?.fields["err2"] != nil)
         #expect(out.logs.first?.fields["r"] == true)
-    }
-
-    @Test func liveForwardsAreSentAfterTheRule() async throws {
-        let (server, client) = try await liveFixture()
-        defer { close(server, client) }
-        let out = try await outcome(
-            of: "forward({ url = '\(server.url("/echo"))', format = 'form' }, { a = 'x y', n = 2 })", client: client,
-            live: true)
-        #expect(out.forwards.first?.status == 200)
-        let request = server.requests.first
-        #expect(request?.method == "POST")
-        #expect(request?.body == "a=x+y&n=2")
-        #expect(
-            request?.headers.contains {
-                $0.0.lowercased() == "content-type" && $0.1 == "application/x-www-form-urlencoded"
-            } == true)
     }
 
     @Test(arguments: [

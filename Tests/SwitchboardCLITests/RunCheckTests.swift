@@ -4,6 +4,7 @@ import JSONCore
 import KazooEvents
 import RuleEngine
 import SwitchboardCLI
+import TestSupport
 import Testing
 
 let rulesDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
@@ -109,5 +110,42 @@ func temporaryRules(_ files: [String: String]) throws -> String {
         let (text, ok) = try await CheckReport.run(directory: "/nonexistent/rules", configuration: RuleConfiguration())
         #expect(!ok)
         #expect(text.contains("rules directory /nonexistent/rules does not exist"))
+    }
+}
+
+/// `switchboard run --live`: forwards go through the outbox's retry engine, after the rule, for real.
+@Suite struct LiveRunTests {
+    @Test func liveForwardsAreSentAfterTheRule() async throws {
+        let server = try await LoopbackServer()
+        let client = LiveHTTPClient()
+        defer {
+            Task {
+                try? await client.shutdown()
+                try? await server.stop()
+            }
+        }
+        let rule = """
+            return { name = "f", on = "channel_create", run = function()
+              forward({ url = '\(server.url("/echo"))', format = 'form' }, { a = 'x y', n = 2 })
+            end }
+            """
+        let worker = try RuleWorker(
+            source: RuleSource(directory: "rules", files: ["f.lua": rule]),
+            configuration: RuleConfiguration(environment: [:]), client: client)
+        guard case .success(let (event, _)) = EventFileReader().read("\(samples)/channel_create__inbound.json") else {
+            Issue.record("the sample did not decode")
+            return
+        }
+        var report = await worker.process(event)
+        #expect(server.requests.isEmpty, "a forward left before the outbox sent it")
+        await RunCommand.sendForwards(of: &report, client: client)
+        #expect(report.rules.first?.forwards.first?.status == 200)
+        let request = server.requests.first
+        #expect(request?.method == "POST")
+        #expect(request?.body == "a=x+y&n=2")
+        #expect(
+            request?.headers.contains {
+                $0.0.lowercased() == "content-type" && $0.1 == "application/x-www-form-urlencoded"
+            } == true)
     }
 }

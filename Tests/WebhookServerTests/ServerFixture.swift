@@ -92,7 +92,7 @@ func withServer(
         FileManager.default.temporaryDirectory
         .appendingPathComponent("switchboard-server-\(UUID().uuidString)").path
     configuration.rules = RuleConfiguration(environment: [:])
-    configuration.rules.forwardAttempts = 1
+    if !useJournal { configuration.outbox.maxAttempts = 1 }  // journal off: one attempt per forward
     configure(&configuration)
     let logs = CapturedLogs()
     let logger = Logger(label: "test") { _ in CapturingLogHandler(logs: logs) }
@@ -105,20 +105,20 @@ func withServer(
     let dispatcher = try await Engine(
         source: source, configuration: configuration.rules,
         workers: configuration.workers, client: client, metrics: Metrics(), logger: logger,
-        grace: configuration.shutdownGrace, journal: journal)
+        grace: configuration.shutdownGrace, journal: journal ?? MemoryJournal())
     let (ports, portContinuation) = AsyncStream.makeStream(of: Int.self)
     let app = buildApplication(
         configuration: configuration, engine: dispatcher, journal: journal, metrics: dispatcher.metrics, logger: logger
     ) { channel in
         portContinuation.yield(channel.localAddress?.port ?? 0)
     }
-    var services: [any Service] = [dispatcher, app]
-    if let journal {
-        services.insert(
-            Outbox(
-                journal: journal, client: client, policy: configuration.outbox, metrics: dispatcher.metrics,
-                logger: logger), at: 1)
-    }
+    let queue = try #require(dispatcher.journal as? any DeliveryQueue)
+    var services: [any Service] = [
+        dispatcher,
+        Outbox(
+            journal: queue, client: client, policy: configuration.outbox, metrics: dispatcher.metrics, logger: logger),
+        app,
+    ]
     if let directory {
         services.insert(RuleReloader(directory: directory, engine: dispatcher, logger: logger, watch: watch), at: 1)
     }
