@@ -1,30 +1,29 @@
-import Foundation
+import CoreMetrics
+import Prometheus
 import Synchronization
 
-/// Counters and a histogram, rendered in Prometheus text format at `GET /metrics`.
+/// The server's counters, gauges and the rule-duration histogram, recorded through apple/swift-metrics and
+/// exported in Prometheus text by swift-server/swift-prometheus at `GET /metrics`. Each instance has its own
+/// registry (a server, a test, a benchmark), so nothing is bootstrapped globally.
 public final class Metrics: Sendable {
-    struct Histogram {
-        static let bounds: [Double] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
-        var buckets = [Int](repeating: 0, count: bounds.count)
-        var count = 0
-        var sum = 0.0
+    /// Upper bounds of the rule-duration histogram's buckets, in seconds.
+    static let durationBuckets: [Double] = [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+    ]
 
-        mutating func observe(_ value: Double) {
-            for (i, bound) in Self.bounds.enumerated() where value <= bound { buckets[i] += 1 }
-            count += 1
-            sum += value
-        }
+    let registry = PrometheusCollectorRegistry()
+    let factory: PrometheusMetricsFactory
+    /// swift-metrics handles by metric and labels: made once, then only incremented.
+    private let counters = Mutex<[String: CoreMetrics.Counter]>([:])
+    private let gauges = Mutex<[String: CoreMetrics.Gauge]>([:])
+    private let durations = Mutex<[String: CoreMetrics.Recorder]>([:])
+
+    public init() {
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.valueHistogramBuckets = ["switchboard_rule_duration_seconds": Self.durationBuckets]
+        self.factory = factory
+        for (name, type, _) in Self.help where type == "gauge" { set(name, 0) }  // present from the start
     }
-
-    struct State {
-        var counters: [String: [String: Int]] = [:]  // metric -> rendered labels -> value
-        var histograms: [String: Histogram] = [:]  // rendered labels -> histogram (rule duration)
-        var gauges: [String: Double] = [:]
-    }
-
-    private let state = Mutex(State())
-
-    public init() {}
 
     static let help: [(String, String, String)] = [
         ("switchboard_events_total", "counter", "Accepted events by hook (URL path) and event name."),
@@ -51,69 +50,73 @@ public final class Metrics: Sendable {
 
     /// Adds `by` to a counter with labels given as (name, value) pairs.
     public func increment(_ metric: String, _ labels: [(String, String)] = [], by: Int = 1) {
-        let key = Self.render(labels)
-        state.withLock { $0.counters[metric, default: [:]][key, default: 0] += by }
+        let key = Self.key(metric, labels)
+        let counter = counters.withLock { map in
+            if let existing = map[key] { return existing }
+            let made = CoreMetrics.Counter(label: metric, dimensions: labels, factory: factory)
+            map[key] = made
+            return made
+        }
+        counter.increment(by: by)
     }
 
     public func set(_ gauge: String, _ value: Double) {
-        state.withLock { $0.gauges[gauge] = value }
+        let handle = gauges.withLock { map in
+            if let existing = map[gauge] { return existing }
+            let made = CoreMetrics.Gauge(label: gauge, dimensions: [], factory: factory)
+            map[gauge] = made
+            return made
+        }
+        handle.record(value)
     }
 
     public func observeRuleDuration(rule: String, seconds: Double) {
-        let key = Self.render([("rule", rule)])
-        state.withLock { $0.histograms[key, default: Histogram()].observe(seconds) }
+        let recorder = durations.withLock { map in
+            if let existing = map[rule] { return existing }
+            let made = CoreMetrics.Recorder(
+                label: "switchboard_rule_duration_seconds", dimensions: [("rule", rule)], aggregate: true,
+                factory: factory)
+            map[rule] = made
+            return made
+        }
+        recorder.record(seconds)
     }
 
-    /// A counter's value (for tests and the benchmark), summed over label sets containing `labels`.
+    /// A counter's value (for tests and the benchmark), summed over label sets containing `labels`: read
+    /// back from the exposition, so it is exactly what `/metrics` says.
     public func value(_ metric: String, _ labels: [(String, String)] = []) -> Int {
-        let wanted = labels.map { "\($0.0)=\"\(Self.escape($0.1))\"" }
-        return state.withLock { s in
-            (s.counters[metric] ?? [:]).filter { key, _ in wanted.allSatisfy { key.contains($0) } }.values.reduce(0, +)
+        let wanted = labels.map { "\($0.0)=\"\($0.1)\"" }
+        var total = 0
+        for line in prometheus().split(separator: "\n") where !line.hasPrefix("#") {
+            guard line.hasPrefix(metric), let space = line.lastIndex(of: " ") else { continue }
+            let series = line[..<space]
+            let name = series.firstIndex(of: "{").map { series[..<$0] } ?? series
+            guard name == metric, wanted.allSatisfy({ series.contains($0) }) else { continue }
+            total += Int(line[line.index(after: space)...]) ?? 0
         }
+        return total
     }
 
-    static func escape(_ value: String) -> String {
-        // Labels are nearly always plain: skip the copies unless there is something to escape.
-        guard value.utf8.contains(where: { $0 == UInt8(ascii: "\\") || $0 == UInt8(ascii: "\"") || $0 == 0x0A }) else {
-            return value
+    static func key(_ metric: String, _ labels: [(String, String)]) -> String {
+        var key = metric
+        for (name, value) in labels {
+            key += "\u{1}" + name + "\u{2}" + value
         }
-        return value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
-            .replacingOccurrences(of: "\n", with: "\\n")
+        return key
     }
 
-    static func render(_ labels: [(String, String)]) -> String {
-        labels.map { "\($0.0)=\"\(escape($0.1))\"" }.joined(separator: ",")
-    }
-
-    /// The Prometheus text exposition.
+    /// The Prometheus text exposition, with a `# HELP` line for each metric Switchboard documents.
     public func prometheus() -> String {
-        let s = state.withLock { $0 }
-        var lines: [String] = []
-        for (name, type, help) in Self.help {
-            lines.append("# HELP \(name) \(help)")
-            lines.append("# TYPE \(name) \(type)")
-            switch type {
-            case "counter":
-                for (labels, value) in (s.counters[name] ?? [:]).sorted(by: { $0.key < $1.key }) {
-                    lines.append(labels.isEmpty ? "\(name) \(value)" : "\(name){\(labels)} \(value)")
-                }
-            case "gauge":
-                lines.append("\(name) \(Self.number(s.gauges[name] ?? 0))")
-            default:
-                for (labels, h) in s.histograms.sorted(by: { $0.key < $1.key }) {
-                    for (i, bound) in Histogram.bounds.enumerated() {
-                        lines.append("\(name)_bucket{\(labels),le=\"\(Self.number(bound))\"} \(h.buckets[i])")
-                    }
-                    lines.append("\(name)_bucket{\(labels),le=\"+Inf\"} \(h.count)")
-                    lines.append("\(name)_sum{\(labels)} \(Self.number(h.sum))")
-                    lines.append("\(name)_count{\(labels)} \(h.count)")
-                }
+        var text = ""
+        let help = Dictionary(uniqueKeysWithValues: Self.help.map { ($0.0, $0.2) })
+        for line in registry.emitToString().split(separator: "\n", omittingEmptySubsequences: true) {
+            if line.hasPrefix("# TYPE "), let name = line.split(separator: " ").dropFirst(2).first,
+                let text2 = help[String(name)]
+            {
+                text += "# HELP \(name) \(text2)\n"
             }
+            text += line + "\n"
         }
-        return lines.joined(separator: "\n") + "\n"
-    }
-
-    static func number(_ d: Double) -> String {
-        d == d.rounded() && abs(d) < 1e15 ? String(Int64(d)) : String(d)
+        return text
     }
 }
