@@ -230,7 +230,8 @@ public final class Outbox: Service, Sendable {
 }
 
 /// Lets one task sleep until another has news, or a timeout passes. A signal with nobody waiting is kept
-/// for the next wait, so none is missed.
+/// for the next wait, so none is missed. Hand-made: an `AsyncStream` (buffering the newest) keeps the
+/// signal, but waiting on it *or* a deadline needs this same task-group race around it, so it adds nothing.
 final class WakeSignal: Sendable {
     private struct State {
         var signalled = false

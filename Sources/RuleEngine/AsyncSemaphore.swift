@@ -1,6 +1,7 @@
 import Synchronization
 
 /// A counting semaphore for tasks: `wait` suspends (never blocks a thread) until a slot is free.
+/// Hand-made: none of the listed packages has one (swift-async-algorithms has channels, not semaphores).
 package final class AsyncSemaphore: Sendable {
     private struct State {
         var available: Int

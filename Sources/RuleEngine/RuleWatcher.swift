@@ -5,6 +5,9 @@ import Synchronization
 /// below it and the directory holding it (so an atomically swapped symlink, as Kubernetes ConfigMaps do,
 /// is seen), plus a periodic check as a safety net. Bursts (an editor's rename-save, a `git checkout`
 /// touching 50 files) are debounced into one notification.
+///
+/// Hand-made, not swift-async-algorithms' `debounce`: that one waits for a quiet period only, so saves
+/// arriving every 20 ms would hold a reload back for ever; this one also fires after `maxDelay`.
 public final class RuleWatcher: Sendable {
     let directory: String
     let quiet: Duration

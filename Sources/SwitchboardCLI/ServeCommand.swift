@@ -286,12 +286,6 @@ public struct ServeCommand: AsyncParsableCommand {
                 "loaded \(engine.ruleNames.count) rule(s) from \(configuration.rulesDirectory) into \(engine.workers.count) worker(s)"
             )
             let host = configuration.host
-            let app = buildApplication(
-                configuration: configuration, engine: engine, journal: journal, metrics: metrics, logger: logger
-            ) { channel in
-                let port = channel.localAddress?.port ?? configuration.port
-                logger.info("listening on http://\(host):\(port)/hooks/{hook}")
-            }
             _ = await engine.replayUnfinished(decoder: EventDecoder(limits: configuration.decoding))
             let reloader = RuleReloader(directory: configuration.rulesDirectory, engine: engine, logger: logger)
             let retention = Retention(
@@ -299,10 +293,16 @@ public struct ServeCommand: AsyncParsableCommand {
                 maxAge: configuration.retention, maxJournalBytes: configuration.journalMaxBytes, logger: logger)
             let outbox = Outbox(
                 journal: queue, client: client, policy: configuration.outbox, metrics: metrics, logger: logger)
-            let services: [any Service] = [engine, reloader, retention, outbox, app]  // app: last to start, first to stop
+            // The HTTP server starts last and stops first (Hummingbird runs these before it).
+            let app = buildApplication(
+                configuration: configuration, engine: engine, journal: journal, metrics: metrics, logger: logger,
+                services: [engine, reloader, retention, outbox]
+            ) { channel in
+                let port = channel.localAddress?.port ?? configuration.port
+                logger.info("listening on http://\(host):\(port)/hooks/{hook}")
+            }
             let group = ServiceGroup(
-                configuration: .init(
-                    services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+                configuration: .init(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
             try await group.run()
         } catch {
             try? await client.shutdown()  // AsyncHTTPClient must be shut down on every path

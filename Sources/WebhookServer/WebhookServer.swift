@@ -3,16 +3,19 @@ public import Hummingbird
 public import Logging
 public import NIOCore
 public import RuleEngine
+public import ServiceLifecycle
 
 /// Builds the webhook server: `POST|PUT|GET /hooks/{hook}` (and `/hooks`, and `/hooks/{hook}/{token}`),
 /// `GET /healthz`, `/readyz`, `/metrics`, and `/admin/…`. Each part is a controller that adds its routes;
-/// authentication is middleware on the route group it guards.
+/// authentication is middleware on the route group it guards. `services` (the engine, the outbox, the
+/// reloader, retention) run in the application's service group, started before the HTTP server and
+/// stopped after it, so nothing is accepted that cannot be handled.
 ///
 /// Answers are Kazoo-safe: 200 for every accepted event whatever the rules do (they run after the answer),
 /// 4xx only for a request that is not an acceptable event, with the reason in the body and the body kept.
 public func buildApplication(
     configuration: ServerConfiguration, engine: Engine, journal: EventJournal?, metrics: Metrics, logger: Logger,
-    onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
+    services: [any Service] = [], onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
 ) -> some ApplicationProtocol {
     let rejected = RejectedStore(directory: configuration.rejectedDirectory)
     let router = Router(context: SwitchboardRequestContext.self)
@@ -32,5 +35,5 @@ public func buildApplication(
         configuration: .init(
             address: .hostname(configuration.host, port: configuration.port), serverName: "switchboard",
             backlog: configuration.listenBacklog),
-        onServerRunning: onServerRunning, logger: logger)
+        services: services, onServerRunning: onServerRunning, logger: logger)
 }

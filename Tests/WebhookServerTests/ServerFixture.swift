@@ -107,22 +107,22 @@ func withServer(
         workers: configuration.workers, client: client, metrics: Metrics(), logger: logger,
         grace: configuration.shutdownGrace, journal: journal ?? MemoryJournal())
     let (ports, portContinuation) = AsyncStream.makeStream(of: Int.self)
-    let app = buildApplication(
-        configuration: configuration, engine: dispatcher, journal: journal, metrics: dispatcher.metrics, logger: logger
-    ) { channel in
-        portContinuation.yield(channel.localAddress?.port ?? 0)
-    }
     let queue = try #require(dispatcher.journal as? any DeliveryQueue)
     var services: [any Service] = [
         dispatcher,
         Outbox(
             journal: queue, client: client, policy: configuration.outbox, metrics: dispatcher.metrics, logger: logger),
-        app,
     ]
     if let directory {
         services.insert(RuleReloader(directory: directory, engine: dispatcher, logger: logger, watch: watch), at: 1)
     }
-    let group = ServiceGroup(configuration: .init(services: services, logger: logger))
+    let app = buildApplication(
+        configuration: configuration, engine: dispatcher, journal: journal, metrics: dispatcher.metrics, logger: logger,
+        services: services
+    ) { channel in
+        portContinuation.yield(channel.localAddress?.port ?? 0)
+    }
+    let group = ServiceGroup(configuration: .init(services: [app], logger: logger))
     let running = Task { try await group.run() }
     var iterator = ports.makeAsyncIterator()
     let port = await iterator.next() ?? 0
