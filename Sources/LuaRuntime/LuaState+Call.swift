@@ -93,7 +93,6 @@ extension LuaState {
         let seconds =
             Double(limits.timeLimit.components.seconds)
             + Double(limits.timeLimit.components.attoseconds) / 1e18
-        sb_touch(L)
         sb_budget_begin(L, Int64(limits.instructionLimit), seconds)
         let status = sb_pcall_traceback(L, argumentCount, LUA_MULTRET)
         let killed = sb_budget_end(L)
