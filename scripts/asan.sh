@@ -2,7 +2,7 @@
 # The Lua bridge under AddressSanitizer: the LuaRuntime, RuleEngine and FuzzRegression test targets built
 # with --sanitize=address in their own scratch path (.build-asan, ignored by git). A use-after-free or
 # overflow in Switchboard's C shim or Swift code fails it. Debian's liblua5.4 is not instrumented, so the
-# shim touches every state and thread it hands to Lua (sb_touch) to catch closed ones at that boundary.
+# shim reads each coroutine's thread and state before resuming it (sb_touch), where a closed one is reported.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:halt_on_error=1:abort_on_error=1}
