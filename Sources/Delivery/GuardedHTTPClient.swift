@@ -72,6 +72,10 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
                 let location = response.headers.first(where: { $0.name.lowercased() == "location" })?.value,
                 let next = URL(string: location, relativeTo: URL(string: current.url))?.absoluteString
             else { return response }
+            if Self.origin(of: next) != Self.origin(of: current.url) {
+                // Credentials and the Host the rule set were meant for the first origin, not this one.
+                current.headers.removeAll { ["host", "authorization", "cookie"].contains($0.name.lowercased()) }
+            }
             if response.status == 303
                 || ((response.status == 301 || response.status == 302) && current.method == "POST")
             {
@@ -81,6 +85,13 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
             current.url = next
         }
         throw OutboundHTTPError("too many redirects")
+    }
+
+    /// `scheme://host:port` of a URL, lower-cased, for telling whether a redirect leaves the origin.
+    static func origin(of url: String) -> String {
+        guard let c = URLComponents(string: url) else { return url }
+        let scheme = c.scheme?.lowercased() ?? ""
+        return "\(scheme)://\(c.host?.lowercased() ?? ""):\(c.port ?? (scheme == "https" ? 443 : 80))"
     }
 
     /// Sends the request to `address` (the one `check` approved), never to a second resolution of its host.
@@ -147,9 +158,13 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
         let chosen = addresses.first { $0.count == 4 } ?? addresses[0]
         var rewritten = components
         rewritten.percentEncodedHost = chosen.count == 4 ? Self.text(chosen) : "[\(Self.text(chosen))]"
+        // Never fall back to the name: a URL that cannot be pinned is not sent (it would be resolved again).
+        guard let pinned = rewritten.string else {
+            throw OutboundHTTPError("cannot send \(url) to the checked address", permanent: true)
+        }
         return CheckedAddress(
             scheme: scheme, host: bare, port: components.port, bytes: chosen, isLiteral: literal != nil,
-            urlWithAddress: rewritten.string ?? url)
+            urlWithAddress: pinned)
     }
 
     static func text(_ address: [UInt8]) -> String {
@@ -202,6 +217,8 @@ final class PinnedClients: Sendable {
         var lastUsed = ContinuousClock.now
     }
     let entries = Mutex<[String: Entry]>([:])
+    /// Set by `shutdown`: no client is made after it.
+    let closed = Mutex(false)
     let maxConnectionsPerHost: Int
     let maxClients = 32
 
@@ -210,10 +227,13 @@ final class PinnedClients: Sendable {
     /// Sends to `host` over a connection to `address`; TLS still names and verifies `host`.
     func execute(_ request: OutboundRequest, host: String, address: String) async throws -> OutboundResponse {
         let key = host + " " + address
-        let (client, evicted) = entries.withLock { map -> (LiveHTTPClient, [LiveHTTPClient]) in
+        let made = entries.withLock { map -> (LiveHTTPClient, [LiveHTTPClient])? in
+            if closed.withLock({ $0 }) { return nil }
             if map[key] == nil {
+                // AsyncHTTPClient looks the override up by the URL's host as it parsed it: give both spellings.
                 let client = LiveHTTPClient(
-                    followRedirects: false, maxConnectionsPerHost: maxConnectionsPerHost, dnsOverride: [host: address])
+                    followRedirects: false, maxConnectionsPerHost: maxConnectionsPerHost,
+                    dnsOverride: [host: address, host.lowercased(): address])
                 map[key] = Entry(client: client)
             }
             map[key]!.inUse += 1
@@ -227,6 +247,7 @@ final class PinnedClients: Sendable {
             }
             return (map[key]!.client, evicted)
         }
+        guard let (client, evicted) = made else { throw OutboundHTTPError("shutting down: not sent") }
         // Idle clients: nothing waits on their shutdown, and no request can reach them any more.
         for old in evicted { Task { try? await old.shutdown() } }
         defer {
@@ -240,6 +261,7 @@ final class PinnedClients: Sendable {
 
     func shutdown() async {
         let all = entries.withLock { map -> [LiveHTTPClient] in
+            closed.withLock { $0 = true }
             defer { map = [:] }
             return map.values.map(\.client)
         }

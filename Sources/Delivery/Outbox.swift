@@ -292,7 +292,7 @@ extension Outbox {
         _ forwards: [NewDelivery], client: any OutboundHTTPClient, policy: Policy, logger: Logger
     ) async -> [Delivery] {
         guard !forwards.isEmpty else { return [] }
-        let queue = MemoryJournal()
+        let queue = MemoryJournal(keepFinished: forwards.count)  // every result is read back below
         let ids = queue.enqueue(forwards, event: "run")
         let outbox = Outbox(journal: queue, client: client, policy: policy, metrics: Metrics(), logger: logger)
         let running = Task { try await outbox.run() }

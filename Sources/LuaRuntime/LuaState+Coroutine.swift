@@ -157,15 +157,21 @@ extension LuaState {
             luaL_traceback(L, thread, nil, 0)
             let traceback = stack.string(at: -1)
             sb_pop(L, 1)
-            var error = failure(status: status, killed: killed, message: message)
-            if error.chunk == nil, sb_push_position(L, thread) != 0 {
-                // A memory error comes from the allocator with no position: name the Lua line that failed.
-                let position = stack.string(at: -1) ?? ""
+            // Where it failed, read while the thread's stack is still there (a memory error from the allocator
+            // carries no position of its own).
+            var position: String? = nil
+            if sb_push_position(L, thread) != 0 {
+                position = stack.string(at: -1)
                 sb_pop(L, 1)
+            }
+            // Finished before `failure` collects garbage, so the dead run's locals can be freed and the state
+            // is only flagged for a rebuild when memory really stays held (module-level data).
+            finish(coroutine)
+            var error = failure(status: status, killed: killed, message: message)
+            if error.kind == .memory, error.chunk == nil, let position {
                 (error.chunk, error.line) = LuaError.location(in: position)
                 error.message = position + " " + error.message
             }
-            finish(coroutine)
             error.traceback = traceback
             throw error
         }

@@ -1,4 +1,5 @@
 import CoreMetrics
+import Foundation
 import Prometheus
 import Synchronization
 
@@ -85,13 +86,20 @@ public final class Metrics: Sendable {
     /// A counter's value (for tests and the benchmark), summed over label sets containing `labels`: read
     /// back from the exposition, so it is exactly what `/metrics` says.
     public func value(_ metric: String, _ labels: [(String, String)] = []) -> Int {
-        let wanted = labels.map { "\($0.0)=\"\($0.1)\"" }
+        // Each wanted pair must be a whole label: after `{` or `,`, so `id="x"` does not match `hook_id="x"`.
+        let wanted = labels.map { pair in
+            "\(pair.0)=\""
+                + pair.1.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+                .replacingOccurrences(of: "\n", with: "\\n") + "\""
+        }
         var total = 0
         for line in prometheus().split(separator: "\n") where !line.hasPrefix("#") {
             guard line.hasPrefix(metric), let space = line.lastIndex(of: " ") else { continue }
             let series = line[..<space]
             let name = series.firstIndex(of: "{").map { series[..<$0] } ?? series
-            guard name == metric, wanted.allSatisfy({ series.contains($0) }) else { continue }
+            guard name == metric,
+                wanted.allSatisfy({ series.contains("{" + $0) || series.contains("," + $0) })
+            else { continue }
             total += Int(line[line.index(after: space)...]) ?? 0
         }
         return total

@@ -187,10 +187,25 @@ public actor RuleWorker {
         outcome.logs = run.logs
     }
 
+    /// Replaced states whose suspended runs have not all finished yet (each is nearly full by definition).
+    var retired: [WeakBuilt] = []
+    /// Retired states allowed to be alive at once; past it the worker keeps its full state instead of
+    /// building another (runs starting there may then fail for memory), so a rule that fills its state on
+    /// every event while others wait on HTTP cannot pile up states: memory stays under (1 + this) × the cap
+    /// per worker. A retired state lives at most as long as its longest HTTP wait (30 s at most).
+    static let maxRetired = 16
+
+    struct WeakBuilt {
+        weak var built: Built?
+    }
+
     /// After a kill left the state full, start over from the same files (module state is lost). Runs that
     /// are suspended in the old state finish there; it closes when the last of them ends.
     func rebuild() {
+        retired.removeAll { $0.built == nil }
+        guard retired.count < Self.maxRetired else { return }  // the next kill tries again
         guard let built = try? Self.build(source: source, configuration: configuration) else { return }
+        retired.append(WeakBuilt(built: current))
         current = built
     }
 

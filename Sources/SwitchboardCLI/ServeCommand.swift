@@ -293,10 +293,12 @@ public struct ServeCommand: AsyncParsableCommand {
                 maxAge: configuration.retention, maxJournalBytes: configuration.journalMaxBytes, logger: logger)
             let outbox = Outbox(
                 journal: queue, client: client, policy: configuration.outbox, metrics: metrics, logger: logger)
-            // The HTTP server starts last and stops first (Hummingbird runs these before it).
+            // Stopped in reverse order: the HTTP server (Hummingbird's, after these), the reloader, the engine
+            // (its grace period for running rules), retention, and last the outbox, so forwards from rules that
+            // finish during the grace period still have their attempts under way.
             let app = buildApplication(
                 configuration: configuration, engine: engine, journal: journal, metrics: metrics, logger: logger,
-                services: [engine, reloader, retention, outbox]
+                services: [outbox, retention, engine, reloader]
             ) { channel in
                 let port = channel.localAddress?.port ?? configuration.port
                 logger.info("listening on http://\(host):\(port)/hooks/{hook}")

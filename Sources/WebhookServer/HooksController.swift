@@ -75,7 +75,9 @@ struct HooksController: Sendable {
                 }
                 throw error
             case .failed:
-                throw APIError(.badRequest, code: "body", "the request body could not be read")
+                throw reject(
+                    .badRequest, code: "body", reason: "the request body could not be read", body: [],
+                    request: request, hookID: hookID, peer: peer)
             }
             format = WireFormat.detect(contentType: request.headers[.contentType], body: body)
         }
@@ -138,7 +140,10 @@ struct HooksController: Sendable {
     /// reading the 413 and its reason.
     func readBody(_ request: Request, context: SwitchboardRequestContext) async -> BodyRead {
         let limit = configuration.decoding.maxBodyBytes
-        let lingerBytes = max(64 << 20, limit * 8)
+        let (eightTimes, overflow) = limit.multipliedReportingOverflow(by: 8)
+        let lingerBytes = max(64 << 20, overflow ? Int.max / 2 : eightTimes)
+        // Like nginx's lingering_time: a client still trickling a refused body after this is cut off.
+        let lingerUntil = ContinuousClock.now + .seconds(30)
         var body: [UInt8] = []
         var total = 0
         do {
@@ -148,7 +153,9 @@ struct HooksController: Sendable {
                     chunk.withUnsafeReadableBytes { body.append(contentsOf: $0) }
                 } else {
                     body = []
-                    if total - limit > lingerBytes { return .overLimit(drained: false) }
+                    if total - limit > lingerBytes || ContinuousClock.now > lingerUntil {
+                        return .overLimit(drained: false)
+                    }
                 }
             }
         } catch {

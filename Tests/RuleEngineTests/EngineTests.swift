@@ -193,3 +193,17 @@ import Testing
         #expect(report.outcome("a")?.logs.first?.message == "HI")
     }
 }
+
+@Suite struct MetricsTests {
+    @Test func aCounterIsReadBackByWholeLabels() {
+        let metrics = Metrics()
+        metrics.increment("switchboard_non200_responses_total", [("hook_id", "x")])
+        metrics.increment("switchboard_rule_runs_total", [("rule", "wait"), ("outcome", "ok")], by: 2)
+        metrics.increment("switchboard_rule_runs_total", [("rule", "wait2"), ("outcome", "ok")])
+        #expect(metrics.value("switchboard_non200_responses_total", [("hook_id", "x")]) == 1)
+        #expect(metrics.value("switchboard_non200_responses_total", [("id", "x")]) == 0)
+        #expect(metrics.value("switchboard_rule_runs_total", [("rule", "wait")]) == 2)
+        #expect(metrics.value("switchboard_rule_runs_total") == 3)
+        #expect(metrics.prometheus().contains("# HELP switchboard_rule_runs_total "))
+    }
+}

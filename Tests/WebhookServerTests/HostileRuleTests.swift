@@ -316,6 +316,13 @@ import WebhookServer
         #expect(
             upstream.requests.last?.headers.contains { $0.0.lowercased() == "host" && $0.1.hasPrefix("b.rebind.test") }
                 == true)
+        // Credentials meant for the first origin are not carried to another.
+        _ = try await client.execute(
+            OutboundRequest(
+                method: "GET",
+                url: "http://a.rebind.test:\(upstream.port)/redirect?to=http://b.rebind.test:\(upstream.port)/echo",
+                headers: [.init(name: "Authorization", value: "Bearer secret")], timeout: .seconds(5)))
+        #expect(upstream.requests.last?.headers.contains { $0.0.lowercased() == "authorization" } == false)
         // A redirect to a name that resolves inside is refused: the hop is checked like the first request.
         do {
             _ = try await client.execute(

@@ -109,12 +109,12 @@ func withServer(
     let (ports, portContinuation) = AsyncStream.makeStream(of: Int.self)
     let queue = try #require(dispatcher.journal as? any DeliveryQueue)
     var services: [any Service] = [
-        dispatcher,
         Outbox(
             journal: queue, client: client, policy: configuration.outbox, metrics: dispatcher.metrics, logger: logger),
+        dispatcher,
     ]
     if let directory {
-        services.insert(RuleReloader(directory: directory, engine: dispatcher, logger: logger, watch: watch), at: 1)
+        services.append(RuleReloader(directory: directory, engine: dispatcher, logger: logger, watch: watch))
     }
     let app = buildApplication(
         configuration: configuration, engine: dispatcher, journal: journal, metrics: dispatcher.metrics, logger: logger,
