@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Lua bridge under AddressSanitizer: the LuaRuntime, RuleEngine and FuzzRegression test targets built
+# The Lua bridge under AddressSanitizer: the LuaRuntime, RuleEngine, RuleTesting and FuzzRegression tests built
 # with --sanitize=address in their own scratch path (.build-asan, ignored by git). A use-after-free or
 # overflow in Switchboard's C shim or Swift code fails it. Debian's liblua5.4 is not instrumented, so the
 # shim reads each coroutine's thread and state before resuming it (sb_touch), where a closed one is reported.
@@ -8,4 +8,4 @@ cd "$(dirname "$0")/.."
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:halt_on_error=1:abort_on_error=1}
 swift build --build-tests --sanitize=address --scratch-path .build-asan >/dev/null
 swift test --skip-build --sanitize=address --scratch-path .build-asan \
-  --filter 'LuaRuntimeTests|RuleEngineTests|FuzzRegressionTests'
+  --filter 'LuaRuntimeTests|RuleEngineTests|RuleTestingTests|FuzzRegressionTests'
