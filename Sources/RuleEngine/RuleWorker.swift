@@ -192,8 +192,15 @@ public actor RuleWorker {
     /// Retired states allowed to be alive at once; past it the worker keeps its full state instead of
     /// building another (runs starting there may then fail for memory), so a rule that fills its state on
     /// every event while others wait on HTTP cannot pile up states: memory stays under (1 + this) × the cap
-    /// per worker. A retired state lives at most as long as its longest HTTP wait (30 s at most).
-    static let maxRetired = 16
+    /// per worker. A retired state lives as long as the longest wait of a run started in it (an HTTP call's
+    /// timeout, 30 s at most, plus any wait for a free HTTP slot).
+    package static let maxRetired = 16
+
+    /// Replaced states still alive (tests).
+    package var retiredStates: Int {
+        retired.removeAll { $0.built == nil }
+        return retired.count
+    }
 
     struct WeakBuilt {
         weak var built: Built?

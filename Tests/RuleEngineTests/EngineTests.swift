@@ -3,6 +3,8 @@ import JSONCore
 import KazooEvents
 import LuaRuntime
 import RuleEngine
+import Synchronization
+import TestSupport
 import Testing
 
 @Suite struct IsolationTests {
@@ -205,5 +207,74 @@ import Testing
         #expect(metrics.value("switchboard_rule_runs_total", [("rule", "wait")]) == 2)
         #expect(metrics.value("switchboard_rule_runs_total") == 3)
         #expect(metrics.prometheus().contains("# HELP switchboard_rule_runs_total "))
+    }
+}
+
+/// An HTTP client whose answers wait until the test opens the gate.
+final class GateClient: OutboundHTTPClient {
+    let waiting = Mutex<[CheckedContinuation<Void, Never>]>([])
+    let open = Mutex(false)
+
+    func execute(_ request: OutboundRequest) async throws -> OutboundResponse {
+        await withCheckedContinuation { continuation in
+            let now = open.withLock { isOpen -> Bool in
+                if !isOpen { waiting.withLock { $0.append(continuation) } }
+                return isOpen
+            }
+            if now { continuation.resume() }
+        }
+        return OutboundResponse(status: 200)
+    }
+
+    func release() {
+        let all = open.withLock { isOpen -> [CheckedContinuation<Void, Never>] in
+            isOpen = true
+            return waiting.withLock { list in
+                defer { list = [] }
+                return list
+            }
+        }
+        for continuation in all { continuation.resume() }
+    }
+}
+
+/// A rule that fills its state on every event while another waits on HTTP: each kill replaces the state and
+/// the waiting runs keep the old ones alive, but never more than `RuleWorker.maxRetired` of them.
+@Suite struct RetiredStateTests {
+    @Test func replacedStatesKeptForWaitingRunsAreBounded() async throws {
+        let gate = GateClient()
+        let worker = try makeWorker(
+            [
+                "a_hog.lua": """
+                local keep = {}
+                return { name = "hog", on = "channel_create", run = function()
+                  for i = 1, 1e7 do keep[#keep + 1] = string.rep("x", 512) .. i end
+                end }
+                """,
+                "b_wait.lua": """
+                return { name = "wait", on = "channel_create", run = function()
+                  http.get("https://crm.example.com/slow", { timeout = 10 })
+                end }
+                """,
+            ], client: gate, limits: LuaLimits(memoryLimit: 3 << 20, instructionLimit: 5_000_000))
+        let event = try sample("channel_create__inbound.json")
+        let events = RuleWorker.maxRetired * 3  // not every kill leaves the state full enough to replace it
+        let runs = Task {
+            await withTaskGroup(of: Void.self) { group in
+                for _ in 0..<events { group.addTask { _ = await worker.process(event) } }
+            }
+        }
+        // Every wait holds the state it started in until the gate opens: watch the kept states grow to the cap.
+        var most = 0
+        let deadline = ContinuousClock.now + .seconds(60)
+        while most < RuleWorker.maxRetired, ContinuousClock.now < deadline {
+            most = max(most, await worker.retiredStates)
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        for _ in 0..<20 { most = max(most, await worker.retiredStates) }  // and never past it
+        gate.release()
+        await runs.value
+        #expect(most == RuleWorker.maxRetired, "kept states: \(most)")
+        #expect(await worker.retiredStates == 0, "replaced states outlived the runs that held them")
     }
 }
