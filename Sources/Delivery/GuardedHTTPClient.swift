@@ -1,3 +1,4 @@
+import EventStore
 import Foundation
 import NIOCore
 import NIOPosix
@@ -72,7 +73,9 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
                 let location = response.headers.first(where: { $0.name.lowercased() == "location" })?.value,
                 let next = URL(string: location, relativeTo: URL(string: current.url))?.absoluteString
             else { return response }
-            if Self.origin(of: next) != Self.origin(of: current.url) {
+            // The outbox's notion of a destination (scheme://host:port) is the origin; host names ignore case.
+            let from = EventStore.Delivery.destination(of: current.url).lowercased()
+            if EventStore.Delivery.destination(of: next).lowercased() != from {
                 // Credentials and the Host the rule set were meant for the first origin, not this one.
                 current.headers.removeAll { ["host", "authorization", "cookie"].contains($0.name.lowercased()) }
             }
@@ -85,13 +88,6 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
             current.url = next
         }
         throw OutboundHTTPError("too many redirects")
-    }
-
-    /// `scheme://host:port` of a URL, lower-cased, for telling whether a redirect leaves the origin.
-    static func origin(of url: String) -> String {
-        guard let c = URLComponents(string: url) else { return url }
-        let scheme = c.scheme?.lowercased() ?? ""
-        return "\(scheme)://\(c.host?.lowercased() ?? ""):\(c.port ?? (scheme == "https" ? 443 : 80))"
     }
 
     /// Sends the request to `address` (the one `check` approved), never to a second resolution of its host.
@@ -216,9 +212,12 @@ final class PinnedClients: Sendable {
         var inUse = 0
         var lastUsed = ContinuousClock.now
     }
-    let entries = Mutex<[String: Entry]>([:])
-    /// Set by `shutdown`: no client is made after it.
-    let closed = Mutex(false)
+    struct State {
+        var entries: [String: Entry] = [:]
+        /// Set by `shutdown`: no client is made after it.
+        var closed = false
+    }
+    let state = Mutex(State())
     let maxConnectionsPerHost: Int
     let maxClients = 32
 
@@ -227,43 +226,43 @@ final class PinnedClients: Sendable {
     /// Sends to `host` over a connection to `address`; TLS still names and verifies `host`.
     func execute(_ request: OutboundRequest, host: String, address: String) async throws -> OutboundResponse {
         let key = host + " " + address
-        let made = entries.withLock { map -> (LiveHTTPClient, [LiveHTTPClient])? in
-            if closed.withLock({ $0 }) { return nil }
-            if map[key] == nil {
+        let made = state.withLock { s -> (LiveHTTPClient, [LiveHTTPClient])? in
+            if s.closed { return nil }
+            if s.entries[key] == nil {
                 // AsyncHTTPClient looks the override up by the URL's host as it parsed it: give both spellings.
                 let client = LiveHTTPClient(
                     followRedirects: false, maxConnectionsPerHost: maxConnectionsPerHost,
                     dnsOverride: [host: address, host.lowercased(): address])
-                map[key] = Entry(client: client)
+                s.entries[key] = Entry(client: client)
             }
-            map[key]!.inUse += 1
+            s.entries[key]!.inUse += 1
             var evicted: [LiveHTTPClient] = []
-            if map.count > maxClients {
-                let idle = map.filter { $0.value.inUse == 0 }.sorted { $0.value.lastUsed < $1.value.lastUsed }
-                for (name, entry) in idle.prefix(map.count - maxClients) {
-                    map[name] = nil
+            if s.entries.count > maxClients {
+                let idle = s.entries.filter { $0.value.inUse == 0 }.sorted { $0.value.lastUsed < $1.value.lastUsed }
+                for (name, entry) in idle.prefix(s.entries.count - maxClients) {
+                    s.entries[name] = nil
                     evicted.append(entry.client)
                 }
             }
-            return (map[key]!.client, evicted)
+            return (s.entries[key]!.client, evicted)
         }
         guard let (client, evicted) = made else { throw OutboundHTTPError("shutting down: not sent") }
         // Idle clients: nothing waits on their shutdown, and no request can reach them any more.
         for old in evicted { Task { try? await old.shutdown() } }
         defer {
-            entries.withLock { map in
-                map[key]?.inUse -= 1
-                map[key]?.lastUsed = .now
+            state.withLock { s in
+                s.entries[key]?.inUse -= 1
+                s.entries[key]?.lastUsed = .now
             }
         }
         return try await client.execute(request)
     }
 
     func shutdown() async {
-        let all = entries.withLock { map -> [LiveHTTPClient] in
-            closed.withLock { $0 = true }
-            defer { map = [:] }
-            return map.values.map(\.client)
+        let all = state.withLock { s -> [LiveHTTPClient] in
+            s.closed = true
+            defer { s.entries = [:] }
+            return s.entries.values.map(\.client)
         }
         for client in all { try? await client.shutdown() }
     }

@@ -9,8 +9,9 @@ import Synchronization
 /// jitter until a 2xx, at most `perDestination` at once to one host, every attempt recorded; after the last
 /// attempt (or past the maximum age) a delivery becomes a dead letter, kept until `switchboard redeliver`.
 ///
-/// The queue lives in SQLite, not here: this service only reads what is due, so a restart, another
-/// process's `switchboard redeliver`, or a crash between two attempts loses nothing.
+/// The queue lives in a `DeliveryQueue`, not here: this service only reads what is due. With the SQLite
+/// journal a restart, another process's `switchboard redeliver`, or a crash between two attempts loses
+/// nothing; with `MemoryJournal` (`--journal off`, `run --live`) the queue ends with the process.
 public final class Outbox: Service, Sendable {
     /// How hard to try.
     public struct Policy: Sendable, Equatable {

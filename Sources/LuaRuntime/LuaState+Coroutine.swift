@@ -160,7 +160,7 @@ extension LuaState {
             // Where it failed, read while the thread's stack is still there (a memory error from the allocator
             // carries no position of its own).
             var position: String? = nil
-            if sb_push_position(L, thread) != 0 {
+            if killed == SB_KILL_MEMORY || status == LUA_ERRMEM, sb_push_position(L, thread) != 0 {
                 position = stack.string(at: -1)
                 sb_pop(L, 1)
             }
@@ -168,7 +168,7 @@ extension LuaState {
             // is only flagged for a rebuild when memory really stays held (module-level data).
             finish(coroutine)
             var error = failure(status: status, killed: killed, message: message)
-            if error.kind == .memory, error.chunk == nil, let position {
+            if error.chunk == nil, let position {
                 (error.chunk, error.line) = LuaError.location(in: position)
                 error.message = position + " " + error.message
             }

@@ -156,7 +156,7 @@ public final class Engine: Service, Sendable {
         inFlight.withLock { tasks in
             tasks[id] = Task {
                 // `worker` belongs to the generation current at submit; a reload meanwhile leaves it running
-                // (this task holds it) until its events finish. Nothing of the dispatcher is read across it
+                // (this task holds it) until its events finish. Nothing of the engine is read across it
                 // but the journal, which never changes.
                 let report = await worker.process(event, meta: meta)
                 self.record(report)
