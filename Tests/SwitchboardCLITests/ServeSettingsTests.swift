@@ -1,6 +1,9 @@
 import ArgumentParser
 import Delivery
 import Foundation
+import Logging
+import LuaRuntime
+import RuleEngine
 import SwitchboardCLI
 import Testing
 import WebhookServer
@@ -78,5 +81,83 @@ import WebhookServer
         #expect(throws: ValidationError.self) {
             try ServeCommand.parse(["--log-format", "xml"]).settings(environment: [:])
         }
+    }
+
+    @Test func listsFlagsAndCommasReadTheSameFromEverySource() throws {
+        let repeated = try ServeCommand.parse(["--allow-http-to", "10.0.0.0/8", "--allow-http-to=127.0.0.1/32"])
+            .settings(environment: [:]).0
+        #expect(repeated.allowHTTPTo.map(\.description) == ["10.0.0.0/8", "127.0.0.1/32"])
+        let fromEnv = try ServeCommand.parse([]).settings(environment: [
+            "SWITCHBOARD_ALLOW_ENV": "A, B", "SWITCHBOARD_JOURNAL_FSYNC": "1", "SWITCHBOARD_TOKEN": "x,y",
+        ]).0
+        #expect(fromEnv.rules.allowedEnvironment == ["A", "B"])
+        #expect(fromEnv.journalFsync)
+        #expect(fromEnv.token == "x,y")
+        let flagged = try ServeCommand.parse(["--journal-fsync", "--token", "p,q", "--journal", "off"])
+            .settings(environment: [:]).0
+        #expect(flagged.journalFsync)
+        #expect(flagged.token == "p,q")
+        #expect(!flagged.journal)
+        let file = try configFile("journal_fsync: true\nmax_memory_mb: 32\nshutdown_grace_ms: 250\nlog_level: debug\n")
+        let fromFile = try ServeCommand.parse(["--config", file]).settings(environment: [:])
+        #expect(fromFile.0.journalFsync)
+        #expect(fromFile.0.rules.limits.memoryLimit == 32 << 20)
+        #expect(fromFile.0.shutdownGrace == .milliseconds(250))
+        #expect(fromFile.logLevel == .debug)
+    }
+
+    /// The message of the error `serve` gives for these arguments and environment, or nil if it accepts them.
+    func refusal(_ arguments: [String], _ environment: [String: String] = [:]) throws -> String? {
+        do {
+            _ = try ServeCommand.parse(arguments).settings(environment: environment)
+            return nil
+        } catch let error as ValidationError {
+            return error.message
+        }
+    }
+
+    @Test func unknownFlagsAndStrayWordsAreNamed() throws {
+        #expect(try refusal(["--prot", "1"])?.hasPrefix("unknown option '--prot' (did you mean --port?)") == true)
+        #expect(try refusal(["--port", "1", "2"])?.hasPrefix("unexpected argument '2'") == true)
+        #expect(
+            try refusal([], ["SWITCHBOARD_WORKERS": "0"]) == "SWITCHBOARD_WORKERS: workers must be at least 1, not 0")
+        #expect(try refusal(["--port", "1"]) == nil)
+    }
+
+    /// The help is generated from the same table the settings are read from: every flag it lists parses, and its
+    /// defaults are the configuration's own.
+    @Test func theHelpListsEverySettingWithItsDefault() throws {
+        let help = ServeCommand.helpMessage(columns: 200)
+        let flags = help.split(separator: "\n").compactMap { line -> String? in
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            guard trimmed.hasPrefix("--"), !trimmed.hasPrefix("--version"), !trimmed.hasPrefix("--help") else {
+                return nil
+            }
+            return String(trimmed.prefix { $0 != " " })
+        }
+        #expect(flags.count >= 30)
+        #expect(Set(flags).count == flags.count)
+        for flag in flags {
+            #expect(throws: Never.self, "\(flag)") { try ServeSettingsProbe.acceptsFlag(flag) }
+        }
+        #expect(help.contains("--port <n>"))
+        #expect(help.contains("Default: 8080."))
+        #expect(help.contains("Default: 7d."))
+        #expect(help.contains("--journal <on|off>"))
+    }
+}
+
+/// Gives each flag a value of its kind and checks nothing complains that the flag is unknown.
+enum ServeSettingsProbe {
+    static func acceptsFlag(_ flag: String) throws {
+        for value in ["1", "on", "1s", "info", "text", "127.0.0.1/32", "x:y", "NAME"] {
+            do {
+                _ = try ServeCommand.parse([flag, value]).settings(environment: [:])
+                return
+            } catch let error as ValidationError where !error.message.contains("unknown option") {
+                continue
+            }
+        }
+        _ = try ServeCommand.parse([flag]).settings(environment: [:])  // a flag without a value
     }
 }
