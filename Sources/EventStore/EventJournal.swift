@@ -18,7 +18,8 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     let pool: DatabasePool
     public let path: String
     private let pendingAppends = Mutex<[(Entry, CheckedContinuation<Void, any Error>)]>([])
-    private let pendingDone = Mutex<[(id: String, forwards: [NewDelivery])]>([])
+    /// Done marks in the order given; a batch is never split across transactions.
+    private let pendingDone = Mutex<[DoneMark]>([])
     /// Called after a commit that queued deliveries (the outbox wakes up).
     let deliveryObserver = Mutex<(@Sendable () -> Void)?>(nil)
     private let flushing = Mutex<Bool>(false)
@@ -61,6 +62,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
                         );
                         CREATE INDEX IF NOT EXISTS events_pending ON events(done, received_at);
                         \(Self.deliverySchema)
+                        \(Self.storeSchema)
 
                         """)
             }
@@ -79,10 +81,12 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         }
     }
 
-    /// Marks an event done and puts its rules' forwards in the outbox, in one transaction (batched with
-    /// others; a crash before it lands only means the event runs again).
-    public func markDone(_ id: String, forwards: [NewDelivery] = []) {
-        pendingDone.withLock { $0.append((id, forwards)) }
+    /// Marks events done, puts their rules' forwards in the outbox and applies their store writes, in one
+    /// transaction (batched with others, after every batch given before; a crash before it lands only means
+    /// the events run again).
+    public func markDone(_ marks: [DoneMark]) {
+        guard !marks.isEmpty else { return }
+        pendingDone.withLock { $0.append(contentsOf: marks) }
         scheduleFlush()
     }
 
@@ -197,7 +201,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
                     defer { queued.removeAll(keepingCapacity: true) }
                     return queued
                 }
-                let done = pendingDone.withLock { queued -> [(id: String, forwards: [NewDelivery])] in
+                let done = pendingDone.withLock { queued -> [DoneMark] in
                     defer { queued.removeAll(keepingCapacity: true) }
                     return queued
                 }
@@ -228,9 +232,10 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
                         let now = Date().timeIntervalSince1970
                         let markDone = try db.cachedStatement(
                             sql: "UPDATE events SET done = 1, done_at = ? WHERE id = ?")
-                        for (id, forwards) in done {
-                            try markDone.execute(arguments: [now, id])
-                            for forward in forwards { try Self.insert(forward, event: id, now: now, in: db) }
+                        for mark in done {
+                            try markDone.execute(arguments: [now, mark.id])
+                            for forward in mark.forwards { try Self.insert(forward, event: mark.id, now: now, in: db) }
+                            for write in mark.writes { try Self.apply(write, in: db) }
                         }
                     }
                     for (_, continuation) in appends { continuation.resume() }
@@ -241,7 +246,12 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
                 } catch {
                     let failure = JournalError("the journal \(path) could not be written: \(Self.reason(error))")
                     for (_, continuation) in appends { continuation.resume(throwing: failure) }
-                    // Done marks that failed only mean those events run again after a restart.
+                    // Done marks go back to the front of the queue and are tried again: later marks may carry
+                    // store writes built on theirs, and must not be committed without them.
+                    if !done.isEmpty {
+                        pendingDone.withLock { $0.insert(contentsOf: done, at: 0) }
+                        try? await Task.sleep(for: .milliseconds(200))
+                    }
                 }
             }
         }

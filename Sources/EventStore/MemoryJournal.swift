@@ -23,7 +23,12 @@ public final class MemoryJournal: EventJournaling, DeliveryQueue, Sendable {
     /// Nothing is kept: an accepted event is not durable with the journal off.
     public func append(_ event: AcceptedEvent) async throws {}
 
-    public func markDone(_ id: String, forwards: [NewDelivery]) { enqueue(forwards, event: id) }
+    public func markDone(_ marks: [DoneMark]) {
+        for mark in marks { enqueue(mark.forwards, event: mark.id) }
+    }
+
+    /// Nothing is kept: without a journal the rule store lives in memory only.
+    public func storeRecords() throws -> [StoreRecord] { [] }
 
     public func unfinished() throws -> [AcceptedEvent] { [] }
 

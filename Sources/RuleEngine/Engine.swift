@@ -31,6 +31,10 @@ public final class Engine: Service, Sendable {
     public let metrics: Metrics
     /// Where accepted events are recorded; events are marked done here when their rules finish.
     public let journal: any EventJournaling
+    /// What `store.*` and `call.*` read and write, shared by every worker and every rule set.
+    public let store: RuleStore
+    /// The last submitted event of each call still running or queued: the next one of the call waits for it.
+    let callTails = Mutex<[String: (id: Int, task: Task<Void, Never>)]>([:])
     let logger: Logger
     let grace: Duration
     let configuration: RuleConfiguration
@@ -58,10 +62,11 @@ public final class Engine: Service, Sendable {
     public init(
         source: RuleSource, configuration: RuleConfiguration, workers count: Int, client: any OutboundHTTPClient,
         metrics: Metrics, logger: Logger, grace: Duration, maxEventsInFlight: Int = 10_000,
-        journal: any EventJournaling
+        journal: any EventJournaling, store: RuleStore? = nil
     ) async throws {
         self.slots = AsyncSemaphore(maxEventsInFlight)
         self.journal = journal
+        self.store = try store ?? RuleStore(records: journal.storeRecords())
         self.metrics = metrics
         self.logger = logger
         self.grace = grace
@@ -140,35 +145,74 @@ public final class Engine: Service, Sendable {
     }
 
     /// Starts the rules on an accepted event and returns as soon as there is room for it.
+    ///
+    /// Events of one call (the same `call_id`) go to the same worker and run one at a time, in the order
+    /// they were submitted; other events go round robin. Each leg of a bridged call has its own `call_id`
+    /// and so its own order: legs run in parallel.
     public func submit(_ event: WebhookEvent, meta: JSONValue) async {
         // A reload may swap the generation while this waits for room: the workers are read after it, so
         // the event runs on the newest rule set.
         await slots.wait()
         let workers = self.workers
-        let worker = next.withLock { i -> RuleWorker in
-            i = (i + 1) % workers.count
-            return workers[i]
-        }
+        let callID = event.callID
+        let worker =
+            callID.map { workers[Self.slot(of: $0, among: workers.count)] }
+            ?? next.withLock { i -> RuleWorker in
+                i = (i + 1) % workers.count
+                return workers[i]
+            }
         let id = counter.withLock { c -> Int in
             c += 1
             return c
         }
         inFlight.withLock { tasks in
-            tasks[id] = Task {
-                // `worker` belongs to the generation current at submit; a reload meanwhile leaves it running
-                // (this task holds it) until its events finish. Nothing of the engine is read across it
-                // but the journal, which never changes.
-                let report = await worker.process(event, meta: meta)
-                self.record(report)
-                // A run cut by shutdown stays unfinished in the journal, so the next start runs it again.
-                if !Task.isCancelled, let id = meta["id"]?.stringValue {
-                    self.journal.markDone(id, forwards: Self.deliveries(report))
+            // Under `callTails`' lock, so two events of one call submitted at once still queue in order.
+            let task = callTails.withLock { tails -> Task<Void, Never> in
+                let previous = callID.flatMap { tails[$0]?.task }
+                let task = Task {
+                    await previous?.value
+                    // `worker` belongs to the generation current at submit; a reload meanwhile leaves it
+                    // running (this task holds it) until its events finish. The engine's journal and store
+                    // never change; the store's session is this event's own.
+                    if !Task.isCancelled {
+                        let session = self.store.begin()
+                        let report = await worker.process(event, meta: meta, session: session)
+                        self.record(report)
+                        // A run cut by shutdown stays unfinished (its session is never finished, so nothing
+                        // that read its writes is committed either): the next start runs them again.
+                        if !Task.isCancelled {
+                            if event.name == "channel_destroy", let callID {
+                                let end = Date().timeIntervalSince1970 + self.configuration.callStateKeep
+                                session.expireNamespace("call:" + callID, at: end)
+                            }
+                            let mark = meta["id"]?.stringValue.map {
+                                DoneMark(id: $0, forwards: Self.deliveries(report))
+                            }
+                            self.store.finish(session, mark: mark) { self.journal.markDone($0) }
+                        }
+                    }
+                    if let callID {
+                        self.callTails.withLock { tails in if tails[callID]?.id == id { tails[callID] = nil } }
+                    }
+                    self.finished(id)
+                    self.slots.signal()
                 }
-                self.finished(id)
-                self.slots.signal()
+                if let callID { tails[callID] = (id, task) }
+                return task
             }
+            tasks[id] = task
             metrics.set("switchboard_events_in_flight", Double(tasks.count))
         }
+    }
+
+    /// The worker a call's events go to: FNV-1a of the call id, so the same on every submit.
+    static func slot(of callID: String, among count: Int) -> Int {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in callID.utf8 {
+            hash ^= UInt64(byte)
+            hash &*= 0x100_0000_01b3
+        }
+        return Int(hash % UInt64(max(count, 1)))
     }
 
     func finished(_ id: Int) {

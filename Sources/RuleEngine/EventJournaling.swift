@@ -4,13 +4,23 @@
 public protocol EventJournaling: Sendable {
     /// Writes the event durably; returns once it is committed.
     func append(_ event: AcceptedEvent) async throws
-    /// The event's rules have finished: mark it done and queue `forwards` for delivery, in one transaction.
-    /// Returns at once; the write is batched and may be lost in a crash (the event then runs again).
-    func markDone(_ id: String, forwards: [NewDelivery])
+    /// These events' rules have finished: mark them done, queue their forwards for delivery and apply their
+    /// store writes, all of `marks` in one transaction, after every batch given before. Returns at once; the
+    /// write is batched and may be lost in a crash (the events then run again, from the stored state).
+    func markDone(_ marks: [DoneMark])
     /// Events accepted but never marked done, oldest first.
     func unfinished() throws -> [AcceptedEvent]
+    /// The rule store as committed (`RuleStore` loads it at start).
+    func storeRecords() throws -> [StoreRecord]
     /// Waits (up to `limit`) until every queued write is committed.
     func drain(limit: Duration) async
+}
+
+extension EventJournaling {
+    /// Marks one event done with its forwards and no store writes.
+    public func markDone(_ id: String, forwards: [NewDelivery] = []) {
+        markDone([DoneMark(id: id, forwards: forwards)])
+    }
 }
 
 /// One accepted request, as needed to decode it again.

@@ -31,10 +31,16 @@ final class RuleRun {
     var forwards: [ForwardRecord] = []
     var http: [HTTPRecord] = []
     var logs: [LogRecord] = []
+    /// Where `store.*` and `call.*` read and write: the store work of this run's event.
+    let session: StoreSession?
+    /// The event's call, for `call.*`; nil for events of no call.
+    let callID: String?
 
-    init(rule: String, targets: [ForwardTarget]) {
+    init(rule: String, targets: [ForwardTarget], session: StoreSession? = nil, callID: String? = nil) {
         self.rule = rule
         self.targets = targets
+        self.session = session
+        self.callID = callID
     }
 }
 
@@ -49,6 +55,10 @@ package enum HostAPI {
         try state.installGlobal("kazoo", kazooTable())
         try state.installGlobal("env", .function(env(configuration)))
         try state.installGlobal("forward", .function(forward(context)))
+        var store = storeTable(context) { run in "rule:" + run.rule }
+        store["shared"] = .table(storeTable(context) { _ in "shared" })
+        try state.installGlobal("store", .table(store))
+        try state.installGlobal("call", callTable(context, configuration))
     }
 
     // MARK: log
@@ -257,6 +267,143 @@ package enum HostAPI {
                     method: target.method, url: target.url, headers: headers, body: shown, format: target.format,
                     payload: bytes))
         }
+    }
+
+    // MARK: store and call
+
+    /// How long a call's keys live when no `channel_destroy` comes for it.
+    static let callStateMaxAge: Double = 86_400
+
+    /// The run calling `name` and its store session, or an error saying where the function works.
+    static func storeSession(_ context: RunContext, _ name: String) throws(HostFunctionError) -> (RuleRun, StoreSession)
+    {
+        guard let run = context.currentRun, let session = run.session else {
+            throw HostFunctionError(
+                "\(name) is not available while a rule file loads; call it from a stage (filter, transform, run)")
+        }
+        return (run, session)
+    }
+
+    /// `{ ttl = seconds or "10m" }` → seconds.
+    static func ttl(_ args: HostArguments, _ position: Int) throws(HostFunctionError) -> Double? {
+        let options = args[position]
+        if options == .null { return nil }
+        guard let fields = options.objectValue else { throw args.badArgument(position, expected: "table { ttl = … }") }
+        for member in fields where member.key != "ttl" {
+            throw HostFunctionError("\(args.functionName): unknown option '\(member.key)' (the only one is ttl)")
+        }
+        return try seconds(fields["ttl"] ?? .null, args, what: "ttl")
+    }
+
+    /// A number of seconds, or a duration text like "10m"; positive.
+    static func seconds(_ value: JSONValue, _ args: HostArguments, what: String) throws(HostFunctionError) -> Double? {
+        let seconds: Double?
+        switch value {
+        case .null: return nil
+        case .int, .double: seconds = value.doubleValue
+        case .string(let text): seconds = Durations.parse(text)
+        default: seconds = nil
+        }
+        guard let seconds, seconds > 0, seconds.isFinite else {
+            throw HostFunctionError(
+                "\(args.functionName): \(what) must be a number of seconds or a duration like \"10m\", more than 0")
+        }
+        return seconds
+    }
+
+    /// `get`, `set`, `incr`, `delete`, `add`, `count` over the namespace `namespace(run)` names.
+    static func storeTable(_ context: RunContext, namespace: @escaping (RuleRun) -> String) -> [String: HostValue] {
+        /// Runs `body` with the caller's session and namespace; a store error becomes the function's error.
+        func call(_ args: HostArguments, _ body: (StoreSession, String) throws(StoreError) -> [JSONValue]) throws
+            -> [JSONValue]
+        {
+            let (run, session) = try storeSession(context, args.functionName)
+            do { return try body(session, namespace(run)) } catch {
+                throw HostFunctionError("\(args.functionName): \(error.message)")
+            }
+        }
+        return [
+            "get": .function { args in
+                let key = try args.string(1)
+                return try call(args) { session, ns throws(StoreError) in [try session.get(ns, key) ?? .null] }
+            },
+            "set": .function { args in
+                let key = try args.string(1)
+                let ttl = try ttl(args, 3)
+                let value = args[2] == .null ? nil : args[2]
+                return try call(args) { session, ns throws(StoreError) in
+                    try session.set(ns, key, value, ttl: ttl)
+                    return []
+                }
+            },
+            "delete": .function { args in
+                let key = try args.string(1)
+                return try call(args) { session, ns throws(StoreError) in
+                    try session.set(ns, key, nil)
+                    return []
+                }
+            },
+            "incr": .function { args in
+                let key = try args.string(1)
+                let by: JSONValue
+                switch args[2] {
+                case .null: by = .int(1)
+                case .int, .double: by = args[2]
+                default: throw args.badArgument(2, expected: "number")
+                }
+                let ttl = try ttl(args, 3)
+                return try call(args) { session, ns throws(StoreError) in [try session.incr(ns, key, by: by, ttl: ttl)]
+                }
+            },
+            "add": .function { args in
+                let key = try args.string(1)
+                guard args[2] != .null else { throw args.badArgument(2, expected: "value") }
+                let ttl = try ttl(args, 3)
+                let value = args[2]
+                return try call(args) { session, ns throws(StoreError) in
+                    [.bool(try session.add(ns, key, value, ttl: ttl))]
+                }
+            },
+            "count": .function { args in
+                let key = try args.string(1)
+                guard let window = try seconds(args[2], args, what: "the window") else {
+                    throw args.badArgument(2, expected: "window in seconds")
+                }
+                return try call(args) { session, ns throws(StoreError) in
+                    [.int(Int64(try session.count(ns, key, window: window)))]
+                }
+            },
+        ]
+    }
+
+    /// `call.get(key)`, `call.set(key, value)`: state of the event's call, shared by every rule, kept until
+    /// `callStateKeep` after the call's channel_destroy (at most `callStateMaxAge` without one).
+    static func callTable(_ context: RunContext, _ configuration: RuleConfiguration) -> HostValue {
+        func callNamespace(_ args: HostArguments) throws(HostFunctionError) -> (StoreSession, String) {
+            let (run, session) = try storeSession(context, args.functionName)
+            guard let callID = run.callID else {
+                throw HostFunctionError(
+                    "\(args.functionName): this event belongs to no call (it has no call_id); use store for state that is not a call's"
+                )
+            }
+            return (session, "call:" + callID)
+        }
+        func get(_ args: HostArguments) throws -> [JSONValue] {
+            let key = try args.string(1)
+            let (session, ns) = try callNamespace(args)
+            do { return [try session.get(ns, key) ?? .null] } catch {
+                throw HostFunctionError("call.get: \(error.message)")
+            }
+        }
+        func set(_ args: HostArguments) throws -> [JSONValue] {
+            let key = try args.string(1)
+            let (session, ns) = try callNamespace(args)
+            do { try session.set(ns, key, args[2] == .null ? nil : args[2], ttl: callStateMaxAge) } catch {
+                throw HostFunctionError("call.set: \(error.message)")
+            }
+            return []
+        }
+        return .table(["get": .function(get), "set": .function(set)])
     }
 
     // MARK: env

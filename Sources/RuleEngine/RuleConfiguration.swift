@@ -9,6 +9,8 @@ public struct RuleConfiguration: Sendable {
     public var httpDefaultTimeout: Duration
     /// The longest timeout a rule may ask for. Default 30 s.
     public var httpMaxTimeout: Duration
+    /// How long `call.*` state is kept after the call's channel_destroy, in seconds. Default 1 h.
+    public var callStateKeep: Double = 3600
     /// Variables `env(name)` may read besides those starting with `SWITCHBOARD_`.
     public var allowedEnvironment: Set<String>
     /// Where `env()` reads from (the process environment by default; tests inject their own).

@@ -76,15 +76,23 @@ public actor RuleWorker {
     /// Runs every rule on the event and reports what each did.
     /// - Parameter meta: extra request data for rules as `event.meta` (the server's headers and peer).
     /// - Parameter only: run just the rule with this name (`switchboard test`).
-    public func process(_ event: WebhookEvent, meta: JSONValue? = nil, only: String? = nil) async -> EventReport {
+    /// - Parameter session: where the rules' `store.*` and `call.*` go; nil: a throwaway store of this worker's
+    ///   (the session ends with the call).
+    public func process(
+        _ event: WebhookEvent, meta: JSONValue? = nil, only: String? = nil, session: StoreSession? = nil
+    ) async -> EventReport {
         var outcomes: [RuleOutcome] = []
         let eventValue = Self.luaEvent(event, meta: meta)
         let qualifiedName = event.qualifiedName
+        let scratch = session == nil ? scratchStore.begin() : nil
+        let context = RunInputs(value: eventValue, session: session ?? scratch, callID: event.callID)
         // The definitions (on, match, names) come from the files, the same in every rebuild of this worker;
         // only the Lua references differ, and `run` takes those from the set current when each run starts.
-        let definitions = current.rules.map(\.definition)
-        outcomes.reserveCapacity(definitions.count)
-        for (index, definition) in definitions.enumerated() where only == nil || definition.name == only {
+        let built = current
+        outcomes.reserveCapacity(built.rules.count)
+        for index in built.rules.indices {
+            let definition = built.rules[index].definition
+            if let only, definition.name != only { continue }
             if let stage = definition.precheck(event, qualifiedName: qualifiedName) {
                 outcomes.append(
                     RuleOutcome(
@@ -94,10 +102,21 @@ public actor RuleWorker {
             // Across this await other events run on this actor: one may be killed and replace `current`, or
             // (in tests) nothing at all changes. Either way the next rule starts in whatever set is current
             // then, and this rule's run keeps the set it started in.
-            outcomes.append(await run(index: index, definition: definition, value: eventValue))
+            outcomes.append(await run(index: index, definition: definition, inputs: context))
         }
+        if let scratch { scratchStore.finish(scratch, mark: nil) { _ in } }
         return EventReport(event: event, rules: outcomes)
     }
+
+    /// What every rule run of one event gets.
+    struct RunInputs {
+        var value: JSONValue
+        var session: StoreSession?
+        var callID: String?
+    }
+
+    /// The store of runs given no session (`switchboard run`, tests, benchmarks): in memory, per worker.
+    let scratchStore = RuleStore()
 
     /// The event as rules see it: every field, plus `kind`, `name`, `unix_time` (and `meta`). `id` is the
     /// payload's own when it has one (object and sms payloads do), else `meta.id`: either way the same on
@@ -115,12 +134,13 @@ public actor RuleWorker {
     }
 
     /// Runs one rule whose `on` and `match` already accepted the event, in the Lua state current now.
-    func run(index: Int, definition: RuleDefinition, value: JSONValue) async -> RuleOutcome {
+    func run(index: Int, definition: RuleDefinition, inputs: RunInputs) async -> RuleOutcome {
         // Captured once, kept to the end: the awaits below let other events run on this actor, and one of
         // them may replace `current` (a rebuild after a kill). This run's coroutine, rule references and
         // context all belong to `set`, and the coroutine keeps `set.state` open until it finishes.
         let set = current
-        let run = RuleRun(rule: definition.name, targets: definition.forward)
+        let run = RuleRun(
+            rule: definition.name, targets: definition.forward, session: inputs.session, callID: inputs.callID)
         var outcome = RuleOutcome(rule: definition.name, file: definition.file.displayPath, outcome: .ok)
         guard let rule = set.rule(at: index, named: definition.name) else {
             outcome.outcome = .error
@@ -132,7 +152,7 @@ public actor RuleWorker {
             return outcome
         }
         do {
-            let coroutine = try set.state.startCoroutine(rule.entry, [value])
+            let coroutine = try set.state.startCoroutine(rule.entry, [inputs.value])
             var resumeWith: [JSONValue] = []
             while true {
                 set.context.phase = .running(run)

@@ -93,7 +93,8 @@ public struct ServeCommand: AsyncParsableCommand {
             let reloader = RuleReloader(directory: configuration.rulesDirectory, engine: engine, logger: logger)
             let retention = Retention(
                 journal: journal, rejected: RejectedStore(directory: configuration.rejectedDirectory),
-                maxAge: configuration.retention, maxJournalBytes: configuration.journalMaxBytes, logger: logger)
+                maxAge: configuration.retention, maxJournalBytes: configuration.journalMaxBytes, store: engine.store,
+                logger: logger)
             let outbox = Outbox(
                 journal: queue, client: client, policy: configuration.outbox, metrics: metrics, logger: logger)
             // Stopped in reverse order: the HTTP server (Hummingbird's, after these), the reloader, the engine

@@ -230,6 +230,9 @@ extension ServeSettings {
             "dedupe-window",
             "Answer repeats of a channel event (hook id + call_id + hook_event + timestamp) or notification (msg_id) within this window with 200 and do not run them again (0: off).",
             \.server.dedupeWindow),
+        .duration(
+            "call-state-keep", "How long a call's call.* state is kept after its channel_destroy.",
+            \.server.rules.callStateKeep),
         .number(
             "shutdown-grace-ms", "ms", "Time for running rules to finish after SIGTERM.", \.shutdownGraceMilliseconds),
         .choice("log-format", "Log format.", \.logFormat, ["text": "text", "json": "json"]),
@@ -399,27 +402,5 @@ final class SourceRecorder: AccessReporter, Sendable {
         if provider.hasPrefix("CommandLine") { return "--\(setting.name)" }
         if provider.contains("Environment") { return setting.environmentVariable }
         return "\(setting.fileKey) in the config file"
-    }
-}
-
-/// Durations as settings write them: `90` or `90s`, `500ms`, `15m`, `24h`, `7d`.
-enum Durations {
-    static func parse(_ text: String) -> Double? {
-        let trimmed = text.trimmingCharacters(in: .whitespaces).lowercased()
-        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86_400)]
-        for (suffix, scale) in units where trimmed.hasSuffix(suffix) {
-            guard let n = Double(trimmed.dropLast(suffix.count)), n >= 0, n.isFinite else { return nil }
-            return n * scale
-        }
-        guard let n = Double(trimmed), n >= 0, n.isFinite else { return nil }
-        return n
-    }
-
-    static func format(_ seconds: Double) -> String {
-        for (suffix, scale) in [("d", 86_400.0), ("h", 3600), ("m", 60), ("s", 1)]
-        where seconds >= scale && seconds.truncatingRemainder(dividingBy: scale) == 0 {
-            return "\(Int(seconds / scale))\(suffix)"
-        }
-        return seconds == 0 ? "0" : "\(Int((seconds * 1000).rounded()))ms"
     }
 }

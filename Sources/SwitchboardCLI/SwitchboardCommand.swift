@@ -21,7 +21,7 @@ public struct SwitchboardCommand: AsyncParsableCommand {
         version: "0.1.0",
         subcommands: [
             ServeCommand.self, RunCommand.self, CheckCommand.self, TestCommand.self, DecodeCommand.self,
-            EventsCommand.self, DeliveriesCommand.self, RedeliverCommand.self, RejectedCommand.self,
+            EventsCommand.self, DeliveriesCommand.self, RedeliverCommand.self, RejectedCommand.self, StoreCommand.self,
         ]
     )
 

@@ -19,6 +19,14 @@ func sampleBody(_ name: String) throws -> [UInt8] {
     [UInt8](try Data(contentsOf: repositoryRoot.appendingPathComponent("samples/\(name)")))
 }
 
+/// A JSON sample with its `call_id` replaced: events of one call run one after another, so tests that need
+/// events to run side by side give each its own call.
+func sampleBody(_ name: String, callID: String) throws -> [UInt8] {
+    var object = try #require(try JSONSerialization.jsonObject(with: Data(sampleBody(name))) as? [String: Any])
+    object["call_id"] = callID
+    return [UInt8](try JSONSerialization.data(withJSONObject: object))
+}
+
 /// Log lines a test can read.
 final class CapturedLogs: Sendable {
     let lines = Mutex<[(Logger.Level, String)]>([])

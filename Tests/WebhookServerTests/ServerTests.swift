@@ -189,9 +189,9 @@ import WebhookServer
             """
         try await withServer(rules: ["r.lua": rule], configure: { $0.allowHTTPTo = [CIDR("127.0.0.1/32")!] }) {
             server in
-            let body = try sampleBody("channel_create__inbound.json")
             try await withThrowingTaskGroup(of: Int.self) { group in
-                for _ in 0..<40 {
+                for i in 0..<40 {
+                    let body = try sampleBody("channel_create__inbound.json", callID: "call-\(i)")
                     group.addTask { try await server.send(.POST, "/hooks/channel_create", body: body).status }
                 }
                 for try await status in group { #expect(status == 200) }
@@ -255,8 +255,9 @@ import WebhookServer
             let create = try await server.send(
                 .POST, "/hooks/channel_create", body: try sampleBody("channel_create__inbound.json"))
             #expect(create.status == 200)
+            // Another call's event: one of the same call would wait behind the slow one.
             let answer = try await server.send(
-                .POST, "/hooks/channel_answer", body: try sampleBody("channel_answer__inbound.json"))
+                .POST, "/hooks/channel_answer", body: try sampleBody("channel_answer__inbound.json", callID: "other"))
             #expect(answer.status == 200)
             #expect(
                 await server.eventually {
