@@ -83,6 +83,16 @@ import Testing
               forward = "\(sink.url("/echo?via=forward"))" }
             """.utf8
         ).write(to: URL(fileURLWithPath: rules + "/forward.lua"))
+        // And store writes: counted before a wait, so the kill finds many of them made but not committed.
+        try Data(
+            """
+            return { name = "count", on = "*", run = function(event)
+              store.shared.incr("events")
+              store.incr("runs:" .. event.call_id)
+              assert(http.get("\(sink.url("/slow?ms=200"))", { timeout = 10 }))
+            end }
+            """.utf8
+        ).write(to: URL(fileURLWithPath: rules + "/count.lua"))
         let port = try freePort()
         let http = HTTPClient(eventLoopGroupProvider: .singleton)
         var server = try start(rules: rules, data: data, port: port)
@@ -154,23 +164,52 @@ import Testing
             "\(notForwarded.count) of \(sent) acknowledged events' forwards never reached the sink: \(notForwarded.sorted().prefix(5))"
         )
 
+        // Every event the journal holds ran its store writes exactly once: none lost with the kill, none doubled
+        // by the replay. (The journal may hold a few more than were acknowledged: committed, but killed before
+        // the 200 went out.) Read from another process with `switchboard store list --json`.
+        var journaled = 0
+        var counts: [String: JSONValue] = [:]
+        while clock.now < deadline {
+            let journal = try EventJournal(directory: data)
+            let (pending, done) = try journal.counts()
+            journaled = pending + done
+            counts = Dictionary(
+                uniqueKeysWithValues: try runCLI(["store", "list", "--json", "--data-dir", data]).compactMap { row in
+                    row["key"]?.stringValue.map { ($0, row["value"] ?? .null) }
+                })
+            if counts["events"] == .int(Int64(journaled)) && pending == 0 { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(
+            counts["events"] == .int(Int64(journaled)),
+            "shared counter \(String(describing: counts["events"])) for \(journaled) journaled events")
+        let perCall = counts.filter { $0.key.hasPrefix("runs:") }
+        #expect(perCall.count == journaled)
+        #expect(perCall.values.allSatisfy { $0 == .int(1) }, "an event's writes landed twice")
+        #expect(Set(acknowledged.map { "runs:" + $0 }).isSubset(of: perCall.keys))
+
         // `switchboard deliveries --json` reads the same outbox from another process while the server runs.
+        let listed = try runCLI(["deliveries", "--json", "--delivered", "--limit", "100000", "--data-dir", data])
+        let listedCalls = Set(listed.compactMap { $0["body"]?.stringValue.flatMap(Self.callID(in:)) })
+        #expect(listedCalls.isSuperset(of: acknowledged))
+        print(
+            "crash test: \(sent) events acknowledged (\(journaled) journaled), \(waiting.count) not yet delivered at the kill; all delivered after the restart: \(missing.isEmpty), all forwarded: \(notForwarded.isEmpty), store counter: \(String(describing: counts["events"]))"
+        )
+        try await http.shutdown()
+    }
+
+    /// Runs the binary with `arguments`, expects exit 0 and a JSON array on standard output.
+    func runCLI(_ arguments: [String]) throws -> [JSONValue] {
         let cli = Process()
         cli.executableURL = URL(fileURLWithPath: Self.binary)
-        cli.arguments = ["deliveries", "--json", "--delivered", "--limit", "100000", "--data-dir", data]
+        cli.arguments = arguments
         let pipe = Pipe()
         cli.standardOutput = pipe
         try cli.run()
         let output = pipe.fileHandleForReading.readDataToEndOfFile()
         cli.waitUntilExit()
-        #expect(cli.terminationStatus == 0)
-        let listed = try JSONReader.parse([UInt8](output)).arrayValue ?? []
-        let listedCalls = Set(listed.compactMap { $0["body"]?.stringValue.flatMap(Self.callID(in:)) })
-        #expect(listedCalls.isSuperset(of: acknowledged))
-        print(
-            "crash test: \(sent) events acknowledged, \(waiting.count) not yet delivered at the kill; all delivered after the restart: \(missing.isEmpty), all forwarded: \(notForwarded.isEmpty)"
-        )
-        try await http.shutdown()
+        #expect(cli.terminationStatus == 0, "switchboard \(arguments.joined(separator: " "))")
+        return try JSONReader.parse([UInt8](output)).arrayValue ?? []
     }
 
     @Test func aReadOnlyDataDirectoryStopsServeWithAClearError() throws {
