@@ -153,7 +153,12 @@ public final class RuleStore: Sendable {
         return state.withLock { s -> Int in
             var removed = 0
             for (namespace, keys) in s.entries {
-                let kept = keys.filter { _, e in e.writer != nil || (e.expiresAt ?? .infinity) > now }
+                // An entry stays while its writer is uncommitted (later readers must still depend on it), or
+                // while it holds a live value; committed deletions and expired values go.
+                let kept = keys.filter { _, e in
+                    e.writer.map { s.sessions[$0] != nil } == true
+                        || (e.value != nil && (e.expiresAt ?? .infinity) > now)
+                }
                 removed += keys.count - kept.count
                 s.entries[namespace] = kept.isEmpty ? nil : kept
             }

@@ -113,7 +113,8 @@ final class TestClock: Sendable {
         _ = try await run(["w.lua": writer, "r.lua": reader], store: store)
         let destroy = try sample("channel_destroy__inbound.json")
         let session = store.begin()
-        let report = await try makeWorker(["w.lua": writer, "r.lua": reader]).process(destroy, session: session)
+        let worker = try makeWorker(["w.lua": writer, "r.lua": reader])
+        let report = await worker.process(destroy, session: session)
         #expect(report.outcome("r")?.error == nil, "\(report.outcome("r")?.error?.message ?? "")")
         session.expireNamespace("call:" + (destroy.callID ?? ""), at: clock.read() + 3600)
         store.finish(session, mark: nil) { _ in }
@@ -185,5 +186,29 @@ final class TestClock: Sendable {
         }
         #expect(store.records(namespace: "shared").first?.value == .int(4000))
         #expect(store.uncommitted == 0)
+    }
+}
+
+@Suite struct StoreSweepTests {
+    /// Committed deletions and expired values leave memory; an uncommitted writer's entry stays so later readers
+    /// still depend on it.
+    @Test func sweepingKeepsOnlyWhatIsLiveOrUncommitted() throws {
+        let clock = TestClock()
+        let store = RuleStore(clock: clock.read)
+        let first = store.begin()
+        try first.set("shared", "gone", .int(1))
+        try first.set("shared", "gone", nil)
+        try first.set("shared", "brief", .int(1), ttl: 10)
+        #expect(store.sweepExpired() == 0)  // `first` has not committed: both entries stay
+        store.finish(first, mark: nil) { _ in }
+        clock.advance(11)
+        let open = store.begin()
+        try open.set("shared", "pending", nil)
+        #expect(store.sweepExpired() == 2)  // "gone" (committed deletion) and "brief" (expired)
+        let reader = store.begin()
+        #expect(try reader.get("shared", "pending") == nil)
+        var committed: [String] = []
+        store.finish(reader, mark: DoneMark(id: "reader", forwards: [])) { committed += $0.map(\.id) }
+        #expect(committed.isEmpty)  // it read `open`'s uncommitted deletion, which the sweep kept
     }
 }
