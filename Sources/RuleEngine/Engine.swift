@@ -182,7 +182,7 @@ public final class Engine: Service, Sendable {
                         // that read its writes is committed either): the next start runs them again.
                         if !Task.isCancelled {
                             if event.name == "channel_destroy", let callID {
-                                let end = Date().timeIntervalSince1970 + self.configuration.callStateKeep
+                                let end = self.store.clock() + self.configuration.callStateKeep
                                 session.expireNamespace("call:" + callID, at: end)
                             }
                             let mark = meta["id"]?.stringValue.map {

@@ -248,10 +248,13 @@ extension RuleStore.State {
             namespace: slot.namespace, key: slot.key, value: value, expiresAt: expiresAt, seq: seq)
     }
 
-    func liveKeys(in namespace: String, now: Double) -> Int {
-        entries[namespace]?.values.reduce(0) { n, e in
-            n + (e.value != nil && (e.expiresAt ?? .infinity) > now ? 1 : 0)
-        } ?? 0
+    /// Throws when `namespace` already holds `limit` live keys; called before a write makes a new key. The
+    /// live keys (not deleted, not expired) are counted only when the entries alone reach the limit, so a
+    /// new key costs a scan of the namespace only near its limit.
+    func ensureRoom(in namespace: String, limit: Int, now: Double) throws(StoreError) {
+        guard let keys = entries[namespace], keys.count >= limit else { return }
+        let live = keys.values.reduce(0) { n, e in n + (e.value != nil && (e.expiresAt ?? .infinity) > now ? 1 : 0) }
+        if live >= limit { throw StoreSession.full(namespace, limit: limit) }
     }
 }
 
@@ -278,9 +281,7 @@ public struct StoreSession: Sendable {
         let slot = RuleStore.Slot(namespace: namespace, key: key)
         try store.state.withLock { s throws(StoreError) in
             let existing = s.read(slot, by: id, now: now)
-            if value != nil, existing == nil, s.liveKeys(in: namespace, now: now) >= limit {
-                throw Self.full(namespace, limit: limit)
-            }
+            if value != nil, existing == nil { try s.ensureRoom(in: namespace, limit: limit, now: now) }
             s.write(slot, value, expiresAt: ttl.map { now + $0 }, by: id)
         }
     }
@@ -306,9 +307,7 @@ public struct StoreSession: Sendable {
             default:
                 throw StoreError("\"\(key)\" holds a \(current.typeName), not a number")
             }
-            if existing == nil, s.liveKeys(in: namespace, now: now) >= limit {
-                throw Self.full(namespace, limit: limit)
-            }
+            if existing == nil { try s.ensureRoom(in: namespace, limit: limit, now: now) }
             // An incr without a ttl keeps the key's expiry; with one, it sets it.
             s.write(slot, sum, expiresAt: ttl.map { now + $0 } ?? existing?.expiresAt, by: id)
             return sum
@@ -326,9 +325,7 @@ public struct StoreSession: Sendable {
         let slot = RuleStore.Slot(namespace: namespace, key: key)
         return try store.state.withLock { s throws(StoreError) -> Bool in
             guard s.read(slot, by: id, now: now) == nil else { return false }
-            if s.liveKeys(in: namespace, now: now) >= limit {
-                throw Self.full(namespace, limit: limit)
-            }
+            try s.ensureRoom(in: namespace, limit: limit, now: now)
             s.write(slot, value, expiresAt: ttl.map { now + $0 }, by: id)
             return true
         }
@@ -350,9 +347,7 @@ public struct StoreSession: Sendable {
             var times = (existing?.value?.arrayValue ?? []).compactMap(\.doubleValue).filter { $0 > now - window }
             times.append(now)
             if times.count > limits.maxOccurrences { times.removeFirst(times.count - limits.maxOccurrences) }
-            if existing == nil, s.liveKeys(in: namespace, now: now) >= limits.maxKeysPerNamespace {
-                throw Self.full(namespace, limit: limits.maxKeysPerNamespace)
-            }
+            if existing == nil { try s.ensureRoom(in: namespace, limit: limits.maxKeysPerNamespace, now: now) }
             s.write(slot, .array(times.map(JSONValue.double)), expiresAt: now + window, by: id)
             return times.count
         }
