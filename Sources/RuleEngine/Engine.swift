@@ -16,6 +16,8 @@ public final class Engine: Service, Sendable {
         public var workers: [RuleWorker]
         public var ruleNames: [String]
         public var diagnostics: [Diagnostic]
+        /// The rules that tick, and when.
+        public var schedules: [String: TickSchedule] = [:]
     }
 
     /// What a reload did.
@@ -51,6 +53,11 @@ public final class Engine: Service, Sendable {
     /// Limits accepted events whose rules have not finished: past it `submit` waits, so a backlog never
     /// grows without bound behind the 200s (Kazoo sees slower answers instead).
     let slots: AsyncSemaphore
+    /// Who runs a tick when several nodes share the store, and this node's name in that contest.
+    let leases: any TickLeasing
+    let node: String
+    let ticks = Mutex(TickState())
+    let tickWake = WakeSignal()
 
     public var generation: Generation { current.withLock { $0 } }
     public var workers: [RuleWorker] { generation.workers }
@@ -62,11 +69,14 @@ public final class Engine: Service, Sendable {
     public init(
         source: RuleSource, configuration: RuleConfiguration, workers count: Int, client: any OutboundHTTPClient,
         metrics: Metrics, logger: Logger, grace: Duration, maxEventsInFlight: Int = 10_000,
-        journal: any EventJournaling, store: RuleStore? = nil
+        journal: any EventJournaling, store: RuleStore? = nil, leases: (any TickLeasing)? = nil
     ) async throws {
         self.slots = AsyncSemaphore(maxEventsInFlight)
         self.journal = journal
-        self.store = try store ?? RuleStore(records: journal.storeRecords())
+        let store = try store ?? RuleStore(records: journal.storeRecords())
+        self.store = store
+        self.leases = leases ?? LocalTickLeases(clock: store.clock)
+        self.node = "\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier)"
         self.metrics = metrics
         self.logger = logger
         self.grace = grace
@@ -92,9 +102,12 @@ public final class Engine: Service, Sendable {
             workers.append(
                 try RuleWorker(source: source, configuration: configuration, client: client))
         }
+        let rules = await workers[0].rules
+        var schedules: [String: TickSchedule] = [:]
+        for rule in rules { if let schedule = rule.schedule { schedules[rule.name] = schedule } }
         return Generation(
-            version: version, source: source, workers: workers, ruleNames: await workers[0].rules.map(\.name),
-            diagnostics: await workers[0].diagnostics)
+            version: version, source: source, workers: workers, ruleNames: rules.map(\.name),
+            diagnostics: await workers[0].diagnostics, schedules: schedules)
     }
 
     /// Reads the rules directory again and, when every file is good, swaps the new set in: new events use
@@ -120,6 +133,7 @@ public final class Engine: Service, Sendable {
             let errors = candidate.diagnostics.filter { $0.severity == .error }
             if errors.isEmpty, !source.rules.isEmpty || running.source.rules.isEmpty {
                 current.withLock { $0 = candidate }
+                tickWake.signal()  // the timed rules may have changed
                 result.version = candidate.version
                 metrics.set("switchboard_rules_version", Double(candidate.version))
                 metrics.set("switchboard_rules_loaded", Double(candidate.ruleNames.count))
@@ -181,10 +195,7 @@ public final class Engine: Service, Sendable {
                         // A run cut by shutdown stays unfinished (its session is never finished, so nothing
                         // that read its writes is committed either): the next start runs them again.
                         if !Task.isCancelled {
-                            if event.name == "channel_destroy", let callID {
-                                let end = self.store.clock() + self.configuration.callStateKeep
-                                session.expireNamespace("call:" + callID, at: end)
-                            }
+                            session.eventFinished(event, callStateKeep: self.configuration.callStateKeep)
                             let mark = meta["id"]?.stringValue.map {
                                 DoneMark(id: $0, forwards: Self.deliveries(report))
                             }
@@ -228,16 +239,22 @@ public final class Engine: Service, Sendable {
         for outcome in report.rules {
             metrics.increment(
                 "switchboard_rule_runs_total", [("rule", outcome.rule), ("outcome", outcome.outcome.rawValue)])
-            if outcome.stage == "on" || outcome.stage == "match" { continue }
+        }
+        var metadata: Logger.Metadata = ["event.name": "\(report.event.qualifiedName)"]
+        if let callID = report.event.callID { metadata["call.id"] = "\(callID)" }
+        record(report.rules.filter { $0.stage != "on" && $0.stage != "match" }, metadata: metadata)
+    }
+
+    /// Durations, HTTP calls, log lines and errors of rule runs (an event's or a tick's).
+    func record(_ outcomes: [RuleOutcome], metadata common: Logger.Metadata) {
+        for outcome in outcomes {
             metrics.observeRuleDuration(rule: outcome.rule, seconds: outcome.seconds)
             for call in outcome.http {
                 metrics.increment(
                     "switchboard_rule_http_requests_total", [("status", call.status.map(String.init) ?? "error")])
             }
-            var metadata: Logger.Metadata = [
-                "rule.name": "\(outcome.rule)", "event.name": "\(report.event.qualifiedName)",
-            ]
-            if let callID = report.event.callID { metadata["call.id"] = "\(callID)" }
+            var metadata = common
+            metadata["rule.name"] = "\(outcome.rule)"
             for line in outcome.logs {
                 var lineMetadata = metadata
                 if case .object(let fields) = line.fields {
@@ -255,7 +272,12 @@ public final class Engine: Service, Sendable {
 
     /// The forwards of the rules that finished ok, for the outbox.
     public static func deliveries(_ report: EventReport) -> [NewDelivery] {
-        report.rules.filter { $0.outcome == .ok }.flatMap { outcome in
+        deliveries(report.rules)
+    }
+
+    /// The forwards of the runs that finished ok.
+    public static func deliveries(_ outcomes: [RuleOutcome]) -> [NewDelivery] {
+        outcomes.filter { $0.outcome == .ok }.flatMap { outcome in
             outcome.forwards.map { forward in
                 NewDelivery(
                     rule: outcome.rule, method: forward.method, url: forward.url,
@@ -307,9 +329,12 @@ public final class Engine: Service, Sendable {
         return count
     }
 
-    /// Waits for shutdown, then gives in-flight rule runs `grace` to finish and says what was cut.
+    /// Runs the rules' ticks until shutdown, then gives in-flight rule runs `grace` to finish and says what was cut.
     public func run() async throws {
+        let scheduler = Task { await self.runTicks() }
         try? await gracefulShutdown()
+        scheduler.cancel()
+        tickWake.signal()
         let deadline = ContinuousClock.now + grace
         while eventsInFlight > 0, ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(20))
@@ -326,5 +351,14 @@ public final class Engine: Service, Sendable {
             logger.info("shutdown: every accepted event finished its rules")
         }
         await journal.drain(limit: .seconds(5))
+    }
+}
+
+extension StoreSession {
+    /// What the store does when an event's rules have finished: after a call's `channel_destroy`, the call's
+    /// state lives `callStateKeep` seconds more.
+    public func eventFinished(_ event: WebhookEvent, callStateKeep: Double) {
+        guard event.name == "channel_destroy", let callID = event.callID else { return }
+        expireNamespace("call:" + callID, at: store.clock() + callStateKeep)
     }
 }

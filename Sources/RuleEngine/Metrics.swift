@@ -37,6 +37,7 @@ public final class Metrics: Sendable {
         ("switchboard_non200_responses_total", "counter", "Answers other than 200, by X-Hook-ID."),
         ("switchboard_rule_duration_seconds", "histogram", "Wall time of one rule run, HTTP waits included."),
         ("switchboard_reloads_total", "counter", "Rule reloads by result (ok, failed)."),
+        ("switchboard_ticks_total", "counter", "Timer ticks run, by rule and outcome (ok, error)."),
         ("switchboard_replayed_events_total", "counter", "Unfinished events run again at start."),
         (
             "switchboard_journal_failures_total", "counter",

@@ -98,6 +98,8 @@ public struct RuleDefinition: Sendable, Hashable {
     public var hasFilter: Bool
     public var hasTransform: Bool
     public var hasRun: Bool
+    /// When `tick` runs, if the rule has one.
+    public var schedule: TickSchedule? = nil
 
     /// The stage at which the rule declines the event before any Lua runs: `on` or `match`, else nil.
     public func precheck(_ event: WebhookEvent, qualifiedName: String) -> String? {
@@ -107,5 +109,8 @@ public struct RuleDefinition: Sendable, Hashable {
     }
 
     /// The keys a rule table may have.
-    static let keys = ["name", "description", "on", "match", "filter", "transform", "forward", "run"]
+    static let keys = [
+        "name", "description", "on", "match", "filter", "transform", "forward", "run", "every", "cron", "timezone",
+        "tick",
+    ]
 }

@@ -1,3 +1,4 @@
+import Foundation
 import JSONCore
 import KazooEvents
 import LuaRuntime
@@ -7,6 +8,8 @@ struct LoadedRule {
     var definition: RuleDefinition
     /// `function(event)` running filter → transform → forward → run; returns "skipped", "dropped" or "ok".
     var entry: LuaReference
+    /// The rule's `tick` function, when it has a schedule.
+    var tick: LuaReference?
 }
 
 /// Compiles rule files into a Lua state and checks their tables.
@@ -183,11 +186,12 @@ package struct RuleLoader {
                             "unknown event \"\(text)\" in on\(hint)"))
                 }
             }
-        } else {
+        } else if types["tick"] == nil, types["every"] == nil, types["cron"] == nil {
             diagnostics.append(
                 Diagnostic(
                     .error, file: file.displayPath, line: SourceLocator.returnLine(in: file.text),
-                    "the rule has no on: say which events it handles, such as on = { \"channel_create\" }"))
+                    "the rule has no on: say which events it handles, such as on = { \"channel_create\" } (or give it every = \"5m\" and tick = function(now) ... end)"
+                ))
         }
 
         // match
@@ -217,8 +221,10 @@ package struct RuleLoader {
             }
         }
 
+        let schedule = readSchedule(table, types: types, line: line, file: file, into: &diagnostics)
+
         // functions
-        for key in ["filter", "transform", "run"] {
+        for key in ["filter", "transform", "run", "tick"] {
             if let type = types[key], type != "function" {
                 diagnostics.append(
                     Diagnostic(
@@ -239,11 +245,18 @@ package struct RuleLoader {
             }
         }
 
-        if types["transform"] == nil, types["forward"] == nil, types["run"] == nil {
+        let timed = types["tick"] != nil || types["every"] != nil || types["cron"] != nil
+        if types["transform"] == nil, types["forward"] == nil, types["run"] == nil, !timed {
             diagnostics.append(
                 Diagnostic(
                     .error, file: file.displayPath, line: SourceLocator.returnLine(in: file.text),
-                    "the rule does nothing: give it at least one of transform, forward or run"))
+                    "the rule does nothing: give it at least one of transform, forward or run (or tick)"))
+        } else if types["on"] != nil, types["transform"] == nil, types["forward"] == nil, types["run"] == nil {
+            diagnostics.append(
+                Diagnostic(
+                    .error, file: file.displayPath, line: line("on"),
+                    "the rule has on but nothing to do with the events: give it transform, forward or run, or remove on"
+                ))
         }
 
         // Warnings: match fields the events in `on` never carry.
@@ -270,11 +283,87 @@ package struct RuleLoader {
             let entry = try state.callReferences(makeEntry, referenceArguments: [table])[0]
             let definition = RuleDefinition(
                 name: name, file: file, on: patterns, match: conditions, forward: targets,
-                hasFilter: types["filter"] != nil, hasTransform: types["transform"] != nil, hasRun: types["run"] != nil)
-            return (LoadedRule(definition: definition, entry: entry), diagnostics)
+                hasFilter: types["filter"] != nil, hasTransform: types["transform"] != nil, hasRun: types["run"] != nil,
+                schedule: schedule)
+            let tick = schedule == nil ? nil : state.field("tick", of: table)
+            return (LoadedRule(definition: definition, entry: entry, tick: tick), diagnostics)
         } catch let e {
             return error(e.line, e.message, traceback: e.traceback)
         }
+    }
+
+    /// Reads `every` or `cron` (with `timezone`) and checks they come with `tick`, and `tick` with them.
+    func readSchedule(
+        _ table: LuaReference, types: [String: String], line: (String) -> Int?, file: SourceFile,
+        into diagnostics: inout [Diagnostic]
+    ) -> TickSchedule? {
+        func problem(_ key: String, _ message: String) {
+            diagnostics.append(Diagnostic(.error, file: file.displayPath, line: line(key), message))
+        }
+        func value(_ key: String) -> JSONValue? {
+            state.field(key, of: table).flatMap { try? state.value(of: $0) }
+        }
+        var schedule: TickSchedule?
+        if types["every"] != nil, types["cron"] != nil {
+            problem("cron", "give every or cron, not both")
+            return nil
+        }
+        if let every = value("every") {
+            let seconds: Double?
+            switch every {
+            case .int(let n): seconds = Double(n)
+            case .double(let d): seconds = d
+            case .string(let text): seconds = Durations.parse(text)
+            default: seconds = nil
+            }
+            if let seconds, seconds >= TickSchedule.minimumInterval, seconds.isFinite {
+                schedule = .every(seconds)
+            } else {
+                problem(
+                    "every",
+                    "every must be seconds (at least \(Int(TickSchedule.minimumInterval))) or a duration such as \"30s\", \"5m\", \"1h\", not \(HostAPI.render(every))"
+                )
+            }
+        }
+        var zone = TimeZone(identifier: "UTC")!
+        if let given = value("timezone") {
+            if types["cron"] == nil {
+                problem("timezone", "timezone applies to cron only (every counts seconds from the last tick)")
+            } else if let name = given.stringValue, let found = TimeZone(identifier: name) {
+                zone = found
+            } else {
+                let name = given.stringValue ?? HostAPI.render(given)
+                let hint =
+                    Suggestions.closest(to: name, in: TimeZone.knownTimeZoneIdentifiers).map {
+                        " (did you mean \($0)?)"
+                    } ?? " (a name from the tz database, such as \"Europe/Berlin\" or \"America/New_York\")"
+                problem("timezone", "unknown timezone \"\(name)\"\(hint)")
+            }
+        }
+        if let cron = value("cron") {
+            if let text = cron.stringValue {
+                do {
+                    let expression = try CronExpression(text)
+                    if expression.next(after: Date().timeIntervalSince1970, in: zone) == nil {
+                        problem("cron", "cron \"\(text)\" never fires (no date matches it)")
+                    } else {
+                        schedule = .cron(expression, zone)
+                    }
+                } catch {
+                    problem("cron", error.message)
+                }
+            } else {
+                problem("cron", "cron must be a string such as \"0 9 * * 1-5\", not \(cron.typeName)")
+            }
+        }
+        let hasTimer = types["every"] != nil || types["cron"] != nil
+        if hasTimer, types["tick"] == nil {
+            problem(
+                types["every"] != nil ? "every" : "cron", "a schedule needs a tick = function(now) ... end to run")
+        } else if !hasTimer, types["tick"] != nil {
+            problem("tick", "tick needs a schedule: every = \"5m\" (or seconds), or cron = \"0 9 * * 1-5\"")
+        }
+        return schedule
     }
 
     /// Lua prefixes messages with "file:line:"; diagnostics carry those separately.

@@ -62,7 +62,7 @@ public struct DoneMark: Sendable {
 /// all of them run again at the next start.
 public final class RuleStore: Sendable {
     public let limits: StoreLimits
-    let clock: @Sendable () -> Double
+    public let clock: @Sendable () -> Double
     let state: Mutex<State>
 
     struct Slot: Hashable {
@@ -164,6 +164,15 @@ public final class RuleStore: Sendable {
             }
             s.namespaceEnds = s.namespaceEnds.filter { $0.value > now }
             return removed
+        }
+    }
+
+    /// The live value of one key as it stands (committed or not), outside any run.
+    public func value(_ namespace: String, _ key: String) -> JSONValue? {
+        let now = clock()
+        return state.withLock { s in
+            guard let entry = s.entries[namespace]?[key], (entry.expiresAt ?? .infinity) > now else { return nil }
+            return entry.value
         }
     }
 
@@ -392,6 +401,7 @@ public struct StoreSession: Sendable {
     static func describe(_ namespace: String) -> String {
         if namespace.hasPrefix("rule:") { return "rule \(namespace.dropFirst(5))" }
         if namespace.hasPrefix("call:") { return "call \(namespace.dropFirst(5))" }
+        if namespace.hasPrefix("timer:") { return "the timer of rule \(namespace.dropFirst(6))" }
         return "store.shared"
     }
 }

@@ -93,6 +93,7 @@ public actor RuleWorker {
         for index in built.rules.indices {
             let definition = built.rules[index].definition
             if let only, definition.name != only { continue }
+            if definition.on.isEmpty { continue }  // a rule that only ticks sees no events
             if let stage = definition.precheck(event, qualifiedName: qualifiedName) {
                 outcomes.append(
                     RuleOutcome(
@@ -106,6 +107,22 @@ public actor RuleWorker {
         }
         if let scratch { scratchStore.finish(scratch, mark: nil) { _ in } }
         return EventReport(event: event, rules: outcomes)
+    }
+
+    /// Runs the `tick` of the rule called `name`, with `now` (whole Unix seconds) as its argument. nil when no rule of
+    /// that name has a schedule.
+    /// - Parameter session: as for `process`.
+    public func tick(_ name: String, now: Double, session: StoreSession? = nil) async -> RuleOutcome? {
+        let built = current
+        guard let index = built.rules.firstIndex(where: { $0.definition.name == name }),
+            built.rules[index].tick != nil
+        else { return nil }
+        let scratch = session == nil ? scratchStore.begin() : nil
+        // Whole seconds, as os.time() gives and os.date() takes.
+        let inputs = RunInputs(value: .int(Int64(now.rounded(.down))), session: session ?? scratch, callID: nil)
+        let outcome = await run(index: index, definition: built.rules[index].definition, inputs: inputs, tick: true)
+        if let scratch { scratchStore.finish(scratch, mark: nil) { _ in } }
+        return outcome
     }
 
     /// What every rule run of one event gets.
@@ -134,15 +151,18 @@ public actor RuleWorker {
     }
 
     /// Runs one rule whose `on` and `match` already accepted the event, in the Lua state current now.
-    func run(index: Int, definition: RuleDefinition, inputs: RunInputs) async -> RuleOutcome {
+    /// With `tick`, runs the rule's `tick(now)` (`inputs.value` is `now`) instead of its event stages.
+    func run(index: Int, definition: RuleDefinition, inputs: RunInputs, tick: Bool = false) async -> RuleOutcome {
         // Captured once, kept to the end: the awaits below let other events run on this actor, and one of
         // them may replace `current` (a rebuild after a kill). This run's coroutine, rule references and
         // context all belong to `set`, and the coroutine keeps `set.state` open until it finishes.
         let set = current
         let run = RuleRun(
             rule: definition.name, targets: definition.forward, session: inputs.session, callID: inputs.callID)
+        if tick { run.stage = "tick" }
         var outcome = RuleOutcome(rule: definition.name, file: definition.file.displayPath, outcome: .ok)
-        guard let rule = set.rule(at: index, named: definition.name) else {
+        guard let rule = set.rule(at: index, named: definition.name), let function = tick ? rule.tick : rule.entry
+        else {
             outcome.outcome = .error
             outcome.stage = "load"
             outcome.error = RuleErrorInfo(
@@ -152,7 +172,7 @@ public actor RuleWorker {
             return outcome
         }
         do {
-            let coroutine = try set.state.startCoroutine(rule.entry, [inputs.value])
+            let coroutine = try set.state.startCoroutine(function, [inputs.value])
             var resumeWith: [JSONValue] = []
             while true {
                 set.context.phase = .running(run)
@@ -164,7 +184,7 @@ public actor RuleWorker {
                     // meanwhile; `run` is this run's own record. Nothing else of the actor is read after it.
                     resumeWith = await perform(request, run: run)
                 case .finished(let results):
-                    switch results.first?.stringValue {
+                    switch tick ? nil : results.first?.stringValue {
                     case "skipped":
                         outcome.outcome = .skipped
                         outcome.stage = "filter"

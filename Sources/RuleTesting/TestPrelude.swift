@@ -1,5 +1,5 @@
 /// The test API that is written in Lua: `test`, `run`, `expect` and its matchers with a readable diff.
-/// The host adds `__run` (suspending), `sample`, `decode`, `http.mock`, `json`, `kazoo`, `print`, `require`.
+/// The host adds `__run` and `__tick` (suspending), `__store_*`, `clock`, `sample`, `decode`, `http.mock`, `json`, `kazoo`, `print`, `require`.
 enum TestPrelude {
     static let source = #"""
         local tests = {}
@@ -20,6 +20,28 @@ enum TestPrelude {
           if out == nil then error(err, 2) end
           return out
         end
+
+        -- tick(rule_name): runs the rule's tick with the test clock's now; returns what run returns.
+        function tick(rule)
+          local out, err = __tick(rule)
+          if out == nil then error(err, 2) end
+          return out
+        end
+
+        -- The store the rules of this test wrote, fresh for every test: store.rule(name), store.shared and
+        -- store.call(call_id), each with get(key), set(key, value) and keys().
+        local function view(namespace)
+          return {
+            get = function(key) return __store_get(namespace, key) end,
+            set = function(key, value) __store_set(namespace, key, value) end,
+            keys = function() return __store_keys(namespace) end,
+          }
+        end
+        store = {
+          rule = function(name) return view("rule:" .. name) end,
+          shared = view("shared"),
+          call = function(id) return view("call:" .. id) end,
+        }
 
         local function describe(v)
           if type(v) == "string" then return string.format("%q", v) end

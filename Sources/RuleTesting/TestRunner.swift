@@ -3,6 +3,7 @@ public import JSONCore
 public import KazooEvents
 import LuaRuntime
 public import RuleEngine
+import Synchronization
 
 /// One test's result.
 public struct TestResult: Sendable, Hashable {
@@ -62,9 +63,25 @@ public actor TestRunner {
         return report
     }
 
-    /// What the test API needs while a test runs.
+    /// What the test API needs while a test runs: each test gets new ones.
     final class Current {
         var client = MockHTTPClient()
+        let clock = TestClock()
+        var store = RuleStore()
+
+        /// Starts a test: no mocks, the clock at the real time, an empty store on that clock.
+        func reset() {
+            client = MockHTTPClient()
+            clock.set(Date().timeIntervalSince1970.rounded(.down))
+            store = RuleStore(clock: { [clock] in clock.now })
+        }
+    }
+
+    /// The test's clock: what `store.*` and `tick` see as now. `clock.set` and `clock.advance` move it.
+    final class TestClock: Sendable {
+        let time = Mutex(0.0)
+        var now: Double { time.withLock { $0 } }
+        func set(_ value: Double) { time.withLock { $0 = value } }
     }
 
     func runFile(_ file: SourceFile, pattern: String?, into report: inout TestReport) async {
@@ -118,7 +135,7 @@ public actor TestRunner {
     {
         let clock = ContinuousClock()
         let started = clock.now
-        current.client = MockHTTPClient()
+        current.reset()
         var result = TestResult(
             file: file.displayPath, name: name, line: state.lineDefined(function), passed: true, milliseconds: 0)
         func finish() -> TestResult {
@@ -152,7 +169,7 @@ public actor TestRunner {
                 case .suspended(let request):
                     // A test runs alone on its own state and worker (this is not an actor: nothing else runs
                     // in `state` while the test's run(...) call is processed by `worker`).
-                    resumeWith = await perform(request, worker: worker)
+                    resumeWith = await perform(request, worker: worker, current: current)
                 }
             }
         } catch {
@@ -164,8 +181,25 @@ public actor TestRunner {
         }
     }
 
-    /// `run(rule, event, hook)`: the outcome table, or nil and a message.
-    func perform(_ request: JSONValue, worker: RuleWorker) async -> [JSONValue] {
+    /// `run(rule, event, hook)` or `tick(rule)`: the outcome table, or nil and a message.
+    func perform(_ request: JSONValue, worker: RuleWorker, current: Current) async -> [JSONValue] {
+        let names = await worker.rules.map(\.name)
+        func unknown(_ rule: String, _ what: String) -> [JSONValue] {
+            let hint = Suggestions.closest(to: rule, in: names).map { " (did you mean \($0)?)" } ?? ""
+            return [
+                .null, .string("\(what): no rule named \"\(rule)\"\(hint); rules: \(names.joined(separator: ", "))"),
+            ]
+        }
+        let session = current.store.begin()
+        defer { current.store.finish(session, mark: nil) { _ in } }
+        if request["op"] == "tick" {
+            guard let rule = request["rule"]?.stringValue else { return [.null, "tick: give a rule name"] }
+            guard names.contains(rule) else { return unknown(rule, "tick") }
+            guard let outcome = await worker.tick(rule, now: current.clock.now, session: session) else {
+                return [.null, .string("tick: rule \"\(rule)\" has no schedule (every or cron) and tick function")]
+            }
+            return [Self.outcomeTable(outcome)]
+        }
         guard let rule = request["rule"]?.stringValue else {
             return [.null, "run: the first argument must be a rule name"]
         }
@@ -182,13 +216,12 @@ public actor TestRunner {
         do { event = try decoder.makeEvent(fields: fields, hook: hook) } catch {
             return [.null, .string("run: the event does not decode: \(error)")]
         }
-        let names = await worker.rules.map(\.name)
-        guard names.contains(rule) else {
-            let hint = Suggestions.closest(to: rule, in: names).map { " (did you mean \($0)?)" } ?? ""
-            return [.null, .string("run: no rule named \"\(rule)\"\(hint); rules: \(names.joined(separator: ", "))")]
+        guard names.contains(rule) else { return unknown(rule, "run") }
+        let report = await worker.process(event, only: rule, session: session)
+        session.eventFinished(event, callStateKeep: configuration.callStateKeep)
+        guard let outcome = report.rules.first else {
+            return [.null, .string("run: rule \"\(rule)\" has no on: it only ticks (use tick(\"\(rule)\"))")]
         }
-        let report = await worker.process(event, only: rule)
-        guard let outcome = report.rules.first else { return [.null, "run: the rule did not run"] }
         return [Self.outcomeTable(outcome)]
     }
 
@@ -235,8 +268,10 @@ public actor TestRunner {
         try state.installGlobal(
             "__run",
             .suspending { args in
-                ["rule": args[1], "event": args[2], "hook": args[3]]
+                ["op": "run", "rule": args[1], "event": args[2], "hook": args[3]]
             })
+        try state.installGlobal("__tick", .suspending { args in ["op": "tick", "rule": args[1]] })
+        try installClockAndStore(in: state, current: current)
         try state.installGlobal(
             "http",
             .table([
@@ -284,6 +319,58 @@ public actor TestRunner {
                     try Self.eventTable(
                         decoder, Array(body.utf8), format: format, hook: args[3].stringValue, what: "decode")
                 ]
+            })
+    }
+
+    /// `clock.*` and the host half of `store.*` (`__store_get`, `__store_set`, `__store_keys` by namespace).
+    func installClockAndStore(in state: LuaState, current: Current) throws {
+        func seconds(_ args: HostArguments, _ what: String) throws(HostFunctionError) -> Double {
+            switch args[1] {
+            case .int(let n): return Double(n)
+            case .double(let d) where d.isFinite: return d
+            case .string(let text):
+                if let d = Durations.parse(text) { return d }
+            default: break
+            }
+            throw HostFunctionError(
+                "\(what): give seconds or a duration such as \"11m\", not \(HostAPI.render(args[1]))")
+        }
+        try state.installGlobal(
+            "clock",
+            .table([
+                "now": .function { [current] _ in [.double(current.clock.now)] },
+                "set": .function { [current] args in
+                    guard let unix = args[1].doubleValue, unix.isFinite else {
+                        throw args.badArgument(1, expected: "Unix time in seconds")
+                    }
+                    current.clock.set(unix)
+                    return []
+                },
+                "advance": .function { [current] args in
+                    current.clock.set(current.clock.now + (try seconds(args, "clock.advance")))
+                    return []
+                },
+            ]))
+        try state.installGlobal(
+            "__store_get",
+            .function { [current] args in
+                [current.store.value(try args.string(1), try args.string(2)) ?? .null]
+            })
+        try state.installGlobal(
+            "__store_set",
+            .function { [current] args in
+                let session = current.store.begin()
+                defer { current.store.finish(session, mark: nil) { _ in } }
+                let (namespace, key) = (try args.string(1), try args.string(2))
+                do { try session.set(namespace, key, args[3] == .null ? nil : args[3]) } catch {
+                    throw HostFunctionError("store: \(error)")
+                }
+                return []
+            })
+        try state.installGlobal(
+            "__store_keys",
+            .function { [current] args in
+                [.array(current.store.records(namespace: try args.string(1)).map { .string($0.key) })]
             })
     }
 

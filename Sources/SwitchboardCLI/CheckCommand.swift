@@ -1,4 +1,5 @@
 public import ArgumentParser
+import Foundation
 public import RuleEngine
 
 /// `switchboard check`: compile and validate every rule.
@@ -44,6 +45,14 @@ public enum CheckReport {
         }
         let loaded = rules.map { "\($0.name) (\($0.file.displayPath))" }
         if !loaded.isEmpty { lines.append("loaded: " + loaded.joined(separator: ", ")) }
+        let now = Date().timeIntervalSince1970
+        for rule in rules {
+            guard let schedule = rule.schedule else { continue }
+            let next = schedule.next(after: now).map {
+                ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: $0))
+            }
+            lines.append("timer: \(rule.name) ticks \(schedule)\(next.map { ", next at \($0)" } ?? "")")
+        }
         lines.append(
             "check: \(rules.count) of \(source.rules.count) rule\(source.rules.count == 1 ? "" : "s") OK, "
                 + "\(errors) error\(errors == 1 ? "" : "s"), \(warnings) warning\(warnings == 1 ? "" : "s")")

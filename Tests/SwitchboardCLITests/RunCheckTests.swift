@@ -138,7 +138,7 @@ func temporaryRules(_ files: [String: String]) throws -> String {
         }
         var report = await worker.process(event)
         #expect(server.requests.isEmpty, "a forward left before the outbox sent it")
-        await RunCommand.sendForwards(of: &report, client: client)
+        await RunCommand.sendForwards(of: &report.rules, client: client)
         #expect(report.rules.first?.forwards.first?.status == 200)
         let request = server.requests.first
         #expect(request?.method == "POST")

@@ -9,6 +9,7 @@ import NIOHTTP1
 import RuleEngine
 import ServiceLifecycle
 import Synchronization
+import TestSupport
 import Testing
 import WebhookServer
 
@@ -78,12 +79,7 @@ struct ServerFixture {
 
     /// Waits (up to `seconds`) until `condition` holds.
     func eventually(_ seconds: Double = 20, _ condition: () -> Bool) async -> Bool {
-        let deadline = ContinuousClock.now + .seconds(seconds)
-        while ContinuousClock.now < deadline {
-            if condition() { return true }
-            try? await Task.sleep(for: .milliseconds(20))
-        }
-        return condition()
+        await TestSupport.eventually(seconds, condition)
     }
 }
 
