@@ -1,4 +1,5 @@
--- Inbound call: look the caller up in the CRM, then pop a screen for the agent.
+-- Inbound call: look the caller up in the CRM, then pop a screen for the agent. The answer is kept with
+-- the call, so call-summary can attach it at channel_destroy (on this leg and on the other).
 local phone = require "lib.phone"
 
 return {
@@ -23,6 +24,11 @@ return {
     elseif err then
       log.warn("CRM lookup failed", { error = err })
     end
+    -- call.* is this leg's state; the other leg of the call finds the contact by this leg's call_id,
+    -- which Kazoo sends it as other_leg_call_id.
+    local contact = { name = customer, number = number }
+    call.set("crm", contact)
+    store.shared.set("crm:" .. event.call_id, contact, { ttl = "4h" })
     forward("https://screen.example.com/pop", {
       call_id = event.call_id,
       caller = phone.caller(event),

@@ -139,3 +139,76 @@ let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         #expect(r.loadErrors.first?.message.contains("expected") == true)
     }
 }
+
+@Suite struct TestClockAndStoreTests {
+    let rules = [
+        "count.lua": """
+        return {
+          name = "count", on = "channel_create",
+          run = function(event) store.incr("seen", 1, { ttl = "10m" }) end,
+        }
+        """,
+        "beat.lua": """
+        return {
+          name = "beat", every = "1m",
+          tick = function(now) store.set("last", now); forward("https://chat.example.com/beat", { at = now }) end,
+        }
+        """,
+    ]
+
+    func report(_ tests: String) async -> TestReport {
+        var files = rules
+        files["count_test.lua"] = tests
+        let samples = repositoryRoot.appendingPathComponent("samples").path
+        return await TestRunner(
+            source: RuleSource(directory: "rules", files: files), samplesDirectory: samples,
+            configuration: RuleConfiguration(environment: [:])
+        )
+        .run()
+    }
+
+    @Test func theStoreIsVisibleFollowsTheClockAndStartsEmptyInEveryTest() async {
+        let r = await report(
+            """
+            test("writes", function()
+              run("count", sample("channel_create__inbound"))
+              run("count", sample("channel_create__inbound"))
+              expect(store.rule("count").get("seen")).to_be(2)
+              expect(store.rule("count").keys()).to_be({ "seen" })
+              clock.advance("10m")
+              expect(store.rule("count").get("seen")).to_be_nil()
+            end)
+            test("starts empty", function()
+              expect(store.rule("count").get("seen")).to_be_nil()
+              store.shared.set("flag", true)
+              expect(store.shared.get("flag")).to_be(true)
+            end)
+            test("ticks by hand at the test clock's now", function()
+              clock.set(1800000000)
+              local out = tick("beat")
+              expect(out.outcome).to_be("ok")
+              expect(out.forwards[1].body).to_be({ at = 1800000000 })
+              expect(store.rule("beat").get("last")).to_be(1800000000)
+              expect(clock.now()).to_be(1800000000)
+            end)
+            """)
+        #expect(r.results.map(\.passed) == [true, true, true], "\(r.results.compactMap(\.failure?.message))")
+        #expect(r.ok)
+    }
+
+    @Test func misusesAreFailuresThatSayWhatToDo() async {
+        let r = await report(
+            """
+            test("tick without a schedule", function() tick("count") end)
+            test("tick of no rule", function() tick("beet") end)
+            test("run of a rule that only ticks", function() run("beat", sample("channel_create__inbound")) end)
+            test("advance by nonsense", function() clock.advance("soon") end)
+            """)
+        let messages = r.results.map { $0.failure?.message ?? "passed" }
+        #expect(messages.count == 4)
+        #expect(messages[0].contains("rule \"count\" has no schedule"))
+        #expect(messages[1].contains("no rule named \"beet\" (did you mean beat?)"))
+        #expect(messages[2].contains("rule \"beat\" has no on: it only ticks (use tick(\"beat\"))"))
+        #expect(messages[3].contains("clock.advance: give seconds or a duration such as \"11m\""))
+    }
+}
