@@ -17,8 +17,8 @@ import Testing
         #expect(await worker.diagnostics == [])
         #expect(
             await worker.rules.map(\.name) == [
-                "call-summary", "crm-popup", "drop-internal-legs", "low-balance-chat", "missed-call-ticket",
-                "voicemail-to-chat",
+                "call-summary", "crm-popup", "drop-internal-legs", "low-balance-chat", "low-balance-digest",
+                "missed-call-storm", "missed-call-ticket", "voicemail-to-chat",
             ])
     }
 

@@ -70,9 +70,11 @@ func temporaryRules(_ files: [String: String]) throws -> String {
         let text = RunReport.text(file: "f.json", report: try await report("notifications__low_balance.json"))
         #expect(text.hasPrefix("f.json: notification low_balance"))
         #expect(text.contains("  ok       low-balance-chat"))
+        #expect(text.contains("  ok       low-balance-digest"))
         #expect(
             text.contains(
-                "  skipped  (on) call-summary, crm-popup, drop-internal-legs, missed-call-ticket, voicemail-to-chat"))
+                "  skipped  (on) call-summary, crm-popup, drop-internal-legs, missed-call-storm, missed-call-ticket, voicemail-to-chat"
+            ))
     }
 
     @Test func parsing() throws {
@@ -89,7 +91,8 @@ func temporaryRules(_ files: [String: String]) throws -> String {
         let (text, ok) = try await CheckReport.run(
             directory: rulesDirectory, configuration: RuleConfiguration(environment: [:]))
         #expect(ok, "\(text)")
-        #expect(text.hasSuffix("check: 6 of 6 rules OK, 0 errors, 0 warnings"))
+        #expect(text.hasSuffix("check: 8 of 8 rules OK, 0 errors, 0 warnings"))
+        #expect(text.contains("timer: low-balance-digest ticks cron \"0 9 * * 1-5\" (Europe/Berlin), next at "))
     }
 
     @Test func problemsAreListedWithFileAndLine() async throws {
