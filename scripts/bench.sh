@@ -11,22 +11,25 @@ ROUNDS=${ROUNDS:-3}
 event="$SHARED/bench/event.json"
 [ -f "$event" ] || { echo "bench: $event not found (set SHARED to the folder holding bench/)" >&2; exit 1; }
 swift build -c release --product SwitchboardBench >/dev/null
-sb_runs=(); lua_runs=(); engine_runs=()
+sb_runs=(); lua_runs=(); engine_runs=(); store_runs=()
 for r in $(seq "$ROUNDS"); do
   out=$(.build/release/SwitchboardBench "$event" "$N")
   [ "$r" = 1 ] && echo "$out" | grep -v '_per_second '
   sb_runs+=("$(echo "$out" | awk '/^switchboard_events_per_second/ {print $2}')")
   engine_runs+=("$(echo "$out" | awk '/^switchboard_engine_events_per_second/ {print $2}')")
+  store_runs+=("$(echo "$out" | awk '/^switchboard_store_operations_per_second/ {print $2}')")
   anchor=$(lua5.4 "$SHARED/bench/inproc.lua" "$event" "$N")
   [ "$r" = 1 ] && echo "$anchor"
   lua_runs+=("$(echo "$anchor" | sed -E 's/.*= ([0-9]+) events\/s.*/\1/')")
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 sb=$(median "${sb_runs[@]}"); lua=$(median "${lua_runs[@]}"); engine=$(median "${engine_runs[@]}")
+store=$(median "${store_runs[@]}")
 echo
 printf '%-42s %10s   %s\n' target 'events/s' 'runs'
 printf '%-42s %10s   %s\n' 'switchboard decode+Lua+rule+JSON' "$sb" "${sb_runs[*]}"
 printf '%-42s %10s   %s\n' 'switchboard engine, 20 rules, 1 matching' "$engine" "${engine_runs[*]}"
 printf '%-42s %10s   %s\n' 'lua5.4 + lua-cjson (inproc.lua)' "$lua" "${lua_runs[*]}"
+printf '%-42s %10s   %s\n' 'store operations/s inside a rule' "$store" "${store_runs[*]}"
 awk -v s="$sb" -v l="$lua" 'BEGIN {printf "ratio decode+Lua+rule / lua5.4+cjson: %.2f (goal: >= 1.00)\n", s / l}'
 awk -v s="$engine" -v l="$lua" 'BEGIN {printf "ratio engine (20 rules) / lua5.4+cjson: %.2f\n", s / l}'

@@ -4,8 +4,10 @@
 #     first request until the server's metrics count N finished rule runs (goal: <= 1.5 s).
 #  2. ../shared/bench/anchors.sh against a server running the anchor's rule, then a check that every
 #     accepted event's rule really ran, and how long the backlog took to drain after wrk stopped.
-#  3. hot reload; 4. ingest with the journal off and on; 5. forwards through the outbox to a loopback
-#     upstream: ingest while forwarding, and deliveries per second until every accepted event's is delivered.
+#  3. hot reload; 4. ingest with the journal off and on; 5. ingest with the anchor rule alone and beside a
+#     rule writing the store on every event (and that its counter equals the accepted events); 6. forwards
+#     through the outbox to a loopback upstream: ingest while forwarding, and deliveries per second until
+#     every accepted event's is delivered.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared}
@@ -91,6 +93,29 @@ for round in 1 2 3; do
     wait_up 18185
     printf 'round %s journal %-3s %s\n' "$round" "$journal" "$(BENCH_DIR="$SHARED/bench" wrk -t1 -c32 -d8s -s "$SHARED/bench/post.lua" http://127.0.0.1:18185/hooks/channel_create | awk '/Requests\/sec/ {print $2 " req/s"}')"
     kill "$pid"; wait "$pid" 2>/dev/null || true
+  done
+done
+
+echo
+echo "== the store's cost: ingest (journal on) with the anchor rule alone, and beside a rule that writes the store on every event (wrk, 8 s each, 3 alternating rounds)"
+mkdir -p "$work/store"
+cp "$work/anchor/anchor.lua" "$work/store/"
+cat > "$work/store/count.lua" <<'LUA'
+return { name = "count", on = "channel_create", run = function(e) store.incr("events"); call.set("last", e.name) end }
+LUA
+for round in 1 2 3; do
+  for rules in anchor store; do
+    rm -rf "$work/var-$rules"
+    "$BIN" serve --rules "$work/$rules" --port 18186 --data-dir "$work/var-$rules" --log-level warning & pid=$!
+    wait_up 18186
+    rate=$(BENCH_DIR="$SHARED/bench" wrk -t1 -c32 -d8s -s "$SHARED/bench/post.lua" http://127.0.0.1:18186/hooks/channel_create | awk '/Requests\/sec/ {print $2}')
+    accepted=$(metric 18186 'switchboard_events_total')
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    extra=""
+    if [ "$rules" = store ]; then
+      extra=$(printf '; store counter %s of %s accepted' "$("$BIN" store get --rule count events --json --data-dir "$work/var-$rules")" "$accepted")
+    fi
+    printf 'round %s %-22s %s req/s%s\n' "$round" "$([ "$rules" = anchor ] && echo 'anchor rule' || echo 'anchor + store rule')" "$rate" "$extra"
   done
 done
 

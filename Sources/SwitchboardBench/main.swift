@@ -144,6 +144,37 @@ print(
     "switchboard engine inside the worker (no actor hop): \(inside) events in \(format3(insideSeconds)) s cpu = \(Int(Double(inside) / insideSeconds)) events/s (\(format3(insideSeconds / Double(inside) * 1e6)) us/event)"
 )
 
+// The rule store: a rule making 100 store calls per event (50 incr, 50 get over 10 keys), each event in its
+// own session committed with a done mark, as the server does.
+let storeWorker = try RuleWorker(
+    source: RuleSource(
+        directory: "bench-rules",
+        files: [
+            "store.lua": """
+            return { name = "store", on = "channel_create", run = function(e)
+              for i = 1, 50 do store.incr("k" .. (i % 10)) end
+              for i = 1, 50 do store.get("k" .. (i % 10)) end
+            end }
+            """
+        ]), configuration: RuleConfiguration(environment: [:]))
+let benchStore = RuleStore()
+let storeEvent = try decoder.decode(body, format: .json)
+let storeN = max(n / 20, 1)
+var marks = 0
+let s0 = cpuSeconds()
+for i in 0..<storeN {
+    let session = benchStore.begin()
+    let report = await storeWorker.process(storeEvent, session: session)
+    precondition(report.rules[0].outcome == .ok)
+    benchStore.finish(session, mark: DoneMark(id: "e\(i)", forwards: [])) { marks += $0.count }
+}
+let sdt = cpuSeconds() - s0
+precondition(marks == storeN && benchStore.value("rule:store", "k1") == .int(Int64(storeN * 5)))
+print(
+    "switchboard store inside a rule: \(storeN * 100) operations (\(storeN) events x 50 incr + 50 get) in \(format3(sdt)) s cpu = \(Int(Double(storeN * 100) / sdt)) operations/s"
+)
+print("switchboard_store_operations_per_second \(Int(Double(storeN * 100) / sdt))")
+
 extension RuleWorker {
     /// Decodes and processes `count` events without leaving the worker's executor.
     func benchLoop(body: [UInt8], count: Int, decoder: EventDecoder) async throws -> (Int, Double) {

@@ -11,8 +11,9 @@ public struct StoreCommand: ParsableCommand {
         abstract: "Look at and fix what rules keep with store.* and call.*.",
         discussion: """
             The rule store lives in DATA_DIR/switchboard.sqlite beside the journal. Each rule's keys are its \
-            own (--rule NAME); store.shared's are --shared; a call's call.* state is --call CALL_ID. Without \
-            one of them, list shows every key.
+            own (--rule NAME); store.shared's are --shared; a call's call.* state is --call CALL_ID; a timed \
+            rule's timer is --timer NAME (last_due: when its last committed tick was due). Without one of \
+            them, list shows every key.
 
             What is shown is what is committed: every event marked done, not runs still in flight. A running \
             server keeps the store in memory, so `delete` while it runs only lasts until a rule writes the \
@@ -22,6 +23,7 @@ public struct StoreCommand: ParsableCommand {
               switchboard store list --rule missed-calls
               switchboard store get --shared digest:last --json
               switchboard store delete --rule missed-calls user:1001
+              switchboard store get --timer low-balance-digest last_due
             """,
         subcommands: [List.self, Get.self, Delete.self]
     )
@@ -36,10 +38,16 @@ public struct StoreCommand: ParsableCommand {
         var shared = false
         @Option(name: .long, help: ArgumentHelp("One call's call.* keys.", valueName: "call-id"))
         var call: String?
+        @Option(
+            name: .long,
+            help: ArgumentHelp(
+                "A timed rule's timer: last_due, the due time of its last committed tick (delete it to skip a catch-up tick at the next start).",
+                valueName: "name"))
+        var timer: String?
 
         func validate() throws {
-            if [rule != nil, shared, call != nil].filter({ $0 }).count > 1 {
-                throw ValidationError("give one of --rule, --shared, --call")
+            if [rule != nil, shared, call != nil, timer != nil].filter({ $0 }).count > 1 {
+                throw ValidationError("give one of --rule, --shared, --call, --timer")
             }
         }
 
@@ -47,6 +55,7 @@ public struct StoreCommand: ParsableCommand {
             if let rule { return "rule:" + rule }
             if shared { return "shared" }
             if let call { return "call:" + call }
+            if let timer { return "timer:" + timer }
             return nil
         }
     }
@@ -95,7 +104,7 @@ public struct StoreCommand: ParsableCommand {
 
         func run() throws {
             guard let namespace = scope.namespace else {
-                throw ValidationError("give --rule NAME, --shared or --call ID")
+                throw ValidationError("give --rule NAME, --shared, --call ID or --timer NAME")
             }
             let records = try data.openJournal().storeRecords(namespace: namespace, key: key)
             guard let record = records.first else {
@@ -117,7 +126,7 @@ public struct StoreCommand: ParsableCommand {
 
         func run() throws {
             guard let namespace = scope.namespace else {
-                throw ValidationError("give --rule NAME, --shared or --call ID")
+                throw ValidationError("give --rule NAME, --shared, --call ID or --timer NAME")
             }
             let journal = try data.openJournal()
             for key in keys {
