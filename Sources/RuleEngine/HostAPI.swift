@@ -382,9 +382,11 @@ package enum HostAPI {
         func callNamespace(_ args: HostArguments) throws(HostFunctionError) -> (StoreSession, String) {
             let (run, session) = try storeSession(context, args.functionName)
             guard let callID = run.callID else {
+                let what =
+                    run.stage == "tick"
+                    ? "a tick belongs to no call" : "this event belongs to no call (it has no call_id)"
                 throw HostFunctionError(
-                    "\(args.functionName): this event belongs to no call (it has no call_id); use store for state that is not a call's"
-                )
+                    "\(args.functionName): \(what); use store for state that is not a call's")
             }
             return (session, "call:" + callID)
         }
