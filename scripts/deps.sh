@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what Switchboard needs from Debian when it is missing. Safe to run again: it only acts on gaps.
-#   scripts/deps.sh          build and test needs: liblua5.4-dev, libsqlite3-dev, pkg-config
+#   scripts/deps.sh          build and test needs: liblua5.4-dev, libsqlite3-dev, pkg-config, tzdata
 #   scripts/deps.sh bench    also the benchmark's anchors: lua5.4, lua-cjson
 set -euo pipefail
 need=()
 pkg-config --version >/dev/null 2>&1 || need+=(pkg-config)
 if ! pkg-config --exists lua5.4 2>/dev/null; then need+=(liblua5.4-dev); fi
 if ! pkg-config --exists sqlite3 2>/dev/null; then need+=(libsqlite3-dev); fi
+# Time zones for cron = ... with timezone = "Europe/Berlin" (Foundation reads the tz database).
+[ -f /usr/share/zoneinfo/Europe/Berlin ] || need+=(tzdata)
 if [ "${1:-}" = bench ]; then
   command -v lua5.4 >/dev/null || need+=(lua5.4)
   [ -f /usr/lib/x86_64-linux-gnu/lua/5.4/cjson.so ] || need+=(lua-cjson)
