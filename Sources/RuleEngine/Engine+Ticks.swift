@@ -125,12 +125,16 @@ extension Engine {
                     let session = self.store.begin()
                     let outcome = await worker.tick(name, now: self.store.clock(), session: session)
                     // A tick cut by shutdown is not committed: its due time stays, so it runs at the next start.
-                    if !Task.isCancelled, let outcome {
-                        self.metrics.increment(
-                            "switchboard_ticks_total", [("rule", name), ("outcome", outcome.outcome.rawValue)])
-                        self.record([outcome], metadata: ["rule.tick": "\(slot)"])
-                        try? session.set(Self.timerNamespace(name), Self.lastDueKey, .double(slot))
-                        let mark = DoneMark(id: "tick:\(name):\(slot)", forwards: Self.deliveries([outcome]))
+                    if !Task.isCancelled {
+                        var mark: DoneMark? = nil
+                        // nil: the rule left the worker's set (a reload) before the tick started; nothing ran.
+                        if let outcome {
+                            self.metrics.increment(
+                                "switchboard_ticks_total", [("rule", name), ("outcome", outcome.outcome.rawValue)])
+                            self.record([outcome], metadata: ["rule.tick": "\(slot)"])
+                            try? session.set(Self.timerNamespace(name), Self.lastDueKey, .double(slot))
+                            mark = DoneMark(id: "tick:\(name):\(slot)", forwards: Self.deliveries([outcome]))
+                        }
                         self.store.finish(session, mark: mark) { self.journal.markDone($0) }
                     }
                     await self.leases.release(rule: name, node: self.node)
