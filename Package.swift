@@ -185,7 +185,7 @@ let package = Package(
             name: "SwitchboardCLITests",
             dependencies: [
                 "SwitchboardCLI", "KazooEvents", "JSONCore", "WebhookServer", "EventStore", "RuleEngine", "LuaRuntime",
-                "TestSupport", .product(name: "Logging", package: "swift-log"),
+                "RuleTesting", "TestSupport", .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -8,6 +8,7 @@ return {
   match = { call_direction = "inbound" },
   filter = function(event) return not event.is_internal_leg end,
 
+  ---@param event ChannelCreateEvent   (editor completion: see `switchboard stubs`)
   run = function(event)
     local number = kazoo.e164(event.caller_id_number or "")
     if not number then

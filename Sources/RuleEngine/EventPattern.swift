@@ -49,7 +49,12 @@ public struct EventPattern: Sendable, Hashable, CustomStringConvertible {
     public static func suggestion(for text: String) -> String? {
         // A bare notification, object or parking name missing its family: "low_balance".
         for family in families where knownSet.contains("\(family).\(text)") { return "\(family).\(text)" }
-        return Suggestions.closest(to: text, in: knownNames)
+        if let close = Suggestions.closest(to: text, in: knownNames) { return close }
+        // A misspelt name missing its family too: "low_balanc".
+        for family in families where !text.contains(".") {
+            if let close = Suggestions.closest(to: "\(family).\(text)", in: knownNames) { return close }
+        }
+        return nil
     }
 }
 

@@ -18,8 +18,9 @@ public struct SourceFile: Sendable, Hashable {
 /// A snapshot of a rules directory: the rule files, in the order they run, and every Lua file `require` can
 /// load. Immutable and Sendable, so every Lua worker loads the same set.
 ///
-/// - Rule files: every `*.lua` below the directory except `*_test.lua` (tests) and files under `lib/` or
-///   `tests/` (modules and tests). They run in the order of their paths.
+/// - Rule files: every `*.lua` below the directory except `*_test.lua` (tests), files under `lib/` or
+///   `tests/` (modules and tests) and hidden ones (a name starting with a dot, such as `.luals/`). They run in
+///   the order of their paths.
 /// - Modules: every `*.lua` below the directory, by dotted name: `require "lib.phone"` is `lib/phone.lua`.
 public struct RuleSource: Sendable, Hashable {
     public var directory: String
@@ -90,7 +91,9 @@ public struct RuleSource: Sendable, Hashable {
     /// Whether a relative path names a rule file (not a test, module library or test helper).
     public static func isRuleFile(_ relative: String) -> Bool {
         let name = (relative as NSString).lastPathComponent
-        if name.hasSuffix("_test.lua") || name.hasPrefix(".") { return false }
+        if name.hasSuffix("_test.lua") { return false }
+        // Hidden files and directories (editor backups, `.luals/` definitions) are never rules.
+        if relative.split(separator: "/").contains(where: { $0.hasPrefix(".") }) { return false }
         if relative.hasPrefix("lib/") || relative.hasPrefix("tests/") { return false }
         return relative.hasSuffix(".lua")
     }

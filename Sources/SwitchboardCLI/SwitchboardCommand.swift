@@ -11,6 +11,9 @@ public struct SwitchboardCommand: AsyncParsableCommand {
             nesting, GET query strings) into one typed event.
 
             Start with:
+              switchboard new my-rule --on channel_create
+                                               write a rule and its test
+              switchboard stubs                editor completion for rules/ (LuaLS)
               switchboard check                compile and validate the rules in rules/
               switchboard run samples/channel_create__inbound.json
                                                run the rules on a sample (dry run)
@@ -22,6 +25,7 @@ public struct SwitchboardCommand: AsyncParsableCommand {
         subcommands: [
             ServeCommand.self, RunCommand.self, CheckCommand.self, TestCommand.self, DecodeCommand.self,
             EventsCommand.self, DeliveriesCommand.self, RedeliverCommand.self, RejectedCommand.self, StoreCommand.self,
+            NewCommand.self, StubsCommand.self,
         ]
     )
 

@@ -1,0 +1,1888 @@
+---@meta
+-- Switchboard's rule API for lua-language-server. Written by `switchboard stubs` from the event
+-- catalog (`switchboard events`) and the rule API: do not edit, run it again after an upgrade.
+
+---The event as rules see it: the fields Kazoo sent (any may be missing), typed, plus these.
+---@class Event
+---@field kind "channel"|"notification"|"object"|"parking"|"sms"|"mms"|"webhook"|"unknown"
+---@field name string channel_create, low_balance, doc_edited, PARK_PARKED…
+---@field unix_time integer? when it happened (Unix seconds), when the event has a timestamp
+---@field id string? the payload's own id, else the accepted event's id (meta.id)
+---@field meta EventMeta? request data (server only)
+---@field [string] any
+
+---@class EventMeta
+---@field id string the accepted event's id, the same on every run of it
+---@field hook_id string? Kazoo's X-Hook-ID
+---@field account_id string? Kazoo's X-Account-ID
+---@field received_at number Unix seconds
+---@field peer string the sender's address
+---@field hook string the URL's hook
+---@field method string
+---@field format "json"|"form"|"query"
+
+---channel_create: a channel (call leg) was created (Kazoo hook: channel_create)
+---@class ChannelCreateEvent: Event
+---@field hook_event string? channel_create, channel_answer, channel_bridge or channel_destroy
+---@field account_id string? the account the call belongs to
+---@field call_id string? this leg's call id (a call has several legs)
+---@field call_direction string? inbound or outbound, from the switch's point of view
+---@field caller_id_name string?
+---@field caller_id_number string?
+---@field callee_id_name string?
+---@field callee_id_number string?
+---@field is_internal_leg boolean? true for loopback/internal legs
+---@field timestamp integer? when it happened, Gregorian seconds
+---@field authorizing_id string?
+---@field authorizing_type string? device, user, resource…
+---@field call_forwarded boolean?
+---@field emergency_resource_used boolean?
+---@field local_resource_used boolean?
+---@field local_resource_id string? present only when the resource is not global
+---@field from string?
+---@field to string?
+---@field request string? absent on Kazoo master builds
+---@field inception string?
+---@field other_leg_call_id string?
+---@field owner_id string?
+---@field reseller_id string?
+---@field custom_channel_vars table<string, any>? raw CCVs with Kazoo Header-Case keys (Resource-Type…)
+---@field custom_application_vars table<string, any>?
+---@field cluster_id string? 32 hex characters, added to every payload since 4.3
+
+---channel_answer: a channel was answered (Kazoo hook: channel_answer)
+---@class ChannelAnswerEvent: Event
+---@field hook_event string? channel_create, channel_answer, channel_bridge or channel_destroy
+---@field account_id string? the account the call belongs to
+---@field call_id string? this leg's call id (a call has several legs)
+---@field call_direction string? inbound or outbound, from the switch's point of view
+---@field caller_id_name string?
+---@field caller_id_number string?
+---@field callee_id_name string?
+---@field callee_id_number string?
+---@field is_internal_leg boolean? true for loopback/internal legs
+---@field timestamp integer? when it happened, Gregorian seconds
+---@field authorizing_id string?
+---@field authorizing_type string? device, user, resource…
+---@field call_forwarded boolean?
+---@field emergency_resource_used boolean?
+---@field local_resource_used boolean?
+---@field local_resource_id string? present only when the resource is not global
+---@field from string?
+---@field to string?
+---@field request string? absent on Kazoo master builds
+---@field inception string?
+---@field other_leg_call_id string?
+---@field owner_id string?
+---@field reseller_id string?
+---@field custom_channel_vars table<string, any>? raw CCVs with Kazoo Header-Case keys (Resource-Type…)
+---@field custom_application_vars table<string, any>?
+---@field cluster_id string? 32 hex characters, added to every payload since 4.3
+
+---channel_bridge: two channels were bridged (Kazoo hook: channel_bridge)
+---@class ChannelBridgeEvent: Event
+---@field hook_event string? channel_create, channel_answer, channel_bridge or channel_destroy
+---@field account_id string? the account the call belongs to
+---@field call_id string? this leg's call id (a call has several legs)
+---@field call_direction string? inbound or outbound, from the switch's point of view
+---@field caller_id_name string?
+---@field caller_id_number string?
+---@field callee_id_name string?
+---@field callee_id_number string?
+---@field is_internal_leg boolean? true for loopback/internal legs
+---@field timestamp integer? when it happened, Gregorian seconds
+---@field authorizing_id string?
+---@field authorizing_type string? device, user, resource…
+---@field call_forwarded boolean?
+---@field emergency_resource_used boolean?
+---@field local_resource_used boolean?
+---@field local_resource_id string? present only when the resource is not global
+---@field from string?
+---@field to string?
+---@field request string? absent on Kazoo master builds
+---@field inception string?
+---@field other_leg_call_id string?
+---@field owner_id string?
+---@field reseller_id string?
+---@field custom_channel_vars table<string, any>? raw CCVs with Kazoo Header-Case keys (Resource-Type…)
+---@field custom_application_vars table<string, any>?
+---@field cluster_id string? 32 hex characters, added to every payload since 4.3
+---@field original_number string?
+---@field other_leg_destination_number string?
+
+---channel_destroy: a channel hung up (Kazoo hook: channel_destroy)
+---@class ChannelDestroyEvent: Event
+---@field hook_event string? channel_create, channel_answer, channel_bridge or channel_destroy
+---@field account_id string? the account the call belongs to
+---@field call_id string? this leg's call id (a call has several legs)
+---@field call_direction string? inbound or outbound, from the switch's point of view
+---@field caller_id_name string?
+---@field caller_id_number string?
+---@field callee_id_name string?
+---@field callee_id_number string?
+---@field is_internal_leg boolean? true for loopback/internal legs
+---@field timestamp integer? when it happened, Gregorian seconds
+---@field authorizing_id string?
+---@field authorizing_type string? device, user, resource…
+---@field call_forwarded boolean?
+---@field emergency_resource_used boolean?
+---@field local_resource_used boolean?
+---@field local_resource_id string? present only when the resource is not global
+---@field from string?
+---@field to string?
+---@field request string? absent on Kazoo master builds
+---@field inception string?
+---@field other_leg_call_id string?
+---@field owner_id string?
+---@field reseller_id string?
+---@field custom_channel_vars table<string, any>? raw CCVs with Kazoo Header-Case keys (Resource-Type…)
+---@field custom_application_vars table<string, any>?
+---@field cluster_id string? 32 hex characters, added to every payload since 4.3
+---@field hangup_cause string? NORMAL_CLEARING, ORIGINATOR_CANCEL…
+---@field hangup_code string? for example "sip:487"
+---@field duration_seconds integer?
+---@field ringing_seconds integer?
+---@field billing_seconds integer?
+
+---notifications.account_zone_change: an account's home zone change was requested (Kazoo hook: notifications)
+---@class NotificationsAccountZoneChangeEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field zones table<string, any>?
+
+---notifications.bill_reminder: estimated charges before the end of the month (Kazoo hook: notifications)
+---@class NotificationsBillReminderEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field due_date integer?
+---@field items table<string, any>[]?
+---@field payment_token table<string, any>? keyed by token id
+---@field timestamp integer?
+
+---notifications.cf_notification: a customer-defined notification from a callflow (Kazoo hook: notifications)
+---@class NotificationsCfNotificationEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field call_id string?
+---@field caller_id_name string?
+---@field caller_id_number string?
+---@field from_realm string?
+---@field from_user string?
+---@field to_realm string?
+---@field to_user string?
+---@field call_bridged boolean?
+---@field comments string?
+---@field message_left boolean?
+---@field notification_media string?
+---@field notify NotificationsCfNotificationNotify? call data
+---@field template_id string?
+---@field timestamp integer?
+
+---notifications.cnam_request: a CNAM change was requested (Kazoo hook: notifications)
+---@class NotificationsCnamRequestEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field acquired_for string?
+---@field cnam NotificationsCnamRequestCnam?
+---@field local_number boolean?
+---@field number string?
+---@field number_state string?
+
+---notifications.customer_update: a message to customers from the reseller (Kazoo hook: notifications)
+---@class NotificationsCustomerUpdateEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field databag table<string, any>?
+---@field recipient_id string?
+---@field template_id string?
+---@field user_type string?
+
+---notifications.denied_emergency_bridge: an emergency call was denied (Kazoo hook: notifications)
+---@class NotificationsDeniedEmergencyBridgeEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field call_id string?
+---@field emergency_caller_id_name string?
+---@field emergency_caller_id_number string?
+---@field outbound_caller_id_name string?
+---@field outbound_caller_id_number string?
+
+---notifications.deregister: a device unregistered (Kazoo hook: notifications)
+---@class NotificationsDeregisterEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field authorizing_id string?
+---@field authorizing_type string?
+---@field call_id string?
+---@field contact string?
+---@field event_timestamp integer?
+---@field expires integer?
+---@field freeswitch_hostname string?
+---@field from_host string?
+---@field from_user string?
+---@field network_ip string?
+---@field network_port string?
+---@field owner_id string?
+---@field presence_hosts string?
+---@field profile_name string?
+---@field realm string?
+---@field rpid string?
+---@field status string?
+---@field suppress_unregister_notify boolean?
+---@field to_host string?
+---@field to_user string?
+---@field user_agent string?
+---@field username string?
+
+---notifications.emergency_bridge: an emergency call was placed (Kazoo hook: notifications)
+---@class NotificationsEmergencyBridgeEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field account_name string?
+---@field authorizing_id string?
+---@field call_id string?
+---@field device_name string?
+---@field emergency_address_city string?
+---@field emergency_address_postal_code string?
+---@field emergency_address_region string?
+---@field emergency_address_street_1 string?
+---@field emergency_address_street_2 string?
+---@field emergency_caller_id_name string?
+---@field emergency_caller_id_number string?
+---@field emergency_notfication_contact_emails string[]? sic: Kazoo's spelling
+---@field emergency_test_call boolean?
+---@field emergency_to_did string?
+---@field outbound_caller_id_name string?
+---@field outbound_caller_id_number string?
+---@field owner_id string?
+---@field user_email string?
+---@field user_first_name string?
+---@field user_last_name string?
+
+---notifications.first_occurrence: an account's first registration or call (Kazoo hook: notifications)
+---@class NotificationsFirstOccurrenceEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field occurrence string?
+
+---notifications.inbound_fax: a fax was received (Kazoo hook: notifications)
+---@class NotificationsInboundFaxEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field call_id string?
+---@field caller_id_name string?
+---@field caller_id_number string?
+---@field callee_id_name string?
+---@field callee_id_number string?
+---@field fax_id string?
+---@field faxbox_id string?
+---@field owner_id string?
+---@field fax_info NotificationsInboundFaxFaxInfo? fax details, mostly strings
+---@field fax_notifications table<string, any>?
+---@field fax_timestamp integer?
+---@field from_realm string?
+---@field from_user string?
+---@field to_realm string?
+---@field to_user string?
+
+---notifications.inbound_fax_error: receiving a fax failed (Kazoo hook: notifications)
+---@class NotificationsInboundFaxErrorEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field call_id string?
+---@field caller_id_name string?
+---@field caller_id_number string?
+---@field callee_id_name string?
+---@field callee_id_number string?
+---@field fax_id string?
+---@field faxbox_id string?
+---@field owner_id string?
+---@field fax_info NotificationsInboundFaxErrorFaxInfo? fax details, mostly strings
+---@field fax_notifications table<string, any>?
+---@field fax_timestamp integer?
+---@field from_realm string?
+---@field from_user string?
+---@field to_realm string?
+---@field to_user string?
+---@field fax_error string?
+---@field fax_result_code string?
+
+---notifications.low_balance: the account balance fell below its threshold (Kazoo hook: notifications)
+---@class NotificationsLowBalanceEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field current_balance number? in billing units
+
+---notifications.missed_call: a call was not answered (Kazoo hook: notifications)
+---@class NotificationsMissedCallEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field call_id string?
+---@field caller_id_name string?
+---@field caller_id_number string?
+---@field from_realm string?
+---@field from_user string?
+---@field to_realm string?
+---@field to_user string?
+---@field call_bridged boolean?
+---@field message_left boolean?
+---@field notify NotificationsMissedCallNotify? the CHANNEL_DESTROY
+---@field timestamp integer?
+
+---notifications.new_account: an account was created (Kazoo hook: notifications)
+---@class NotificationsNewAccountEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field account_api_key string?
+---@field account_name string?
+---@field account_realm string?
+
+---notifications.new_user: a user was created (Kazoo hook: notifications)
+---@class NotificationsNewUserEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field password string?
+---@field user_id string?
+
+---notifications.number_feature_manual_action: a number feature needs manual action (Kazoo hook: notifications)
+---@class NotificationsNumberFeatureManualActionEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field feature table<string, any>?
+---@field number string?
+
+---notifications.outbound_fax: a fax was sent (Kazoo hook: notifications)
+---@class NotificationsOutboundFaxEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field call_id string?
+---@field caller_id_name string?
+---@field caller_id_number string?
+---@field callee_id_name string?
+---@field callee_id_number string?
+---@field fax_id string?
+---@field fax_jobid string?
+---@field faxbox_id string?
+---@field fax_info NotificationsOutboundFaxFaxInfo? fax details, mostly strings
+---@field fax_notifications table<string, any>?
+---@field fax_timestamp integer?
+
+---notifications.outbound_fax_error: sending a fax failed (Kazoo hook: notifications)
+---@class NotificationsOutboundFaxErrorEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field call_id string?
+---@field caller_id_name string?
+---@field caller_id_number string?
+---@field callee_id_name string?
+---@field callee_id_number string?
+---@field fax_id string?
+---@field fax_jobid string?
+---@field faxbox_id string?
+---@field fax_info NotificationsOutboundFaxErrorFaxInfo? fax details, mostly strings
+---@field fax_notifications table<string, any>?
+---@field fax_timestamp integer?
+---@field fax_error string?
+
+---notifications.outbound_smtp_fax_error: a fax-to-email request failed (Kazoo hook: notifications)
+---@class NotificationsOutboundSmtpFaxErrorEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field errors string[]?
+---@field fax_from_email string?
+---@field fax_to_email string?
+---@field faxbox_id string?
+---@field faxbox_name string?
+---@field faxbox_timezone string?
+---@field number string?
+---@field original_number string?
+---@field owner_id string?
+---@field timestamp integer?
+
+---notifications.password_recovery: a password reset was requested (Kazoo hook: notifications)
+---@class NotificationsPasswordRecoveryEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field email string?
+---@field first_name string?
+---@field last_name string?
+---@field password_reset_link string?
+---@field timezone string?
+---@field user_id string?
+
+---notifications.port_cancel: a port request was cancelled (Kazoo hook: notifications)
+---@class NotificationsPortCancelEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field authorized_by string?
+---@field local_number boolean?
+---@field number string[]? the numbers being ported
+---@field number_state string?
+---@field port table<string, any>? the port request
+---@field port_request_id string?
+---@field reason NotificationsPortCancelReason? why, with a Gregorian timestamp
+---@field version string?
+
+---notifications.port_comment: a comment was added to a port request (Kazoo hook: notifications)
+---@class NotificationsPortCommentEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field authorized_by string?
+---@field local_number boolean?
+---@field number string[]? the numbers being ported
+---@field number_state string?
+---@field port table<string, any>? the port request
+---@field port_request_id string?
+---@field reason NotificationsPortCommentReason? why, with a Gregorian timestamp
+---@field version string?
+---@field comment NotificationsPortCommentComment? the comment, with a Gregorian timestamp
+
+---notifications.port_pending: a port request is pending (Kazoo hook: notifications)
+---@class NotificationsPortPendingEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field authorized_by string?
+---@field local_number boolean?
+---@field number string[]? the numbers being ported
+---@field number_state string?
+---@field port table<string, any>? the port request
+---@field port_request_id string?
+---@field reason NotificationsPortPendingReason? why, with a Gregorian timestamp
+---@field version string?
+
+---notifications.port_rejected: a port request was rejected (Kazoo hook: notifications)
+---@class NotificationsPortRejectedEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field authorized_by string?
+---@field local_number boolean?
+---@field number string[]? the numbers being ported
+---@field number_state string?
+---@field port table<string, any>? the port request
+---@field port_request_id string?
+---@field reason NotificationsPortRejectedReason? why, with a Gregorian timestamp
+---@field version string?
+
+---notifications.port_request: a port request was submitted (Kazoo hook: notifications)
+---@class NotificationsPortRequestEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field authorized_by string?
+---@field local_number boolean?
+---@field number string[]? the numbers being ported
+---@field number_state string?
+---@field port table<string, any>? the port request
+---@field port_request_id string?
+---@field reason NotificationsPortRequestReason? why, with a Gregorian timestamp
+---@field version string?
+
+---notifications.port_scheduled: a port was scheduled (Kazoo hook: notifications)
+---@class NotificationsPortScheduledEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field authorized_by string?
+---@field local_number boolean?
+---@field number string[]? the numbers being ported
+---@field number_state string?
+---@field port table<string, any>? the port request
+---@field port_request_id string?
+---@field reason NotificationsPortScheduledReason? why, with a Gregorian timestamp
+---@field version string?
+
+---notifications.port_unconfirmed: a port request awaits confirmation (Kazoo hook: notifications)
+---@class NotificationsPortUnconfirmedEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field authorized_by string?
+---@field local_number boolean?
+---@field number string[]? the numbers being ported
+---@field number_state string?
+---@field port table<string, any>? the port request
+---@field port_request_id string?
+---@field reason NotificationsPortUnconfirmedReason? why, with a Gregorian timestamp
+---@field version string?
+
+---notifications.ported: numbers were ported (Kazoo hook: notifications)
+---@class NotificationsPortedEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field authorized_by string?
+---@field local_number boolean?
+---@field number string[]? the numbers being ported
+---@field number_state string?
+---@field port table<string, any>? the port request
+---@field port_request_id string?
+---@field reason NotificationsPortedReason? why, with a Gregorian timestamp
+---@field version string?
+
+---notifications.register: a device registered (Kazoo hook: notifications)
+---@class NotificationsRegisterEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field authorizing_id string?
+---@field authorizing_type string?
+---@field call_id string?
+---@field contact string?
+---@field event_timestamp integer?
+---@field expires integer?
+---@field freeswitch_hostname string?
+---@field from_host string?
+---@field from_user string?
+---@field network_ip string?
+---@field network_port string?
+---@field owner_id string?
+---@field presence_hosts string?
+---@field profile_name string?
+---@field realm string?
+---@field rpid string?
+---@field status string?
+---@field suppress_unregister_notify boolean?
+---@field to_host string?
+---@field to_user string?
+---@field user_agent string?
+---@field username string?
+
+---notifications.service_added: services were added to an account (Kazoo hook: notifications)
+---@class NotificationsServiceAddedEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field audit_log table<string, any>?
+---@field items table<string, any>[]?
+---@field timestamp integer?
+
+---notifications.system_alert: a system alert (super-admin only) (Kazoo hook: notifications)
+---@class NotificationsSystemAlertEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field details table<string, any>?
+---@field line integer?
+---@field message string?
+---@field module string?
+---@field pid string?
+---@field request_id string?
+---@field section string?
+
+---notifications.topup: the account was topped up (the docs say top_up; Kazoo sends topup) (Kazoo hook: notifications)
+---@class NotificationsTopupEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field add_ons table<string, any>[]?
+---@field amount number?
+---@field billing_address table<string, any>?
+---@field card_last_four string?
+---@field currency_code string?
+---@field discounts table<string, any>[]?
+---@field id string?
+---@field purchase_order string?
+---@field response string?
+---@field service_plan table<string, any>?
+---@field success boolean?
+---@field tax_amount number?
+---@field timestamp integer?
+
+---notifications.transaction: a payment transaction happened (Kazoo hook: notifications)
+---@class NotificationsTransactionEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field add_ons table<string, any>[]?
+---@field amount number?
+---@field billing_address table<string, any>?
+---@field card_last_four string?
+---@field currency_code string?
+---@field discounts table<string, any>[]?
+---@field id string?
+---@field purchase_order string?
+---@field response string?
+---@field service_plan table<string, any>?
+---@field success boolean?
+---@field tax_amount number?
+---@field timestamp integer?
+
+---notifications.voicemail_deleted: a voicemail was deleted (Kazoo hook: notifications)
+---@class NotificationsVoicemailDeletedEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field call_id string?
+---@field caller_id_name string?
+---@field caller_id_number string?
+---@field from_realm string?
+---@field from_user string?
+---@field to_realm string?
+---@field to_user string?
+---@field voicemail_box string?
+---@field voicemail_id string?
+---@field voicemail_length integer? milliseconds
+---@field voicemail_timestamp integer?
+---@field reason string?
+
+---notifications.voicemail_full: a voicemail box is full (Kazoo hook: notifications)
+---@class NotificationsVoicemailFullEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field max_message_count integer?
+---@field message_count integer?
+---@field voicemail_box string?
+
+---notifications.voicemail_new: a new voicemail was left (Kazoo hook: notifications)
+---@class NotificationsVoicemailNewEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field call_id string?
+---@field caller_id_name string?
+---@field caller_id_number string?
+---@field from_realm string?
+---@field from_user string?
+---@field to_realm string?
+---@field to_user string?
+---@field voicemail_box string?
+---@field voicemail_id string?
+---@field voicemail_length integer? milliseconds
+---@field voicemail_timestamp integer?
+---@field voicemail_transcription string?
+
+---notifications.voicemail_saved: a voicemail was saved (Kazoo hook: notifications)
+---@class NotificationsVoicemailSavedEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field call_id string?
+---@field caller_id_name string?
+---@field caller_id_number string?
+---@field from_realm string?
+---@field from_user string?
+---@field to_realm string?
+---@field to_user string?
+---@field voicemail_box string?
+---@field voicemail_id string?
+---@field voicemail_length integer? milliseconds
+---@field voicemail_timestamp integer?
+
+---notifications.webhook: the callflow webhook action (delivered to the action's own URI, see kind webhook) (Kazoo hook: notifications)
+---@class NotificationsWebhookEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field hook table<string, any>?
+---@field data table<string, any>?
+---@field timestamp integer?
+
+---notifications.webhook_disabled: a webhook was auto-disabled after repeated failures (super-admin only) (Kazoo hook: notifications)
+---@class NotificationsWebhookDisabledEvent: Event
+---@field event_name string? the notification type
+---@field event_category string? always "notification"
+---@field account_id string?
+---@field app_name string?
+---@field app_version string?
+---@field msg_id string? unique per message; de-duplicate on it
+---@field node string?
+---@field server_id string?
+---@field system_log_id string?
+---@field cluster_id string?
+---@field account_db string?
+---@field attachment_url string?
+---@field preview boolean?
+---@field subject string?
+---@field html string?
+---@field text string?
+---@field to string|table?
+---@field cc string|table?
+---@field bcc string|table?
+---@field from string|table?
+---@field reply_to string|table?
+---@field hook_id string?
+
+---object.doc_created: a document was created (Kazoo hook: object)
+---@class ObjectDocCreatedEvent: Event
+---@field id string? the document id; fetch the document yourself
+---@field account_id string?
+---@field action string? doc_created, doc_edited or doc_deleted
+---@field type string? account, callflow, device, faxbox, media, user, vmbox, fax, mailbox_message, call_recording
+---@field cluster_id string?
+
+---object.doc_edited: a document was edited (Kazoo hook: object)
+---@class ObjectDocEditedEvent: Event
+---@field id string? the document id; fetch the document yourself
+---@field account_id string?
+---@field action string? doc_created, doc_edited or doc_deleted
+---@field type string? account, callflow, device, faxbox, media, user, vmbox, fax, mailbox_message, call_recording
+---@field cluster_id string?
+
+---object.doc_deleted: a document was deleted (Kazoo hook: object)
+---@class ObjectDocDeletedEvent: Event
+---@field id string? the document id; fetch the document yourself
+---@field account_id string?
+---@field action string? doc_created, doc_edited or doc_deleted
+---@field type string? account, callflow, device, faxbox, media, user, vmbox, fax, mailbox_message, call_recording
+---@field cluster_id string?
+
+---parking.PARK_PARKED: a call was parked (Kazoo hook: parking)
+---@class ParkingParkParkedEvent: Event
+---@field event_name string?
+---@field account_id string?
+---@field call_id string?
+---@field caller_id_name string?
+---@field caller_id_number string?
+---@field callee_id_name string?
+---@field callee_id_number string?
+---@field parking_slot string? a string, though the docs show a number
+---@field cluster_id string?
+
+---parking.PARK_RETRIEVED: a parked call was retrieved (Kazoo hook: parking)
+---@class ParkingParkRetrievedEvent: Event
+---@field event_name string?
+---@field account_id string?
+---@field call_id string?
+---@field caller_id_name string?
+---@field caller_id_number string?
+---@field callee_id_name string?
+---@field callee_id_number string?
+---@field parking_slot string? a string, though the docs show a number
+---@field cluster_id string?
+
+---parking.PARK_ABANDONED: a parked caller hung up (Kazoo hook: parking)
+---@class ParkingParkAbandonedEvent: Event
+---@field event_name string?
+---@field account_id string?
+---@field call_id string?
+---@field caller_id_name string?
+---@field caller_id_number string?
+---@field callee_id_name string?
+---@field callee_id_number string?
+---@field parking_slot string? a string, though the docs show a number
+---@field cluster_id string?
+
+---sms: an inbound offnet SMS (4.3+) (Kazoo hook: sms)
+---@class SmsEvent: Event
+---@field id string?
+---@field account_id string?
+---@field type string? sms or mms
+---@field from string?
+---@field to string?
+---@field body string?
+---@field origin string? offnet
+---@field charges number?
+---@field cluster_id string?
+
+---mms: an inbound offnet MMS (4.3+) (Kazoo hook: mms)
+---@class MmsEvent: Event
+---@field id string?
+---@field account_id string?
+---@field type string? sms or mms
+---@field from string?
+---@field to string?
+---@field body string?
+---@field origin string? offnet
+---@field charges number?
+---@field cluster_id string?
+
+---webhook: the callflow webhook action: the call record plus custom_data (Kazoo hook: webhook)
+---@class WebhookEvent: Event
+---@field account_id string?
+---@field call_id string?
+---@field call_direction string?
+---@field caller_id_name string?
+---@field caller_id_number string?
+---@field callee_id_name string?
+---@field callee_id_number string?
+---@field account_db string?
+---@field authorizing_id string?
+---@field authorizing_type string?
+---@field bridge_id string?
+---@field call_bridged boolean?
+---@field custom_application_vars table<string, any>?
+---@field custom_sip_headers table<string, any>?
+---@field fetch_id string?
+---@field from string?
+---@field from_realm string?
+---@field from_tag string?
+---@field from_user string?
+---@field inception string?
+---@field is_recording boolean?
+---@field is_call_forward boolean?
+---@field language string?
+---@field message_left boolean?
+---@field other_leg_call_id string?
+---@field owner_id string?
+---@field request string?
+---@field request_realm string?
+---@field request_user string?
+---@field resource_type string?
+---@field switch_hostname string?
+---@field switch_nodename string?
+---@field switch_uri string?
+---@field switch_url string?
+---@field to string?
+---@field to_realm string?
+---@field to_tag string?
+---@field to_user string?
+---@field cluster_id string?
+
+---@class NotificationsCfNotificationNotify
+---@field billing_seconds integer?
+---@field duration_seconds integer?
+---@field ringing_seconds integer?
+---@field timestamp integer?
+---@field custom_channel_vars table<string, any>?
+---@field custom_application_vars table<string, any>?
+---@field [string] any
+
+---@class NotificationsCnamRequestCnam
+---@field inbound_lookup boolean?
+---@field [string] any
+
+---@class NotificationsInboundFaxFaxInfo
+---@field fax_ecm_used boolean?
+---@field fax_success boolean?
+---@field [string] any
+
+---@class NotificationsInboundFaxErrorFaxInfo
+---@field fax_ecm_used boolean?
+---@field fax_success boolean?
+---@field [string] any
+
+---@class NotificationsMissedCallNotify
+---@field billing_seconds integer?
+---@field duration_seconds integer?
+---@field ringing_seconds integer?
+---@field timestamp integer?
+---@field custom_channel_vars table<string, any>?
+---@field custom_application_vars table<string, any>?
+---@field [string] any
+
+---@class NotificationsOutboundFaxFaxInfo
+---@field fax_ecm_used boolean?
+---@field fax_success boolean?
+---@field [string] any
+
+---@class NotificationsOutboundFaxErrorFaxInfo
+---@field fax_ecm_used boolean?
+---@field fax_success boolean?
+---@field [string] any
+
+---@class NotificationsPortCancelReason
+---@field account_id string?
+---@field content string?
+---@field timestamp integer?
+---@field user_id string?
+---@field [string] any
+
+---@class NotificationsPortCommentReason
+---@field account_id string?
+---@field content string?
+---@field timestamp integer?
+---@field user_id string?
+---@field [string] any
+
+---@class NotificationsPortCommentComment
+---@field account_id string?
+---@field content string?
+---@field timestamp integer?
+---@field user_id string?
+---@field action_required boolean?
+---@field is_private boolean?
+---@field [string] any
+
+---@class NotificationsPortPendingReason
+---@field account_id string?
+---@field content string?
+---@field timestamp integer?
+---@field user_id string?
+---@field [string] any
+
+---@class NotificationsPortRejectedReason
+---@field account_id string?
+---@field content string?
+---@field timestamp integer?
+---@field user_id string?
+---@field [string] any
+
+---@class NotificationsPortRequestReason
+---@field account_id string?
+---@field content string?
+---@field timestamp integer?
+---@field user_id string?
+---@field [string] any
+
+---@class NotificationsPortScheduledReason
+---@field account_id string?
+---@field content string?
+---@field timestamp integer?
+---@field user_id string?
+---@field [string] any
+
+---@class NotificationsPortUnconfirmedReason
+---@field account_id string?
+---@field content string?
+---@field timestamp integer?
+---@field user_id string?
+---@field [string] any
+
+---@class NotificationsPortedReason
+---@field account_id string?
+---@field content string?
+---@field timestamp integer?
+---@field user_id string?
+---@field [string] any
+
+---Where a forward goes: a URL, or a table.
+---@class ForwardTarget
+---@field url string http:// or https://
+---@field method? "POST"|"PUT"|"PATCH"|"GET"|"DELETE" default POST
+---@field format? "json"|"form" form encodes the way Kazoo does (a[b]=v, k[]=v); default json
+---@field headers? table<string, string>
+
+---What a rule file returns.
+---@class Rule
+---@field name? string unique; defaults to the file's path without .lua
+---@field description? string
+---@field on? string|string[] event names: "channel_create", "notifications.low_balance", "notifications.*", "*"
+---@field match? table<string, any> field = value or { a, b }; dotted keys reach nested fields
+---@field filter? fun(event: Event): any falsy skips the event
+---@field transform? fun(event: Event): table? the payload; nil drops the event
+---@field forward? string|ForwardTarget|(string|ForwardTarget)[]
+---@field run? fun(event: Event, payload: table?)
+---@field every? integer|string run tick every so many seconds: 60, "30s", "5m", "1h"
+---@field cron? string five-field cron: "0 9 * * 1-5"
+---@field timezone? string the zone cron times are in: "Europe/Berlin" (default UTC)
+---@field tick? fun(now: integer) runs on the schedule; now in Unix seconds
+
+---Structured log lines, shown with the rule's name.
+log = {}
+---@param message any
+---@param fields? table
+function log.debug(message, fields) end
+---@param message any
+---@param fields? table
+function log.info(message, fields) end
+---@param message any
+---@param fields? table
+function log.warn(message, fields) end
+---@param message any
+---@param fields? table
+function log.error(message, fields) end
+
+---@class HttpResponse
+---@field status integer
+---@field headers table<string, string> lower-case names
+---@field body string
+---@field json any the decoded body, when it is JSON
+
+---@class HttpOptions
+---@field headers? table<string, string>
+---@field timeout? number seconds: default 5, at most 30
+
+---@class HttpRequest: HttpOptions
+---@field url string
+---@field method? string default GET, or POST with a body
+---@field body? string
+---@field json? table sent as JSON
+
+---HTTP from filter, transform, run and tick: only the rule's coroutine waits.
+http = {}
+---@param request HttpRequest
+---@return HttpResponse? response
+---@return string? error nil response: why (refused, timed out, dry run)
+function http.request(request) end
+---@param url string
+---@param options? HttpOptions
+---@return HttpResponse? response
+---@return string? error
+function http.get(url, options) end
+---@param url string
+---@param body string|table a table is sent as JSON
+---@param options? HttpOptions
+---@return HttpResponse? response
+---@return string? error
+function http.post(url, body, options) end
+---(test files) Answers the rules' HTTP calls matching method and url ("*" matches any run of characters).
+---@param mock { method?: string, url: string, status?: integer, headers?: table<string, string>, body?: string, json?: any, error?: string, timeout?: boolean }
+function http.mock(mock) end
+
+json = {}
+---@param value any
+---@return string
+function json.encode(value) end
+---@param text string
+---@return any value
+---@return string? error
+function json.decode(text) end
+---@type lightuserdata JSON's null
+json.null = nil
+---Marks a table (or a new one) to encode as [].
+---@param t? table
+---@return table
+function json.array(t) end
+---Marks a table (or a new one) to encode as {}.
+---@param t? table
+---@return table
+function json.object(t) end
+
+kazoo = {}
+---A number as E.164 ("(415) 555-0123" → "+14155550123"), or nil.
+---@param number string
+---@param country? string default "1"
+---@return string?
+function kazoo.e164(number, country) end
+---@param uri string "sip:+14155550123@pbx.example.net"
+---@return string
+function kazoo.user(uri) end
+---@param uri string
+---@return string?
+function kazoo.realm(uri) end
+---Kazoo's Gregorian seconds as Unix seconds.
+---@param gregorian integer
+---@return integer
+function kazoo.unix(gregorian) end
+---Unix seconds as Kazoo's Gregorian seconds.
+---@param unix integer
+---@return integer
+function kazoo.gregorian(unix) end
+---A custom channel variable, whatever its spelling ("Resource-Type", "resource_type").
+---@param event Event
+---@param name string
+---@return any
+function kazoo.ccv(event, name) end
+
+---A configuration variable: SWITCHBOARD_* or one allowed with --allow-env; nil when not set.
+---@param name string
+---@return string?
+function env(name) end
+
+---Sends a payload to a target after the rule finishes (through the outbox).
+---@param target string|ForwardTarget|(string|ForwardTarget)[]
+---@param payload any
+function forward(target, payload) end
+
+---@class StoreOptions
+---@field ttl? number|string seconds, or "10m"
+
+---@class StoreFunctions
+local StoreFunctions = {}
+---@param key string
+---@return any
+function StoreFunctions.get(key) end
+---@param key string
+---@param value any nil deletes
+---@param options? StoreOptions
+function StoreFunctions.set(key, value, options) end
+---@param key string
+---@param by? number default 1
+---@param options? StoreOptions
+---@return number
+function StoreFunctions.incr(key, by, options) end
+---@param key string
+function StoreFunctions.delete(key) end
+---Sets the key only if absent; true if it did.
+---@param key string
+---@param value any
+---@param options? StoreOptions
+---@return boolean
+function StoreFunctions.add(key, value, options) end
+---Records one occurrence now; returns how many fell in the window.
+---@param key string
+---@param window number|string seconds, or "10m"
+---@return integer
+function StoreFunctions.count(key, window) end
+
+---@class TestStoreView
+---@field get fun(key: string): any
+---@field set fun(key: string, value: any)
+---@field keys fun(): string[]
+
+---State that outlives a run, the same on every worker; the rule's own keys. store.shared: every rule's.
+---@class Store: StoreFunctions
+---@field shared StoreFunctions
+---@field rule fun(name: string): TestStoreView (test files) the keys a rule wrote
+---@field call fun(call_id: string): TestStoreView (test files) a call's call.* state
+
+---@type Store
+store = {}
+
+---State of the event's call (its call_id), kept until an hour after its channel_destroy.
+call = {}
+---@param key string
+---@return any
+function call.get(key) end
+---@param key string
+---@param value any nil deletes
+function call.set(key, value) end
+
+-- The test API (in *_test.lua files only).
+
+---@class RunResult
+---@field outcome "ok"|"skipped"|"dropped"|"error"
+---@field stage string?
+---@field skipped boolean
+---@field dropped boolean
+---@field forwards { method: string, url: string, headers: table<string, string>, body: any, format: string }[]
+---@field http { method: string, url: string, status: integer?, error: string? }[]
+---@field logs { level: string, message: string, fields: table? }[]
+---@field error { message: string, file: string?, line: integer?, traceback: string? }?
+
+---@param name string
+---@param fn fun()
+function test(name, fn) end
+---Runs one rule on an event; returns what it did.
+---@param rule string
+---@param event Event|table
+---@param hook? string
+---@return RunResult
+function run(rule, event, hook) end
+---Runs a rule's tick with the test clock's now.
+---@param rule string
+---@return RunResult
+function tick(rule) end
+---An event from samples/ by name, decoded as the server would.
+---@param name string "channel_create__inbound"
+---@param hook? string
+---@return Event
+function sample(name, hook) end
+---@param format "json"|"form"|"query"
+---@param body string
+---@param hook? string
+---@return Event
+function decode(format, body, hook) end
+
+---@class Expectation
+---@field to_be fun(expected: any)
+---@field to_equal fun(expected: any)
+---@field not_to_be fun(other: any)
+---@field to_be_nil fun()
+---@field to_be_truthy fun()
+---@field to_be_falsy fun()
+---@field to_contain fun(part: any)
+---@field to_match fun(pattern: string)
+---@field to_have_length fun(n: integer)
+
+---@param actual any
+---@return Expectation
+function expect(actual) end
+
+---The test's clock (store TTLs, count windows, call-state expiry, tick's now).
+clock = {}
+---@param unix number
+function clock.set(unix) end
+---@param seconds number|string
+function clock.advance(seconds) end
+---@return number
+function clock.now() end
