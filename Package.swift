@@ -130,7 +130,7 @@ let package = Package(
         // `make bench`: decode + Lua conversion + one rule call, beside the lua5.4 + cjson anchor.
         .executableTarget(
             name: "SwitchboardBench",
-            dependencies: ["KazooEvents", "JSONCore", "LuaRuntime", "RuleEngine"],
+            dependencies: ["KazooEvents", "JSONCore", "LuaRuntime", "RuleEngine", "EventStore"],
             swiftSettings: swiftSettings
         ),
         // `make fuzz`: libFuzzer targets (built with --sanitize=fuzzer -DFUZZING; otherwise they replay files).

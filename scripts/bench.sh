@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`: events/s for decode + conversion into Lua + one trivial rule call (+ JSON of its result) on
-# ../shared/bench/event.json, beside lua5.4 + lua-cjson running ../shared/bench/inproc.lua, in the same run.
+# ../shared/bench/event.json, beside lua5.4 + lua-cjson running ../shared/bench/inproc.lua, in the same run;
+# the engine with 20 rules; store operations inside a rule; and `switchboard replay` (whole command, wall time)
+# on a journal of N accepted events with the anchor's rule.
 # The two alternate for ROUNDS rounds (default 3) and the medians are compared.
 # Environment: SHARED (default ../shared), N events per round (default 200000), ROUNDS.
 set -euo pipefail
@@ -11,7 +13,12 @@ ROUNDS=${ROUNDS:-3}
 event="$SHARED/bench/event.json"
 [ -f "$event" ] || { echo "bench: $event not found (set SHARED to the folder holding bench/)" >&2; exit 1; }
 swift build -c release --product SwitchboardBench >/dev/null
-sb_runs=(); lua_runs=(); engine_runs=(); store_runs=()
+swift build -c release --product switchboard >/dev/null
+sb_runs=(); lua_runs=(); engine_runs=(); store_runs=(); replay_runs=()
+# switchboard replay on a real journal of N accepted events (each its own call), the anchor's rule loaded.
+work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+.build/release/SwitchboardBench --make-journal "$work/var" "$N" "$event" >/dev/null
+
 for r in $(seq "$ROUNDS"); do
   out=$(.build/release/SwitchboardBench "$event" "$N")
   [ "$r" = 1 ] && echo "$out" | grep -v '_per_second '
@@ -21,15 +28,19 @@ for r in $(seq "$ROUNDS"); do
   anchor=$(lua5.4 "$SHARED/bench/inproc.lua" "$event" "$N")
   [ "$r" = 1 ] && echo "$anchor"
   lua_runs+=("$(echo "$anchor" | sed -E 's/.*= ([0-9]+) events\/s.*/\1/')")
+  start=$(date +%s.%N)
+  .build/release/switchboard replay --data-dir "$work/var" --rules scripts/anchor --summary >/dev/null
+  replay_runs+=("$(echo "$N / ($(date +%s.%N) - $start)" | bc)")
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 sb=$(median "${sb_runs[@]}"); lua=$(median "${lua_runs[@]}"); engine=$(median "${engine_runs[@]}")
-store=$(median "${store_runs[@]}")
+store=$(median "${store_runs[@]}"); replay=$(median "${replay_runs[@]}")
 echo
 printf '%-42s %10s   %s\n' target 'events/s' 'runs'
 printf '%-42s %10s   %s\n' 'switchboard decode+Lua+rule+JSON' "$sb" "${sb_runs[*]}"
 printf '%-42s %10s   %s\n' 'switchboard engine, 20 rules, 1 matching' "$engine" "${engine_runs[*]}"
 printf '%-42s %10s   %s\n' 'lua5.4 + lua-cjson (inproc.lua)' "$lua" "${lua_runs[*]}"
 printf '%-42s %10s   %s\n' 'store operations/s inside a rule' "$store" "${store_runs[*]}"
+printf '%-42s %10s   %s\n' "switchboard replay, $N events, anchor rule" "$replay" "${replay_runs[*]}  (goal >= 50000)"
 awk -v s="$sb" -v l="$lua" 'BEGIN {printf "ratio decode+Lua+rule / lua5.4+cjson: %.2f (goal: >= 1.00)\n", s / l}'
 awk -v s="$engine" -v l="$lua" 'BEGIN {printf "ratio engine (20 rules) / lua5.4+cjson: %.2f\n", s / l}'

@@ -57,18 +57,7 @@ done
 echo
 echo "== HTTP ingest beside the anchors (../shared/bench/anchors.sh)"
 mkdir -p "$work/anchor"
-cat > "$work/anchor/anchor.lua" <<'LUA'
-local matched = 0
-return {
-  name = "anchor",
-  on = "channel_create",
-  match = { call_direction = "inbound" },
-  transform = function(e)
-    matched = matched + 1
-    return { call_id = e.call_id, from = e.caller_id_number, to = e.callee_id_number, n = matched }
-  end,
-}
-LUA
+cp scripts/anchor/anchor.lua "$work/anchor/"
 "$BIN" serve --rules "$work/anchor" --port 18183 --data-dir "$work/var2" --log-level warning & pids+=($!)
 wait_up 18183
 "$SHARED/bench/anchors.sh" http://127.0.0.1:18183/hooks/channel_create | tee "$work/anchors.txt"

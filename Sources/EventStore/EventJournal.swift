@@ -144,12 +144,31 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
                 db,
                 sql: "SELECT id, received_at, hook, format, body, meta FROM events WHERE done = 0 ORDER BY received_at"
             )
-            .map { row in
-                Entry(
-                    id: row["id"], receivedAt: row["received_at"], hook: row["hook"], format: row["format"],
-                    body: [UInt8]((row["body"] as Data?) ?? Data()), meta: row["meta"])
-            }
+            .map(Self.entry)
         }
+    }
+
+    /// A page of accepted events (done or not) received in `[since, until)`, in the order they were accepted
+    /// (the table's row order: one index walk, no sort), after the row `cursor` (0 to start), for `switchboard
+    /// replay`. Returns the page and the cursor for the next one; an empty page is the end.
+    public func accepted(after cursor: Int64, since: Double = 0, until: Double = .greatestFiniteMagnitude, limit: Int)
+        throws -> (entries: [Entry], cursor: Int64)
+    {
+        let rows = try pool.read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT rowid, id, received_at, hook, format, body, meta FROM events
+                    WHERE rowid > ? AND received_at >= ? AND received_at < ? ORDER BY rowid LIMIT ?
+                    """, arguments: [cursor, since, until, limit])
+        }
+        return (rows.map(Self.entry), rows.last?["rowid"] ?? cursor)
+    }
+
+    static func entry(_ row: Row) -> Entry {
+        Entry(
+            id: row["id"], receivedAt: row["received_at"], hook: row["hook"], format: row["format"],
+            body: [UInt8]((row["body"] as Data?) ?? Data()), meta: row["meta"])
     }
 
     /// Counts by state, for metrics and tests.

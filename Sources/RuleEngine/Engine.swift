@@ -217,7 +217,7 @@ public final class Engine: Service, Sendable {
     }
 
     /// The worker a call's events go to: FNV-1a of the call id, so the same on every submit.
-    static func slot(of callID: String, among count: Int) -> Int {
+    public static func slot(of callID: String, among count: Int) -> Int {
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         for byte in callID.utf8 {
             hash ^= UInt64(byte)

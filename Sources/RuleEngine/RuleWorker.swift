@@ -125,6 +125,24 @@ public actor RuleWorker {
         return outcome
     }
 
+    /// Runs the rules on each event in turn, each in its own session of `store` (finished without a done mark),
+    /// without leaving the worker between events: `switchboard replay`. `progress` is told after each event.
+    public func processAll(
+        _ events: [(event: WebhookEvent, meta: JSONValue?)], store: RuleStore, callStateKeep: Double,
+        progress: (@Sendable () -> Void)? = nil
+    ) async -> [EventReport] {
+        var reports: [EventReport] = []
+        reports.reserveCapacity(events.count)
+        for (event, meta) in events {
+            let session = store.begin()
+            reports.append(await process(event, meta: meta, session: session))
+            session.eventFinished(event, callStateKeep: callStateKeep)
+            store.finish(session, mark: nil) { _ in }
+            progress?()
+        }
+        return reports
+    }
+
     /// What every rule run of one event gets.
     struct RunInputs {
         var value: JSONValue

@@ -66,7 +66,7 @@ public final class MockHTTPClient: OutboundHTTPClient {
     }
 
     /// Reads `http.mock{ method, url, status, headers, body, json, error, timeout }`.
-    static func mock(from o: JSONObject) throws -> Mock {
+    public static func mock(from o: JSONObject) throws -> Mock {
         let allowed = ["method", "url", "status", "headers", "body", "json", "error", "timeout"]
         for key in o.keys where !allowed.contains(key) {
             let hint = Suggestions.closest(to: key, in: allowed).map { " (did you mean \($0)?)" } ?? ""

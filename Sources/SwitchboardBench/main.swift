@@ -1,8 +1,10 @@
+import EventStore
 // `make bench`: the per-event engine cost, measured the way ../shared/bench/inproc.lua measures its anchor
 // (CPU time over N events): decode the request body, hand the event to Lua as a table, run a trivial rule,
 // and encode what the rule returns as JSON.
 //
 //   SwitchboardBench EVENT_FILE [N]
+import Foundation
 import Glibc
 import JSONCore
 import KazooEvents
@@ -57,6 +59,37 @@ func format3(_ x: Double) -> String {
 }
 
 let arguments = CommandLine.arguments
+
+// `SwitchboardBench --make-journal DIR N EVENT_FILE`: a journal holding N accepted copies of the event (each its
+// own call), for timing `switchboard replay` on a real file.
+if arguments.count == 5, arguments[1] == "--make-journal", let count = Int(arguments[3]),
+    let event = readFile(arguments[4])
+{
+    let journal = try EventJournal(directory: arguments[2])
+    let text = String(decoding: event, as: UTF8.self)
+    guard let start = text.range(of: "\"call_id\": \"")?.upperBound, let end = text[start...].firstIndex(of: "\"")
+    else {
+        print("the event has no \"call_id\": \"…\" to vary")
+        exit(1)
+    }
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for i in 0..<count {
+            if i >= 256 { try await group.next() }
+            let body = Array((text[..<start] + "replay-\(i)" + text[end...]).utf8)
+            group.addTask {
+                try await journal.append(
+                    EventJournal.Entry(
+                        id: "r\(i)", receivedAt: 1_800_000_000 + Double(i) / 1000, hook: "channel_create",
+                        format: "json",
+                        body: body, meta: #"{"id":"r\#(i)"}"#))
+            }
+        }
+        try await group.waitForAll()
+    }
+    print("wrote \(count) events to \(journal.path)")
+    exit(0)
+}
+
 guard arguments.count >= 2, let body = readFile(arguments[1]) else {
     print("usage: SwitchboardBench EVENT_FILE [N]")
     exit(2)
@@ -94,20 +127,15 @@ let full = try measure("decode + Lua + rule + JSON out", n) {
 print("switchboard_events_per_second \(Int(full))")
 
 // The rule engine: 20 rules loaded, 1 matching (the anchor's rule, its payload JSON-encoded as a forward).
+// scripts/anchor/anchor.lua (run from the repository's root, as `make bench` does), with a forward added.
+guard let anchorRule = readFile("scripts/anchor/anchor.lua").map({ String(decoding: $0, as: UTF8.self) }),
+    let close = anchorRule.range(of: "}", options: .backwards)
+else {
+    print("scripts/anchor/anchor.lua not found: run from the repository's root")
+    exit(1)
+}
 var files: [String: String] = [
-    "00_anchor.lua": """
-    local matched = 0
-    return {
-      name = "anchor",
-      on = "channel_create",
-      match = { call_direction = "inbound" },
-      transform = function(e)
-        matched = matched + 1
-        return { call_id = e.call_id, from = e.caller_id_number, to = e.callee_id_number, n = matched }
-      end,
-      forward = "http://127.0.0.1:9/sink",
-    }
-    """
+    "00_anchor.lua": anchorRule.replacingCharacters(in: close, with: "  forward = \"http://127.0.0.1:9/sink\",\n}")
 ]
 let others = ["notifications.*", "channel_destroy", "object.*", "parking.*", "sms"]
 for i in 1..<20 {

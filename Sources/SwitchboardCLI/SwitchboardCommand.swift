@@ -20,12 +20,14 @@ public struct SwitchboardCommand: AsyncParsableCommand {
               switchboard decode samples/*     decode sample events, show typed fields
               switchboard events               list every event with its field types
               switchboard deliveries --failed  forwards still retrying (see also redeliver, rejected)
+              switchboard replay --since 24h --against rules-next
+                                               what a changed rule would do to real traffic
             """,
         version: "0.1.0",
         subcommands: [
             ServeCommand.self, RunCommand.self, CheckCommand.self, TestCommand.self, DecodeCommand.self,
             EventsCommand.self, DeliveriesCommand.self, RedeliverCommand.self, RejectedCommand.self, StoreCommand.self,
-            NewCommand.self, StubsCommand.self,
+            NewCommand.self, StubsCommand.self, ReplayCommand.self,
         ]
     )
 
