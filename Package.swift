@@ -31,6 +31,8 @@ let package = Package(
         // Settings: flags > SWITCHBOARD_* > the YAML file > defaults. Only the command-line provider's trait; the
         // YAML file is read with Yams so that unknown keys can be named (see ServeSettings.swift).
         .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0", traits: ["CommandLineArguments"]),
+        // HMAC-SHA256 for signed forwards (Standard Webhooks).
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // Debian's Lua 5.4 (liblua5.4-dev), found through pkg-config. Never vendored.
@@ -86,6 +88,7 @@ let package = Package(
             name: "Delivery",
             dependencies: [
                 "RuleEngine", "EventStore",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),

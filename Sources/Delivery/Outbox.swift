@@ -1,5 +1,5 @@
 public import EventStore
-import Foundation
+public import Foundation
 public import Logging
 public import RuleEngine
 public import ServiceLifecycle
@@ -53,14 +53,17 @@ public final class Outbox: Service, Sendable {
     let metrics: Metrics
     let logger: Logger
     let wake = WakeSignal()
+    let secrets: @Sendable (String) -> String?
     let claims = Mutex(Claims())
     let stopping = Mutex(false)
     let lastGauges = Mutex<ContinuousClock.Instant?>(nil)
 
+    /// - Parameter secrets: reads a signing secret by its variable's name (the process environment by default).
     public init(
         journal: any DeliveryQueue, client: any OutboundHTTPClient, policy: Policy = Policy(), metrics: Metrics,
-        logger: Logger
+        logger: Logger, secrets: @escaping @Sendable (String) -> String? = { ProcessInfo.processInfo.environment[$0] }
     ) {
+        self.secrets = secrets
         self.journal = journal
         self.client = client
         self.policy = policy
@@ -160,7 +163,9 @@ public final class Outbox: Service, Sendable {
             // Across this await the outbox loop goes on: `delivery` is this attempt's snapshot and stays marked
             // in flight (no second attempt of it starts until `release`), but an operator's `redeliver` may
             // reset its row meanwhile: `record` below writes the new state only if the row is unchanged.
-            let response = try await client.execute(request)
+            // Signed forwards are signed per attempt: a fresh timestamp, the same webhook-id.
+            let signed = try WebhookSignature.sign(request, now: Int(startedAt), secret: secrets)
+            let response = try await client.execute(signed)
             status = response.status
             excerpt = String(decoding: response.body.prefix(DeliveryAttempt.excerptBytes), as: UTF8.self)
             if !(200..<300).contains(response.status) { failure = "HTTP \(response.status)" }

@@ -35,12 +35,18 @@ final class RuleRun {
     let session: StoreSession?
     /// The event's call, for `call.*`; nil for events of no call.
     let callID: String?
+    /// What the run's forwards are named by in their `webhook-id`: the accepted event's id (or the tick's).
+    let eventID: String
 
-    init(rule: String, targets: [ForwardTarget], session: StoreSession? = nil, callID: String? = nil) {
+    init(
+        rule: String, targets: [ForwardTarget], session: StoreSession? = nil, callID: String? = nil,
+        eventID: String = "run"
+    ) {
         self.rule = rule
         self.targets = targets
         self.session = session
         self.callID = callID
+        self.eventID = eventID
     }
 }
 
@@ -54,7 +60,7 @@ package enum HostAPI {
         try state.installGlobal("http", httpTable(context, configuration))
         try state.installGlobal("kazoo", kazooTable())
         try state.installGlobal("env", .function(env(configuration)))
-        try state.installGlobal("forward", .function(forward(context)))
+        try state.installGlobal("forward", .function(forward(context, configuration)))
         var store = storeTable(context) { run in "rule:" + run.rule }
         store["shared"] = .table(storeTable(context) { _ in "shared" })
         try state.installGlobal("store", .table(store))
@@ -233,7 +239,7 @@ package enum HostAPI {
 
     // MARK: forward
 
-    static func forward(_ context: RunContext) -> HostFunction {
+    static func forward(_ context: RunContext, _ configuration: RuleConfiguration) -> HostFunction {
         { args in
             guard let run = context.currentRun else {
                 throw HostFunctionError("forward is not available while a rule file is loading; call it from run")
@@ -244,15 +250,18 @@ package enum HostAPI {
             {
                 throw HostFunctionError(error.message)
             }
-            try record(forwards: targets, payload: args[2], in: run)
+            try record(forwards: targets, payload: args[2], in: run, configuration: configuration)
             return []
         }
     }
 
     /// Encodes the payload for each target and records the forwards (sent later when the run is live).
-    static func record(forwards targets: [ForwardTarget], payload: JSONValue, in run: RuleRun)
-        throws(HostFunctionError)
-    {
+    /// A signed target's forward carries its `webhook-id` (stable across retries: the event's id, the rule and
+    /// the forward's number) and, in `signWithHeader`, the name of the variable holding the secret; the outbox
+    /// signs each attempt with a fresh timestamp and never sends that header.
+    static func record(
+        forwards targets: [ForwardTarget], payload: JSONValue, in run: RuleRun, configuration: RuleConfiguration
+    ) throws(HostFunctionError) {
         for target in targets {
             let (shown, bytes, contentType): (JSONValue, [UInt8], String)
             do { (shown, bytes, contentType) = try target.body(for: payload) } catch {
@@ -261,6 +270,21 @@ package enum HostAPI {
             var headers = target.headers
             if !headers.keys.contains(where: { $0.lowercased() == "content-type" }) {
                 headers["Content-Type"] = .string(contentType)
+            }
+            if let sign = target.sign {
+                guard readable(sign, configuration) else {
+                    throw HostFunctionError(
+                        "forward to \(target.url): sign = \"\(sign)\": rules may only use SWITCHBOARD_* variables, or names allowed with --allow-env"
+                    )
+                }
+                guard configuration.environment[sign] != nil else {
+                    throw HostFunctionError(
+                        "forward to \(target.url): sign = \"\(sign)\": the variable is not set (export the signing secret)"
+                    )
+                }
+                let safe = { (text: String) in String(text.map { $0.isLetter || $0.isNumber || $0 == "-" ? $0 : "_" }) }
+                headers["webhook-id"] = .string("msg_\(safe(run.eventID))_\(safe(run.rule))_\(run.forwards.count + 1)")
+                headers[signWithHeader] = .string(sign)
             }
             run.forwards.append(
                 ForwardRecord(
@@ -410,10 +434,18 @@ package enum HostAPI {
 
     // MARK: env
 
+    /// The header that tells the outbox which variable holds a forward's signing secret (never sent).
+    package static let signWithHeader = "switchboard-sign-with"
+
+    /// Whether rules may read the variable `name`.
+    static func readable(_ name: String, _ configuration: RuleConfiguration) -> Bool {
+        name.hasPrefix("SWITCHBOARD_") || configuration.allowedEnvironment.contains(name)
+    }
+
     static func env(_ configuration: RuleConfiguration) -> HostFunction {
         { args in
             let name = try args.string(1)
-            guard name.hasPrefix("SWITCHBOARD_") || configuration.allowedEnvironment.contains(name) else {
+            guard readable(name, configuration) else {
                 throw HostFunctionError(
                     "env: \(name) is not readable by rules (only SWITCHBOARD_* variables, or names allowed with --allow-env)"
                 )

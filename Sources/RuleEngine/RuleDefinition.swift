@@ -8,17 +8,20 @@ public struct ForwardTarget: Sendable, Hashable {
     /// `json` (default) or `form` (Kazoo-style bracket encoding).
     public var format: String
     public var headers: JSONObject
+    /// The environment variable holding the secret to sign with (Standard Webhooks), if any.
+    public var sign: String? = nil
 
-    /// Reads a target: a URL string, or `{ url =, method =, format =, headers = }`.
+    /// Reads a target: a URL string, or `{ url =, method =, format =, headers =, sign = }`.
     static func parse(_ value: JSONValue, what: String) throws(ForwardTargetError) -> ForwardTarget {
         switch value {
         case .string(let url):
             try checkURL(url, what: what)
             return ForwardTarget(url: url, method: "POST", format: "json", headers: JSONObject())
         case .object(let o):
-            for key in o.keys where !["url", "method", "format", "headers"].contains(key) {
+            let keys = ["url", "method", "format", "headers", "sign"]
+            for key in o.keys where !keys.contains(key) {
                 let hint =
-                    Suggestions.closest(to: key, in: ["url", "method", "format", "headers"]).map {
+                    Suggestions.closest(to: key, in: keys).map {
                         " (did you mean \($0)?)"
                     } ?? ""
                 throw ForwardTargetError("\(what): unknown key '\(key)'\(hint)")
@@ -43,7 +46,18 @@ public struct ForwardTarget: Sendable, Hashable {
                     headers[m.key] = m.value
                 }
             }
-            return ForwardTarget(url: url, method: method, format: format, headers: headers)
+            var sign: String? = nil
+            if let given = o["sign"] {
+                guard let name = given.stringValue, !name.isEmpty,
+                    name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") })
+                else {
+                    throw ForwardTargetError(
+                        "\(what): sign must name the environment variable holding the secret, such as \"SWITCHBOARD_CRM_SECRET\""
+                    )
+                }
+                sign = name
+            }
+            return ForwardTarget(url: url, method: method, format: format, headers: headers, sign: sign)
         default:
             throw ForwardTargetError("\(what) must be a URL string or a table { url = ... }, not \(value.typeName)")
         }

@@ -50,7 +50,7 @@ package struct RuleLoader {
         end
         """
 
-    init(state: LuaState, context: RunContext, source: RuleSource) throws(LuaError) {
+    init(state: LuaState, context: RunContext, source: RuleSource, configuration: RuleConfiguration) throws(LuaError) {
         self.state = state
         self.context = context
         self.source = source
@@ -65,7 +65,7 @@ package struct RuleLoader {
             "forward_field",
             .function { [context] args in
                 guard let run = context.currentRun else { return [] }
-                try HostAPI.record(forwards: run.targets, payload: args[1], in: run)
+                try HostAPI.record(forwards: run.targets, payload: args[1], in: run, configuration: configuration)
                 return []
             }, in: env)
         let chunk = try state.load(Self.driverSource, chunkName: "=switchboard", environment: env)

@@ -68,7 +68,7 @@ public actor RuleWorker {
         var modules: [String: (source: String, chunkName: String)] = [:]
         for (name, file) in source.modules { modules[name] = (file.text, file.displayPath) }
         try state.installRequire(modules: modules)
-        let loader = try RuleLoader(state: state, context: context, source: source)
+        let loader = try RuleLoader(state: state, context: context, source: source, configuration: configuration)
         let (rules, diagnostics) = loader.loadAll()
         return Built(state: state, context: context, rules: rules, diagnostics: diagnostics)
     }
@@ -85,7 +85,9 @@ public actor RuleWorker {
         let eventValue = Self.luaEvent(event, meta: meta)
         let qualifiedName = event.qualifiedName
         let scratch = session == nil ? scratchStore.begin() : nil
-        let context = RunInputs(value: eventValue, session: session ?? scratch, callID: event.callID)
+        let context = RunInputs(
+            value: eventValue, session: session ?? scratch, callID: event.callID,
+            eventID: meta?["id"]?.stringValue ?? "run")
         // The definitions (on, match, names) come from the files, the same in every rebuild of this worker;
         // only the Lua references differ, and `run` takes those from the set current when each run starts.
         let built = current
@@ -119,7 +121,8 @@ public actor RuleWorker {
         else { return nil }
         let scratch = session == nil ? scratchStore.begin() : nil
         // Whole seconds, as os.time() gives and os.date() takes.
-        let inputs = RunInputs(value: .int(Int64(now.rounded(.down))), session: session ?? scratch, callID: nil)
+        let second = Int64(now.rounded(.down))
+        let inputs = RunInputs(value: .int(second), session: session ?? scratch, callID: nil, eventID: "tick-\(second)")
         let outcome = await run(index: index, definition: built.rules[index].definition, inputs: inputs, tick: true)
         if let scratch { scratchStore.finish(scratch, mark: nil) { _ in } }
         return outcome
@@ -148,6 +151,7 @@ public actor RuleWorker {
         var value: JSONValue
         var session: StoreSession?
         var callID: String?
+        var eventID: String
     }
 
     /// The store of runs given no session (`switchboard run`, tests, benchmarks): in memory, per worker.
@@ -176,7 +180,8 @@ public actor RuleWorker {
         // context all belong to `set`, and the coroutine keeps `set.state` open until it finishes.
         let set = current
         let run = RuleRun(
-            rule: definition.name, targets: definition.forward, session: inputs.session, callID: inputs.callID)
+            rule: definition.name, targets: definition.forward, session: inputs.session, callID: inputs.callID,
+            eventID: inputs.eventID)
         if tick { run.stage = "tick" }
         var outcome = RuleOutcome(rule: definition.name, file: definition.file.displayPath, outcome: .ok)
         guard let rule = set.rule(at: index, named: definition.name), let function = tick ? rule.tick : rule.entry

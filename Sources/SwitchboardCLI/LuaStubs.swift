@@ -122,6 +122,7 @@ public enum LuaStubs {
         ---@field method? "POST"|"PUT"|"PATCH"|"GET"|"DELETE" default POST
         ---@field format? "json"|"form" form encodes the way Kazoo does (a[b]=v, k[]=v); default json
         ---@field headers? table<string, string>
+        ---@field sign? string the variable holding a secret: sign each attempt the Standard Webhooks way
 
         ---What a rule file returns.
         ---@class Rule

@@ -242,3 +242,30 @@ func close(_ server: LoopbackServer, _ client: LiveHTTPClient) {
         #expect(diagnostics.first?.line == 1)
     }
 }
+
+@Suite struct SignedForwardRuleTests {
+    func outcome(_ sign: String, environment: [String: String]) async throws -> RuleOutcome? {
+        let worker = try makeWorker(
+            [
+                "s.lua": """
+                return { name = "s", on = "channel_create",
+                  run = function(event) forward({ url = "https://x.example.com/in", sign = "\(sign)" }, { a = 1 }) end }
+                """
+            ], environment: environment, allowedEnvironment: ["CRM_SECRET"])
+        return await worker.process(try sample("channel_create__inbound.json"), meta: ["id": "ev-1"]).rules.first
+    }
+
+    @Test func aSignedForwardNamesItsSecretAndCarriesAStableId() async throws {
+        let ok = try await outcome("SWITCHBOARD_SECRET", environment: ["SWITCHBOARD_SECRET": "k"])
+        #expect(ok?.outcome == .ok)
+        #expect(ok?.forwards.first?.headers["webhook-id"] == "msg_ev-1_s_1")
+        #expect(ok?.forwards.first?.headers["switchboard-sign-with"] == "SWITCHBOARD_SECRET")
+        #expect(try await outcome("CRM_SECRET", environment: ["CRM_SECRET": "k"])?.outcome == .ok)
+        let unreadable = try await outcome("HOME", environment: ["HOME": "/root"])
+        #expect(unreadable?.error?.message.contains("rules may only use SWITCHBOARD_* variables") == true)
+        let unset = try await outcome("SWITCHBOARD_NOPE", environment: [:])
+        #expect(unset?.error?.message.contains("the variable is not set") == true)
+        let bad = try await outcome("not a name", environment: [:])
+        #expect(bad?.error?.message.contains("sign must name the environment variable") == true)
+    }
+}
