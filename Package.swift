@@ -116,6 +116,9 @@ let package = Package(
                 "KazooEvents", "JSONCore", "LuaRuntime", "RuleEngine", "RuleTesting", "EventStore", "Delivery",
                 "WebhookServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -189,7 +192,9 @@ let package = Package(
             dependencies: [
                 "SwitchboardCLI", "KazooEvents", "JSONCore", "WebhookServer", "EventStore", "RuleEngine", "LuaRuntime",
                 "RuleTesting", "TestSupport", .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
+            exclude: ["Fixtures"],
             swiftSettings: swiftSettings
         ),
     ]

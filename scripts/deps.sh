@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what Switchboard needs from Debian when it is missing. Safe to run again: it only acts on gaps.
-#   scripts/deps.sh          build and test needs: liblua5.4-dev, libsqlite3-dev, pkg-config, tzdata
+#   scripts/deps.sh          build and test needs: liblua5.4-dev, libsqlite3-dev, pkg-config, tzdata, python3
 #   scripts/deps.sh bench    also the benchmark's anchors: lua5.4, lua-cjson
 set -euo pipefail
 need=()
@@ -9,6 +9,8 @@ if ! pkg-config --exists lua5.4 2>/dev/null; then need+=(liblua5.4-dev); fi
 if ! pkg-config --exists sqlite3 2>/dev/null; then need+=(libsqlite3-dev); fi
 # Time zones for cron = ... with timezone = "Europe/Berlin" (Foundation reads the tz database).
 [ -f /usr/share/zoneinfo/Europe/Berlin ] || need+=(tzdata)
+# Tests check signatures with Python's hmac and mock Kazoo's crossbar API in Python.
+command -v python3 >/dev/null || need+=(python3)
 if [ "${1:-}" = bench ]; then
   command -v lua5.4 >/dev/null || need+=(lua5.4)
   [ -f /usr/lib/x86_64-linux-gnu/lua/5.4/cjson.so ] || need+=(lua-cjson)

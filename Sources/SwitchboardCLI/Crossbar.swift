@@ -1,0 +1,143 @@
+import AsyncHTTPClient
+import Crypto
+import Foundation
+import JSONCore
+import NIOCore
+import NIOHTTP1
+
+/// A client for Kazoo's crossbar API, as much of it as hook management needs (../shared/kazoo/crossbar-webhooks.md):
+/// authentication (API key or user), the `{"data": …}` envelope, errors with what Kazoo said, paging by
+/// `next_start_key`, and one new token when a request comes back 401 (tokens expire after an hour).
+final class Crossbar {
+    enum Credentials {
+        case apiKey(String)
+        /// user_auth: `credentials` = md5 hex of "user:password" (the user name lowercased).
+        case user(name: String, password: String, accountName: String)
+    }
+
+    let base: String
+    let account: String
+    let credentials: Credentials
+    let http = HTTPClient(eventLoopGroupProvider: .singleton)
+    var token: String?
+
+    init(api: String, account: String, credentials: Credentials) {
+        base = api.hasSuffix("/") ? String(api.dropLast()) : api
+        self.account = account
+        self.credentials = credentials
+    }
+
+    func shutdown() async { try? await http.shutdown() }
+
+    /// One crossbar request: the parsed envelope of a 2xx answer, else an error saying what Kazoo said.
+    @discardableResult
+    func request(_ method: HTTPMethod, _ path: String, data: JSONValue? = nil, authenticated: Bool = true) async throws
+        -> JSONValue
+    {
+        if authenticated, token == nil { try await authenticate() }
+        let (status, body) = try await send(method, path, data: data, authenticated: authenticated)
+        if status == 401, authenticated {
+            // Expired (or revoked): one new token, one more try.
+            try await authenticate()
+            let (again, body) = try await send(method, path, data: data, authenticated: true)
+            return try Self.check(again, body, method, path)
+        }
+        return try Self.check(status, body, method, path)
+    }
+
+    func send(_ method: HTTPMethod, _ path: String, data: JSONValue?, authenticated: Bool) async throws -> (
+        Int, JSONValue
+    ) {
+        var request = HTTPClientRequest(url: base + path)
+        request.method = method
+        request.headers.add(name: "Accept", value: "application/json")
+        if authenticated, let token { request.headers.add(name: "X-Auth-Token", value: token) }
+        if let data {
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(bytes: try JSONWriter.encode(["data": data])))
+        }
+        let response: HTTPClientResponse
+        do { response = try await http.execute(request, timeout: .seconds(30)) } catch {
+            throw CommandFailure("Kazoo's API at \(base) did not answer \(method) \(path): \(error)")
+        }
+        let bytes = try await response.body.collect(upTo: 16 << 20)
+        let parsed = (try? JSONReader.parse(Array(buffer: bytes))) ?? .null
+        return (Int(response.status.code), parsed)
+    }
+
+    static func check(_ status: Int, _ body: JSONValue, _ method: HTTPMethod, _ path: String) throws -> JSONValue {
+        guard !(200..<300).contains(status) else { return body }
+        let message = body["message"]?.stringValue ?? "HTTP \(status)"
+        var detail = ""
+        if message == "validation error", case .object(let fields)? = body["data"] {
+            // {"uri": {"error": {"message": "invalid client URL", "value": "…"}}}
+            detail = fields.map { field in
+                let rules =
+                    field.value.objectValue.map { rules in
+                        rules.map { rule in
+                            (rule.value["message"]?.stringValue ?? rule.key)
+                                + (rule.value["value"].map { " (\(HostValueText.text($0)))" } ?? "")
+                        }.joined(separator: "; ")
+                    } ?? ""
+                return "\(field.key): \(rules)"
+            }.joined(separator: ", ")
+        } else if let text = body["data"]?["message"]?.stringValue, text != message {
+            detail = text
+        }
+        var hint = ""
+        if status == 401 { hint = " (check the API key, or the user, password and account name)" }
+        if status == 429 { hint = " (Kazoo's rate limit: wait and run it again)" }
+        throw CommandFailure(
+            "Kazoo refused \(method) \(path): \(status) \(message)\(detail.isEmpty ? "" : ": " + detail)\(hint)")
+    }
+
+    /// Gets a token with the configured credentials.
+    func authenticate() async throws {
+        token = nil
+        let path: String
+        let data: JSONValue
+        switch credentials {
+        case .apiKey(let key):
+            path = "/v2/api_auth"
+            data = ["api_key": .string(key)]
+        case .user(let name, let password, let accountName):
+            path = "/v2/user_auth"
+            let digest = Insecure.MD5.hash(data: Array("\(name.lowercased()):\(password)".utf8))
+            data = [
+                "credentials": .string(digest.map { String(format: "%02x", $0) }.joined()),
+                "account_name": .string(accountName), "method": "md5",
+            ]
+        }
+        let answer = try await request(.PUT, path, data: data, authenticated: false)
+        guard let token = answer["auth_token"]?.stringValue else {
+            throw CommandFailure("Kazoo's \(path) answered without an auth_token")
+        }
+        self.token = token
+    }
+
+    /// Every item of a list, following `next_start_key` page by page.
+    func list(_ path: String) async throws -> [JSONValue] {
+        var items: [JSONValue] = []
+        var start: String? = nil
+        repeat {
+            var query = path
+            if let start {
+                query +=
+                    (path.contains("?") ? "&" : "?") + "start_key="
+                    + (start.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? start)
+            }
+            let page = try await request(.GET, query)
+            items += page["data"]?.arrayValue ?? []
+            start = page["next_start_key"].flatMap { $0 == .null ? nil : HostValueText.text($0) }
+        } while start != nil
+        return items
+    }
+}
+
+/// Short text for a JSON value in a message.
+enum HostValueText {
+    static func text(_ value: JSONValue) -> String {
+        if case .string(let s) = value { return s }
+        return (try? JSONWriter.string(value)) ?? "?"
+    }
+}

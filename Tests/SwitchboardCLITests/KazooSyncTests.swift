@@ -1,0 +1,195 @@
+import ArgumentParser
+import Foundation
+import JSONCore
+import NIOHTTP1
+import RuleEngine
+import TestSupport
+import Testing
+
+@testable import SwitchboardCLI
+
+/// `switchboard kazoo sync|status` against a loopback stand-in for crossbar (Fixtures/crossbar_mock.py): the
+/// edge a user would mock too.
+@Suite(.serialized) struct KazooSyncTests {
+    static let apiKey = String(repeating: "k", count: 64)
+
+    /// A running mock; `state()` reads what it holds.
+    final class Mock {
+        let process = Process()
+        let port: Int
+        init(seed: JSONValue) throws {
+            let file = FileManager.default.temporaryDirectory.appendingPathComponent(
+                "crossbar-\(UUID().uuidString).json")
+            try Data(try JSONWriter.encode(seed)).write(to: file)
+            let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+                .appendingPathComponent("Fixtures/crossbar_mock.py").path
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = ["python3", script, file.path]
+            let pipe = Pipe()
+            process.standardOutput = pipe
+            process.standardError = FileHandle.nullDevice  // it must not hold the test runner's output open
+            try process.run()
+            var line = Data()
+            while let byte = try pipe.fileHandleForReading.read(upToCount: 1), !byte.isEmpty, byte != Data("\n".utf8) {
+                line += byte
+            }
+            port = Int(String(decoding: line, as: UTF8.self)) ?? 0
+        }
+        /// SIGKILL: the test process blocks SIGTERM for its own handlers, and a child inherits that mask.
+        func stop() {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        var api: String { "http://127.0.0.1:\(port)" }
+
+        func state() async throws -> JSONValue {
+            let crossbar = Crossbar(api: api, account: "acct1", credentials: .apiKey(""))
+            let (_, body) = try await crossbar.send(.GET, "/_state", data: nil, authenticated: false)
+            await crossbar.shutdown()
+            return body
+        }
+    }
+
+    static let rules = [
+        "calls.lua": #"return { on = { "channel_create", "channel_destroy" }, run = function() end }"#,
+        "money.lua":
+            #"return { on = { "notifications.low_balance", "notifications.missed_call" }, run = function() end }"#,
+        "objects.lua":
+            #"return { on = { "object.doc_edited", "parking.PARK_PARKED", "webhook" }, run = function() end }"#,
+    ]
+
+    func sync(_ mock: Mock, _ extra: [String], rules: String) async throws {
+        var command = try KazooCommand.parseAsRoot(
+            [
+                "sync", "--api", mock.api, "--account", "acct1", "--rules", rules,
+                "--public-url", "https://switchboard.example.com", "--token", "s3cret",
+            ] + extra)
+        guard var sync = command as? any AsyncParsableCommand else { throw CommandFailure("not async") }
+        try await sync.run()
+        command = sync
+    }
+
+    @Test func syncCreatesUpdatesAndDeletesOnlyItsOwnHooks() async throws {
+        let mock = try Mock(seed: [
+            "api_key": .string(Self.apiKey), "page_size": 2, "token_requests": 3,
+            "hooks": [
+                [
+                    "id": "u1", "name": "crm (by hand)", "hook": "channel_create", "uri": "https://crm.example.com/k",
+                    "enabled": true,
+                ],
+                [
+                    "id": "s1", "name": "switchboard: sms", "hook": "sms", "uri": "https://old.example.com/hooks/sms",
+                    "enabled": true,
+                ],
+                [
+                    "id": "s2", "name": "switchboard: channel_create", "hook": "channel_create",
+                    "uri": "https://old.example.com/hooks/channel_create", "enabled": false,
+                    "disable_reason": "too many failed attempts",
+                ],
+            ],
+        ])
+        defer { mock.stop() }
+        let rules = try temporaryRules(Self.rules)
+        // Dry run: the plan, no change.
+        try await sync(mock, ["--api-key", Self.apiKey, "--dry-run"], rules: rules)
+        #expect(try await mock.state()["hooks"]?.arrayValue?.count == 3)
+
+        try await sync(mock, ["--api-key", Self.apiKey], rules: rules)
+        let state = try await mock.state()
+        let hooks = try #require(state["hooks"]?.arrayValue)
+        let byName = Dictionary(uniqueKeysWithValues: hooks.compactMap { h in h["name"]?.stringValue.map { ($0, h) } })
+        #expect(
+            Set(byName.keys) == [
+                "crm (by hand)", "switchboard: channel_create", "switchboard: channel_destroy",
+                "switchboard: notifications type=low_balance", "switchboard: notifications type=missed_call",
+                "switchboard: object type=all action=doc_edited", "switchboard: parking",
+            ])
+        #expect(state["deleted"] == ["switchboard: sms"])
+        // The user's own hook is untouched; the disabled one of ours is re-pointed and enabled again.
+        #expect(byName["crm (by hand)"]?["uri"] == "https://crm.example.com/k")
+        let create = try #require(byName["switchboard: channel_create"])
+        #expect(create["uri"] == "https://switchboard.example.com/hooks/channel_create/s3cret")
+        #expect(create["enabled"] == true && create["disable_reason"] == nil)
+        let lowBalance = try #require(byName["switchboard: notifications type=low_balance"])
+        #expect(lowBalance["custom_data"] == ["type": "low_balance"])
+        #expect(lowBalance["format"] == "json")
+        #expect(lowBalance["uri"] == "https://switchboard.example.com/hooks/notifications/s3cret")
+        #expect(
+            byName["switchboard: object type=all action=doc_edited"]?["custom_data"] == [
+                "type": "all", "action": "doc_edited",
+            ])
+        // Tokens lasted 3 requests, so the client logged in again along the way.
+        #expect((state["auth_calls"]?.intValue ?? 0) >= 2)
+
+        // Run again: everything is kept.
+        try await sync(mock, ["--api-key", Self.apiKey], rules: rules)
+        #expect(try await mock.state()["hooks"]?.arrayValue?.count == 7)
+        #expect(try await mock.state()["deleted"]?.arrayValue?.count == 1)
+    }
+
+    @Test func errorsSayWhatKazooSaid() async throws {
+        let mock = try Mock(seed: [
+            "api_key": .string(Self.apiKey), "users": ["admin": "secret"], "account_name": "acme",
+        ])
+        defer { mock.stop() }
+        let rules = try temporaryRules(Self.rules)
+        func message(_ arguments: [String]) async -> String {
+            do {
+                var command = try KazooCommand.parseAsRoot(
+                    ["sync", "--api", mock.api, "--account", "acct1", "--rules", rules] + arguments)
+                guard var sync = command as? any AsyncParsableCommand else { return "not async" }
+                try await sync.run()
+                command = sync
+                return "ok"
+            } catch { return "\(error)" }
+        }
+        // Kazoo refuses a loopback URL for a hook.
+        let local = await message(["--api-key", Self.apiKey, "--public-url", "http://localhost:8080"])
+        #expect(local.contains("400 validation error: uri: invalid client URL (http://localhost:8080/hooks/"))
+        let wrongUser = await message([
+            "--user", "admin", "--password", "nope", "--account-name", "acme", "--public-url", "https://s.example.com",
+        ])
+        #expect(wrongUser.contains("401 invalid_credentials"))
+        #expect(wrongUser.contains("check the API key, or the user, password and account name"))
+        let user = await message([
+            "--user", "Admin", "--password", "secret", "--account-name", "acme", "--public-url",
+            "https://s.example.com",
+        ])
+        #expect(user == "ok")
+        let shortKey = await message(["--api-key", "short", "--public-url", "https://s.example.com"])
+        #expect(shortKey.contains("api_key: String must be at least 64 characters"))
+    }
+
+    @Test func statusShowsDisabledHooksAndFailedAttempts() async throws {
+        let mock = try Mock(seed: [
+            "api_key": .string(Self.apiKey), "page_size": 1,
+            "hooks": [
+                [
+                    "id": "a", "name": "switchboard: channel_create", "hook": "channel_create",
+                    "uri": "https://s.example.com/hooks/channel_create/tok", "enabled": false,
+                    "disable_reason": "too many failed attempts",
+                ],
+                [
+                    "id": "b", "name": "switchboard: parking", "hook": "parking",
+                    "uri": "https://s.example.com/hooks/parking", "enabled": true,
+                ],
+            ],
+            "attempts": [
+                "a": [
+                    ["hook_id": "a", "result": "failure", "reason": "bad response code", "resp_status_code": "500"],
+                    ["hook_id": "a", "result": "failure", "reason": "bad response code", "resp_status_code": "502"],
+                ]
+            ],
+        ])
+        defer { mock.stop() }
+        let crossbar = Crossbar(api: mock.api, account: "acct1", credentials: .apiKey(Self.apiKey))
+        let lines = try await KazooHooks.status(crossbar: crossbar)
+        await crossbar.shutdown()
+        #expect(
+            lines == [
+                "DISABLED  switchboard: channel_create (too many failed attempts)  https://s.example.com/hooks/channel_create/…",
+                "          2 failed attempt(s) in Kazoo's log; the latest: bad response code 500",
+                "enabled   switchboard: parking  https://s.example.com/hooks/parking",
+            ])
+    }
+}
