@@ -38,6 +38,14 @@ public final class Metrics: Sendable {
         ("switchboard_rule_duration_seconds", "histogram", "Wall time of one rule run, HTTP waits included."),
         ("switchboard_reloads_total", "counter", "Rule reloads by result (ok, failed)."),
         ("switchboard_ticks_total", "counter", "Timer ticks run, by rule and outcome (ok, error)."),
+        (
+            "switchboard_kazoo_hooks_reenabled_total", "counter",
+            "Kazoo hooks re-enabled by --kazoo-keep-enabled, by name."
+        ),
+        (
+            "switchboard_kazoo_check_failures_total", "counter",
+            "--kazoo-keep-enabled checks that could not reach Kazoo."
+        ),
         ("switchboard_replayed_events_total", "counter", "Unfinished events run again at start."),
         (
             "switchboard_journal_failures_total", "counter",

@@ -4,12 +4,13 @@ import Foundation
 import JSONCore
 import NIOCore
 import NIOHTTP1
+import Synchronization
 
 /// A client for Kazoo's crossbar API, as much of it as hook management needs (../shared/kazoo/crossbar-webhooks.md):
 /// authentication (API key or user), the `{"data": …}` envelope, errors with what Kazoo said, paging by
 /// `next_start_key`, and one new token when a request comes back 401 (tokens expire after an hour).
-final class Crossbar {
-    enum Credentials {
+final class Crossbar: Sendable {
+    enum Credentials: Sendable {
         case apiKey(String)
         /// user_auth: `credentials` = md5 hex of "user:password" (the user name lowercased).
         case user(name: String, password: String, accountName: String)
@@ -19,7 +20,11 @@ final class Crossbar {
     let account: String
     let credentials: Credentials
     let http = HTTPClient(eventLoopGroupProvider: .singleton)
-    var token: String?
+    let tokenBox = Mutex<String?>(nil)
+    var token: String? {
+        get { tokenBox.withLock { $0 } }
+        set { tokenBox.withLock { $0 = newValue } }
+    }
 
     init(api: String, account: String, credentials: Credentials) {
         base = api.hasSuffix("/") ? String(api.dropLast()) : api
@@ -63,6 +68,15 @@ final class Crossbar {
         let bytes = try await response.body.collect(upTo: 16 << 20)
         let parsed = (try? JSONReader.parse(Array(buffer: bytes))) ?? .null
         return (Int(response.status.code), parsed)
+    }
+
+    /// A plain GET of a text body (tests read /metrics with it).
+    func sendText(_ method: HTTPMethod, _ path: String) async throws -> (Int, String) {
+        var request = HTTPClientRequest(url: base + path)
+        request.method = method
+        let response = try await http.execute(request, timeout: .seconds(10))
+        let bytes = try await response.body.collect(upTo: 16 << 20)
+        return (Int(response.status.code), String(buffer: bytes))
     }
 
     static func check(_ status: Int, _ body: JSONValue, _ method: HTTPMethod, _ path: String) throws -> JSONValue {

@@ -51,13 +51,20 @@ public struct ServeCommand: AsyncParsableCommand {
         -> (ServerConfiguration, logFormat: String, logLevel: Logger.Level)
     {
         if arguments.contains(where: { $0 == "--help" || $0 == "-h" }) { throw CleanExit.helpRequest(self) }
-        let settings = try ServeSettings.read(
-            arguments: arguments, environment: environment ?? ProcessInfo.processInfo.environment)
+        let settings = try allSettings(environment: environment)
         return (settings.server, settings.logFormat, settings.logLevel)
     }
 
+    func allSettings(environment: [String: String]? = nil) throws -> ServeSettings {
+        if arguments.contains(where: { $0 == "--help" || $0 == "-h" }) { throw CleanExit.helpRequest(self) }
+        return try ServeSettings.read(
+            arguments: arguments, environment: environment ?? ProcessInfo.processInfo.environment)
+    }
+
     public func run() async throws {
-        let (configuration, format, level) = try settings()
+        let all = try allSettings()
+        let (configuration, format, level) = (all.server, all.logFormat, all.logLevel)
+        let keeper = all.kazoo.keepEnabled ? try all.kazoo.crossbar() : nil
         LoggingSystem.bootstrap { label in
             var handler: any LogHandler =
                 format == "json" ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
@@ -100,9 +107,14 @@ public struct ServeCommand: AsyncParsableCommand {
             // Stopped in reverse order: the HTTP server (Hummingbird's, after these), the reloader, the engine
             // (its grace period for running rules), retention, and last the outbox, so forwards from rules that
             // finish during the grace period still have their attempts under way.
+            var services: [any Service] = [outbox, retention, engine, reloader]
+            if let keeper {
+                services.append(
+                    KazooKeeper(crossbar: keeper, every: all.kazoo.checkEvery, metrics: metrics, logger: logger))
+            }
             let app = buildApplication(
                 configuration: configuration, engine: engine, journal: journal, metrics: metrics, logger: logger,
-                services: [outbox, retention, engine, reloader]
+                services: services
             ) { channel in
                 let port = channel.localAddress?.port ?? configuration.port
                 logger.info("listening on http://\(host):\(port)/hooks/{hook}")

@@ -15,7 +15,36 @@ public struct ServeSettings: Sendable {
     public var server = ServerConfiguration()
     public var logFormat = "text"
     public var logLevel = Logger.Level.info
+    /// `--kazoo-keep-enabled` and the crossbar connection it uses.
+    public var kazoo = KazooSettings()
     public init() {}
+}
+
+/// Where Kazoo's API is and how to log in, for `serve --kazoo-keep-enabled`.
+public struct KazooSettings: Sendable {
+    public var keepEnabled = false
+    public var api = ""
+    public var account = ""
+    public var apiKey: String? = nil
+    public var user = ""
+    public var password: String? = nil
+    public var accountName = ""
+    public var checkEvery: Double = 60
+
+    /// The crossbar client these settings describe; an error naming what is missing.
+    func crossbar() throws -> Crossbar {
+        guard api.hasPrefix("http"), !account.isEmpty else {
+            throw ValidationError("--kazoo-keep-enabled needs --kazoo-api URL and --kazoo-account ID")
+        }
+        if let apiKey { return Crossbar(api: api, account: account, credentials: .apiKey(apiKey)) }
+        guard !user.isEmpty, let password, !accountName.isEmpty else {
+            throw ValidationError(
+                "--kazoo-keep-enabled needs --kazoo-api-key, or --kazoo-user, --kazoo-password and --kazoo-account-name"
+            )
+        }
+        return Crossbar(
+            api: api, account: account, credentials: .user(name: user, password: password, accountName: accountName))
+    }
 }
 
 /// One setting of `switchboard serve`, declared once. Its flag (`--max-body-bytes`), environment variable
@@ -235,6 +264,19 @@ extension ServeSettings {
             \.server.rules.callStateKeep),
         .number(
             "shutdown-grace-ms", "ms", "Time for running rules to finish after SIGTERM.", \.shutdownGraceMilliseconds),
+        .flag(
+            "kazoo-keep-enabled",
+            "Check Kazoo's hooks on a schedule and re-enable the ones Kazoo disabled that `switchboard kazoo sync` created.",
+            \.kazoo.keepEnabled),
+        .text("kazoo-api", "url", "Kazoo's API base URL (for --kazoo-keep-enabled).", \.kazoo.api),
+        .text("kazoo-account", "id", "The Kazoo account whose hooks to keep enabled.", \.kazoo.account),
+        .secret("kazoo-api-key", "key", "A Kazoo API key.", \.kazoo.apiKey),
+        .text("kazoo-user", "name", "A Kazoo user (instead of an API key).", \.kazoo.user),
+        .secret("kazoo-password", "password", "The Kazoo user's password.", \.kazoo.password),
+        .text("kazoo-account-name", "name", "The account name the Kazoo user logs in to.", \.kazoo.accountName),
+        .duration(
+            "kazoo-check-every", "How often --kazoo-keep-enabled checks Kazoo's hooks.", \.kazoo.checkEvery,
+            positive: true),
         .choice("log-format", "Log format.", \.logFormat, ["text": "text", "json": "json"]),
         .choice(
             "log-level", "Log level.", \.logLevel,

@@ -193,3 +193,69 @@ import Testing
             ])
     }
 }
+
+/// `serve --kazoo-keep-enabled` with the real binary and the crossbar stand-in.
+@Suite struct KazooKeepEnabledTests {
+    @Test func theServerEnablesAgainTheHooksKazooDisabled() async throws {
+        let binary = rulesDirectory + "/../.build/debug/switchboard"
+        try #require(FileManager.default.isExecutableFile(atPath: binary), "build the binary first")
+        let mock = try KazooSyncTests.Mock(seed: [
+            "api_key": .string(KazooSyncTests.apiKey),
+            "hooks": [
+                [
+                    "id": "a", "name": "switchboard: channel_create", "hook": "channel_create",
+                    "uri": "https://s.example.com/hooks/channel_create", "enabled": false,
+                    "disable_reason": "too many failed attempts",
+                ],
+                // Disabled by hand (no reason), and someone else's: both left alone.
+                [
+                    "id": "b", "name": "switchboard: parking", "hook": "parking",
+                    "uri": "https://s.example.com/hooks/parking", "enabled": false,
+                ],
+                [
+                    "id": "c", "name": "crm", "hook": "channel_create", "uri": "https://crm.example.com/k",
+                    "enabled": false,
+                    "disable_reason": "too many failed attempts",
+                ],
+            ],
+        ])
+        defer { mock.stop() }
+        let rules = try temporaryRules(["r.lua": #"return { on = "channel_create", run = function() end }"#])
+        let port = freeLoopbackPort()
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: binary)
+        server.arguments = [
+            "serve", "--rules", rules, "--port", "\(port)", "--journal", "off", "--log-level", "error",
+            "--kazoo-keep-enabled", "--kazoo-api", mock.api, "--kazoo-account", "acct1", "--kazoo-check-every", "1s",
+        ]
+        server.environment = ["SWITCHBOARD_KAZOO_API_KEY": KazooSyncTests.apiKey]
+        server.standardOutput = FileHandle.nullDevice
+        server.standardError = FileHandle.nullDevice
+        try server.run()
+        defer {
+            kill(server.processIdentifier, SIGKILL)
+            server.waitUntilExit()
+        }
+        func enabled() async throws -> [String: Bool] {
+            let hooks = try await mock.state()["hooks"]?.arrayValue ?? []
+            return Dictionary(
+                uniqueKeysWithValues: hooks.compactMap { h in
+                    h["id"]?.stringValue.map { ($0, h["enabled"]?.boolValue ?? false) }
+                })
+        }
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline, try await enabled()["a"] != true {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(try await enabled() == ["a": true, "b": false, "c": false])
+        // /metrics counts it.
+        let crossbar = Crossbar(api: "http://127.0.0.1:\(port)", account: "", credentials: .apiKey(""))
+        var metricsText = ""
+        while ContinuousClock.now < deadline, !metricsText.contains("switchboard_kazoo_hooks_reenabled_total") {
+            if let (_, body) = try? await crossbar.sendText(.GET, "/metrics") { metricsText = body }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        await crossbar.shutdown()
+        #expect(metricsText.contains(#"switchboard_kazoo_hooks_reenabled_total{hook="switchboard: channel_create"} 1"#))
+    }
+}
