@@ -23,6 +23,10 @@ public enum WebhookSignature {
             throw OutboundHTTPError(
                 "signing secret \(marker.value) is not set in the server's environment", permanent: true)
         }
+        if secret.hasPrefix("whsec_"), Data(base64Encoded: String(secret.dropFirst(6))) == nil {
+            throw OutboundHTTPError(
+                "signing secret \(marker.value) starts with whsec_ but the rest is not base64", permanent: true)
+        }
         let id = request.headers.first { $0.name.lowercased() == "webhook-id" }?.value ?? ""
         signed.headers.removeAll { ["webhook-timestamp", "webhook-signature"].contains($0.name.lowercased()) }
         signed.headers.append(.init(name: "webhook-timestamp", value: String(now)))

@@ -1,3 +1,4 @@
+import Foundation
 public import JSONCore
 public import KazooEvents
 import LuaRuntime
@@ -87,7 +88,7 @@ public actor RuleWorker {
         let scratch = session == nil ? scratchStore.begin() : nil
         let context = RunInputs(
             value: eventValue, session: session ?? scratch, callID: event.callID,
-            eventID: meta?["id"]?.stringValue ?? "run")
+            eventID: meta?["id"]?.stringValue ?? "run-\(UUID().uuidString.prefix(8).lowercased())")
         // The definitions (on, match, names) come from the files, the same in every rebuild of this worker;
         // only the Lua references differ, and `run` takes those from the set current when each run starts.
         let built = current
@@ -129,19 +130,20 @@ public actor RuleWorker {
     }
 
     /// Runs the rules on each event in turn, each in its own session of `store` (finished without a done mark),
-    /// without leaving the worker between events: `switchboard replay`. `progress` is told after each event.
+    /// without leaving the worker between events: `switchboard replay`. `willRun` is told each event's index
+    /// before it runs (replay sets the store's clock to the time the event was accepted).
     public func processAll(
         _ events: [(event: WebhookEvent, meta: JSONValue?)], store: RuleStore, callStateKeep: Double,
-        progress: (@Sendable () -> Void)? = nil
+        willRun: (@Sendable (Int) -> Void)? = nil
     ) async -> [EventReport] {
         var reports: [EventReport] = []
         reports.reserveCapacity(events.count)
-        for (event, meta) in events {
+        for (index, (event, meta)) in events.enumerated() {
+            willRun?(index)
             let session = store.begin()
             reports.append(await process(event, meta: meta, session: session))
             session.eventFinished(event, callStateKeep: callStateKeep)
             store.finish(session, mark: nil) { _ in }
-            progress?()
         }
         return reports
     }

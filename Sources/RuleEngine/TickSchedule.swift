@@ -117,7 +117,8 @@ public struct CronExpression: Sendable, Hashable {
     }
 
     /// The first whole minute strictly after `time` whose local time in `zone` matches. Local times a clock
-    /// change skips do not exist, so they never match; a repeated hour matches in both of its occurrences.
+    /// change skips do not exist, so they never match that day; a repeated hour matches at its first occurrence
+    /// only.
     public func next(after time: Double, in zone: TimeZone) -> Double? {
         var calendar = Calendar(identifier: .gregorian)
         calendar.timeZone = zone
@@ -146,6 +147,17 @@ public struct CronExpression: Sendable, Hashable {
                 continue
             }
             if !minutes.contains(minute) {
+                date = date.addingTimeInterval(60)
+                continue
+            }
+            // A job at a fixed hour runs once when the autumn clock change repeats that hour, at its first
+            // occurrence, as cron does: skip the second (the same wall time existed `earlier - offset` seconds
+            // before, at the earlier offset). Jobs for every hour run through both passes.
+            let offset = zone.secondsFromGMT(for: date)
+            let earlier = zone.secondsFromGMT(for: date.addingTimeInterval(-7200))
+            if earlier > offset, hours.count < 24,
+                zone.secondsFromGMT(for: date.addingTimeInterval(-Double(earlier - offset))) == earlier
+            {
                 date = date.addingTimeInterval(60)
                 continue
             }

@@ -39,9 +39,13 @@ final class Crossbar: Sendable {
     func request(_ method: HTTPMethod, _ path: String, data: JSONValue? = nil, authenticated: Bool = true) async throws
         -> JSONValue
     {
-        if authenticated, token == nil { try await authenticate() }
+        var fresh = false
+        if authenticated, token == nil {
+            try await authenticate()
+            fresh = true
+        }
         let (status, body) = try await send(method, path, data: data, authenticated: authenticated)
-        if status == 401, authenticated {
+        if status == 401, authenticated, !fresh {
             // Expired (or revoked): one new token, one more try.
             try await authenticate()
             let (again, body) = try await send(method, path, data: data, authenticated: true)
@@ -133,6 +137,7 @@ final class Crossbar: Sendable {
     func list(_ path: String) async throws -> [JSONValue] {
         var items: [JSONValue] = []
         var start: String? = nil
+        var seen: Set<String> = []
         repeat {
             var query = path
             if let start {
@@ -143,6 +148,8 @@ final class Crossbar: Sendable {
             let page = try await request(.GET, query)
             items += page["data"]?.arrayValue ?? []
             start = page["next_start_key"].flatMap { $0 == .null ? nil : HostValueText.text($0) }
+            // A key seen before would loop for ever: stop there.
+            if let key = start, !seen.insert(key).inserted { start = nil }
         } while start != nil
         return items
     }

@@ -216,7 +216,10 @@ enum KazooHooks {
         }
         let base = publicURL.hasSuffix("/") ? String(publicURL.dropLast()) : publicURL
         for index in hooks.indices {
-            hooks[index].uri = base + "/hooks/" + hooks[index].hook + (token.map { "/" + $0 } ?? "")
+            let segment = token.map {
+                "/" + ($0.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(["/"])) ?? $0)
+            }
+            hooks[index].uri = base + "/hooks/" + hooks[index].hook + (segment ?? "")
             hooks[index].includeSubaccounts = includeSubaccounts
         }
         return Desired(hooks: hooks, callflowNote: names.contains("webhook") || names.contains("*"))
@@ -235,22 +238,41 @@ enum KazooHooks {
         let path = "/v2/accounts/\(crossbar.account)/webhooks"
         let existing = try await crossbar.list(path).filter { $0["name"]?.stringValue?.hasPrefix(marker) == true }
         var byName: [String: JSONValue] = [:]
-        for hook in existing { if let name = hook["name"]?.stringValue { byName[name] = hook } }
         var steps: [(String, () async throws -> Void)] = []
+        for hook in existing {
+            guard let name = hook["name"]?.stringValue, let id = hook["id"]?.stringValue else { continue }
+            if byName[name] == nil {
+                byName[name] = hook
+            } else {
+                // Two of ours with one name (an interrupted sync): Kazoo would send those events twice.
+                steps.append(
+                    ("delete  \(name) (\(id)): a duplicate", { try await crossbar.request(.DELETE, "\(path)/\(id)") }))
+            }
+        }
         for hook in desired.hooks {
             if let current = byName.removeValue(forKey: hook.name), let id = current["id"]?.stringValue {
                 let enabled = current["enabled"]?.boolValue ?? true
-                if current["uri"]?.stringValue == hook.uri && enabled {
+                let reason = current["disable_reason"]?.stringValue
+                if !enabled, reason == nil {
+                    say("keep    \(hook.name): disabled by hand, left off")
+                    continue
+                }
+                // The list leaves out format and include_subaccounts: read the hook itself.
+                let document = try await crossbar.request(.GET, "\(path)/\(id)")["data"] ?? .null
+                var why: [String] = []
+                if !enabled { why.append("Kazoo disabled it (\(reason ?? "?"))") }
+                if current["uri"]?.stringValue != hook.uri { why.append("its URL changes") }
+                if document["format"]?.stringValue != "json" { why.append("its format becomes json") }
+                if (document["include_subaccounts"]?.boolValue ?? false) != hook.includeSubaccounts {
+                    why.append("include_subaccounts becomes \(hook.includeSubaccounts)")
+                }
+                if why.isEmpty {
                     say("keep    \(hook.name)")
                     continue
                 }
-                let why =
-                    enabled
-                    ? "its URL changes"
-                    : "Kazoo disabled it" + (current["disable_reason"]?.stringValue.map { " (\($0))" } ?? "")
                 steps.append(
                     (
-                        "update  \(hook.name): \(why)",
+                        "update  \(hook.name): \(why.joined(separator: ", "))",
                         { try await crossbar.request(.PATCH, "\(path)/\(id)", data: hook.document) }
                     ))
             } else {

@@ -24,9 +24,12 @@ final class KazooKeeper: Service {
     }
 
     func run() async throws {
+        // Both the check and the wait end at shutdown: a Kazoo that does not answer must not hold it up.
         while !Task.isShuttingDownGracefully, !Task.isCancelled {
-            await check()
-            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(self.every)) }
+            try? await cancelWhenGracefulShutdown {
+                await self.check()
+                try await Task.sleep(for: .seconds(self.every))
+            }
         }
         await crossbar.shutdown()
     }
@@ -40,7 +43,12 @@ final class KazooKeeper: Service {
                     hook["enabled"]?.boolValue == false, let reason = hook["disable_reason"]?.stringValue,
                     let id = hook["id"]?.stringValue
                 else { continue }
-                try await crossbar.request(.PATCH, "\(path)/\(id)", data: ["enabled": true])
+                do { try await crossbar.request(.PATCH, "\(path)/\(id)", data: ["enabled": true]) } catch {
+                    // The others are still tried; this one is tried again next round.
+                    metrics.increment("switchboard_kazoo_check_failures_total")
+                    logger.warning("could not enable Kazoo hook \"\(name)\" again: \(error)")
+                    continue
+                }
                 metrics.increment("switchboard_kazoo_hooks_reenabled_total", [("hook", name)])
                 logger.warning(
                     "Kazoo had disabled hook \"\(name)\" (\(reason)); enabled it again. Events Kazoo fired while it was disabled were not sent.",

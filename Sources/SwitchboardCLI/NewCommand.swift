@@ -62,7 +62,7 @@ public struct NewCommand: ParsableCommand {
         guard let spec = EventCatalog.all.first(where: { $0.qualifiedName == on }) else {
             throw ValidationError("unknown event \"\(on)\"")
         }
-        let (sampleName, event) = try Self.sample(for: spec, in: samples)
+        let (sampleName, event, needsHook) = try Self.sample(for: spec, in: samples)
         let file = name.replacingOccurrences(of: "-", with: "_")
         let rulePath = (rules as NSString).appendingPathComponent(file + ".lua")
         let testPath = (rules as NSString).appendingPathComponent(file + "_test.lua")
@@ -73,15 +73,23 @@ public struct NewCommand: ParsableCommand {
         let fields = Self.exampleFields(spec, event: event)
         try Data(Self.rule(name: name, spec: spec, fields: fields.map(\.0), forward: forward).utf8).write(
             to: URL(fileURLWithPath: rulePath))
-        try Data(Self.test(name: name, spec: spec, sample: sampleName, fields: fields, forward: forward).utf8).write(
+        try Data(
+            Self.test(
+                name: name, spec: spec, sample: sampleName, hook: needsHook ? spec.hook : nil, fields: fields,
+                forward: forward
+            ).utf8
+        ).write(
             to: URL(fileURLWithPath: testPath))
         print("wrote \(rulePath)")
         print("wrote \(testPath)")
-        print("next: switchboard test --rules \(rules) \(name)")
+        print(
+            "next: switchboard test --rules \(rules)" + (samples == "samples" ? "" : " --samples \(samples)")
+                + " \(name)")
     }
 
     /// The first sample (JSON first) that decodes to this event: its name for `sample(...)` and the event.
-    static func sample(for spec: EventSpec, in directory: String) throws -> (String, WebhookEvent) {
+    /// The third value: whether the sample decodes to this event only when told its hook.
+    static func sample(for spec: EventSpec, in directory: String) throws -> (String, WebhookEvent, Bool) {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         // JSON first, then the plainest name: channel_create__inbound before channel_create__docs_string_timestamp.
         let ordered = names.sorted { a, b in
@@ -94,7 +102,8 @@ public struct NewCommand: ParsableCommand {
                 let event = try? decoder.decode([UInt8](data), format: format, hook: spec.hook),
                 event.qualifiedName == spec.qualifiedName
             else { continue }
-            return (file, event)
+            let alone = try? decoder.decode([UInt8](data), format: format, hook: nil)
+            return (file, event, alone?.qualifiedName != spec.qualifiedName)
         }
         throw ValidationError(
             "no sample of \(spec.qualifiedName) in \(directory)/ to test the rule with (add one, or give --samples DIR)"
@@ -153,13 +162,14 @@ public struct NewCommand: ParsableCommand {
         return lines.joined(separator: "\n") + "\n"
     }
 
-    static func test(name: String, spec: EventSpec, sample: String, fields: [(String, String)], forward: String?)
-        -> String
-    {
+    static func test(
+        name: String, spec: EventSpec, sample: String, hook: String?, fields: [(String, String)], forward: String?
+    ) -> String {
         let sampleName = (sample as NSString).deletingPathExtension
+        let sampleCall = "sample(\(lua(sampleName))" + (hook.map { ", \(lua($0))" } ?? "") + ")"
         var lines = [
             "test(\(lua(name + " handles " + spec.qualifiedName)), function()",
-            "  local out = run(\(lua(name)), sample(\(lua(sampleName))))",
+            "  local out = run(\(lua(name)), \(sampleCall))",
             "  expect(out.outcome).to_be(\"ok\")",
         ]
         if let forward {

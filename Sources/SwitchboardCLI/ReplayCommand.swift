@@ -285,7 +285,11 @@ final class ChunkReader: Sendable {
 /// hop per event).
 public final class ReplaySet: Sendable {
     let workers: [RuleWorker]
-    let store = RuleStore()
+    /// The store's clock follows the events: before each runs it is set to when the server accepted it, so
+    /// TTLs, `store.count` windows and call-state expiry see the time the traffic had, not replay's speed.
+    /// (With several workers, events of different calls interleave, so it is approximate.)
+    let clock = ReplayClock()
+    let store: RuleStore
     let keep: Double
     let spread = Mutex(0)
 
@@ -304,13 +308,17 @@ public final class ReplaySet: Sendable {
         }
         self.workers = pool
         keep = configuration.callStateKeep
+        store = RuleStore(clock: { [clock] in clock.now })
     }
 
     /// One report per event, in the order given.
     public func run(_ events: [ReplayEvent]) async -> [EventReport] {
         let count = workers.count
+        let clock = clock
         if count == 1 {
-            return await workers[0].processAll(events.map { ($0.event, $0.meta) }, store: store, callStateKeep: keep)
+            return await workers[0].processAll(
+                events.map { ($0.event, $0.meta) }, store: store, callStateKeep: keep,
+                willRun: { index in clock.advance(to: events[index].receivedAt) })
         }
         var shares = [[Int]](repeating: [], count: count)
         for (index, item) in events.enumerated() {
@@ -328,7 +336,13 @@ public final class ReplaySet: Sendable {
             for (slot, share) in shares.enumerated() where !share.isEmpty {
                 let batch = share.map { (event: events[$0].event, meta: events[$0].meta) }
                 let worker = workers[slot]
-                group.addTask { (share, await worker.processAll(batch, store: store, callStateKeep: keep)) }
+                let times = share.map { events[$0].receivedAt }
+                group.addTask {
+                    let reports = await worker.processAll(
+                        batch, store: store, callStateKeep: keep,
+                        willRun: { index in clock.advance(to: times[index]) })
+                    return (share, reports)
+                }
             }
             for await (share, done) in group {
                 for (index, report) in zip(share, done) { reports[index] = report }
@@ -336,6 +350,13 @@ public final class ReplaySet: Sendable {
         }
         return reports.map { $0! }
     }
+}
+
+/// Replay's store clock: the latest accepted time among the events run so far.
+final class ReplayClock: Sendable {
+    let time = Mutex(0.0)
+    var now: Double { time.withLock { $0 } }
+    func advance(to value: Double) { time.withLock { $0 = max($0, value) } }
 }
 
 /// "replayed 12000 events" on standard error while it runs, when that is a terminal.

@@ -124,6 +124,7 @@ public struct ServeCommand: AsyncParsableCommand {
             try await group.run()
         } catch {
             try? await client.shutdown()  // AsyncHTTPClient must be shut down on every path
+            await keeper?.shutdown()
             if "\(error)".contains("Address already in use") {
                 throw CommandFailure(
                     "cannot listen on \(configuration.host):\(configuration.port): the address is in use (another switchboard?); choose another with --port"

@@ -52,6 +52,18 @@ func unix(_ text: String, zone: String = "UTC") -> Double {
         #expect(try next("30 2 * * *", after: "2026-03-29 00:00", zone: "Europe/Berlin") == unix("2026-03-30 00:30"))
     }
 
+    @Test func aTimeTheClockChangeRepeatsRunsOnce() throws {
+        // 1 November 2026 New York goes from 02:00 EDT back to 01:00 EST: 01:30 happens twice, the job runs once.
+        #expect(try next("30 1 * * *", after: "2026-11-01 00:00", zone: "America/New_York") == unix("2026-11-01 05:30"))
+        let after = try CronExpression("30 1 * * *").next(
+            after: unix("2026-11-01 05:30"), in: TimeZone(identifier: "America/New_York")!)
+        #expect(after == unix("2026-11-02 06:30"))
+        // Every-minute jobs still run through the repeated hour's second pass (no wall time is skipped twice).
+        let minute = try CronExpression("* * * * *").next(
+            after: unix("2026-11-01 06:10"), in: TimeZone(identifier: "America/New_York")!)
+        #expect(minute == unix("2026-11-01 06:11"))
+    }
+
     @Test func mistakesSayWhichFieldAndWhy() {
         func message(_ text: String) -> String {
             do {

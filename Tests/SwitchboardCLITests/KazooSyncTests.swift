@@ -86,13 +86,27 @@ import Testing
                     "uri": "https://old.example.com/hooks/channel_create", "enabled": false,
                     "disable_reason": "too many failed attempts",
                 ],
+                // Disabled by hand (no reason): left off.
+                [
+                    "id": "s3", "name": "switchboard: channel_destroy", "hook": "channel_destroy",
+                    "uri": "https://switchboard.example.com/hooks/channel_destroy/s3cret", "enabled": false,
+                ],
+                // Two of one name (an interrupted sync): one goes.
+                [
+                    "id": "s4", "name": "switchboard: parking", "hook": "parking",
+                    "uri": "https://switchboard.example.com/hooks/parking/s3cret", "enabled": true, "format": "json",
+                ],
+                [
+                    "id": "s5", "name": "switchboard: parking", "hook": "parking",
+                    "uri": "https://switchboard.example.com/hooks/parking/s3cret", "enabled": true, "format": "json",
+                ],
             ],
         ])
         defer { mock.stop() }
         let rules = try temporaryRules(Self.rules)
         // Dry run: the plan, no change.
         try await sync(mock, ["--api-key", Self.apiKey, "--dry-run"], rules: rules)
-        #expect(try await mock.state()["hooks"]?.arrayValue?.count == 3)
+        #expect(try await mock.state()["hooks"]?.arrayValue?.count == 6)
 
         try await sync(mock, ["--api-key", Self.apiKey], rules: rules)
         let state = try await mock.state()
@@ -104,7 +118,9 @@ import Testing
                 "switchboard: notifications type=low_balance", "switchboard: notifications type=missed_call",
                 "switchboard: object type=all action=doc_edited", "switchboard: parking",
             ])
-        #expect(state["deleted"] == ["switchboard: sms"])
+        #expect(Set(state["deleted"]?.arrayValue ?? []) == ["switchboard: sms", "switchboard: parking"])
+        #expect(hooks.count == 7)
+        #expect(byName["switchboard: channel_destroy"]?["enabled"] == false)
         // The user's own hook is untouched; the disabled one of ours is re-pointed and enabled again.
         #expect(byName["crm (by hand)"]?["uri"] == "https://crm.example.com/k")
         let create = try #require(byName["switchboard: channel_create"])
@@ -124,7 +140,12 @@ import Testing
         // Run again: everything is kept.
         try await sync(mock, ["--api-key", Self.apiKey], rules: rules)
         #expect(try await mock.state()["hooks"]?.arrayValue?.count == 7)
-        #expect(try await mock.state()["deleted"]?.arrayValue?.count == 1)
+        #expect(try await mock.state()["deleted"]?.arrayValue?.count == 2)
+        // include_subaccounts is not in Kazoo's list: sync reads each hook and updates the ones that differ.
+        try await sync(mock, ["--api-key", Self.apiKey, "--include-subaccounts"], rules: rules)
+        let widened = try #require(try await mock.state()["hooks"]?.arrayValue)
+        let ours = widened.filter { $0["name"]?.stringValue?.hasPrefix("switchboard: ") == true }
+        #expect(ours.filter { $0["include_subaccounts"] == true }.count == 5)  // not the one left off by hand
     }
 
     @Test func errorsSayWhatKazooSaid() async throws {

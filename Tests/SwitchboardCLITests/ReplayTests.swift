@@ -118,6 +118,23 @@ import Testing
         #expect(failed.contains { $0.what == "forward 1" && $0.against == "none" })
     }
 
+    /// The store's clock follows the events' accepted times: four events a second apart, counted in a 2 s window,
+    /// count as they did (1, 2, 2, 2), not as the instant replay runs them (1, 2, 3, 4).
+    @Test func windowsAndTTLsFollowTheTimeEventsWereAccepted() async throws {
+        let (_, journal) = try await journal(
+            (0..<4).map { i in ("channel_create__inbound.json", "channel_create", "c\(i)") })
+        let (events, _) = try ReplayCommand.events(journal, .init(since: 0, until: .greatestFiniteMagnitude))
+        let set = try await ReplaySet(
+            source: RuleSource(
+                directory: "rules",
+                files: [
+                    "w.lua":
+                        #"return { name = "w", on = "channel_create", run = function() log.info(tostring(store.count("k", 2))) end }"#
+                ]), configuration: RuleConfiguration(environment: [:]), client: DryRunHTTPClient(), workers: 1)
+        let reports = await set.run(events)
+        #expect(reports.map { $0.rules.first?.logs.first?.message } == ["1", "2", "2", "2"])
+    }
+
     @Test func theCommandReadsTheJournalAndExitsOneOnDifferences() async throws {
         let (directory, _) = try await journal([
             ("channel_create__inbound.json", "channel_create", "a"),
