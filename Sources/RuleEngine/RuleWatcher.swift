@@ -13,6 +13,8 @@ public final class RuleWatcher: Sendable {
     let quiet: Duration
     let maxDelay: Duration
     let pollEvery: Duration
+    /// The rules directory's own name, as inotify events in its parent name it.
+    private let directoryName: [UInt8]
     private let fd: Int32
     private let watched = Mutex<Set<String>>([])
     /// The watch on the directory holding the rules directory: only events naming it count.
@@ -31,6 +33,7 @@ public final class RuleWatcher: Sendable {
         self.quiet = quiet
         self.maxDelay = maxDelay
         self.pollEvery = pollEvery
+        self.directoryName = Array(URL(fileURLWithPath: directory).lastPathComponent.utf8)
         self.fd = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
     }
 
@@ -48,9 +51,10 @@ public final class RuleWatcher: Sendable {
                 var pending: ContinuousClock.Instant? = nil
                 var lastEvent = ContinuousClock.now
                 var lastPoll = ContinuousClock.now
+                var buffer = [UInt8](repeating: 0, count: 64 * 1024)  // one for the watcher's life, not per read
                 while !Task.isCancelled, !stopped.load(ordering: .relaxed) {
                     let now = ContinuousClock.now
-                    if drainEvents() {
+                    if drainEvents(into: &buffer) {
                         lastEvent = now
                         if pending == nil { pending = now }
                         addWatches()  // new directories, or a swapped symlink's new target
@@ -63,7 +67,9 @@ public final class RuleWatcher: Sendable {
                         pending = nil
                         continuation.yield()
                     }
-                    try? await Task.sleep(for: .milliseconds(5))
+                    // Fine-grained while a burst is being debounced; coarser when idle, so an idle server does
+                    // not wake 200 times a second (it cost ~4.5% of a core) yet a save is seen within 20 ms.
+                    try? await Task.sleep(for: .milliseconds(pending == nil ? 20 : 5))
                 }
                 continuation.finish()
             }
@@ -73,11 +79,10 @@ public final class RuleWatcher: Sendable {
 
     /// Reads queued inotify events; true when any concerns the rules. Events in the parent directory count
     /// only when they name the rules directory itself (its symlink swapped), not its neighbours.
-    private func drainEvents() -> Bool {
+    private func drainEvents(into buffer: inout [UInt8]) -> Bool {
         guard fd >= 0 else { return false }
         let parent = parentWatch.withLock { $0 }
-        let name = Array(URL(fileURLWithPath: directory).lastPathComponent.utf8)
-        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        let name = directoryName
         var relevant = false
         while true {
             let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
