@@ -113,10 +113,7 @@ extension Engine {
     /// forwards and the timer's new due time are committed together, as an event's are with its done mark.
     func startTick(_ name: String, slot: Double, generation: Generation) {
         let worker = generation.workers[Self.slot(of: "tick:" + name, among: generation.workers.count)]
-        let id = counter.withLock { c -> Int in
-            c += 1
-            return c
-        }
+        let id = nextID()
         inFlight.withLock { tasks in
             tasks[id] = Task {
                 if await self.leases.claim(

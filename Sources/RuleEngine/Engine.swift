@@ -175,10 +175,7 @@ public final class Engine: Service, Sendable {
                 i = (i + 1) % workers.count
                 return workers[i]
             }
-        let id = counter.withLock { c -> Int in
-            c += 1
-            return c
-        }
+        let id = nextID()
         inFlight.withLock { tasks in
             // Under `callTails`' lock, so two events of one call submitted at once still queue in order.
             let task = callTails.withLock { tails -> Task<Void, Never> in
@@ -213,6 +210,14 @@ public final class Engine: Service, Sendable {
             }
             tasks[id] = task
             metrics.set("switchboard_events_in_flight", Double(tasks.count))
+        }
+    }
+
+    /// A new id for a task in `inFlight` (an event's or a tick's).
+    func nextID() -> Int {
+        counter.withLock { c -> Int in
+            c += 1
+            return c
         }
     }
 

@@ -36,11 +36,14 @@ final class RuleRun {
     /// The event's call, for `call.*`; nil for events of no call.
     let callID: String?
     /// What the run's forwards are named by in their `webhook-id`: the accepted event's id (or the tick's).
-    let eventID: String
+    let eventID: String?
+    /// For a run of no accepted event (`switchboard run --live`): made once, when a signed forward needs it,
+    /// so that receivers deduplicating by `webhook-id` still see each run's forwards.
+    lazy var messageBase: String = eventID ?? "run-\(UUID().uuidString.prefix(8).lowercased())"
 
     init(
         rule: String, targets: [ForwardTarget], session: StoreSession? = nil, callID: String? = nil,
-        eventID: String = "run"
+        eventID: String? = nil
     ) {
         self.rule = rule
         self.targets = targets
@@ -283,7 +286,8 @@ package enum HostAPI {
                     )
                 }
                 let safe = { (text: String) in String(text.map { $0.isLetter || $0.isNumber || $0 == "-" ? $0 : "_" }) }
-                headers["webhook-id"] = .string("msg_\(safe(run.eventID))_\(safe(run.rule))_\(run.forwards.count + 1)")
+                headers["webhook-id"] = .string(
+                    "msg_\(safe(run.messageBase))_\(safe(run.rule))_\(run.forwards.count + 1)")
                 headers[signWithHeader] = .string(sign)
             }
             run.forwards.append(

@@ -1,4 +1,3 @@
-import Foundation
 public import JSONCore
 public import KazooEvents
 import LuaRuntime
@@ -87,8 +86,7 @@ public actor RuleWorker {
         let qualifiedName = event.qualifiedName
         let scratch = session == nil ? scratchStore.begin() : nil
         let context = RunInputs(
-            value: eventValue, session: session ?? scratch, callID: event.callID,
-            eventID: meta?["id"]?.stringValue ?? "run-\(UUID().uuidString.prefix(8).lowercased())")
+            value: eventValue, session: session ?? scratch, callID: event.callID, eventID: meta?["id"]?.stringValue)
         // The definitions (on, match, names) come from the files, the same in every rebuild of this worker;
         // only the Lua references differ, and `run` takes those from the set current when each run starts.
         let built = current
@@ -153,7 +151,8 @@ public actor RuleWorker {
         var value: JSONValue
         var session: StoreSession?
         var callID: String?
-        var eventID: String
+        /// The accepted event's id (the tick's for ticks); nil when there is none (`switchboard run`, tests).
+        var eventID: String?
     }
 
     /// The store of runs given no session (`switchboard run`, tests, benchmarks): in memory, per worker.

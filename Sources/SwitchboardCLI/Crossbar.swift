@@ -34,6 +34,29 @@ final class Crossbar: Sendable {
 
     func shutdown() async { try? await http.shutdown() }
 
+    /// A client with an API key, else a user's credentials; nil when neither is complete (the caller says which
+    /// options it takes).
+    static func make(
+        api: String, account: String, apiKey: String?, user: String?, password: String?, accountName: String?
+    ) -> Crossbar? {
+        if let apiKey { return Crossbar(api: api, account: account, credentials: .apiKey(apiKey)) }
+        guard let user, !user.isEmpty, let password, let accountName, !accountName.isEmpty else { return nil }
+        return Crossbar(
+            api: api, account: account, credentials: .user(name: user, password: password, accountName: accountName))
+    }
+
+    /// Runs `body`, then shuts the HTTP client down whether it threw or not (AsyncHTTPClient requires it).
+    func using<T>(_ body: (Crossbar) async throws -> T) async throws -> T {
+        do {
+            let result = try await body(self)
+            await shutdown()
+            return result
+        } catch {
+            await shutdown()
+            throw error
+        }
+    }
+
     /// One crossbar request: the parsed envelope of a 2xx answer, else an error saying what Kazoo said.
     @discardableResult
     func request(_ method: HTTPMethod, _ path: String, data: JSONValue? = nil, authenticated: Bool = true) async throws
@@ -57,6 +80,20 @@ final class Crossbar: Sendable {
     func send(_ method: HTTPMethod, _ path: String, data: JSONValue?, authenticated: Bool) async throws -> (
         Int, JSONValue
     ) {
+        let (status, bytes) = try await exchange(method, path, data: data, authenticated: authenticated)
+        return (status, (try? JSONReader.parse(Array(buffer: bytes))) ?? .null)
+    }
+
+    /// A plain request's text body (tests read /metrics with it).
+    func sendText(_ method: HTTPMethod, _ path: String) async throws -> (Int, String) {
+        let (status, bytes) = try await exchange(method, path, data: nil, authenticated: false)
+        return (status, String(buffer: bytes))
+    }
+
+    /// One HTTP exchange: the status and the body (up to 16 MiB).
+    func exchange(_ method: HTTPMethod, _ path: String, data: JSONValue?, authenticated: Bool) async throws -> (
+        Int, ByteBuffer
+    ) {
         var request = HTTPClientRequest(url: base + path)
         request.method = method
         request.headers.add(name: "Accept", value: "application/json")
@@ -69,18 +106,7 @@ final class Crossbar: Sendable {
         do { response = try await http.execute(request, timeout: .seconds(30)) } catch {
             throw CommandFailure("Kazoo's API at \(base) did not answer \(method) \(path): \(error)")
         }
-        let bytes = try await response.body.collect(upTo: 16 << 20)
-        let parsed = (try? JSONReader.parse(Array(buffer: bytes))) ?? .null
-        return (Int(response.status.code), parsed)
-    }
-
-    /// A plain GET of a text body (tests read /metrics with it).
-    func sendText(_ method: HTTPMethod, _ path: String) async throws -> (Int, String) {
-        var request = HTTPClientRequest(url: base + path)
-        request.method = method
-        let response = try await http.execute(request, timeout: .seconds(10))
-        let bytes = try await response.body.collect(upTo: 16 << 20)
-        return (Int(response.status.code), String(buffer: bytes))
+        return (Int(response.status.code), try await response.body.collect(upTo: 16 << 20))
     }
 
     static func check(_ status: Int, _ body: JSONValue, _ method: HTTPMethod, _ path: String) throws -> JSONValue {

@@ -57,17 +57,16 @@ public struct KazooCommand: AsyncParsableCommand {
                 throw ValidationError(
                     "give Kazoo's API URL with --api https://kazoo.example.com:8443 (or SWITCHBOARD_KAZOO_API)")
             }
-            if let key = apiKey ?? environment["SWITCHBOARD_KAZOO_API_KEY"] {
-                return Crossbar(api: api, account: account, credentials: .apiKey(key))
-            }
-            guard let user, let password = password ?? environment["SWITCHBOARD_KAZOO_PASSWORD"], let accountName else {
+            guard
+                let crossbar = Crossbar.make(
+                    api: api, account: account, apiKey: apiKey ?? environment["SWITCHBOARD_KAZOO_API_KEY"], user: user,
+                    password: password ?? environment["SWITCHBOARD_KAZOO_PASSWORD"], accountName: accountName)
+            else {
                 throw ValidationError(
                     "give --api-key (or SWITCHBOARD_KAZOO_API_KEY), or --user, --password (or SWITCHBOARD_KAZOO_PASSWORD) and --account-name"
                 )
             }
-            return Crossbar(
-                api: api, account: account, credentials: .user(name: user, password: password, accountName: accountName)
-            )
+            return crossbar
         }
     }
 
@@ -108,13 +107,9 @@ public struct KazooCommand: AsyncParsableCommand {
                 by: await worker.rules, publicURL: publicURL,
                 token: token ?? ProcessInfo.processInfo.environment["SWITCHBOARD_TOKEN"],
                 includeSubaccounts: includeSubaccounts)
-            let crossbar = try connection.crossbar()
-            let plan: KazooHooks.Plan
-            do { plan = try await KazooHooks.sync(desired, crossbar: crossbar, apply: !dryRun) { print($0) } } catch {
-                await crossbar.shutdown()
-                throw error
+            let plan = try await connection.crossbar().using {
+                try await KazooHooks.sync(desired, crossbar: $0, apply: !dryRun) { print($0) }
             }
-            await crossbar.shutdown()
             print(
                 dryRun
                     ? "dry run: nothing changed (\(plan.changes) change(s) planned)" : "done: \(plan.changes) change(s)"
@@ -129,13 +124,7 @@ public struct KazooCommand: AsyncParsableCommand {
         @OptionGroup var connection: Connection
 
         func run() async throws {
-            let crossbar = try connection.crossbar()
-            let lines: [String]
-            do { lines = try await KazooHooks.status(crossbar: crossbar) } catch {
-                await crossbar.shutdown()
-                throw error
-            }
-            await crossbar.shutdown()
+            let lines = try await connection.crossbar().using { try await KazooHooks.status(crossbar: $0) }
             for line in lines { print(line) }
         }
     }

@@ -36,14 +36,15 @@ public struct KazooSettings: Sendable {
         guard api.hasPrefix("http"), !account.isEmpty else {
             throw ValidationError("--kazoo-keep-enabled needs --kazoo-api URL and --kazoo-account ID")
         }
-        if let apiKey { return Crossbar(api: api, account: account, credentials: .apiKey(apiKey)) }
-        guard !user.isEmpty, let password, !accountName.isEmpty else {
+        guard
+            let crossbar = Crossbar.make(
+                api: api, account: account, apiKey: apiKey, user: user, password: password, accountName: accountName)
+        else {
             throw ValidationError(
                 "--kazoo-keep-enabled needs --kazoo-api-key, or --kazoo-user, --kazoo-password and --kazoo-account-name"
             )
         }
-        return Crossbar(
-            api: api, account: account, credentials: .user(name: user, password: password, accountName: accountName))
+        return crossbar
     }
 }
 

@@ -51,6 +51,12 @@ public struct StoreCommand: ParsableCommand {
             }
         }
 
+        /// The one namespace `get` and `delete` work in; an error naming the options when none was given.
+        func required() throws -> String {
+            guard let namespace else { throw ValidationError("give --rule NAME, --shared, --call ID or --timer NAME") }
+            return namespace
+        }
+
         var namespace: String? {
             if let rule { return "rule:" + rule }
             if shared { return "shared" }
@@ -103,9 +109,7 @@ public struct StoreCommand: ParsableCommand {
         @Argument(help: "The key.") var key: String
 
         func run() throws {
-            guard let namespace = scope.namespace else {
-                throw ValidationError("give --rule NAME, --shared, --call ID or --timer NAME")
-            }
+            let namespace = try scope.required()
             let records = try data.openJournal().storeRecords(namespace: namespace, key: key)
             guard let record = records.first else {
                 throw CommandFailure("no key \"\(key)\" in \(namespace)")
@@ -125,9 +129,7 @@ public struct StoreCommand: ParsableCommand {
         @Argument(help: "The keys.") var keys: [String]
 
         func run() throws {
-            guard let namespace = scope.namespace else {
-                throw ValidationError("give --rule NAME, --shared, --call ID or --timer NAME")
-            }
+            let namespace = try scope.required()
             let journal = try data.openJournal()
             for key in keys {
                 let existed = try journal.deleteStoreKey(namespace: namespace, key: key)

@@ -43,10 +43,9 @@ import Testing
         var api: String { "http://127.0.0.1:\(port)" }
 
         func state() async throws -> JSONValue {
-            let crossbar = Crossbar(api: api, account: "acct1", credentials: .apiKey(""))
-            let (_, body) = try await crossbar.send(.GET, "/_state", data: nil, authenticated: false)
-            await crossbar.shutdown()
-            return body
+            try await Crossbar(api: api, account: "acct1", credentials: .apiKey("")).using {
+                try await $0.send(.GET, "/_state", data: nil, authenticated: false).1
+            }
         }
     }
 
