@@ -1,6 +1,7 @@
 # Switchboard: two commands take a fresh Debian 12 machine with the Swift toolchain to a working product.
 #   make run     install what is missing, build, check the rules, start the server on 127.0.0.1:8080
-#   make test    install what is missing, build, run the Swift tests, then check and test the rules in rules/
+#   make test    install what is missing, build, run the Swift tests, then check and test the rules in rules/,
+#                the console in headless Chromium, the Lua bridge under ASan, and a short fuzz run
 #   make bench   release build; the engine beside lua5.4 + lua-cjson, the server beside nginx-lua
 #   make fuzz    the libFuzzer targets, FUZZ_SECONDS each (default 300)
 SWIFT ?= swift
@@ -9,7 +10,7 @@ FUZZ_SECONDS ?= 300
 # How long `make test` runs each fuzz target (a smoke run; `make fuzz` is the real one).
 TEST_FUZZ_SECONDS ?= 15
 
-.PHONY: deps build run test asan fuzz bench clean
+.PHONY: deps build run test asan fuzz bench clean browser screenshots
 
 deps:
 	@scripts/deps.sh
@@ -31,8 +32,20 @@ test: build
 	@echo "switchboard decode: every file in samples/ decoded"
 	$(BIN) check --rules rules
 	$(BIN) test --rules rules
+	@scripts/deps.sh browser
+	/usr/bin/python3 Tests/Browser/console_test.py --binary $(BIN)
 	scripts/asan.sh
 	scripts/fuzz.sh $(TEST_FUZZ_SECONDS)
+
+# The web console in headless Chromium against the real server (part of `make test`).
+browser: build
+	@scripts/deps.sh browser
+	/usr/bin/python3 Tests/Browser/console_test.py --binary $(BIN)
+
+# The same checks, saving each console page (light and dark) as docs/console/*.png for the README.
+screenshots: build
+	@scripts/deps.sh browser
+	/usr/bin/python3 Tests/Browser/console_test.py --binary $(BIN) --screenshots docs/console
 
 # The Lua bridge's tests under AddressSanitizer (part of `make test`).
 asan: deps
@@ -43,8 +56,10 @@ fuzz: deps
 
 bench:
 	@scripts/deps.sh bench
+	@scripts/deps.sh browser
 	scripts/bench.sh
 	scripts/serve_bench.sh
+	scripts/console_bench.sh
 
 clean:
 	rm -rf .build .build-asan .build-fuzz

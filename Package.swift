@@ -180,6 +180,7 @@ let package = Package(
                 "WebhookServer", "EventStore", "Delivery", "RuleEngine", "KazooEvents", "JSONCore", "LuaRuntime",
                 "TestSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

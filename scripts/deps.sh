@@ -2,6 +2,7 @@
 # Installs what Switchboard needs from Debian when it is missing. Safe to run again: it only acts on gaps.
 #   scripts/deps.sh          build and test needs: liblua5.4-dev, libsqlite3-dev, pkg-config, tzdata, python3
 #   scripts/deps.sh bench    also the benchmark's anchors: lua5.4, lua-cjson
+#   scripts/deps.sh browser  also the console's browser tests: chromium, chromium-driver, python3-selenium
 set -euo pipefail
 need=()
 pkg-config --version >/dev/null 2>&1 || need+=(pkg-config)
@@ -11,6 +12,12 @@ if ! pkg-config --exists sqlite3 2>/dev/null; then need+=(libsqlite3-dev); fi
 [ -f /usr/share/zoneinfo/Europe/Berlin ] || need+=(tzdata)
 # Tests check signatures with Python's hmac and mock Kazoo's crossbar API in Python.
 command -v python3 >/dev/null || need+=(python3)
+if [ "${1:-}" = browser ]; then
+  command -v chromium >/dev/null || need+=(chromium)
+  command -v chromedriver >/dev/null || need+=(chromium-driver)
+  # Debian's Python (not one first on PATH, such as pyenv's) with Debian's Selenium.
+  { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import selenium' 2>/dev/null; } || need+=(python3 python3-selenium)
+fi
 if [ "${1:-}" = bench ]; then
   command -v lua5.4 >/dev/null || need+=(lua5.4)
   [ -f /usr/lib/x86_64-linux-gnu/lua/5.4/cjson.so ] || need+=(lua-cjson)

@@ -10,16 +10,8 @@
 #     every accepted event's is delivered.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SHARED=${SHARED:-../shared}
 N=${N:-1000}
-BIN=.build/release/switchboard
-ulimit -n "$(ulimit -Hn)"
-swift build -c release --product switchboard >/dev/null
-work=$(mktemp -d); pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" 'index($0, m) == 1 {s += $NF} END {print s + 0}'; }
-wait_up() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/healthz" && return 0; sleep 0.1; done; return 1; }
+source scripts/serve_common.sh
 
 echo "== slow upstream: $N events, each rule waits 1 s on a loopback upstream"
 python3 scripts/slow_upstream.py 18181 1.0 & pids+=($!)

@@ -128,7 +128,7 @@ extension EventJournal {
 
     /// Called (from any thread) after deliveries were queued.
     public func observeDeliveries(_ observer: @escaping @Sendable () -> Void) {
-        deliveryObserver.withLock { $0 = observer }
+        deliveryObserver.withLock { $0 = Callback { _ in observer() } }
     }
 
     /// The destinations that have pending deliveries (one index probe per destination, not a scan).
@@ -269,7 +269,7 @@ extension EventJournal {
             }
             return found
         }
-        if !found.isEmpty, let observer = deliveryObserver.withLock({ $0 }) { observer() }
+        if !found.isEmpty, let observer = deliveryObserver.withLock({ $0 }) { observer.call(()) }
         return found
     }
 

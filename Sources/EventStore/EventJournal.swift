@@ -21,7 +21,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     /// Done marks in the order given; a batch is never split across transactions.
     private let pendingDone = Mutex<[DoneMark]>([])
     /// Called after a commit that queued deliveries (the outbox wakes up).
-    let deliveryObserver = Mutex<(@Sendable () -> Void)?>(nil)
+    let deliveryObserver = Mutex<Callback<Void>?>(nil)
     private let flushing = Mutex<Bool>(false)
 
     /// Opens (creating) the journal.
@@ -65,11 +65,15 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
                         \(Self.storeSchema)
 
                         """)
+                try Self.migrateEventRecords(db)
             }
         } catch {
             throw JournalError("cannot open the journal \(path): \(Self.reason(error))")
         }
     }
+
+    /// Done marks carry what the rules did; the console reads it back (`EventJournal+Console.swift`).
+    public var keepsEventRecords: Bool { true }
 
     /// Writes the entry durably; returns once it is committed. Concurrent calls share a transaction.
     public func append(_ entry: Entry) async throws {
@@ -250,9 +254,16 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
                         }
                         let now = Date().timeIntervalSince1970
                         let markDone = try db.cachedStatement(
-                            sql: "UPDATE events SET done = 1, done_at = ? WHERE id = ?")
+                            sql: """
+                                UPDATE events SET done = 1, done_at = ?, name = ?, call_id = ?, other_leg = ?,
+                                  account_id = ?, outcomes = ? WHERE id = ?
+                                """)
                         for mark in done {
-                            try markDone.execute(arguments: [now, mark.id])
+                            let record = mark.record
+                            try markDone.execute(arguments: [
+                                now, record?.name, record?.callID, record?.otherLeg, record?.accountID,
+                                record?.outcomes, mark.id,
+                            ])
                             for forward in mark.forwards { try Self.insert(forward, event: mark.id, now: now, in: db) }
                             for write in mark.writes { try Self.apply(write, in: db) }
                         }
@@ -260,7 +271,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
                     for (_, continuation) in appends { continuation.resume() }
                     if done.contains(where: { !$0.forwards.isEmpty }), let observer = deliveryObserver.withLock({ $0 })
                     {
-                        observer()
+                        observer.call(())
                     }
                 } catch {
                     let failure = JournalError("the journal \(path) could not be written: \(Self.reason(error))")

@@ -21,3 +21,10 @@ public enum Durations {
         return seconds == 0 ? "0" : "\(Int((seconds * 1000).rounded()))ms"
     }
 }
+
+extension Duration {
+    /// The duration as seconds in a Double (for metrics, reports and the console).
+    package var inSeconds: Double {
+        Double(components.seconds) + Double(components.attoseconds) / 1e18
+    }
+}

@@ -58,6 +58,14 @@ public final class Engine: Service, Sendable {
     let node: String
     let ticks = Mutex(TickState())
     let tickWake = WakeSignal()
+    let reportObserver = Mutex<Callback<(EventReport, JSONValue)>?>(nil)
+
+    /// Called with each event's report (and its meta) as soon as its rules finish, before it is committed:
+    /// the console's live view. It runs on the event's task, so it must be quick. One observer; a second
+    /// call replaces the first.
+    public func observeReports(_ observer: @escaping @Sendable (EventReport, JSONValue) -> Void) {
+        reportObserver.withLock { $0 = Callback(observer) }
+    }
 
     public var generation: Generation { current.withLock { $0 } }
     public var workers: [RuleWorker] { generation.workers }
@@ -189,12 +197,15 @@ public final class Engine: Service, Sendable {
                         let session = self.store.begin()
                         let report = await worker.process(event, meta: meta, session: session)
                         self.record(report)
+                        self.reportObserver.withLock { $0 }?.call((report, meta))
                         // A run cut by shutdown stays unfinished (its session is never finished, so nothing
                         // that read its writes is committed either): the next start runs them again.
                         if !Task.isCancelled {
                             session.eventFinished(event, callStateKeep: self.configuration.callStateKeep)
                             let mark = meta["id"]?.stringValue.map {
-                                DoneMark(id: $0, forwards: Self.deliveries(report))
+                                DoneMark(
+                                    id: $0, forwards: Self.deliveries(report),
+                                    record: self.journal.keepsEventRecords ? EventRecord(report, meta: meta) : nil)
                             }
                             self.store.finish(session, mark: mark) { self.journal.markDone($0) }
                         }
@@ -247,7 +258,7 @@ public final class Engine: Service, Sendable {
         }
         var metadata: Logger.Metadata = ["event.name": "\(report.event.qualifiedName)"]
         if let callID = report.event.callID { metadata["call.id"] = "\(callID)" }
-        record(report.rules.filter { $0.stage != "on" && $0.stage != "match" }, metadata: metadata)
+        record(report.rules.filter(\.matched), metadata: metadata)
     }
 
     /// Durations, HTTP calls, log lines and errors of rule runs (an event's or a tick's).

@@ -14,9 +14,13 @@ public protocol EventJournaling: Sendable {
     func storeRecords() throws -> [StoreRecord]
     /// Waits (up to `limit`) until every queued write is committed.
     func drain(limit: Duration) async
+    /// Whether done marks should carry an `EventRecord` (what the rules did, for the console).
+    var keepsEventRecords: Bool { get }
 }
 
 extension EventJournaling {
+    public var keepsEventRecords: Bool { false }
+
     /// Marks one event done with its forwards and no store writes.
     public func markDone(_ id: String, forwards: [NewDelivery] = []) {
         markDone([DoneMark(id: id, forwards: forwards)])

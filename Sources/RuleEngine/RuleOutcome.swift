@@ -49,18 +49,33 @@ public struct ForwardRecord: Sendable, Hashable {
     public var error: String?
 }
 
-/// An HTTP call a rule made with `http.*`.
+/// An HTTP call a rule made with `http.*`. Two records are equal when they are the same call with the same
+/// result, whatever each took (`seconds` is a measurement, not part of what the rule did).
 public struct HTTPRecord: Sendable, Hashable {
     public var method: String
     public var url: String
     public var status: Int?
     public var error: String?
+    /// How long the call took, answer or failure.
+    public var seconds: Double
 
-    public init(method: String, url: String, status: Int? = nil, error: String? = nil) {
+    public init(method: String, url: String, status: Int? = nil, error: String? = nil, seconds: Double = 0) {
         self.method = method
         self.url = url
         self.status = status
         self.error = error
+        self.seconds = seconds
+    }
+
+    public static func == (a: HTTPRecord, b: HTTPRecord) -> Bool {
+        (a.method, a.url, a.status, a.error) == (b.method, b.url, b.status, b.error)
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(method)
+        hasher.combine(url)
+        hasher.combine(status)
+        hasher.combine(error)
     }
 }
 
@@ -83,6 +98,11 @@ public struct RuleErrorInfo: Sendable, Hashable {
 public struct EventReport: Sendable, Hashable {
     public var event: WebhookEvent
     public var rules: [RuleOutcome]
+
+    public init(event: WebhookEvent, rules: [RuleOutcome]) {
+        self.event = event
+        self.rules = rules
+    }
 
     public var hasErrors: Bool { rules.contains { $0.outcome == .error } }
 }
@@ -125,5 +145,48 @@ extension HTTPRecord {
             "method": .string(method), "url": .string(url), "status": status.map { .int(Int64($0)) } ?? .null,
             "error": error.map(JSONValue.string) ?? .null,
         ]
+    }
+}
+
+/// What is kept with an accepted event once its rules finish, for the console: the fields it is found by
+/// and the outcome of every rule that matched it (rules whose `on` or `match` declined it are left out).
+public struct EventRecord: Sendable, Hashable {
+    /// `kind.name`: `channel.channel_create`, `notifications.voicemail_new`.
+    public var name: String
+    public var callID: String?
+    /// `other_leg_call_id`: the call page shows both legs.
+    public var otherLeg: String?
+    public var accountID: String?
+    /// `outcomes` as JSON text: an array of `RuleOutcome.record`.
+    public var outcomes: String
+
+    public init(_ report: EventReport, meta: JSONValue?) {
+        name = report.event.kind.rawValue + "." + report.event.name
+        callID = report.event.callID
+        otherLeg = report.event["other_leg_call_id"]?.stringValue
+        accountID = report.event.accountID ?? meta?["account_id"]?.stringValue
+        let kept = report.rules.filter(\.matched).map(\.record)
+        outcomes = (try? JSONWriter.string(.array(kept))) ?? "[]"
+    }
+}
+
+extension RuleOutcome {
+    /// False when the rule's `on` or `match` declined the event (the rule never ran for it).
+    public var matched: Bool { !(outcome == .skipped && (stage == "on" || stage == "match")) }
+
+    /// Everything the console shows of one run: `json` plus the file, durations and the error's place.
+    public var record: JSONValue {
+        guard case .object(var out) = json else { return json }
+        out["file"] = .string(file)
+        out["seconds"] = .double(seconds)
+        out["http"] = .array(
+            http.map { call in
+                guard case .object(var object) = call.json else { return call.json }
+                object["seconds"] = .double(call.seconds)
+                return .object(object)
+            })
+        out["forwards"] = .array(
+            forwards.map { ["method": .string($0.method), "url": .string($0.url), "format": .string($0.format)] })
+        return .object(out)
     }
 }

@@ -40,11 +40,14 @@ public struct DoneMark: Sendable {
     public var id: String
     public var forwards: [NewDelivery]
     public var writes: [StoreRecord]
+    /// What the rules did, kept with the event for the console (nil for ticks and when not kept).
+    public var record: EventRecord?
 
-    public init(id: String, forwards: [NewDelivery], writes: [StoreRecord] = []) {
+    public init(id: String, forwards: [NewDelivery], writes: [StoreRecord] = [], record: EventRecord? = nil) {
         self.id = id
         self.forwards = forwards
         self.writes = writes
+        self.record = record
     }
 }
 

@@ -245,7 +245,7 @@ public actor RuleWorker {
 
     func finish(_ outcome: inout RuleOutcome, _ run: RuleRun) {
         let elapsed = ContinuousClock.now - run.started
-        outcome.seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        outcome.seconds = elapsed.inSeconds
         outcome.forwards = run.forwards
         outcome.http = run.http
         outcome.logs = run.logs
@@ -299,14 +299,17 @@ public actor RuleWorker {
         let outbound = OutboundRequest(
             method: method, url: url, headers: headers, body: body, timeout: .milliseconds(Int64(seconds * 1000)),
             rule: run.rule)
+        let started = ContinuousClock.now
+        func elapsed() -> Double { (ContinuousClock.now - started).inSeconds }
         do {
             // Only this run's `run` record is touched after the answer; the actor's state is not read.
             let response = try await client.execute(outbound)
-            run.http.append(HTTPRecord(method: method, url: url, status: response.status, error: nil))
+            run.http.append(
+                HTTPRecord(method: method, url: url, status: response.status, error: nil, seconds: elapsed()))
             return [Self.luaResponse(response)]
         } catch {
             let message = (error as? OutboundHTTPError)?.message ?? "\(error)"
-            run.http.append(HTTPRecord(method: method, url: url, status: nil, error: message))
+            run.http.append(HTTPRecord(method: method, url: url, status: nil, error: message, seconds: elapsed()))
             return [.null, .string(message)]
         }
     }

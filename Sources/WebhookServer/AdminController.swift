@@ -41,11 +41,7 @@ struct AdminController: Sendable {
         guard let journal else {
             throw APIError(.notFound, code: "no_journal", "the journal is off (--journal off): forwards are not kept")
         }
-        let state = request.uri.queryParameters.get("state") ?? "all"
-        guard let filter = DeliveryFilter(rawValue: state) else {
-            let names = DeliveryFilter.allCases.map(\.rawValue).joined(separator: ", ")
-            throw APIError(.badRequest, code: "bad_state", "state must be one of \(names), not \(state)")
-        }
+        let filter = try DeliveryFilter.from(request)
         let limit = request.uri.queryParameters.get("limit").flatMap { Int($0) } ?? 100
         do {
             let listed = try journal.deliveries(filter, limit: max(1, min(limit, 10_000)))
@@ -53,5 +49,17 @@ struct AdminController: Sendable {
         } catch {
             throw APIError(.internalServerError, code: "journal", "\(error)")
         }
+    }
+}
+
+extension DeliveryFilter {
+    /// The `?state=` of a listing (default all), or a 400 naming the states there are.
+    static func from(_ request: Request) throws(APIError) -> DeliveryFilter {
+        let state = request.uri.queryParameters.get("state") ?? "all"
+        guard let filter = DeliveryFilter(rawValue: state) else {
+            let names = DeliveryFilter.allCases.map(\.rawValue).joined(separator: ", ")
+            throw APIError(.badRequest, code: "bad_state", "state must be one of \(names), not \(state)")
+        }
+        return filter
     }
 }

@@ -28,4 +28,16 @@ public final class HookFailureTracker: Sendable {
         }
         return count >= warnAt ? count : nil
     }
+
+    /// Every hook with non-200 answers in the last 60 s: how many and when the last was, most first.
+    public func snapshot(at time: TimeInterval? = nil) -> [(hook: String, count: Int, last: TimeInterval)] {
+        let time = time ?? Date().timeIntervalSince1970
+        return failures.withLock { map in
+            map.compactMap { hook, times in
+                let recent = times.filter { time - $0 < Self.window }
+                return recent.last.map { (hook, recent.count, $0) }
+            }
+        }
+        .sorted { ($0.count, $0.hook) > ($1.count, $1.hook) }
+    }
 }

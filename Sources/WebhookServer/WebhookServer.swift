@@ -6,7 +6,7 @@ public import RuleEngine
 public import ServiceLifecycle
 
 /// Builds the webhook server: `POST|PUT|GET /hooks/{hook}` (and `/hooks`, and `/hooks/{hook}/{token}`),
-/// `GET /healthz`, `/readyz`, `/metrics`, and `/admin/…`. Each part is a controller that adds its routes;
+/// `GET /healthz`, `/readyz`, `/metrics`, `/admin/…` and the web console at `/console`. Each part is a controller that adds its routes;
 /// authentication is middleware on the route group it guards. `services` (the engine, the outbox, the
 /// reloader, retention) run in the application's service group, started before the HTTP server and
 /// stopped after it, so nothing is accepted that cannot be handled.
@@ -18,6 +18,9 @@ public func buildApplication(
     services: [any Service] = [], onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
 ) -> some ApplicationProtocol {
     let rejected = RejectedStore(directory: configuration.rejectedDirectory)
+    let failures = HookFailureTracker()
+    let feed = ConsoleFeed()
+    engine.observeReports { report, meta in feed.record(report, meta: meta) }
     let router = Router(context: SwitchboardRequestContext.self)
     HooksController(
         configuration: configuration, engine: engine, journal: journal, metrics: metrics, logger: logger,
@@ -25,11 +28,16 @@ public func buildApplication(
     )
     .addRoutes(
         to: router.group("hooks")
-            .add(middleware: KazooAnswers(failures: HookFailureTracker(), metrics: metrics, logger: logger))
+            .add(middleware: KazooAnswers(failures: failures, metrics: metrics, logger: logger))
             .add(middleware: HookAuthentication(configuration: configuration)))
     HealthController(engine: engine, metrics: metrics).addRoutes(to: router)
     AdminController(configuration: configuration, engine: engine, journal: journal, rejected: rejected)
         .addRoutes(to: router.group("admin").add(middleware: AdminAuthentication(configuration: configuration)))
+    ConsoleController(
+        configuration: configuration, engine: engine, journal: journal, rejected: rejected, feed: feed,
+        failures: failures, logger: logger
+    )
+    .addRoutes(to: router.group("console").add(middleware: AdminAuthentication(configuration: configuration)))
     return Application(
         router: router,
         configuration: .init(

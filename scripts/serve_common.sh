@@ -1,0 +1,12 @@
+# Sourced by serve_bench.sh and console_bench.sh: the release binary (built), a scratch directory and the
+# processes to stop at exit, and two helpers: `metric PORT NAME` sums a /metrics series, `wait_up PORT`
+# waits for /healthz.
+SHARED=${SHARED:-../shared}
+BIN=.build/release/switchboard
+ulimit -n "$(ulimit -Hn)"
+swift build -c release --product switchboard >/dev/null
+work=$(mktemp -d); pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" 'index($0, m) == 1 {s += $NF} END {print s + 0}'; }
+wait_up() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/healthz" && return 0; sleep 0.1; done; return 1; }
