@@ -27,8 +27,8 @@ struct ConsoleController: Sendable {
         group.get("api/live") { request, _ in live(request) }
         group.get("api/stream") { request, _ in stream(request) }
         group.get("api/events") { request, _ in try events(request) }
-        group.get("api/events/:id") { _, context in try event(context.parameters.require("id")) }
-        group.get("api/calls/:id") { _, context in try call(context.parameters.require("id")) }
+        group.get("api/events/:id") { _, context in try event(Self.parameter("id", context)) }
+        group.get("api/calls/:id") { _, context in try call(Self.parameter("id", context)) }
         group.get("api/deliveries") { request, _ in try deliveries(request) }
         group.post("api/deliveries/:id/redeliver") { _, context in
             try redeliver(context.parameters.require("id"), context: context)
@@ -38,7 +38,7 @@ struct ConsoleController: Sendable {
         group.get("api/rules") { _, _ in await rules() }
         group.post("api/reload") { _, context in await reload(context: context) }
         group.get("api/samples") { _, _ in samples() }
-        group.get("api/samples/:name") { _, context in try sample(context.parameters.require("name")) }
+        group.get("api/samples/:name") { _, context in try sample(Self.parameter("name", context)) }
         group.post("api/try") { request, _ in try await tryIt(request) }
         group.get("api/health") { _, _ in health() }
     }
@@ -58,6 +58,15 @@ struct ConsoleController: Sendable {
                 "the journal is off (--journal off): events and forwards are not kept, only the live view works")
         }
         return journal
+    }
+
+    /// A path parameter, percent-decoded: Kazoo's call ids hold `@` (`…@203.0.113.45`), which the page
+    /// sends as `%40`, and the router hands over the segment as it came.
+    static func parameter(_ name: String, _ context: SwitchboardRequestContext) throws(APIError) -> String {
+        guard let raw = context.parameters.get(name), let value = raw.removingPercentEncoding else {
+            throw APIError(.badRequest, code: "bad_path", "the \(name) in the path is missing or not percent-encoded")
+        }
+        return value
     }
 
     static func who(_ context: SwitchboardRequestContext) -> String {

@@ -174,7 +174,7 @@ def main():
                 print(open(os.path.join(work, "server.log")).read()[-3000:])
 
         # 1. Live: a posted event shows within 2 s, with a badge per matching rule.
-        call_id = "console-live-1@test"
+        call_id = "console-live-1@203.0.113.45"
 
         def live_shows_event():
             driver.get(base + "/console#/live")
@@ -212,6 +212,17 @@ def main():
             assert "caller_id_number" in fields and call_id in fields, fields
 
         check("the Event page shows the rule's log line and the failing rule's file:line", event_page)
+
+        def call_page():
+            # The event page links its call; a Kazoo call id holds '@', which travels percent-encoded.
+            driver.execute_script("document.querySelector(\"a[href^='#/calls/']\").click()")
+            rows = WebDriverWait(driver, 10).until(lambda d: d.execute_script(
+                "return [...document.querySelectorAll('main tbody tr')].map(r => r.innerText)"
+                ".filter(t => t.includes('channel_create'))"))
+            assert "hello · ok" in rows[0], rows
+            assert "@" in driver.find_element(By.CSS_SELECTOR, "main h1").text
+
+        check("the Call page lists the call's events", call_page)
 
         # 2. A dead letter, redelivered by a click, reaches the sink.
         def redeliver_by_click():
@@ -260,7 +271,7 @@ def main():
                                         for e in get_json(base, "/console/api/events")["events"]))
         event_id = get_json(base, "/console/api/events?call_id=" + urllib.request.quote(call_id))["events"][-1]["id"]
         pages = [("live", "#/live", "#live-rows tr"), ("event", "#/events/" + event_id, ".rule"),
-                 ("call", "#/calls/" + urllib.request.quote(call_id), "tbody tr"),
+                 ("call", "#/calls/" + urllib.request.quote(call_id), "tbody tr a[href^='#/events/']"),
                  ("deliveries", "#/deliveries", "tbody tr"), ("rejected", "#/rejected", "tbody tr"),
                  ("rules", "#/rules", "tbody tr"), ("try", "#/try", "#body"), ("health", "#/health", "svg")]
 
