@@ -166,6 +166,22 @@ print(
 )
 print("switchboard_engine_events_per_second \(Int(Double(engineN) / edt))")
 
+// The same loop from a task on the cooperative pool, as the server's event tasks call the worker: the hop
+// above is from the main thread (woken for every event); from a pool task the actor usually runs on the
+// caller's own thread.
+let (offMain, offMainSeconds) = try await Task.detached {
+    let t0 = cpuSeconds()
+    for _ in 0..<engineN {
+        let report = await worker.process(try decoder.decode(body, format: .json))
+        precondition(report.rules[0].forwards.count == 1)
+    }
+    return (engineN, cpuSeconds() - t0)
+}.value
+print(
+    "switchboard engine from a task (as the server calls it): \(offMain) events in \(format3(offMainSeconds)) s cpu = \(Int(Double(offMain) / offMainSeconds)) events/s (\(format3(offMainSeconds / Double(offMain) * 1e6)) us/event)"
+)
+print("switchboard_engine_task_events_per_second \(Int(Double(offMain) / offMainSeconds))")
+
 // The same work from inside the worker: no hop between threads per event.
 let (inside, insideSeconds) = try await worker.benchLoop(body: body, count: engineN, decoder: decoder)
 print(
