@@ -91,3 +91,46 @@ struct Credentials {
         return difference == 0
     }
 }
+
+/// What a browser needs beyond `AdminAuthentication` on the console's routes:
+/// - without `--token` or `--basic-auth`, loopback is the only check, so the `Host` must be a loopback name
+///   too: a page elsewhere whose name an attacker re-points at 127.0.0.1 (DNS rebinding) cannot read events;
+/// - actions (every method but GET) must carry `X-Switchboard-Console`, which the page sends and a form or
+///   script on another site cannot without a CORS preflight this server never grants: no cross-site
+///   redeliver or reload.
+struct ConsoleGuard: RouterMiddleware {
+    typealias Context = SwitchboardRequestContext
+    static let actionHeader = HTTPField.Name("X-Switchboard-Console")!
+    let configuration: ServerConfiguration
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response)
+        async throws -> Response
+    {
+        if configuration.token == nil, configuration.basicAuth == nil,
+            !Self.isLoopbackName(request.head.authority ?? "")
+        {
+            throw APIError(
+                .forbidden, code: "forbidden",
+                "without --token or --basic-auth the console answers only to http://127.0.0.1 or http://localhost")
+        }
+        if request.method != .get, request.method != .head, request.headers[Self.actionHeader] == nil {
+            throw APIError(
+                .forbidden, code: "forbidden",
+                "console actions need the X-Switchboard-Console header (the console page sends it)")
+        }
+        return try await next(request, context)
+    }
+
+    /// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.
+    static func isLoopbackName(_ authority: String) -> Bool {
+        var host = authority.lowercased()
+        if host.hasPrefix("[") {
+            host = String(host.dropFirst().prefix { $0 != "]" })
+        } else if let colon = host.lastIndex(of: ":") {
+            host = String(host[..<colon])
+        }
+        if host == "localhost" || host == "::1" { return true }
+        let parts = host.split(separator: ".", omittingEmptySubsequences: false)
+        return parts.count == 4 && parts[0] == "127" && parts.allSatisfy { UInt8($0) != nil }
+    }
+}

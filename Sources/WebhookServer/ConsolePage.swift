@@ -100,6 +100,8 @@ enum ConsolePage {
           return path + (path.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token);
         }
         async function api(path, options) {
+          options = Object.assign({}, options);
+          options.headers = Object.assign({ "X-Switchboard-Console": "1" }, options.headers || {});
           const response = await fetch(withToken("/console/api/" + path), options);
           const text = await response.text();
           let body; try { body = JSON.parse(text); } catch (e) { body = { error: text }; }
@@ -312,7 +314,7 @@ enum ConsolePage {
               <td>${esc(x.message)}</td><td>${eventLink(x.event_id, x.event)}</td></tr>`).join("") || `<tr><td class="muted">No errors in this process's life.</td></tr>`}
             </tbody></table></div>`;
           document.getElementById("reload").onclick = async () => {
-            const response = await fetch(withToken("/console/api/reload"), { method: "POST" });
+            const response = await fetch(withToken("/console/api/reload"), { method: "POST", headers: { "X-Switchboard-Console": "1" } });
             const body = await response.json();
             status(body.ok ? (body.changed ? `reloaded: version ${body.version}` : "no change") : "reload rejected: " + body.errors.join("; "));
             pageRules();

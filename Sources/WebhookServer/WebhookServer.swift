@@ -37,7 +37,9 @@ public func buildApplication(
         configuration: configuration, engine: engine, journal: journal, rejected: rejected, feed: feed,
         failures: failures, logger: logger
     )
-    .addRoutes(to: router.group("console").add(middleware: AdminAuthentication(configuration: configuration)))
+    .addRoutes(
+        to: router.group("console").add(middleware: AdminAuthentication(configuration: configuration))
+            .add(middleware: ConsoleGuard(configuration: configuration)))
     return Application(
         router: router,
         configuration: .init(

@@ -43,6 +43,37 @@ import WebhookServer
 
     static func json(_ text: String) throws -> JSONValue { try JSONReader.parse(Array(text.utf8)) }
 
+    /// The header the console page sends with every action.
+    static let action = ("X-Switchboard-Console", "1")
+
+    @Test func anotherSiteCanNeitherActNorReadThroughARebindingName() async throws {
+        try await withServer(rules: ["record.lua": recordingRule], journal: true) { server in
+            // A form or script on another site cannot add the header without a preflight: refused.
+            let forged = try await server.send(.POST, "/console/api/deliveries/redeliver-dead")
+            #expect(forged.status == 403)
+            #expect(forged.body.contains("X-Switchboard-Console"))
+            #expect(try await server.send(.POST, "/console/api/reload").status == 403)
+            #expect(!server.logs.contains(.notice, "console:"))
+            // A name re-pointed at 127.0.0.1 reaches the loopback-only console with its own Host: refused.
+            let rebound = try await server.send(.GET, "/console/api/events", headers: [("Host", "evil.example:8080")])
+            #expect(rebound.status == 403)
+            #expect(rebound.body.contains("127.0.0.1"))
+            for host in ["localhost:1", "127.0.0.1", "[::1]:8080", "127.1.2.3:80"] {
+                #expect(
+                    try await server.send(.GET, "/console/api/rules", headers: [("Host", host)]).status == 200,
+                    "\(host)")
+            }
+            let acted = try await server.send(.POST, "/console/api/deliveries/redeliver-dead", headers: [Self.action])
+            #expect(acted.status == 200)
+        }
+        // With a token the page may be reached under any name (a real host name behind a proxy).
+        try await withServer(rules: ["record.lua": recordingRule], configure: { $0.token = "t" }) { server in
+            let named = try await server.send(
+                .GET, "/console/api/rules?token=t", headers: [("Host", "switchboard.example")])
+            #expect(named.status == 200)
+        }
+    }
+
     @Test func eachEventKeepsWhatItsRulesDidAndTheEventPageShowsIt() async throws {
         let sink = try await LoopbackServer()
         try await withServer(
@@ -139,7 +170,7 @@ import WebhookServer
             let request: JSONValue = ["body": .string(body), "format": "auto", "hook": "channel_create"]
             let answer = try await server.send(
                 .POST, "/console/api/try", body: try JSONWriter.encode(request),
-                headers: [("Content-Type", "application/json")])
+                headers: [("Content-Type", "application/json"), Self.action])
             #expect(answer.status == 200)
             let report = try Self.json(answer.body)
             #expect(report["name"]?.stringValue == "channel_create")
@@ -153,10 +184,12 @@ import WebhookServer
             #expect(try server.journal?.counts().pending == 0)
 
             let bad = try await server.send(
-                .POST, "/console/api/try", body: try JSONWriter.encode(["body": "{oops", "format": "json"]))
+                .POST, "/console/api/try", body: try JSONWriter.encode(["body": "{oops", "format": "json"]),
+                headers: [Self.action])
             #expect(bad.status == 400)
             #expect(bad.body.contains("json body"))
-            let empty = try await server.send(.POST, "/console/api/try", body: try JSONWriter.encode(["body": ""]))
+            let empty = try await server.send(
+                .POST, "/console/api/try", body: try JSONWriter.encode(["body": ""]), headers: [Self.action])
             #expect(empty.status == 400)
             #expect(empty.body.contains("paste a body"))
         }
@@ -196,17 +229,18 @@ import WebhookServer
             for path in ["/console", "/console/api/rules", "/console/api/stream", "/console/api/events"] {
                 #expect(try await server.send(.GET, path).status == 401, "\(path)")
             }
-            #expect(try await server.send(.POST, "/console/api/reload").status == 401)
+            #expect(try await server.send(.POST, "/console/api/reload", headers: [Self.action]).status == 401)
             let page = try await server.send(.GET, "/console?token=s3cret")
             #expect(page.status == 200)
             #expect(page.body.contains("<title>Switchboard console</title>"))
             let rules = try Self.json(try await server.send(.GET, "/console/api/rules?token=s3cret").body)
             #expect(rules["rules"]?[0]?["name"]?.stringValue == "record")
             #expect(rules["rules"]?[0]?["on"]?[0]?.stringValue == "*")
-            let reload = try await server.send(.POST, "/console/api/reload?token=s3cret")
+            let reload = try await server.send(.POST, "/console/api/reload?token=s3cret", headers: [Self.action])
             #expect(reload.status == 200)
             #expect(server.logs.contains(.notice, "console: reload asked"))
-            let redeliver = try await server.send(.POST, "/console/api/deliveries/77/redeliver?token=s3cret")
+            let redeliver = try await server.send(
+                .POST, "/console/api/deliveries/77/redeliver?token=s3cret", headers: [Self.action])
             #expect(redeliver.status == 404)
         }
     }
