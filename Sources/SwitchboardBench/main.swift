@@ -112,6 +112,22 @@ guard case .object(let out)? = first.first, out["call_id"] != nil else {
     exit(1)
 }
 
+// BENCH_ENGINE_LOOP=1: only the engine from inside the worker, 4 × N events (for `perf record`).
+if ProcessInfo.processInfo.environment["BENCH_ENGINE_LOOP"] != nil {
+    let files = (0..<20).map { i in
+        i == 0
+            ? ("00_anchor.lua", String(decoding: readFile("scripts/anchor/anchor.lua") ?? [], as: UTF8.self))
+            : ("rule_\(i).lua", "return { on = \"sms\", run = function(e) log.info(e.name) end }")
+    }
+    let loopWorker = try RuleWorker(
+        source: RuleSource(directory: "bench-rules", files: Dictionary(uniqueKeysWithValues: files)),
+        configuration: RuleConfiguration(environment: [:]))
+    let (count, seconds) = try await loopWorker.benchLoop(body: body, count: n * 4, decoder: decoder, forwards: 0)
+    print(
+        "engine inside the worker: \(Int(Double(count) / seconds)) events/s (\(format3(seconds / Double(count) * 1e6)) us/event)"
+    )
+    exit(0)
+}
 _ = try measure("decode only", n) {
     _ = try decoder.decode(body, format: .json)
 }
@@ -221,11 +237,11 @@ print("switchboard_store_operations_per_second \(Int(Double(storeN * 100) / sdt)
 
 extension RuleWorker {
     /// Decodes and processes `count` events without leaving the worker's executor.
-    func benchLoop(body: [UInt8], count: Int, decoder: EventDecoder) async throws -> (Int, Double) {
+    func benchLoop(body: [UInt8], count: Int, decoder: EventDecoder, forwards: Int = 1) async throws -> (Int, Double) {
         let t0 = cpuSeconds()
         for _ in 0..<count {
             let report = await process(try decoder.decode(body, format: .json))
-            precondition(report.rules[0].forwards.count == 1)
+            precondition(report.rules[0].forwards.count == forwards)
         }
         return (count, cpuSeconds() - t0)
     }
