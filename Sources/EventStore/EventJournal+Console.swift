@@ -14,7 +14,8 @@ public struct StoredEvent: Sendable {
     public var meta: String
     public var done: Bool
     public var doneAt: Double?
-    /// `kind.name` (`channel.channel_create`); nil until the rules finished (or for events kept before outcomes were recorded).
+    /// `kind.name` (`channel.channel_create`); nil until the rules finished (or for events kept before
+    /// outcomes were recorded).
     public var name: String?
     public var callID: String?
     public var otherLeg: String?

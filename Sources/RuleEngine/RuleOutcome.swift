@@ -151,7 +151,7 @@ extension HTTPRecord {
 /// What is kept with an accepted event once its rules finish, for the console: the fields it is found by
 /// and the outcome of every rule that matched it (rules whose `on` or `match` declined it are left out).
 public struct EventRecord: Sendable, Hashable {
-    /// `kind.name`: `channel.channel_create`, `notifications.voicemail_new`.
+    /// `kind.name`: `channel.channel_create`, `notification.voicemail_new`.
     public var name: String
     public var callID: String?
     /// `other_leg_call_id`: the call page shows both legs.

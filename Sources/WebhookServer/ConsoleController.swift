@@ -142,7 +142,9 @@ struct ConsoleController: Sendable {
     /// An event as the lists show it: how it arrived and each matching rule's outcome.
     static func summary(_ row: StoredEvent) -> JSONValue {
         let meta = (try? JSONReader.parse(Array(row.meta.utf8))) ?? .null
-        let outcomes = row.outcomes.flatMap { try? JSONReader.parse(Array($0.utf8)) } ?? .array([])
+        // URLs a rule called may carry keys (`?api_key=…`): shown redacted, as rejected bodies are.
+        let outcomes =
+            row.outcomes.flatMap { try? JSONReader.parse(Array(ConsoleRedaction.redact($0).utf8)) } ?? .array([])
         var out = JSONObject()
         out["row"] = .int(row.row)
         out["id"] = .string(row.id)
@@ -466,11 +468,12 @@ struct ConsoleController: Sendable {
     }
 }
 
-/// Hides what looks like a secret in a body shown by the console: `token=`, `password=`, `secret=`,
-/// `api_key=` pairs of form and query bodies and the same names as JSON keys.
+/// Hides what looks like a secret in text the console shows (rejected bodies, the URLs rules called):
+/// `token=`, `password=`, `secret=`, `api_key=` pairs of form bodies and query strings (up to the next `&`,
+/// quote or space, so JSON around a URL stays whole) and the same names as JSON keys.
 enum ConsoleRedaction {
     static let patterns: [NSRegularExpression] = [
-        #"((?:^|[&?])[A-Za-z_\[\]]*(?:token|password|secret|api_key|apikey)[A-Za-z_\]]*=)[^&]*"#,
+        #"((?:^|[&?])[A-Za-z_\[\]]*(?:token|password|secret|api_key|apikey)[A-Za-z_\]]*=)[^&"\s]*"#,
         #"("[A-Za-z_]*(?:token|password|secret|api_key|apikey)[A-Za-z_]*"\s*:\s*")[^"]*""#,
     ].compactMap { try? NSRegularExpression(pattern: $0, options: [.caseInsensitive]) }
 

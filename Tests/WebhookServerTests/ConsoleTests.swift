@@ -25,7 +25,7 @@ import WebhookServer
               forward = "\(sink)/echo",
               run = function(event)
                 log.info("hello from " .. event.call_id, { caller = event.caller_id_number })
-                local answer = http.get("\(sink)/customer?phone=1")
+                local answer = http.get("\(sink)/customer?api_key=k3y&phone=1")
               end }
             """,
             "broken.lua": """
@@ -104,7 +104,10 @@ import WebhookServer
             let hello = try #require(rules.first { $0["rule"]?.stringValue == "hello" })
             #expect(hello["outcome"]?.stringValue == "ok")
             #expect(hello["logs"]?[0]?["message"]?.stringValue == "hello from c-1")
-            #expect(hello["http"]?[0]?["url"]?.stringValue == "http://127.0.0.1:\(sink.port)/customer?phone=1")
+            // The key in the URL is kept in the journal but shown redacted.
+            #expect(
+                hello["http"]?[0]?["url"]?.stringValue
+                    == "http://127.0.0.1:\(sink.port)/customer?api_key=REDACTED&phone=1")
             #expect(hello["http"]?[0]?["status"]?.intValue == 200)
             #expect((hello["http"]?[0]?["seconds"]?.doubleValue ?? -1) > 0)
             #expect(hello["file"]?.stringValue == "rules/hello.lua")
