@@ -91,10 +91,11 @@ struct ConsoleController: Sendable {
     /// Server-sent events: a batch of the live tail every 250 ms while there is something new (at most 200
     /// events per batch, so a burst costs the server a bounded amount and says how many it skipped), a
     /// comment every 15 s to keep proxies from closing it. A stream ends after 10 minutes or at shutdown;
-    /// the browser reconnects by itself with `Last-Event-ID`, and misses nothing the tail still holds.
+    /// the browser reconnects by itself with `Last-Event-ID` (`<boot>.<seq>`), and misses nothing the tail
+    /// still holds; after a restart the old id starts it from the new tail's beginning.
     func stream(_ request: Request) -> Response {
         let resume =
-            request.headers[HTTPField.Name("Last-Event-ID")!].flatMap { Int($0) }
+            feed.resume(from: request.headers[HTTPField.Name("Last-Event-ID")!])
             ?? request.uri.queryParameters.get("after").flatMap { Int($0) }
         let feed = self.feed
         var headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache"]
@@ -110,7 +111,8 @@ struct ConsoleController: Sendable {
                     let batch = feed.live(after: seq, limit: 200)
                     if !batch.events.isEmpty || batch.missed > 0 {
                         let text = (try? JSONWriter.string(Self.batch(batch))) ?? "{}"
-                        try await writer.write(ByteBuffer(string: "id: \(batch.latest)\ndata: \(text)\n\n"))
+                        try await writer.write(
+                            ByteBuffer(string: "id: \(feed.boot).\(batch.latest)\ndata: \(text)\n\n"))
                         seq = batch.latest
                         quietSince = ContinuousClock.now
                     } else if ContinuousClock.now - quietSince > .seconds(15) {

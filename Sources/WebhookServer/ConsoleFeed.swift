@@ -86,6 +86,9 @@ public final class ConsoleFeed: Sendable {
 
     /// How many events the live tail keeps.
     public let capacity: Int
+    /// This process's start, in the stream's event ids (`<boot>.<seq>`): a browser reconnecting after a
+    /// restart sends an id from the old process, whose sequence numbers mean nothing here.
+    public let boot = String(Int(Date().timeIntervalSince1970 * 1000), radix: 36)
     private let state = Mutex(State())
     private let clock: @Sendable () -> Double
 
@@ -154,6 +157,15 @@ public final class ConsoleFeed: Sendable {
     }
 
     public var latest: Int { state.withLock { $0.seq } }
+
+    /// Where a stream resumes from a `Last-Event-ID`: after its sequence number when it is this process's,
+    /// from the start of the tail when it is another's (the server restarted), nil when there is none.
+    public func resume(from lastEventID: String?) -> Int? {
+        guard let lastEventID, !lastEventID.isEmpty else { return nil }
+        let parts = lastEventID.split(separator: ".", maxSplits: 1)
+        guard parts.count == 2, parts[0] == boot, let seq = Int(parts[1]), seq <= latest else { return 0 }
+        return seq
+    }
 
     /// Per rule over the last hour: runs, errors, p50 and p99 duration in seconds.
     public func ruleStats() -> [String: JSONValue] {

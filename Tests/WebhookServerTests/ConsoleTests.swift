@@ -158,7 +158,17 @@ import WebhookServer
             let resumed = try Self.json(try await server.send(.GET, "/console/api/live?after=2").body)
             #expect(resumed["events"]?.arrayValue?.count == 1)
             #expect(resumed["latest"]?.intValue == 3)
-            _ = stream  // left open: the server's shutdown below must end it
+            // A browser reconnecting after a restart sends an id from the old process: it gets the new tail.
+            let reconnected = Received()
+            let again = Task {
+                var request = HTTPClientRequest(url: base + "/console/api/stream")
+                request.headers.add(name: "Last-Event-ID", value: "oldboot.5000")
+                let response = try await http.execute(request, timeout: .seconds(60))
+                for try await chunk in response.body { reconnected.withLock { $0 += String(buffer: chunk) } }
+            }
+            #expect(await server.eventually { reconnected.withLock { $0.contains("\"call_id\":\"live-0\"") } })
+            #expect(reconnected.withLock { $0.contains("id: ") && $0.contains(".3\n") })
+            _ = (stream, again)  // left open: the server's shutdown below must end them
         }
         // withServer returned: the graceful shutdown finished although a stream was open.
     }
