@@ -383,8 +383,15 @@ struct ConsoleController: Sendable {
     /// `http.*` sends nothing, and a copy of the store that is thrown away. Nothing is journaled or forwarded.
     func tryIt(_ request: Request) async throws(APIError) -> Response {
         let input: JSONValue
+        // The pasted body travels as a JSON string: escaping can double it.
+        let limit = configuration.decoding.maxBodyBytes * 2 + 4096
+        let buffer: ByteBuffer
+        do { buffer = try await request.body.collect(upTo: limit) } catch {
+            throw APIError(
+                .contentTooLarge, code: "limit",
+                "the pasted body is over the server's --max-body-bytes (\(configuration.decoding.maxBodyBytes))")
+        }
         do {
-            let buffer = try await request.body.collect(upTo: configuration.decoding.maxBodyBytes * 2 + 4096)
             input = try JSONReader.parse(Array(buffer.readableBytesView))
         } catch {
             throw APIError(

@@ -205,6 +205,11 @@ import WebhookServer
                 .POST, "/console/api/try", body: try JSONWriter.encode(["body": ""]), headers: [Self.action])
             #expect(empty.status == 400)
             #expect(empty.body.contains("paste a body"))
+            let huge = try await server.send(
+                .POST, "/console/api/try", body: Array(repeating: UInt8(ascii: "x"), count: 3 << 20),
+                headers: [Self.action])
+            #expect(huge.status == 413)
+            #expect(huge.body.contains("--max-body-bytes"))
         }
         try await sink.stop()
     }
