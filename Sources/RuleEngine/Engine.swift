@@ -195,7 +195,8 @@ public final class Engine: Service, Sendable {
                     // never change; the store's session is this event's own.
                     if !Task.isCancelled {
                         let session = self.store.begin()
-                        let report = await worker.process(event, meta: meta, session: session)
+                        let report = await worker.process(
+                            event, meta: meta, session: session, unnamed: .omitted)
                         self.record(report)
                         self.reportObserver.withLock { $0 }?.call((report, meta))
                         // A run cut by shutdown stays unfinished (its session is never finished, so nothing

@@ -170,10 +170,13 @@ guard check.rules.filter({ $0.outcome == .ok }).count == 1, check.rules[0].forwa
     exit(1)
 }
 let engineN = max(n / 4, 1)
-for _ in 0..<min(engineN / 10, 5_000) { _ = await worker.process(try decoder.decode(body, format: .json)) }
+// As the server runs it: rules whose `on` does not name the event are left out of the report.
+for _ in 0..<min(engineN / 10, 5_000) {
+    _ = await worker.process(try decoder.decode(body, format: .json), unnamed: .omitted)
+}
 let e0 = cpuSeconds()
 for _ in 0..<engineN {
-    let report = await worker.process(try decoder.decode(body, format: .json))
+    let report = await worker.process(try decoder.decode(body, format: .json), unnamed: .omitted)
     precondition(report.rules[0].forwards.count == 1)
 }
 let edt = cpuSeconds() - e0
@@ -188,7 +191,7 @@ print("switchboard_engine_events_per_second \(Int(Double(engineN) / edt))")
 let (offMain, offMainSeconds) = try await Task.detached {
     let t0 = cpuSeconds()
     for _ in 0..<engineN {
-        let report = await worker.process(try decoder.decode(body, format: .json))
+        let report = await worker.process(try decoder.decode(body, format: .json), unnamed: .omitted)
         precondition(report.rules[0].forwards.count == 1)
     }
     return (engineN, cpuSeconds() - t0)
@@ -240,7 +243,7 @@ extension RuleWorker {
     func benchLoop(body: [UInt8], count: Int, decoder: EventDecoder, forwards: Int = 1) async throws -> (Int, Double) {
         let t0 = cpuSeconds()
         for _ in 0..<count {
-            let report = await process(try decoder.decode(body, format: .json))
+            let report = await process(try decoder.decode(body, format: .json), unnamed: .omitted)
             precondition(report.rules[0].forwards.count == forwards)
         }
         return (count, cpuSeconds() - t0)

@@ -79,6 +79,16 @@ import Testing
         #expect(failed?.error?.file == "rules/6.lua")
         #expect(failed?.error?.line == 1)
         #expect(failed?.error?.traceback?.contains("rules/6.lua:1") == true)
+
+        // As the server runs it: the rule whose `on` does not name the event is left out, nothing else changes.
+        let served = await worker.process(try sample("channel_create__inbound.json"), unnamed: .omitted)
+        #expect(!served.rules.contains { $0.rule == "on-no" })
+        #expect(served.rules.map(\.rule) == report.rules.map(\.rule).filter { $0 != "on-no" })
+        #expect(served.outcome("match-no")?.stage == "match")
+        #expect(served.outcome("all")?.logs == all?.logs)
+        // An event no rule names runs nothing and reports nothing.
+        let nobody = await worker.process(try sample("parking__park_abandoned.json"), unnamed: .omitted)
+        #expect(nobody.rules.isEmpty)
     }
 
     @Test func wildcardsMatchFamilies() async throws {
