@@ -4,6 +4,7 @@ import Foundation
 import JSONCore
 import NIOCore
 import NIOHTTP1
+import Synchronization
 import TestSupport
 import Testing
 
@@ -89,7 +90,10 @@ import Testing
         let template = try JSONReader.parse(try sampleBody("channel_create__inbound.json")).objectValue!
         var acknowledged: [String] = []
         let clock = ContinuousClock()
-        let killAt = clock.now + .milliseconds(600)
+        // The kill comes once enough events were acknowledged (not at a fixed time: a loaded machine may
+        // acknowledge few in any given 600 ms), and the lanes keep sending 200 ms past it.
+        let progress = KillProgress()
+        let sendUntil = clock.now + .seconds(30)
         var sent = 0
         let pid = server.processIdentifier
         try await withThrowingTaskGroup(of: (String, Bool).self) { group in
@@ -97,7 +101,7 @@ import Testing
                 group.addTask {
                     var ok: [String] = []
                     var i = 0
-                    while clock.now < killAt + .milliseconds(200) {
+                    while clock.now < (progress.killedAt ?? sendUntil) + .milliseconds(200) {
                         var event = template
                         let id = "crash-\(lane)-\(i)"
                         event["call_id"] = .string(id)
@@ -108,6 +112,7 @@ import Testing
                         if let response = try? await http.execute(request, timeout: .seconds(2)), response.status == .ok
                         {
                             ok.append(id)
+                            progress.acknowledged()
                         }
                         i += 1
                     }
@@ -115,8 +120,9 @@ import Testing
                 }
             }
             group.addTask {
-                try await Task.sleep(until: killAt)
+                while progress.count < 60, clock.now < sendUntil { try await Task.sleep(for: .milliseconds(10)) }
                 kill(pid, SIGKILL)
+                progress.killed(at: clock.now)
                 return ("", false)
             }
             for try await (ids, isLane) in group where isLane && !ids.isEmpty {
@@ -299,4 +305,13 @@ import Testing
     static func callID(in body: String) -> String? {
         (try? JSONReader.parse(body.utf8))?["call_id"]?.stringValue
     }
+}
+
+/// How far the kill -9 test's senders got, and when the server was killed (shared by its tasks).
+final class KillProgress: Sendable {
+    private let state = Mutex<(count: Int, killedAt: ContinuousClock.Instant?)>((0, nil))
+    var count: Int { state.withLock { $0.count } }
+    var killedAt: ContinuousClock.Instant? { state.withLock { $0.killedAt } }
+    func acknowledged() { state.withLock { $0.count += 1 } }
+    func killed(at instant: ContinuousClock.Instant) { state.withLock { $0.killedAt = instant } }
 }
