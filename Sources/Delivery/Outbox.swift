@@ -176,7 +176,7 @@ public final class Outbox: Service, Sendable {
             failure = "\(error)"
         }
         let elapsed = ContinuousClock.now - started
-        let latency = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+        let latency = elapsed.inSeconds * 1000
         let now = Date().timeIntervalSince1970
         let attempt = DeliveryAttempt(
             number: delivery.attempts + 1, at: startedAt, status: status, latencyMs: latency, error: failure,

@@ -307,11 +307,7 @@ extension Delivery {
         out["method"] = .string(method)
         out["url"] = .string(url)
         out["headers"] = .object(EventJournal.object(headers))
-        if let text = String(validating: body, as: UTF8.self) {
-            out["body"] = .string(text)
-        } else {
-            out["body_base64"] = .string(Data(body).base64EncodedString())
-        }
+        out.setBody(body)
         out["state"] = .string(state.rawValue)
         out["attempts"] = .int(Int64(self.attempts))
         out["created_at"] = .double(createdAt)
@@ -329,5 +325,17 @@ extension Delivery {
                 ]
             })
         return .object(out)
+    }
+}
+
+extension JSONObject {
+    /// Sets `body` to the bytes as text when they are UTF-8, else `body_base64` to their base64: how the
+    /// deliveries listing and the console show a body.
+    package mutating func setBody(_ bytes: [UInt8]) {
+        if let text = String(validating: bytes, as: UTF8.self) {
+            self["body"] = .string(text)
+        } else {
+            self["body_base64"] = .string(Data(bytes).base64EncodedString())
+        }
     }
 }

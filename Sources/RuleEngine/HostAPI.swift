@@ -223,20 +223,18 @@ package enum HostAPI {
             }
         }
         let method = (o["method"]?.stringValue ?? (body == .null ? "GET" : "POST")).uppercased()
-        var timeout = seconds(configuration.httpDefaultTimeout)
+        var timeout = configuration.httpDefaultTimeout.inSeconds
         if let t = o["timeout"], t != .null {
             guard let value = t.doubleValue, value > 0 else {
                 throw HostFunctionError("\(name): timeout must be a positive number of seconds")
             }
-            timeout = min(value, seconds(configuration.httpMaxTimeout))
+            timeout = min(value, configuration.httpMaxTimeout.inSeconds)
         }
         return [
             "method": .string(method), "url": .string(url), "headers": .object(headers), "body": body,
             "timeout": .double(timeout),
         ]
     }
-
-    static func seconds(_ d: Duration) -> Double { d.inSeconds }
 
     // MARK: forward
 

@@ -140,8 +140,7 @@ public actor TestRunner {
             file: file.displayPath, name: name, line: state.lineDefined(function), passed: true, milliseconds: 0)
         func finish() -> TestResult {
             let elapsed = clock.now - started
-            result.milliseconds =
-                Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+            result.milliseconds = elapsed.inSeconds * 1000
             return result
         }
         let worker: RuleWorker

@@ -29,9 +29,7 @@ struct AdminAuthentication: RouterMiddleware {
         if configuration.token != nil || configuration.basicAuth != nil {
             try Credentials(configuration).check(request, context: context, pathToken: nil)
         } else {
-            let address = context.remoteAddress?.ipAddress.flatMap(CIDR.parseAddress) ?? []
-            let loopback = [CIDR("127.0.0.0/8")!, CIDR("::1/128")!]
-            guard loopback.contains(where: { $0.contains(address) }) else {
+            guard Credentials.isLoopback(context.remoteAddress?.ipAddress ?? "") else {
                 throw APIError(
                     .forbidden, code: "forbidden",
                     "admin endpoints need --token or --basic-auth to be used from other hosts")
@@ -71,6 +69,14 @@ struct Credentials {
                     headers: [.wwwAuthenticate: "Basic realm=\"switchboard\""])
             }
         }
+    }
+
+    static let loopback = [CIDR("127.0.0.0/8")!, CIDR("::1/128")!]
+
+    /// Whether a textual address (`127.0.0.1`, `::1`) is a loopback one.
+    static func isLoopback(_ address: String) -> Bool {
+        guard let bytes = CIDR.parseAddress(address) else { return false }
+        return loopback.contains { $0.contains(bytes) }
     }
 
     /// The `token=` pair of a query, which Kazoo may follow with a literal '?'.
@@ -129,8 +135,6 @@ struct ConsoleGuard: RouterMiddleware {
         } else if let colon = host.lastIndex(of: ":") {
             host = String(host[..<colon])
         }
-        if host == "localhost" || host == "::1" { return true }
-        let parts = host.split(separator: ".", omittingEmptySubsequences: false)
-        return parts.count == 4 && parts[0] == "127" && parts.allSatisfy { UInt8($0) != nil }
+        return host == "localhost" || Credentials.isLoopback(host)
     }
 }

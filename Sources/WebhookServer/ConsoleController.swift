@@ -141,9 +141,11 @@ struct ConsoleController: Sendable {
         }
     }
 
+    static func meta(of row: StoredEvent) -> JSONValue { (try? JSONReader.parse(Array(row.meta.utf8))) ?? .null }
+
     /// An event as the lists show it: how it arrived and each matching rule's outcome.
-    static func summary(_ row: StoredEvent) -> JSONValue {
-        let meta = (try? JSONReader.parse(Array(row.meta.utf8))) ?? .null
+    static func summary(_ row: StoredEvent, meta: JSONValue? = nil) -> JSONValue {
+        let meta = meta ?? Self.meta(of: row)
         // URLs a rule called may carry keys (`?api_key=…`): shown redacted, as rejected bodies are.
         let outcomes =
             row.outcomes.flatMap { try? JSONReader.parse(Array(ConsoleRedaction.redact($0).utf8)) } ?? .array([])
@@ -181,14 +183,11 @@ struct ConsoleController: Sendable {
                 .notFound, code: "not_found",
                 "no event \(id) in the journal (retention deletes done events after --retention)")
         }
-        guard case .object(var out) = Self.summary(found) else { return .json(.ok, .null) }
+        let meta = Self.meta(of: found)
+        guard case .object(var out) = Self.summary(found, meta: meta) else { return .json(.ok, .null) }
         let body = found.body ?? []
-        out["meta"] = (try? JSONReader.parse(Array(found.meta.utf8))) ?? .null
-        if let text = String(validating: body, as: UTF8.self) {
-            out["body"] = .string(text)
-        } else {
-            out["body_base64"] = .string(Data(body).base64EncodedString())
-        }
+        out["meta"] = meta
+        out.setBody(body)
         let decoder = EventDecoder(limits: configuration.decoding)
         do {
             let decoded = try decoder.decode(
