@@ -1,7 +1,8 @@
 # Switchboard: two commands take a fresh Debian 12 machine with the Swift toolchain to a working product.
 #   make run     install what is missing, build, check the rules, start the server on 127.0.0.1:8080
-#   make test    install what is missing, build, run the Swift tests, then check and test the rules in rules/,
-#                the console in headless Chromium, the Lua bridge under ASan, and a short fuzz run
+#   make test    install what is missing, build, run the Swift tests (beside a throwaway PostgreSQL), then
+#                check and test the rules in rules/, the console in headless Chromium, the Lua bridge under
+#                ASan, and a short fuzz run
 #   make bench   release build; the engine beside lua5.4 + lua-cjson, the server beside nginx-lua
 #   make fuzz    the libFuzzer targets, FUZZ_SECONDS each (default 300)
 SWIFT ?= swift
@@ -27,7 +28,7 @@ run: build
 	$(BIN) serve --rules rules --host 127.0.0.1 --port 8080
 
 test: build
-	$(SWIFT) test
+	scripts/with_postgres.sh $(SWIFT) test
 	$(BIN) decode samples/* >/dev/null
 	@echo "switchboard decode: every file in samples/ decoded"
 	$(BIN) check --rules rules

@@ -77,14 +77,14 @@ public final class Outbox: Service, Sendable {
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
                 while !stopping.withLock({ $0 }), !Task.isCancelled {
-                    let wait = startDue { delivery in
+                    let wait = await startDue { delivery in
                         group.addTask {
                             await self.attempt(delivery)
                             self.release(delivery)
                             self.wake.signal()
                         }
                     }
-                    updateGauges()
+                    await updateGauges()
                     // While waiting, attempts finish (each releases its delivery and signals) and new forwards
                     // arrive; `startDue` reads the queue afresh on every turn, so nothing read before is reused.
                     await wake.wait(upTo: wait)
@@ -98,7 +98,7 @@ public final class Outbox: Service, Sendable {
 
     /// Starts every due delivery there is room for, destination by destination (so a busy destination's
     /// backlog never hides another's deliveries); returns how long to wait before looking again.
-    func startDue(_ start: (Delivery) -> Void) -> Double {
+    func startDue(_ start: (Delivery) -> Void) async -> Double {
         let snapshot = claims.withLock { c -> Claims in
             c.released.removeAll(keepingCapacity: true)
             return c
@@ -108,12 +108,13 @@ public final class Outbox: Service, Sendable {
         var wait = 1.0  // look again at least this often: `switchboard redeliver` may run in another process
         do {
             let now = Date().timeIntervalSince1970
-            for destination in try journal.pendingDestinations() where free > 0 {
+            for destination in try await journal.pendingDestinations() where free > 0 {
                 let busy = snapshot.perDestination[destination, default: 0]
                 var room = min(policy.perDestination - busy, free)
                 guard room > 0 else { continue }  // its next release wakes the loop
                 // Its in-flight deliveries are pending too and come back first: read past them.
-                for delivery in try journal.upcomingDeliveries(to: destination, limit: room + busy) where room > 0 {
+                for delivery in try await journal.upcomingDeliveries(to: destination, limit: room + busy) where room > 0
+                {
                     if delivery.nextAttemptAt > now {
                         wait = min(wait, delivery.nextAttemptAt - now)
                         break
@@ -222,14 +223,14 @@ public final class Outbox: Service, Sendable {
     }
 
     /// Counts pending and dead deliveries for the gauges; at most twice a second.
-    func updateGauges() {
+    func updateGauges() async {
         let now = ContinuousClock.now
         let due = lastGauges.withLock { last -> Bool in
             guard last.map({ now - $0 >= .milliseconds(500) }) ?? true else { return false }
             last = now
             return true
         }
-        guard due, let counts = try? journal.deliveryCounts([.pending, .dead]) else { return }
+        guard due, let counts = try? await journal.deliveryCounts([.pending, .dead]) else { return }
         metrics.set("switchboard_outbox_pending", Double(counts[.pending] ?? 0))
         metrics.set("switchboard_outbox_dead", Double(counts[.dead] ?? 0))
     }

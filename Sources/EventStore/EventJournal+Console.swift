@@ -24,6 +24,27 @@ public struct StoredEvent: Sendable {
     public var outcomes: String?
     /// The body as received; only when asked for.
     public var body: [UInt8]?
+
+    package init(
+        row: Int64, id: String, receivedAt: Double, hook: String?, format: String, meta: String, done: Bool,
+        doneAt: Double?, name: String?, callID: String?, otherLeg: String?, accountID: String?, outcomes: String?,
+        body: [UInt8]?
+    ) {
+        self.row = row
+        self.id = id
+        self.receivedAt = receivedAt
+        self.hook = hook
+        self.format = format
+        self.meta = meta
+        self.done = done
+        self.doneAt = doneAt
+        self.name = name
+        self.callID = callID
+        self.otherLeg = otherLeg
+        self.accountID = accountID
+        self.outcomes = outcomes
+        self.body = body
+    }
 }
 
 extension EventJournal {

@@ -33,6 +33,28 @@ public struct Delivery: Sendable, Hashable {
     /// Where it goes, for the per-destination limit: `scheme://host:port` (worked out once, when queued).
     public var destination: String
 
+    package init(
+        id: Int64, eventID: String, rule: String, method: String, url: String, headers: [OutboundRequest.Header],
+        body: [UInt8], state: State, attempts: Int, createdAt: Double, nextAttemptAt: Double, updatedAt: Double,
+        lastStatus: Int?, lastError: String?, destination: String
+    ) {
+        self.id = id
+        self.eventID = eventID
+        self.rule = rule
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.body = body
+        self.state = state
+        self.attempts = attempts
+        self.createdAt = createdAt
+        self.nextAttemptAt = nextAttemptAt
+        self.updatedAt = updatedAt
+        self.lastStatus = lastStatus
+        self.lastError = lastError
+        self.destination = destination
+    }
+
     package static func destination(of url: String) -> String {
         guard let components = URLComponents(string: url), let host = components.host else { return url }
         let scheme = components.scheme ?? "http"
@@ -106,7 +128,7 @@ extension EventJournal {
         """
 
     /// Headers as the JSON object they are stored and shown as.
-    static func object(_ headers: [OutboundRequest.Header]) -> JSONObject {
+    package static func object(_ headers: [OutboundRequest.Header]) -> JSONObject {
         var object = JSONObject()
         for header in headers { object[header.name] = .string(header.value) }
         return object

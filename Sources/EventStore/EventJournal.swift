@@ -22,7 +22,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     private let pendingDone = Mutex<[DoneMark]>([])
     /// Called after a commit that queued deliveries (the outbox wakes up).
     let deliveryObserver = Mutex<Callback<Void>?>(nil)
-    private let flushing = Mutex<Bool>(false)
+    private let flusher = SerialTask()
 
     /// Opens (creating) the journal.
     /// - Parameter fsync: make every commit reach the disk before the 200 (survives power loss, slower).
@@ -134,7 +134,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         let deadline = ContinuousClock.now + limit
         while ContinuousClock.now < deadline {
             let idle =
-                !flushing.withLock { $0 } && pendingAppends.withLock { $0.isEmpty }
+                !flusher.isRunning && pendingAppends.withLock { $0.isEmpty }
                 && pendingDone.withLock { $0.isEmpty }
             if idle { return }
             try? await Task.sleep(for: .milliseconds(5))
@@ -212,77 +212,63 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
 
     /// One writer at a time drains everything queued into a single transaction.
     private func scheduleFlush() {
-        let start = flushing.withLock { busy -> Bool in
-            if busy { return false }
-            busy = true
-            return true
+        flusher.schedule(
+            hasWork: { [self] in pendingAppends.withLock { !$0.isEmpty } || pendingDone.withLock { !$0.isEmpty } },
+            turn: { [self] in await flush() })
+    }
+
+    /// One transaction with every append and done mark queued now; what arrives during it waits for the
+    /// next turn (`flusher` keeps a second writer out).
+    private func flush() async {
+        let appends = pendingAppends.withLock { queued -> [(Entry, CheckedContinuation<Void, any Error>)] in
+            defer { queued.removeAll(keepingCapacity: true) }
+            return queued
         }
-        guard start else { return }
-        Task.detached { [self] in
-            while true {
-                let appends = pendingAppends.withLock { queued -> [(Entry, CheckedContinuation<Void, any Error>)] in
-                    defer { queued.removeAll(keepingCapacity: true) }
-                    return queued
+        let done = pendingDone.withLock { queued -> [DoneMark] in
+            defer { queued.removeAll(keepingCapacity: true) }
+            return queued
+        }
+        if appends.isEmpty && done.isEmpty { return }
+        do {
+            try await pool.write { db in
+                // Prepared once per connection, not parsed per row.
+                let insert = try db.cachedStatement(
+                    sql:
+                        "INSERT OR IGNORE INTO events (id, received_at, hook, format, body, meta) VALUES (?, ?, ?, ?, ?, ?)"
+                )
+                for (entry, _) in appends {
+                    try insert.execute(arguments: [
+                        entry.id, entry.receivedAt, entry.hook, entry.format, Data(entry.body), entry.meta,
+                    ])
                 }
-                let done = pendingDone.withLock { queued -> [DoneMark] in
-                    defer { queued.removeAll(keepingCapacity: true) }
-                    return queued
+                let now = Date().timeIntervalSince1970
+                let markDone = try db.cachedStatement(
+                    sql: """
+                        UPDATE events SET done = 1, done_at = ?, name = ?, call_id = ?, other_leg = ?,
+                          account_id = ?, outcomes = ? WHERE id = ?
+                        """)
+                for mark in done {
+                    let record = mark.record
+                    try markDone.execute(arguments: [
+                        now, record?.name, record?.callID, record?.otherLeg, record?.accountID,
+                        record?.outcomes, mark.id,
+                    ])
+                    for forward in mark.forwards { try Self.insert(forward, event: mark.id, now: now, in: db) }
+                    for write in mark.writes { try Self.apply(write, in: db) }
                 }
-                if appends.isEmpty && done.isEmpty {
-                    // Nothing left: stop, unless something arrived between the check and the flag.
-                    let again = flushing.withLock { busy -> Bool in
-                        let more = pendingAppends.withLock { !$0.isEmpty } || pendingDone.withLock { !$0.isEmpty }
-                        if !more { busy = false }
-                        return more
-                    }
-                    if again { continue }
-                    return
-                }
-                do {
-                    // `appends` and `done` were taken out of the queues above: what arrives during this write
-                    // waits for the next turn of the loop (the `flushing` flag keeps a second task out).
-                    try await pool.write { db in
-                        // Prepared once per connection, not parsed per row.
-                        let insert = try db.cachedStatement(
-                            sql:
-                                "INSERT OR IGNORE INTO events (id, received_at, hook, format, body, meta) VALUES (?, ?, ?, ?, ?, ?)"
-                        )
-                        for (entry, _) in appends {
-                            try insert.execute(arguments: [
-                                entry.id, entry.receivedAt, entry.hook, entry.format, Data(entry.body), entry.meta,
-                            ])
-                        }
-                        let now = Date().timeIntervalSince1970
-                        let markDone = try db.cachedStatement(
-                            sql: """
-                                UPDATE events SET done = 1, done_at = ?, name = ?, call_id = ?, other_leg = ?,
-                                  account_id = ?, outcomes = ? WHERE id = ?
-                                """)
-                        for mark in done {
-                            let record = mark.record
-                            try markDone.execute(arguments: [
-                                now, record?.name, record?.callID, record?.otherLeg, record?.accountID,
-                                record?.outcomes, mark.id,
-                            ])
-                            for forward in mark.forwards { try Self.insert(forward, event: mark.id, now: now, in: db) }
-                            for write in mark.writes { try Self.apply(write, in: db) }
-                        }
-                    }
-                    for (_, continuation) in appends { continuation.resume() }
-                    if done.contains(where: { !$0.forwards.isEmpty }), let observer = deliveryObserver.withLock({ $0 })
-                    {
-                        observer.call(())
-                    }
-                } catch {
-                    let failure = JournalError("the journal \(path) could not be written: \(Self.reason(error))")
-                    for (_, continuation) in appends { continuation.resume(throwing: failure) }
-                    // Done marks go back to the front of the queue and are tried again: later marks may carry
-                    // store writes built on theirs, and must not be committed without them.
-                    if !done.isEmpty {
-                        pendingDone.withLock { $0.insert(contentsOf: done, at: 0) }
-                        try? await Task.sleep(for: .milliseconds(200))
-                    }
-                }
+            }
+            for (_, continuation) in appends { continuation.resume() }
+            if done.contains(where: { !$0.forwards.isEmpty }), let observer = deliveryObserver.withLock({ $0 }) {
+                observer.call(())
+            }
+        } catch {
+            let failure = JournalError("the journal \(path) could not be written: \(Self.reason(error))")
+            for (_, continuation) in appends { continuation.resume(throwing: failure) }
+            // Done marks go back to the front of the queue and are tried again: later marks may carry
+            // store writes built on theirs, and must not be committed without them.
+            if !done.isEmpty {
+                pendingDone.withLock { $0.insert(contentsOf: done, at: 0) }
+                try? await Task.sleep(for: .milliseconds(200))
             }
         }
     }

@@ -321,29 +321,36 @@ public final class Engine: Service, Sendable {
     /// its rules finished), with the same `event.meta.id`. Returns how many.
     public func replayUnfinished(decoder: EventDecoder) async -> Int {
         let entries: [AcceptedEvent]
-        do { entries = try journal.unfinished() } catch {
+        do { entries = try await journal.unfinished() } catch {
             logger.error("could not read unfinished events from the journal: \(error)")
             return 0
         }
         var count = 0
         for entry in entries {
-            let format = WireFormat(rawValue: entry.format) ?? .json
-            guard let event = try? decoder.decode(entry.body, format: format, hook: entry.hook),
-                let meta = try? JSONReader.parse(entry.meta.utf8)
-            else {
-                logger.warning("journal entry \(entry.id) no longer decodes; marking it done")
-                journal.markDone(entry.id, forwards: [])
-                continue
-            }
             // Replay runs before the server accepts requests; `entries` is this call's own list.
-            await submit(event, meta: meta)
-            count += 1
+            if await submit(entry, decoder: decoder) { count += 1 }
         }
         if count > 0 {
             metrics.increment("switchboard_replayed_events_total", by: count)
             logger.info("replaying \(count) event(s) accepted before the last stop whose rules had not finished")
         }
         return count
+    }
+
+    /// Decodes a journaled event again and submits it with its stored `meta` (same `event.meta.id`). An entry
+    /// that no longer decodes is marked done with nothing run, and false returned.
+    @discardableResult
+    public func submit(_ entry: AcceptedEvent, decoder: EventDecoder) async -> Bool {
+        let format = WireFormat(rawValue: entry.format) ?? .json
+        guard let event = try? decoder.decode(entry.body, format: format, hook: entry.hook),
+            let meta = try? JSONReader.parse(entry.meta.utf8)
+        else {
+            logger.warning("journal entry \(entry.id) no longer decodes; marking it done")
+            journal.markDone(entry.id, forwards: [])
+            return false
+        }
+        await submit(event, meta: meta)
+        return true
     }
 
     /// Runs the rules' ticks until shutdown, then gives in-flight rule runs `grace` to finish and says what was cut.

@@ -9,8 +9,8 @@ public protocol EventJournaling: Sendable {
     /// write is batched and may be lost in a crash (the events then run again, from the stored state).
     func markDone(_ marks: [DoneMark])
     /// Events accepted but never marked done, oldest first.
-    func unfinished() throws -> [AcceptedEvent]
-    /// The rule store as committed (`RuleStore` loads it at start).
+    func unfinished() async throws -> [AcceptedEvent]
+    /// The rule store as committed when the journal was opened (`RuleStore` loads it at start).
     func storeRecords() throws -> [StoreRecord]
     /// Waits (up to `limit`) until every queued write is committed.
     func drain(limit: Duration) async

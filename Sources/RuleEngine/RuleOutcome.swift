@@ -160,6 +160,14 @@ public struct EventRecord: Sendable, Hashable {
     /// `outcomes` as JSON text: an array of `RuleOutcome.record`.
     public var outcomes: String
 
+    public init(name: String, callID: String?, otherLeg: String?, accountID: String?, outcomes: String) {
+        self.name = name
+        self.callID = callID
+        self.otherLeg = otherLeg
+        self.accountID = accountID
+        self.outcomes = outcomes
+    }
+
     public init(_ report: EventReport, meta: JSONValue?) {
         name = report.event.kind.rawValue + "." + report.event.name
         callID = report.event.callID

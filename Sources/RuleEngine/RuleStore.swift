@@ -108,15 +108,32 @@ public final class RuleStore: Sendable {
     ) {
         self.limits = limits
         self.clock = clock
+        self.state = Mutex(Self.loaded(records, now: clock()))
+    }
+
+    static func loaded(_ records: [StoreRecord], now: Double) -> State {
         var state = State()
-        let now = clock()
         for record in records {
             state.seq = max(state.seq, record.seq)
             guard let value = record.value, (record.expiresAt ?? .infinity) > now else { continue }
             state.entries[record.namespace, default: [:]][record.key] = Entry(
                 value: value, expiresAt: record.expiresAt, seq: record.seq, writer: nil)
         }
-        self.state = Mutex(state)
+        return state
+    }
+
+    /// Replaces every key with `records`, what the database holds now: when this node takes over processing
+    /// from another node whose writes it never saw. Call it with no event running (no session open); the
+    /// sequence never goes back, so later writes still win over every stored row.
+    public func replace(records: [StoreRecord]) {
+        let now = clock()
+        state.withLock { s in
+            let seq = s.seq
+            let next = s.nextSession
+            s = Self.loaded(records, now: now)
+            s.seq = max(s.seq, seq)
+            s.nextSession = next
+        }
     }
 
     /// Starts the store work of one accepted event (all its rules). End it with `finish`.

@@ -1,4 +1,5 @@
 public import ArgumentParser
+import ClusterStore
 import Delivery
 import EventStore
 import Foundation
@@ -77,7 +78,22 @@ public struct ServeCommand: AsyncParsableCommand {
             throw ValidationError("\(error)")
         }
         var journal: EventJournal? = nil
-        if configuration.journal {
+        var cluster: PostgresJournal? = nil
+        if let store = configuration.store {
+            guard configuration.journal else {
+                throw ValidationError(
+                    "--store postgres://… keeps every accepted event; it cannot be used with --journal off")
+            }
+            let name =
+                configuration.nodeName.isEmpty
+                ? "\(ProcessInfo.processInfo.hostName):\(configuration.port)" : configuration.nodeName
+            // Its errors say what to fix (unreachable, refused, no such database).
+            cluster = try await PostgresJournal.open(
+                url: store, node: name, lease: configuration.lease, spoolDirectory: configuration.dataDirectory,
+                logger: logger)
+            logger.info(
+                "store: PostgreSQL \(cluster!.location) as node \(name) (processing lease \(configuration.lease) s)")
+        } else if configuration.journal {
             journal = try EventJournal(directory: configuration.dataDirectory, fsync: configuration.journalFsync)  // its errors say what to fix
         }
         let client = GuardedHTTPClient(
@@ -85,18 +101,22 @@ public struct ServeCommand: AsyncParsableCommand {
             maxInFlightPerRule: configuration.maxHTTPInFlightPerRule)
         let metrics = Metrics()
         // With the journal off, forwards still go through the outbox, from memory.
-        let queue: any EventJournaling & DeliveryQueue = journal ?? MemoryJournal()
+        let queue: any EventJournaling & DeliveryQueue =
+            if let cluster { cluster } else if let journal { journal } else { MemoryJournal() }
         do {
             let engine = try await Engine(
                 source: source, configuration: configuration.rules, workers: configuration.workers, client: client,
                 metrics: metrics, logger: logger, grace: configuration.shutdownGrace,
-                maxEventsInFlight: configuration.maxEventsInFlight, journal: queue)
+                maxEventsInFlight: configuration.maxEventsInFlight, journal: queue, leases: cluster)
             for d in engine.diagnostics { logger.warning("\(d.description)") }
             logger.info(
                 "loaded \(engine.ruleNames.count) rule(s) from \(configuration.rulesDirectory) into \(engine.workers.count) worker(s)"
             )
             let host = configuration.host
-            _ = await engine.replayUnfinished(decoder: EventDecoder(limits: configuration.decoding))
+            // Several nodes: the node holding the processing lease reads unfinished events from the database.
+            if cluster == nil {
+                _ = await engine.replayUnfinished(decoder: EventDecoder(limits: configuration.decoding))
+            }
             let reloader = RuleReloader(directory: configuration.rulesDirectory, engine: engine, logger: logger)
             let retention = Retention(
                 journal: journal, rejected: RejectedStore(directory: configuration.rejectedDirectory),
@@ -108,13 +128,21 @@ public struct ServeCommand: AsyncParsableCommand {
             // (its grace period for running rules), retention, and last the outbox, so forwards from rules that
             // finish during the grace period still have their attempts under way.
             var services: [any Service] = [outbox, retention, engine, reloader]
+            if let cluster {
+                // Last, so stopped first: it stops reading events, lets the engine finish, gives the lease up.
+                services.append(
+                    ClusterNode(
+                        journal: cluster, engine: engine, decoder: EventDecoder(limits: configuration.decoding),
+                        version: SwitchboardCommand.configuration.version, retention: configuration.retention,
+                        grace: configuration.shutdownGrace, logger: logger))
+            }
             if let keeper {
                 services.append(
                     KazooKeeper(crossbar: keeper, every: all.kazoo.checkEvery, metrics: metrics, logger: logger))
             }
             let app = buildApplication(
-                configuration: configuration, engine: engine, journal: journal, metrics: metrics, logger: logger,
-                services: services
+                configuration: configuration, engine: engine, journal: cluster ?? journal, metrics: metrics,
+                logger: logger, services: services
             ) { channel in
                 let port = channel.localAddress?.port ?? configuration.port
                 logger.info("listening on http://\(host):\(port)/hooks/{hook}")
@@ -124,6 +152,7 @@ public struct ServeCommand: AsyncParsableCommand {
             try await group.run()
         } catch {
             try? await client.shutdown()  // AsyncHTTPClient must be shut down on every path
+            cluster?.close()
             await keeper?.shutdown()
             if "\(error)".contains("Address already in use") {
                 throw CommandFailure(
@@ -133,5 +162,6 @@ public struct ServeCommand: AsyncParsableCommand {
             throw error
         }
         try? await client.shutdown()
+        cluster?.close()
     }
 }

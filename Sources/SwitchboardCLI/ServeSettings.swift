@@ -215,6 +215,22 @@ extension ServeSettings {
             \.allowHTTPTo, check: { CIDR($0) != nil }, problem: "is not an address or network like 10.0.0.0/8"),
         .list("allow-env", "name", "Let env(NAME) read this variable too (repeatable).", \.allowEnvironment),
         .text("data-dir", "dir", "Where the journal and rejected bodies are kept.", \.server.dataDirectory),
+        .secret(
+            "store", "url",
+            "postgres://USER@HOST:PORT/DB: several nodes share one PostgreSQL database (the password may come from PGPASSWORD). Without it: one node, SQLite in the data directory.",
+            \.server.store,
+            validate: {
+                $0.hasPrefix("postgres://") || $0.hasPrefix("postgresql://")
+                    ? nil : "store must be a postgres:// URL (leave it out for SQLite in --data-dir)"
+            }),
+        .duration(
+            "lease",
+            "With --store postgres://: how long after a node stops renewing the processing lease another takes over.",
+            \.server.lease, positive: true),
+        .text(
+            "node-name", "name",
+            "With --store postgres://: this node's name in `switchboard nodes` (default hostname:port).",
+            \.server.nodeName),
         .choice(
             "journal", "Journal accepted events before answering, and re-run unfinished ones on start.",
             \.server.journal, ["on": true, "off": false, "true": true, "false": false, "yes": true, "no": false]),

@@ -9,13 +9,13 @@ import RuleEngine
 struct AdminController: Sendable {
     let configuration: ServerConfiguration
     let engine: Engine
-    let journal: EventJournal?
+    let journal: (any Journal)?
     let rejected: RejectedStore
 
     func addRoutes(to group: RouterGroup<SwitchboardRequestContext>) {
         group.post("reload") { _, _ in await reload() }
         group.get("rejected") { _, _ in rejectedBodies() }
-        group.get("deliveries") { request, _ in try deliveries(request) }
+        group.get("deliveries") { request, _ in try await deliveries(request) }
     }
 
     func reload() async -> Response {
@@ -37,15 +37,15 @@ struct AdminController: Sendable {
             status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
 
-    func deliveries(_ request: Request) throws(APIError) -> Response {
+    func deliveries(_ request: Request) async throws(APIError) -> Response {
         guard let journal else {
             throw APIError(.notFound, code: "no_journal", "the journal is off (--journal off): forwards are not kept")
         }
         let filter = try DeliveryFilter.from(request)
         let limit = request.uri.queryParameters.get("limit").flatMap { Int($0) } ?? 100
         do {
-            let listed = try journal.deliveries(filter, limit: max(1, min(limit, 10_000)))
-            return .json(.ok, .array(try listed.map { try $0.json(attempts: journal.attempts($0.id)) }))
+            let listed = try await journal.deliveries(filter, limit: max(1, min(limit, 10_000)))
+            return .json(.ok, .array(try await journal.json(listed)))
         } catch {
             throw APIError(.internalServerError, code: "journal", "\(error)")
         }

@@ -16,7 +16,7 @@ import ServiceLifecycle
 struct ConsoleController: Sendable {
     let configuration: ServerConfiguration
     let engine: Engine
-    let journal: EventJournal?
+    let journal: (any Journal)?
     let rejected: RejectedStore
     let feed: ConsoleFeed
     let failures: HookFailureTracker
@@ -26,21 +26,21 @@ struct ConsoleController: Sendable {
         group.get("") { _, _ in Self.page() }
         group.get("api/live") { request, _ in live(request) }
         group.get("api/stream") { request, _ in stream(request) }
-        group.get("api/events") { request, _ in try events(request) }
-        group.get("api/events/:id") { _, context in try event(Self.parameter("id", context)) }
-        group.get("api/calls/:id") { _, context in try call(Self.parameter("id", context)) }
-        group.get("api/deliveries") { request, _ in try deliveries(request) }
+        group.get("api/events") { request, _ in try await events(request) }
+        group.get("api/events/:id") { _, context in try await event(Self.parameter("id", context)) }
+        group.get("api/calls/:id") { _, context in try await call(Self.parameter("id", context)) }
+        group.get("api/deliveries") { request, _ in try await deliveries(request) }
         group.post("api/deliveries/:id/redeliver") { _, context in
-            try redeliver(context.parameters.require("id"), context: context)
+            try await redeliver(context.parameters.require("id"), context: context)
         }
-        group.post("api/deliveries/redeliver-dead") { _, context in try redeliver(nil, context: context) }
+        group.post("api/deliveries/redeliver-dead") { _, context in try await redeliver(nil, context: context) }
         group.get("api/rejected") { _, _ in rejectedRequests() }
         group.get("api/rules") { _, _ in await rules() }
         group.post("api/reload") { _, context in await reload(context: context) }
         group.get("api/samples") { _, _ in samples() }
         group.get("api/samples/:name") { _, context in try sample(Self.parameter("name", context)) }
         group.post("api/try") { request, _ in try await tryIt(request) }
-        group.get("api/health") { _, _ in health() }
+        group.get("api/health") { _, _ in await health() }
     }
 
     static func page() -> Response {
@@ -51,7 +51,7 @@ struct ConsoleController: Sendable {
         return response
     }
 
-    func requireJournal() throws(APIError) -> EventJournal {
+    func requireJournal() throws(APIError) -> any Journal {
         guard let journal else {
             throw APIError(
                 .notFound, code: "no_journal",
@@ -127,12 +127,12 @@ struct ConsoleController: Sendable {
 
     // MARK: events and calls
 
-    func events(_ request: Request) throws(APIError) -> Response {
+    func events(_ request: Request) async throws(APIError) -> Response {
         let journal = try requireJournal()
         let query = request.uri.queryParameters
         let limit = max(1, min(query.get("limit").flatMap { Int($0) } ?? 100, 1000))
         do {
-            let rows = try journal.recentEvents(
+            let rows = try await journal.recentEvents(
                 limit: limit, before: query.get("before").flatMap { Int64($0) }, name: query.get("name"),
                 callID: query.get("call_id"), accountID: query.get("account_id"))
             return .json(.ok, ["events": .array(rows.map { Self.summary($0) })])
@@ -168,13 +168,13 @@ struct ConsoleController: Sendable {
         return .object(out)
     }
 
-    func event(_ id: String) throws(APIError) -> Response {
+    func event(_ id: String) async throws(APIError) -> Response {
         let journal = try requireJournal()
         let found: StoredEvent?
         let forwards: [Delivery]
         do {
-            found = try journal.storedEvent(id)
-            forwards = try journal.deliveries(forEvent: id)
+            found = try await journal.storedEvent(id)
+            forwards = try await journal.deliveries(forEvent: id)
         } catch {
             throw APIError(.internalServerError, code: "journal", "\(error)")
         }
@@ -199,24 +199,27 @@ struct ConsoleController: Sendable {
             out["fields"] = .null
             out["decode_error"] = .string("\(error)")
         }
-        out["deliveries"] = .array(
-            forwards.map { delivery in delivery.json(attempts: (try? journal.attempts(delivery.id)) ?? []) })
+        var shown: [JSONValue] = []
+        for delivery in forwards {
+            shown.append(delivery.json(attempts: (try? await journal.attempts(delivery.id)) ?? []))
+        }
+        out["deliveries"] = .array(shown)
         return .json(.ok, .object(out))
     }
 
     /// Every event of a call and of the legs it was bridged to (found through `other_leg_call_id` either
     /// way, two hops).
-    func call(_ callID: String) throws(APIError) -> Response {
+    func call(_ callID: String) async throws(APIError) -> Response {
         let journal = try requireJournal()
         do {
             var legs = [callID]
             for _ in 0..<2 {
-                let rows = try journal.callEvents(legs)
+                let rows = try await journal.callEvents(legs, limit: 500)
                 let more = Set(rows.flatMap { [$0.callID, $0.otherLeg].compactMap { $0 } }).subtracting(legs).sorted()
                 if more.isEmpty { break }
                 legs += more
             }
-            let rows = try journal.callEvents(legs)
+            let rows = try await journal.callEvents(legs, limit: 500)
             return .json(
                 .ok,
                 [
@@ -230,18 +233,20 @@ struct ConsoleController: Sendable {
 
     // MARK: deliveries
 
-    func deliveries(_ request: Request) throws(APIError) -> Response {
+    func deliveries(_ request: Request) async throws(APIError) -> Response {
         let journal = try requireJournal()
         let filter = try DeliveryFilter.from(request)
         do {
-            let listed = try journal.deliveries(filter, limit: 200)
+            let listed = try await journal.deliveries(filter, limit: 200)
             var counts = JSONObject()
-            for (state, n) in try journal.deliveryCounts() { counts[state.rawValue] = .int(Int64(n)) }
+            for (state, n) in try await journal.deliveryCounts(Delivery.State.allCases) {
+                counts[state.rawValue] = .int(Int64(n))
+            }
             return .json(
                 .ok,
                 [
                     "counts": .object(counts),
-                    "deliveries": .array(try listed.map { try $0.json(attempts: journal.attempts($0.id)) }),
+                    "deliveries": .array(try await journal.json(listed)),
                 ])
         } catch {
             throw APIError(.internalServerError, code: "journal", "\(error)")
@@ -249,7 +254,7 @@ struct ConsoleController: Sendable {
     }
 
     /// Puts one delivery (by id) or every dead letter (nil) back in the outbox.
-    func redeliver(_ id: String?, context: SwitchboardRequestContext) throws(APIError) -> Response {
+    func redeliver(_ id: String?, context: SwitchboardRequestContext) async throws(APIError) -> Response {
         let journal = try requireJournal()
         var ids: [Int64] = []
         if let id {
@@ -259,7 +264,7 @@ struct ConsoleController: Sendable {
             ids = [number]
         }
         let queued: [Int64]
-        do { queued = try id == nil ? journal.redeliverDead() : journal.redeliver(ids) } catch {
+        do { queued = try await id == nil ? journal.redeliverDead() : journal.redeliver(ids) } catch {
             throw APIError(.internalServerError, code: "journal", "\(error)")
         }
         if id != nil, queued.isEmpty {
@@ -445,7 +450,7 @@ struct ConsoleController: Sendable {
 
     // MARK: health
 
-    func health() -> Response {
+    func health() async -> Response {
         let hooks = failures.snapshot().map { entry -> JSONValue in
             [
                 "hook_id": .string(entry.hook), "failures_last_60s": .int(Int64(entry.count)),
@@ -457,7 +462,7 @@ struct ConsoleController: Sendable {
             ]
         }
         var deliveries = JSONObject()
-        if let counts = try? journal?.deliveryCounts() {
+        if let counts = try? await journal?.deliveryCounts(Delivery.State.allCases) {
             for (state, n) in counts { deliveries[state.rawValue] = .int(Int64(n)) }
         }
         let process = ProcessInfo.processInfo
@@ -467,11 +472,13 @@ struct ConsoleController: Sendable {
             "events_in_flight": .int(Int64(engine.eventsInFlight)),
             "journal": .bool(journal != nil),
         ]
+        var nodes = [node]
+        if let listed = try? await journal?.nodes(), !listed.isEmpty { nodes = listed.map(\.json) }
         return .json(
             .ok,
             [
                 "minutes": feed.series(), "hooks": .array(hooks), "deliveries": .object(deliveries),
-                "nodes": .array([node]),
+                "nodes": .array(nodes),
             ])
     }
 }

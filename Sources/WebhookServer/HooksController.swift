@@ -15,7 +15,7 @@ struct HooksController: Sendable {
     let configuration: ServerConfiguration
     let engine: Engine
     /// Where accepted events are committed before their 200 (nil with `--journal off`).
-    let journal: EventJournal?
+    let journal: (any Journal)?
     let metrics: Metrics
     let logger: Logger
     let rejected: RejectedStore
@@ -23,7 +23,7 @@ struct HooksController: Sendable {
     let deduplicator: Deduplicator?
 
     init(
-        configuration: ServerConfiguration, engine: Engine, journal: EventJournal?, metrics: Metrics, logger: Logger,
+        configuration: ServerConfiguration, engine: Engine, journal: (any Journal)?, metrics: Metrics, logger: Logger,
         rejected: RejectedStore
     ) {
         self.configuration = configuration
@@ -92,9 +92,7 @@ struct HooksController: Sendable {
         }
         let duplicateKey = deduplicator.flatMap { _ in Deduplicator.key(for: event, hookID: hookID) }
         if let duplicateKey, let deduplicator, !deduplicator.firstSighting(duplicateKey) {
-            metrics.increment("switchboard_duplicates_total", [("name", event.qualifiedName)])
-            logger.debug("a repeat of an event already accepted; answered 200 and not run again")
-            return .json(.ok, ["accepted": true, "duplicate": true, "name": .string(event.name)])
+            return duplicate(event)
         }
         var meta = JSONObject()
         let id = UUID().uuidString.lowercased()
@@ -113,7 +111,11 @@ struct HooksController: Sendable {
                 id: id, receivedAt: receivedAt, hook: hint, format: format.rawValue, body: body,
                 meta: (try? JSONWriter.string(.object(meta))) ?? "{}")
             do {
-                try await journal.append(entry)
+                // Several nodes share the keys in the database: a repeat that reached another node is caught
+                // there (this node's memory only knows what reached it).
+                let first = try await journal.append(
+                    entry, duplicateKey: duplicateKey, window: configuration.dedupeWindow)
+                if !first { return duplicate(event) }
             } catch {
                 if let duplicateKey { deduplicator?.forget(duplicateKey) }
                 metrics.increment("switchboard_journal_failures_total")
@@ -121,10 +123,17 @@ struct HooksController: Sendable {
                 throw APIError(.serviceUnavailable, code: "journal", "\(error)")
             }
         }
-        await engine.submit(event, meta: .object(meta))
+        // One node runs what it accepts; with several, the node holding the processing lease reads it back.
+        if journal?.runsEventsOnAccept ?? true { await engine.submit(event, meta: .object(meta)) }
         metrics.increment(
             "switchboard_events_total", [("hook", hookParameter ?? "-"), ("name", event.qualifiedName)])
         return .json(.ok, ["accepted": true, "kind": .string(event.kind.rawValue), "name": .string(event.name)])
+    }
+
+    func duplicate(_ event: WebhookEvent) -> Response {
+        metrics.increment("switchboard_duplicates_total", [("name", event.qualifiedName)])
+        logger.debug("a repeat of an event already accepted; answered 200 and not run again")
+        return .json(.ok, ["accepted": true, "duplicate": true, "name": .string(event.name)])
     }
 
     enum BodyRead {

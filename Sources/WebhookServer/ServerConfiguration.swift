@@ -31,6 +31,14 @@ public struct ServerConfiguration: Sendable {
     /// fsync every journal commit (survives power loss; slower). Default off: commits survive the process
     /// being killed, not the machine losing power.
     public var journalFsync = false
+    /// `postgres://USER@HOST:PORT/DB`: keep everything durable in PostgreSQL, shared with other nodes. nil
+    /// (the default): the SQLite journal in `dataDirectory`, one node.
+    public var store: String?
+    /// With a PostgreSQL store: seconds after its holder's last renewal before another node takes over the
+    /// processing lease (events, forwards, ticks). Default 10.
+    public var lease: Double = 10
+    /// With a PostgreSQL store: this node's name in `switchboard nodes`. Empty: `hostname:port`.
+    public var nodeName = ""
     public var decoding = DecodingLimits()
     public var rules = RuleConfiguration()
     /// How long in-flight rule runs may take to finish after SIGTERM/SIGINT. Default 10 s.

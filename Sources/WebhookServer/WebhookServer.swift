@@ -14,7 +14,7 @@ public import ServiceLifecycle
 /// Answers are Kazoo-safe: 200 for every accepted event whatever the rules do (they run after the answer),
 /// 4xx only for a request that is not an acceptable event, with the reason in the body and the body kept.
 public func buildApplication(
-    configuration: ServerConfiguration, engine: Engine, journal: EventJournal?, metrics: Metrics, logger: Logger,
+    configuration: ServerConfiguration, engine: Engine, journal: (any Journal)?, metrics: Metrics, logger: Logger,
     services: [any Service] = [], onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
 ) -> some ApplicationProtocol {
     let rejected = RejectedStore(directory: configuration.rejectedDirectory)

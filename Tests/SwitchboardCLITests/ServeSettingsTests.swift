@@ -150,7 +150,7 @@ import WebhookServer
 /// Gives each flag a value of its kind and checks nothing complains that the flag is unknown.
 enum ServeSettingsProbe {
     static func acceptsFlag(_ flag: String) throws {
-        for value in ["1", "on", "1s", "info", "text", "127.0.0.1/32", "x:y", "NAME"] {
+        for value in ["1", "on", "1s", "info", "text", "127.0.0.1/32", "x:y", "NAME", "postgres://u@h/db"] {
             do {
                 _ = try ServeCommand.parse([flag, value]).settings(environment: [:])
                 return

@@ -1,0 +1,105 @@
+import ClusterStore
+import EventStore
+import Foundation
+import JSONCore
+import RuleEngine
+import TestSupport
+import Testing
+
+/// What only several nodes on one PostgreSQL database need: shared de-duplication, the processing lease and
+/// its fencing, migrations two nodes run at once.
+@Suite struct PostgresJournalTests {
+    func node(_ url: String, _ name: String, lease: Double = 30) async throws -> PostgresJournal {
+        try await PostgresJournal.open(
+            url: url, node: name, lease: lease, spoolDirectory: nil, logger: TestPostgres.logger)
+    }
+
+    @Test func twoNodesStartingAtOnceMigrateTheSchemaOnce() async throws {
+        let url = try await TestPostgres.freshDatabase()
+        async let a = node(url, "a")
+        async let b = node(url, "b")
+        let (first, second) = try await (a, b)
+        try await first.append(JournalBackendTests.event("e1"))
+        #expect(try await second.unfinished().map(\.id) == ["e1"])
+    }
+
+    @Test func aRepeatIsCaughtWhicheverNodeItReaches() async throws {
+        let url = try await TestPostgres.freshDatabase()
+        let a = try await node(url, "a")
+        let b = try await node(url, "b")
+        #expect(
+            try await a.append(JournalBackendTests.event("e1"), duplicateKey: "hook|call|CHANNEL_CREATE|1", window: 0.5)
+        )
+        #expect(
+            !(try await b.append(
+                JournalBackendTests.event("e2"), duplicateKey: "hook|call|CHANNEL_CREATE|1", window: 0.5)))
+        #expect(
+            try await b.append(JournalBackendTests.event("e3"), duplicateKey: "hook|call|CHANNEL_CREATE|2", window: 0.5)
+        )
+        #expect(try await a.unfinished().map(\.id) == ["e1", "e3"])
+        // Past the window the key is free again.
+        let freed = await eventuallyAsync(10) {
+            (try? await b.append(
+                JournalBackendTests.event("e4-\(UUID())"), duplicateKey: "hook|call|CHANNEL_CREATE|1", window: 0.5))
+                == true
+        }
+        #expect(freed)
+    }
+
+    @Test func aNodeThatLostTheLeaseCommitsNothingAndTheNewHolderRunsTheEvent() async throws {
+        let url = try await TestPostgres.freshDatabase()
+        let a = try await node(url, "a", lease: 1)
+        let b = try await node(url, "b", lease: 1)
+        let first = try #require(try await a.acquireLease())
+        a.beginTerm(first)
+        #expect(try await b.acquireLease() == nil)  // held
+        try await a.append(JournalBackendTests.event("e1"))
+        #expect(a.isProcessing)
+
+        // a stops renewing (as if paused or cut off); after the lease b takes over with a new epoch.
+        var second: Int64? = nil
+        let took = await eventuallyAsync(15) {
+            second = try? await b.acquireLease()
+            return second != nil
+        }
+        #expect(took)
+        #expect(second.map { $0 > first } == true)
+        b.beginTerm(try #require(second))
+
+        // a finishes its run late: its done mark and store write must not land.
+        let write = StoreRecord(namespace: "shared", key: "n", value: .int(1), expiresAt: nil, seq: 1)
+        a.markDone([DoneMark(id: "e1", forwards: [JournalBackendTests.forward()], writes: [write])])
+        await a.drain(limit: .seconds(10))
+        #expect(!a.isProcessing)
+        #expect(try await b.unfinished().map(\.id) == ["e1"])
+        #expect(try await b.fetchStoreRecords().isEmpty)
+        #expect(try await b.deliveries(.all, limit: 10).isEmpty)
+        #expect(try await a.pendingDestinations().isEmpty)  // only the holder delivers
+
+        // The holder's run lands once.
+        b.markDone([DoneMark(id: "e1", forwards: [JournalBackendTests.forward()], writes: [write])])
+        await b.drain(limit: .seconds(10))
+        #expect(try await b.unfinished().isEmpty)
+        #expect(try await b.fetchStoreRecords().map(\.value) == [.int(1)])
+        #expect(try await b.deliveries(.all, limit: 10).count == 1)
+    }
+
+    @Test func aBadURLSaysWhatToWrite() async throws {
+        #expect(throws: JournalError.self) { try PostgresURL("mysql://x@y/z") }
+        do {
+            _ = try PostgresURL("postgres://127.0.0.1:5432/db")
+            Issue.record("a URL without a user was accepted")
+        } catch {
+            #expect("\(error)".contains("names no user"))
+        }
+        #expect(try PostgresURL("postgres://u:secret@h:6000/db?sslmode=disable").redacted == "postgres://u@h:6000/db")
+        do {
+            _ = try await PostgresJournal.open(
+                url: "postgres://nobody@127.0.0.1:\(freeLoopbackPort())/x?sslmode=disable", node: "n",
+                spoolDirectory: nil, logger: TestPostgres.logger)
+            Issue.record("opened a store on a port nothing listens on")
+        } catch {
+            #expect("\(error)".contains("cannot use the PostgreSQL store postgres://nobody@127.0.0.1"))
+        }
+    }
+}
