@@ -211,6 +211,7 @@ let package = Package(
             name: "ClusterTests",
             dependencies: [
                 "ClusterStore", "EventStore", "RuleEngine", "KazooEvents", "JSONCore", "TestSupport",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),

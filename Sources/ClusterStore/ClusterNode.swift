@@ -35,6 +35,7 @@ public final class ClusterNode: Service, Sendable {
     /// Counts the terms this node began: the feed starts from the first event again in each.
     let term = Mutex(0)
     let warned = Mutex<Set<String>>([])
+    let preparing = Mutex(false)
 
     public init(
         journal: PostgresJournal, engine: Engine, decoder: EventDecoder, version: String, retention: Double,
@@ -58,8 +59,9 @@ public final class ClusterNode: Service, Sendable {
             group.addTask { await self.feed() }
             group.addTask { await self.moveSpool() }
             group.addTask { await self.prune() }
+            group.addTask { await self.heartbeats() }
             await withGracefulShutdownHandler {
-                await self.heartbeats()
+                await self.leases()
             } onGracefulShutdown: {
                 self.stopping.withLock { $0 = true }
                 self.wake.signal()
@@ -71,18 +73,23 @@ public final class ClusterNode: Service, Sendable {
 
     // MARK: heartbeat and lease
 
-    func heartbeats() async {
+    /// Renews the lease (and acts on it) every interval; a slow heartbeat or rules check never delays it.
+    func leases() async {
         var failures = 0
         while !isStopping && !Task.isCancelled {
             do {
-                try await beat()
+                try await settle(try await journal.acquireLease())
                 if failures > 0 { logger.notice("PostgreSQL answers again (\(journal.location))") }
+                // The server answers on the lease's own connection: after an outage, or when work on the pool
+                // ran out of time since, start a fresh pool rather than wait out the old one's backoff.
+                if failures > 0 || journal.poolStalled { journal.renewPool() }
                 failures = 0
             } catch {
                 failures += 1
+                journal.noteOutage()
                 if failures == 1 || failures % 20 == 0 {
                     logger.warning(
-                        "heartbeat to PostgreSQL failed (\(PostgresJournal.reason(error))): accepting into the local spool; the processing lease lapses after \(journal.lease) s without one"
+                        "cannot renew the processing lease in PostgreSQL (\(PostgresJournal.reason(error))): accepting into the local spool; the lease lapses after \(journal.lease) s without renewal"
                     )
                 }
             }
@@ -90,13 +97,21 @@ public final class ClusterNode: Service, Sendable {
         }
     }
 
-    func beat() async throws {
-        let epoch = try await journal.acquireLease()
-        try await settle(epoch)
-        try await journal.heartbeat(
-            version: version, rulesHash: Self.hash(engine.generation.source), inFlight: engine.eventsInFlight,
-            startedAt: startedAt)
-        try await compareRules()
+    /// Writes this node's row for `switchboard nodes` and compares rule sets, every interval.
+    func heartbeats() async {
+        while !isStopping && !Task.isCancelled {
+            do {
+                try await Deadline.run(.seconds(max(1, journal.lease / 2))) { [self] in
+                    try await journal.heartbeat(
+                        version: version, rulesHash: Self.hash(engine.generation.source),
+                        inFlight: engine.eventsInFlight, startedAt: startedAt)
+                    try await compareRules()
+                }
+            } catch {
+                journal.noteOutage()
+            }
+            try? await Task.sleep(for: .milliseconds(Int64(interval * 1000)))
+        }
     }
 
     /// Acts on what the database said about the lease.
@@ -110,22 +125,48 @@ public final class ClusterNode: Service, Sendable {
             return
         }
         if held == epoch {
-            journal.leadership.withLock { $0.confirmedAt = .now }
+            let ready = journal.leadership.withLock { l -> Bool in
+                l.confirmedAt = .now
+                return l.ready
+            }
+            if !ready { prepare(epoch) }  // an earlier try failed (the database), or it is under way
             return
         }
-        // A new term: nothing from an earlier one may be committed, and the store must be what the database
-        // holds (another node may have written it since this node last ran events).
-        journal.forgetLease()
-        let deadline = ContinuousClock.now + grace
-        while engine.eventsInFlight > 0, ContinuousClock.now < deadline, !isStopping {
-            try? await Task.sleep(for: .milliseconds(10))
+        // A new term: nothing from an earlier one may be committed (`takeLease` drops it), and the store must
+        // be what the database holds (another node may have written it since this node last ran events).
+        journal.takeLease(epoch)
+        prepare(epoch)
+    }
+
+    /// Beside the renewals, which must go on meanwhile: waits until the engine is idle, loads the committed
+    /// store, and begins the term. One at a time.
+    func prepare(_ epoch: Int64) {
+        guard
+            preparing.withLock({ busy -> Bool in
+                if busy { return false }
+                busy = true
+                return true
+            })
+        else { return }
+        Task { [self] in
+            defer { preparing.withLock { $0 = false } }
+            let deadline = ContinuousClock.now + grace
+            while engine.eventsInFlight > 0, ContinuousClock.now < deadline, !isStopping {
+                try? await Task.sleep(for: .milliseconds(10))
+            }
+            // Still running an earlier term's events (their marks are dropped, but their store writes must not
+            // land in the store loaded below), lost again meanwhile, or the database failed: the next
+            // renewal tries again.
+            guard engine.eventsInFlight == 0, let records = try? await journal.fetchStoreRecords(),
+                journal.leadership.withLock({ $0.epoch == epoch && !$0.ready }), engine.eventsInFlight == 0
+            else { return }
+            engine.store.replace(records: records)
+            journal.beginTerm(epoch)
+            term.withLock { $0 += 1 }
+            logger.notice("this node runs the cluster's events now (processing lease, epoch \(epoch))")
+            wake.signal()
+            journal.deliveryObserver.withLock { $0 }?.call(())
         }
-        engine.store.replace(records: try await journal.fetchStoreRecords())
-        journal.beginTerm(epoch)
-        term.withLock { $0 += 1 }
-        logger.notice("this node runs the cluster's events now (processing lease, epoch \(epoch))")
-        wake.signal()
-        journal.deliveryObserver.withLock { $0 }?.call(())
     }
 
     /// Warns once per node and rule set when a live node runs other rules than this one.
@@ -159,7 +200,9 @@ public final class ClusterNode: Service, Sendable {
         var cursor: Int64 = 0
         var current = -1
         var lastLook = ContinuousClock.now
-        let page = 256
+        var settleSince: Double? = nil
+        var inOrder = true
+        let page = Self.page
         while !isStopping && !Task.isCancelled {
             guard journal.isProcessing else {
                 await wake.wait(upTo: 0.25)
@@ -169,13 +212,54 @@ public final class ClusterNode: Service, Sendable {
             if now != current {
                 current = now
                 cursor = 0
+                inOrder = false
             }
             do {
+                // After an outage, every node moves its spool: their events get later `seq`s than events that
+                // other nodes wrote meanwhile. Wait until each node has written a heartbeat with an empty
+                // spool (at most a lease), then run the backlog in the order the nodes received it.
+                if let began = journal.outage.withLock({ $0 }) {
+                    logger.debug("waiting for the nodes' spools after an outage")
+                    let (moved, at) = try await journal.spoolsMoved(
+                        since: settleSince, outageSeconds: (ContinuousClock.now - began).inSeconds,
+                        patience: journal.lease)
+                    settleSince = settleSince ?? at
+                    if !moved {
+                        await wake.wait(upTo: 0.1)
+                        continue
+                    }
+                    journal.outage.withLock { $0 = nil }
+                    settleSince = nil
+                    inOrder = false
+                }
+                if !inOrder {
+                    // The whole backlog in arrival order (after a takeover too: the old holder's unfinished
+                    // events and those its spool moved), a page at a time, then back to following `seq`.
+                    logger.debug("running the backlog in arrival order")
+                    var last: (receivedAt: Double, seq: Int64)? = nil
+                    paging: while true {
+                        let backlog = try await journal.backlog(after: last, limit: page)
+                        if backlog.isEmpty { break }
+                        for (seq, entry) in backlog {
+                            guard journal.isProcessing, term.withLock({ $0 }) == current, !isStopping else {
+                                break paging
+                            }
+                            if journal.dispatched.withLock({ $0.insert(entry.id).inserted }) {
+                                await engine.submit(entry, decoder: decoder)
+                            }
+                            cursor = max(cursor, seq)
+                            last = (entry.receivedAt, seq)
+                        }
+                    }
+                    inOrder = true
+                    continue
+                }
                 var batch = try await journal.pending(after: cursor, limit: page)
                 let full = batch.count == page
                 if ContinuousClock.now - lastLook > .seconds(1) {
                     lastLook = .now
-                    batch = try await journal.stragglers(upTo: cursor, limit: 4096) + batch
+                    let running = Array(journal.dispatched.withLock { $0 })
+                    batch = try await journal.stragglers(upTo: cursor, excluding: running, limit: page) + batch
                 }
                 for (seq, entry) in batch {
                     guard journal.isProcessing, term.withLock({ $0 }) == current, !isStopping else { break }
@@ -186,11 +270,15 @@ public final class ClusterNode: Service, Sendable {
                 }
                 if !full { await wake.wait(upTo: 0.025) }
             } catch {
+                journal.noteOutage()
                 logger.warning("could not read events from PostgreSQL: \(PostgresJournal.reason(error))")
                 await wake.wait(upTo: 0.5)
             }
         }
     }
+
+    /// Events read per query: small enough for one socket read (see `PostgresJournal.entries`).
+    static let page = 32
 
     func moveSpool() async {
         while !Task.isCancelled {

@@ -16,6 +16,10 @@ extension PostgresJournal {
         """
 
     func fetchDeliveries(_ query: PostgresQuery) async throws -> [Delivery] {
+        try await bounded { try await self.unboundedDeliveries(query) }
+    }
+
+    private func unboundedDeliveries(_ query: PostgresQuery) async throws -> [Delivery] {
         var out: [Delivery] = []
         for try await row in try await client.query(query, logger: logger) {
             let r = row.makeRandomAccess()
@@ -51,13 +55,15 @@ extension PostgresJournal {
     /// Only the lease holder delivers, so the per-destination limit holds across the cluster exactly.
     public func pendingDestinations() async throws -> [String] {
         guard isProcessing else { return [] }
-        var out: [String] = []
-        for try await name in try await client.query(
-            "SELECT DISTINCT destination FROM deliveries WHERE state = 'pending'", logger: logger
-        ).decode(String.self) {
-            out.append(name)
+        return try await bounded { [self] in
+            var out: [String] = []
+            for try await name in try await client.query(
+                "SELECT DISTINCT destination FROM deliveries WHERE state = 'pending'", logger: logger
+            ).decode(String.self) {
+                out.append(name)
+            }
+            return out
         }
-        return out
     }
 
     public func upcomingDeliveries(to destination: String, limit: Int) async throws -> [Delivery] {
@@ -78,6 +84,17 @@ extension PostgresJournal {
             case .retry(let at): (.pending, at)
             case .dead: (.dead, attempt.at)
             }
+        let logger = self.logger
+        try await bounded { [client] in
+            try await Self.record(
+                attempt, of: id, state: state, next: next, unchangedSince: unchangedSince, client, logger)
+        }
+    }
+
+    private static func record(
+        _ attempt: DeliveryAttempt, of id: Int64, state: Delivery.State, next: Double, unchangedSince: Double?,
+        _ client: PostgresClient, _ logger: Logger
+    ) async throws {
         try await client.withTransaction(logger: logger) { connection in
             try await connection.query(
                 """

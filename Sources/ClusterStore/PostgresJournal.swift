@@ -32,8 +32,12 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
     public let holder: String
     /// Seconds a lease lasts without renewal.
     public let lease: Double
-    let client: PostgresClient
-    let runner: Task<Void, Never>
+    /// The connection pool and the task that runs it; replaced by a fresh one after an outage
+    /// (`renewPool`).
+    private let pool: Mutex<(client: PostgresClient, runner: Task<Void, Never>)>
+    var client: PostgresClient { pool.withLock { $0.client } }
+    /// When a bounded operation last ran out of time (a stuck pool), and when the pool was last renewed.
+    let stalls = Mutex<(last: ContinuousClock.Instant?, renewed: ContinuousClock.Instant?)>((nil, nil))
     let logger: Logger
     /// Where events go while the database is unreachable (nil: refuse them with a 503 instead).
     let spool: EventJournal?
@@ -42,6 +46,9 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
     private let pendingDone = Mutex<[DoneMark]>([])
     private let flusher = SerialTask()
     let deliveryObserver = Mutex<Callback<Void>?>(nil)
+    /// The connection the lease is renewed on (outside the pool).
+    let leaseConnection = Mutex<PostgresConnection?>(nil)
+    let url: PostgresURL
     /// Called after this node committed an accepted event (the feed looks at once instead of at its next poll).
     let accepted = Mutex<Callback<Void>?>(nil)
     /// The processing lease as this node knows it.
@@ -50,6 +57,12 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
     let dispatched = Mutex<Set<String>>([])
     /// After a failed write, appends go straight to the spool until then (no 2 s wait per request).
     let unreachableUntil = Mutex<ContinuousClock.Instant?>(nil)
+    /// Set when the database failed a write or a read (an outage): the feed waits for every node's spool
+    /// to be moved before it runs the backlog (`ClusterNode.settle`).
+    let outage = Mutex<ContinuousClock.Instant?>(nil)
+
+    /// Notes that the database failed (the first failure of an outage starts it).
+    func noteOutage() { outage.withLock { $0 = $0 ?? .now } }
     /// Rate-limits the "database unreachable" warning.
     let lastWarning = Mutex<ContinuousClock.Instant?>(nil)
 
@@ -75,16 +88,17 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
         logger: Logger
     ) async throws -> PostgresJournal {
         let parsed = try PostgresURL(url)
+        do { try await parsed.probe(logger: logger) } catch {
+            throw JournalError("cannot use the PostgreSQL store \(parsed.redacted): \(Self.reason(error))")
+        }
         let client = PostgresClient(configuration: parsed.configuration, backgroundLogger: logger)
         let runner = Task { await client.run() }
         do {
-            // A server that is not there fails here in seconds (the pool itself would keep retrying).
-            try await Deadline.run(.seconds(5)) { try await client.query("SELECT 1", logger: logger) }
             try await Self.migrate(client, logger: logger)
             let records = try await Self.fetchStore(client)
             let spool = try spoolDirectory.map { try EventJournal(directory: $0) }
             return PostgresJournal(
-                location: parsed.redacted, node: node, lease: lease, client: client, runner: runner, logger: logger,
+                url: parsed, node: node, lease: lease, client: client, runner: runner, logger: logger,
                 spool: spool, appendTimeout: appendTimeout, committedStore: records)
         } catch {
             runner.cancel()
@@ -93,15 +107,15 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
     }
 
     init(
-        location: String, node: String, lease: Double, client: PostgresClient, runner: Task<Void, Never>,
+        url: PostgresURL, node: String, lease: Double, client: PostgresClient, runner: Task<Void, Never>,
         logger: Logger, spool: EventJournal?, appendTimeout: Duration, committedStore: [StoreRecord]
     ) {
-        self.location = location
+        self.url = url
+        self.location = url.redacted
         self.node = node
         self.holder = node + "/" + String(UInt32.random(in: .min ... .max), radix: 36)
         self.lease = lease
-        self.client = client
-        self.runner = runner
+        self.pool = Mutex((client, runner))
         self.logger = logger
         self.spool = spool
         self.appendTimeout = appendTimeout
@@ -110,10 +124,60 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
 
     /// Closes the connections (after `drain`).
     public func close() {
-        runner.cancel()
+        pool.withLock { $0.runner.cancel() }
+        Self.hangUp(
+            leaseConnection.withLock { c in
+                defer { c = nil }; return c
+            })
     }
 
-    deinit { runner.cancel() }
+    deinit {
+        pool.withLock { $0.runner.cancel() }
+        Self.hangUp(leaseConnection.withLock { $0 })
+    }
+
+    /// Closes a connection of our own, keeping it alive until it is closed (postgres-nio asserts that a
+    /// connection is closed before it is freed).
+    static func hangUp(_ connection: PostgresConnection?) {
+        guard let connection else { return }
+        connection.close().whenComplete { _ in withExtendedLifetime(connection) {} }
+    }
+
+    /// Starts a fresh connection pool and closes the old one (whose waiting requests then fail and are
+    /// retried on the new one). After an outage, postgres-nio's pool can keep waiting out its reconnect
+    /// backoff (up to a minute) or, as seen under load, not come back at all; the lease's own connection
+    /// tells when the server answers again.
+    func renewPool() {
+        let client = PostgresClient(configuration: url.configuration, backgroundLogger: logger)
+        let runner = Task { await client.run() }
+        let old = pool.withLock { p in
+            defer { p = (client, runner) }
+            return p.runner
+        }
+        old.cancel()
+        stalls.withLock { $0 = (nil, .now) }
+        logger.info("opened a fresh PostgreSQL connection pool")
+    }
+
+    /// Work on the pool with a time limit; running out of it marks the pool as stuck.
+    func bounded<T: Sendable>(_ seconds: Double = 10, _ work: @escaping @Sendable () async throws -> T)
+        async throws -> T
+    {
+        do {
+            return try await Deadline.run(.milliseconds(Int64(seconds * 1000)), work)
+        } catch let error as Deadline.Expired {
+            stalls.withLock { $0.last = .now }
+            throw error
+        }
+    }
+
+    /// Whether the pool looks stuck: a bounded operation ran out of time since the pool was last renewed.
+    var poolStalled: Bool {
+        stalls.withLock { s in
+            guard let last = s.last else { return false }
+            return s.renewed.map { last > $0 } ?? true
+        }
+    }
 
     public var runsEventsOnAccept: Bool { false }
     public var keepsEventRecords: Bool { true }
@@ -131,13 +195,19 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
         }
         do {
             return try await Deadline.run(appendTimeout) {
-                try await self.insert(event, duplicateKey: duplicateKey, window: window)
+                // Once more on another connection before the spool: after the server restarted, each pooled
+                // connection fails its next query once. (The insert is idempotent: same id, same key.)
+                do { return try await self.insert(event, duplicateKey: duplicateKey, window: window) } catch {
+                    return try await self.insert(event, duplicateKey: duplicateKey, window: window)
+                }
             }
         } catch {
             guard let spool else {
                 throw JournalError("PostgreSQL (\(location)) could not be written: \(Self.reason(error))")
             }
+            if error is Deadline.Expired { stalls.withLock { $0.last = .now } }
             unreachableUntil.withLock { $0 = ContinuousClock.now + .seconds(1) }
+            noteOutage()
             warnUnreachable(error)
             try await spool.append(event)
             return true
@@ -208,6 +278,18 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
         guard let spool else { return 0 }
         let entries = try spool.unfinished().prefix(limit)
         guard !entries.isEmpty else { return 0 }
+        let (client, logger, node) = (self.client, self.logger, self.node)
+        try await bounded { try await Self.insert(Array(entries), node: node, client, logger) }
+        spool.markDone(entries.map { DoneMark(id: $0.id, forwards: []) })
+        await spool.drain(limit: .seconds(5))
+        unreachableUntil.withLock { $0 = nil }
+        logger.info("moved \(entries.count) event(s) from the local spool to PostgreSQL")
+        return entries.count
+    }
+
+    private static func insert(_ entries: [AcceptedEvent], node: String, _ client: PostgresClient, _ logger: Logger)
+        async throws
+    {
         try await client.withTransaction(logger: logger) { connection in
             for entry in entries {
                 try await connection.query(
@@ -219,11 +301,6 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
                     """, logger: logger)
             }
         }
-        spool.markDone(entries.map { DoneMark(id: $0.id, forwards: []) })
-        await spool.drain(limit: .seconds(5))
-        unreachableUntil.withLock { $0 = nil }
-        logger.info("moved \(entries.count) event(s) from the local spool to PostgreSQL")
-        return entries.count
     }
 
     /// Events waiting in the local spool.
@@ -250,14 +327,67 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
         )
     }
 
-    /// Unfinished events at or before `seq` (committed late, after later ones were read), in order.
-    public func stragglers(upTo seq: Int64, limit: Int) async throws -> [(seq: Int64, entry: AcceptedEvent)] {
-        try await entries(
-            "SELECT seq, id, received_at, hook, format, body, meta FROM events WHERE NOT done AND seq <= \(seq) ORDER BY seq LIMIT \(limit)"
-        )
+    /// Every unfinished event, in the order the nodes received them (after a takeover or an outage: events
+    /// moved from spools got later `seq`s than the order they arrived in).
+    /// A page at a time, after (`receivedAt`, `seq`) of the last one.
+    public func backlog(after last: (receivedAt: Double, seq: Int64)?, limit: Int) async throws
+        -> [(seq: Int64, entry: AcceptedEvent)]
+    {
+        let (at, seq) = last ?? (-Double.infinity, Int64.min)
+        return try await entries(
+            """
+            SELECT seq, id, received_at, hook, format, body, meta FROM events
+            WHERE NOT done AND (received_at, seq) > (\(at), \(seq)) ORDER BY received_at, seq LIMIT \(limit)
+            """)
     }
 
+    /// Whether every node that was live when the outage began has written a heartbeat since `since`
+    /// (database time) with an empty spool, or `patience` seconds have passed since then (a node that died
+    /// keeps its spool until it starts again). `outageSeconds`: how long ago the outage began. Returns the
+    /// database's time now too.
+    func spoolsMoved(since: Double?, outageSeconds: Double, patience: Double) async throws -> (done: Bool, now: Double)
+    {
+        var now = 0.0
+        for try await value in try await client.query("SELECT \(unescaped: Self.now)", logger: logger).decode(
+            Double.self)
+        {
+            now = value
+        }
+        let start = since ?? now
+        if now - start > patience { return (true, now) }
+        var waiting = 0
+        for try await n in try await client.query(
+            """
+            SELECT count(*)::int8 FROM nodes WHERE heartbeat_at > \(start - outageSeconds - lease)
+              AND (heartbeat_at < \(start) OR spooled > 0)
+            """, logger: logger
+        ).decode(Int.self) {
+            waiting = n
+        }
+        return (waiting == 0, now)
+    }
+
+    /// Unfinished events at or before `seq` (committed late, after later ones were read) that are not in
+    /// `excluding` (the ones running), in order.
+    public func stragglers(upTo seq: Int64, excluding: [String], limit: Int) async throws
+        -> [(seq: Int64, entry: AcceptedEvent)]
+    {
+        try await entries(
+            """
+            SELECT seq, id, received_at, hook, format, body, meta FROM events
+            WHERE NOT done AND seq <= \(seq) AND NOT (id = ANY(\(excluding))) ORDER BY seq LIMIT \(limit)
+            """)
+    }
+
+    /// Rows are read a small page at a time (`ClusterNode.page`): postgres-nio 1.33.2 stops the process with a
+    /// precondition failure when the server closes the connection while a result that spans several socket
+    /// reads waits for demand (seen when PostgreSQL was stopped under load, `RowStreamStateMachine`), and a
+    /// page of events fits in one read.
     func entries(_ query: PostgresQuery) async throws -> [(seq: Int64, entry: AcceptedEvent)] {
+        try await bounded { try await self.unboundedEntries(query) }
+    }
+
+    private func unboundedEntries(_ query: PostgresQuery) async throws -> [(seq: Int64, entry: AcceptedEvent)] {
         var out: [(seq: Int64, entry: AcceptedEvent)] = []
         for try await (seq, id, receivedAt, hook, format, body, meta) in try await client.query(query, logger: logger)
             .decode((Int64, String, Double, String?, String, ByteBuffer, String).self)
@@ -312,6 +442,13 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
         leadership.withLock { $0 = Leadership(epoch: epoch, confirmedAt: .now, ready: true) }
     }
 
+    /// This node took the lease with a new epoch: renew it, but run nothing (and commit nothing) until the
+    /// engine is idle and has the committed store (`beginTerm`).
+    func takeLease(_ epoch: Int64) {
+        forgetLease()
+        leadership.withLock { $0 = Leadership(epoch: epoch, confirmedAt: .now, ready: false) }
+    }
+
     /// The lease was lost (another node holds it) or given up: stop running, drop what was not committed.
     func forgetLease() {
         leadership.withLock { $0 = Leadership() }
@@ -330,13 +467,15 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
             return queued
         }
         guard !done.isEmpty else { return }
-        guard let epoch = leadership.withLock({ $0.epoch }) else {
+        guard let epoch = leadership.withLock({ $0.ready ? $0.epoch : nil }) else {
             // Runs from a lease this node no longer holds: the holder runs these events again.
             logger.debug("dropped \(done.count) done mark(s) from a lost processing lease")
             return
         }
         do {
+            logger.debug("committing \(done.count) done mark(s)")
             try await commit(done, epoch: epoch)
+            logger.debug("committed \(done.count) done mark(s)")
             dispatched.withLock { set in for mark in done { set.remove(mark.id) } }
             if done.contains(where: { !$0.forwards.isEmpty }), let observer = deliveryObserver.withLock({ $0 }) {
                 observer.call(())
@@ -359,14 +498,43 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
 
     func commit(_ marks: [DoneMark], epoch: Int64) async throws {
         do {
-            try await write(marks, epoch: epoch)
+            try await bounded(15) { try await self.write(marks, epoch: epoch) }
         } catch let error as PostgresTransactionError where error.closureError is LeaseLost {
             throw LeaseLost()
         }
     }
 
+    /// One transaction of four statements whatever the batch's size (arrays, `unnest`): a long transaction
+    /// would hold the lease row's share lock and delay the holder's own renewal.
     private func write(_ marks: [DoneMark], epoch: Int64) async throws {
         let holder = self.holder
+        let now = Date().timeIntervalSince1970
+        var ids: [String] = []
+        var names: [String] = []
+        var calls: [String] = []
+        var legs: [String] = []
+        var accounts: [String] = []
+        var outcomes: [String] = []
+        var forwards = Forwards()
+        // The newest write of each key is the one that counts (a write older than the stored row is ignored,
+        // so the others in between change nothing).
+        var latest: [StoreKey: StoreRecord] = [:]
+        for mark in marks {
+            let r = mark.record
+            ids.append(mark.id)
+            names.append(r?.name ?? "")
+            calls.append(r?.callID ?? "")
+            legs.append(r?.otherLeg ?? "")
+            accounts.append(r?.accountID ?? "")
+            outcomes.append(r?.outcomes ?? "")
+            for forward in mark.forwards { forwards.append(forward, event: mark.id) }
+            for write in mark.writes {
+                let key = StoreKey(namespace: write.namespace, key: write.key)
+                if (latest[key]?.seq ?? .min) < write.seq { latest[key] = write }
+            }
+        }
+        let sets = latest.values.filter { $0.value != nil }
+        let deletes = latest.values.filter { $0.value == nil }
         try await client.withTransaction(logger: logger) { connection in
             var held = false
             for try await (node, current) in try await connection.query(
@@ -375,49 +543,115 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
                 held = node == holder && current == epoch
             }
             guard held else { throw LeaseLost() }
-            let now = Date().timeIntervalSince1970
-            for mark in marks {
-                let r = mark.record
+            try await connection.query(
+                """
+                UPDATE events e SET done = true, done_at = \(now), name = NULLIF(u.name, ''),
+                  call_id = NULLIF(u.call_id, ''), other_leg = NULLIF(u.other_leg, ''),
+                  account_id = NULLIF(u.account_id, ''), outcomes = NULLIF(u.outcomes, '')
+                FROM unnest(\(ids)::text[], \(names)::text[], \(calls)::text[], \(legs)::text[], \(accounts)::text[],
+                  \(outcomes)::text[]) AS u(id, name, call_id, other_leg, account_id, outcomes)
+                WHERE e.id = u.id
+                """, logger: logger)
+            if !forwards.events.isEmpty {
                 try await connection.query(
                     """
-                    UPDATE events SET done = true, done_at = \(now), name = \(r?.name), call_id = \(r?.callID),
-                      other_leg = \(r?.otherLeg), account_id = \(r?.accountID), outcomes = \(r?.outcomes)
-                    WHERE id = \(mark.id)
+                    INSERT INTO deliveries (event_id, rule, method, url, headers, body, state, created_at,
+                      next_attempt_at, updated_at, destination)
+                    SELECT u.event_id, u.rule, u.method, u.url, u.headers, u.body, 'pending', \(now), \(now), \(now),
+                      u.destination
+                    FROM unnest(\(forwards.events)::text[], \(forwards.rules)::text[], \(forwards.methods)::text[],
+                      \(forwards.urls)::text[], \(forwards.headers)::text[], \(forwards.bodies)::bytea[],
+                      \(forwards.destinations)::text[])
+                      WITH ORDINALITY AS u(event_id, rule, method, url, headers, body, destination, n)
+                    ORDER BY u.n
                     """, logger: logger)
-                for forward in mark.forwards {
-                    let headers = (try? JSONWriter.string(.object(EventJournal.object(forward.headers)))) ?? "{}"
-                    try await connection.query(
-                        """
-                        INSERT INTO deliveries (event_id, rule, method, url, headers, body, state, created_at,
-                          next_attempt_at, updated_at, destination)
-                        VALUES (\(mark.id), \(forward.rule), \(forward.method), \(forward.url), \(headers),
-                          \(ByteBuffer(bytes: forward.body)), 'pending', \(now), \(now), \(now),
-                          \(Delivery.destination(of: forward.url)))
-                        """, logger: logger)
-                }
-                for write in mark.writes {
-                    if let value = write.value {
-                        try await connection.query(
-                            """
-                            INSERT INTO store (namespace, key, value, expires_at, seq)
-                            VALUES (\(write.namespace), \(write.key), \(try JSONWriter.string(value)), \(write.expiresAt), \(write.seq))
-                            ON CONFLICT (namespace, key) DO UPDATE
-                            SET value = excluded.value, expires_at = excluded.expires_at, seq = excluded.seq
-                            WHERE excluded.seq > store.seq
-                            """, logger: logger)
-                    } else {
-                        try await connection.query(
-                            "DELETE FROM store WHERE namespace = \(write.namespace) AND key = \(write.key) AND seq < \(write.seq)",
-                            logger: logger)
-                    }
-                }
+            }
+            if !sets.isEmpty {
+                let values = try sets.map { try JSONWriter.string($0.value!) }
+                try await connection.query(
+                    """
+                    INSERT INTO store (namespace, key, value, expires_at, seq)
+                    SELECT u.namespace, u.key, u.value, NULLIF(u.expires_at, 'NaN'::float8), u.seq
+                    FROM unnest(\(sets.map(\.namespace))::text[], \(sets.map(\.key))::text[], \(values)::text[],
+                      \(sets.map { $0.expiresAt ?? .nan })::float8[], \(sets.map(\.seq))::int8[])
+                      AS u(namespace, key, value, expires_at, seq)
+                    ON CONFLICT (namespace, key) DO UPDATE
+                    SET value = excluded.value, expires_at = excluded.expires_at, seq = excluded.seq
+                    WHERE excluded.seq > store.seq
+                    """, logger: logger)
+            }
+            if !deletes.isEmpty {
+                try await connection.query(
+                    """
+                    DELETE FROM store s
+                    USING unnest(\(deletes.map(\.namespace))::text[], \(deletes.map(\.key))::text[],
+                      \(deletes.map(\.seq))::int8[]) AS u(namespace, key, seq)
+                    WHERE s.namespace = u.namespace AND s.key = u.key AND s.seq < u.seq
+                    """, logger: logger)
             }
         }
     }
 
+    struct StoreKey: Hashable {
+        var namespace: String
+        var key: String
+    }
+
+    /// Forwards as the columns of one `INSERT … SELECT FROM unnest(…)`.
+    struct Forwards {
+        var events: [String] = []
+        var rules: [String] = []
+        var methods: [String] = []
+        var urls: [String] = []
+        var headers: [String] = []
+        var bodies: [ByteBuffer] = []
+        var destinations: [String] = []
+
+        mutating func append(_ forward: NewDelivery, event: String) {
+            events.append(event)
+            rules.append(forward.rule)
+            methods.append(forward.method)
+            urls.append(forward.url)
+            headers.append((try? JSONWriter.string(.object(EventJournal.object(forward.headers)))) ?? "{}")
+            bodies.append(ByteBuffer(bytes: forward.body))
+            destinations.append(Delivery.destination(of: forward.url))
+        }
+    }
+
     /// Takes or renews the processing lease. Returns its epoch when this node holds it, nil when another does.
+    /// On a connection of its own: a pool busy with requests must never delay the renewal past the lease.
     public func acquireLease() async throws -> Int64? {
-        let rows = try await client.query(
+        try await onLeaseConnection { connection in try await self.acquireLease(on: connection) }
+    }
+
+    /// The lease's own connection, opened on first use and again after a failure or a timeout (a server
+    /// that went away can leave a query on it unanswered). One caller at a time (the lease loop; at
+    /// shutdown, after it stopped). Gives up after half the lease.
+    func onLeaseConnection<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T)
+        async throws -> T
+    {
+        do {
+            return try await Deadline.run(.milliseconds(Int64(max(1, lease / 2) * 1000))) { [self] in
+                let connection: PostgresConnection
+                if let open = leaseConnection.withLock({ $0 }) {
+                    connection = open
+                } else {
+                    connection = try await url.connect(logger: logger)
+                    leaseConnection.withLock { $0 = connection }
+                }
+                return try await body(connection)
+            }
+        } catch {
+            Self.hangUp(
+                leaseConnection.withLock { c in
+                    defer { c = nil }; return c
+                })
+            throw error
+        }
+    }
+
+    func acquireLease(on connection: PostgresConnection) async throws -> Int64? {
+        let rows = try await connection.query(
             """
             INSERT INTO leases (name, node, epoch, expires_at)
             VALUES (\(Self.processorLease), \(holder), 1, \(unescaped: Self.now) + \(lease))
@@ -433,9 +667,17 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
 
     /// Gives the lease up (graceful shutdown), so another node takes over at once.
     public func releaseLease() async {
-        _ = try? await client.query(
-            "UPDATE leases SET expires_at = 0 WHERE name = \(Self.processorLease) AND node = \(holder)",
-            logger: logger)
+        let holder = self.holder
+        _ = try? await onLeaseConnection { [logger] connection in
+            try await connection.query(
+                "UPDATE leases SET expires_at = 0 WHERE name = \(Self.processorLease) AND node = \(holder)",
+                logger: logger)
+        }
+        if let connection = leaseConnection.withLock({ c in
+            defer { c = nil }; return c
+        }) {
+            try? await connection.close()
+        }
     }
 
     // MARK: ticks: one node runs them, the lease holder
@@ -445,7 +687,7 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
 
     // MARK: nodes
 
-    /// Writes this node's heartbeat.
+    /// Writes this node's heartbeat (the database answers again: appends stop going straight to the spool).
     public func heartbeat(version: String, rulesHash: String, inFlight: Int, startedAt: Double) async throws {
         try await client.query(
             """
@@ -455,6 +697,7 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
               rules_hash = excluded.rules_hash, in_flight = excluded.in_flight, spooled = excluded.spooled,
               started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at
             """, logger: logger)
+        unreachableUntil.withLock { $0 = nil }
     }
 
     /// Takes this node off the list (graceful shutdown).
@@ -462,8 +705,9 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
         _ = try? await client.query("DELETE FROM nodes WHERE name = \(node) AND holder = \(holder)", logger: logger)
     }
 
+    /// The nodes' heartbeats (within 2 s: `/readyz` and the console ask while the database may be down).
     public func nodes() async throws -> [NodeStatus] {
-        try await Self.nodes(client, lease: lease, logger: logger)
+        try await Deadline.run(.seconds(2)) { [self] in try await Self.nodes(client, lease: lease, logger: logger) }
     }
 
     static func nodes(_ client: PostgresClient, lease: Double, logger: Logger) async throws -> [NodeStatus] {
@@ -494,6 +738,7 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
         let runner = Task { await client.run() }
         defer { runner.cancel() }
         do {
+            try await parsed.probe(logger: logger)
             return try await Deadline.run(.seconds(10)) { try await Self.nodes(client, lease: lease, logger: logger) }
         } catch {
             throw JournalError("cannot read the nodes from \(parsed.redacted): \(Self.reason(error))")

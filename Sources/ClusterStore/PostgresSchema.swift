@@ -49,6 +49,26 @@ public struct PostgresURL: Sendable {
         return url.string ?? text
     }
 
+    /// Connects once and hangs up: the pool retries a refused connection quietly, this says why it failed
+    /// ("connection refused", "password authentication failed", "database … does not exist").
+    func probe(logger: Logger) async throws {
+        try await connect(logger: logger).close()
+    }
+
+    /// One connection of its own, outside the pool.
+    func connect(logger: Logger) async throws -> PostgresConnection {
+        let tls: PostgresConnection.Configuration.TLS =
+            switch sslMode {
+            case "disable": .disable
+            case "require": .require(try NIOSSLContext(configuration: .makeClientConfiguration()))
+            default: .prefer(try NIOSSLContext(configuration: .makeClientConfiguration()))
+            }
+        var configuration = PostgresConnection.Configuration(
+            host: host, port: port, username: user, password: password, database: database, tls: tls)
+        configuration.options.connectTimeout = .seconds(5)
+        return try await PostgresConnection.connect(configuration: configuration, id: 0, logger: logger)
+    }
+
     var configuration: PostgresClient.Configuration {
         let tls: PostgresClient.Configuration.TLS =
             switch sslMode {

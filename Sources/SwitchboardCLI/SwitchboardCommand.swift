@@ -27,7 +27,7 @@ public struct SwitchboardCommand: AsyncParsableCommand {
         subcommands: [
             ServeCommand.self, RunCommand.self, CheckCommand.self, TestCommand.self, DecodeCommand.self,
             EventsCommand.self, DeliveriesCommand.self, RedeliverCommand.self, RejectedCommand.self, StoreCommand.self,
-            NewCommand.self, StubsCommand.self, ReplayCommand.self, KazooCommand.self,
+            NewCommand.self, StubsCommand.self, ReplayCommand.self, KazooCommand.self, NodesCommand.self,
         ]
     )
 

@@ -467,7 +467,7 @@ struct ConsoleController: Sendable {
         }
         let process = ProcessInfo.processInfo
         let node: JSONValue = [
-            "name": .string("\(process.hostName):\(process.processIdentifier)"),
+            "name": .string("\(process.hostName):\(process.processIdentifier)"), "state": "one node",
             "rules_version": .int(Int64(engine.generation.version)),
             "events_in_flight": .int(Int64(engine.eventsInFlight)),
             "journal": .bool(journal != nil),

@@ -367,8 +367,8 @@ enum ConsolePage {
             ${r.hooks.map((x) => `<tr><td class="mono">${esc(x.hook_id)}</td><td>${x.failures_last_60s}</td><td>${x.warning ? `<span class="badge error">${esc(x.warning)}</span>` : ""}</td></tr>`).join("")
               || `<tr><td class="muted">None: every Kazoo hook got 200s.</td></tr>`}</tbody></table></div>
             <h2>Deliveries</h2><div class="panel">${Object.entries(r.deliveries).map(([k, v]) => `<span class="badge ${esc(k)}">${esc(k)} ${v}</span>`).join("") || '<span class="muted">journal off</span>'}</div>
-            <h2>Nodes</h2><div class="panel scroll"><table><tr><th>Node</th><th>Rules version</th><th>In flight</th><th>Journal</th></tr>
-            ${r.nodes.map((x) => `<tr><td class="mono">${esc(x.name)}</td><td>${x.rules_version}</td><td>${x.events_in_flight}</td><td>${x.journal ? "on" : "off"}</td></tr>`).join("")}</table></div>`;
+            <h2>Nodes</h2><div class="panel scroll"><table><tr><th>Node</th><th>State</th><th>Rules</th><th>In flight</th><th>Spooled</th></tr>
+            ${r.nodes.map((x) => `<tr><td class="mono">${esc(x.name)}</td><td>${esc(x.state || (!x.live ? "gone" : x.processing ? "processing" : "accepting"))}</td><td class="mono">${esc(x.rules_hash || "version " + x.rules_version)}</td><td>${x.events_in_flight}</td><td>${x.spooled ?? (x.journal ? "journal on" : "journal off")}</td></tr>`).join("")}</table></div>`;
         }
 
         // Routing -----------------------------------------------------------------------------------------

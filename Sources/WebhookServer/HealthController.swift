@@ -1,3 +1,4 @@
+import EventStore
 import Foundation
 import Hummingbird
 import JSONCore
@@ -5,14 +6,15 @@ import NIOCore
 import RuleEngine
 
 /// `GET /healthz` (the process answers), `GET /readyz` (rules are loaded; the body lists them, their load
-/// errors and the last reload), `GET /metrics` (Prometheus text).
+/// errors and the last reload; with several nodes, each node's heartbeat), `GET /metrics` (Prometheus text).
 struct HealthController: Sendable {
     let engine: Engine
     let metrics: Metrics
+    let journal: (any Journal)?
 
     func addRoutes(to router: Router<SwitchboardRequestContext>) {
         router.get("healthz") { _, _ in Response.json(.ok, ["status": "ok"]) }
-        router.get("readyz") { _, _ in readiness() }
+        router.get("readyz") { _, _ in await readiness() }
         router.get("metrics") { _, _ in
             Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
@@ -20,7 +22,7 @@ struct HealthController: Sendable {
         }
     }
 
-    func readiness() -> Response {
+    func readiness() async -> Response {
         let generation = engine.generation
         let errors = generation.diagnostics.filter { $0.severity == .error }.map { JSONValue.string($0.description) }
         let ready = !generation.ruleNames.isEmpty
@@ -34,6 +36,19 @@ struct HealthController: Sendable {
                 "ok": .bool(last.ok), "at": .double(last.at.timeIntervalSince1970),
                 "errors": .array(last.errors.map(JSONValue.string)),
             ]
+        }
+        if let journal, !journal.runsEventsOnAccept {
+            // Several nodes: who is live, which one runs events, and whether their rules agree. A database
+            // that does not answer is reported, not a reason to refuse traffic: this node still accepts.
+            do {
+                let nodes = try await journal.nodes()
+                body["nodes"] = .array(nodes.map(\.json))
+                if Set(nodes.filter(\.live).map(\.rulesHash)).count > 1 {
+                    body["warning"] = "the live nodes run different rules (see rules_hash)"
+                }
+            } catch {
+                body["nodes_error"] = .string("\(error)")
+            }
         }
         return .json(ready ? .ok : .serviceUnavailable, .object(body))
     }

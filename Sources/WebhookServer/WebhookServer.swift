@@ -30,7 +30,7 @@ public func buildApplication(
         to: router.group("hooks")
             .add(middleware: KazooAnswers(failures: failures, metrics: metrics, logger: logger))
             .add(middleware: HookAuthentication(configuration: configuration)))
-    HealthController(engine: engine, metrics: metrics).addRoutes(to: router)
+    HealthController(engine: engine, metrics: metrics, journal: journal).addRoutes(to: router)
     AdminController(configuration: configuration, engine: engine, journal: journal, rejected: rejected)
         .addRoutes(to: router.group("admin").add(middleware: AdminAuthentication(configuration: configuration)))
     ConsoleController(

@@ -62,21 +62,27 @@ enum TestPostgres {
         func start() throws { _ = try Self.script("start", directory) }
         func destroy() { _ = try? Self.script("destroy", directory) }
 
+        /// Runs the script with posix_spawn and waits for it with waitpid. (Foundation's `Process` lost track
+        /// of it here: the script starts a server that outlives it, and `waitUntilExit` never returned.)
         static func script(_ command: String, _ directory: String) throws -> String {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/bin/bash")
-            process.arguments = [
-                repositoryRoot.appendingPathComponent("scripts/pg_cluster.sh").path, command, directory,
+            let output = directory + ".out"
+            let arguments = [
+                "/bin/bash", "-c", "exec \"$0\" \"$1\" \"$2\" >\"$3\" </dev/null",
+                repositoryRoot.appendingPathComponent("scripts/pg_cluster.sh").path, command, directory, output,
             ]
-            let out = Pipe()
-            process.standardOutput = out
-            try process.run()
-            let data = out.fileHandleForReading.readDataToEndOfFile()
-            process.waitUntilExit()
-            guard process.terminationStatus == 0 else {
-                throw TestSetupError("scripts/pg_cluster.sh \(command) failed (\(process.terminationStatus))")
+            var argv = arguments.map { strdup($0) } + [nil]
+            defer { for pointer in argv { free(pointer) } }
+            var pid = pid_t()
+            let spawned = posix_spawn(&pid, "/bin/bash", nil, nil, &argv, environ)
+            guard spawned == 0 else { throw TestSetupError("could not run scripts/pg_cluster.sh (\(spawned))") }
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+            let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
+            try? FileManager.default.removeItem(atPath: output)
+            guard status == 0 else {
+                throw TestSetupError("scripts/pg_cluster.sh \(command) \(directory) failed (status \(status))")
             }
-            return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            return text.trimmingCharacters(in: .whitespacesAndNewlines)
         }
     }
 }
