@@ -112,6 +112,10 @@ extension PostgresJournal {
     }
 
     public func deliveryCounts(_ states: [Delivery.State]) async throws -> [Delivery.State: Int] {
+        try await bounded { try await self.unboundedDeliveryCounts(states) }
+    }
+
+    private func unboundedDeliveryCounts(_ states: [Delivery.State]) async throws -> [Delivery.State: Int] {
         var counts: [Delivery.State: Int] = [:]
         for try await (state, n) in try await client.query(
             "SELECT state, count(*)::int8 FROM deliveries GROUP BY state", logger: logger
@@ -147,6 +151,10 @@ extension PostgresJournal {
     }
 
     public func attempts(_ id: Int64) async throws -> [DeliveryAttempt] {
+        try await bounded { try await self.unboundedAttempts(id) }
+    }
+
+    private func unboundedAttempts(_ id: Int64) async throws -> [DeliveryAttempt] {
         var out: [DeliveryAttempt] = []
         for try await (number, at, status, latency, error, excerpt) in try await client.query(
             "SELECT number, at, status, latency_ms, error, excerpt FROM attempts WHERE delivery_id = \(id) ORDER BY number",
@@ -160,6 +168,10 @@ extension PostgresJournal {
     }
 
     public func redeliver(_ ids: [Int64]) async throws -> [Int64] {
+        try await bounded { try await self.unboundedRedeliver(ids) }
+    }
+
+    private func unboundedRedeliver(_ ids: [Int64]) async throws -> [Int64] {
         guard !ids.isEmpty else { return [] }
         let now = Date().timeIntervalSince1970
         var found: [Int64] = []
@@ -191,6 +203,10 @@ extension PostgresJournal {
         "seq, id, received_at, hook, format, meta, done, done_at, name, call_id, other_leg, account_id, outcomes"
 
     func storedEvents(_ query: PostgresQuery, body: Bool) async throws -> [StoredEvent] {
+        try await bounded { try await self.unboundedStoredEvents(query, body: body) }
+    }
+
+    private func unboundedStoredEvents(_ query: PostgresQuery, body: Bool) async throws -> [StoredEvent] {
         var out: [StoredEvent] = []
         for try await row in try await client.query(query, logger: logger) {
             let r = row.makeRandomAccess()
@@ -248,6 +264,10 @@ extension PostgresJournal {
 
     /// Counts by state, for tests and `switchboard nodes`.
     public func counts() async throws -> (pending: Int, done: Int) {
+        try await bounded { try await self.unboundedCounts() }
+    }
+
+    private func unboundedCounts() async throws -> (pending: Int, done: Int) {
         var pending = 0
         var done = 0
         for try await (isDone, n) in try await client.query(

@@ -51,11 +51,14 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
     let url: PostgresURL
     /// Called after this node committed an accepted event (the feed looks at once instead of at its next poll).
     let accepted = Mutex<Callback<Void>?>(nil)
+    /// Copies of rejected requests being written (`shareRejected`).
+    let rejectedWrites = Mutex(0)
     /// The processing lease as this node knows it.
     let leadership = Mutex(Leadership())
     /// Events handed to the engine whose done marks are not committed yet (the feed skips them).
     let dispatched = Mutex<Set<String>>([])
-    /// After a failed write, appends go straight to the spool until then (no 2 s wait per request).
+    /// After a failed write, appends go straight to the spool until then or until a heartbeat or a spool move
+    /// gets through (no 2 s wait per request).
     let unreachableUntil = Mutex<ContinuousClock.Instant?>(nil)
     /// Set when the database failed a write or a read (an outage): the feed waits for every node's spool
     /// to be moved before it runs the backlog (`ClusterNode.settle`).
@@ -206,7 +209,9 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
                 throw JournalError("PostgreSQL (\(location)) could not be written: \(Self.reason(error))")
             }
             if error is Deadline.Expired { stalls.withLock { $0.last = .now } }
-            unreachableUntil.withLock { $0 = ContinuousClock.now + .seconds(1) }
+            // Until a heartbeat or a spool move gets through (every 0.5–2.5 s), or 10 s at most: only the
+            // requests of an outage's first moments wait for the database, not one in every few seconds.
+            unreachableUntil.withLock { $0 = ContinuousClock.now + .seconds(10) }
             noteOutage()
             warnUnreachable(error)
             try await spool.append(event)
@@ -345,7 +350,16 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
     /// (database time) with an empty spool, or `patience` seconds have passed since then (a node that died
     /// keeps its spool until it starts again). `outageSeconds`: how long ago the outage began. Returns the
     /// database's time now too.
+    /// Bounded like every read the feed makes: a query stuck on a pool that was replaced must not stop the feed.
     func spoolsMoved(since: Double?, outageSeconds: Double, patience: Double) async throws -> (done: Bool, now: Double)
+    {
+        try await bounded { [self] in
+            try await unboundedSpoolsMoved(since: since, outageSeconds: outageSeconds, patience: patience)
+        }
+    }
+
+    private func unboundedSpoolsMoved(since: Double?, outageSeconds: Double, patience: Double) async throws
+        -> (done: Bool, now: Double)
     {
         var now = 0.0
         for try await value in try await client.query("SELECT \(unescaped: Self.now)", logger: logger).decode(
@@ -406,7 +420,9 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
     public func storeRecords() throws -> [StoreRecord] { committedStore }
 
     /// The rule store as committed now (a node taking over processing loads it).
-    public func fetchStoreRecords() async throws -> [StoreRecord] { try await Self.fetchStore(client) }
+    public func fetchStoreRecords() async throws -> [StoreRecord] {
+        try await bounded(30) { [client] in try await Self.fetchStore(client) }
+    }
 
     static func fetchStore(_ client: PostgresClient) async throws -> [StoreRecord] {
         var out: [StoreRecord] = []
@@ -702,7 +718,9 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
 
     /// Takes this node off the list (graceful shutdown).
     public func leave() async {
-        _ = try? await client.query("DELETE FROM nodes WHERE name = \(node) AND holder = \(holder)", logger: logger)
+        _ = try? await bounded(5) { [client, node, holder, logger] in
+            try await client.query("DELETE FROM nodes WHERE name = \(node) AND holder = \(holder)", logger: logger)
+        }
     }
 
     /// The nodes' heartbeats (within 2 s: `/readyz` and the console ask while the database may be down).
@@ -750,9 +768,10 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
     /// Deletes done events and delivered forwards older than `age` seconds, expired de-duplication keys and
     /// expired store keys, and nodes silent for a day. Returns how many rows went.
     @discardableResult
-    public func prune(olderThan age: Double) async throws -> Int {
+    /// Deletes what `--retention` lets go, and rejected requests past the newest `rejectedFiles` or
+    /// `rejectedBytes` of bodies (as each node's `RejectedStore` does with its files).
+    public func prune(olderThan age: Double, rejectedFiles: Int = 1000, rejectedBytes: Int = 100 << 20) async throws {
         let cutoff = Date().timeIntervalSince1970 - age
-        var removed = 0
         for query: PostgresQuery in [
             "DELETE FROM events WHERE done AND done_at < \(cutoff)",
             "DELETE FROM deliveries WHERE state = 'delivered' AND updated_at < \(cutoff)",
@@ -760,11 +779,62 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
             "DELETE FROM dedup WHERE expires_at <= \(unescaped: Self.now)",
             "DELETE FROM store WHERE expires_at IS NOT NULL AND expires_at <= \(unescaped: Self.now)",
             "DELETE FROM nodes WHERE heartbeat_at < \(unescaped: Self.now) - 86400",
+            """
+            DELETE FROM rejected WHERE received_at < \(cutoff) OR id IN (
+              SELECT id FROM (
+                SELECT id, row_number() OVER newest AS n, sum(octet_length(body)) OVER newest AS bytes FROM rejected
+                WINDOW newest AS (ORDER BY id DESC)
+              ) ranked WHERE n > \(rejectedFiles) OR bytes > \(rejectedBytes))
+            """,
         ] {
-            for try await _ in try await client.query(query, logger: logger) {}
-            removed += 0
+            try await bounded(60) { [client, logger] in
+                for try await _ in try await client.query(query, logger: logger) {}
+            }
         }
-        return removed
+    }
+
+    // MARK: rejected requests
+
+    /// A copy in the database (best effort, bounded; at most 64 writes under way: a flood of bad requests
+    /// during an outage is still kept in the node's files).
+    public func shareRejected(meta: String, body: [UInt8]) {
+        guard
+            rejectedWrites.withLock({ n -> Bool in
+                guard n < 64 else { return false }
+                n += 1
+                return true
+            })
+        else { return }
+        let (node, logger) = (self.node, self.logger)
+        Task { [self] in
+            defer { rejectedWrites.withLock { $0 -= 1 } }
+            do {
+                try await bounded(5) { [client] in
+                    try await client.query(
+                        """
+                        INSERT INTO rejected (node, received_at, meta, body)
+                        VALUES (\(node), \(unescaped: Self.now), \(meta), \(ByteBuffer(bytes: body)))
+                        """, logger: logger)
+                }
+            } catch {
+                logger.debug("a rejected request was kept in this node's files only: \(Self.reason(error))")
+            }
+        }
+    }
+
+    public func sharedRejected(limit: Int) async throws -> [(meta: String, body: [UInt8])]? {
+        try await bounded(5) { [client, logger] in
+            var out: [(meta: String, body: [UInt8])] = []
+            let rows = try await client.query(
+                """
+                SELECT (meta::jsonb || jsonb_build_object('node', node))::text, body FROM rejected
+                ORDER BY id DESC LIMIT \(limit)
+                """, logger: logger)
+            for try await (meta, body) in rows.decode((String, ByteBuffer).self) {
+                out.append((meta, Array(buffer: body)))
+            }
+            return out
+        }
     }
 }
 
@@ -791,7 +861,9 @@ extension PostgresJournal {
 /// Runs work with a time limit without waiting for it past the limit (a query to an unreachable server may
 /// not notice cancellation for a long time; it is cancelled and left to end on its own).
 enum Deadline {
-    struct Expired: Error {}
+    struct Expired: Error, CustomStringConvertible {
+        var description: String { "PostgreSQL gave no answer in time" }
+    }
 
     /// Resumes its continuation once: with the work's result or the deadline's error, whichever comes first.
     final class Outcome<T: Sendable>: Sendable {

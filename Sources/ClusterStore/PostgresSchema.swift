@@ -174,6 +174,16 @@ enum PostgresSchema {
               heartbeat_at DOUBLE PRECISION NOT NULL
             )
             """,
+            // Every node's rejected requests (each node also keeps them as files in its data directory).
+            """
+            CREATE TABLE rejected (
+              id BIGSERIAL PRIMARY KEY,
+              node TEXT NOT NULL,
+              received_at DOUBLE PRECISION NOT NULL,
+              meta TEXT NOT NULL,
+              body BYTEA NOT NULL
+            )
+            """,
         ]
     ]
 

@@ -31,6 +31,13 @@ public protocol Journal: EventJournaling, DeliveryQueue {
 
     /// The nodes sharing this storage, live ones first (empty for one node's SQLite file).
     func nodes() async throws -> [NodeStatus]
+
+    /// Keeps a copy of a rejected request (`meta`: its JSON description) where every node lists it. Returns
+    /// at once; the node's own `RejectedStore` files keep the request whatever happens here.
+    func shareRejected(meta: String, body: [UInt8])
+    /// Every node's rejected requests, newest first, each description with a `node` key; nil when this storage
+    /// keeps none (one node: its files are the list).
+    func sharedRejected(limit: Int) async throws -> [(meta: String, body: [UInt8])]?
 }
 
 extension Journal {
@@ -42,6 +49,8 @@ extension Journal {
     }
 
     public func nodes() async throws -> [NodeStatus] { [] }
+    public func shareRejected(meta: String, body: [UInt8]) {}
+    public func sharedRejected(limit: Int) async throws -> [(meta: String, body: [UInt8])]? { nil }
 }
 
 /// One node of a cluster as its heartbeat describes it.

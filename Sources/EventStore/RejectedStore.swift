@@ -3,11 +3,13 @@ import Synchronization
 
 /// Keeps every request answered 4xx for an operator to inspect: the body as received and a JSON file with
 /// the reason, method, path, headers (secrets removed) and time, in `<data dir>/rejected/`. Keeps the newest
-/// `maxFiles` requests, at most `maxBytes` of bodies.
+/// `maxFiles` requests, at most `maxBytes` of bodies. With several nodes (`shared`), a copy also goes to the
+/// shared database, so any node's console and `/admin/rejected` list every node's.
 public final class RejectedStore: Sendable {
     public let directory: URL
     let maxFiles: Int
     let maxBytes: Int
+    let shared: (any Journal)?
     private let counter = Mutex(0)
 
     /// Where a data directory keeps them: `<data dir>/rejected`.
@@ -15,10 +17,11 @@ public final class RejectedStore: Sendable {
         URL(fileURLWithPath: dataDirectory).appendingPathComponent("rejected")
     }
 
-    public init(directory: URL, maxFiles: Int = 1000, maxBytes: Int = 100 << 20) {
+    public init(directory: URL, maxFiles: Int = 1000, maxBytes: Int = 100 << 20, shared: (any Journal)? = nil) {
         self.directory = directory
         self.maxFiles = maxFiles
         self.maxBytes = maxBytes
+        self.shared = shared
     }
 
     /// Writes the request; failures to write are returned as a message for the log (never thrown: the
@@ -42,10 +45,11 @@ public final class RejectedStore: Sendable {
             "body_file": "\(base).body", "body_bytes": body.count,
         ]
         if let peer { meta["peer"] = peer }
+        let json = (try? JSONSerialization.data(withJSONObject: meta, options: [.sortedKeys])) ?? Data("{}".utf8)
+        shared?.shareRejected(meta: String(decoding: json, as: UTF8.self), body: body)
         do {
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             try Data(body).write(to: directory.appendingPathComponent("\(base).body"))
-            let json = try JSONSerialization.data(withJSONObject: meta, options: [.sortedKeys])
             try json.write(to: directory.appendingPathComponent("\(base).json"))
             if n % 100 == 0 { prune() }
             return nil
@@ -63,6 +67,27 @@ public final class RejectedStore: Sendable {
                 return nil
             }
             return try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+        }
+    }
+
+    /// The kept requests, newest first, each description with its body: every node's from the shared database
+    /// when there is one and it answers, else this node's files.
+    public func listWithBodies(limit: Int = 100) async -> [(meta: [String: Any], body: Data?)] {
+        if let shared, let rows = try? await shared.sharedRejected(limit: limit) {
+            return rows.compactMap { row in
+                guard let meta = try? JSONSerialization.jsonObject(with: Data(row.meta.utf8)) as? [String: Any] else {
+                    return nil
+                }
+                return (meta, Data(row.body))
+            }
+        }
+        return list(limit: limit).map { meta in
+            (
+                meta,
+                (meta["body_file"] as? String).flatMap {
+                    FileManager.default.contents(atPath: directory.appendingPathComponent($0).path)
+                }
+            )
         }
     }
 

@@ -7,14 +7,10 @@ import Synchronization
 ///
 /// A node asks for the lease of a rule's tick before running it and gives it back when the tick's effects
 /// are committed. One node's store (`LocalTickLeases`) grants it to whoever asks first. With several nodes
-/// on PostgreSQL the lease is a row per rule — `timer_leases(rule, last_due, node, until)` — claimed with
-///
-///     UPDATE timer_leases SET node = $me, until = $until
-///      WHERE rule = $rule AND last_due < $due AND (until < now() OR node = $me)
-///
-/// so one node wins, and only while the tick has not run for that due time; the tick's store writes commit
-/// `last_due = $due` and clear the lease in the same transaction, so a node that dies mid-tick leaves the
-/// tick to be claimed again once its lease runs out, and the re-run starts from the committed state.
+/// on PostgreSQL (`ClusterStore.PostgresJournal`) a tick is granted only to the node holding the cluster's
+/// processing lease, the node that also runs events and delivers forwards; its commit (store writes and
+/// `timer:<rule>/last_due`) is fenced by that lease's epoch like an event's done mark, so a node that lost
+/// the lease mid-tick cannot commit it, and the next holder runs the tick again from the committed state.
 public protocol TickLeasing: Sendable {
     /// Claims the tick of `rule` due at `due` (Unix seconds) for `node` until `until`. True: run it.
     func claim(rule: String, due: Double, node: String, until: Double) async -> Bool

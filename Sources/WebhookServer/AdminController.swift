@@ -14,7 +14,7 @@ struct AdminController: Sendable {
 
     func addRoutes(to group: RouterGroup<SwitchboardRequestContext>) {
         group.post("reload") { _, _ in await reload() }
-        group.get("rejected") { _, _ in rejectedBodies() }
+        group.get("rejected") { _, _ in await rejectedBodies() }
         group.get("deliveries") { request, _ in try await deliveries(request) }
     }
 
@@ -29,9 +29,10 @@ struct AdminController: Sendable {
             ])
     }
 
-    func rejectedBodies() -> Response {
+    func rejectedBodies() async -> Response {
+        let listed = await rejected.listWithBodies().map(\.meta)
         let data =
-            (try? JSONSerialization.data(withJSONObject: rejected.list(), options: [.sortedKeys]))
+            (try? JSONSerialization.data(withJSONObject: listed, options: [.sortedKeys]))
             ?? Data("[]".utf8)
         return Response(
             status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))

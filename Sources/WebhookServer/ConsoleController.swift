@@ -34,7 +34,7 @@ struct ConsoleController: Sendable {
             try await redeliver(context.parameters.require("id"), context: context)
         }
         group.post("api/deliveries/redeliver-dead") { _, context in try await redeliver(nil, context: context) }
-        group.get("api/rejected") { _, _ in rejectedRequests() }
+        group.get("api/rejected") { _, _ in await rejectedRequests() }
         group.get("api/rules") { _, _ in await rules() }
         group.post("api/reload") { _, context in await reload(context: context) }
         group.get("api/samples") { _, _ in samples() }
@@ -278,10 +278,10 @@ struct ConsoleController: Sendable {
 
     // MARK: rejected
 
-    func rejectedRequests() -> Response {
-        let listed = rejected.list(limit: 100).map { meta -> JSONValue in
+    func rejectedRequests() async -> Response {
+        let listed = await rejected.listWithBodies(limit: 100).map { meta, data -> JSONValue in
             var out = JSONObject()
-            for key in ["reason", "code", "method", "path", "peer", "body_bytes", "received_at"] {
+            for key in ["reason", "code", "method", "path", "peer", "body_bytes", "received_at", "node"] {
                 switch meta[key] {
                 case let s as String: out[key] = .string(s)
                 case let n as Int: out[key] = .int(Int64(n))
@@ -294,9 +294,7 @@ struct ConsoleController: Sendable {
                 headers[name] = .string(value)
             }
             out["headers"] = .object(headers)
-            if let file = meta["body_file"] as? String,
-                let data = FileManager.default.contents(atPath: rejected.directory.appendingPathComponent(file).path)
-            {
+            if let data {
                 let shown = data.prefix(64 << 10)
                 out["body"] = .string(ConsoleRedaction.redact(String(decoding: shown, as: UTF8.self)))
                 out["body_truncated"] = .bool(shown.count < data.count)

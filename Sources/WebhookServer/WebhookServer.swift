@@ -17,7 +17,7 @@ public func buildApplication(
     configuration: ServerConfiguration, engine: Engine, journal: (any Journal)?, metrics: Metrics, logger: Logger,
     services: [any Service] = [], onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
 ) -> some ApplicationProtocol {
-    let rejected = RejectedStore(directory: configuration.rejectedDirectory)
+    let rejected = RejectedStore(directory: configuration.rejectedDirectory, shared: journal)
     let failures = HookFailureTracker()
     let feed = ConsoleFeed()
     engine.observeReports { report, meta in feed.record(report, meta: meta) }

@@ -27,29 +27,27 @@ import Testing
         let url = try await TestPostgres.freshDatabase()
         let a = try await node(url, "a")
         let b = try await node(url, "b")
+        let key = "hook|call|CHANNEL_CREATE|1"
+        #expect(try await a.append(JournalBackendTests.event("e1"), duplicateKey: key, window: 600))
+        #expect(!(try await b.append(JournalBackendTests.event("e2"), duplicateKey: key, window: 600)))
         #expect(
-            try await a.append(JournalBackendTests.event("e1"), duplicateKey: "hook|call|CHANNEL_CREATE|1", window: 0.5)
-        )
-        #expect(
-            !(try await b.append(
-                JournalBackendTests.event("e2"), duplicateKey: "hook|call|CHANNEL_CREATE|1", window: 0.5)))
-        #expect(
-            try await b.append(JournalBackendTests.event("e3"), duplicateKey: "hook|call|CHANNEL_CREATE|2", window: 0.5)
+            try await b.append(JournalBackendTests.event("e3"), duplicateKey: "hook|call|CHANNEL_CREATE|2", window: 600)
         )
         #expect(try await a.unfinished().map(\.id) == ["e1", "e3"])
         // Past the window the key is free again.
+        let brief = "hook|call|CHANNEL_CREATE|3"
+        #expect(try await a.append(JournalBackendTests.event("e4"), duplicateKey: brief, window: 0.5))
         let freed = await eventuallyAsync(10) {
-            (try? await b.append(
-                JournalBackendTests.event("e4-\(UUID())"), duplicateKey: "hook|call|CHANNEL_CREATE|1", window: 0.5))
-                == true
+            (try? await b.append(JournalBackendTests.event("e5-\(UUID())"), duplicateKey: brief, window: 0.5)) == true
         }
         #expect(freed)
     }
 
     @Test func aNodeThatLostTheLeaseCommitsNothingAndTheNewHolderRunsTheEvent() async throws {
         let url = try await TestPostgres.freshDatabase()
-        let a = try await node(url, "a", lease: 1)
-        let b = try await node(url, "b", lease: 1)
+        // Long enough that a busy machine's pauses between the steps below do not let it lapse early.
+        let a = try await node(url, "a", lease: 4)
+        let b = try await node(url, "b", lease: 4)
         let first = try #require(try await a.acquireLease())
         a.beginTerm(first)
         #expect(try await b.acquireLease() == nil)  // held
@@ -58,7 +56,7 @@ import Testing
 
         // a stops renewing (as if paused or cut off); after the lease b takes over with a new epoch.
         var second: Int64? = nil
-        let took = await eventuallyAsync(15) {
+        let took = await eventuallyAsync(30) {
             second = try? await b.acquireLease()
             return second != nil
         }
@@ -101,5 +99,48 @@ import Testing
         } catch {
             #expect("\(error)".contains("cannot use the PostgreSQL store postgres://nobody@127.0.0.1"))
         }
+    }
+    @Test func everyNodeListsTheRequestsAnyNodeRejectedAndRetentionCapsThem() async throws {
+        let url = try await TestPostgres.freshDatabase()
+        let a = try await node(url, "a")
+        let b = try await node(url, "b")
+        let base = NSTemporaryDirectory() + "switchboard-rejected-" + UUID().uuidString.prefix(8)
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        let onA = RejectedStore(directory: URL(fileURLWithPath: base + "/a"), shared: a)
+        let onB = RejectedStore(directory: URL(fileURLWithPath: base + "/b"), shared: b)
+        for n in 1...3 {
+            #expect(
+                onA.keep(
+                    body: Array("{\"bad\": \(n)".utf8), reason: "json body: invalid JSON", code: "syntax",
+                    method: "POST",
+                    path: "/hooks/channel_create?token=secret", headers: [("Authorization", "Basic eDp5")],
+                    peer: "10.0.0.9")
+                    == nil)
+        }
+        // Node a kept its own files; node b lists all three from the database, newest first, with their bodies.
+        #expect(onA.list().count == 3)
+        #expect(onB.list().isEmpty)
+        var listed: [(meta: [String: Any], body: Data?)] = []
+        let arrived = await eventuallyAsync(10) {
+            listed = await onB.listWithBodies()
+            return listed.count == 3
+        }
+        #expect(arrived)
+        #expect(
+            listed.map { $0.body.map { String(decoding: $0, as: UTF8.self) } } == [
+                #"{"bad": 3"#, #"{"bad": 2"#, #"{"bad": 1"#,
+            ])
+        let first = try #require(listed.first?.meta)
+        #expect(first["node"] as? String == "a")
+        #expect(first["code"] as? String == "syntax")
+        #expect(first["path"] as? String == "/hooks/channel_create?token=REDACTED")
+        #expect((first["headers"] as? [String: String])?["authorization"] == "REDACTED")
+
+        // Past the newest two (or a byte cap), the oldest go.
+        try await b.prune(olderThan: 3600, rejectedFiles: 2)
+        #expect(await onA.listWithBodies().compactMap(\.body).count == 2)
+        try await b.prune(olderThan: 3600, rejectedBytes: 9)
+        #expect(
+            await onA.listWithBodies().map { $0.body.map { String(decoding: $0, as: UTF8.self) } } == [#"{"bad": 3"#])
     }
 }

@@ -206,7 +206,7 @@ func close(_ server: LoopbackServer, _ client: LiveHTTPClient) {
         defer { close(server, client) }
         let out = try await outcome(
             of: """
-                local r, err = http.get("\(server.url("/slow"))", { timeout = 0.2 })
+                local r, err = http.get("\(server.url("/slow?ms=30000"))", { timeout = 0.2 })
                 local r2, err2 = http.get("http://127.0.0.1:1/nothing")
                 log.info("t", { err = err, err2 = err2, r = r == nil })
                 """, client: client)

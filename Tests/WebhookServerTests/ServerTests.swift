@@ -238,7 +238,7 @@ import WebhookServer
         defer { Task { try? await upstream.stop() } }
         let rule = """
             return { name = "slow", on = "channel_create", run = function()
-              http.get("\(upstream.url("/slow?ms=5000"))", { timeout = 10 })
+              http.get("\(upstream.url("/slow?ms=60000"))", { timeout = 120 })
             end }
             """
         let quick = """
