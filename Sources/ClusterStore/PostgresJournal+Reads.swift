@@ -16,12 +16,7 @@ extension PostgresJournal {
         """
 
     func fetchDeliveries(_ query: PostgresQuery) async throws -> [Delivery] {
-        try await bounded { try await self.unboundedDeliveries(query) }
-    }
-
-    private func unboundedDeliveries(_ query: PostgresQuery) async throws -> [Delivery] {
-        var out: [Delivery] = []
-        for try await row in try await client.query(query, logger: logger) {
+        try await rows(query) { row in
             let r = row.makeRandomAccess()
             var headers: [OutboundRequest.Header] = []
             if case .object(let object)? = try? JSONReader.parse(Array(try r["headers"].decode(String.self).utf8)) {
@@ -29,21 +24,19 @@ extension PostgresJournal {
                     headers.append(OutboundRequest.Header(name: member.key, value: member.value.stringValue ?? ""))
                 }
             }
-            out.append(
-                Delivery(
-                    id: try r["id"].decode(Int64.self), eventID: try r["event_id"].decode(String.self),
-                    rule: try r["rule"].decode(String.self), method: try r["method"].decode(String.self),
-                    url: try r["url"].decode(String.self), headers: headers,
-                    body: Array(try r["body"].decode(ByteBuffer.self).readableBytesView),
-                    state: Delivery.State(rawValue: try r["state"].decode(String.self)) ?? .pending,
-                    attempts: try r["attempts"].decode(Int.self), createdAt: try r["created_at"].decode(Double.self),
-                    nextAttemptAt: try r["next_attempt_at"].decode(Double.self),
-                    updatedAt: try r["updated_at"].decode(Double.self),
-                    lastStatus: try r["last_status"].decode(Int?.self),
-                    lastError: try r["last_error"].decode(String?.self),
-                    destination: try r["destination"].decode(String.self)))
+            return Delivery(
+                id: try r["id"].decode(Int64.self), eventID: try r["event_id"].decode(String.self),
+                rule: try r["rule"].decode(String.self), method: try r["method"].decode(String.self),
+                url: try r["url"].decode(String.self), headers: headers,
+                body: Array(try r["body"].decode(ByteBuffer.self).readableBytesView),
+                state: Delivery.State(rawValue: try r["state"].decode(String.self)) ?? .pending,
+                attempts: try r["attempts"].decode(Int.self), createdAt: try r["created_at"].decode(Double.self),
+                nextAttemptAt: try r["next_attempt_at"].decode(Double.self),
+                updatedAt: try r["updated_at"].decode(Double.self),
+                lastStatus: try r["last_status"].decode(Int?.self),
+                lastError: try r["last_error"].decode(String?.self),
+                destination: try r["destination"].decode(String.self))
         }
-        return out
     }
 
     // MARK: DeliveryQueue
@@ -55,14 +48,8 @@ extension PostgresJournal {
     /// Only the lease holder delivers, so the per-destination limit holds across the cluster exactly.
     public func pendingDestinations() async throws -> [String] {
         guard isProcessing else { return [] }
-        return try await bounded { [self] in
-            var out: [String] = []
-            for try await name in try await client.query(
-                "SELECT DISTINCT destination FROM deliveries WHERE state = 'pending'", logger: logger
-            ).decode(String.self) {
-                out.append(name)
-            }
-            return out
+        return try await rows("SELECT DISTINCT destination FROM deliveries WHERE state = 'pending'") {
+            try $0.decode(String.self)
         }
     }
 
@@ -112,14 +99,11 @@ extension PostgresJournal {
     }
 
     public func deliveryCounts(_ states: [Delivery.State]) async throws -> [Delivery.State: Int] {
-        try await bounded { try await self.unboundedDeliveryCounts(states) }
-    }
-
-    private func unboundedDeliveryCounts(_ states: [Delivery.State]) async throws -> [Delivery.State: Int] {
         var counts: [Delivery.State: Int] = [:]
-        for try await (state, n) in try await client.query(
-            "SELECT state, count(*)::int8 FROM deliveries GROUP BY state", logger: logger
-        ).decode((String, Int).self) {
+        let grouped = try await rows("SELECT state, count(*)::int8 FROM deliveries GROUP BY state") {
+            try $0.decode((String, Int).self)
+        }
+        for (state, n) in grouped {
             if let state = Delivery.State(rawValue: state), states.contains(state), n > 0 { counts[state] = n }
         }
         return counts
@@ -151,50 +135,31 @@ extension PostgresJournal {
     }
 
     public func attempts(_ id: Int64) async throws -> [DeliveryAttempt] {
-        try await bounded { try await self.unboundedAttempts(id) }
-    }
-
-    private func unboundedAttempts(_ id: Int64) async throws -> [DeliveryAttempt] {
-        var out: [DeliveryAttempt] = []
-        for try await (number, at, status, latency, error, excerpt) in try await client.query(
-            "SELECT number, at, status, latency_ms, error, excerpt FROM attempts WHERE delivery_id = \(id) ORDER BY number",
-            logger: logger
-        ).decode((Int, Double, Int?, Double, String?, String?).self) {
-            out.append(
-                DeliveryAttempt(
-                    number: number, at: at, status: status, latencyMs: latency, error: error, excerpt: excerpt))
+        try await rows(
+            "SELECT number, at, status, latency_ms, error, excerpt FROM attempts WHERE delivery_id = \(id) ORDER BY number"
+        ) { row in
+            let (number, at, status, latency, error, excerpt) = try row.decode(
+                (Int, Double, Int?, Double, String?, String?).self)
+            return DeliveryAttempt(
+                number: number, at: at, status: status, latencyMs: latency, error: error, excerpt: excerpt)
         }
-        return out
     }
 
     public func redeliver(_ ids: [Int64]) async throws -> [Int64] {
-        try await bounded { try await self.unboundedRedeliver(ids) }
-    }
-
-    private func unboundedRedeliver(_ ids: [Int64]) async throws -> [Int64] {
         guard !ids.isEmpty else { return [] }
         let now = Date().timeIntervalSince1970
-        var found: [Int64] = []
-        for try await id in try await client.query(
+        let found = try await rows(
             """
             UPDATE deliveries SET state = 'pending', attempts = 0, created_at = \(now), next_attempt_at = \(now),
               updated_at = \(now) WHERE id = ANY(\(ids)) RETURNING id
-            """, logger: logger
-        ).decode(Int64.self) {
-            found.append(id)
-        }
+            """
+        ) { try $0.decode(Int64.self) }
         if !found.isEmpty, let observer = deliveryObserver.withLock({ $0 }) { observer.call(()) }
         return found.sorted()
     }
 
     public func redeliverDead() async throws -> [Int64] {
-        var ids: [Int64] = []
-        for try await id in try await client.query("SELECT id FROM deliveries WHERE state = 'dead'", logger: logger)
-            .decode(Int64.self)
-        {
-            ids.append(id)
-        }
-        return try await redeliver(ids)
+        try await redeliver(rows("SELECT id FROM deliveries WHERE state = 'dead'") { try $0.decode(Int64.self) })
     }
 
     // MARK: events for the console
@@ -203,26 +168,19 @@ extension PostgresJournal {
         "seq, id, received_at, hook, format, meta, done, done_at, name, call_id, other_leg, account_id, outcomes"
 
     func storedEvents(_ query: PostgresQuery, body: Bool) async throws -> [StoredEvent] {
-        try await bounded { try await self.unboundedStoredEvents(query, body: body) }
-    }
-
-    private func unboundedStoredEvents(_ query: PostgresQuery, body: Bool) async throws -> [StoredEvent] {
-        var out: [StoredEvent] = []
-        for try await row in try await client.query(query, logger: logger) {
+        try await rows(query) { row in
             let r = row.makeRandomAccess()
-            out.append(
-                StoredEvent(
-                    row: try r["seq"].decode(Int64.self), id: try r["id"].decode(String.self),
-                    receivedAt: try r["received_at"].decode(Double.self), hook: try r["hook"].decode(String?.self),
-                    format: try r["format"].decode(String.self), meta: try r["meta"].decode(String.self),
-                    done: try r["done"].decode(Bool.self), doneAt: try r["done_at"].decode(Double?.self),
-                    name: try r["name"].decode(String?.self), callID: try r["call_id"].decode(String?.self),
-                    otherLeg: try r["other_leg"].decode(String?.self),
-                    accountID: try r["account_id"].decode(String?.self),
-                    outcomes: try r["outcomes"].decode(String?.self),
-                    body: body ? Array(try r["body"].decode(ByteBuffer.self).readableBytesView) : nil))
+            return StoredEvent(
+                row: try r["seq"].decode(Int64.self), id: try r["id"].decode(String.self),
+                receivedAt: try r["received_at"].decode(Double.self), hook: try r["hook"].decode(String?.self),
+                format: try r["format"].decode(String.self), meta: try r["meta"].decode(String.self),
+                done: try r["done"].decode(Bool.self), doneAt: try r["done_at"].decode(Double?.self),
+                name: try r["name"].decode(String?.self), callID: try r["call_id"].decode(String?.self),
+                otherLeg: try r["other_leg"].decode(String?.self),
+                accountID: try r["account_id"].decode(String?.self),
+                outcomes: try r["outcomes"].decode(String?.self),
+                body: body ? Array(try r["body"].decode(ByteBuffer.self).readableBytesView) : nil)
         }
-        return out
     }
 
     public func recentEvents(limit: Int, before: Int64?, name: String?, callID: String?, accountID: String?)
@@ -264,15 +222,12 @@ extension PostgresJournal {
 
     /// Counts by state, for tests and `switchboard nodes`.
     public func counts() async throws -> (pending: Int, done: Int) {
-        try await bounded { try await self.unboundedCounts() }
-    }
-
-    private func unboundedCounts() async throws -> (pending: Int, done: Int) {
         var pending = 0
         var done = 0
-        for try await (isDone, n) in try await client.query(
-            "SELECT done, count(*)::int8 FROM events GROUP BY done", logger: logger
-        ).decode((Bool, Int).self) {
+        let grouped = try await rows("SELECT done, count(*)::int8 FROM events GROUP BY done") {
+            try $0.decode((Bool, Int).self)
+        }
+        for (isDone, n) in grouped {
             if isDone { done = n } else { pending = n }
         }
         return (pending, done)

@@ -174,6 +174,19 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
         }
     }
 
+    /// A query's rows, each turned into a value by `transform`, the query and the reading both within the time
+    /// limit: every read goes through here, so a query left on a pool that was replaced (after an outage) fails
+    /// its caller instead of stopping it for good.
+    func rows<T: Sendable>(
+        _ query: PostgresQuery, seconds: Double = 10, _ transform: @escaping @Sendable (PostgresRow) throws -> T
+    ) async throws -> [T] {
+        try await bounded(seconds) { [client, logger] in
+            var out: [T] = []
+            for try await row in try await client.query(query, logger: logger) { out.append(try transform(row)) }
+            return out
+        }
+    }
+
     /// Whether the pool looks stuck: a bounded operation ran out of time since the pool was last renewed.
     var poolStalled: Bool {
         stalls.withLock { s in
@@ -350,34 +363,18 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
     /// (database time) with an empty spool, or `patience` seconds have passed since then (a node that died
     /// keeps its spool until it starts again). `outageSeconds`: how long ago the outage began. Returns the
     /// database's time now too.
-    /// Bounded like every read the feed makes: a query stuck on a pool that was replaced must not stop the feed.
     func spoolsMoved(since: Double?, outageSeconds: Double, patience: Double) async throws -> (done: Bool, now: Double)
     {
-        try await bounded { [self] in
-            try await unboundedSpoolsMoved(since: since, outageSeconds: outageSeconds, patience: patience)
-        }
-    }
-
-    private func unboundedSpoolsMoved(since: Double?, outageSeconds: Double, patience: Double) async throws
-        -> (done: Bool, now: Double)
-    {
-        var now = 0.0
-        for try await value in try await client.query("SELECT \(unescaped: Self.now)", logger: logger).decode(
-            Double.self)
-        {
-            now = value
-        }
+        let now = try await rows("SELECT \(unescaped: Self.now)") { try $0.decode(Double.self) }.first ?? 0
         let start = since ?? now
         if now - start > patience { return (true, now) }
-        var waiting = 0
-        for try await n in try await client.query(
-            """
-            SELECT count(*)::int8 FROM nodes WHERE heartbeat_at > \(start - outageSeconds - lease)
-              AND (heartbeat_at < \(start) OR spooled > 0)
-            """, logger: logger
-        ).decode(Int.self) {
-            waiting = n
-        }
+        let waiting =
+            try await rows(
+                """
+                SELECT count(*)::int8 FROM nodes WHERE heartbeat_at > \(start - outageSeconds - lease)
+                  AND (heartbeat_at < \(start) OR spooled > 0)
+                """
+            ) { try $0.decode(Int.self) }.first ?? 0
         return (waiting == 0, now)
     }
 
@@ -398,23 +395,16 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
     /// reads waits for demand (seen when PostgreSQL was stopped under load, `RowStreamStateMachine`), and a
     /// page of events fits in one read.
     func entries(_ query: PostgresQuery) async throws -> [(seq: Int64, entry: AcceptedEvent)] {
-        try await bounded { try await self.unboundedEntries(query) }
-    }
-
-    private func unboundedEntries(_ query: PostgresQuery) async throws -> [(seq: Int64, entry: AcceptedEvent)] {
-        var out: [(seq: Int64, entry: AcceptedEvent)] = []
-        for try await (seq, id, receivedAt, hook, format, body, meta) in try await client.query(query, logger: logger)
-            .decode((Int64, String, Double, String?, String, ByteBuffer, String).self)
-        {
-            out.append(
-                (
-                    seq,
-                    AcceptedEvent(
-                        id: id, receivedAt: receivedAt, hook: hook, format: format, body: Array(body.readableBytesView),
-                        meta: meta)
-                ))
+        try await rows(query) { row in
+            let (seq, id, receivedAt, hook, format, body, meta) = try row.decode(
+                (Int64, String, Double, String?, String, ByteBuffer, String).self)
+            return (
+                seq,
+                AcceptedEvent(
+                    id: id, receivedAt: receivedAt, hook: hook, format: format, body: Array(body.readableBytesView),
+                    meta: meta)
+            )
         }
-        return out
     }
 
     public func storeRecords() throws -> [StoreRecord] { committedStore }
