@@ -82,6 +82,28 @@ import Testing
         #expect(try await b.deliveries(.all, limit: 10).count == 1)
     }
 
+    @Test func ticksGoToTheLeaseHolderAndHeartbeatsListEveryNodeWithItsRules() async throws {
+        let url = try await TestPostgres.freshDatabase()
+        let a = try await node(url, "a")
+        let b = try await node(url, "b")
+        let epoch = try #require(try await a.acquireLease())
+        #expect(!(await a.claim(rule: "report", due: 60, node: "a", until: 120)))  // the lease taken, its term not begun
+        a.beginTerm(epoch)
+        #expect(await a.claim(rule: "report", due: 60, node: "a", until: 120))
+        #expect(!(await b.claim(rule: "report", due: 60, node: "b", until: 120)))
+
+        try await a.heartbeat(version: "1.0", rulesHash: "h1", inFlight: 3, startedAt: 10)
+        try await b.heartbeat(version: "1.0", rulesHash: "h2", inFlight: 0, startedAt: 20)
+        let listed = try await b.nodes()
+        #expect(listed.map(\.name).sorted() == ["a", "b"])
+        #expect(listed.allSatisfy { $0.live })
+        #expect(
+            listed.first { $0.name == "a" }.map { ($0.processing, $0.rulesHash, $0.inFlight) } ?? (false, "", 0) == (
+                true, "h1", 3
+            ))
+        #expect(listed.first { $0.name == "b" }.map { ($0.processing, $0.rulesHash) } ?? (true, "") == (false, "h2"))
+    }
+
     @Test func aBadURLSaysWhatToWrite() async throws {
         #expect(throws: JournalError.self) { try PostgresURL("mysql://x@y/z") }
         do {
