@@ -11,9 +11,11 @@ public enum WireFormat: String, Sendable, CaseIterable {
 
     /// Picks the format from a Content-Type header, else from the bytes themselves.
     public static func detect(contentType: String?, body: some Collection<UInt8>) -> WireFormat {
-        if let type = contentType?.lowercased() {
-            if type.contains("json") { return .json }
-            if type.contains("x-www-form-urlencoded") { return .form }
+        if let type = contentType {
+            // Bytes, not `lowercased().contains`: that allocates and runs the generic string search on every
+            // request (3% of the server's CPU in `perf`).
+            if Self.contains(type.utf8, "json") { return .json }
+            if Self.contains(type.utf8, "x-www-form-urlencoded") { return .form }
         }
         var bytes = body.drop(while: { $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 })
         if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { bytes = bytes.dropFirst(3) }
@@ -24,6 +26,25 @@ public enum WireFormat: String, Sendable, CaseIterable {
         }
         if bytes.contains(UInt8(ascii: "=")) { return .form }
         return .json
+    }
+
+    /// Whether `text` holds `needle` (lowercase ASCII), ignoring ASCII case.
+    static func contains(_ text: String.UTF8View, _ needle: StaticString) -> Bool {
+        let pattern = UnsafeBufferPointer(start: needle.utf8Start, count: needle.utf8CodeUnitCount)
+        func search(_ text: UnsafeBufferPointer<UInt8>) -> Bool {
+            guard text.count >= pattern.count else { return false }
+            for start in 0...(text.count - pattern.count) {
+                var i = 0
+                while i < pattern.count {
+                    let byte = text[start + i]
+                    if (byte >= 0x41 && byte <= 0x5A ? byte | 0x20 : byte) != pattern[i] { break }
+                    i += 1
+                }
+                if i == pattern.count { return true }
+            }
+            return false
+        }
+        return text.withContiguousStorageIfAvailable(search) ?? Array(text).withUnsafeBufferPointer(search)
     }
 }
 

@@ -15,6 +15,8 @@ public final class Engine: Service, Sendable {
         public var source: RuleSource
         public var workers: [RuleWorker]
         public var ruleNames: [String]
+        /// The rules' `on` and `match`, so that an event no rule takes is finished without a worker.
+        public var definitions: [RuleDefinition] = []
         public var diagnostics: [Diagnostic]
         /// The rules that tick, and when.
         public var schedules: [String: TickSchedule] = [:]
@@ -114,7 +116,7 @@ public final class Engine: Service, Sendable {
         var schedules: [String: TickSchedule] = [:]
         for rule in rules { if let schedule = rule.schedule { schedules[rule.name] = schedule } }
         return Generation(
-            version: version, source: source, workers: workers, ruleNames: rules.map(\.name),
+            version: version, source: source, workers: workers, ruleNames: rules.map(\.name), definitions: rules,
             diagnostics: await workers[0].diagnostics, schedules: schedules)
     }
 
@@ -172,6 +174,7 @@ public final class Engine: Service, Sendable {
     /// they were submitted; other events go round robin. Each leg of a bridged call has its own `call_id`
     /// and so its own order: legs run in parallel.
     public func submit(_ event: WebhookEvent, meta: JSONValue) async {
+        if finishDeclined(event, meta: meta) { return }
         // A reload may swap the generation while this waits for room: the workers are read after it, so
         // the event runs on the newest rule set.
         await slots.wait()
@@ -197,19 +200,9 @@ public final class Engine: Service, Sendable {
                         let session = self.store.begin()
                         let report = await worker.process(
                             event, meta: meta, session: session, unnamed: .omitted)
-                        self.record(report)
-                        self.reportObserver.withLock { $0 }?.call((report, meta))
                         // A run cut by shutdown stays unfinished (its session is never finished, so nothing
                         // that read its writes is committed either): the next start runs them again.
-                        if !Task.isCancelled {
-                            session.eventFinished(event, callStateKeep: self.configuration.callStateKeep)
-                            let mark = meta["id"]?.stringValue.map {
-                                DoneMark(
-                                    id: $0, forwards: Self.deliveries(report),
-                                    record: self.journal.keepsEventRecords ? EventRecord(report, meta: meta) : nil)
-                            }
-                            self.store.finish(session, mark: mark) { self.journal.markDone($0) }
-                        }
+                        self.finish(event, meta: meta, report: report, session: session, commit: !Task.isCancelled)
                     }
                     if let callID {
                         self.callTails.withLock { tails in if tails[callID]?.id == id { tails[callID] = nil } }
@@ -222,6 +215,50 @@ public final class Engine: Service, Sendable {
             }
             tasks[id] = task
             metrics.set("switchboard_events_in_flight", Double(tasks.count))
+        }
+    }
+
+    /// Records an event's report, shows it to the observer and, with `commit`, ends its store session with
+    /// its done mark (forwards and the console's record).
+    func finish(_ event: WebhookEvent, meta: JSONValue, report: EventReport, session: StoreSession, commit: Bool) {
+        record(report)
+        reportObserver.withLock { $0 }?.call((report, meta))
+        guard commit else { return }
+        session.eventFinished(event, callStateKeep: configuration.callStateKeep)
+        let mark = meta["id"]?.stringValue.map {
+            DoneMark(
+                id: $0, forwards: Self.deliveries(report),
+                record: journal.keepsEventRecords ? EventRecord(report, meta: meta) : nil)
+        }
+        store.finish(session, mark: mark) { journal.markDone($0) }
+    }
+
+    /// Finishes here, on the caller's task, an event that every rule declines at `on` or `match`, with the
+    /// report a worker would give (the rules declined at `match` listed as skipped there): no task, no
+    /// worker, no Lua. Kazoo sends every event of a hook's kind and most rules take a few, so this is the
+    /// common case. False when some rule would run, or when an earlier event of the same call has not
+    /// finished (this one then waits its turn like any other, so the call's order holds).
+    func finishDeclined(_ event: WebhookEvent, meta: JSONValue) -> Bool {
+        let definitions = current.withLock { $0.definitions }
+        let qualifiedName = event.qualifiedName
+        var declined: [RuleOutcome] = []
+        for definition in definitions where !definition.on.isEmpty {
+            switch definition.precheck(event, qualifiedName: qualifiedName) {
+            case nil: return false
+            case "match":
+                declined.append(
+                    RuleOutcome(
+                        rule: definition.name, file: definition.file.displayPath, outcome: .skipped, stage: "match"))
+            default: continue
+            }
+        }
+        // Under `callTails`' lock, so an event of the same call submitted meanwhile queues behind this one.
+        return callTails.withLock { tails in
+            if let callID = event.callID, tails[callID] != nil { return false }
+            finish(
+                event, meta: meta, report: EventReport(event: event, rules: declined), session: store.begin(),
+                commit: true)
+            return true
         }
     }
 

@@ -68,7 +68,7 @@ public struct ServeCommand: AsyncParsableCommand {
         let keeper = all.kazoo.keepEnabled ? try all.kazoo.crossbar() : nil
         LoggingSystem.bootstrap { label in
             var handler: any LogHandler =
-                format == "json" ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
+                format == "json" ? JSONLogHandler(label: label) : TextLogHandler(label: label)
             handler.logLevel = level
             return handler
         }

@@ -430,7 +430,7 @@ struct ConsoleController: Sendable {
         let store = RuleStore(records: engine.store.records())
         let session = store.begin()
         let meta: JSONValue = [
-            "id": .string("try-" + UUID().uuidString.lowercased()),
+            "id": .string("try-" + EventID.make()),
             "received_at": .double(Date().timeIntervalSince1970),
             "hook": hook.map(JSONValue.string) ?? .null, "format": .string(format.rawValue), "dry_run": true,
         ]

@@ -95,7 +95,7 @@ struct HooksController: Sendable {
             return duplicate(event)
         }
         var meta = JSONObject()
-        let id = UUID().uuidString.lowercased()
+        let id = EventID.make()
         let receivedAt = Date().timeIntervalSince1970
         meta["id"] = .string(id)
         meta["received_at"] = .double(receivedAt)

@@ -203,6 +203,13 @@ func decodingError(
         #expect(WireFormat.detect(contentType: nil, body: Array("  {\"a\":1}".utf8)) == .json)
         #expect(WireFormat.detect(contentType: nil, body: Array("a=1&b=2".utf8)) == .form)
         #expect(WireFormat.detect(contentType: nil, body: Array("/hooks/x?a=1".utf8)) == .query)
+        // Media types are case-insensitive (RFC 9110); an unknown one leaves the choice to the bytes.
+        #expect(WireFormat.detect(contentType: "Application/JSON", body: Array("a=1".utf8)) == .json)
+        let form = "APPLICATION/X-WWW-FORM-URLENCODED; charset=UTF-8"
+        #expect(WireFormat.detect(contentType: form, body: Array("{".utf8)) == .form)
+        #expect(WireFormat.detect(contentType: "text/plain", body: Array("a=1".utf8)) == .form)
+        #expect(WireFormat.detect(contentType: "jso", body: Array("{}".utf8)) == .json)
+        #expect(WireFormat.detect(contentType: "", body: Array("a=1".utf8)) == .form)
     }
 }
 

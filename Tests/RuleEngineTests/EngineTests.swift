@@ -1,6 +1,7 @@
 import Foundation
 import JSONCore
 import KazooEvents
+import Logging
 import LuaRuntime
 import RuleEngine
 import Synchronization
@@ -286,5 +287,50 @@ final class GateClient: OutboundHTTPClient {
         await runs.value
         #expect(most == RuleWorker.maxRetired, "kept states: \(most)")
         #expect(await worker.retiredStates == 0, "replaced states outlived the runs that held them")
+    }
+}
+
+@Suite struct DeclinedEventTests {
+    /// Kazoo sends every event of a hook's kind; most are taken by no rule. The engine finishes those before
+    /// `submit` returns (no task, no worker), with the report a worker would give, except when an earlier
+    /// event of the same call is still running: then the call's order holds.
+    @Test func anEventNoRuleTakesIsFinishedAtOnceUnlessItsCallIsStillRunning() async throws {
+        let gate = GateClient()
+        let files = [
+            "picky.lua":
+                "return { name = 'picky', on = 'channel_create', match = { call_direction = 'nowhere' }, run = function() end }",
+            "slow.lua": """
+            return { name = 'slow', on = 'channel_create', match = { call_direction = 'inbound' },
+              run = function() http.get('http://127.0.0.1:9/slow') end }
+            """,
+        ]
+        let journal = RecordingJournal()
+        let engine = try await Engine(
+            source: RuleSource(directory: "rules", files: files), configuration: RuleConfiguration(), workers: 2,
+            client: gate, metrics: Metrics(), logger: Logger(label: "test"), grace: .seconds(1), journal: journal)
+        let seen = Mutex<[(id: String, rules: [String])]>([])
+        engine.observeReports { report, meta in
+            let rules = report.rules.map { "\($0.rule):\($0.outcome.rawValue):\($0.stage ?? "-")" }
+            seen.withLock { $0.append((meta["id"]?.stringValue ?? "?", rules)) }
+        }
+        func marked(_ id: String) -> Bool { journal.marks.withLock { $0.contains { $0.id == id } } }
+
+        // An inbound call's first event: `slow` runs and waits on the gate.
+        await engine.submit(try sample("channel_create__inbound.json"), meta: ["id": "create"])
+        #expect(await eventually { gate.waiting.withLock { $0.count } == 1 })
+        // Another call's event that both rules decline at `match`: done when submit returns.
+        await engine.submit(try sample("channel_create__outbound.json"), meta: ["id": "other"])
+        #expect(marked("other"))
+        #expect(engine.eventsInFlight == 1)
+        // The first call's channel_destroy, which no rule names: it waits for the call's running event.
+        await engine.submit(try sample("channel_destroy__inbound.json"), meta: ["id": "destroy"])
+        #expect(!marked("destroy"))
+        gate.release()
+        #expect(await eventually { marked("create") && marked("destroy") })
+        let reports = seen.withLock { $0 }
+        #expect(reports.map(\.id) == ["other", "create", "destroy"])
+        #expect(reports.first?.rules == ["picky:skipped:match", "slow:skipped:match"])
+        #expect(reports.last?.rules == [])
+        #expect(engine.metrics.value("switchboard_rule_runs_total", [("rule", "slow"), ("outcome", "skipped")]) == 1)
     }
 }
