@@ -61,6 +61,7 @@ bench:
 	scripts/bench.sh
 	scripts/serve_bench.sh
 	scripts/console_bench.sh
+	scripts/speed_table.sh
 	scripts/cluster_bench.sh
 
 clean:

@@ -95,8 +95,8 @@ struct HooksController: Sendable {
             return duplicate(event)
         }
         var meta = JSONObject()
-        let id = EventID.make()
         let receivedAt = Date().timeIntervalSince1970
+        let id = EventID.make(at: receivedAt)
         meta["id"] = .string(id)
         meta["received_at"] = .double(receivedAt)
         meta["hook"] = hookParameter.map(JSONValue.string) ?? .null

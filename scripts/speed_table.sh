@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Issue 17's ingest and memory rows in one run (release build, loopback only):
+#  - ingest of ../shared/bench/post.lua (wrk: 1 thread, 32 connections, DURATION s) by nginx + lua-nginx-module
+#    (../shared/bench/nginx.conf, the anchor's rule) and by `switchboard serve` with the anchor's rule, the
+#    journal on and off; ROUNDS alternating rounds, medians and the ratios to nginx-lua;
+#  - the resident memory of `switchboard serve` with 20 rules loaded (the anchor's, 10 on other events, 9 on
+#    channel_create that decline it at `match`): idle after start, and after EVENTS accepted events (their
+#    rules all finished).
+# Environment: ROUNDS (3), DURATION (8), EVENTS (1000000), SHARED (../shared).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-8}; EVENTS=${EVENTS:-1000000}
+source scripts/serve_common.sh
+post() { (cd "$SHARED/bench" && BENCH_DIR=. wrk -t1 -c32 -d"$1"s -s post.lua "$2" | awk '/Requests\/sec/ {print $2}'); }
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+rss_mb() { awk '/^VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
+
+cp "$SHARED/bench/nginx.conf" "$work/nginx.conf"
+nginx -c "$work/nginx.conf" -p "$work" >"$work/nginx.out" 2>&1 & pids+=($!)
+mkdir -p "$work/anchor"
+cp scripts/anchor/anchor.lua "$work/anchor/"
+"$BIN" serve --rules "$work/anchor" --port 18201 --data-dir "$work/var-on" --log-level warning & pids+=($!)
+"$BIN" serve --rules "$work/anchor" --port 18202 --data-dir "$work/var-off" --journal off --log-level warning & pids+=($!)
+wait_up 18201; wait_up 18202
+for _ in $(seq 50); do curl -s -o /dev/null http://127.0.0.1:18081/hooks && break; sleep 0.1; done
+declare -A url=([nginx-lua]=http://127.0.0.1:18081/hooks [journal-on]=http://127.0.0.1:18201/hooks/channel_create
+  [journal-off]=http://127.0.0.1:18202/hooks/channel_create)
+declare -A runs
+echo "== ingest beside nginx-lua (wrk -t1 -c32 -d${DURATION}s, $ROUNDS alternating rounds)"
+for round in $(seq "$ROUNDS"); do
+  for target in nginx-lua journal-on journal-off; do
+    rate=$(post "$DURATION" "${url[$target]}")
+    runs[$target]="${runs[$target]:-} $rate"
+    printf 'round %s %-12s %s req/s\n' "$round" "$target" "$rate"
+  done
+done
+nginx=$(median ${runs[nginx-lua]}); on=$(median ${runs[journal-on]}); off=$(median ${runs[journal-off]})
+
+echo
+echo "== memory with 20 rules, idle and after $EVENTS events (journal on)"
+mkdir -p "$work/twenty"
+cp scripts/anchor/anchor.lua "$work/twenty/"
+i=0
+for name in channel_answer channel_bridge channel_destroy parking.* sms mms notifications.low_balance \
+  notifications.missed_call notifications.voicemail_new object.doc_created; do
+  i=$((i + 1))
+  printf 'return { name = "other%s", on = "%s", transform = function(e) return { id = e.call_id } end }\n' \
+    "$i" "$name" >"$work/twenty/other$i.lua"
+done
+for i in $(seq 9); do
+  printf 'return { name = "out%s", on = "channel_create", match = { call_direction = "outbound" }, transform = function(e) return { id = e.call_id } end }\n' \
+    "$i" >"$work/twenty/out$i.lua"
+done
+"$BIN" check --rules "$work/twenty" >"$work/check.txt" || { cat "$work/check.txt" >&2; exit 1; }
+"$BIN" serve --rules "$work/twenty" --port 18203 --data-dir "$work/var-20" --log-level warning & pid=$!; pids+=($pid)
+wait_up 18203
+sleep 2
+idle=$(rss_mb "$pid")
+start=$(date +%s)
+while [ "$(metric 18203 switchboard_events_total)" -lt "$EVENTS" ]; do
+  post 5 http://127.0.0.1:18203/hooks/channel_create >/dev/null
+  [ $(($(date +%s) - start)) -gt 900 ] && { echo "stopped after 900 s" >&2; break; }
+done
+accepted=$(metric 18203 switchboard_events_total)
+while [ "$(metric 18203 'switchboard_rule_runs_total{rule="anchor"')" -lt "$accepted" ]; do sleep 0.1; done
+sleep 2
+after=$(rss_mb "$pid")
+peak=$(awk '/^VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status")
+echo "accepted $accepted events in $(($(date +%s) - start)) s; every anchor rule run finished"
+
+echo
+printf '%-44s %12s %8s   %s\n' figure value ratio 'issue 17 goal'
+printf '%-44s %12s %8s   %s\n' 'nginx + lua-nginx-module, req/s' "$nginx" 1.00 ''
+printf '%-44s %12s %8.2f   %s\n' 'switchboard ingest, journal on, req/s' "$on" "$(echo "$on / $nginx" | bc -l)" '>= 0.5'
+printf '%-44s %12s %8.2f   %s\n' 'switchboard ingest, journal off, req/s' "$off" "$(echo "$off / $nginx" | bc -l)" '>= 0.7'
+printf '%-44s %12s %8s   %s\n' 'RSS, 20 rules, idle, MB' "$idle" '' '<= 40'
+printf '%-44s %12s %8s   %s\n' "RSS after $accepted events, MB" "$after" '' "<= 60 (peak $peak)"
