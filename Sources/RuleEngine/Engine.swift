@@ -245,10 +245,7 @@ public final class Engine: Service, Sendable {
         for definition in definitions where !definition.on.isEmpty {
             switch definition.precheck(event, qualifiedName: qualifiedName) {
             case nil: return false
-            case "match":
-                declined.append(
-                    RuleOutcome(
-                        rule: definition.name, file: definition.file.displayPath, outcome: .skipped, stage: "match"))
+            case "match": declined.append(definition.skipped(at: "match"))
             default: continue
             }
         }

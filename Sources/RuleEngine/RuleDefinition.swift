@@ -122,6 +122,11 @@ public struct RuleDefinition: Sendable, Hashable {
         return nil
     }
 
+    /// The outcome of a rule that declined an event at `stage` (see `precheck`): it never ran.
+    public func skipped(at stage: String) -> RuleOutcome {
+        RuleOutcome(rule: name, file: file.displayPath, outcome: .skipped, stage: stage)
+    }
+
     /// The keys a rule table may have.
     static let keys = [
         "name", "description", "on", "match", "filter", "transform", "forward", "run", "every", "cron", "timezone",

@@ -101,9 +101,7 @@ public actor RuleWorker {
             if definition.on.isEmpty { continue }  // a rule that only ticks sees no events
             if let stage = definition.precheck(event, qualifiedName: qualifiedName) {
                 if stage == "on", unnamed == .omitted { continue }
-                outcomes.append(
-                    RuleOutcome(
-                        rule: definition.name, file: definition.file.displayPath, outcome: .skipped, stage: stage))
+                outcomes.append(definition.skipped(at: stage))
                 continue
             }
             let inputs =
