@@ -25,7 +25,7 @@ for round in 1 2 3; do
       chromium) /usr/bin/python3 scripts/console_viewer.py http://127.0.0.1:18196 >"$work/viewer.txt" 2>&1 & watcher=$!
         for _ in $(seq 300); do grep -q watching "$work/viewer.txt" && break; sleep 0.1; done ;;
     esac
-    rate=$(BENCH_DIR="$SHARED/bench" wrk -t1 -c32 -d8s -s "$SHARED/bench/post.lua" http://127.0.0.1:18196/hooks/channel_create | awk '/Requests\/sec/ {print $2}')
+    rate=$(post 8 http://127.0.0.1:18196/hooks/channel_create)
     seen=""
     if [ -n "$watcher" ]; then
       kill "$watcher" 2>/dev/null || true; wait "$watcher" 2>/dev/null || true

@@ -72,7 +72,7 @@ for round in 1 2 3; do
     rm -rf "$work/var-$journal"
     "$BIN" serve --rules "$work/anchor" --port 18185 --data-dir "$work/var-$journal" --journal "$journal" --log-level warning & pid=$!
     wait_up 18185
-    printf 'round %s journal %-3s %s\n' "$round" "$journal" "$(BENCH_DIR="$SHARED/bench" wrk -t1 -c32 -d8s -s "$SHARED/bench/post.lua" http://127.0.0.1:18185/hooks/channel_create | awk '/Requests\/sec/ {print $2 " req/s"}')"
+    printf 'round %s journal %-3s %s\n' "$round" "$journal" "$(post 8 http://127.0.0.1:18185/hooks/channel_create) req/s"
     kill "$pid"; wait "$pid" 2>/dev/null || true
   done
 done
@@ -89,7 +89,7 @@ for round in 1 2 3; do
     rm -rf "$work/var-$rules"
     "$BIN" serve --rules "$work/$rules" --port 18186 --data-dir "$work/var-$rules" --log-level warning & pid=$!
     wait_up 18186
-    rate=$(BENCH_DIR="$SHARED/bench" wrk -t1 -c32 -d8s -s "$SHARED/bench/post.lua" http://127.0.0.1:18186/hooks/channel_create | awk '/Requests\/sec/ {print $2}')
+    rate=$(post 8 http://127.0.0.1:18186/hooks/channel_create)
     accepted=$(metric 18186 'switchboard_events_total')
     kill "$pid"; wait "$pid" 2>/dev/null || true
     extra=""

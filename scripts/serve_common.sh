@@ -1,6 +1,7 @@
 # Sourced by serve_bench.sh and console_bench.sh: the release binary (built), a scratch directory and the
-# processes to stop at exit, and two helpers: `metric PORT NAME` sums a /metrics series, `wait_up PORT`
-# waits for /healthz.
+# processes to stop at exit, and helpers: `metric PORT NAME` sums a /metrics series, `wait_up PORT` waits for
+# /healthz, `post SECONDS URL` is wrk's requests/s for ../shared/bench/post.lua (1 thread, 32 connections),
+# `median N...` the median of its arguments.
 SHARED=${SHARED:-../shared}
 BIN=.build/release/switchboard
 ulimit -n "$(ulimit -Hn)"
@@ -10,3 +11,5 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" 'index($0, m) == 1 {s += $NF} END {print s + 0}'; }
 wait_up() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/healthz" && return 0; sleep 0.1; done; return 1; }
+post() { (cd "$SHARED/bench" && BENCH_DIR=. wrk -t1 -c32 -d"$1"s -s post.lua "$2" | awk '/Requests\/sec/ {print $2}'); }
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }

@@ -11,8 +11,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-8}; EVENTS=${EVENTS:-1000000}
 source scripts/serve_common.sh
-post() { (cd "$SHARED/bench" && BENCH_DIR=. wrk -t1 -c32 -d"$1"s -s post.lua "$2" | awk '/Requests\/sec/ {print $2}'); }
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 rss_mb() { awk '/^VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
 # The part of it that is the process's own memory; the rest is code and data mapped from files (the binary,
 # Swift's and Foundation's libraries), shared with other processes and dropped first under pressure.
