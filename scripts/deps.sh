@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Switchboard needs from Debian when it is missing. Safe to run again: it only acts on gaps.
 #   scripts/deps.sh          build and test needs: liblua5.4-dev, libsqlite3-dev, pkg-config, tzdata, python3
-#   scripts/deps.sh bench    also the benchmark's anchors: lua5.4, lua-cjson
+#   scripts/deps.sh bench    also the benchmarks' tools and anchors: lua5.4, lua-cjson, wrk, nginx with lua
 #   scripts/deps.sh browser  also the console's browser tests: chromium, chromium-driver, python3-selenium
 set -euo pipefail
 need=()
@@ -24,6 +24,10 @@ if [ "${1:-}" = bench ]; then
   command -v valgrind >/dev/null || need+=(valgrind)
   command -v curl >/dev/null || need+=(curl)
   command -v bc >/dev/null || need+=(bc)
+  # The server benchmarks' load and their anchor (../shared/bench/anchors.sh installs the same when it runs).
+  command -v wrk >/dev/null || need+=(wrk)
+  command -v nginx >/dev/null || need+=(nginx-light)
+  [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] || need+=(libnginx-mod-http-lua)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "Installing from Debian: ${need[*]}" >&2
