@@ -1,5 +1,5 @@
-/// A read-only string-keyed table for hot lookups (field types, event specs): FNV-1a over the key's UTF-8
-/// and open addressing, so a lookup costs one short hash and usually one comparison.
+/// A read-only string-keyed table for hot lookups (field types, event specs): a word-at-a-time hash of the
+/// key's UTF-8 and open addressing, so a lookup costs one short hash and usually one comparison.
 public struct KeyTable<Value: Sendable>: Sendable {
     @usableFromInline
     struct Entry: Sendable {
@@ -47,19 +47,47 @@ public struct KeyTable<Value: Sendable>: Sendable {
 
     public var count: Int { entries.count }
 
-    /// FNV-1a, 64-bit, over the string's UTF-8 bytes.
+    /// A 64-bit hash of the string's UTF-8 bytes (see `hash(bytes:)`).
     @inlinable
     public static func hash(_ key: String) -> UInt64 {
-        let seed: UInt64 = 0xcbf2_9ce4_8422_2325
-        if let h = key.utf8.withContiguousStorageIfAvailable({ bytes -> UInt64 in
-            var h = seed
-            for b in bytes { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01b3 }
-            return h
-        }) {
+        if let h = key.utf8.withContiguousStorageIfAvailable({ hash(bytes: UnsafeRawBufferPointer($0)) }) {
             return h
         }
-        var h = seed
-        for b in key.utf8 { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01b3 }
-        return h
+        return Array(key.utf8).withUnsafeBytes { hash(bytes: $0) }
+    }
+
+    /// A 64-bit hash of raw bytes, eight at a time: each word is folded in with one multiply and a shift (the
+    /// byte-at-a-time FNV-1a it replaces was 9% of decoding in `perf`, a multiply per byte in one chain). Not
+    /// for untrusted collision resistance: tables keyed by it are fixed (field types) or bounded per object.
+    @inlinable
+    public static func hash(bytes: UnsafeRawBufferPointer) -> UInt64 {
+        let k: UInt64 = 0x9E37_79B9_7F4A_7C15
+        var h = UInt64(truncatingIfNeeded: bytes.count) &* k
+        var i = 0
+        let n = bytes.count
+        while i + 8 <= n {
+            h = (h ^ bytes.loadUnaligned(fromByteOffset: i, as: UInt64.self)) &* k
+            h ^= h >> 29
+            i += 8
+        }
+        if i < n {
+            // The last 1…7 bytes as a little-endian word: one overlapping load when the key has 8 bytes or more.
+            var tail: UInt64 = 0
+            if n >= 8 {
+                tail = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: n - 8, as: UInt64.self))
+                tail >>= UInt64(8 - (n - i)) * 8
+            } else {
+                var shift: UInt64 = 0
+                while i < n {
+                    tail |= UInt64(bytes[i]) << shift
+                    shift += 8
+                    i += 1
+                }
+            }
+            h = (h ^ tail) &* k
+            h ^= h >> 29
+        }
+        h = h &* 0xBF58_476D_1CE4_E5B9
+        return h ^ (h >> 32)
     }
 }

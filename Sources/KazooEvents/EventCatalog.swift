@@ -293,6 +293,21 @@ public enum EventCatalog {
 
     static let objectActions = ["doc_created", "doc_edited", "doc_deleted"]
 
+    /// Every known field name, at any depth: the keys the JSON reader shares instead of building per event.
+    static let keys: KeyInterner = {
+        var names: [String] = []
+        func collect(_ fields: [FieldSpec]) {
+            for field in fields {
+                names.append(field.name)
+                var type = field.type
+                while case .array(let element) = type { type = element }
+                if case .object(let members) = type { collect(members) }
+            }
+        }
+        for spec in all { collect(spec.fields) }
+        return KeyInterner(names)
+    }()
+
     private static let index: KeyTable<KeyTable<EventSpec>> = {
         let kinds = Set(all.map(\.kind)).sorted()
         return KeyTable(

@@ -119,7 +119,7 @@ public struct EventDecoder: Sendable {
         let value: JSONValue
         do {
             value = try body.withUnsafeBufferPointer { (p) throws(JSONError) -> JSONValue in
-                try JSONReader.parse(buffer: p, limits: limits.json)
+                try JSONReader.parse(buffer: p, limits: limits.json, keys: EventCatalog.keys)
             }
         } catch {
             throw EventDecodingError(json: error)

@@ -128,12 +128,17 @@ if ProcessInfo.processInfo.environment["BENCH_ENGINE_LOOP"] != nil {
     )
     exit(0)
 }
-_ = try measure("decode only", n) {
-    _ = try decoder.decode(body, format: .json)
-}
-_ = try measure("decode + Lua table", n) {
-    let event = try decoder.decode(body, format: .json)
-    state.release(try state.makeReference(.object(event.fields)))
+// BENCH_BRIDGE_ONLY=1: only the decode + Lua + rule + JSON row, then stop (for `perf record`, and for
+// `valgrind --tool=callgrind` instruction counts: the difference between two N, per event).
+let bridgeOnly = ProcessInfo.processInfo.environment["BENCH_BRIDGE_ONLY"] != nil
+if !bridgeOnly {
+    _ = try measure("decode only", n) {
+        _ = try decoder.decode(body, format: .json)
+    }
+    _ = try measure("decode + Lua table", n) {
+        let event = try decoder.decode(body, format: .json)
+        state.release(try state.makeReference(.object(event.fields)))
+    }
 }
 let full = try measure("decode + Lua + rule + JSON out", n) {
     let event = try decoder.decode(body, format: .json)
@@ -141,6 +146,7 @@ let full = try measure("decode + Lua + rule + JSON out", n) {
     _ = try JSONWriter.encode(results.first ?? .null)
 }
 print("switchboard_events_per_second \(Int(full))")
+if bridgeOnly { exit(0) }
 
 // The rule engine: 20 rules loaded, 1 matching (the anchor's rule, its payload JSON-encoded as a forward).
 // scripts/anchor/anchor.lua (run from the repository's root, as `make bench` does), with a forward added.

@@ -168,3 +168,79 @@ func parseError(_ bytes: [UInt8], limits: JSONLimits = .default, sourceLocation:
         }
     }
 }
+
+@Suite struct KeyHashingTests {
+    /// The hash reads keys eight bytes at a time with an overlapping load for the tail: every byte must count.
+    @Test func everyByteOfAKeyChangesItsHash() {
+        for length in 1...40 {
+            let key = Array("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGH".utf8.prefix(length))
+            let base = key.withUnsafeBytes { KeyTable<Int>.hash(bytes: $0) }
+            #expect(KeyTable<Int>.hash(String(decoding: key, as: UTF8.self)) == base)
+            for position in 0..<length {
+                var changed = key
+                changed[position] ^= 0x01
+                #expect(
+                    changed.withUnsafeBytes { KeyTable<Int>.hash(bytes: $0) } != base,
+                    "length \(length) byte \(position)")
+            }
+        }
+    }
+
+    /// Duplicates are found before and after an object passes 64 keys (a filter, then a table).
+    @Test func duplicatesAcrossTheSwitchToATable() throws {
+        var members = (0..<100).map { "\"key\($0)\":\($0)" }
+        members.insert("\"key5\":-5", at: 30)
+        members.insert("\"key70\":-70", at: 90)
+        members.append("\"key99\":-99")
+        let value = try parse("{\(members.joined(separator: ","))}")
+        #expect(value.objectValue?.count == 100)
+        #expect(value["key5"] == -5)
+        #expect(value["key70"] == -70)
+        #expect(value["key99"] == -99)
+        #expect(value.objectValue?.keys.first == "key0")
+    }
+}
+
+@Suite struct KeyInternerTests {
+    let interner = KeyInterner(["call_id", "a", "custom_channel_vars", "", "owner_id", "call_id"])
+
+    func intern(_ key: String) -> String? {
+        Array(key.utf8).withUnsafeBytes { interner.string(for: $0, hash: KeyTable<Int>.hash(bytes: $0)) }
+    }
+
+    @Test func givesTheKnownKeysAndNothingElse() {
+        #expect(interner.count == 5)
+        #expect(intern("call_id") == "call_id")
+        #expect(intern("custom_channel_vars") == "custom_channel_vars")
+        #expect(intern("") == "")
+        #expect(intern("call_ie") == nil)
+        #expect(intern("call_id_") == nil)
+        #expect(intern("b") == nil)
+    }
+
+    /// Parsing with an interner gives the same value as without: known and unknown keys, escaped keys, nested
+    /// objects, duplicates, non-ASCII keys.
+    @Test func parsingWithAnInternerGivesTheSameValue() throws {
+        let documents = [
+            #"{"call_id":"x","a":1,"other":{"owner_id":"o","a":[{"a":2}]},"custom_channel_vars":{}}"#,
+            #"{"\u0061":1,"a":2,"call\u005fid":"y","call_id":"z"}"#,
+            #"{"a":1,"b":2,"a":3,"":4,"é":5,"owner_id":null}"#,
+        ]
+        for text in documents {
+            let bytes = Array(text.utf8)
+            let plain = try JSONReader.parse(bytes)
+            let shared = try bytes.withUnsafeBufferPointer { try JSONReader.parse(buffer: $0, keys: interner) }
+            #expect(shared == plain, "\(text)")
+            #expect(shared.objectValue?.keys == plain.objectValue?.keys, "\(text)")
+        }
+    }
+
+    @Test func anInternedKeyStillObeysTheStringLimit() throws {
+        let bytes = Array(#"{"custom_channel_vars":1}"#.utf8)
+        #expect(throws: JSONError.self) {
+            try bytes.withUnsafeBufferPointer {
+                try JSONReader.parse(buffer: $0, limits: JSONLimits(maxStringBytes: 8), keys: interner)
+            }
+        }
+    }
+}
