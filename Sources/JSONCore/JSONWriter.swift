@@ -5,7 +5,10 @@ public enum JSONWriter {
     public static func encode(_ value: JSONValue) throws(JSONError) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(256)
-        try write(value, into: &out, path: "$")
+        do { try write(value, into: &out) } catch {
+            let path = "$" + error.path.reversed().joined()
+            throw JSONError(.notEncodable, "\(path): \(error.reason)")
+        }
         return out
     }
 
@@ -14,34 +17,49 @@ public enum JSONWriter {
         String(decoding: try encode(value), as: UTF8.self)
     }
 
-    static func write(_ value: JSONValue, into out: inout [UInt8], path: String) throws(JSONError) {
+    /// A value that cannot be written, and the path to it, innermost component first. The path is built only
+    /// on the way out of a failure: building it for every member on the way in ("$.payload.call_id") was most
+    /// of the cost of encoding a small object.
+    struct Unencodable: Error {
+        var reason: String
+        var path: [String] = []
+    }
+
+    static func write(_ value: JSONValue, into out: inout [UInt8]) throws(Unencodable) {
         switch value {
         case .null: out.append(contentsOf: "null".utf8)
         case .bool(let b): out.append(contentsOf: (b ? "true" : "false").utf8)
         case .int(let i): out.append(contentsOf: String(i).utf8)
         case .double(let d):
             guard d.isFinite else {
-                throw JSONError(
-                    .notEncodable, "\(path): \(d) cannot be written as JSON (NaN and infinities are not JSON)")
+                throw Unencodable(reason: "\(d) cannot be written as JSON (NaN and infinities are not JSON)")
             }
             out.append(contentsOf: formatDouble(d).utf8)
         case .string(let s): writeString(s, into: &out)
         case .bytes:
-            throw JSONError(.notEncodable, "\(path): a string that is not valid UTF-8 cannot be written as JSON")
+            throw Unencodable(reason: "a string that is not valid UTF-8 cannot be written as JSON")
         case .array(let elements):
             out.append(UInt8(ascii: "["))
-            for (i, e) in elements.enumerated() {
+            for i in elements.indices {
                 if i > 0 { out.append(UInt8(ascii: ",")) }
-                try write(e, into: &out, path: "\(path)[\(i + 1)]")
+                do { try write(elements[i], into: &out) } catch {
+                    var failure = error
+                    failure.path.append("[\(i + 1)]")
+                    throw failure
+                }
             }
             out.append(UInt8(ascii: "]"))
         case .object(let object):
             out.append(UInt8(ascii: "{"))
-            for (i, m) in object.members.enumerated() {
+            for i in object.members.indices {
                 if i > 0 { out.append(UInt8(ascii: ",")) }
-                writeString(m.key, into: &out)
+                writeString(object.members[i].key, into: &out)
                 out.append(UInt8(ascii: ":"))
-                try write(m.value, into: &out, path: "\(path).\(m.key)")
+                do { try write(object.members[i].value, into: &out) } catch {
+                    var failure = error
+                    failure.path.append(".\(object.members[i].key)")
+                    throw failure
+                }
             }
             out.append(UInt8(ascii: "}"))
         }

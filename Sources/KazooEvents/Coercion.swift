@@ -8,22 +8,30 @@ import JSONCore
 enum Coercion {
     static func coerce(_ fields: JSONObject, spec: EventSpec) throws(EventDecodingError) -> JSONObject {
         // Most JSON bodies already have every known field in its type: copy nothing until a value changes.
-        var members: [JSONObject.Member]? = nil
-        for (position, member) in fields.enumerated() {
+        // Indices over `members`, not `enumerated()` on the object: that copied every member out (a retain and
+        // release of its key and value) and re-read `endIndex` at each step, half of this function's cost.
+        let members = fields.members
+        var position = 0
+        while position < members.count {
+            if let type = spec.type(of: members[position].key), !conforms(members[position].value, to: type) {
+                break
+            }
+            position += 1
+        }
+        guard position < members.count else { return fields }
+        var out: [JSONObject.Member] = []
+        out.reserveCapacity(members.count)
+        out.append(contentsOf: members[..<position])
+        for member in members[position...] {
             guard let type = spec.type(of: member.key), !conforms(member.value, to: type) else {
-                members?.append(member)
+                out.append(member)
                 continue
             }
-            if members == nil {
-                members = Array(fields.members[..<position])
-                members!.reserveCapacity(fields.count)
-            }
             if let value = try coerce(member.value, to: type, path: member.key) {
-                members!.append(JSONObject.Member(key: member.key, value: value))
+                out.append(JSONObject.Member(key: member.key, value: value))
             }
         }
-        guard let members else { return fields }
-        return JSONObject(uniqueMembersUnchecked: members)
+        return JSONObject(uniqueMembersUnchecked: out)
     }
 
     /// Whether a value already has its field's type, so coercion would return it unchanged.

@@ -138,7 +138,7 @@ struct LuaStack {
             let p = sb_tolstring(L, index, &length)!
             let buffer = UnsafeBufferPointer(
                 start: UnsafeRawPointer(p).assumingMemoryBound(to: UInt8.self), count: length)
-            if let s = String(validating: buffer, as: UTF8.self) { return .string(s) }
+            if let s = UTF8Validation.string(buffer) { return .string(s) }
             return .bytes(Array(buffer))
         case LUA_TLIGHTUSERDATA where sb_is_null(L, index) != 0:
             return .null

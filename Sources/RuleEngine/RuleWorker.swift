@@ -335,7 +335,7 @@ public actor RuleWorker {
         var out = JSONObject()
         out["status"] = .int(Int64(response.status))
         out["headers"] = .object(headers)
-        if let text = String(validating: response.body, as: UTF8.self) {
+        if let text = response.body.withUnsafeBufferPointer(UTF8Validation.string) {
             out["body"] = .string(text)
         } else {
             out["body"] = .bytes(response.body)

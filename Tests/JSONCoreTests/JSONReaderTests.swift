@@ -137,6 +137,19 @@ func parseError(_ bytes: [UInt8], limits: JSONLimits = .default, sourceLocation:
         #expect(throws: JSONError.self) { try JSONWriter.encode(["x": .double(.nan)]) }
     }
 
+    /// The error names where the value is, as a path from the root.
+    @Test func refusalsNameThePath() {
+        let value: JSONValue = ["ok": 1, "a": ["b": [1, .double(.infinity)]]]
+        do {
+            _ = try JSONWriter.encode(value)
+            Issue.record("encoded an infinity")
+        } catch {
+            #expect(error.kind == .notEncodable)
+            #expect(error.message.hasPrefix("$.a.b[2]: "), "\(error.message)")
+        }
+        #expect(throws: JSONError.self) { try JSONWriter.encode([.bytes([0xFF])]) }
+    }
+
     @Test func objectsCompareRegardlessOfOrder() {
         let a: JSONValue = ["x": 1, "y": 2]
         let b: JSONValue = ["y": 2, "x": 1]
