@@ -16,7 +16,7 @@ public final class Engine: Service, Sendable {
         public var workers: [RuleWorker]
         public var ruleNames: [String]
         /// The rules' `on` and `match`, so that an event no rule takes is finished without a worker.
-        public var definitions: [RuleDefinition] = []
+        var gates: [RuleGate] = []
         public var diagnostics: [Diagnostic]
         /// The rules that tick, and when.
         public var schedules: [String: TickSchedule] = [:]
@@ -116,7 +116,8 @@ public final class Engine: Service, Sendable {
         var schedules: [String: TickSchedule] = [:]
         for rule in rules { if let schedule = rule.schedule { schedules[rule.name] = schedule } }
         return Generation(
-            version: version, source: source, workers: workers, ruleNames: rules.map(\.name), definitions: rules,
+            version: version, source: source, workers: workers, ruleNames: rules.map(\.name),
+            gates: rules.map(RuleGate.init),
             diagnostics: await workers[0].diagnostics, schedules: schedules)
     }
 
@@ -239,13 +240,13 @@ public final class Engine: Service, Sendable {
     /// common case. False when some rule would run, or when an earlier event of the same call has not
     /// finished (this one then waits its turn like any other, so the call's order holds).
     func finishDeclined(_ event: WebhookEvent, meta: JSONValue) -> Bool {
-        let definitions = current.withLock { $0.definitions }
+        let gates = current.withLock { $0.gates }
         let qualifiedName = event.qualifiedName
         var declined: [RuleOutcome] = []
-        for definition in definitions where !definition.on.isEmpty {
-            switch definition.precheck(event, qualifiedName: qualifiedName) {
+        for gate in gates where gate.takesEvents {
+            switch gate.precheck(event, qualifiedName: qualifiedName) {
             case nil: return false
-            case "match": declined.append(definition.skipped(at: "match"))
+            case "match": declined.append(gate.definition.skipped(at: "match"))
             default: continue
             }
         }

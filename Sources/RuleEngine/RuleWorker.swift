@@ -47,11 +47,40 @@ public actor RuleWorker {
         let rules: [LoadedRule]
         let diagnostics: [Diagnostic]
 
+        /// What `steps` reads of each rule, in rule order.
+        let gates: [RuleGate]
+
         init(state: LuaState, context: RunContext, rules: [LoadedRule], diagnostics: [Diagnostic]) {
             self.state = state
             self.context = context
             self.rules = rules
             self.diagnostics = diagnostics
+            self.gates = rules.map { RuleGate($0.definition) }
+        }
+
+        /// What `process` does with each rule, decided without Lua.
+        enum Step {
+            /// Run the rule at this index: its `on` and `match` take the event.
+            case run(Int)
+            /// List the rule as having declined the event before it ran.
+            case declined(RuleOutcome)
+        }
+
+        /// The steps for one event, in rule order: rules whose `on` and `match` take it run; the others are
+        /// listed as declined (those whose `on` does not name it only with `.listed`).
+        func steps(for event: WebhookEvent, qualifiedName: String, only: String?, unnamed: UnnamedRules) -> [Step] {
+            var steps: [Step] = []
+            for (index, gate) in gates.enumerated() {
+                if let only, gate.name != only { continue }
+                guard gate.takesEvents else { continue }
+                guard let stage = gate.precheck(event, qualifiedName: qualifiedName) else {
+                    steps.append(.run(index))
+                    continue
+                }
+                if stage == "on", unnamed == .omitted { continue }
+                steps.append(.declined(gate.definition.skipped(at: stage)))
+            }
+            return steps
         }
 
         /// The rule called `name`, or the one at `index` when its name matches (the usual case).
@@ -95,15 +124,12 @@ public actor RuleWorker {
         // only the Lua references differ, and `run` takes those from the set current when each run starts.
         let built = current
         if unnamed == .listed { outcomes.reserveCapacity(built.rules.count) }
-        for index in built.rules.indices {
-            let definition = built.rules[index].definition
-            if let only, definition.name != only { continue }
-            if definition.on.isEmpty { continue }  // a rule that only ticks sees no events
-            if let stage = definition.precheck(event, qualifiedName: qualifiedName) {
-                if stage == "on", unnamed == .omitted { continue }
-                outcomes.append(definition.skipped(at: stage))
+        for step in built.steps(for: event, qualifiedName: qualifiedName, only: only, unnamed: unnamed) {
+            guard case .run(let index) = step else {
+                if case .declined(let outcome) = step { outcomes.append(outcome) }
                 continue
             }
+            let definition = built.rules[index].definition
             let inputs =
                 context
                 ?? RunInputs(
