@@ -59,6 +59,7 @@ bench:
 	@scripts/deps.sh bench
 	@scripts/deps.sh browser
 	scripts/bench.sh
+	scripts/count_instructions.sh
 	scripts/serve_bench.sh
 	scripts/console_bench.sh
 	scripts/speed_table.sh

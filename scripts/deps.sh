@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Switchboard needs from Debian when it is missing. Safe to run again: it only acts on gaps.
 #   scripts/deps.sh          build and test needs: liblua5.4-dev, libsqlite3-dev, pkg-config, tzdata, python3
-#   scripts/deps.sh bench    also the benchmarks' tools and anchors: lua5.4, lua-cjson, wrk, nginx with lua
+#   scripts/deps.sh bench    also the benchmarks' tools and anchors: lua5.4, lua-cjson, wrk, nginx with lua, valgrind
 #   scripts/deps.sh browser  also the console's browser tests: chromium, chromium-driver, python3-selenium
 set -euo pipefail
 need=()

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Instructions per event of `make bench`'s first row (decode + Lua table + rule + JSON out), counted by
+# `valgrind --tool=callgrind`, beside lua5.4 + lua-cjson running ../shared/bench/inproc.lua. Each runs at N and
+# 2N events; the difference over the extra events is the per-event count, so start-up cancels out. Counts
+# barely move between runs, where CPU time on this shared 2-core machine moves by a third: use them to judge a
+# change to the decoder or the Lua bridge.
+#
+#   scripts/count_instructions.sh [BINARY...]   (default: the release SwitchboardBench, built first)
+#
+# Each BINARY is copied and stripped of its DWARF first: valgrind 3.19 gives up on Swift's debug info.
+# (The engine loop, BENCH_ENGINE_LOOP=1, starts dispatch threads, and valgrind crashes on those here.)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARED=${SHARED:-../shared}
+N=${N:-10000}
+event="$SHARED/bench/event.json"
+scripts/deps.sh bench
+if [ $# -eq 0 ]; then
+  swift build -c release --product SwitchboardBench >/dev/null
+  set -- .build/release/SwitchboardBench
+fi
+work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+count() { valgrind --tool=callgrind --callgrind-out-file="$work/out" "$@" 2>&1 | awk '/refs:/ {gsub(",", "", $4); print $4}'; }
+for binary in "$@"; do
+  cp "$binary" "$work/bench" && strip -g "$work/bench"
+  # SwitchboardBench warms up with N/10 events before measuring N: 1.1 × N events per run.
+  a=$(BENCH_BRIDGE_ONLY=1 count "$work/bench" "$event" "$N")
+  b=$(BENCH_BRIDGE_ONLY=1 count "$work/bench" "$event" $((2 * N)))
+  printf '%-48s %8d instructions per event\n' "$binary" $(((b - a) / (N + N / 10)))
+done
+a=$(count lua5.4 "$SHARED/bench/inproc.lua" "$event" "$N")
+b=$(count lua5.4 "$SHARED/bench/inproc.lua" "$event" $((2 * N)))
+printf '%-48s %8d instructions per event\n' "lua5.4 + lua-cjson (inproc.lua)" $(((b - a) / N))
