@@ -141,7 +141,7 @@ private struct Cursor {
             if let at = keyIndex.find(keyHash, key, in: members) {
                 members[at].value = value
             } else {
-                keyIndex.insert(keyHash, at: members.count, members: members)
+                keyIndex.insert(key, hash: keyHash, at: members.count, members: members)
                 members.append(JSONObject.Member(key: key, value: value))
             }
             skipWhitespace()
@@ -486,31 +486,27 @@ public enum UTF8Validation {
 
 /// Finds duplicate keys while an object is read. Up to 64 keys: a 256-bit filter indexed by the top byte of
 /// each key's hash (`KeyTable.hash` of its raw bytes) says "certainly new" for most keys, and only a filter hit
-/// compares the key with the members read so far; nothing is allocated. Past 64 keys: a table of hashes, so
-/// reading stays linear. (It was an array of hashes scanned for every key: 7% of decoding in `perf`.)
+/// compares the key with the members read so far; nothing is allocated. (It was an array of hashes scanned for
+/// every key: 7% of decoding in `perf`.) Past 64 keys: a Swift dictionary of the keys themselves, whose hashing
+/// is seeded per process, so keys crafted to collide under `KeyTable.hash` (easy: it is not keyed) cannot make
+/// reading a large object quadratic.
 struct KeyIndex {
     var filter: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
     var count = 0
-    var table: [UInt64: Int]? = nil
-
-    static func hash(_ key: String) -> UInt64 { KeyTable<Int>.hash(key) }
+    var table: [String: Int]? = nil
 
     func find(_ hash: UInt64, _ key: String, in members: [JSONObject.Member]) -> Int? {
-        if let table {
-            guard let at = table[hash] else { return nil }
-            if members[at].key == key { return at }
-            return members.firstIndex { $0.key == key }  // a hash collision: rare, so a scan is fine
-        }
+        if let table { return table[key] }
         let (word, bit) = Self.slot(hash)
         guard filterWord(word) & bit != 0 else { return nil }
         let length = key.utf8.count
         return members.firstIndex { $0.key.utf8.count == length && $0.key == key }
     }
 
-    mutating func insert(_ hash: UInt64, at position: Int, members: [JSONObject.Member]) {
+    mutating func insert(_ key: String, hash: UInt64, at position: Int, members: [JSONObject.Member]) {
         count += 1
         if table != nil {
-            if table![hash] == nil { table![hash] = position }
+            table![key] = position
             return
         }
         let (word, bit) = Self.slot(hash)
@@ -521,10 +517,10 @@ struct KeyIndex {
         default: filter.3 |= bit
         }
         if count > 64 {
-            var map: [UInt64: Int] = [:]
+            var map: [String: Int] = [:]
             map.reserveCapacity(count * 2)
-            for (i, m) in members.enumerated() where map[Self.hash(m.key)] == nil { map[Self.hash(m.key)] = i }
-            if map[hash] == nil { map[hash] = position }
+            for (i, m) in members.enumerated() { map[m.key] = i }
+            map[key] = position
             table = map
         }
     }

@@ -1,3 +1,11 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// A fixed set of object keys that `JSONReader` hands out as shared Strings instead of building a new one for
 /// each occurrence. A Kazoo event repeats the same few dozen keys in every request; building each (checking its
 /// UTF-8, allocating the longer ones, freeing them again) was a fifth of parsing. A key is looked up by the hash
@@ -61,11 +69,3 @@ public struct KeyInterner: Sendable {
         }
     }
 }
-
-#if canImport(Glibc)
-    import Glibc
-#elseif canImport(Musl)
-    import Musl
-#elseif canImport(Darwin)
-    import Darwin
-#endif

@@ -57,8 +57,9 @@ public struct KeyTable<Value: Sendable>: Sendable {
     }
 
     /// A 64-bit hash of raw bytes, eight at a time: each word is folded in with one multiply and a shift (the
-    /// byte-at-a-time FNV-1a it replaces was 9% of decoding in `perf`, a multiply per byte in one chain). Not
-    /// for untrusted collision resistance: tables keyed by it are fixed (field types) or bounded per object.
+    /// byte-at-a-time FNV-1a it replaces was 9% of decoding in `perf`, a multiply per byte in one chain). It is
+    /// not keyed, so colliding keys are easy to make: use it only where a collision costs a bounded amount (fixed
+    /// tables such as the field types, or `KeyIndex`'s first 64 keys), never to index what a request adds.
     @inlinable
     public static func hash(bytes: UnsafeRawBufferPointer) -> UInt64 {
         let k: UInt64 = 0x9E37_79B9_7F4A_7C15
@@ -66,7 +67,7 @@ public struct KeyTable<Value: Sendable>: Sendable {
         var i = 0
         let n = bytes.count
         while i + 8 <= n {
-            h = (h ^ bytes.loadUnaligned(fromByteOffset: i, as: UInt64.self)) &* k
+            h = (h ^ UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: i, as: UInt64.self))) &* k
             h ^= h >> 29
             i += 8
         }

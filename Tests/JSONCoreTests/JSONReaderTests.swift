@@ -214,6 +214,53 @@ func parseError(_ bytes: [UInt8], limits: JSONLimits = .default, sourceLocation:
     }
 }
 
+@Suite struct CollidingKeyTests {
+    /// 16-byte printable keys that all have the same `KeyTable.hash`: the hash is not keyed, and its second word
+    /// can be solved for. Built the way an attacker would, by trying first words until the solved second word
+    /// is printable.
+    static func collidingKeys(_ count: Int) -> [String] {
+        let k: UInt64 = 0x9E37_79B9_7F4A_7C15
+        var inverse = k
+        for _ in 0..<6 { inverse = inverse &* (2 &- k &* inverse) }  // Newton's step: k · inverse ≡ 1 (mod 2⁶⁴)
+        let target: UInt64 = 0x1234_5678_90AB_CDEF
+        var keys: [String] = []
+        var n: UInt64 = 0
+        func printable(_ word: UInt64) -> Bool {
+            (0..<8).allSatisfy { i in
+                let b = UInt8(truncatingIfNeeded: word >> (8 * UInt64(i)))
+                return b >= 0x20 && b < 0x7F && b != 0x22 && b != 0x5C
+            }
+        }
+        while keys.count < count {
+            n += 1
+            // The first word: "k" and seven base-16 digits of n written "a"…"p".
+            var first: UInt64 = 0x6B
+            for i in 1..<8 { first |= UInt64(0x61 + UInt8((n >> (4 * UInt64(i - 1))) & 15)) << (8 * UInt64(i)) }
+            var h = (16 &* k ^ first) &* k
+            h ^= h >> 29
+            let second = (target &* inverse) ^ h
+            guard printable(second) else { continue }
+            let bytes = (0..<16).map { i in UInt8(truncatingIfNeeded: (i < 8 ? first : second) >> (8 * UInt64(i % 8))) }
+            keys.append(String(decoding: bytes, as: UTF8.self))
+        }
+        return keys
+    }
+
+    /// Keys crafted to collide are still told apart, and a repeat among them still keeps its last value, in
+    /// objects small enough for the filter and large enough for the table.
+    @Test(arguments: [40, 200]) func collidingKeysAreToldApart(count: Int) throws {
+        let keys = Self.collidingKeys(count)
+        #expect(Set(keys).count == count)
+        #expect(Set(keys.map { KeyTable<Int>.hash($0) }).count == 1)
+        var members = keys.enumerated().map { "\"\($1)\":\($0)" }
+        members.append("\"\(keys[5])\":-5")
+        let value = try parse("{\(members.joined(separator: ","))}")
+        #expect(value.objectValue?.count == count)
+        #expect(value[keys[5]] == -5)
+        #expect(value[keys[count - 1]] == .int(Int64(count - 1)))
+    }
+}
+
 @Suite struct KeyInternerTests {
     let interner = KeyInterner(["call_id", "a", "custom_channel_vars", "", "owner_id", "call_id"])
 
