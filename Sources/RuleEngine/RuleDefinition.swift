@@ -115,21 +115,7 @@ public struct RuleDefinition: Sendable, Hashable {
     /// When `tick` runs, if the rule has one.
     public var schedule: TickSchedule? = nil
 
-    /// The stage at which the rule declines the event before any Lua runs: `on` or `match`, else nil.
-    public func precheck(_ event: WebhookEvent, qualifiedName: String) -> String? {
-        Self.precheck(on: on, match: match, event, qualifiedName: qualifiedName)
-    }
-
-    /// `precheck` given only the two parts it reads (`RuleGate` keeps them apart from the rest of the rule).
-    static func precheck(on: [EventPattern], match: [MatchCondition], _ event: WebhookEvent, qualifiedName: String)
-        -> String?
-    {
-        guard on.contains(where: { $0.matches(event, qualifiedName: qualifiedName) }) else { return "on" }
-        guard match.allSatisfy({ $0.matches(event.fields) }) else { return "match" }
-        return nil
-    }
-
-    /// The outcome of a rule that declined an event at `stage` (see `precheck`): it never ran.
+    /// The outcome of a rule that declined an event at `stage` (see `RuleGate.precheck`): it never ran.
     public func skipped(at stage: String) -> RuleOutcome {
         RuleOutcome(rule: name, file: file.displayPath, outcome: .skipped, stage: stage)
     }
@@ -162,8 +148,10 @@ final class RuleGate: Sendable {
     /// Whether the rule sees events at all (a rule that only ticks does not).
     var takesEvents: Bool { !on.isEmpty }
 
-    /// See `RuleDefinition.precheck`.
+    /// The stage at which the rule declines the event before any Lua runs: `on` or `match`, else nil.
     func precheck(_ event: WebhookEvent, qualifiedName: String) -> String? {
-        RuleDefinition.precheck(on: on, match: match, event, qualifiedName: qualifiedName)
+        guard on.contains(where: { $0.matches(event, qualifiedName: qualifiedName) }) else { return "on" }
+        guard match.allSatisfy({ $0.matches(event.fields) }) else { return "match" }
+        return nil
     }
 }
