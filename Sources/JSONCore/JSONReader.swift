@@ -141,7 +141,7 @@ private struct Cursor {
             if let at = keyIndex.find(keyHash, key, in: members) {
                 members[at].value = value
             } else {
-                keyIndex.insert(key, hash: keyHash, at: members.count, members: members)
+                keyIndex.insert(key, hash: keyHash, before: members)
                 members.append(JSONObject.Member(key: key, value: value))
             }
             skipWhitespace()
@@ -492,19 +492,18 @@ public enum UTF8Validation {
 /// reading a large object quadratic.
 struct KeyIndex {
     var filter: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
-    var count = 0
     var table: [String: Int]? = nil
 
     func find(_ hash: UInt64, _ key: String, in members: [JSONObject.Member]) -> Int? {
         if let table { return table[key] }
         let (word, bit) = Self.slot(hash)
         guard filterWord(word) & bit != 0 else { return nil }
-        let length = key.utf8.count
-        return members.firstIndex { $0.key.utf8.count == length && $0.key == key }
+        return members.position(of: key)
     }
 
-    mutating func insert(_ key: String, hash: UInt64, at position: Int, members: [JSONObject.Member]) {
-        count += 1
+    /// Records `key`, about to be appended to `members` (which it is not in).
+    mutating func insert(_ key: String, hash: UInt64, before members: [JSONObject.Member]) {
+        let position = members.count
         if table != nil {
             table![key] = position
             return
@@ -516,9 +515,9 @@ struct KeyIndex {
         case 2: filter.2 |= bit
         default: filter.3 |= bit
         }
-        if count > 64 {
+        if position >= 64 {
             var map: [String: Int] = [:]
-            map.reserveCapacity(count * 2)
+            map.reserveCapacity(position * 2 + 2)
             for (i, m) in members.enumerated() { map[m.key] = i }
             map[key] = position
             table = map

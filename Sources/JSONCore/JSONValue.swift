@@ -137,25 +137,14 @@ public struct JSONObject: Sendable, Hashable, RandomAccessCollection {
 
     /// Gets, replaces, appends (new key) or removes (nil) a member.
     public subscript(key: String) -> JSONValue? {
-        get {
-            let count = key.utf8.count
-            for m in members where m.key.utf8.count == count && m.key == key { return m.value }
-            return nil
-        }
+        get { members.position(of: key).map { members[$0].value } }
         set {
-            if let at = position(of: key) {
+            if let at = members.position(of: key) {
                 if let newValue { members[at].value = newValue } else { members.remove(at: at) }
             } else if let newValue {
                 members.append(Member(key: key, value: newValue))
             }
         }
-    }
-
-    /// Where the member called `key` is. Keys of another length are passed over without comparing their bytes:
-    /// a lookup in a 30-field event otherwise ran a string comparison per member.
-    func position(of key: String) -> Int? {
-        let count = key.utf8.count
-        return members.firstIndex { $0.key.utf8.count == count && $0.key == key }
     }
 
     /// Two objects are equal when they hold the same keys with equal values, in any order.
@@ -179,5 +168,15 @@ public struct JSONObject: Sendable, Hashable, RandomAccessCollection {
         }
         hasher.combine(members.count)
         hasher.combine(sum)
+    }
+}
+
+extension [JSONObject.Member] {
+    /// Where the member called `key` is, for the object's subscript and the reader's repeated-key check. Keys of
+    /// another length are passed over without comparing their bytes: a lookup in a 30-field event otherwise ran
+    /// a string comparison per member.
+    func position(of key: String) -> Int? {
+        let count = key.utf8.count
+        return firstIndex { $0.key.utf8.count == count && $0.key == key }
     }
 }
