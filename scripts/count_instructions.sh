@@ -21,13 +21,18 @@ if [ $# -eq 0 ]; then
 fi
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 count() { valgrind --tool=callgrind --callgrind-out-file="$work/out" "$@" 2>&1 | awk '/refs:/ {gsub(",", "", $4); print $4}'; }
+# per_event LABEL EXTRA COMMAND...: COMMAND runs with "$event N" and "$event 2N" appended; EXTRA is how many
+# more events the second run handles.
+per_event() {
+  local label=$1 extra=$2 a b
+  shift 2
+  a=$(count "$@" "$event" "$N")
+  b=$(count "$@" "$event" $((2 * N)))
+  printf '%-48s %8d instructions per event\n' "$label" $(((b - a) / extra))
+}
 for binary in "$@"; do
   cp "$binary" "$work/bench" && strip -g "$work/bench"
   # SwitchboardBench warms up with N/10 events before measuring N: 1.1 × N events per run.
-  a=$(BENCH_BRIDGE_ONLY=1 count "$work/bench" "$event" "$N")
-  b=$(BENCH_BRIDGE_ONLY=1 count "$work/bench" "$event" $((2 * N)))
-  printf '%-48s %8d instructions per event\n' "$binary" $(((b - a) / (N + N / 10)))
+  BENCH_BRIDGE_ONLY=1 per_event "$binary" $((N + N / 10)) "$work/bench"
 done
-a=$(count lua5.4 "$SHARED/bench/inproc.lua" "$event" "$N")
-b=$(count lua5.4 "$SHARED/bench/inproc.lua" "$event" $((2 * N)))
-printf '%-48s %8d instructions per event\n' "lua5.4 + lua-cjson (inproc.lua)" $(((b - a) / N))
+per_event "lua5.4 + lua-cjson (inproc.lua)" "$N" lua5.4 "$SHARED/bench/inproc.lua"

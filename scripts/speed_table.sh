@@ -11,10 +11,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-8}; EVENTS=${EVENTS:-1000000}
 source scripts/serve_common.sh
-rss_mb() { awk '/^VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
-# The part of it that is the process's own memory; the rest is code and data mapped from files (the binary,
-# Swift's and Foundation's libraries), shared with other processes and dropped first under pressure.
-anon_mb() { awk '/^RssAnon/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
+# status_mb PID FIELD: a line of /proc/PID/status in MB. VmRSS is the resident memory, VmHWM its peak, RssAnon
+# the part of it that is the process's own; the rest is code and data mapped from files (the binary, Swift's
+# and Foundation's libraries), shared with other processes and dropped first under pressure.
+status_mb() { awk -v f="$2:" '$1 == f {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
 
 cp "$SHARED/bench/nginx.conf" "$work/nginx.conf"
 nginx -c "$work/nginx.conf" -p "$work" >"$work/nginx.out" 2>&1 & pids+=($!)
@@ -56,7 +56,7 @@ done
 "$BIN" serve --rules "$work/twenty" --port 18203 --data-dir "$work/var-20" --log-level warning & pid=$!; pids+=($pid)
 wait_up 18203
 sleep 2
-idle=$(rss_mb "$pid"); idle_anon=$(anon_mb "$pid")
+idle=$(status_mb "$pid" VmRSS); idle_anon=$(status_mb "$pid" RssAnon)
 start=$(date +%s)
 while [ "$(metric 18203 switchboard_events_total)" -lt "$EVENTS" ]; do
   post 5 http://127.0.0.1:18203/hooks/channel_create >/dev/null
@@ -65,8 +65,8 @@ done
 accepted=$(metric 18203 switchboard_events_total)
 while [ "$(metric 18203 'switchboard_rule_runs_total{rule="anchor"')" -lt "$accepted" ]; do sleep 0.1; done
 sleep 2
-after=$(rss_mb "$pid"); after_anon=$(anon_mb "$pid")
-peak=$(awk '/^VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status")
+after=$(status_mb "$pid" VmRSS); after_anon=$(status_mb "$pid" RssAnon)
+peak=$(status_mb "$pid" VmHWM)
 echo "accepted $accepted events in $(($(date +%s) - start)) s; every anchor rule run finished"
 
 echo
