@@ -9,6 +9,8 @@ import JSONCore
 /// cross these frames. Each function states its stack effect.
 struct LuaStack {
     let L: OpaquePointer
+    /// The owning state's cache of Lua strings (keys and short values), when this stack may use it.
+    var strings: LuaStringCache.Table? = nil
 
     var top: Int32 { lua_gettop(L) }
 
@@ -27,10 +29,17 @@ struct LuaStack {
         }
     }
 
+    /// Pushes a string through the state's cache (`LuaStringCache`): kept there when it is a table `key`.
+    /// Stack effect: +1.
+    func pushString(_ s: String, key: Bool) {
+        if let strings, strings.push(s, on: L, keep: key) { return }
+        pushString(s)
+    }
+
     /// `t[key] = top` without metamethods, for the table at `index`. Stack effect: -1.
     func setField(_ index: Int32, _ key: String) {
         let table = lua_absindex(L, index)
-        pushString(key)
+        pushString(key, key: true)
         sb_insert(L, -2)
         lua_rawset(L, table)
     }
@@ -59,7 +68,7 @@ struct LuaStack {
         case .bool(let b): lua_pushboolean(L, b ? 1 : 0)
         case .int(let i): lua_pushinteger(L, i)
         case .double(let d): lua_pushnumber(L, d)
-        case .string(let s): pushString(s)
+        case .string(let s): pushString(s, key: false)
         case .bytes(let b):
             b.withUnsafeBufferPointer { p in
                 _ = lua_pushlstring(
@@ -84,7 +93,7 @@ struct LuaStack {
             guard lua_checkstack(L, 4) != 0 else { throw stackExhausted() }
             lua_createtable(L, 0, Int32(clamping: object.count))
             for member in object.members {
-                pushString(member.key)
+                pushString(member.key, key: true)
                 do { try push(member.value, depth: depth + 1, maxDepth: maxDepth) } catch {
                     sb_pop(L, 2)
                     throw error

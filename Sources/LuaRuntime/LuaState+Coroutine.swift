@@ -59,7 +59,7 @@ extension LuaState {
         guard let thread = lua_newthread(L) else { throw LuaError(.memory, "could not create a coroutine") }
         sb_mark_host_thread(thread)
         let reference = popReference()
-        let threadStack = LuaStack(L: thread)
+        let threadStack = LuaStack(L: thread, strings: strings.table)
         guard lua_checkstack(thread, Int32(clamping: arguments.count + 2)) != 0 else {
             release(reference)
             throw LuaError(.conversion, "too many arguments")
@@ -88,7 +88,7 @@ extension LuaState {
         let thread = coroutine.thread
         sb_touch(L)
         sb_touch(thread)
-        let threadStack = LuaStack(L: thread)
+        let threadStack = LuaStack(L: thread, strings: strings.table)
         var count = coroutine.argumentCount
         if coroutine.started {
             lua_settop(thread, 0)

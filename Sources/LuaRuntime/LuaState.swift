@@ -42,6 +42,8 @@ public final class LuaState {
     public private(set) var limits: LuaLimits
     /// Host functions stay alive as long as the state: Lua holds them as raw pointers.
     var hostFunctions: [HostFunctionBox] = []
+    /// Lua strings made once for the keys and short values pushed on every call (`LuaStringCache`).
+    let strings = LuaStringCache()
     /// Set after a kill that left the state holding most of its memory cap: the owner should discard it.
     public internal(set) var needsRebuild = false
 
@@ -148,5 +150,5 @@ public final class LuaState {
         return try stack.value(at: -1, maxDepth: limits.maxValueDepth)
     }
 
-    var stack: LuaStack { LuaStack(L: L) }
+    var stack: LuaStack { LuaStack(L: L, strings: strings.table) }
 }

@@ -113,6 +113,52 @@ func expectLuaError(_ source: String, in state: LuaState, sourceLocation: Source
         #expect(error?.kind == .conversion)
         #expect(error?.message.contains("function") == true)
     }
+
+    // The state reuses the Lua strings it made for keys and short values (LuaStringCache): whatever it hands
+    // out must be the text pushed, across more strings than it has slots, for equal texts in different
+    // Strings, and after a String it kept was changed.
+    @Test func reusedStringsAreAlwaysTheTextPushed() throws {
+        let env = try state.newEnvironment()
+        // Lua sees the keys and values themselves, not only the round trip: it joins them in key order.
+        let join = try state.load(
+            """
+            local t = ... local keys = {}
+            for k in pairs(t) do keys[#keys + 1] = k end
+            table.sort(keys)
+            local out = {}
+            for _, k in ipairs(keys) do out[#out + 1] = k .. "=" .. t[k] end
+            return table.concat(out, ",")
+            """, chunkName: "join.lua", environment: env)
+        // Keys of 1 to 60 bytes (past Lua's 40-byte interned strings) and short values, 600 of each.
+        func text(_ i: Int, _ length: Int) -> String {
+            let digits = String(i)
+            return String(repeating: "k", count: max(0, length - digits.count)) + digits
+        }
+        var shared: [String] = []
+        for i in 0..<600 { shared.append(text(i, 1 + i % 60)) }
+        for round in 0..<3 {
+            for start in stride(from: 0, to: shared.count, by: 50) {
+                var object = JSONObject()
+                var expected: [String] = []
+                for i in start..<(start + 50) {
+                    // Round 0 and 2 push the same Strings; round 1 pushes equal texts in new Strings.
+                    let key = round == 1 ? text(i, 1 + i % 60) : shared[i]
+                    let value = "v\(i % 7)"
+                    object[key] = .string(value)
+                    expected.append("\(key)=\(value)")
+                }
+                let out = try state.call(join, [.object(object)])
+                #expect(out == [.string(expected.sorted().joined(separator: ","))])
+                #expect(try roundTrip(.object(object)) == .object(object))
+            }
+        }
+        // A String the cache keeps cannot be changed under it: changing it makes new storage.
+        var key = String(repeating: "x", count: 20)
+        key.reserveCapacity(64)
+        #expect(try roundTrip(.object(JSONObject([.init(key: key, value: 1)]))) == ["xxxxxxxxxxxxxxxxxxxx": 1])
+        key.append("y")
+        #expect(try roundTrip(.object(JSONObject([.init(key: key, value: 1)]))) == ["xxxxxxxxxxxxxxxxxxxxy": 1])
+    }
 }
 
 @Suite struct SandboxTests {

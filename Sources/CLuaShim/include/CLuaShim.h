@@ -136,5 +136,7 @@ static inline void sb_remove(lua_State *L, int index) { lua_remove(L, index); }
 static inline int sb_ref(lua_State *L) { return luaL_ref(L, LUA_REGISTRYINDEX); }
 static inline void sb_unref(lua_State *L, int ref) { luaL_unref(L, LUA_REGISTRYINDEX, ref); }
 static inline int sb_getref(lua_State *L, int ref) { return lua_rawgeti(L, LUA_REGISTRYINDEX, ref); }
+/// Pops the top value into the registry slot `ref` (made by `sb_ref`), replacing what it held.
+static inline void sb_setref(lua_State *L, int ref) { lua_rawseti(L, LUA_REGISTRYINDEX, ref); }
 
 #endif
