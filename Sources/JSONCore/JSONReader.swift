@@ -456,6 +456,13 @@ public enum UTF8Validation {
             while i + 8 <= n, raw.loadUnaligned(fromByteOffset: i, as: UInt64.self) & 0x8080_8080_8080_8080 == 0 {
                 i += 8
             }
+            // Under eight bytes left, all after ASCII words: one load of the last eight (overlapping those
+            // already checked) clears an ASCII tail without the byte loop.
+            if i < n, i + 8 > n, n >= 8,
+                raw.loadUnaligned(fromByteOffset: n - 8, as: UInt64.self) & 0x8080_8080_8080_8080 == 0
+            {
+                return nil
+            }
         }
         while i < n {
             let b = bytes[i]

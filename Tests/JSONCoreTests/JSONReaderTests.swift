@@ -69,6 +69,29 @@ func parseError(_ bytes: [UInt8], limits: JSONLimits = .default, sourceLocation:
         #expect(try JSONReader.parse([0xEF, 0xBB, 0xBF] + Array(#"{"a":1}"#.utf8)) == ["a": 1])
     }
 
+    // The check reads eight bytes at a time and its tail in one overlapping load: a bad byte or a valid
+    // multi-byte character anywhere in strings of 1 to 40 bytes must still be told apart.
+    @Test func utf8CheckFindsEveryPositionOfEveryLength() {
+        func check(_ bytes: [UInt8]) -> Int? { bytes.withUnsafeBufferPointer(UTF8Validation.firstInvalidOffset) }
+        for length in 1...40 {
+            let ascii = [UInt8](repeating: UInt8(ascii: "a"), count: length)
+            #expect(check(ascii) == nil)
+            for position in 0..<length {
+                var bad = ascii
+                bad[position] = 0xFF
+                #expect(check(bad) == position, "0xFF at \(position) of \(length)")
+                var cut = ascii
+                cut[position] = 0xC3  // a two-byte lead with an ASCII byte (or nothing) after it
+                #expect(check(cut) == position, "a cut character at \(position) of \(length)")
+                guard position + 1 < length else { continue }
+                var good = ascii
+                good[position] = 0xC3
+                good[position + 1] = 0xA9  // é
+                #expect(check(good) == nil, "é at \(position) of \(length)")
+            }
+        }
+    }
+
     @Test func invalidUTF8IsRejectedWithItsOffset() {
         let error = parseError(Array(#"{"a":"x"#.utf8) + [0xC3, 0x28] + Array(#""}"#.utf8))
         #expect(error?.kind == .invalidUTF8)
