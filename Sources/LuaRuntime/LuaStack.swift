@@ -187,8 +187,12 @@ struct LuaStack {
         }
 
         var members: [JSONObject.Member] = []
+        // One allocation for the small tables rules usually return (growing from empty took three).
+        members.reserveCapacity(8)
         var integerValues: [(Int64, JSONValue)] = []
         var onlyIntegers = true
+        // Keys of a Lua table are distinct, but a number key's text may equal a string key's ([1] and "1").
+        var numberKeys = false
         lua_pushnil(L)
         while lua_next(L, index) != 0 {
             // stack: key, value
@@ -202,9 +206,11 @@ struct LuaStack {
                 let i = sb_tointeger(L, -2)
                 integerKey = i
                 key = String(i)
+                numberKeys = true
             } else if keyType == LUA_TNUMBER {
                 key = JSONWriter.formatDouble(sb_tonumber(L, -2))
                 onlyIntegers = false
+                numberKeys = true
             } else {
                 let name = String(cString: lua_typename(L, keyType))
                 sb_pop(L, 2)
@@ -235,7 +241,8 @@ struct LuaStack {
             // Lua's hash order changes from run to run; sorted keys make output and diffs stable.
             members.sort { $0.key < $1.key }
         }
-        return .object(JSONObject(members))
+        // Only string keys: already distinct, no need to look for repeats.
+        return .object(numberKeys ? JSONObject(members) : JSONObject(uniqueMembersUnchecked: members))
     }
 
     private func tooDeep(_ maxDepth: Int) -> LuaError {

@@ -87,6 +87,20 @@ func expectLuaError(_ source: String, in state: LuaState, sourceLocation: Source
         #expect(out[4] == ["1": 1, "2": 2, "n": 3])
     }
 
+    @Test func aNumberKeyAndAStringKeyOfTheSameTextBecomeOneMember() throws {
+        let out = try run(
+            """
+            return {[1] = "number", ["1"] = "string", a = 0}, {[1.5] = "number", ["1.5"] = "string"}
+            """, in: state)
+        for value in out {
+            let object = try #require(value.objectValue)
+            let keys = object.members.map(\.key)
+            #expect(keys.count == Set(keys).count, "repeated keys in \(keys)")
+        }
+        #expect(out[0].objectValue?.members.map(\.key) == ["1", "a"])
+        #expect(out[1].objectValue?.members.map(\.key) == ["1.5"])
+    }
+
     @Test func depthIsLimited() throws {
         var deep: JSONValue = 1
         for _ in 0..<100 { deep = [deep] }
