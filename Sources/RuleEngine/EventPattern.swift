@@ -19,20 +19,41 @@ public struct EventPattern: Sendable, Hashable, CustomStringConvertible {
     public init?(_ text: String) {
         guard EventPattern.knownSet.contains(text) else { return nil }
         self.text = text
+        if text == "*" {
+            form = .any
+        } else if text == "channel.*" {
+            form = .channels
+        } else if text.hasSuffix(".*") {
+            form = .hook(String(text.dropLast(2)))
+        } else {
+            form = .name
+        }
     }
+
+    /// What `text` says, worked out once: `matches` runs for every rule on every event.
+    private enum Form: Sendable, Hashable {
+        /// `*`
+        case any
+        /// `channel.*`: every call event.
+        case channels
+        /// `notifications.*`, `object.*`, `parking.*`: every event of that hook.
+        case hook(String)
+        /// One event's qualified name.
+        case name
+    }
+    private let form: Form
 
     public var description: String { text }
 
     /// Whether the event is one this pattern names (`qualifiedName` is `event.qualifiedName`, computed once per
     /// event by the caller).
     public func matches(_ event: WebhookEvent, qualifiedName: String) -> Bool {
-        if text == "*" { return true }
-        if text.hasSuffix(".*") {
-            let family = text.dropLast(2)
-            if family == "channel" { return event.kind == .channel || event.hook?.hasPrefix("channel_") == true }
-            return event.hook == String(family)
+        switch form {
+        case .any: return true
+        case .channels: return event.kind == .channel || event.hook?.hasPrefix("channel_") == true
+        case .hook(let hook): return event.hook == hook
+        case .name: return qualifiedName == text
         }
-        return qualifiedName == text
     }
 
     /// The catalog entries this pattern can match (empty for `*`: anything can).

@@ -334,3 +334,34 @@ final class GateClient: OutboundHTTPClient {
         #expect(engine.metrics.value("switchboard_rule_runs_total", [("rule", "slow"), ("outcome", "skipped")]) == 1)
     }
 }
+
+/// `on` patterns are parsed once into a form; matching must still mean what the names say, for every sample
+/// event and every name `on` accepts, with and without the hook the URL gives.
+@Suite struct EventPatternTests {
+    static func expected(_ text: String, _ event: WebhookEvent) -> Bool {
+        if text == "*" { return true }
+        if text == "channel.*" { return event.kind == .channel || event.hook?.hasPrefix("channel_") == true }
+        if text.hasSuffix(".*") { return event.hook == String(text.dropLast(2)) }
+        return event.qualifiedName == text
+    }
+
+    @Test func everyKnownNameMatchesWhatItSays() throws {
+        let files = try FileManager.default.contentsOfDirectory(
+            atPath: repositoryRoot.appendingPathComponent("samples").path
+        ).sorted()
+        var matched = 0
+        for file in files {
+            let hook = file.components(separatedBy: "__").first
+            for event in [try sample(file), try sample(file, hook: hook)] {
+                for text in EventPattern.knownNames {
+                    let pattern = try #require(EventPattern(text))
+                    let got = pattern.matches(event, qualifiedName: event.qualifiedName)
+                    #expect(got == Self.expected(text, event), "\(text) on \(file) (hook \(event.hook ?? "none"))")
+                    if got, text.hasSuffix(".*"), text != "*" { matched += 1 }
+                }
+            }
+        }
+        // The families really were exercised, not only "no".
+        #expect(matched > files.count)
+    }
+}
