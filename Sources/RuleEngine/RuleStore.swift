@@ -87,6 +87,13 @@ public final class RuleStore: Sendable {
         var dependsOn: Set<Int> = []
         var finished = false
         var mark: DoneMark?
+
+        /// The done mark with the session's writes in the order they were made, as it is committed.
+        var markWithWrites: DoneMark? {
+            guard var mark else { return nil }
+            mark.writes = writes.values.sorted { $0.seq < $1.seq }
+            return mark
+        }
     }
 
     struct State {
@@ -155,9 +162,18 @@ public final class RuleStore: Sendable {
         _ session: StoreSession, mark: DoneMark?, commit: ([DoneMark]) -> Void
     ) {
         state.withLock { s in
-            guard s.sessions[session.id] != nil else { return }
-            s.sessions[session.id]!.finished = true
-            s.sessions[session.id]!.mark = mark
+            guard var finished = s.sessions[session.id] else { return }
+            finished.finished = true
+            finished.mark = mark
+            // The usual case: it read nothing uncommitted, so it goes now, alone, without a search for its
+            // group; then any session that read its writes may be ready too.
+            if finished.dependsOn.allSatisfy({ s.sessions[$0] == nil }) {
+                s.sessions[session.id] = nil
+                if let ready = finished.markWithWrites { commit([ready]) }
+                if !s.waiting.isEmpty { s.releaseReady(commit) }
+                return
+            }
+            s.sessions[session.id] = finished
             s.waiting.insert(session.id)
             s.releaseReady(commit)
         }
@@ -223,10 +239,7 @@ extension RuleStore.State {
                 for member in group.sorted() {
                     guard let session = sessions.removeValue(forKey: member) else { continue }
                     waiting.remove(member)
-                    if var mark = session.mark {
-                        mark.writes = session.writes.values.sorted { $0.seq < $1.seq }
-                        marks.append(mark)
-                    }
+                    if let mark = session.markWithWrites { marks.append(mark) }
                 }
                 if !marks.isEmpty { commit(marks) }
                 progress = true
