@@ -89,18 +89,40 @@ struct LuaStack {
             }
             sb_mark_table(L, -1, 1)
         case .object(let object):
-            guard depth < maxDepth else { throw tooDeep(maxDepth) }
-            guard lua_checkstack(L, 4) != 0 else { throw stackExhausted() }
-            lua_createtable(L, 0, Int32(clamping: object.count))
-            for member in object.members {
-                pushString(member.key, key: true)
-                do { try push(member.value, depth: depth + 1, maxDepth: maxDepth) } catch {
-                    sb_pop(L, 2)
-                    throw error
-                }
-                lua_rawset(L, -3)
+            try push(object, adding: [], depth: depth, maxDepth: maxDepth)
+        }
+    }
+
+    /// Pushes an argument: a value, or an object with members set over it (see `LuaArgument`).
+    /// Stack effect: +1 (nothing on error).
+    func push(_ argument: LuaArgument, maxDepth: Int) throws(LuaError) {
+        switch argument {
+        case .value(let value): try push(value, depth: 0, maxDepth: maxDepth)
+        case .object(let object, let extra): try push(object, adding: extra, depth: 0, maxDepth: maxDepth)
+        }
+    }
+
+    /// An object as a table, then `extra`'s members set in it (replacing members of the same key).
+    private func push(_ object: JSONObject, adding extra: [JSONObject.Member], depth: Int, maxDepth: Int)
+        throws(LuaError)
+    {
+        guard depth < maxDepth else { throw tooDeep(maxDepth) }
+        guard lua_checkstack(L, 4) != 0 else { throw stackExhausted() }
+        lua_createtable(L, 0, Int32(clamping: object.count + extra.count))
+        try set(object.members, depth: depth, maxDepth: maxDepth)
+        try set(extra, depth: depth, maxDepth: maxDepth)
+        if object.isEmpty, extra.isEmpty { sb_mark_table(L, -1, 2) }
+    }
+
+    /// Sets the members in the table on top. Stack effect: none; on error the table is popped too.
+    private func set(_ members: [JSONObject.Member], depth: Int, maxDepth: Int) throws(LuaError) {
+        for member in members {
+            pushString(member.key, key: true)
+            do { try push(member.value, depth: depth + 1, maxDepth: maxDepth) } catch {
+                sb_pop(L, 2)
+                throw error
             }
-            if object.isEmpty { sb_mark_table(L, -1, 2) }
+            lua_rawset(L, -3)
         }
     }
 

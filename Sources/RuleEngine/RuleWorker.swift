@@ -133,7 +133,8 @@ public actor RuleWorker {
             let inputs =
                 context
                 ?? RunInputs(
-                    value: Self.luaEvent(event, meta: meta), session: session ?? scratch, callID: event.callID,
+                    value: .object(event.fields, adding: Self.addedFields(event, meta: meta)),
+                    session: session ?? scratch, callID: event.callID,
                     eventID: meta?["id"]?.stringValue)
             context = inputs
             // Across this await other events run on this actor: one may be killed and replace `current`, or
@@ -156,7 +157,8 @@ public actor RuleWorker {
         let scratch = session == nil ? scratchStore.begin() : nil
         // Whole seconds, as os.time() gives and os.date() takes.
         let second = Int64(now.rounded(.down))
-        let inputs = RunInputs(value: .int(second), session: session ?? scratch, callID: nil, eventID: "tick-\(second)")
+        let inputs = RunInputs(
+            value: .value(.int(second)), session: session ?? scratch, callID: nil, eventID: "tick-\(second)")
         let outcome = await run(index: index, definition: built.rules[index].definition, inputs: inputs, tick: true)
         if let scratch { scratchStore.finish(scratch, mark: nil) { _ in } }
         return outcome
@@ -188,7 +190,8 @@ public actor RuleWorker {
 
     /// What every rule run of one event gets.
     struct RunInputs {
-        var value: JSONValue
+        /// The event (its fields and what `luaEvent` adds), or a tick's `now`.
+        var value: LuaArgument
         var session: StoreSession?
         var callID: String?
         /// The accepted event's id (the tick's for ticks); nil when there is none (`switchboard run`, tests).
@@ -203,14 +206,22 @@ public actor RuleWorker {
     /// every run of the same accepted event.
     package static func luaEvent(_ event: WebhookEvent, meta: JSONValue?) -> JSONValue {
         var fields = event.fields
-        fields["kind"] = .string(event.kind.rawValue)
-        fields["name"] = .string(event.name)
-        if let unix = event.unixTime { fields["unix_time"] = .int(unix) }
-        if let meta {
-            fields["meta"] = meta
-            if fields["id"] == nil, let id = meta["id"] { fields["id"] = id }
-        }
+        for member in addedFields(event, meta: meta) { fields[member.key] = member.value }
         return .object(fields)
+    }
+
+    /// What `luaEvent` adds to (or replaces in) the payload's fields. Runs push the payload and these into
+    /// Lua without building `luaEvent`'s copy of every member.
+    static func addedFields(_ event: WebhookEvent, meta: JSONValue?) -> [JSONObject.Member] {
+        var added: [JSONObject.Member] = [
+            .init(key: "kind", value: .string(event.kind.rawValue)), .init(key: "name", value: .string(event.name)),
+        ]
+        if let unix = event.unixTime { added.append(.init(key: "unix_time", value: .int(unix))) }
+        if let meta {
+            added.append(.init(key: "meta", value: meta))
+            if event.fields["id"] == nil, let id = meta["id"] { added.append(.init(key: "id", value: id)) }
+        }
+        return added
     }
 
     /// Runs one rule whose `on` and `match` already accepted the event, in the Lua state current now.
@@ -236,7 +247,7 @@ public actor RuleWorker {
             return outcome
         }
         do {
-            let coroutine = try set.state.startCoroutine(function, [inputs.value])
+            let coroutine = try set.state.startCoroutine(function, arguments: [inputs.value])
             var resumeWith: [JSONValue] = []
             while true {
                 set.context.phase = .running(run)

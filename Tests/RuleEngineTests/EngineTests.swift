@@ -365,3 +365,36 @@ final class GateClient: OutboundHTTPClient {
         #expect(matched > files.count)
     }
 }
+
+/// Rules get the payload with `kind`, `name`, `unix_time`, `meta` and (when the payload has none) `id` set
+/// over it; the worker pushes those beside the payload instead of copying it, and `luaEvent` (used by
+/// `switchboard test`) must describe the same table.
+@Suite struct EventTableTests {
+    @Test func addedFieldsReplaceThePayloadsAndMatchLuaEvent() async throws {
+        let text = try String(
+            contentsOf: repositoryRoot.appendingPathComponent("samples/channel_create__inbound.json"), encoding: .utf8)
+        let body = text.replacingOccurrences(
+            of: "{", with: #"{"kind": "payload", "name": "payload", "#, options: [], range: text.range(of: "{"))
+        let event = try EventDecoder().decode(Array(body.utf8), format: .json, hook: nil)
+        let worker = try makeWorker([
+            "e.lua": #"""
+            return { name = "e", on = "channel_create", forward = "http://127.0.0.1:9/x", transform = function(e)
+              return { kind = e.kind, name = e.name, id = e.id, meta_id = e.meta.id, call_id = e.call_id,
+                unix_time = e.unix_time }
+            end }
+            """#
+        ])
+        let meta: JSONValue = ["id": "m-1"]
+        let report = await worker.process(event, meta: meta)
+        let seen = try #require(report.outcome("e")?.forwards.first?.body)
+        #expect(seen["kind"] == "channel")
+        #expect(seen["name"] == "channel_create")
+        #expect(seen["id"] == "m-1")
+        #expect(seen["meta_id"] == "m-1")
+        let described = RuleWorker.luaEvent(event, meta: meta)
+        for key in ["kind", "name", "id", "call_id", "unix_time"] {
+            #expect(seen[key] == described[key], "\(key)")
+        }
+        #expect(described["unix_time"] != nil)
+    }
+}
