@@ -8,41 +8,29 @@ public struct KeyTable<Value: Sendable>: Sendable {
         @usableFromInline var value: Value
     }
 
-    @usableFromInline var slots: [Int32]
     @usableFromInline var entries: [Entry] = []
-    @usableFromInline let mask: Int
+    @usableFromInline let slots: HashSlots
 
     public init(_ pairs: [(String, Value)]) {
-        var capacity = 8
-        while capacity < pairs.count * 2 { capacity *= 2 }
-        mask = capacity - 1
-        slots = [Int32](repeating: -1, count: capacity)
+        var positions: [String: Int] = [:]
         for (key, value) in pairs {
-            let h = KeyTable.hash(key)
-            var i = Int(truncatingIfNeeded: h) & mask
-            while slots[i] >= 0 {
-                if entries[Int(slots[i])].key == key { break }
-                i = (i + 1) & mask
-            }
-            if slots[i] >= 0 {
-                entries[Int(slots[i])].value = value  // a repeated key: the later value wins
+            if let at = positions[key] {
+                entries[at].value = value  // a repeated key: the later value wins
             } else {
-                slots[i] = Int32(entries.count)
-                entries.append(Entry(hash: h, key: key, value: value))
+                positions[key] = entries.count
+                entries.append(Entry(hash: KeyTable.hash(key), key: key, value: value))
             }
         }
+        slots = HashSlots(entries.map(\.hash))
     }
 
     @inlinable
     public subscript(key: String) -> Value? {
         let h = KeyTable.hash(key)
-        var i = Int(truncatingIfNeeded: h) & mask
-        while true {
-            let slot = Int(slots[i])
-            if slot < 0 { return nil }
-            if entries[slot].hash == h && entries[slot].key == key { return entries[slot].value }
-            i = (i + 1) & mask
+        guard let found = slots.position(of: h, where: { entries[$0].hash == h && entries[$0].key == key }) else {
+            return nil
         }
+        return entries[found].value
     }
 
     public var count: Int { entries.count }
@@ -90,5 +78,40 @@ public struct KeyTable<Value: Sendable>: Sendable {
         }
         h = h &* 0xBF58_476D_1CE4_E5B9
         return h ^ (h >> 32)
+    }
+}
+
+/// Open addressing over the positions of distinct keys, by their `KeyTable.hash`: the index `KeyTable` (looked up
+/// by String) and `KeyInterner` (looked up by raw bytes) share. Twice as many slots as keys, at least 8.
+@usableFromInline
+struct HashSlots: Sendable {
+    /// A key's position, or -1 for an empty slot.
+    @usableFromInline let slots: [Int32]
+    @usableFromInline let mask: Int
+
+    /// Slots for keys whose hashes are `hashes`, in position order.
+    init(_ hashes: [UInt64]) {
+        var capacity = 8
+        while capacity < hashes.count * 2 { capacity *= 2 }
+        var slots = [Int32](repeating: -1, count: capacity)
+        for (position, hash) in hashes.enumerated() {
+            var i = Int(truncatingIfNeeded: hash) & (capacity - 1)
+            while slots[i] >= 0 { i = (i + 1) & (capacity - 1) }
+            slots[i] = Int32(position)
+        }
+        self.slots = slots
+        self.mask = capacity - 1
+    }
+
+    /// The position of the key with `hash` for which `isKey` holds (it compares the key itself), or nil.
+    @inlinable @inline(__always)
+    func position(of hash: UInt64, where isKey: (Int) -> Bool) -> Int? {
+        var i = Int(truncatingIfNeeded: hash) & mask
+        while true {
+            let position = Int(slots[i])
+            if position < 0 { return nil }
+            if isKey(position) { return position }
+            i = (i + 1) & mask
+        }
     }
 }

@@ -327,3 +327,18 @@ func parseError(_ bytes: [UInt8], limits: JSONLimits = .default, sourceLocation:
         }
     }
 }
+
+/// `KeyTable` and `KeyInterner` share their slot index (`HashSlots`): every key is found, none is invented,
+/// and in a table a repeated key keeps its last value.
+@Suite struct KeyTableTests {
+    @Test func everyKeyIsFoundAndARepeatedKeyKeepsItsLastValue() {
+        let keys = (0..<300).map { "key_\($0)_" + String(repeating: "x", count: $0 % 23) }
+        let table = KeyTable(keys.enumerated().map { ($1, $0) } + [(keys[7], -7), ("", 1000)])
+        #expect(table.count == 301)
+        for (i, key) in keys.enumerated() { #expect(table[key] == (i == 7 ? -7 : i), "\(key)") }
+        #expect(table[""] == 1000)
+        #expect(table["key_7"] == nil)
+        #expect(table["nothing"] == nil)
+        #expect(KeyTable<Int>([])["anything"] == nil)
+    }
+}
