@@ -213,9 +213,10 @@ public actor RuleWorker {
     /// What `luaEvent` adds to (or replaces in) the payload's fields. Runs push the payload and these into
     /// Lua without building `luaEvent`'s copy of every member.
     static func addedFields(_ event: WebhookEvent, meta: JSONValue?) -> [JSONObject.Member] {
-        var added: [JSONObject.Member] = [
-            .init(key: "kind", value: .string(event.kind.rawValue)), .init(key: "name", value: .string(event.name)),
-        ]
+        var added: [JSONObject.Member] = []
+        added.reserveCapacity(5)
+        added.append(.init(key: "kind", value: .string(event.kind.rawValue)))
+        added.append(.init(key: "name", value: .string(event.name)))
         if let unix = event.unixTime { added.append(.init(key: "unix_time", value: .int(unix))) }
         if let meta {
             added.append(.init(key: "meta", value: meta))
