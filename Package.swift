@@ -148,7 +148,14 @@ let package = Package(
         .executableTarget(
             name: "switchboard",
             dependencies: ["SwitchboardCLI", .product(name: "ArgumentParser", package: "swift-argument-parser")],
-            swiftSettings: swiftSettings
+            swiftSettings: swiftSettings,
+            // Linked by the toolchain's lld with relative relocations packed (DT_RELR, glibc 2.36 and later):
+            // the loader reads a 16 KB bitmap instead of 1.4 MB of entries for the binary's 60,000 relative
+            // relocations, and those pages no longer stay resident (idle RSS about 1.5 MB lower; README).
+            linkerSettings: [
+                .unsafeFlags(
+                    ["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs"], .when(platforms: [.linux]))
+            ]
         ),
         // `make bench`: decode + Lua conversion + one rule call, beside the lua5.4 + cjson anchor.
         .executableTarget(
