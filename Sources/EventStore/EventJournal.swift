@@ -45,6 +45,10 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
             configuration.prepareDatabase { db in
                 try db.execute(sql: fsync ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL")
                 if let maxPages { try db.execute(sql: "PRAGMA max_page_count = \(maxPages)") }
+                // Copy the write-ahead log into the database every 4,000 pages (16 MB) rather than SQLite's 1,000:
+                // the pages every commit touches (the newest rows, the indexes' ends) are copied and synced once
+                // per checkpoint, so fewer checkpoints is less work per event (README, Benchmark).
+                try db.execute(sql: "PRAGMA wal_autocheckpoint = \(Self.checkpointPages)")
             }
             pool = try DatabasePool(path: path, configuration: configuration)
             try pool.write { db in
@@ -188,6 +192,9 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     static func deleteOrphanAttempts(_ db: Database) throws {
         try db.execute(sql: "DELETE FROM attempts WHERE delivery_id NOT IN (SELECT id FROM deliveries)")
     }
+
+    /// Pages of write-ahead log after which a commit copies them into the database (SQLite's default: 1,000).
+    static let checkpointPages = 4_000
 
     /// The journal's file in a data directory.
     public static func file(in directory: String) -> String {

@@ -37,6 +37,30 @@ import WebhookServer
         #expect(try reopened.counts().done == 0)
     }
 
+    @Test func theLogIsCopiedIntoTheDatabaseEvery4000Pages() async throws {
+        let path = directory()
+        let journal = try EventJournal(directory: path)
+        let log = EventJournal.file(in: path) + "-wal"
+        // A frame of the log is a 24-byte header and a 4,096-byte page.
+        func logPages() -> Int {
+            ((try? FileManager.default.attributesOfItem(atPath: log)[.size] as? Int) ?? 0) / 4_120
+        }
+        let body = [UInt8](repeating: UInt8(ascii: "a"), count: 8_000)
+        var largest = 0
+        // One commit each: about 4 pages (the row's page, 2 overflow pages, the indexes), 6,000 in all.
+        for i in 0..<1_500 {
+            try await journal.append(
+                EventJournal.Entry(
+                    id: "e\(i)", receivedAt: Date().timeIntervalSince1970, hook: nil, format: "json", body: body,
+                    meta: "{}"))
+            largest = max(largest, logPages())
+        }
+        // SQLite's default would have copied the log back and started it over at 1,000 pages; with no
+        // checkpoint at all it would have kept growing.
+        #expect(largest > 3_000)
+        #expect(largest < 4_100)
+    }
+
     @Test func retentionDeletesWhatIsFinishedAndKeepsWhatIsNot() async throws {
         let path = directory()
         let journal = try EventJournal(directory: path)
