@@ -286,6 +286,8 @@ public final class Engine: Service, Sendable {
     }
 
     public var eventsInFlight: Int { inFlight.withLock { $0.count } }
+    /// Calls with an event submitted and not finished (their next event waits its turn).
+    var callsInFlight: Int { callTails.withLock { $0.count } }
 
     func record(_ report: EventReport) {
         for outcome in report.rules {
