@@ -90,7 +90,7 @@ for round in 1 2 3; do
     "$BIN" serve --rules "$work/$rules" --port 18186 --data-dir "$work/var-$rules" --log-level warning & pid=$!
     wait_up 18186
     rate=$(post 8 http://127.0.0.1:18186/hooks/channel_create)
-    accepted=$(metric 18186 'switchboard_events_total')
+    accepted=$(settled 18186)
     kill "$pid"; wait "$pid" 2>/dev/null || true
     extra=""
     if [ "$rules" = store ]; then
