@@ -82,8 +82,10 @@ for round in 1 2 3; do
   printf 'round %d: %d of %d answered 200 in %.3f s; %d/%d rule runs finished ok %.3f s after the first request (issue 17 goal: <= 1.2 s every round)\n' \
     "$round" "$(grep -c '^200$' "$work/codes.txt")" "$N" "$(echo "$answered - $start" | bc)" "$ok" "$N" "$(echo "$done_at - $start" | bc)"
   read -r first last seen < <(curl -s http://127.0.0.1:18181/arrivals) || true
-  [ -n "${seen:-}" ] && printf '         the upstream saw %d requests, the first %.3f s and the last %.3f s after the first webhook\n' \
-    "$seen" "$(echo "$first - $start" | bc)" "$(echo "$last - $start" | bc)"
+  if [ -n "${seen:-}" ]; then
+    printf '         the upstream saw %d requests, the first %.3f s and the last %.3f s after the first webhook\n' \
+      "$seen" "$(echo "$first - $start" | bc)" "$(echo "$last - $start" | bc)"
+  fi
 done
 
 echo
