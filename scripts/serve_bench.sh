@@ -132,7 +132,7 @@ for round in 1 2 3; do
     "$BIN" serve --rules "$work/$rules" --port 18186 --data-dir "$work/var-$rules" --log-level warning & pid=$!
     wait_up 18186
     rate=$(post 8 http://127.0.0.1:18186/hooks/channel_create)
-    accepted=$(settled 18186)
+    accepted=$(settled 18186 anchor)
     kill "$pid"; wait "$pid" 2>/dev/null || true
     extra=""
     if [ "$rules" = store ]; then
@@ -154,7 +154,7 @@ LUA
 wait_up 18192
 start=$(date +%s.%N)
 BENCH_DIR="$SHARED/bench" wrk -t1 -c16 -d3s -s "$SHARED/bench/post.lua" http://127.0.0.1:18192/hooks/channel_create | awk '/Requests\/sec/ {print "ingest while forwarding: " $2 " req/s"}'
-accepted=$(metric 18192 'switchboard_events_total')
+accepted=$(settled 18192 fwd)
 while [ "$(metric 18192 'switchboard_deliveries_total{result="delivered"}')" -lt "$accepted" ]; do
   sleep 0.05
   [ "$(echo "$(date +%s.%N) - $start > 120" | bc)" = 1 ] && break

@@ -14,16 +14,16 @@ metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" 'index($0, m) =
 wait_up() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/healthz" && return 0; sleep 0.1; done; return 1; }
 post() { (cd "$SHARED/bench" && BENCH_DIR=. wrk -t1 -c32 -d"$1"s -s post.lua "$2" | awk '/Requests\/sec/ {print $2}'); }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-# settled PORT: switchboard_events_total once it has stopped moving and the anchor rule has run on every accepted
-# event. Requests wrk leaves in flight when it stops are still committed (a group commit of a few dozen may be
-# under way) and counted after it has exited.
+# settled PORT RULE: switchboard_events_total once it has stopped moving and RULE has run on every accepted event.
+# Requests wrk leaves in flight when it stops are still committed (a group commit of a few dozen may be under way)
+# and counted after it has exited.
 settled() {
   local before now
   now=$(metric "$1" switchboard_events_total)
   while :; do
     sleep 0.2
     before=$now; now=$(metric "$1" switchboard_events_total)
-    [ "$before" = "$now" ] && [ "$(metric "$1" 'switchboard_rule_runs_total{rule="anchor"')" -ge "$now" ] && break
+    [ "$before" = "$now" ] && [ "$(metric "$1" "switchboard_rule_runs_total{rule=\"$2\"")" -ge "$now" ] && break
   done
   echo "$now"
 }
