@@ -2,6 +2,12 @@ import Foundation
 import JSONCore
 public import Logging
 
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
 /// One JSON object per log line on standard error: time, level, message, label, and metadata by key.
 public struct JSONLogHandler: LogHandler {
     public var metadata: Logger.Metadata = [:]
@@ -17,7 +23,7 @@ public struct JSONLogHandler: LogHandler {
 
     public func log(event: LogEvent) {
         var object = JSONObject()
-        object["time"] = .string(ISO8601DateFormatter().string(from: Date()))
+        object["time"] = .string(UTCTime.iso8601(time(nil)))
         object["level"] = .string(event.level.rawValue)
         object["message"] = .string("\(event.message)")
         object["label"] = .string(label)

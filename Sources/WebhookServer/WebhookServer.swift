@@ -1,5 +1,6 @@
 public import EventStore
-public import Hummingbird
+import Hummingbird
+import HummingbirdCore
 public import Logging
 public import NIOCore
 public import RuleEngine
@@ -16,7 +17,7 @@ public import ServiceLifecycle
 public func buildApplication(
     configuration: ServerConfiguration, engine: Engine, journal: (any Journal)?, metrics: Metrics, logger: Logger,
     services: [any Service] = [], onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
-) -> some ApplicationProtocol {
+) -> some Service {
     let rejected = RejectedStore(directory: configuration.rejectedDirectory, shared: journal)
     let failures = HookFailureTracker()
     let feed = ConsoleFeed()
@@ -40,9 +41,9 @@ public func buildApplication(
     .addRoutes(
         to: router.group("console").add(middleware: AdminAuthentication(configuration: configuration))
             .add(middleware: ConsoleGuard(configuration: configuration)))
-    return Application(
-        router: router,
-        configuration: .init(
+    return HTTPService(
+        responder: router.buildResponder(),
+        configuration: HummingbirdCore.ServerConfiguration(
             address: .hostname(configuration.host, port: configuration.port), serverName: "switchboard",
             backlog: configuration.listenBacklog),
         services: services, onServerRunning: onServerRunning, logger: logger)
