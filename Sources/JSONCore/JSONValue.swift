@@ -126,6 +126,17 @@ public struct JSONObject: Sendable, Hashable, RandomAccessCollection {
         self.members = members
     }
 
+    /// Replaces the value at `position` (a valid index), keeping its key. Changes the object in place when
+    /// nothing else shares its storage.
+    public mutating func setValue(_ value: JSONValue, at position: Int) {
+        members[position].value = value
+    }
+
+    /// Removes the member at `position` (a valid index).
+    public mutating func remove(at position: Int) {
+        members.remove(at: position)
+    }
+
     /// Objects up to this size are searched linearly; past it `init(_:)` hashes.
     public static let linearLimit = 16
 

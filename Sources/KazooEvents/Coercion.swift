@@ -6,32 +6,34 @@ import JSONCore
 /// Rules: an empty string in a non-string field means absent (form cannot say null) and is dropped; `null`
 /// stays `null`; anything that cannot be the field's type is an error naming the field's path.
 enum Coercion {
-    static func coerce(_ fields: JSONObject, spec: EventSpec) throws(EventDecodingError) -> JSONObject {
-        // Most JSON bodies already have every known field in its type: copy nothing until a value changes.
-        // Indices over `members`, not `enumerated()` on the object: that copied every member out (a retain and
-        // release of its key and value) and re-read `endIndex` at each step, half of this function's cost.
-        let members = fields.members
+    static func coerce(_ fields: inout JSONObject, spec: EventSpec) throws(EventDecodingError) {
+        // In place: most JSON bodies already have every known field in its type and change nothing, and the
+        // others (numeric strings such as `"timestamp": "63724349409"`, every field of a form body) change a
+        // value where it is. Copying the members into a new array retained and released each key and value:
+        // most of this function's cost.
         var position = 0
-        while position < members.count {
-            if let type = spec.type(of: members[position].key), !conforms(members[position].value, to: type) {
-                break
-            }
-            position += 1
-        }
-        guard position < members.count else { return fields }
-        var out: [JSONObject.Member] = []
-        out.reserveCapacity(members.count)
-        out.append(contentsOf: members[..<position])
-        for member in members[position...] {
-            guard let type = spec.type(of: member.key), !conforms(member.value, to: type) else {
-                out.append(member)
-                continue
-            }
+        while let (at, type) = nextToCoerce(fields.members, from: position, spec: spec) {
+            let member = fields[at]
             if let value = try coerce(member.value, to: type, path: member.key) {
-                out.append(JSONObject.Member(key: member.key, value: value))
+                fields.setValue(value, at: at)
+                position = at + 1
+            } else {
+                fields.remove(at: at)
+                position = at
             }
         }
-        return JSONObject(uniqueMembersUnchecked: out)
+    }
+
+    /// The first member from `start` on whose value is not yet its field's type, with that type. Indices over
+    /// the array, not `enumerated()` on the object: that copied every member out (a retain and release of its
+    /// key and value).
+    static func nextToCoerce(_ members: [JSONObject.Member], from start: Int, spec: EventSpec) -> (Int, FieldType)? {
+        var i = start
+        while i < members.count {
+            if let type = spec.type(of: members[i].key), !conforms(members[i].value, to: type) { return (i, type) }
+            i += 1
+        }
+        return nil
     }
 
     /// Whether a value already has its field's type, so coercion would return it unchanged.

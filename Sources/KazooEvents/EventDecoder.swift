@@ -101,13 +101,15 @@ public struct EventDecoder: Sendable {
     }
 
     /// Identifies the event in already-parsed fields and coerces known fields to their types.
-    public func makeEvent(fields: JSONObject, hook: String? = nil) throws(EventDecodingError) -> WebhookEvent {
+    /// `fields` is consumed: a caller that passes its last use of them lets coercion change them in place.
+    public func makeEvent(fields: consuming JSONObject, hook: String? = nil) throws(EventDecodingError)
+        -> WebhookEvent
+    {
         let (kind, name, family) = Self.identify(fields, hook: Self.normalizeHook(hook))
-        var event = WebhookEvent(kind: kind, name: name, hook: family, fields: fields)
-        if let spec = event.spec {
-            event.fields = try Coercion.coerce(fields, spec: spec)
+        if let spec = EventCatalog.spec(kind: kind, name: name) {
+            try Coercion.coerce(&fields, spec: spec)
         }
-        return event
+        return WebhookEvent(kind: kind, name: name, hook: family, fields: fields)
     }
 
     // MARK: Formats
