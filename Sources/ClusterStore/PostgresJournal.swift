@@ -755,11 +755,10 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
 
     // MARK: retention (the lease holder)
 
-    /// Deletes done events and delivered forwards older than `age` seconds, expired de-duplication keys and
-    /// expired store keys, and nodes silent for a day. Returns how many rows went.
-    @discardableResult
-    /// Deletes what `--retention` lets go, and rejected requests past the newest `rejectedFiles` or
-    /// `rejectedBytes` of bodies (as each node's `RejectedStore` does with its files).
+    /// Deletes what `--retention` lets go: done events and delivered forwards older than `age` seconds, expired
+    /// de-duplication and store keys, nodes silent for a day, and rejected requests older than `age` or past
+    /// the newest `rejectedFiles` or `rejectedBytes` of bodies (as each node's `RejectedStore` does with its
+    /// files).
     public func prune(olderThan age: Double, rejectedFiles: Int = 1000, rejectedBytes: Int = 100 << 20) async throws {
         let cutoff = Date().timeIntervalSince1970 - age
         for query: PostgresQuery in [
@@ -799,7 +798,7 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
         Task { [self] in
             defer { rejectedWrites.withLock { $0 -= 1 } }
             do {
-                try await bounded(5) { [client] in
+                _ = try await bounded(5) { [client] in
                     try await client.query(
                         """
                         INSERT INTO rejected (node, received_at, meta, body)
