@@ -93,6 +93,7 @@ lua_State *sb_newstate(size_t memory_limit) {
 void sb_close(lua_State *L) {
     sb_runtime *rt = sb_rt(L);
     lua_close(L);
+    sb_lazy_free_scratch(&rt->scratch);
     free(rt);
 }
 

@@ -10,6 +10,22 @@
 /// the kill unwinds. The script itself cannot use them: every instruction it runs after a kill raises again.
 #define SB_KILL_HEADROOM (1024 * 1024)
 
+/// Where a key was found in the last payload that had it (lazy.c's sb_lazy_find).
+typedef struct sb_lazy_hint {
+    const char *key;
+    long position;
+} sb_lazy_hint;
+
+#define SB_LAZY_HINTS 64
+
+/// lazy.c's working memory: the buffers strings are described in (a member's key and its value), and the
+/// positions keys were last found at.
+typedef struct sb_runtime_scratch {
+    sb_lazy_scratch key;
+    sb_lazy_scratch value;
+    sb_lazy_hint hints[SB_LAZY_HINTS];
+} sb_runtime_scratch;
+
 /// Per-state bookkeeping, reached through the allocator's userdata.
 typedef struct sb_runtime {
     size_t used;
@@ -21,6 +37,7 @@ typedef struct sb_runtime {
     int64_t instruction_limit;
     double deadline;  // CLOCK_MONOTONIC seconds; 0 when none
     double seconds;
+    sb_runtime_scratch scratch;
 } sb_runtime;
 
 /// Sentinel addresses (their values never matter): json.null, a host suspension, the registry keys of the
@@ -48,5 +65,14 @@ int sb_raise_kill(lua_State *L, int level);
 
 /// A new environment table on top of the stack, from the template; may raise. (sandbox.c)
 int sb_new_environment_unprotected(lua_State *L);
+
+/// Frees the lazy tables' string buffers. (lazy.c)
+void sb_lazy_free_scratch(sb_runtime_scratch *scratch);
+
+/// The sandbox's next, rawget, rawset and getmetatable: Lua's own, after filling in a lazy table. (lazy.c)
+int sb_sandbox_next(lua_State *L);
+int sb_sandbox_rawget(lua_State *L);
+int sb_sandbox_rawset(lua_State *L);
+int sb_sandbox_getmetatable(lua_State *L);
 
 #endif

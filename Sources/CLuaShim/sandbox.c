@@ -64,6 +64,7 @@ static int sb_coroutine_rethrow(lua_State *L) {
 static int sb_setmetatable(lua_State *L) {
     int t = lua_type(L, 2);
     luaL_checktype(L, 1, LUA_TTABLE);
+    sb_lazy_fill(L, 1);  // an event's fields, before its lazy metatable goes
     luaL_argexpected(L, t == LUA_TNIL || t == LUA_TTABLE, 2, "nil or table");
     if (t == LUA_TTABLE) {
         if (lua_getfield(L, 2, "__gc") != LUA_TNIL) {
@@ -183,14 +184,21 @@ static int sb_open_sandbox_unprotected(lua_State *L) {
     sb_keep_only(L, base_names);
     sb_copy_entries(L, -1, template_index);  // base functions go straight into the template
     lua_pop(L, 1);
-    lua_pushcfunction(L, sb_pcall);
-    lua_setfield(L, template_index, "pcall");
-    lua_pushcfunction(L, sb_xpcall);
-    lua_setfield(L, template_index, "xpcall");
-    lua_pushcfunction(L, sb_setmetatable);
-    lua_setfield(L, template_index, "setmetatable");
-    lua_pushcfunction(L, sb_collectgarbage);
-    lua_setfield(L, template_index, "collectgarbage");
+    // The sandbox's own versions over Lua's (next, rawget, rawset and getmetatable: lazy.c).
+    static const luaL_Reg own_base[] = {
+        {"pcall", sb_pcall},
+        {"xpcall", sb_xpcall},
+        {"setmetatable", sb_setmetatable},
+        {"collectgarbage", sb_collectgarbage},
+        {"next", sb_sandbox_next},
+        {"rawget", sb_sandbox_rawget},
+        {"rawset", sb_sandbox_rawset},
+        {"getmetatable", sb_sandbox_getmetatable},
+        {NULL, NULL},
+    };
+    lua_pushvalue(L, template_index);
+    luaL_setfuncs(L, own_base, 0);
+    lua_pop(L, 1);
 
     luaL_requiref(L, "string", luaopen_string, 0);
     lua_pushnil(L);

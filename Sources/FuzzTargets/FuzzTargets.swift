@@ -73,12 +73,31 @@ public enum FuzzTargets {
                 preconditionFailure("a value that went into Lua did not come back")
             }
             precondition(back == value, "a JSON → Lua → JSON round trip changed the value")
+            // An object also as a rule's event is passed: a lazy table, read back whole without being touched.
+            if case .object(let object) = value,
+                let echo = try? state.load("return ...", chunkName: "echo.lua", environment: env)
+            {
+                defer { state.release(echo) }
+                if let lazyBack = try? state.call(echo, arguments: [.object(object, adding: [])]) {
+                    precondition(lazyBack == [value], "a lazy event read back whole differs from its payload")
+                }
+            }
             return
         }
         guard let chunk = try? state.load(Array(bytes), chunkName: "fuzz.lua", environment: env) else { return }
         defer { state.release(chunk) }
-        _ = try? state.call(chunk)
+        // The chunk gets a lazy event as `...`, to poke at (pairs, next, rawset, setmetatable, nested tables).
+        _ = try? state.call(
+            chunk, arguments: [.object(fuzzEvent, adding: [JSONObject.Member(key: "kind", value: "x")])])
     }
+
+    /// The event fuzzed chunks get: scalars, a nested object, an array, an empty object, a null.
+    static let fuzzEvent = JSONObject([
+        JSONObject.Member(key: "call_id", value: "c-1"), JSONObject.Member(key: "n", value: 7),
+        JSONObject.Member(key: "ok", value: true), JSONObject.Member(key: "none", value: .null),
+        JSONObject.Member(key: "vars", value: ["a": "b", "deep": ["x": [1, 2, ["y": "z"]]]]),
+        JSONObject.Member(key: "list", value: ["p", 1.5, [:], []]), JSONObject.Member(key: "kind", value: "payload"),
+    ])
 
     /// Runs `body` on every file named (a directory: every file in it), as libFuzzer runs a corpus. Used
     /// when a target is built without the fuzzer and by the regression tests. Returns how many ran.

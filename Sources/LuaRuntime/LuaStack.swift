@@ -98,7 +98,15 @@ struct LuaStack {
     func push(_ argument: LuaArgument, maxDepth: Int) throws(LuaError) {
         switch argument {
         case .value(let value): try push(value, depth: 0, maxDepth: maxDepth)
-        case .object(let object, let extra): try push(object, adding: extra, depth: 0, maxDepth: maxDepth)
+        case .object(let object, let extra):
+            guard !object.isEmpty else { return try push(object, adding: extra, depth: 0, maxDepth: maxDepth) }
+            guard lua_checkstack(L, 4) != 0 else { throw stackExhausted() }
+            // Lazy: the payload's fields become Lua values when the rule reads them (see LazyPayload).
+            sb_push_lazy_object(
+                L, Unmanaged.passRetained(LazyPayload(.object(object))).toOpaque(), object.count,
+                Int32(clamping: extra.count))
+            try set(extra, depth: 0, maxDepth: maxDepth)
+            sb_lazy_seal(L, -1)
         }
     }
 
@@ -186,6 +194,7 @@ struct LuaStack {
         -> JSONValue
     {
         guard depth < maxDepth else { throw Failure(reason: "nested deeper than \(maxDepth) levels") }
+        sb_lazy_fill(L, index)  // a rule's event (or a part of it) not read in full: every field first
         let identity = lua_topointer(L, index)!
         if ancestors.contains(identity) { throw Failure(reason: "the table contains itself (a cycle)") }
         guard lua_checkstack(L, 4) != 0 else { throw Failure(reason: "Lua stack exhausted") }

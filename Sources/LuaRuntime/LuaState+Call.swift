@@ -49,6 +49,13 @@ extension LuaState {
     ///   the file and line, and Lua's traceback. The state stays usable (see `needsRebuild`).
     @discardableResult
     public func call(_ function: LuaReference, _ arguments: [JSONValue] = []) throws(LuaError) -> [JSONValue] {
+        try call(function, arguments: arguments.map(LuaArgument.value))
+    }
+
+    /// Calls the referenced function as `call(_:_:)` does; an `.object` argument is a lazy table, as a rule's
+    /// event is (see `LuaArgument`).
+    @discardableResult
+    public func call(_ function: LuaReference, arguments: [LuaArgument]) throws(LuaError) -> [JSONValue] {
         let base = try callLeavingResults(function, arguments)
         defer { lua_settop(L, base) }
         var results: [JSONValue] = []
@@ -70,7 +77,7 @@ extension LuaState {
     }
 
     /// Pushes the function and its arguments and calls it; its results are left above the returned base.
-    func callLeavingResults(_ function: LuaReference, _ arguments: [JSONValue]) throws(LuaError) -> Int32 {
+    func callLeavingResults(_ function: LuaReference, _ arguments: [LuaArgument]) throws(LuaError) -> Int32 {
         let base = lua_gettop(L)
         guard lua_checkstack(L, Int32(clamping: arguments.count + 2)) != 0 else {
             throw LuaError(.conversion, "too many arguments")
@@ -132,7 +139,7 @@ extension LuaState {
     public func callReferences(_ function: LuaReference, _ arguments: [JSONValue] = []) throws(LuaError)
         -> [LuaReference]
     {
-        let base = try callLeavingResults(function, arguments)
+        let base = try callLeavingResults(function, arguments.map(LuaArgument.value))
         var references: [LuaReference] = []
         while lua_gettop(L) > base { references.append(popReference()) }
         return references.reversed()

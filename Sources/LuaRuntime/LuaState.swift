@@ -51,6 +51,7 @@ public final class LuaState {
     /// - Throws: `LuaError.Kind.setup` if the state cannot be created.
     public init(limits: LuaLimits = .default) throws(LuaError) {
         LuaState.installDispatch
+        LazyPayload.installCallbacks
         guard let L = sb_newstate(limits.memoryLimit) else {
             throw LuaError(.setup, "could not create a Lua state (out of memory)")
         }

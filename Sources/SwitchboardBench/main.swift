@@ -140,9 +140,10 @@ if !bridgeOnly {
         state.release(try state.makeReference(.object(event.fields)))
     }
 }
+// The event goes to the rule as the engine passes it: a lazy table (`LuaArgument.object`).
 let full = try measure("decode + Lua + rule + JSON out", n) {
     let event = try decoder.decode(body, format: .json)
-    let results = try state.call(rule, [.object(event.fields)])
+    let results = try state.call(rule, arguments: [.object(event.fields, adding: [])])
     _ = try JSONWriter.encode(results.first ?? .null)
 }
 print("switchboard_events_per_second \(Int(full))")

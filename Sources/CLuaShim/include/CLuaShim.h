@@ -120,6 +120,66 @@ void sb_mark_table(lua_State *L, int index, int kind);
 /// Returns 1 when the table at `index` is marked as an array, 2 as an object, 0 when it is not marked.
 int sb_table_marker(lua_State *L, int index);
 
+// MARK: - Lazy event tables (lazy.c)
+
+/// A growable buffer the shim owns, for the bytes of one string the host describes.
+typedef struct sb_lazy_scratch {
+    char *bytes;
+    size_t capacity;
+} sb_lazy_scratch;
+
+#define SB_ITEM_NULL 0
+#define SB_ITEM_FALSE 1
+#define SB_ITEM_TRUE 2
+#define SB_ITEM_INTEGER 3
+#define SB_ITEM_NUMBER 4
+#define SB_ITEM_STRING 5
+#define SB_ITEM_EMPTY_OBJECT 6
+#define SB_ITEM_OBJECT 7
+#define SB_ITEM_ARRAY 8
+
+/// One value of a payload, as the host describes it: a scalar, a string (its bytes copied into the item's
+/// scratch with sb_lazy_item_reserve), or an object or array to be opened with `child`.
+typedef struct sb_lazy_item {
+    int kind;  // SB_ITEM_*
+    int64_t integer;
+    double number;
+    const char *bytes;
+    size_t length;  // a string's bytes; an array's elements; an object's members
+    sb_lazy_scratch *scratch;
+} sb_lazy_item;
+
+/// How the shim reads a payload `box` (an object or an array the host keeps alive). None of these may call
+/// Lua. Positions start at 0.
+typedef struct sb_lazy_callbacks {
+    /// The position of the member called `key` in the object `box`, its value in *value (when not NULL); -1
+    /// when absent. `hint` is where it probably is (-1: no idea).
+    long (*find)(void *box, const char *key, size_t length, long hint, sb_lazy_item *value);
+    /// The member (object: with its key, when `key` is not NULL) or element (array) at `position`, in *key
+    /// and *value; 0 past the end.
+    int (*at)(void *box, long position, sb_lazy_item *key, sb_lazy_item *value);
+    /// A new reference (+1) to the object or array at `position` of `box`, as a box of its own.
+    void *(*child)(void *box, long position);
+    /// Gives back a reference to a box.
+    void (*release)(void *box);
+} sb_lazy_callbacks;
+
+/// Sets how payloads are read. Set once per process, before any lazy table is made.
+void sb_set_lazy_callbacks(const sb_lazy_callbacks *callbacks);
+/// Room for `length` bytes in the item's scratch; sets item->bytes and item->length. Returns the bytes.
+char *sb_lazy_item_reserve(sb_lazy_item *item, size_t length);
+/// Pushes a lazy table over the object `box` of `count` members, taking over one reference to it, with room
+/// for `extra` fields the host then sets (call sb_lazy_seal after them). Call outside a budget. Stack
+/// effect: +1.
+void sb_push_lazy_object(lua_State *L, void *box, long count, int extra);
+/// Marks the fields the host set in the lazy table at `index` as the table's own, over the payload's.
+void sb_lazy_seal(lua_State *L, int index);
+/// Sets every payload field the lazy table at `index` lacks and makes it a plain table; no-op for any other
+/// value. Call outside a budget, or from C. Stack effect: none.
+void sb_lazy_fill(lua_State *L, int index);
+/// Whether the value at `index` is a lazy table not yet filled.
+int sb_is_lazy(lua_State *L, int index);
+
 // MARK: - Macro re-exports
 
 static inline int sb_registry_index(void) { return LUA_REGISTRYINDEX; }
