@@ -155,6 +155,21 @@ func parseError(_ bytes: [UInt8], limits: JSONLimits = .default, sourceLocation:
         #expect(try parse(text) == value)
     }
 
+    /// Integers are written digit by digit: zero, both ends of 64 bits, and every power of ten's neighbours
+    /// read back as written, and as `String(_:)` prints them.
+    @Test func writesEveryIntegerAsItsDecimal() throws {
+        var numbers: [Int64] = [0, 1, -1, 9, -9, Int64.max, Int64.min, Int64.min + 1]
+        var power: Int64 = 1
+        for _ in 1...18 {
+            power *= 10  // up to 10^18; 10^19 is past Int64.max
+            numbers += [power - 1, power, power + 1, -(power - 1), -power, -(power + 1)]
+        }
+        for n in numbers {
+            #expect(try JSONWriter.string(.int(n)) == String(n))
+        }
+        #expect(try parse(JSONWriter.string(.array(numbers.map { .int($0) }))) == .array(numbers.map { .int($0) }))
+    }
+
     @Test func refusesWhatJSONCannotSay() {
         #expect(throws: JSONError.self) { try JSONWriter.encode(.bytes([0xFF])) }
         #expect(throws: JSONError.self) { try JSONWriter.encode(["x": .double(.nan)]) }
