@@ -232,6 +232,22 @@ void sb_lazy_fill(lua_State *L, int index) {
     lua_settop(L, top);
 }
 
+static int sb_lazy_fill_call(lua_State *L) {
+    sb_lazy_fill(L, 1);
+    return 0;
+}
+
+int sb_lazy_fill_protected(lua_State *L, int index) {
+    if (!sb_is_lazy(L, index)) return LUA_OK;
+    index = lua_absindex(L, index);
+    if (!lua_checkstack(L, 2)) return LUA_ERRMEM;
+    lua_pushcfunction(L, sb_lazy_fill_call);
+    lua_pushvalue(L, index);
+    int status = lua_pcall(L, 1, 0, 0);
+    if (status != LUA_OK) lua_pop(L, 1);
+    return status;
+}
+
 static int sb_raw_next(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 2);

@@ -194,7 +194,11 @@ struct LuaStack {
         -> JSONValue
     {
         guard depth < maxDepth else { throw Failure(reason: "nested deeper than \(maxDepth) levels") }
-        sb_lazy_fill(L, index)  // a rule's event (or a part of it) not read in full: every field first
+        // A rule's event (or a part of it) not read in full: every field first. Under pcall: running out of
+        // stack or memory there raises, and no error may unwind this Swift frame.
+        guard sb_lazy_fill_protected(L, index) == LUA_OK else {
+            throw Failure(reason: "could not read the event's fields (Lua ran out of stack or memory)")
+        }
         let identity = lua_topointer(L, index)!
         if ancestors.contains(identity) { throw Failure(reason: "the table contains itself (a cycle)") }
         guard lua_checkstack(L, 4) != 0 else { throw Failure(reason: "Lua stack exhausted") }

@@ -175,8 +175,10 @@ void sb_push_lazy_object(lua_State *L, void *box, long count, int extra);
 /// Marks the fields the host set in the lazy table at `index` as the table's own, over the payload's.
 void sb_lazy_seal(lua_State *L, int index);
 /// Sets every payload field the lazy table at `index` lacks and makes it a plain table; no-op for any other
-/// value. Call outside a budget, or from C. Stack effect: none.
+/// value. May raise (the stack or memory running out): from C only. Stack effect: none.
 void sb_lazy_fill(lua_State *L, int index);
+/// sb_lazy_fill under lua_pcall, for Swift: returns LUA_OK, or the error status (nothing left on the stack).
+int sb_lazy_fill_protected(lua_State *L, int index);
 /// Whether the value at `index` is a lazy table not yet filled.
 int sb_is_lazy(lua_State *L, int index);
 
