@@ -144,7 +144,6 @@ static sb_lazy_box *sb_lazy_payload(lua_State *L, int index) {
     return b != NULL && b->box != NULL ? b : NULL;
 }
 
-int sb_is_lazy(lua_State *L, int index) { return sb_lazy_payload(L, index) != NULL; }
 
 /// The payload position of the string key at `key` (value described in *value when not NULL), or -1.
 ///
@@ -205,9 +204,9 @@ void sb_lazy_fill(lua_State *L, int index) {
     index = lua_absindex(L, index);
     sb_lazy_box *b = sb_lazy_payload(L, index);
     if (b == NULL) return;
-    luaL_checkstack(L, 6, "filling an event table");
-    int top = lua_gettop(L);
-    lua_pushvalue(L, index);  // keeps b (through the table's link) alive until the link goes, below
+    luaL_checkstack(L, 4, "filling an event table");
+    // Every payload field the table already holds is marked (read, assigned, deleted, or set by the host and
+    // sealed): the unmarked ones are exactly those to set. The table's link keeps b alive until it goes.
     sb_runtime_scratch *scratch = &sb_rt(L)->scratch;
     for (long position = 0; position < b->count; position++) {
         if (seen(b, position)) continue;
@@ -215,12 +214,6 @@ void sb_lazy_fill(lua_State *L, int index) {
         sb_lazy_item value = {.scratch = &scratch->value};
         if (!lazy->at(b->box, position, &key, &value)) break;
         lua_pushlstring(L, key.bytes, key.length);
-        lua_pushvalue(L, -1);
-        if (lua_rawget(L, index) != LUA_TNIL) {  // cannot happen (what the table holds is marked); be safe
-            lua_pop(L, 2);
-            continue;
-        }
-        lua_pop(L, 1);
         sb_push_item(L, b->box, position, &value);
         lua_rawset(L, index);
         mark(b, position);
@@ -229,7 +222,6 @@ void sb_lazy_fill(lua_State *L, int index) {
     lua_rawsetp(L, index, &sb_lazy_key);
     lua_pushnil(L);
     lua_setmetatable(L, index);  // a plain table now
-    lua_settop(L, top);
 }
 
 static int sb_lazy_fill_call(lua_State *L) {
@@ -238,7 +230,7 @@ static int sb_lazy_fill_call(lua_State *L) {
 }
 
 int sb_lazy_fill_protected(lua_State *L, int index) {
-    if (!sb_is_lazy(L, index)) return LUA_OK;
+    if (sb_lazy_payload(L, index) == NULL) return LUA_OK;
     index = lua_absindex(L, index);
     if (!lua_checkstack(L, 2)) return LUA_ERRMEM;
     lua_pushcfunction(L, sb_lazy_fill_call);
@@ -307,22 +299,24 @@ int sb_sandbox_next(lua_State *L) {
     return sb_raw_next(L);
 }
 
-int sb_sandbox_rawget(lua_State *L) {
+/// Checks the table and its `count - 1` arguments as Lua's rawget/rawset do, fills the table in, and leaves
+/// exactly them on the stack.
+static void sb_raw_arguments(lua_State *L, int count) {
     luaL_checktype(L, 1, LUA_TTABLE);
-    luaL_checkany(L, 2);
+    for (int i = 2; i <= count; i++) luaL_checkany(L, i);
     sb_lazy_fill(L, 1);
-    lua_settop(L, 2);
+    lua_settop(L, count);
+}
+
+int sb_sandbox_rawget(lua_State *L) {
+    sb_raw_arguments(L, 2);
     lua_rawget(L, 1);
     return 1;
 }
 
 int sb_sandbox_rawset(lua_State *L) {
-    luaL_checktype(L, 1, LUA_TTABLE);
-    luaL_checkany(L, 2);
-    luaL_checkany(L, 3);
-    sb_lazy_fill(L, 1);
-    lua_settop(L, 3);
-    lua_rawset(L, 1);
+    sb_raw_arguments(L, 3);
+    lua_rawset(L, 1);  // leaves the table, which rawset returns
     return 1;
 }
 

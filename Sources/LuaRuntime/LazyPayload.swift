@@ -110,15 +110,18 @@ private func lazyFind(
     guard case .object(let object) = payload(box).content, let key else { return -1 }
     let bytes = UnsafeRawBufferPointer(start: key, count: length)
     return object.members.withUnsafeBufferPointer { members in
+        // By index, not `firstIndex(where:)`: its closure copied each member out (a retain and a release).
+        var position = -1
         if hint >= 0, hint < members.count, LazyPayload.matches(members[hint].key, bytes) {
-            if let value { LazyPayload.describe(members[hint].value, in: value) }
-            return hint
+            position = hint
+        } else {
+            for i in 0..<members.count where LazyPayload.matches(members[i].key, bytes) {
+                position = i
+                break
+            }
         }
-        for position in 0..<members.count where LazyPayload.matches(members[position].key, bytes) {
-            if let value { LazyPayload.describe(members[position].value, in: value) }
-            return position
-        }
-        return -1
+        if position >= 0, let value { LazyPayload.describe(members[position].value, in: value) }
+        return position
     }
 }
 

@@ -179,8 +179,6 @@ void sb_lazy_seal(lua_State *L, int index);
 void sb_lazy_fill(lua_State *L, int index);
 /// sb_lazy_fill under lua_pcall, for Swift: returns LUA_OK, or the error status (nothing left on the stack).
 int sb_lazy_fill_protected(lua_State *L, int index);
-/// Whether the value at `index` is a lazy table not yet filled.
-int sb_is_lazy(lua_State *L, int index);
 
 // MARK: - Macro re-exports
 
