@@ -48,6 +48,14 @@ public struct KeyInterner: Sendable {
         return entries[found].string
     }
 
+    /// The shared String with the contents of `key`, or nil when it is not in the set.
+    public func shared(_ key: String) -> String? {
+        var key = key
+        return key.withUTF8 {
+            string(for: UnsafeRawBufferPointer($0), hash: KeyTable<Int>.hash(bytes: UnsafeRawBufferPointer($0)))
+        }
+    }
+
     private func equal(_ offset: Int, _ key: UnsafeRawBufferPointer) -> Bool {
         bytes.withUnsafeBytes { stored in
             guard let a = stored.baseAddress, let b = key.baseAddress else { return key.isEmpty }

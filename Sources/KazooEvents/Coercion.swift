@@ -6,7 +6,7 @@ import JSONCore
 /// Rules: an empty string in a non-string field means absent (form cannot say null) and is dropped; `null`
 /// stays `null`; anything that cannot be the field's type is an error naming the field's path.
 enum Coercion {
-    static func coerce(_ fields: inout JSONObject, spec: EventSpec) throws(EventDecodingError) {
+    static func coerce(_ fields: inout JSONObject, spec: FieldLookup) throws(EventDecodingError) {
         // In place: most JSON bodies already have every known field in its type and change nothing, and the
         // others (numeric strings such as `"timestamp": "63724349409"`, every field of a form body) change a
         // value where it is. Copying the members into a new array retained and released each key and value:
@@ -27,23 +27,26 @@ enum Coercion {
     /// The first member from `start` on whose value is not yet its field's type, with that type. Indices over
     /// the array, not `enumerated()` on the object: that copied every member out (a retain and release of its
     /// key and value).
-    static func nextToCoerce(_ members: [JSONObject.Member], from start: Int, spec: EventSpec) -> (Int, FieldType)? {
-        var i = start
-        while i < members.count {
-            if let type = spec.type(of: members[i].key), !conforms(members[i].value, to: type) { return (i, type) }
-            i += 1
+    static func nextToCoerce(_ members: [JSONObject.Member], from start: Int, spec: FieldLookup) -> (Int, FieldType)? {
+        members.withUnsafeBufferPointer { members in
+            var i = start
+            while i < members.count {
+                if let field = spec.types.position(of: members[i].key), !conforms(members[i].value, spec.accepts[field])
+                {
+                    return (i, spec.types.value(at: field))
+                }
+                i += 1
+            }
+            return nil
         }
-        return nil
     }
 
     /// Whether a value already has its field's type, so coercion would return it unchanged.
-    static func conforms(_ value: JSONValue, to type: FieldType) -> Bool {
-        switch (type, value) {
-        case (_, .null), (.stringOrList, _): true
-        case (.string, .string), (.integer, .int), (.gregorianSeconds, .int), (.number, .int), (.number, .double),
-            (.boolean, .bool):
+    static func conforms(_ value: JSONValue, _ accepts: EventSpec.Accepts) -> Bool {
+        switch (accepts, value) {
+        case (_, .null), (.anything, _), (.string, .string), (.integer, .int), (.number, .int), (.number, .double),
+            (.boolean, .bool), (.emptyObject, .object):
             true
-        case (.object(let members), .object): members.isEmpty
         default: false
         }
     }

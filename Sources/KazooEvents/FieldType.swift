@@ -1,4 +1,4 @@
-public import JSONCore
+import JSONCore
 
 /// The type a known field has. Decoding coerces values to it (form bodies carry only strings), and
 /// `switchboard events` prints it.
@@ -46,6 +46,19 @@ public struct FieldSpec: Sendable, Hashable {
     }
 }
 
+/// A spec's fields by name, as decoding looks them up for every member of every event. A class, so handing it
+/// to `Coercion` retains one reference instead of every array in the tables.
+final class FieldLookup: Sendable {
+    let types: KeyTable<FieldType>
+    /// For each field, in the order of `types`' pairs, the values it keeps as they are (`Coercion.conforms`).
+    let accepts: [EventSpec.Accepts]
+
+    init(types: KeyTable<FieldType>) {
+        self.types = types
+        self.accepts = types.values.map { EventSpec.Accepts($0) }
+    }
+}
+
 /// Everything known about one event: its kind and name, the hook that delivers it, and its fields.
 public struct EventSpec: Sendable {
     public var kind: EventKind
@@ -54,7 +67,8 @@ public struct EventSpec: Sendable {
     public var hook: String
     public var summary: String
     public var fields: [FieldSpec]
-    let types: KeyTable<FieldType>
+    /// The fields by name, for decoding.
+    private(set) var lookup: FieldLookup
 
     init(_ kind: EventKind, _ name: String, hook: String, _ summary: String, fields: [FieldSpec]) {
         self.kind = kind
@@ -71,11 +85,36 @@ public struct EventSpec: Sendable {
             }
         }
         self.fields = merged
-        self.types = KeyTable(merged.map { ($0.name, $0.type) })
+        self.lookup = FieldLookup(types: KeyTable(merged.map { ($0.name, $0.type) }))
+    }
+
+    /// Which values a field keeps without coercion, as one byte: checking every member of every event against
+    /// its `FieldType` copied the type out of the table each time.
+    enum Accepts: UInt8, Sendable {
+        case anything, string, integer, number, boolean, emptyObject, onlyNull
+
+        init(_ type: FieldType) {
+            switch type {
+            case .string: self = .string
+            case .integer, .gregorianSeconds: self = .integer
+            case .number: self = .number
+            case .boolean: self = .boolean
+            case .object(let members): self = members.isEmpty ? .emptyObject : .onlyNull
+            case .array: self = .onlyNull
+            case .stringOrList: self = .anything
+            }
+        }
+    }
+
+    /// This spec, finding its fields' types from the Strings `keys` shares without hashing them again.
+    func recognizing(_ keys: KeyInterner) -> EventSpec {
+        var spec = self
+        spec.lookup = FieldLookup(types: lookup.types.recognizing(keys))
+        return spec
     }
 
     /// The type of a top-level field, when known.
-    public func type(of field: String) -> FieldType? { types[field] }
+    public func type(of field: String) -> FieldType? { lookup.types[field] }
 
     /// The name rules use in `on`: `channel_create`, `notifications.low_balance`, `object.doc_edited`…
     public var qualifiedName: String {

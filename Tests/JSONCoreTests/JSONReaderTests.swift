@@ -356,4 +356,31 @@ func parseError(_ bytes: [UInt8], limits: JSONLimits = .default, sourceLocation:
         #expect(table["nothing"] == nil)
         #expect(KeyTable<Int>([])["anything"] == nil)
     }
+
+    /// A table `recognizing` an interner finds keys by the Strings the interner hands out (their two words), and
+    /// still by contents for any other String with the same bytes: a copy built elsewhere, a small or a large one.
+    @Test func aRecognizingTableFindsSharedStringsAndCopiesAlike() throws {
+        let keys = ["id", "caller_id_number", "a_key_well_over_fifteen_bytes", "é_non_ascii", "only_in_table"]
+        let interner = KeyInterner(keys.dropLast() + ["only_interned"])
+        let table = KeyTable(keys.enumerated().map { ($1, $0) }).recognizing(interner)
+        // The Strings the reader takes from the interner.
+        let text = #"{"id":0,"caller_id_number":1,"a_key_well_over_fifteen_bytes":2,"é_non_ascii":3,"only_interned":4}"#
+        let bytes = Array(text.utf8)
+        let parsed = try bytes.withUnsafeBufferPointer { try JSONReader.parse(buffer: $0, keys: interner) }
+        let object = try #require(parsed.objectValue)
+        for member in object where member.key != "only_interned" {
+            #expect(table[member.key] == keys.firstIndex(of: member.key), "\(member.key)")
+            #expect(table.position(of: member.key) == keys.firstIndex(of: member.key), "\(member.key)")
+        }
+        #expect(table["only_interned"] == nil)
+        // Copies with their own storage, built from bytes at run time.
+        for (i, key) in keys.enumerated() {
+            let copy = String(decoding: Array(key.utf8), as: UTF8.self)
+            #expect(table[copy] == i, "\(key)")
+        }
+        for other in ["", "i", "ids", "caller_id_numbeR", "a_key_well_over_fifteen_bytez", "only_interned"] {
+            #expect(table[other] == nil, "\(other)")
+        }
+        #expect(table.values == [0, 1, 2, 3, 4])
+    }
 }

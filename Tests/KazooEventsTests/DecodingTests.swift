@@ -170,6 +170,23 @@ func decodingError(
     @Test func thereAre39NotificationTypes() {
         #expect(EventCatalog.all.filter { $0.kind == .notification }.count == 39)
     }
+
+    /// The catalog's index finds every spec by kind and name, tells apart a name two kinds share, and finds a
+    /// field's type with the key Strings the JSON reader shares and with any other String alike.
+    @Test func everySpecIsFoundByKindAndName() throws {
+        let names = Dictionary(grouping: EventCatalog.all, by: \.name)
+        #expect(names.values.contains { $0.count > 1 }, "some name belongs to two kinds")
+        for spec in EventCatalog.all {
+            let found = try #require(EventCatalog.spec(kind: spec.kind, name: spec.name))
+            #expect(found.kind == spec.kind && found.name == spec.name && found.fields == spec.fields)
+            for field in spec.fields {
+                #expect(found.type(of: field.name) == field.type)
+                #expect(found.type(of: String(decoding: Array(field.name.utf8), as: UTF8.self)) == field.type)
+            }
+        }
+        #expect(EventCatalog.spec(kind: .parking, name: "channel_create") == nil)
+        #expect(EventCatalog.spec(kind: .channel, name: "no_such_event") == nil)
+    }
 }
 
 @Suite struct FormatTests {
