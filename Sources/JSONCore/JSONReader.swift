@@ -25,11 +25,12 @@ public enum JSONReader {
     public static func parse(
         buffer: UnsafeBufferPointer<UInt8>, limits: JSONLimits = .default, keys: KeyInterner? = nil
     ) throws(JSONError) -> JSONValue {
-        var reader = Cursor(bytes: buffer, limits: limits)
-        reader.interner = keys
+        let table = keys?.table
+        defer { withExtendedLifetime(table) {} }
+        var reader = Cursor(bytes: buffer, limits: limits, interner: table?.view)
         if buffer.count >= 3, buffer[0] == 0xEF, buffer[1] == 0xBB, buffer[2] == 0xBF { reader.index = 3 }
         reader.skipWhitespace()
-        let value = try reader.readValue(depth: 0)
+        let value = try reader.readValue(depth: 0, owner: KeyInterner.View.top)
         reader.skipWhitespace()
         if reader.index < buffer.count {
             throw JSONError(.syntax, "unexpected data after the JSON value", offset: reader.index)
@@ -45,11 +46,12 @@ private struct Cursor {
     var index = 0
     var entries = 0
     var scratch: [UInt8] = []
-    var interner: KeyInterner? = nil
+    let interner: KeyInterner.View?
 
-    init(bytes: UnsafeBufferPointer<UInt8>, limits: JSONLimits) {
+    init(bytes: UnsafeBufferPointer<UInt8>, limits: JSONLimits, interner: KeyInterner.View?) {
         self.bytes = bytes
         self.limits = limits
+        self.interner = interner
     }
 
     mutating func skipWhitespace() {
@@ -68,11 +70,13 @@ private struct Cursor {
         return "byte 0x\(String(b, radix: 16, uppercase: true))"
     }
 
-    mutating func readValue(depth: Int) throws(JSONError) -> JSONValue {
+    /// Reads the value at `index`. `owner` is the interner's position of the key whose value it is (an array's
+    /// elements have the array's), -1 for a key not in the interner, `KeyInterner.View.top` for the document.
+    mutating func readValue(depth: Int, owner: Int) throws(JSONError) -> JSONValue {
         guard index < bytes.count else { throw JSONError(.syntax, "unexpected end of input", offset: index) }
         switch bytes[index] {
-        case UInt8(ascii: "{"): return try readObject(depth: depth + 1)
-        case UInt8(ascii: "["): return try readArray(depth: depth + 1)
+        case UInt8(ascii: "{"): return try readObject(depth: depth + 1, firstKey: interner?.slot(inside: owner) ?? -1)
+        case UInt8(ascii: "["): return try readArray(depth: depth + 1, owner: owner)
         case UInt8(ascii: "\""): return try readStringValue()
         case UInt8(ascii: "t"): try expectLiteral("true"); return .bool(true)
         case UInt8(ascii: "f"): try expectLiteral("false"); return .bool(false)
@@ -109,7 +113,8 @@ private struct Cursor {
         }
     }
 
-    mutating func readObject(depth: Int) throws(JSONError) -> JSONValue {
+    /// Reads an object. `firstKey` is the interner's slot predicting its first key, or -1.
+    mutating func readObject(depth: Int, firstKey: Int) throws(JSONError) -> JSONValue {
         if depth > limits.maxDepth {
             throw JSONError(.limit, "nesting deeper than \(limits.maxDepth) levels", offset: index)
         }
@@ -122,13 +127,14 @@ private struct Cursor {
             index += 1
             return .object(JSONObject())
         }
+        var predictor = firstKey
         while true {
             skipWhitespace()
             guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else {
                 throw JSONError(
                     .syntax, "expected a string key, found \(describeByte(at: index))", offset: index)
             }
-            let (key, keyHash) = try readKey()
+            let (key, keyHash, shared) = try readKey(predictor: predictor)
             skipWhitespace()
             guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else {
                 throw JSONError(.syntax, "expected ':' after key \"\(key)\"", offset: index)
@@ -136,7 +142,8 @@ private struct Cursor {
             index += 1
             skipWhitespace()
             try countEntry()
-            let value = try readValue(depth: depth)
+            let value = try readValue(depth: depth, owner: shared)
+            predictor = shared >= 0 ? interner!.slot(after: shared, within: firstKey) : -1
             // Duplicate keys: last value wins. Keys are compared by a hash of their raw bytes first.
             if let at = keyIndex.find(keyHash, key, in: members) {
                 members[at].value = value
@@ -161,7 +168,7 @@ private struct Cursor {
         }
     }
 
-    mutating func readArray(depth: Int) throws(JSONError) -> JSONValue {
+    mutating func readArray(depth: Int, owner: Int) throws(JSONError) -> JSONValue {
         if depth > limits.maxDepth {
             throw JSONError(.limit, "nesting deeper than \(limits.maxDepth) levels", offset: index)
         }
@@ -175,7 +182,7 @@ private struct Cursor {
         while true {
             skipWhitespace()
             try countEntry()
-            elements.append(try readValue(depth: depth))
+            elements.append(try readValue(depth: depth, owner: owner))
             skipWhitespace()
             guard index < bytes.count else {
                 throw JSONError(.syntax, "unexpected end of input inside an array", offset: index)
@@ -196,22 +203,37 @@ private struct Cursor {
         .string(try readString())
     }
 
-    /// Reads an object's key and its hash for `KeyIndex`. A key without escapes is hashed on the input's bytes
-    /// (they are its UTF-8), and taken from the interner when it is one of its keys.
-    mutating func readKey() throws(JSONError) -> (String, UInt64) {
+    /// Reads an object's key, its hash for `KeyIndex`, and its position in the interner (-1 when it is not one
+    /// of its keys). A key the interner's `predictor` slot names is recognised by comparing bytes; any other key
+    /// without escapes is hashed on the input's bytes (they are its UTF-8) and looked up, and the slot then
+    /// remembers it.
+    mutating func readKey(predictor: Int) throws(JSONError) -> (String, UInt64, Int) {
         let open = index
         let start = open + 1
+        if predictor >= 0, let interner {
+            let predicted = interner.prediction(predictor)
+            var count = 0
+            if predicted >= 0, interner.matches(predicted, bytes, at: start, count: &count),
+                count <= limits.maxStringBytes
+            {
+                index = start + count + 1
+                return (interner.entries[predicted].string, interner.entries[predicted].hash, predicted)
+            }
+        }
         let stop = plainEnd(from: start)
         guard stop < bytes.count, bytes[stop] == UInt8(ascii: "\"") else {
             let key = try readString()
-            return (key, KeyTable<Int>.hash(key))
+            return (key, KeyTable<Int>.hash(key), -1)
         }
         if stop - start > limits.maxStringBytes { throw stringTooLong(open) }
         let raw = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(bytes)[start..<stop])
         let hash = KeyTable<Int>.hash(bytes: raw)
         index = stop + 1
-        if let shared = interner?.string(for: raw, hash: hash) { return (shared, hash) }
-        return (try makeString(UnsafeBufferPointer(rebasing: bytes[start..<stop]), at: start), hash)
+        if let interner, let found = interner.position(for: raw, hash: hash) {
+            if predictor >= 0 { interner.remember(found, in: predictor) }
+            return (interner.entries[found].string, hash, found)
+        }
+        return (try makeString(UnsafeBufferPointer(rebasing: bytes[start..<stop]), at: start), hash, -1)
     }
 
     /// From `start`, the index of the first byte that ends a plain run of string bytes: a quote, a backslash or

@@ -1,3 +1,5 @@
+import Synchronization
+
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Musl)
@@ -10,42 +12,24 @@
 /// each occurrence. A Kazoo event repeats the same few dozen keys in every request; building each (checking its
 /// UTF-8, allocating the longer ones, freeing them again) was a fifth of parsing. A key is looked up by the hash
 /// the reader computes anyway and compared byte for byte, so a key not in the set costs one probe.
+///
+/// The set also remembers, for each key, which key followed it in the last object read, and which key opened
+/// the last object that was its value (`prediction(_:)`). Webhooks of one kind send their keys in the same
+/// order every time, so the reader first compares the input with the predicted key's bytes, and only when they
+/// differ finds its end, hashes it and looks it up. Copies of an interner share what they remember.
 public struct KeyInterner: Sendable {
-    private let slots: HashSlots
-    private let entries: [Entry]
-    /// Every key's UTF-8, back to back (`Entry.offset`).
-    private let bytes: [UInt8]
-
-    private struct Entry: Sendable {
-        let hash: UInt64
-        let offset: Int
-        let count: Int
-        let string: String
-    }
+    /// One reference, so a reader holding the interner retains one object, not each of its arrays.
+    let table: Table
 
     public init(_ keys: some Sequence<String>) {
-        var entries: [Entry] = []
-        var bytes: [UInt8] = []
-        var seen: Set<String> = []
-        for key in keys where seen.insert(key).inserted {
-            entries.append(
-                Entry(hash: KeyTable<Int>.hash(key), offset: bytes.count, count: key.utf8.count, string: key))
-            bytes.append(contentsOf: key.utf8)
-        }
-        self.slots = HashSlots(entries.map(\.hash))
-        self.entries = entries
-        self.bytes = bytes
+        table = Table(keys)
     }
 
-    public var count: Int { entries.count }
+    public var count: Int { table.entries.count }
 
     /// The shared String for `key` (raw UTF-8 whose `KeyTable.hash` is `hash`), or nil when it is not in the set.
     public func string(for key: UnsafeRawBufferPointer, hash: UInt64) -> String? {
-        let found = slots.position(of: hash) {
-            entries[$0].hash == hash && entries[$0].count == key.count && equal(entries[$0].offset, key)
-        }
-        guard let found else { return nil }
-        return entries[found].string
+        table.position(for: key, hash: hash).map { table.entries[$0].string }
     }
 
     /// The shared String with the contents of `key`, or nil when it is not in the set.
@@ -56,10 +40,129 @@ public struct KeyInterner: Sendable {
         }
     }
 
-    private func equal(_ offset: Int, _ key: UnsafeRawBufferPointer) -> Bool {
-        bytes.withUnsafeBytes { stored in
-            guard let a = stored.baseAddress, let b = key.baseAddress else { return key.isEmpty }
-            return memcmp(a + offset, b, key.count) == 0
+    /// The keys, their index, and what the interner remembers between documents: one key position per slot, -1
+    /// for none. A slot is picked by hashing where the key is (`slot(inside:)`, `slot(after:within:)`), so the
+    /// same key can be followed by different keys at the top level and inside a nested object (Kazoo's
+    /// `custom_channel_vars` repeats `account_id` and `owner_id`); two places sharing a slot only cost misses.
+    /// Readers on several threads share the slots; each load and store is atomic, and a reader checks every
+    /// prediction against its input, so a stale or overwritten one only costs the ordinary lookup.
+    final class Table: @unchecked Sendable {
+        let slots: HashSlots
+        /// Read on every key: a buffer, not an array, so reading it retains nothing.
+        let entries: UnsafeMutableBufferPointer<Entry>
+        /// Every key's UTF-8, back to back (`Entry.offset`).
+        let bytes: UnsafeMutableRawBufferPointer
+        private let predictions: UnsafeMutablePointer<Atomic<Int32>>
+        private let predictionCount: Int
+        private let predictionMask: Int
+
+        struct Entry: Sendable {
+            let hash: UInt64
+            let offset: Int
+            let count: Int
+            let string: String
+        }
+
+        init(_ keys: some Sequence<String>) {
+            var entries: [Entry] = []
+            var bytes: [UInt8] = []
+            var seen: Set<String> = []
+            for key in keys where seen.insert(key).inserted {
+                entries.append(
+                    Entry(hash: KeyTable<Int>.hash(key), offset: bytes.count, count: key.utf8.count, string: key))
+                bytes.append(contentsOf: key.utf8)
+            }
+            self.slots = HashSlots(entries.map(\.hash))
+            self.entries = .allocate(capacity: entries.count)
+            _ = self.entries.initialize(from: entries)
+            self.bytes = .allocate(byteCount: max(bytes.count, 1), alignment: 8)
+            self.bytes.copyBytes(from: bytes)
+            var capacity = 64
+            while capacity < 8 * entries.count { capacity *= 2 }
+            predictionCount = capacity
+            predictionMask = capacity - 1
+            predictions = .allocate(capacity: predictionCount)
+            for i in 0..<predictionCount { (predictions + i).initialize(to: Atomic(-1)) }
+        }
+
+        deinit {
+            entries.deinitialize()
+            entries.deallocate()
+            bytes.deallocate()
+            predictions.deinitialize(count: predictionCount)
+            predictions.deallocate()
+        }
+
+        /// The position of `key` (raw UTF-8 whose `KeyTable.hash` is `hash`) in the set, or nil.
+        func position(for key: UnsafeRawBufferPointer, hash: UInt64) -> Int? {
+            slots.position(of: hash) {
+                entries[$0].hash == hash && entries[$0].count == key.count
+                    && equal(entries[$0].offset, key.baseAddress, key.count)
+            }
+        }
+
+        private func equal(_ offset: Int, _ key: UnsafeRawPointer?, _ count: Int) -> Bool {
+            guard let stored = bytes.baseAddress, let key else { return count == 0 }
+            return memcmp(stored + offset, key, count) == 0
+        }
+
+        /// The pointers a reader works with: no reference count is touched while reading keys.
+        var view: View {
+            View(
+                entries: UnsafeBufferPointer(entries), bytes: UnsafeRawPointer(bytes.baseAddress!),
+                predictions: predictions, predictionMask: predictionMask, table: self)
+        }
+    }
+
+    /// A reader's access to a `Table` it keeps alive (`JSONReader.parse` holds the interner for the whole parse):
+    /// plain pointers, because every key read through a class or an array retained and released it, one pair
+    /// per key.
+    struct View {
+        let entries: UnsafeBufferPointer<Table.Entry>
+        let bytes: UnsafeRawPointer
+        let predictions: UnsafeMutablePointer<Atomic<Int32>>
+        let predictionMask: Int
+        unowned(unsafe) let table: Table
+
+        /// The position of `key` (raw UTF-8 whose `KeyTable.hash` is `hash`) in the set, or nil.
+        func position(for key: UnsafeRawBufferPointer, hash: UInt64) -> Int? { table.position(for: key, hash: hash) }
+
+        private func equal(_ offset: Int, _ key: UnsafeRawPointer?, _ count: Int) -> Bool {
+            guard let key else { return count == 0 }
+            return memcmp(bytes + offset, key, count) == 0
+        }
+
+        /// The slot remembering the first key of an object that is the value of the key at `position`: -1 for a
+        /// key not in the set, `View.top` for the document itself.
+        func slot(inside position: Int) -> Int { slot(-1, position) }
+        /// The slot remembering the key that follows the key at `position` in an object whose first key the slot
+        /// `object` remembers.
+        func slot(after position: Int, within object: Int) -> Int { slot(object, position) }
+        /// The position standing for the whole document in `slot(inside:)`.
+        static let top = -2
+
+        private func slot(_ a: Int, _ b: Int) -> Int {
+            let h = (UInt64(truncatingIfNeeded: a) << 32 ^ UInt64(truncatingIfNeeded: b)) &* 0x9E37_79B9_7F4A_7C15
+            return Int(truncatingIfNeeded: h >> 40) & predictionMask
+        }
+
+        /// The position of the key `slot` remembers, or -1.
+        func prediction(_ slot: Int) -> Int { Int(predictions[slot].load(ordering: .relaxed)) }
+
+        /// Remembers the key at `position` in `slot`. The reader remembers only keys it found from their raw
+        /// bytes (no escapes), so a remembered key's UTF-8 is its JSON text too, and `matches` can compare them.
+        func remember(_ position: Int, in slot: Int) {
+            guard predictions[slot].load(ordering: .relaxed) != position else { return }
+            predictions[slot].store(Int32(position), ordering: .relaxed)
+        }
+
+        /// Whether the key at `position`, then a closing quote, is what `input` holds from `start`. The key's
+        /// length is in `count` on return.
+        func matches(_ position: Int, _ input: UnsafeBufferPointer<UInt8>, at start: Int, count: inout Int) -> Bool {
+            count = entries[position].count
+            guard start + count < input.count, input[start + count] == UInt8(ascii: "\""), let base = input.baseAddress
+            else { return false }
+            return equal(entries[position].offset, base + start, count)
         }
     }
 }

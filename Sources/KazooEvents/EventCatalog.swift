@@ -293,20 +293,24 @@ public enum EventCatalog {
 
     static let objectActions = ["doc_created", "doc_edited", "doc_deleted"]
 
-    /// Every known field name, at any depth: the keys the JSON reader shares instead of building per event.
-    static let keys: KeyInterner = {
+    /// Every known field name, at any depth, each once.
+    public static let fieldNames: [String] = {
         var names: [String] = []
+        var seen: Set<String> = []
         func collect(_ fields: [FieldSpec]) {
             for field in fields {
-                names.append(field.name)
+                if seen.insert(field.name).inserted { names.append(field.name) }
                 var type = field.type
                 while case .array(let element) = type { type = element }
                 if case .object(let members) = type { collect(members) }
             }
         }
         for spec in all { collect(spec.fields) }
-        return KeyInterner(names)
+        return names
     }()
+
+    /// The keys the JSON reader shares instead of building per event: every known field name.
+    static let keys = KeyInterner(fieldNames)
 
     /// Every spec by its name, made once. A class, so a lookup reads the tables where they are: the nested
     /// `KeyTable`s it replaced were copied out on every lookup (their arrays retained and released), and with the

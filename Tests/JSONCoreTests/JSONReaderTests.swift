@@ -1,5 +1,6 @@
-import JSONCore
 import Testing
+
+@testable import JSONCore
 
 func parse(_ text: String, limits: JSONLimits = .default) throws(JSONError) -> JSONValue {
     try JSONReader.parse(Array(text.utf8), limits: limits)
@@ -333,12 +334,122 @@ func parseError(_ bytes: [UInt8], limits: JSONLimits = .default, sourceLocation:
         }
     }
 
+    func parseShared(_ text: String, limits: JSONLimits = .default) throws -> JSONValue {
+        let bytes = Array(text.utf8)
+        return try bytes.withUnsafeBufferPointer { try JSONReader.parse(buffer: $0, limits: limits, keys: interner) }
+    }
+
+    /// The interner remembers which key followed which, per place: after one document, the slot after `call_id`
+    /// at the top names `a`, and the one inside `custom_channel_vars` names `owner_id`.
+    @Test func theKeyOrderOfADocumentIsRemembered() throws {
+        _ = try parseShared(#"{"call_id":1,"a":2,"custom_channel_vars":{"owner_id":3,"a":4}}"#)
+        let view = interner.table.view
+        func position(_ key: String) -> Int {
+            Array(key.utf8).withUnsafeBytes { view.position(for: $0, hash: KeyTable<Int>.hash(bytes: $0))! }
+        }
+        let top = view.slot(inside: KeyInterner.View.top)
+        let nested = view.slot(inside: position("custom_channel_vars"))
+        #expect(view.prediction(top) == position("call_id"))
+        #expect(view.prediction(view.slot(after: position("call_id"), within: top)) == position("a"))
+        #expect(view.prediction(view.slot(after: position("a"), within: top)) == position("custom_channel_vars"))
+        #expect(view.prediction(nested) == position("owner_id"))
+        #expect(view.prediction(view.slot(after: position("owner_id"), within: nested)) == position("a"))
+    }
+
+    /// Whatever the interner remembers, a document reads the same as without it: a key order that changes from
+    /// one document to the next, a remembered key that is only a prefix of the key read (or longer than it), a
+    /// remembered key that is a duplicate here, the same key escaped, and the input ending inside the key.
+    @Test func rememberedKeyOrdersNeverChangeTheValue() throws {
+        let documents = [
+            #"{"call_id":1,"a":2,"owner_id":3}"#,
+            #"{"call_id":1,"a":2,"owner_id":3}"#,
+            #"{"call_id":1,"ab":2,"owner_id":3}"#,
+            #"{"call_id":1,"":2,"owner_id":3}"#,
+            #"{"call_id":1,"call_id":2,"a":3}"#,
+            #"{"a":0,"call_id":1,"a":2,"owner_id":3}"#,
+            #"{"call_id":1,"\u0061":2,"owner_id":3}"#,
+            #"{"call_i":1,"a":2}"#,
+            #"{"call_id":1,"a":{"call_id":{"a":[{"owner_id":1},{"owner_id":2,"a":3}]}},"owner_id":3}"#,
+            #"{"call_id":1,"a":{"call_id":{"a":[{"owner_id":1},{"a":3,"owner_id":2}]}},"owner_id":3}"#,
+            #"{"call_id":1,"a":2,"owner_id":3}"#,
+        ]
+        for round in 0..<3 {
+            for text in documents {
+                let plain = try JSONReader.parse(Array(text.utf8))
+                let shared = try parseShared(text)
+                #expect(shared == plain, "round \(round): \(text)")
+                #expect(shared.objectValue?.keys == plain.objectValue?.keys, "round \(round): \(text)")
+            }
+        }
+        _ = try parseShared(#"{"call_id":1,"a":2}"#)
+        for cut in [#"{"call_id":1,"a"#, #"{"call_id":1,"a""#, #"{"call_id":1,"#] {
+            #expect(throws: JSONError.self, "\(cut)") { try parseShared(cut) }
+        }
+    }
+
+    /// Random documents over a few keys, known and unknown, nested and repeated, read one after another with one
+    /// interner (so each starts from what the last left), equal those read without it.
+    @Test func randomDocumentsReadTheSameWithRememberedOrders() throws {
+        var random = SplitMix(seed: 17)
+        let keys = ["call_id", "a", "custom_channel_vars", "", "owner_id", "b", "call_i", "owner_id_", #"\u0061"#]
+        func object(_ depth: Int) -> String {
+            let members = (0..<random.next(upTo: 6)).map { _ -> String in
+                let key = keys[random.next(upTo: keys.count)]
+                let value =
+                    depth < 3 && random.next(upTo: 4) == 0
+                    ? (random.next(upTo: 2) == 0 ? object(depth + 1) : "[\(object(depth + 1)),\(object(depth + 1))]")
+                    : String(random.next(upTo: 100))
+                return "\"\(key)\":\(value)"
+            }
+            return "{" + members.joined(separator: ",") + "}"
+        }
+        for _ in 0..<2_000 {
+            let text = object(0)
+            let plain = try JSONReader.parse(Array(text.utf8))
+            let shared = try parseShared(text)
+            #expect(shared == plain, "\(text)")
+            #expect(shared.objectValue?.keys == plain.objectValue?.keys, "\(text)")
+        }
+    }
+
+    /// Readers on several threads share what one interner remembers, each with its own key order.
+    @Test func readersOnSeveralThreadsShareAnInterner() async throws {
+        let interner = interner
+        let documents = [
+            #"{"call_id":1,"a":2,"owner_id":3}"#, #"{"owner_id":3,"a":2,"call_id":1}"#,
+            #"{"a":{"call_id":1,"owner_id":{"a":1}},"call_id":2}"#, #"{"a":1,"b":2,"a":3,"call_id":{"a":[]}}"#,
+        ]
+        let failures = await withTaskGroup(of: Int.self) { group in
+            for text in documents {
+                group.addTask {
+                    let bytes = Array(text.utf8)
+                    guard let plain = try? JSONReader.parse(bytes) else { return 1 }
+                    var failures = 0
+                    for _ in 0..<2_000 {
+                        let shared = try? bytes.withUnsafeBufferPointer {
+                            try JSONReader.parse(buffer: $0, keys: interner)
+                        }
+                        if shared != plain || shared?.objectValue?.keys != plain.objectValue?.keys { failures += 1 }
+                    }
+                    return failures
+                }
+            }
+            return await group.reduce(0, +)
+        }
+        #expect(failures == 0)
+    }
+
     @Test func anInternedKeyStillObeysTheStringLimit() throws {
         let bytes = Array(#"{"custom_channel_vars":1}"#.utf8)
         #expect(throws: JSONError.self) {
             try bytes.withUnsafeBufferPointer {
                 try JSONReader.parse(buffer: $0, limits: JSONLimits(maxStringBytes: 8), keys: interner)
             }
+        }
+        // Also when the key is the one remembered from the last document.
+        _ = try parseShared(#"{"custom_channel_vars":1}"#)
+        #expect(throws: JSONError.self) {
+            try parseShared(#"{"custom_channel_vars":1}"#, limits: JSONLimits(maxStringBytes: 8))
         }
     }
 }
@@ -383,4 +494,18 @@ func parseError(_ bytes: [UInt8], limits: JSONLimits = .default, sourceLocation:
         }
         #expect(table.values == [0, 1, 2, 3, 4])
     }
+}
+
+/// A small deterministic generator (SplitMix64), so a failing random document can be reproduced.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func next(upTo bound: Int) -> Int { Int(next() % UInt64(bound)) }
 }
