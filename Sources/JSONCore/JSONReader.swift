@@ -239,7 +239,16 @@ private struct Cursor {
     /// From `start`, the index of the first byte that ends a plain run of string bytes: a quote, a backslash or
     /// a control character; `bytes.count` when there is none. Eight bytes at a time while all are plain.
     func plainEnd(from start: Int) -> Int {
+        var ascii = true
+        return plainEnd(from: start, ascii: &ascii)
+    }
+
+    /// `plainEnd(from:)`, also telling whether the run's bytes are all ASCII (then they are valid UTF-8 without
+    /// a check: the value strings of a webhook nearly always are).
+    func plainEnd(from start: Int, ascii: inout Bool) -> Int {
         var i = start
+        var seen: UInt64 = 0
+        defer { ascii = seen & 0x8080_8080_8080_8080 == 0 }
         if let base = bytes.baseAddress {
             let raw = UnsafeRawPointer(base)
             while i + 8 <= bytes.count {
@@ -252,13 +261,19 @@ private struct Cursor {
                 // bytes above the first special one too, but never one below it: the lowest mark is exact.
                 let special =
                     ((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash) | ((word &- (ones &* 0x20)) & ~word)
-                if special & highs != 0 { return i + (special & highs).trailingZeroBitCount / 8 }
+                if special & highs != 0 {
+                    let plain = (special & highs).trailingZeroBitCount / 8
+                    seen |= word & ((1 << UInt64(plain * 8)) &- 1)
+                    return i + plain
+                }
+                seen |= word
                 i += 8
             }
         }
         while i < bytes.count {
             let b = bytes[i]
             if b == UInt8(ascii: "\"") || b == UInt8(ascii: "\\") || b < 0x20 { return i }
+            seen |= UInt64(b)
             i += 1
         }
         return i
@@ -268,7 +283,8 @@ private struct Cursor {
     mutating func readString() throws(JSONError) -> String {
         let open = index
         let start = index + 1
-        index = plainEnd(from: start)
+        var ascii = true
+        index = plainEnd(from: start, ascii: &ascii)
         guard index < bytes.count else {
             throw JSONError(.syntax, "unterminated string", offset: open)
         }
@@ -276,7 +292,7 @@ private struct Cursor {
             if index - start > limits.maxStringBytes { throw stringTooLong(open) }
             let slice = UnsafeBufferPointer(rebasing: bytes[start..<index])
             index += 1
-            return try makeString(slice, at: start)
+            return ascii ? String(decoding: slice, as: UTF8.self) : try makeString(slice, at: start)
         }
         if bytes[index] < 0x20 { throw controlCharacter(at: index) }
         // Slow path: unescape into scratch.

@@ -93,6 +93,32 @@ func parseError(_ bytes: [UInt8], limits: JSONLimits = .default, sourceLocation:
         }
     }
 
+    /// A string's bytes are scanned eight at a time, and only a string with a byte over 0x7F is checked as
+    /// UTF-8: a bad byte or a good character at any position of strings of 1 to 24 bytes, at the end of the
+    /// input (the byte-at-a-time tail) or with more after it (the word loop), is still told apart.
+    @Test func theReaderChecksEveryNonASCIIStringAtEveryPosition() throws {
+        for length in 1...24 {
+            for position in 0..<length {
+                for more in [false, true] {
+                    let ascii = [UInt8](repeating: UInt8(ascii: "a"), count: length)
+                    let after = Array((more ? #","bbbbbbbbbbbbbbbb"]"# : #""]"#).utf8)
+                    var bad = ascii
+                    bad[position] = 0xFF
+                    let error = parseError(Array(#"[""#.utf8) + bad + (more ? Array(#"""#.utf8) : []) + after)
+                    #expect(error?.kind == .invalidUTF8, "0xFF at \(position) of \(length)")
+                    #expect(error?.offset == 2 + position, "0xFF at \(position) of \(length)")
+                    guard position + 1 < length else { continue }
+                    var good = ascii
+                    good[position] = 0xC3
+                    good[position + 1] = 0xA9  // é
+                    let body = Array(#"[""#.utf8) + good + (more ? Array(#"""#.utf8) : []) + after
+                    let value = try JSONReader.parse(body)
+                    #expect(value.arrayValue?.first == .string(String(decoding: good, as: UTF8.self)))
+                }
+            }
+        }
+    }
+
     @Test func invalidUTF8IsRejectedWithItsOffset() {
         let error = parseError(Array(#"{"a":"x"#.utf8) + [0xC3, 0x28] + Array(#""}"#.utf8))
         #expect(error?.kind == .invalidUTF8)
