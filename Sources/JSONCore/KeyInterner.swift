@@ -29,7 +29,7 @@ public struct KeyInterner: Sendable {
 
     /// The shared String for `key` (raw UTF-8 whose `KeyTable.hash` is `hash`), or nil when it is not in the set.
     public func string(for key: UnsafeRawBufferPointer, hash: UInt64) -> String? {
-        table.position(for: key, hash: hash).map { table.entries[$0].string }
+        table.view.position(for: key, hash: hash).map { table.entries[$0].string }
     }
 
     /// The shared String with the contents of `key`, or nil when it is not in the set.
@@ -93,19 +93,6 @@ public struct KeyInterner: Sendable {
             predictions.deallocate()
         }
 
-        /// The position of `key` (raw UTF-8 whose `KeyTable.hash` is `hash`) in the set, or nil.
-        func position(for key: UnsafeRawBufferPointer, hash: UInt64) -> Int? {
-            slots.position(of: hash) {
-                entries[$0].hash == hash && entries[$0].count == key.count
-                    && equal(entries[$0].offset, key.baseAddress, key.count)
-            }
-        }
-
-        private func equal(_ offset: Int, _ key: UnsafeRawPointer?, _ count: Int) -> Bool {
-            guard let stored = bytes.baseAddress, let key else { return count == 0 }
-            return memcmp(stored + offset, key, count) == 0
-        }
-
         /// The pointers a reader works with: no reference count is touched while reading keys.
         var view: View {
             View(
@@ -125,7 +112,12 @@ public struct KeyInterner: Sendable {
         unowned(unsafe) let table: Table
 
         /// The position of `key` (raw UTF-8 whose `KeyTable.hash` is `hash`) in the set, or nil.
-        func position(for key: UnsafeRawBufferPointer, hash: UInt64) -> Int? { table.position(for: key, hash: hash) }
+        func position(for key: UnsafeRawBufferPointer, hash: UInt64) -> Int? {
+            table.slots.position(of: hash) {
+                entries[$0].hash == hash && entries[$0].count == key.count
+                    && equal(entries[$0].offset, key.baseAddress, key.count)
+            }
+        }
 
         private func equal(_ offset: Int, _ key: UnsafeRawPointer?, _ count: Int) -> Bool {
             guard let key else { return count == 0 }
