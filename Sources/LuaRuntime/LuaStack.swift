@@ -142,12 +142,16 @@ struct LuaStack {
     /// Stack effect: none.
     /// - Throws: `LuaError.Kind.conversion` for functions, coroutines, userdata, cycles, depth, or table keys
     ///   that are not strings or numbers; the message names the path (`payload.items[2].f`).
-    func value(at index: Int32, maxDepth: Int, root: String = "value") throws(LuaError) -> JSONValue {
+    /// `root` names the value in an error's path; it is built only for an error (a `"result #\(i)"` made for every
+    /// value read was an allocation per rule result and per host function argument).
+    func value(at index: Int32, maxDepth: Int, root: @autoclosure () -> String = "value") throws(LuaError)
+        -> JSONValue
+    {
         var ancestors: [UnsafeRawPointer] = []
         do {
             return try read(lua_absindex(L, index), depth: 0, maxDepth: maxDepth, ancestors: &ancestors)
         } catch {
-            let path = root + error.path.reversed().joined()
+            let path = root() + error.path.reversed().joined()
             throw LuaError(.conversion, "\(path): \(error.reason)")
         }
     }
