@@ -48,7 +48,7 @@ screenshots: build
 	@scripts/deps.sh browser
 	/usr/bin/python3 Tests/Browser/console_test.py --binary $(BIN) --screenshots docs/console
 
-# The Lua bridge's tests under AddressSanitizer (part of `make test`).
+# The Lua bridge's and the JSON reader's tests under AddressSanitizer (part of `make test`).
 asan: deps
 	scripts/asan.sh
 
