@@ -83,10 +83,13 @@ public actor RuleWorker {
             return steps
         }
 
-        /// The rule called `name`, or the one at `index` when its name matches (the usual case).
-        func rule(at index: Int, named name: String) -> LoadedRule? {
-            if index < rules.count, rules[index].definition.name == name { return rules[index] }
-            return rules.first { $0.definition.name == name }
+        /// The entry (or with `tick`, the tick function) of the rule called `name`: the one at `index` when its
+        /// name matches (the usual case). Read in place: returning the `LoadedRule` copied its whole definition.
+        func function(at index: Int, named name: String, tick: Bool) -> LuaReference? {
+            let found =
+                index < gates.count && gates[index].name == name ? index : gates.firstIndex { $0.name == name }
+            guard let found else { return nil }
+            return tick ? rules[found].tick : rules[found].entry
         }
     }
 
@@ -129,7 +132,7 @@ public actor RuleWorker {
                 if case .declined(let outcome) = step { outcomes.append(outcome) }
                 continue
             }
-            let definition = built.rules[index].definition
+            let gate = built.gates[index]
             let inputs =
                 context
                 ?? RunInputs(
@@ -140,7 +143,7 @@ public actor RuleWorker {
             // Across this await other events run on this actor: one may be killed and replace `current`, or
             // (in tests) nothing at all changes. Either way the next rule starts in whatever set is current
             // then, and this rule's run keeps the set it started in.
-            outcomes.append(await run(index: index, definition: definition, inputs: inputs))
+            outcomes.append(await run(index: index, gate: gate, inputs: inputs))
         }
         if let scratch { scratchStore.finish(scratch, mark: nil) { _ in } }
         return EventReport(event: event, rules: outcomes)
@@ -159,7 +162,7 @@ public actor RuleWorker {
         let second = Int64(now.rounded(.down))
         let inputs = RunInputs(
             value: .value(.int(second)), session: session ?? scratch, callID: nil, eventID: "tick-\(second)")
-        let outcome = await run(index: index, definition: built.rules[index].definition, inputs: inputs, tick: true)
+        let outcome = await run(index: index, gate: built.gates[index], inputs: inputs, tick: true)
         if let scratch { scratchStore.finish(scratch, mark: nil) { _ in } }
         return outcome
     }
@@ -227,17 +230,19 @@ public actor RuleWorker {
 
     /// Runs one rule whose `on` and `match` already accepted the event, in the Lua state current now.
     /// With `tick`, runs the rule's `tick(now)` (`inputs.value` is `now`) instead of its event stages.
-    func run(index: Int, definition: RuleDefinition, inputs: RunInputs, tick: Bool = false) async -> RuleOutcome {
+    /// `gate` is the rule's in the set current when its event or tick started (a class: passing the rule's
+    /// definition by value copied every part of it twice per run).
+    func run(index: Int, gate: RuleGate, inputs: RunInputs, tick: Bool = false) async -> RuleOutcome {
         // Captured once, kept to the end: the awaits below let other events run on this actor, and one of
         // them may replace `current` (a rebuild after a kill). This run's coroutine, rule references and
         // context all belong to `set`, and the coroutine keeps `set.state` open until it finishes.
         let set = current
         let run = RuleRun(
-            rule: definition.name, targets: definition.forward, session: inputs.session, callID: inputs.callID,
+            rule: gate.name, targets: gate.definition.forward, session: inputs.session, callID: inputs.callID,
             eventID: inputs.eventID)
         if tick { run.stage = "tick" }
-        var outcome = RuleOutcome(rule: definition.name, file: definition.file.displayPath, outcome: .ok)
-        guard let rule = set.rule(at: index, named: definition.name), let function = tick ? rule.tick : rule.entry
+        var outcome = RuleOutcome(rule: gate.name, file: gate.definition.file.displayPath, outcome: .ok)
+        guard let function = set.function(at: index, named: gate.name, tick: tick)
         else {
             outcome.outcome = .error
             outcome.stage = "load"
