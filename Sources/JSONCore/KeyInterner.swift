@@ -19,7 +19,7 @@ import Synchronization
 /// differ finds its end, hashes it and looks it up. Copies of an interner share what they remember.
 public struct KeyInterner: Sendable {
     /// One reference, so a reader holding the interner retains one object, not each of its arrays.
-    let table: Table
+    @usableFromInline let table: Table
 
     public init(_ keys: some Sequence<String>) {
         table = Table(keys)
@@ -32,13 +32,19 @@ public struct KeyInterner: Sendable {
         table.view.position(for: key, hash: hash).map { table.entries[$0].string }
     }
 
-    /// The shared String with the contents of `key`, or nil when it is not in the set.
-    public func shared(_ key: String) -> String? {
+    /// The position of the key with the contents of `key`, or nil when it is not in the set.
+    public func position(of key: String) -> Int? {
         var key = key
         return key.withUTF8 {
-            string(for: UnsafeRawBufferPointer($0), hash: KeyTable<Int>.hash(bytes: UnsafeRawBufferPointer($0)))
+            table.view.position(
+                for: UnsafeRawBufferPointer($0), hash: KeyTable<Int>.hash(bytes: UnsafeRawBufferPointer($0)))
         }
     }
+
+    /// The position of `key` when it is one of the Strings this interner hands out (by its two words, without
+    /// reading its bytes); nil for any other String, even one with the same contents.
+    @inlinable
+    public func position(ofShared key: String) -> Int? { table.identity.position(of: key) }
 
     /// The keys, their index, and what the interner remembers between documents: one key position per slot, -1
     /// for none. A slot is picked by hashing where the key is (`slot(inside:)`, `slot(after:within:)`), so the
@@ -46,8 +52,11 @@ public struct KeyInterner: Sendable {
     /// `custom_channel_vars` repeats `account_id` and `owner_id`); two places sharing a slot only cost misses.
     /// Readers on several threads share the slots; each load and store is atomic, and a reader checks every
     /// prediction against its input, so a stale or overwritten one only costs the ordinary lookup.
+    @usableFromInline
     final class Table: @unchecked Sendable {
         let slots: HashSlots
+        /// The keys by their Strings' identity (`position(ofShared:)`); `entries` keeps the Strings.
+        @usableFromInline let identity: SharedKeys
         /// Read on every key: a buffer, not an array, so reading it retains nothing.
         let entries: UnsafeMutableBufferPointer<Entry>
         /// Every key's UTF-8, back to back (`Entry.offset`).
@@ -73,6 +82,7 @@ public struct KeyInterner: Sendable {
                 bytes.append(contentsOf: key.utf8)
             }
             self.slots = HashSlots(entries.map(\.hash))
+            self.identity = SharedKeys(entries.map(\.string), positions: Array(entries.indices))
             self.entries = .allocate(capacity: entries.count)
             _ = self.entries.initialize(from: entries)
             self.bytes = .allocate(byteCount: max(bytes.count, 1), alignment: 8)

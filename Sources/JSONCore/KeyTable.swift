@@ -10,8 +10,10 @@ public struct KeyTable<Value: Sendable>: Sendable {
 
     @usableFromInline var entries: [Entry] = []
     @usableFromInline let slots: HashSlots
-    /// The same keys by the representation of the Strings a `KeyInterner` hands out (see `recognizing(_:)`).
-    @usableFromInline var shared = SharedKeys([], positions: [])
+    /// The interner whose shared Strings this table recognizes (see `recognizing(_:)`), and for each of the
+    /// interner's positions, the entry with that key or -1.
+    @usableFromInline var interner: KeyInterner? = nil
+    @usableFromInline var byShared: [Int16] = []
 
     public init(_ pairs: [(String, Value)]) {
         var positions: [String: Int] = [:]
@@ -29,17 +31,17 @@ public struct KeyTable<Value: Sendable>: Sendable {
     /// This table, also indexed by the Strings `interner` shares for its keys, so a lookup with a key the JSON
     /// reader took from `interner` finds its entry from the String's two words, without hashing its bytes.
     /// (Coercion looks up every member of every event: hashing each key again was 5% of decoding in callgrind.)
+    /// A key the interner holds but this table does not is told absent at once. The index is an `Int16` per
+    /// interner key and table (Kazoo's 52 event specs over some 250 keys: 26 KB).
     public func recognizing(_ interner: KeyInterner) -> KeyTable {
+        guard entries.count < Int(Int16.max) else { return self }
         var table = self
-        var strings: [String] = []
-        var positions: [Int] = []
+        var byShared = [Int16](repeating: -1, count: interner.count)
         for (position, entry) in entries.enumerated() {
-            for string in [entry.key, interner.shared(entry.key)].compactMap({ $0 }) {
-                strings.append(string)
-                positions.append(position)
-            }
+            if let shared = interner.position(of: entry.key) { byShared[shared] = Int16(position) }
         }
-        table.shared = SharedKeys(strings, positions: positions)
+        table.interner = interner
+        table.byShared = byShared
         return table
     }
 
@@ -53,7 +55,10 @@ public struct KeyTable<Value: Sendable>: Sendable {
     /// position; nil when it is not a key.
     @inlinable
     public func position(of key: String) -> Int? {
-        if let found = shared.position(of: key) { return found }
+        if let interner, let shared = interner.position(ofShared: key), shared < byShared.count {
+            let found = Int(byShared[shared])
+            return found >= 0 ? found : nil
+        }
         let h = KeyTable.hash(key)
         return slots.position(of: h, where: { entries[$0].hash == h && entries[$0].key == key })
     }
@@ -148,10 +153,10 @@ struct HashSlots: Sendable {
     }
 }
 
-/// Positions of entries by the identity of their key Strings: the two words of a String's representation. Equal
-/// words mean equal contents (a small string's words are its bytes; a large one's point to its storage, which a
-/// kept String keeps alive, so no other contents can have them), while equal contents may have other words (a
-/// copy built elsewhere): then a lookup misses here and the caller compares bytes.
+/// Positions of Strings by their identity: the two words of a String's representation. Equal words mean equal
+/// contents while the owner keeps the Strings (a small string's words are its bytes; a large one's point to its
+/// storage, which a kept String keeps alive, so no other contents can have them), while equal contents may have
+/// other words (a copy built elsewhere): then a lookup misses here and the caller compares bytes.
 @usableFromInline
 struct SharedKeys: Sendable {
     @usableFromInline
@@ -163,9 +168,8 @@ struct SharedKeys: Sendable {
 
     @usableFromInline let entries: [Entry]
     @usableFromInline let slots: HashSlots
-    /// The Strings themselves: holding them keeps every large one's storage, and so its words, unique.
-    let strings: [String]
 
+    /// The owner must keep `strings` alive as long as this (`KeyInterner`'s table does).
     init(_ strings: [String], positions: [Int]) {
         let entries = zip(strings, positions).map { string, position in
             let (low, high) = SharedKeys.words(string)
@@ -173,7 +177,6 @@ struct SharedKeys: Sendable {
         }
         self.entries = entries
         self.slots = HashSlots(entries.map { SharedKeys.hash($0.low, $0.high) })
-        self.strings = strings
     }
 
     @inlinable @inline(__always)

@@ -365,6 +365,21 @@ func parseError(_ bytes: [UInt8], limits: JSONLimits = .default, sourceLocation:
         return try bytes.withUnsafeBufferPointer { try JSONReader.parse(buffer: $0, limits: limits, keys: interner) }
     }
 
+    /// `position(ofShared:)` knows the interner's own Strings by their words: the keys the reader hands out, and
+    /// small ones (whose words are their bytes) however they were made; a large key built elsewhere is not one of
+    /// them, though `position(of:)` finds its contents.
+    @Test func sharedStringsAreKnownByTheirWords() throws {
+        let object = try #require(try parseShared(#"{"custom_channel_vars":1,"a":2}"#).objectValue)
+        let keys = object.map(\.key)
+        #expect(interner.position(ofShared: keys[0]) == interner.position(of: "custom_channel_vars"))
+        #expect(interner.position(ofShared: keys[1]) == interner.position(of: "a"))
+        let built = String(decoding: Array("custom_channel_vars".utf8), as: UTF8.self)
+        #expect(interner.position(ofShared: built) == nil)
+        #expect(interner.position(of: built) != nil)
+        #expect(interner.position(ofShared: String(decoding: [UInt8(ascii: "a")], as: UTF8.self)) != nil)
+        #expect(interner.position(ofShared: "b") == nil && interner.position(of: "b") == nil)
+    }
+
     /// The interner remembers which key followed which, per place: after one document, the slot after `call_id`
     /// at the top names `a`, and the one inside `custom_channel_vars` names `owner_id`.
     @Test func theKeyOrderOfADocumentIsRemembered() throws {
