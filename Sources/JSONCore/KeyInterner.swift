@@ -13,10 +13,11 @@ import Synchronization
 /// UTF-8, allocating the longer ones, freeing them again) was a fifth of parsing. A key is looked up by the hash
 /// the reader computes anyway and compared byte for byte, so a key not in the set costs one probe.
 ///
-/// The set also remembers, for each key, which key followed it in the last object read, and which key opened
-/// the last object that was its value (`prediction(_:)`). Webhooks of one kind send their keys in the same
-/// order every time, so the reader first compares the input with the predicted key's bytes, and only when they
-/// differ finds its end, hashes it and looks it up. Copies of an interner share what they remember.
+/// The set also remembers which of its keys came next in the last document read, per place: the first key of
+/// the document, of an object that is a given key's value, and the key after a given key in such an object
+/// (`View.prediction(_:)`). Webhooks of one kind send their keys in the same order every time, so the reader
+/// first compares the input with the predicted key's bytes, and only when they differ finds its end, hashes it
+/// and looks it up. Copies of an interner share what they remember.
 public struct KeyInterner: Sendable {
     /// One reference, so a reader holding the interner retains one object, not each of its arrays.
     @usableFromInline let table: Table
@@ -82,7 +83,7 @@ public struct KeyInterner: Sendable {
                 bytes.append(contentsOf: key.utf8)
             }
             self.slots = HashSlots(entries.map(\.hash))
-            self.identity = SharedKeys(entries.map(\.string), positions: Array(entries.indices))
+            self.identity = SharedKeys(entries.map(\.string))
             self.entries = .allocate(capacity: entries.count)
             _ = self.entries.initialize(from: entries)
             self.bytes = .allocate(byteCount: max(bytes.count, 1), alignment: 8)
@@ -166,5 +167,49 @@ public struct KeyInterner: Sendable {
             else { return false }
             return equal(entries[position].offset, base + start, count)
         }
+    }
+}
+
+/// Positions of Strings by their identity: the two words of a String's representation. Equal words mean equal
+/// contents while the owner keeps the Strings (a small string's words are its bytes; a large one's point to its
+/// storage, which a kept String keeps alive, so no other contents can have them), while equal contents may have
+/// other words (a copy built elsewhere): then a lookup misses here and the caller compares bytes.
+@usableFromInline
+struct SharedKeys: Sendable {
+    @usableFromInline
+    struct Words: Sendable {
+        @usableFromInline let low: UInt64
+        @usableFromInline let high: UInt64
+    }
+
+    /// Each String's words, at its position.
+    @usableFromInline let words: [Words]
+    @usableFromInline let slots: HashSlots
+
+    /// The owner must keep `strings` alive as long as this (`KeyInterner`'s table does).
+    init(_ strings: [String]) {
+        words = strings.map { string in
+            let (low, high) = SharedKeys.words(string)
+            return Words(low: low, high: high)
+        }
+        slots = HashSlots(words.map { SharedKeys.hash($0.low, $0.high) })
+    }
+
+    @inlinable @inline(__always)
+    static func words(_ string: String) -> (UInt64, UInt64) {
+        unsafeBitCast(string, to: (UInt64, UInt64).self)
+    }
+
+    @inlinable @inline(__always)
+    static func hash(_ low: UInt64, _ high: UInt64) -> UInt64 {
+        let h = (low ^ (high &* 0x9E37_79B9_7F4A_7C15)) &* 0xBF58_476D_1CE4_E5B9
+        return h ^ (h >> 31)
+    }
+
+    /// The position of `key` when it is one of the Strings, else nil.
+    @inlinable @inline(__always)
+    func position(of key: String) -> Int? {
+        let (low, high) = SharedKeys.words(key)
+        return slots.position(of: SharedKeys.hash(low, high)) { words[$0].low == low && words[$0].high == high }
     }
 }

@@ -309,9 +309,6 @@ public enum EventCatalog {
         return names
     }()
 
-    /// The keys the JSON reader shares instead of building per event: every known field name.
-    static let keys = KeyInterner(fieldNames)
-
     /// Every spec by its name, made once. A class, so a lookup reads the tables where they are: the nested
     /// `KeyTable`s it replaced were copied out on every lookup (their arrays retained and released), and with the
     /// spec's own copy that was 3% of the bridge's instructions per event.
@@ -323,7 +320,7 @@ public enum EventCatalog {
         /// For each position, the next one with the same name (a name can have several kinds), or -1.
         let next: [Int]
 
-        /// `EventCatalog.keys`.
+        /// The keys the JSON reader shares instead of building per event: every known field name.
         let keys: KeyInterner
 
         init(_ all: [EventSpec], keys: KeyInterner) {
@@ -356,7 +353,7 @@ public enum EventCatalog {
         }
     }
 
-    static let index = Index(all, keys: keys)
+    static let index = Index(all, keys: KeyInterner(fieldNames))
 
     /// The spec of a known event.
     public static func spec(kind: EventKind, name: String) -> EventSpec? {
