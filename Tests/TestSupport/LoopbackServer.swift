@@ -22,80 +22,66 @@ public final class LoopbackServer: Sendable {
 
     let channel: any Channel
     public let port: Int
-    private let recorded = Mutex<[Request]>([])
+    /// What the handlers record and read. Made before the socket is bound and handed to them, so a request that
+    /// arrives the moment the port opens is recorded too (a retrying client is often waiting for it: with the
+    /// record kept behind a reference set after binding, such a request was answered but not recorded).
+    private let state: State
 
-    public var requests: [Request] { recorded.withLock { $0 } }
+    public var requests: [Request] { state.recorded.withLock { $0 } }
 
     /// The most requests that were being answered at the same time.
-    public var maxConcurrent: Int { concurrency.withLock { $0.max } }
-    private let concurrency = Mutex<(now: Int, max: Int)>((0, 0))
-    fileprivate func started() {
-        concurrency.withLock {
-            $0.now += 1; $0.max = max($0.max, $0.now)
-        }
-    }
-    fileprivate func ended() { concurrency.withLock { $0.now -= 1 } }
+    public var maxConcurrent: Int { state.concurrency.withLock { $0.max } }
 
     /// While true, `/switch` answers 503.
     public var failing: Bool {
-        get { failingFlag.withLock { $0 } }
-        set { failingFlag.withLock { $0 = newValue } }
+        get { state.failing.withLock { $0 } }
+        set { state.failing.withLock { $0 = newValue } }
     }
-    private let failingFlag = Mutex(false)
 
     /// - Parameter port: 0 for any free port; a given port lets a test bring a "down" upstream back.
     public init(port: Int = 0) async throws {
-        let box = RecorderBox()
+        let state = State()
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 64)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.pipeline.configureHTTPServerPipeline().flatMap {
-                    channel.pipeline.addHandler(
-                        Handler(record: box.record, started: box.started, ended: box.ended, failing: box.failing))
+                    channel.pipeline.addHandler(Handler(state: state))
                 }
             }
             .bind(host: "127.0.0.1", port: port).get()
         self.channel = channel
         self.port = channel.localAddress!.port!
-        box.server = self
+        self.state = state
     }
 
     public func url(_ path: String) -> String { "http://127.0.0.1:\(port)\(path)" }
 
     public func stop() async throws { try await channel.close() }
 
-    fileprivate func append(_ request: Request) { recorded.withLock { $0.append(request) } }
+    private final class State: Sendable {
+        let recorded = Mutex<[Request]>([])
+        let concurrency = Mutex<(now: Int, max: Int)>((0, 0))
+        let failing = Mutex(false)
 
-    private final class RecorderBox: @unchecked Sendable {
-        // Set once, before any request can arrive; read only from the record closure.
-        weak var server: LoopbackServer?
-        var record: @Sendable (Request) -> Void { { [weak self] in self?.server?.append($0) } }
-        var started: @Sendable () -> Void { { [weak self] in self?.server?.started() } }
-        var ended: @Sendable () -> Void { { [weak self] in self?.server?.ended() } }
-        var failing: @Sendable () -> Bool { { [weak self] in self?.server?.failing ?? false } }
+        func started() {
+            concurrency.withLock {
+                $0.now += 1; $0.max = max($0.max, $0.now)
+            }
+        }
+
+        func ended() { concurrency.withLock { $0.now -= 1 } }
     }
 
     private final class Handler: ChannelInboundHandler, @unchecked Sendable {
         // Confined to its channel's event loop.
         typealias InboundIn = HTTPServerRequestPart
         typealias OutboundOut = HTTPServerResponsePart
-        let record: @Sendable (Request) -> Void
-        let started: @Sendable () -> Void
-        let ended: @Sendable () -> Void
-        let failing: @Sendable () -> Bool
+        let state: State
         var head: HTTPRequestHead?
         var body = ByteBuffer()
 
-        init(
-            record: @escaping @Sendable (Request) -> Void, started: @escaping @Sendable () -> Void,
-            ended: @escaping @Sendable () -> Void, failing: @escaping @Sendable () -> Bool
-        ) {
-            self.record = record
-            self.started = started
-            self.ended = ended
-            self.failing = failing
-        }
+        init(state: State) { self.state = state }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             switch unwrapInboundIn(data) {
@@ -110,8 +96,8 @@ public final class LoopbackServer: Sendable {
                 let request = Request(
                     method: "\(head.method.rawValue)", uri: head.uri, headers: head.headers.map { ($0.name, $0.value) },
                     body: text)
-                record(request)
-                started()
+                state.recorded.withLock { $0.append(request) }
+                state.started()
                 respond(context: context, request: request)
             }
         }
@@ -133,8 +119,9 @@ public final class LoopbackServer: Sendable {
             } else if path.hasPrefix("/status/"), let code = Int(path.dropFirst(8)) {
                 status = HTTPResponseStatus(statusCode: code)
             } else if path == "/switch" {
-                status = failing() ? .serviceUnavailable : .ok
-                payload = failing() ? "down for maintenance" : "ok"
+                let failing = state.failing.withLock { $0 }
+                status = failing ? .serviceUnavailable : .ok
+                payload = failing ? "down for maintenance" : "ok"
             } else if path == "/redirect" {
                 status = .found
                 location = request.uri.split(separator: "?", maxSplits: 1).last.map { String($0.dropFirst(3)) }
@@ -156,7 +143,7 @@ public final class LoopbackServer: Sendable {
                     promise: nil)
                 context.write(self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: payload)))), promise: nil)
                 context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
-                self.ended()
+                self.state.ended()
             }
             if delay == .zero { send() } else { context.eventLoop.scheduleTask(in: delay) { send() } }
         }

@@ -43,8 +43,9 @@ import WebhookServer
 
     @Test func anUpstreamThatIsDownAndComesBackGetsEveryForward() async throws {
         // Find a free port, then leave nothing listening on it: connections are refused. Below the kernel's
-        // ephemeral range (32768 and up), so that no other test's server on port 0 is given it meanwhile and
-        // answers these forwards instead (that happened once in a full run: 5 delivered, 4 received here).
+        // ephemeral range (32768 and up), so that no other test's server on port 0 can be given it meanwhile.
+        // (Runs that saw 5 delivered and fewer received here were the upstream answering requests that came
+        // the moment it bound, before it recorded anything: `LoopbackServer` now records from the first.)
         var probe: LoopbackServer? = nil
         for _ in 0..<200 where probe == nil { probe = try? await LoopbackServer(port: Int.random(in: 20_000..<32_000)) }
         let port = try #require(probe, "no free port below 32000").port
