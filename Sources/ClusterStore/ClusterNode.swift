@@ -13,9 +13,9 @@ import Synchronization
 ///   committed rule store (another node may have written it) and starts reading events; on losing it, it
 ///   stops, and whatever its engine still finishes is not committed (the new holder runs those events again).
 /// - **feed** (the lease holder only): reads unfinished events in acceptance order and submits them to the
-///   engine, which keeps per-call order and backpressure as on one node. It polls every 25 ms, at once after
-///   this node accepted an event, and once a second looks again below its cursor for events whose commit
-///   landed after later ones had been read.
+///   engine, which keeps per-call order and backpressure as on one node. It polls every 25 ms, and at once
+///   after this node accepted an event; `EventFeed` says how it keeps order when commits land out of `seq`
+///   order.
 /// - **spool**: moves events accepted while PostgreSQL was unreachable from the local spool.
 /// - **retention** (the lease holder only): every minute, like `--retention` on one node.
 ///
@@ -197,9 +197,8 @@ public final class ClusterNode: Service, Sendable {
     // MARK: running events
 
     func feed() async {
-        var cursor: Int64 = 0
+        var feed = EventFeed()
         var current = -1
-        var lastLook = ContinuousClock.now
         var settleSince: Double? = nil
         var inOrder = true
         let page = Self.page
@@ -211,7 +210,7 @@ public final class ClusterNode: Service, Sendable {
             let now = term.withLock { $0 }
             if now != current {
                 current = now
-                cursor = 0
+                feed = EventFeed()
                 inOrder = false
             }
             do {
@@ -247,28 +246,22 @@ public final class ClusterNode: Service, Sendable {
                             if journal.dispatched.withLock({ $0.insert(entry.id).inserted }) {
                                 await engine.submit(entry, decoder: decoder)
                             }
-                            cursor = max(cursor, seq)
+                            feed.passed(seq)
                             last = (entry.receivedAt, seq)
                         }
                     }
                     inOrder = true
                     continue
                 }
-                var batch = try await journal.pending(after: cursor, limit: page)
-                let full = batch.count == page
-                if ContinuousClock.now - lastLook > .seconds(1) {
-                    lastLook = .now
-                    let running = Array(journal.dispatched.withLock { $0 })
-                    batch = try await journal.stragglers(upTo: cursor, excluding: running, limit: page) + batch
-                }
-                for (seq, entry) in batch {
+                let batch = try await feed.next(
+                    from: journal, limit: page, excluding: { Array(journal.dispatched.withLock { $0 }) })
+                for (_, entry) in batch {
                     guard journal.isProcessing, term.withLock({ $0 }) == current, !isStopping else { break }
                     if journal.dispatched.withLock({ $0.insert(entry.id).inserted }) {
                         await engine.submit(entry, decoder: decoder)
                     }
-                    cursor = max(cursor, seq)
                 }
-                if !full { await wake.wait(upTo: 0.025) }
+                if batch.count < page { await wake.wait(upTo: 0.025) }
             } catch {
                 journal.noteOutage()
                 logger.warning("could not read events from PostgreSQL: \(PostgresJournal.reason(error))")

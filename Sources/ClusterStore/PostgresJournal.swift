@@ -338,11 +338,26 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
         try await pending(after: 0, limit: Int(Int32.max)).map(\.entry)
     }
 
-    /// Unfinished events after `seq`, in acceptance order.
-    public func pending(after seq: Int64, limit: Int) async throws -> [(seq: Int64, entry: AcceptedEvent)] {
-        try await entries(
-            "SELECT seq, id, received_at, hook, format, body, meta FROM events WHERE NOT done AND seq > \(seq) ORDER BY seq LIMIT \(limit)"
-        )
+    /// Unfinished events after `seq` or at one of `holes` (below it), in acceptance order.
+    public func pending(after seq: Int64, orAt holes: [Int64] = [], limit: Int) async throws
+        -> [(seq: Int64, entry: AcceptedEvent)]
+    {
+        if holes.isEmpty {
+            return try await entries(
+                "SELECT seq, id, received_at, hook, format, body, meta FROM events WHERE NOT done AND seq > \(seq) ORDER BY seq LIMIT \(limit)"
+            )
+        }
+        // Two index scans, not one over every unfinished row below `seq` (the events running now).
+        return try await entries(
+            """
+            SELECT seq, id, received_at, hook, format, body, meta FROM (
+              (SELECT seq, id, received_at, hook, format, body, meta FROM events
+               WHERE NOT done AND seq = ANY(\(holes)) ORDER BY seq LIMIT \(limit))
+              UNION ALL
+              (SELECT seq, id, received_at, hook, format, body, meta FROM events
+               WHERE NOT done AND seq > \(seq) ORDER BY seq LIMIT \(limit))
+            ) AS e ORDER BY seq LIMIT \(limit)
+            """)
     }
 
     /// Every unfinished event, in the order the nodes received them (after a takeover or an outage: events

@@ -1,0 +1,86 @@
+import RuleEngine
+
+/// Where the processing node's feed is in `seq` order, and what it must look at again below that.
+///
+/// A node takes an event's `seq` when its insert starts and the row becomes visible when it commits, so
+/// reads see `seq`s out of order: a read can return 101 and 102 while 100 is still committing. Moving past
+/// 100 then and finding it a second later (the old straggler scan) broke per-call order: Kazoo sends a call's
+/// next event only after the last one's 200, so that next event can be read, and run, before 100.
+///
+/// So every `seq` a read skipped is a **hole**, and every later read asks for the holes again in the same
+/// statement, ordered by `seq` with the new rows. The event behind a hole has committed before its call's
+/// next event was even sent (that event's 200 waited for the commit), so any read that sees the next event
+/// sees the earlier one too, and runs it first. Nothing waits: a hole costs a few entries in the query's
+/// array, never a pause in the feed.
+///
+/// A hole is usually filled a millisecond later. One that stays empty was a rolled-back insert or an insert
+/// that lost a race on its id; after `patience` it is dropped, and the scan once a second below the position
+/// (`stragglers`) still finds an insert that committed later than that, as before.
+struct EventFeed {
+    /// The highest `seq` read.
+    private(set) var position: Int64 = 0
+    /// `seq`s below `position` that no read returned, with when they were first missed.
+    private(set) var holes: [Int64: ContinuousClock.Instant] = [:]
+    private var lastLook: ContinuousClock.Instant
+
+    /// How long a hole is asked for before it is taken to be a rolled-back insert.
+    static let patience: Duration = .seconds(10)
+    /// Most holes kept: one jump keeps the `seq`s just below it (a commit in flight sits there; a longer
+    /// run is a batch that failed, or the sequence skipping ahead after a crash).
+    static let maximumHoles = 256
+    /// How often the feed looks below its position for events that committed after their hole was dropped.
+    static let lookBelowEvery: Duration = .seconds(1)
+
+    init(now: ContinuousClock.Instant = .now) { lastLook = now }
+
+    /// The next events to run, in `seq` order: the holes that have filled, then new ones. `excluding`: the
+    /// ids running now (a look below the position skips them).
+    mutating func next(
+        from journal: PostgresJournal, limit: Int, excluding running: () -> [String],
+        now: ContinuousClock.Instant = .now
+    ) async throws -> [(seq: Int64, entry: AcceptedEvent)] {
+        expire(now: now)
+        var batch = try await journal.pending(after: position, orAt: Array(holes.keys), limit: limit)
+        read(batch.map(\.seq), now: now)
+        if now - lastLook > Self.lookBelowEvery {
+            lastLook = now
+            let late = try await journal.stragglers(upTo: position, excluding: running(), limit: limit)
+            for event in late { holes[event.seq] = nil }
+            batch = late + batch
+        }
+        return batch
+    }
+
+    /// Takes note of the `seq`s one read returned, in ascending order.
+    mutating func read(_ seqs: [Int64], now: ContinuousClock.Instant) {
+        for seq in seqs {
+            if seq <= position {
+                holes[seq] = nil
+                continue
+            }
+            let skipped = seq - position - 1
+            let kept = min(skipped, Int64(Self.maximumHoles))
+            var hole = seq - kept
+            while hole < seq {
+                holes[hole] = now
+                hole += 1
+            }
+            position = seq
+        }
+        if holes.count > Self.maximumHoles {
+            // The lowest ones are the oldest.
+            for seq in holes.keys.sorted().prefix(holes.count - Self.maximumHoles) { holes[seq] = nil }
+        }
+    }
+
+    /// Moves past `seq` without holes (the backlog after a takeover or an outage, read in arrival order).
+    mutating func passed(_ seq: Int64) {
+        position = max(position, seq)
+        holes.removeAll()
+    }
+
+    mutating func expire(now: ContinuousClock.Instant) {
+        guard !holes.isEmpty else { return }
+        holes = holes.filter { now - $0.value < Self.patience }
+    }
+}

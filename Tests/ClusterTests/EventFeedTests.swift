@@ -1,0 +1,112 @@
+import EventStore
+import Foundation
+import PostgresNIO
+import RuleEngine
+import TestSupport
+import Testing
+
+@testable import ClusterStore
+
+/// The processing node's feed when commits land out of `seq` order: an insert held open on a connection of the
+/// test's own takes its `seq` first and commits after a later one was read.
+@Suite struct EventFeedTests {
+    static let start = ContinuousClock.now
+
+    func journal() async throws -> (PostgresJournal, url: String) {
+        let url = try await TestPostgres.freshDatabase()
+        let journal = try await PostgresJournal.open(
+            url: url, node: "a", spoolDirectory: nil, logger: TestPostgres.logger)
+        return (journal, url)
+    }
+
+    /// Begins a transaction that inserts an event (taking the next `seq`) and leaves it open.
+    func holdInsert(_ id: String, url: String) async throws -> PostgresConnection {
+        let connection = try await PostgresURL(url).connect(logger: TestPostgres.logger)
+        try await connection.query("BEGIN", logger: TestPostgres.logger)
+        let body = ByteBuffer(bytes: JournalBackendTests.event(id).body)
+        try await connection.query(
+            """
+            INSERT INTO events (id, received_at, hook, format, body, meta, accepted_by)
+            VALUES (\(id), 0, 'channel_create', 'json', \(body), '{}', 'held')
+            """, logger: TestPostgres.logger)
+        return connection
+    }
+
+    func next(_ feed: inout EventFeed, _ journal: PostgresJournal, at seconds: Double, running: [String] = [])
+        async throws -> [String]
+    {
+        try await feed.next(from: journal, limit: 32, excluding: { running }, now: Self.start + .seconds(seconds))
+            .map(\.entry.id)
+    }
+
+    @Test func anEventThatCommitsAfterALaterOneWasReadRunsBeforeItsCallsNextEvent() async throws {
+        let (journal, url) = try await journal()
+        defer { journal.close() }
+        var feed = EventFeed(now: Self.start)
+        let held = try await holdInsert("call-1#1", url: url)  // seq 1, not committed
+        try await journal.append(JournalBackendTests.event("call-2#1"))  // seq 2
+        #expect(try await next(&feed, journal, at: 0) == ["call-2#1"])
+        #expect(feed.position == 2 && Array(feed.holes.keys) == [1])
+
+        // The event commits (its 200 goes out) and its call's next event arrives.
+        try await held.query("COMMIT", logger: TestPostgres.logger)
+        try await held.close()
+        try await journal.append(JournalBackendTests.event("call-1#2"))  // seq 3
+        // Well within the second before the look below the position: the hole alone brings #1 back, first.
+        #expect(try await next(&feed, journal, at: 0.1) == ["call-1#1", "call-1#2"])
+        #expect(feed.position == 3 && feed.holes.isEmpty)
+    }
+
+    @Test func aRolledBackInsertIsAHoleForAWhileAndNeverPausesTheFeed() async throws {
+        let (journal, url) = try await journal()
+        defer { journal.close() }
+        var feed = EventFeed(now: Self.start)
+        let held = try await holdInsert("gone", url: url)
+        try await held.query("ROLLBACK", logger: TestPostgres.logger)
+        try await held.close()
+        try await journal.append(JournalBackendTests.event("e2"))
+        try await journal.append(JournalBackendTests.event("e3"))
+        #expect(try await next(&feed, journal, at: 0) == ["e2", "e3"])
+        #expect(Array(feed.holes.keys) == [1])
+        try await journal.append(JournalBackendTests.event("e4"))
+        #expect(try await next(&feed, journal, at: 0.5) == ["e4"])
+        #expect(Array(feed.holes.keys) == [1])
+        // After the patience it is dropped.
+        #expect(try await next(&feed, journal, at: 10.5, running: ["e2", "e3", "e4"]).isEmpty)
+        #expect(feed.holes.isEmpty && feed.position == 4)
+    }
+
+    @Test func anInsertThatCommitsAfterItsHoleWasDroppedIsStillFoundBelowThePosition() async throws {
+        let (journal, url) = try await journal()
+        defer { journal.close() }
+        var feed = EventFeed(now: Self.start)
+        let held = try await holdInsert("slow", url: url)
+        try await journal.append(JournalBackendTests.event("e2"))
+        #expect(try await next(&feed, journal, at: 0) == ["e2"])
+        #expect(try await next(&feed, journal, at: 10.5, running: ["e2"]).isEmpty)
+        #expect(feed.holes.isEmpty)
+        try await held.query("COMMIT", logger: TestPostgres.logger)
+        try await held.close()
+        // Not yet a second since the last look below.
+        #expect(try await next(&feed, journal, at: 11, running: ["e2"]).isEmpty)
+        #expect(try await next(&feed, journal, at: 12, running: ["e2"]) == ["slow"])
+    }
+
+    @Test func holesAreKeptForTheSeqsJustBelowAJumpAndUpToALimit() {
+        var feed = EventFeed(now: Self.start)
+        feed.read([1, 2, 5], now: Self.start)
+        #expect(feed.holes.keys.sorted() == [3, 4])
+        feed.read([4, 6], now: Self.start)
+        #expect(feed.holes.keys.sorted() == [3] && feed.position == 6)
+        // A jump longer than the limit keeps the seqs just below it.
+        feed.read([10_000], now: Self.start)
+        let kept = feed.holes.keys.sorted()
+        #expect(kept.count == EventFeed.maximumHoles)
+        #expect(kept.first == 10_000 - Int64(EventFeed.maximumHoles) && kept.last == 9_999)
+        // The backlog moves past without holes.
+        feed.passed(20_000)
+        #expect(feed.holes.isEmpty && feed.position == 20_000)
+        feed.passed(5)
+        #expect(feed.position == 20_000)
+    }
+}
