@@ -163,9 +163,14 @@ let package = Package(
         // `make bench`: decode + Lua conversion + one rule call, beside the lua5.4 + cjson anchor.
         .executableTarget(
             name: "SwitchboardBench",
-            dependencies: ["KazooEvents", "JSONCore", "LuaRuntime", "RuleEngine", "EventStore"],
+            dependencies: ["BenchSupport", "KazooEvents", "JSONCore", "LuaRuntime", "RuleEngine", "EventStore"],
             swiftSettings: swiftSettings
         ),
+        // The engine row alone, for callgrind and perf (scripts/count_instructions.sh).
+        .executableTarget(
+            name: "SwitchboardEngineLoop", dependencies: ["BenchSupport", "KazooEvents", "RuleEngine"],
+            swiftSettings: swiftSettings),
+        .target(name: "BenchSupport", dependencies: ["KazooEvents", "RuleEngine"], swiftSettings: swiftSettings),
         // `make fuzz`: libFuzzer targets (built with --sanitize=fuzzer -DFUZZING; otherwise they replay files).
         .target(
             name: "FuzzTargets", dependencies: ["JSONCore", "KazooEvents", "LuaRuntime"], swiftSettings: swiftSettings),

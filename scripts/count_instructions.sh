@@ -1,23 +1,27 @@
 #!/usr/bin/env bash
 # Instructions per event of `make bench`'s first row (decode + Lua table + rule + JSON out), counted by
-# `valgrind --tool=callgrind`, beside lua5.4 + lua-cjson running ../shared/bench/inproc.lua. Each runs at N and
+# `valgrind --tool=callgrind`, beside lua5.4 + lua-cjson running ../shared/bench/inproc.lua, and of its engine
+# row (20 rules loaded, 1 matching, called from a task as the server calls it: SwitchboardEngineLoop). Each runs at N and
 # 2N events; the difference over the extra events is the per-event count, so start-up cancels out. Counts
 # barely move between runs, where CPU time on this shared 2-core machine moves by a third: use them to judge a
 # change to the decoder or the Lua bridge.
 #
-#   scripts/count_instructions.sh [BINARY...]   (default: the release SwitchboardBench, built first)
+#   scripts/count_instructions.sh [BINARY...]   (default: the release SwitchboardBench, built first; the
+#                                                engine row only then)
 #
 # Each BINARY is copied and stripped of its DWARF first: valgrind 3.19 gives up on Swift's debug info.
-# (The engine loop, BENCH_ENGINE_LOOP=1, starts dispatch threads, and valgrind crashes on those here.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared}
 N=${N:-10000}
 event="$SHARED/bench/event.json"
 scripts/deps.sh bench
+engine=
 if [ $# -eq 0 ]; then
   swift build -c release --product SwitchboardBench >/dev/null
+  swift build -c release --product SwitchboardEngineLoop >/dev/null
   set -- .build/release/SwitchboardBench
+  engine=.build/release/SwitchboardEngineLoop
 fi
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 count() { valgrind --tool=callgrind --callgrind-out-file="$work/out" "$@" 2>&1 | awk '/refs:/ {gsub(",", "", $4); print $4}'; }
@@ -36,3 +40,8 @@ for binary in "$@"; do
   BENCH_BRIDGE_ONLY=1 per_event "$binary" $((N + N / 10)) "$work/bench"
 done
 per_event "lua5.4 + lua-cjson (inproc.lua)" "$N" lua5.4 "$SHARED/bench/inproc.lua"
+if [ -n "$engine" ]; then
+  cp "$engine" "$work/engine" && strip -g "$work/engine"
+  # It warms up with N/10 events too.
+  per_event "engine, 20 rules (1 matching), from a task" $((N + N / 10)) "$work/engine"
+fi

@@ -1,3 +1,4 @@
+import BenchSupport
 import EventStore
 // `make bench`: the per-event engine cost, measured the way ../shared/bench/inproc.lua measures its anchor
 // (CPU time over N events): decode the request body, hand the event to Lua as a table, run a trivial rule,
@@ -21,25 +22,6 @@ let ruleSource = """
       end
     end
     """
-
-func cpuSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}
-
-func readFile(_ path: String) -> [UInt8]? {
-    guard let f = fopen(path, "rb") else { return nil }
-    defer { fclose(f) }
-    var bytes: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let n = fread(&buffer, 1, buffer.count, f)
-        if n <= 0 { break }
-        bytes.append(contentsOf: buffer[0..<n])
-    }
-    return bytes
-}
 
 /// Runs `body` n times and reports CPU time per iteration.
 func measure(_ label: String, _ n: Int, _ body: () throws -> Void) rethrows -> Double {
@@ -112,22 +94,6 @@ guard case .object(let out)? = first.first, out["call_id"] != nil else {
     exit(1)
 }
 
-// BENCH_ENGINE_LOOP=1: only the engine from inside the worker, 4 × N events (for `perf record`).
-if ProcessInfo.processInfo.environment["BENCH_ENGINE_LOOP"] != nil {
-    let files = (0..<20).map { i in
-        i == 0
-            ? ("00_anchor.lua", String(decoding: readFile("scripts/anchor/anchor.lua") ?? [], as: UTF8.self))
-            : ("rule_\(i).lua", "return { on = \"sms\", run = function(e) log.info(e.name) end }")
-    }
-    let loopWorker = try RuleWorker(
-        source: RuleSource(directory: "bench-rules", files: Dictionary(uniqueKeysWithValues: files)),
-        configuration: RuleConfiguration(environment: [:]))
-    let (count, seconds) = try await loopWorker.benchLoop(body: body, count: n * 4, decoder: decoder, forwards: 0)
-    print(
-        "engine inside the worker: \(Int(Double(count) / seconds)) events/s (\(format3(seconds / Double(count) * 1e6)) us/event)"
-    )
-    exit(0)
-}
 // BENCH_BRIDGE_ONLY=1: only the decode + Lua + rule + JSON row, then stop (for `perf record`, and for
 // `valgrind --tool=callgrind` instruction counts: the difference between two N, per event).
 let bridgeOnly = ProcessInfo.processInfo.environment["BENCH_BRIDGE_ONLY"] != nil
@@ -150,27 +116,7 @@ print("switchboard_events_per_second \(Int(full))")
 if bridgeOnly { exit(0) }
 
 // The rule engine: 20 rules loaded, 1 matching (the anchor's rule, its payload JSON-encoded as a forward).
-// scripts/anchor/anchor.lua (run from the repository's root, as `make bench` does), with a forward added.
-guard let anchorRule = readFile("scripts/anchor/anchor.lua").map({ String(decoding: $0, as: UTF8.self) }),
-    let close = anchorRule.range(of: "}", options: .backwards)
-else {
-    print("scripts/anchor/anchor.lua not found: run from the repository's root")
-    exit(1)
-}
-var files: [String: String] = [
-    "00_anchor.lua": anchorRule.replacingCharacters(in: close, with: "  forward = \"http://127.0.0.1:9/sink\",\n}")
-]
-let others = ["notifications.*", "channel_destroy", "object.*", "parking.*", "sms"]
-for i in 1..<20 {
-    files["rule_\(i).lua"] = "return { on = \"\(others[i % others.count])\", run = function(e) log.info(e.name) end }"
-}
-let worker = try RuleWorker(
-    source: RuleSource(directory: "bench-rules", files: files), configuration: RuleConfiguration(environment: [:]))
-let loadProblems = await worker.diagnostics
-guard loadProblems.isEmpty else {
-    print("bench rules did not load: \(loadProblems)")
-    exit(1)
-}
+let worker = try await engineBenchWorker()
 let check = await worker.process(try decoder.decode(body, format: .json))
 guard check.rules.filter({ $0.outcome == .ok }).count == 1, check.rules[0].forwards.count == 1 else {
     print("bench rules did not run as expected: \(check.rules.map(\.outcome))")
@@ -183,8 +129,7 @@ for _ in 0..<min(engineN / 10, 5_000) {
 }
 let e0 = cpuSeconds()
 for _ in 0..<engineN {
-    let report = await worker.process(try decoder.decode(body, format: .json), unnamed: .omitted)
-    precondition(report.rules[0].forwards.count == 1)
+    expectAnchor(await worker.process(try decoder.decode(body, format: .json), unnamed: .omitted))
 }
 let edt = cpuSeconds() - e0
 print(
@@ -198,8 +143,7 @@ print("switchboard_engine_events_per_second \(Int(Double(engineN) / edt))")
 let (offMain, offMainSeconds) = try await Task.detached {
     let t0 = cpuSeconds()
     for _ in 0..<engineN {
-        let report = await worker.process(try decoder.decode(body, format: .json), unnamed: .omitted)
-        precondition(report.rules[0].forwards.count == 1)
+        expectAnchor(await worker.process(try decoder.decode(body, format: .json), unnamed: .omitted))
     }
     return (engineN, cpuSeconds() - t0)
 }.value
@@ -244,15 +188,3 @@ print(
     "switchboard store inside a rule: \(storeN * 100) operations (\(storeN) events x 50 incr + 50 get) in \(format3(sdt)) s cpu = \(Int(Double(storeN * 100) / sdt)) operations/s"
 )
 print("switchboard_store_operations_per_second \(Int(Double(storeN * 100) / sdt))")
-
-extension RuleWorker {
-    /// Decodes and processes `count` events without leaving the worker's executor.
-    func benchLoop(body: [UInt8], count: Int, decoder: EventDecoder, forwards: Int = 1) async throws -> (Int, Double) {
-        let t0 = cpuSeconds()
-        for _ in 0..<count {
-            let report = await process(try decoder.decode(body, format: .json), unnamed: .omitted)
-            precondition(report.rules[0].forwards.count == forwards)
-        }
-        return (count, cpuSeconds() - t0)
-    }
-}
