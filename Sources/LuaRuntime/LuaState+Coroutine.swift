@@ -21,6 +21,9 @@ public final class LuaCoroutine {
     /// Lua running time still allowed across all resumes (time spent suspended does not count).
     public internal(set) var timeLeft: Duration
     public internal(set) var isFinished = false
+    /// What the coroutine last recorded with a `HostValue.stageRecorder` function (0 until it does), as of
+    /// the end of the last resume.
+    public internal(set) var stage = 0
 
     init(
         state: LuaState, threadReference: LuaReference, thread: OpaquePointer, argumentCount: Int32,
@@ -137,6 +140,7 @@ extension LuaState {
         sb_budget_begin(L, Int64(coroutine.instructionsLeft), max(seconds, 0.000_001))
         var resultCount: Int32 = 0
         let status = lua_resume(thread, L, count, &resultCount)
+        coroutine.stage = Int(sb_stage_of(thread))
         let left = sb_budget_instructions_left(L)
         let killed = sb_budget_end(L)
         coroutine.instructionsLeft = Int(max(left, 0))

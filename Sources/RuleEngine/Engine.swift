@@ -16,7 +16,7 @@ public final class Engine: Service, Sendable {
         public var workers: [RuleWorker]
         public var ruleNames: [String]
         /// The rules' `on` and `match`, so that an event no rule takes is finished without a worker.
-        var gates: [RuleGate] = []
+        var gates = RuleGates([])
         public var diagnostics: [Diagnostic]
         /// The rules that tick, and when.
         public var schedules: [String: TickSchedule] = [:]
@@ -117,7 +117,7 @@ public final class Engine: Service, Sendable {
         for rule in rules { if let schedule = rule.schedule { schedules[rule.name] = schedule } }
         return Generation(
             version: version, source: source, workers: workers, ruleNames: rules.map(\.name),
-            gates: rules.map(RuleGate.init),
+            gates: RuleGates(rules.map(RuleGate.init)),
             diagnostics: await workers[0].diagnostics, schedules: schedules)
     }
 
@@ -241,14 +241,11 @@ public final class Engine: Service, Sendable {
     /// finished (this one then waits its turn like any other, so the call's order holds).
     func finishDeclined(_ event: WebhookEvent, meta: JSONValue) -> Bool {
         let gates = current.withLock { $0.gates }
-        let qualifiedName = event.qualifiedName
         var declined: [RuleOutcome] = []
-        for gate in gates where gate.takesEvents {
-            switch gate.precheck(event, qualifiedName: qualifiedName) {
-            case nil: return false
-            case "match": declined.append(gate.definition.skipped(at: "match"))
-            default: continue
-            }
+        for index in gates.named(event) {
+            let gate = gates.all[index]
+            guard !gate.matches(event) else { return false }
+            declined.append(gate.definition.skipped(at: "match"))
         }
         // Under `callTails`' lock, so an event of the same call submitted meanwhile queues behind this one.
         return callTails.withLock { tails in

@@ -23,26 +23,34 @@ package struct RuleLoader {
     /// The stage runner, in Lua so that every stage runs in the rule's coroutine and may wait on HTTP.
     /// The rule's functions are read once, when the file loads; its `forward` targets were parsed then too,
     /// so `forward_field` sends the payload to the running rule's targets.
+    /// The stages the driver records, by the number it records (`stage(n)`): `stage(for:)`.
+    static let stages = ["filter", "transform", "forward", "run"]
+
+    /// The stage a run's coroutine recorded, or nil when it recorded none.
+    static func stage(for recorded: Int) -> String? {
+        recorded >= 1 && recorded <= stages.count ? stages[recorded - 1] : nil
+    }
+
     static let driverSource = """
         return function(rule)
           local filter, transform, forward_to, run = rule.filter, rule.transform, rule.forward, rule.run
           return function(event)
             if filter then
-              stage("filter")
+              stage(1)
               if not filter(event) then return "skipped" end
             end
             local payload = event
             if transform then
-              stage("transform")
+              stage(2)
               payload = transform(event)
               if payload == nil then return "dropped" end
             end
             if forward_to ~= nil then
-              stage("forward")
+              stage(3)
               forward_field(payload)
             end
             if run then
-              stage("run")
+              stage(4)
               run(event, payload)
             end
             return "ok"
@@ -55,12 +63,8 @@ package struct RuleLoader {
         self.context = context
         self.source = source
         let env = try state.newEnvironment()
-        try state.setGlobal(
-            "stage",
-            .function { [context] args in
-                context.currentRun?.stage = args[1].stringValue ?? "run"
-                return []
-            }, in: env)
+        // The stage is kept in the run's coroutine (C, no call into Swift): read only when a run fails.
+        try state.setGlobal("stage", .stageRecorder, in: env)
         try state.setGlobal(
             "forward_field",
             .function { [context] args in

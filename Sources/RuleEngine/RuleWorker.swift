@@ -48,14 +48,14 @@ public actor RuleWorker {
         let diagnostics: [Diagnostic]
 
         /// What `steps` reads of each rule, in rule order.
-        let gates: [RuleGate]
+        let gates: RuleGates
 
         init(state: LuaState, context: RunContext, rules: [LoadedRule], diagnostics: [Diagnostic]) {
             self.state = state
             self.context = context
             self.rules = rules
             self.diagnostics = diagnostics
-            self.gates = rules.map { RuleGate($0.definition) }
+            self.gates = RuleGates(rules.map { RuleGate($0.definition) })
         }
 
         /// What `process` does with each rule, decided without Lua.
@@ -68,24 +68,37 @@ public actor RuleWorker {
 
         /// The steps for one event, in rule order: rules whose `on` and `match` take it run; the others are
         /// listed as declined (those whose `on` does not name it only with `.listed`).
-        func steps(for event: WebhookEvent, qualifiedName: String, only: String?, unnamed: UnnamedRules) -> [Step] {
+        func steps(for event: WebhookEvent, only: String?, unnamed: UnnamedRules) -> [Step] {
+            let named = gates.named(event)
             var steps: [Step] = []
-            for (index, gate) in gates.enumerated() {
-                if let only, gate.name != only { continue }
-                guard gate.takesEvents else { continue }
-                guard let stage = gate.precheck(event, qualifiedName: qualifiedName) else {
-                    steps.append(.run(index))
-                    continue
+            if unnamed == .omitted {
+                for index in named where only == nil || gates.all[index].name == only {
+                    steps.append(step(index, event))
                 }
-                if stage == "on", unnamed == .omitted { continue }
-                steps.append(.declined(gate.definition.skipped(at: stage)))
+                return steps
+            }
+            var next = 0
+            for (index, gate) in gates.all.enumerated() where gate.takesEvents && (only == nil || gate.name == only) {
+                while next < named.count && named[next] < index { next += 1 }
+                if next < named.count && named[next] == index {
+                    steps.append(step(index, event))
+                } else {
+                    steps.append(.declined(gate.definition.skipped(at: "on")))
+                }
             }
             return steps
+        }
+
+        /// The step of a rule whose `on` names the event.
+        func step(_ index: Int, _ event: WebhookEvent) -> Step {
+            let gate = gates.all[index]
+            return gate.matches(event) ? .run(index) : .declined(gate.definition.skipped(at: "match"))
         }
 
         /// The entry (or with `tick`, the tick function) of the rule called `name`: the one at `index` when its
         /// name matches (the usual case). Read in place: returning the `LoadedRule` copied its whole definition.
         func function(at index: Int, named name: String, tick: Bool) -> LuaReference? {
+            let gates = gates.all
             let found =
                 index < gates.count && gates[index].name == name ? index : gates.firstIndex { $0.name == name }
             guard let found else { return nil }
@@ -119,7 +132,6 @@ public actor RuleWorker {
         unnamed: UnnamedRules = .listed
     ) async -> EventReport {
         var outcomes: [RuleOutcome] = []
-        let qualifiedName = event.qualifiedName
         let scratch = session == nil ? scratchStore.begin() : nil
         // `event` as Lua sees it is built for the first rule that runs, not for events no rule takes.
         var context: RunInputs? = nil
@@ -127,12 +139,12 @@ public actor RuleWorker {
         // only the Lua references differ, and `run` takes those from the set current when each run starts.
         let built = current
         if unnamed == .listed { outcomes.reserveCapacity(built.rules.count) }
-        for step in built.steps(for: event, qualifiedName: qualifiedName, only: only, unnamed: unnamed) {
+        for step in built.steps(for: event, only: only, unnamed: unnamed) {
             guard case .run(let index) = step else {
                 if case .declined(let outcome) = step { outcomes.append(outcome) }
                 continue
             }
-            let gate = built.gates[index]
+            let gate = built.gates.all[index]
             let inputs =
                 context
                 ?? RunInputs(
@@ -162,7 +174,7 @@ public actor RuleWorker {
         let second = Int64(now.rounded(.down))
         let inputs = RunInputs(
             value: .value(.int(second)), session: session ?? scratch, callID: nil, eventID: "tick-\(second)")
-        let outcome = await run(index: index, gate: built.gates[index], inputs: inputs, tick: true)
+        let outcome = await run(index: index, gate: built.gates.all[index], inputs: inputs, tick: true)
         if let scratch { scratchStore.finish(scratch, mark: nil) { _ in } }
         return outcome
     }
@@ -252,8 +264,10 @@ public actor RuleWorker {
             finish(&outcome, run)
             return outcome
         }
+        var started: LuaCoroutine? = nil
         do {
             let coroutine = try set.state.startCoroutine(function, arguments: [inputs.value])
+            started = coroutine
             var resumeWith: [JSONValue] = []
             while true {
                 set.context.phase = .running(run)
@@ -282,7 +296,7 @@ public actor RuleWorker {
         } catch {
             set.context.phase = .idle
             outcome.outcome = .error
-            outcome.stage = run.stage
+            outcome.stage = started.flatMap { RuleLoader.stage(for: $0.stage) } ?? run.stage
             outcome.error = RuleErrorInfo(
                 message: error.message, file: fullPath(of: error.chunk), line: error.line, traceback: error.traceback)
             finish(&outcome, run)

@@ -28,6 +28,40 @@ import Testing
         #expect(state.top == 0)
     }
 
+    /// `stage(n)` records n in the rule's own coroutine, across suspensions and beside other coroutines, and
+    /// nowhere else: a coroutine the script creates, bad values and the main thread change nothing.
+    @Test func aStageIsRecordedInTheRulesOwnCoroutineOnly() throws {
+        let (state, env) = try makeState()
+        try state.setGlobal("stage", .stageRecorder, in: env)
+        let f = try function(
+            """
+            return function(a)
+              stage(a)
+              fetch(a)
+              local inner = coroutine.wrap(function() stage(9) end)
+              inner()
+              stage("7") stage(2.5) stage(-1) stage(256) stage(nil)
+              if a == 2 then error("failed in " .. a) end
+              stage(a + 10)
+              return a
+            end
+            """, in: state, env: env)
+        let first = try state.startCoroutine(f, [.int(1)])
+        let second = try state.startCoroutine(f, [.int(2)])
+        #expect(first.stage == 0)
+        #expect(try first.resume() == .suspended(["wants": 1]))
+        #expect(try second.resume() == .suspended(["wants": 2]))
+        #expect(first.stage == 1 && second.stage == 2)
+        #expect(throws: LuaError.self) { try second.resume(with: [.null]) }
+        // "7" converts to an integer in Lua; the others are not integers in 0...255.
+        #expect(second.stage == 7)
+        #expect(try first.resume(with: [.null]) == .finished([1]))
+        #expect(first.stage == 11)
+        // Called outside any rule coroutine it does nothing (and raises nothing).
+        let direct = try function("return function() stage(3) return 'ok' end", in: state, env: env)
+        #expect(try state.call(direct, []) == ["ok"])
+    }
+
     /// A suspended coroutine keeps its state open after its owner lets go of the state (a rebuild or a
     /// reload while a run waits on HTTP): the run finishes in the state it started in.
     @Test func aSuspendedCoroutineKeepsItsStateAlive() throws {

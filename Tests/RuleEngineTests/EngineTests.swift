@@ -92,6 +92,35 @@ import Testing
         #expect(nobody.rules.isEmpty)
     }
 
+    /// A failed run reports the stage it had reached, read from its own coroutine: across a wait on HTTP, and
+    /// while other events' runs fail in other stages meanwhile.
+    @Test func aFailedRunReportsTheStageItReached() async throws {
+        let worker = try makeWorker([
+            "1.lua":
+                #"return { name = "filter-fails", on = "channel_create", filter = function(e) error("f") end, run = function() end }"#,
+            "2.lua": """
+            return { name = "waits-then-fails", on = "channel_create",
+              transform = function(e) http.get("http://127.0.0.1:9/x") return e.nothing.here end }
+            """,
+            "3.lua": """
+            return { name = "forward-fails", on = "channel_create",
+              transform = function(e) return { f = function() end } end, forward = "https://x.example.com/a" }
+            """,
+            "4.lua": #"return { name = "run-fails", on = "channel_create", run = function(e) error("r") end }"#,
+        ])
+        #expect(await worker.diagnostics.isEmpty)
+        let event = try sample("channel_create__inbound.json")
+        async let one = worker.process(event)
+        async let two = worker.process(event)
+        for report in await [one, two] {
+            #expect(report.rules.allSatisfy { $0.outcome == .error })
+            #expect(report.outcome("filter-fails")?.stage == "filter")
+            #expect(report.outcome("waits-then-fails")?.stage == "transform")
+            #expect(report.outcome("forward-fails")?.stage == "forward")
+            #expect(report.outcome("run-fails")?.stage == "run")
+        }
+    }
+
     @Test func wildcardsMatchFamilies() async throws {
         let worker = try makeWorker([
             "n.lua": #"return { name = "n", on = "notifications.*", run = function() end }"#,
