@@ -51,8 +51,13 @@ static int sb_xpcall(lua_State *L) {
 }
 
 /// coroutine.resume and coroutine.close report errors as values; a kill inside the coroutine is re-raised.
-/// Upvalue 1 is the library's own function.
+/// The thread a rule runs in (from coroutine.running()) is refused: it belongs to the host, which reuses it
+/// for later runs of any rule. Upvalue 1 is the library's own function.
 static int sb_coroutine_rethrow(lua_State *L) {
+    lua_State *co = lua_tothread(L, 1);
+    if (co != NULL && sb_is_host_thread(co)) {
+        return luaL_error(L, "a rule cannot resume or close the coroutine it runs in (from coroutine.running())");
+    }
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);
     lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);

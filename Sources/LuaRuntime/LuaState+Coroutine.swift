@@ -78,9 +78,16 @@ extension LuaState {
     public func startCoroutine(_ function: LuaReference, arguments: [LuaArgument]) throws(LuaError)
         -> LuaCoroutine
     {
-        guard let thread = lua_newthread(L) else { throw LuaError(.memory, "could not create a coroutine") }
+        let reference: LuaReference
+        let thread: OpaquePointer
+        if let spare = spareThreads.popLast() {
+            (reference, thread) = spare
+        } else {
+            guard let created = lua_newthread(L) else { throw LuaError(.memory, "could not create a coroutine") }
+            thread = created
+            reference = popReference()
+        }
         sb_mark_host_thread(thread)
-        let reference = popReference()
         let threadStack = LuaStack(L: thread, strings: strings.table)
         guard lua_checkstack(thread, Int32(clamping: arguments.count + 2)) != 0 else {
             release(reference)
@@ -148,7 +155,7 @@ extension LuaState {
 
         switch status {
         case LUA_OK:
-            defer { finish(coroutine) }
+            defer { finish(coroutine, reusingThread: true) }
             var results: [JSONValue] = []
             let top = lua_gettop(thread)
             let first = top - resultCount + 1
@@ -202,9 +209,20 @@ extension LuaState {
 
     /// Abandons a coroutine (finished or suspended) and lets it be collected.
     public func finish(_ coroutine: LuaCoroutine) {
+        finish(coroutine, reusingThread: false)
+    }
+
+    /// With `reusingThread` (the coroutine's function returned, so its thread is empty and ready to start
+    /// another), the thread is kept for the next coroutine when there is room.
+    func finish(_ coroutine: LuaCoroutine, reusingThread: Bool) {
         precondition(coroutine.state === self, "finished a coroutine through a state it was not started in")
         guard !coroutine.isFinished else { return }
         coroutine.isFinished = true
-        release(coroutine.threadReference)
+        if reusingThread && spareThreads.count < Self.maximumSpareThreads {
+            lua_settop(coroutine.thread, 0)
+            spareThreads.append((coroutine.threadReference, coroutine.thread))
+        } else {
+            release(coroutine.threadReference)
+        }
     }
 }

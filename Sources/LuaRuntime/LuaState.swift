@@ -46,6 +46,12 @@ public final class LuaState {
     let strings = LuaStringCache()
     /// Set after a kill that left the state holding most of its memory cap: the owner should discard it.
     public internal(set) var needsRebuild = false
+    /// Threads of coroutines that returned normally, kept for the next `startCoroutine`: an empty thread
+    /// whose last function returned starts a new one like a fresh thread, without allocating it, registering
+    /// it and collecting it again.
+    var spareThreads: [(reference: LuaReference, thread: OpaquePointer)] = []
+    /// Most spare threads kept (one per run in flight is the most a worker reuses at once).
+    static let maximumSpareThreads = 8
 
     /// Creates a sandboxed state (see the README's "Sandbox" for what scripts can reach).
     /// - Throws: `LuaError.Kind.setup` if the state cannot be created.

@@ -166,7 +166,9 @@ final class RuleGate: Sendable {
 /// it string comparisons and the event's qualified name built each time.
 final class RuleGates: Sendable {
     let all: [RuleGate]
-    private let named = Mutex<[Key: [Int]]>([:])
+    /// The indices of the rules that take events at all (not those that only tick).
+    let takingEvents: [Int]
+    private let known = Mutex(Known())
     /// Events of more distinct kinds, names and hooks than this (unknown events name themselves) are worked
     /// out each time instead of remembered.
     static let remembered = 512
@@ -177,15 +179,34 @@ final class RuleGates: Sendable {
         let hook: String?
     }
 
-    init(_ all: [RuleGate]) { self.all = all }
+    /// What has been worked out, and the last event's answer: events of one kind come in runs, and comparing
+    /// three short strings costs a tenth of hashing them.
+    private struct Known {
+        var last: (key: Key, named: [Int])? = nil
+        var all: [Key: [Int]] = [:]
+    }
+
+    init(_ all: [RuleGate]) {
+        self.all = all
+        takingEvents = all.indices.filter { all[$0].takesEvents }
+    }
 
     /// The indices, in rule order, of the rules whose `on` names the event.
     func named(_ event: WebhookEvent) -> [Int] {
         let key = Key(kind: event.kind, name: event.name, hook: event.hook)
-        if let known = named.withLock({ $0[key] }) { return known }
+        let remembered = known.withLock { known -> [Int]? in
+            if let last = known.last, last.key == key { return last.named }
+            guard let found = known.all[key] else { return nil }
+            known.last = (key, found)
+            return found
+        }
+        if let remembered { return remembered }
         let qualifiedName = event.qualifiedName
         let found = all.indices.filter { all[$0].isNamed(by: event, qualifiedName: qualifiedName) }
-        named.withLock { if $0.count < Self.remembered { $0[key] = found } }
+        known.withLock { known in
+            if known.all.count < Self.remembered { known.all[key] = found }
+            known.last = (key, found)
+        }
         return found
     }
 }

@@ -58,43 +58,6 @@ public actor RuleWorker {
             self.gates = RuleGates(rules.map { RuleGate($0.definition) })
         }
 
-        /// What `process` does with each rule, decided without Lua.
-        enum Step {
-            /// Run the rule at this index: its `on` and `match` take the event.
-            case run(Int)
-            /// List the rule as having declined the event before it ran.
-            case declined(RuleOutcome)
-        }
-
-        /// The steps for one event, in rule order: rules whose `on` and `match` take it run; the others are
-        /// listed as declined (those whose `on` does not name it only with `.listed`).
-        func steps(for event: WebhookEvent, only: String?, unnamed: UnnamedRules) -> [Step] {
-            let named = gates.named(event)
-            var steps: [Step] = []
-            if unnamed == .omitted {
-                for index in named where only == nil || gates.all[index].name == only {
-                    steps.append(step(index, event))
-                }
-                return steps
-            }
-            var next = 0
-            for (index, gate) in gates.all.enumerated() where gate.takesEvents && (only == nil || gate.name == only) {
-                while next < named.count && named[next] < index { next += 1 }
-                if next < named.count && named[next] == index {
-                    steps.append(step(index, event))
-                } else {
-                    steps.append(.declined(gate.definition.skipped(at: "on")))
-                }
-            }
-            return steps
-        }
-
-        /// The step of a rule whose `on` names the event.
-        func step(_ index: Int, _ event: WebhookEvent) -> Step {
-            let gate = gates.all[index]
-            return gate.matches(event) ? .run(index) : .declined(gate.definition.skipped(at: "match"))
-        }
-
         /// The entry (or with `tick`, the tick function) of the rule called `name`: the one at `index` when its
         /// name matches (the usual case). Read in place: returning the `LoadedRule` copied its whole definition.
         func function(at index: Int, named name: String, tick: Bool) -> LuaReference? {
@@ -139,12 +102,24 @@ public actor RuleWorker {
         // only the Lua references differ, and `run` takes those from the set current when each run starts.
         let built = current
         if unnamed == .listed { outcomes.reserveCapacity(built.rules.count) }
-        for step in built.steps(for: event, only: only, unnamed: unnamed) {
-            guard case .run(let index) = step else {
-                if case .declined(let outcome) = step { outcomes.append(outcome) }
+        // Rules whose `on` and `match` take the event run; the others are listed as declined (those whose `on`
+        // does not name it only with `.listed`). Decided without Lua.
+        let named = built.gates.named(event)
+        var nextNamed = 0
+        for index in unnamed == .omitted ? named : built.gates.takingEvents {
+            let gate = built.gates.all[index]
+            if let only, gate.name != only { continue }
+            if unnamed == .listed {
+                while nextNamed < named.count && named[nextNamed] < index { nextNamed += 1 }
+                guard nextNamed < named.count && named[nextNamed] == index else {
+                    outcomes.append(gate.definition.skipped(at: "on"))
+                    continue
+                }
+            }
+            guard gate.matches(event) else {
+                outcomes.append(gate.definition.skipped(at: "match"))
                 continue
             }
-            let gate = built.gates.all[index]
             let inputs =
                 context
                 ?? RunInputs(

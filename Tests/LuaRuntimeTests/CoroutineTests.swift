@@ -62,6 +62,61 @@ import Testing
         #expect(try state.call(direct, []) == ["ok"])
     }
 
+    /// A coroutine whose function returned leaves its thread for the next one, which starts clean: no values
+    /// left on it, no stage, still a rule's own thread (it can suspend), still under the budget. A thread that
+    /// failed is never reused, and a script that kept a finished thread cannot disturb the next run on it.
+    @Test func aFinishedCoroutinesThreadStartsTheNextOneClean() throws {
+        let (state, env) = try makeState(LuaLimits(instructionLimit: 300_000))
+        try state.setGlobal("stage", .stageRecorder, in: env)
+        let f = try function(
+            """
+            kept = nil
+            return function(mode, ...)
+              local me = tostring(coroutine.running())
+              if mode == "keep" then kept = coroutine.running() stage(5) return me, select("#", ...) end
+              if mode == "close" then return coroutine.close(kept) end
+              if mode == "wait" then return me, fetch("w") end
+              if mode == "loop" then while true do end end
+              if mode == "fail" then error("no") end
+              return me, select("#", ...)
+            end
+            """, in: state, env: env)
+        func run(_ arguments: [JSONValue], with results: [[JSONValue]] = []) throws -> (LuaCoroutine, [JSONValue]) {
+            let co = try state.startCoroutine(f, arguments)
+            #expect(co.stage == 0)
+            var step = try co.resume()
+            for values in results {
+                guard case .suspended = step else { break }
+                step = try co.resume(with: values)
+            }
+            guard case .finished(let out) = step else { throw LuaError(.runtime, "did not finish: \(step)") }
+            return (co, out)
+        }
+        let (first, one) = try run(["keep", 1, 2, 3])
+        #expect(one[1] == 3 && first.stage == 5)
+        let thread = one[0]
+        // The next coroutine runs on the same thread, with only its own arguments and no stage.
+        let (second, two) = try run(["plain"])
+        #expect(two == [thread, 0] && second.stage == 0)
+        // It is still the rule's own thread: a host function can suspend it.
+        #expect(try run(["wait"], with: [["back"]]).1 == [thread, "back"])
+        // A rule that kept it cannot resume or close it, in the run now on it or from another run's thread.
+        let waiting = try state.startCoroutine(f, ["wait"])
+        #expect(try waiting.resume() == .suspended(["wants": "w"]))
+        let other = try state.startCoroutine(f, ["close"])
+        #expect {
+            _ = try other.resume()
+        } throws: { ($0 as? LuaError)?.message.contains("cannot resume or close the coroutine it runs in") == true }
+        #expect(try waiting.resume(with: ["still"]) == .finished([thread, "still"]))
+        #expect(try run(["plain", "x"]).1 == [thread, 1])
+        // The budget holds on a reused thread; a thread that failed goes, and the next run gets another.
+        #expect(throws: LuaError.self) { try run(["loop"]) }
+        #expect(throws: LuaError.self) { try run(["fail"]) }
+        let after = try run(["plain"]).1
+        #expect(after[0] != thread && after[1] == 0)
+        #expect(state.top == 0)
+    }
+
     /// A suspended coroutine keeps its state open after its owner lets go of the state (a rebuild or a
     /// reload while a run waits on HTTP): the run finishes in the state it started in.
     @Test func aSuspendedCoroutineKeepsItsStateAlive() throws {

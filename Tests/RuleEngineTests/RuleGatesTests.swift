@@ -38,6 +38,8 @@ import Testing
             for (event, expected) in cases {
                 let names = gates.named(event).map { gates.all[$0].name }
                 #expect(names == expected, "round \(round): \(event.kind) \(event.name) via \(event.hook ?? "-")")
+                // Asked again at once: the last answer.
+                #expect(gates.named(event).map { gates.all[$0].name } == expected)
                 let tried = gates.all.filter { $0.isNamed(by: event, qualifiedName: event.qualifiedName) }.map(\.name)
                 #expect(names == tried)
             }
