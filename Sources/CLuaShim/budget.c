@@ -119,6 +119,10 @@ int sb_budget_end(lua_State *L) {
 }
 
 int64_t sb_budget_instructions_left(lua_State *L) { return sb_rt(L)->instructions_left; }
+double sb_budget_seconds_left(lua_State *L) {
+    sb_runtime *rt = sb_rt(L);
+    return rt->deadline > 0 ? rt->deadline - sb_now() : rt->seconds;
+}
 size_t sb_memory_used(lua_State *L) { return sb_rt(L)->used; }
 void sb_set_memory_limit(lua_State *L, size_t limit) { sb_rt(L)->limit = limit; }
 size_t sb_memory_limit(lua_State *L) { return sb_rt(L)->limit; }

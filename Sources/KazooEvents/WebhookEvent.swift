@@ -35,7 +35,9 @@ public struct WebhookEvent: Sendable, Hashable {
     // MARK: Typed common fields
 
     public var accountID: String? { fields["account_id"]?.stringValue }
-    public var callID: String? { fields["call_id"]?.stringValue }
+    public var callID: String? { Self.callID(in: fields) }
+    /// The call id in an event's fields.
+    public static func callID(in fields: JSONObject) -> String? { fields["call_id"]?.stringValue }
     public var callDirection: String? { fields["call_direction"]?.stringValue }
     public var callerIDName: String? { fields["caller_id_name"]?.stringValue }
     public var callerIDNumber: String? { fields["caller_id_number"]?.stringValue }

@@ -19,7 +19,9 @@ public final class LuaCoroutine {
     /// Instructions still allowed across all resumes.
     public internal(set) var instructionsLeft: Int
     /// Lua running time still allowed across all resumes (time spent suspended does not count).
-    public internal(set) var timeLeft: Duration
+    public var timeLeft: Duration { .seconds(secondsLeft) }
+    /// `timeLeft` as the budget counts it (a Double, read from the budget's own clock after each resume).
+    var secondsLeft: Double
     public internal(set) var isFinished = false
     /// What the coroutine last recorded with a `HostValue.stageRecorder` function (0 until it does), as of
     /// the end of the last resume.
@@ -34,7 +36,8 @@ public final class LuaCoroutine {
         self.thread = thread
         self.argumentCount = argumentCount
         self.instructionsLeft = limits.instructionLimit
-        self.timeLeft = limits.timeLimit
+        let limit = limits.timeLimit.components
+        self.secondsLeft = Double(limit.seconds) + Double(limit.attoseconds) / 1e18
     }
 
     deinit {
@@ -139,19 +142,14 @@ extension LuaState {
         }
         coroutine.started = true
 
-        let seconds =
-            Double(coroutine.timeLeft.components.seconds)
-            + Double(coroutine.timeLeft.components.attoseconds) / 1e18
-        let clock = ContinuousClock()
-        let began = clock.now
-        sb_budget_begin(L, Int64(coroutine.instructionsLeft), max(seconds, 0.000_001))
+        sb_budget_begin(L, Int64(coroutine.instructionsLeft), max(coroutine.secondsLeft, 0.000_001))
         var resultCount: Int32 = 0
         let status = lua_resume(thread, L, count, &resultCount)
         coroutine.stage = Int(sb_stage_of(thread))
         let left = sb_budget_instructions_left(L)
+        coroutine.secondsLeft = sb_budget_seconds_left(L)
         let killed = sb_budget_end(L)
         coroutine.instructionsLeft = Int(max(left, 0))
-        coroutine.timeLeft -= clock.now - began
 
         switch status {
         case LUA_OK:

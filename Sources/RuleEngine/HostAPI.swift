@@ -35,8 +35,10 @@ final class RuleRun {
     var logs: [LogRecord] = []
     /// Where `store.*` and `call.*` read and write: the store work of this run's event.
     let session: StoreSession?
-    /// The event's call, for `call.*`; nil for events of no call.
-    let callID: String?
+    /// The event's fields (nil for a tick), for `callID`.
+    private let eventFields: JSONObject?
+    /// The event's call, for `call.*`; nil for events of no call. Read on first use: most runs never ask.
+    lazy var callID: String? = eventFields.flatMap(WebhookEvent.callID(in:))
     /// What the run's forwards are named by in their `webhook-id`: the accepted event's id (or the tick's).
     let eventID: String?
     /// For a run of no accepted event (`switchboard run --live`): made once, when a signed forward needs it,
@@ -44,13 +46,13 @@ final class RuleRun {
     lazy var messageBase: String = eventID ?? "run-\(UUID().uuidString.prefix(8).lowercased())"
 
     init(
-        rule: String, targets: [ForwardTarget], session: StoreSession? = nil, callID: String? = nil,
+        rule: String, targets: [ForwardTarget], session: StoreSession? = nil, eventFields: JSONObject? = nil,
         eventID: String? = nil
     ) {
         self.rule = rule
         self.targets = targets
         self.session = session
-        self.callID = callID
+        self.eventFields = eventFields
         self.eventID = eventID
     }
 }
@@ -260,6 +262,9 @@ package enum HostAPI {
     /// A signed target's forward carries its `webhook-id` (stable across retries: the event's id, the rule and
     /// the forward's number) and, in `signWithHeader`, the name of the variable holding the secret; the outbox
     /// signs each attempt with a fresh timestamp and never sends that header.
+    /// A JSON forward's headers when its target names none: made once, not per forward.
+    static let jsonHeaders = JSONObject([.init(key: "Content-Type", value: "application/json")])
+
     static func record(
         forwards targets: [ForwardTarget], payload: JSONValue, in run: RuleRun, configuration: RuleConfiguration
     ) throws(HostFunctionError) {
@@ -269,7 +274,11 @@ package enum HostAPI {
                 throw HostFunctionError("forward to \(target.url): \(error.message)")
             }
             var headers = target.headers
-            if !headers.keys.contains(where: { $0.lowercased() == "content-type" }) {
+            if headers.isEmpty {
+                headers =
+                    contentType == "application/json"
+                    ? jsonHeaders : JSONObject([.init(key: "Content-Type", value: .string(contentType))])
+            } else if !headers.keys.contains(where: { $0.lowercased() == "content-type" }) {
                 headers["Content-Type"] = .string(contentType)
             }
             if let sign = target.sign {

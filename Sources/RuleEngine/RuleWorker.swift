@@ -124,8 +124,7 @@ public actor RuleWorker {
                 context
                 ?? RunInputs(
                     value: .object(event.fields, adding: Self.addedFields(event, meta: meta)),
-                    session: session ?? scratch, callID: event.callID,
-                    eventID: meta?["id"]?.stringValue)
+                    session: session ?? scratch, eventID: meta?["id"]?.stringValue)
             context = inputs
             // Across this await other events run on this actor: one may be killed and replace `current`, or
             // (in tests) nothing at all changes. Either way the next rule starts in whatever set is current
@@ -148,7 +147,7 @@ public actor RuleWorker {
         // Whole seconds, as os.time() gives and os.date() takes.
         let second = Int64(now.rounded(.down))
         let inputs = RunInputs(
-            value: .value(.int(second)), session: session ?? scratch, callID: nil, eventID: "tick-\(second)")
+            value: .value(.int(second)), session: session ?? scratch, eventID: "tick-\(second)")
         let outcome = await run(index: index, gate: built.gates.all[index], inputs: inputs, tick: true)
         if let scratch { scratchStore.finish(scratch, mark: nil) { _ in } }
         return outcome
@@ -183,9 +182,14 @@ public actor RuleWorker {
         /// The event (its fields and what `luaEvent` adds), or a tick's `now`.
         var value: LuaArgument
         var session: StoreSession?
-        var callID: String?
         /// The accepted event's id (the tick's for ticks); nil when there is none (`switchboard run`, tests).
         var eventID: String?
+
+        /// The event's fields (nil for a tick).
+        var fields: JSONObject? {
+            guard case .object(let fields, _) = value else { return nil }
+            return fields
+        }
     }
 
     /// The store of runs given no session (`switchboard run`, tests, benchmarks): in memory, per worker.
@@ -225,7 +229,7 @@ public actor RuleWorker {
         // context all belong to `set`, and the coroutine keeps `set.state` open until it finishes.
         let set = current
         let run = RuleRun(
-            rule: gate.name, targets: gate.definition.forward, session: inputs.session, callID: inputs.callID,
+            rule: gate.name, targets: gate.definition.forward, session: inputs.session, eventFields: inputs.fields,
             eventID: inputs.eventID)
         if tick { run.stage = "tick" }
         var outcome = RuleOutcome(rule: gate.name, file: gate.definition.file.displayPath, outcome: .ok)

@@ -1,3 +1,4 @@
+import Foundation
 import JSONCore
 import LuaRuntime
 import Testing
@@ -115,6 +116,23 @@ import Testing
         let after = try run(["plain"]).1
         #expect(after[0] != thread && after[1] == 0)
         #expect(state.top == 0)
+    }
+
+    /// The deadline counts only the time Lua runs: a coroutine suspended for longer than its whole limit still
+    /// finishes, and what its resumes ran is taken off what is left.
+    @Test func timeSpentSuspendedDoesNotCountAgainstTheDeadline() throws {
+        let (state, env) = try makeState(LuaLimits(instructionLimit: Int.max / 2, timeLimit: .seconds(1)))
+        let f = try function(
+            "return function() local n = 0 for i = 1, 1000 do n = n + i end fetch(n) for i = 1, 1000 do n = n + i end return n end",
+            in: state, env: env)
+        let co = try state.startCoroutine(f, [])
+        #expect(co.timeLeft == .seconds(1))
+        #expect(try co.resume() == .suspended(["wants": 500_500]))
+        let afterFirst = co.timeLeft
+        #expect(afterFirst < .seconds(1) && afterFirst > .zero)
+        Thread.sleep(forTimeInterval: 1.1)  // the suspension itself, longer than the whole limit
+        #expect(try co.resume(with: [0]) == .finished([1_001_000]))
+        #expect(co.timeLeft < afterFirst && co.timeLeft > .zero)
     }
 
     /// A suspended coroutine keeps its state open after its owner lets go of the state (a rebuild or a

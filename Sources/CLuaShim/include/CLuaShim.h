@@ -55,6 +55,9 @@ void sb_budget_begin(lua_State *L, int64_t instructions, double seconds);
 int sb_budget_end(lua_State *L);
 /// Instructions left in the armed budget (may be negative after a kill).
 int64_t sb_budget_instructions_left(lua_State *L);
+/// Seconds left now before the deadline sb_budget_begin set (negative once it has passed); the deadline
+/// stays until the next sb_budget_begin.
+double sb_budget_seconds_left(lua_State *L);
 /// Bytes the state currently holds.
 size_t sb_memory_used(lua_State *L);
 /// Changes the memory cap (bytes) used by later budgeted calls.
