@@ -1,7 +1,6 @@
 // Calls between Swift and Lua: the host-function trampoline (every lua_error and lua_yield a Swift host
 // function causes is raised here, never under a Swift frame), protected calls with a traceback, and the
 // marks that tell a rule's own coroutine from one it created.
-#include <stdint.h>
 #include "internal.h"
 
 static sb_host_dispatch sb_dispatch = NULL;
@@ -62,35 +61,32 @@ int sb_pcall_traceback(lua_State *L, int nargs, int nresults) {
     return status;
 }
 
-// The word in each thread's extra space: bit 0 set when sb_mark_host_thread made the thread a rule run's,
-// and the run's stage (sb_set_stage; 0 until set) in the byte above. A new thread copies the main thread's
-// word, which budget.c zeroes, so a coroutine a script creates is neither.
-#define SB_HOST_THREAD ((uintptr_t)1)
+static const char sb_host_thread_marker = 0;
 
 void sb_mark_host_thread(lua_State *thread) {
-    *(uintptr_t *)lua_getextraspace(thread) = SB_HOST_THREAD;
+    *(const void **)lua_getextraspace(thread) = &sb_host_thread_marker;
 }
 
 int sb_is_host_thread(lua_State *L) {
-    return (*(uintptr_t *)lua_getextraspace(L) & SB_HOST_THREAD) != 0;
+    return *(const void **)lua_getextraspace(L) == (const void *)&sb_host_thread_marker;
 }
 
-int sb_stage_of(lua_State *thread) {
-    return (int)((*(uintptr_t *)lua_getextraspace(thread) >> 8) & 0xff);
-}
-
-static int sb_set_stage(lua_State *L) {
-    int isnum = 0;
-    lua_Integer stage = lua_tointegerx(L, 1, &isnum);
-    uintptr_t *word = (uintptr_t *)lua_getextraspace(L);
-    if (isnum && stage >= 0 && stage <= 0xff && (*word & SB_HOST_THREAD)) {
-        *word = (*word & ~((uintptr_t)0xff << 8)) | ((uintptr_t)stage << 8);
+int sb_entry_line(lua_State *thread) {
+    lua_Debug ar;
+    // The deepest level is the thread's entry function. lua_getstack walks `level` frames each time, so the
+    // depth is found by doubling and halving, not by trying every level (a stack overflow is deep).
+    if (!lua_getstack(thread, 0, &ar)) return 0;
+    int known = 0, beyond = 1;
+    while (lua_getstack(thread, beyond, &ar)) {
+        known = beyond;
+        beyond *= 2;
     }
-    return 0;
-}
-
-void sb_push_stage_function(lua_State *L) {
-    lua_pushcfunction(L, sb_set_stage);
+    while (beyond - known > 1) {
+        int middle = known + (beyond - known) / 2;
+        if (lua_getstack(thread, middle, &ar)) known = middle; else beyond = middle;
+    }
+    if (!lua_getstack(thread, known, &ar) || !lua_getinfo(thread, "l", &ar)) return 0;
+    return ar.currentline > 0 ? ar.currentline : 0;
 }
 
 void sb_touch(lua_State *L) {

@@ -23,9 +23,9 @@ public final class LuaCoroutine {
     /// `timeLeft` as the budget counts it (a Double, read from the budget's own clock after each resume).
     var secondsLeft: Double
     public internal(set) var isFinished = false
-    /// What the coroutine last recorded with a `HostValue.stageRecorder` function (0 until it does), as of
-    /// the end of the last resume.
-    public internal(set) var stage = 0
+    /// When a resume failed: the line its entry function had reached (the frame that called whatever
+    /// failed), if known.
+    public internal(set) var failedAtEntryLine: Int? = nil
 
     init(
         state: LuaState, threadReference: LuaReference, thread: OpaquePointer, argumentCount: Int32,
@@ -145,7 +145,6 @@ extension LuaState {
         sb_budget_begin(L, Int64(coroutine.instructionsLeft), max(coroutine.secondsLeft, 0.000_001))
         var resultCount: Int32 = 0
         let status = lua_resume(thread, L, count, &resultCount)
-        coroutine.stage = Int(sb_stage_of(thread))
         let left = sb_budget_instructions_left(L)
         coroutine.secondsLeft = sb_budget_seconds_left(L)
         let killed = sb_budget_end(L)
@@ -182,6 +181,8 @@ extension LuaState {
             }
         default:
             let message = threadStack.string(at: -1) ?? "(error object is not a string)"
+            let line = sb_entry_line(thread)
+            coroutine.failedAtEntryLine = line > 0 ? Int(line) : nil
             luaL_traceback(L, thread, nil, 0)
             let traceback = stack.string(at: -1)
             sb_pop(L, 1)

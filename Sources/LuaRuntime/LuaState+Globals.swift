@@ -10,9 +10,6 @@ public indirect enum HostValue {
     /// `json.array(t)` / `json.object(t)`: mark a table (or a new one) so it converts as a list / an object.
     case arrayMarker
     case objectMarker
-    /// `f(n)`: records `n` (0...255) as the stage of the rule coroutine calling it (`LuaCoroutine.stage`),
-    /// without calling into Swift.
-    case stageRecorder
     case table([String: HostValue])
 }
 
@@ -58,7 +55,6 @@ extension LuaState {
         case .suspending(let f): pushHostFunction(name: name, .suspending(f))
         case .arrayMarker: sb_push_marker_function(L, 1)
         case .objectMarker: sb_push_marker_function(L, 2)
-        case .stageRecorder: sb_push_stage_function(L)
         case .table(let members):
             lua_createtable(L, 0, Int32(clamping: members.count))
             for (key, member) in members.sorted(by: { $0.key < $1.key }) {

@@ -26,8 +26,8 @@ final class RuleRun {
     let rule: String
     /// The rule's `forward` field, parsed when the file loaded.
     let targets: [ForwardTarget]
-    /// `tick` for a tick's run, else `filter`. The stage an event's run has reached is recorded in its
-    /// coroutine (`LuaCoroutine.stage`, set by the driver) and read from there when the run fails.
+    /// `tick` for a tick's run, else `filter`. A failed event run's stage is read from the line its driver
+    /// had reached (`RuleLoader.stage(atLine:)`).
     var stage = "filter"
     let started = ContinuousClock.now
     var forwards: [ForwardRecord] = []

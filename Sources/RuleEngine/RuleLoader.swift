@@ -23,48 +23,52 @@ package struct RuleLoader {
     /// The stage runner, in Lua so that every stage runs in the rule's coroutine and may wait on HTTP.
     /// The rule's functions are read once, when the file loads; its `forward` targets were parsed then too,
     /// so `forward_field` sends the payload to the running rule's targets.
-    /// The stages the driver records, by the number it records (`stage(n)`): `stage(for:)`.
-    static let stages = ["filter", "transform", "forward", "run"]
-
-    /// The stage a run's coroutine recorded, or nil when it recorded none.
-    static func stage(for recorded: Int) -> String? {
-        recorded >= 1 && recorded <= stages.count ? stages[recorded - 1] : nil
-    }
-
+    ///
+    /// A run that fails is told its stage by the line the driver had reached (`LuaCoroutine.failedAtEntryLine`):
+    /// each stage's call is marked `-- stage NAME`, and a line belongs to the last mark at or above it.
+    /// Recording the stage as the driver went cost two calls per run.
     static let driverSource = """
         return function(rule)
           local filter, transform, forward_to, run = rule.filter, rule.transform, rule.forward, rule.run
           return function(event)
             if filter then
-              stage(1)
-              if not filter(event) then return "skipped" end
+              if not filter(event) then return "skipped" end -- stage filter
             end
             local payload = event
             if transform then
-              stage(2)
-              payload = transform(event)
+              payload = transform(event) -- stage transform
               if payload == nil then return "dropped" end
             end
             if forward_to ~= nil then
-              stage(3)
-              forward_field(payload)
+              forward_field(payload) -- stage forward
             end
             if run then
-              stage(4)
-              run(event, payload)
+              run(event, payload) -- stage run
             end
             return "ok"
           end
         end
         """
 
+    /// The driver's stage marks by line, in order.
+    static let stageMarks: [(line: Int, stage: String)] = driverSource.split(
+        separator: "\n", omittingEmptySubsequences: false
+    ).enumerated().compactMap { number, text in
+        guard let mark = text.range(of: "-- stage ") else { return nil }
+        return (number + 1, String(text[mark.upperBound...]))
+    }
+
+    /// The stage a run that failed with its driver at `line` was in; nil above the first stage.
+    static func stage(atLine line: Int?) -> String? {
+        guard let line else { return nil }
+        return stageMarks.last { $0.line <= line }?.stage
+    }
+
     init(state: LuaState, context: RunContext, source: RuleSource, configuration: RuleConfiguration) throws(LuaError) {
         self.state = state
         self.context = context
         self.source = source
         let env = try state.newEnvironment()
-        // The stage is kept in the run's coroutine (C, no call into Swift): read only when a run fails.
-        try state.setGlobal("stage", .stageRecorder, in: env)
         try state.setGlobal(
             "forward_field",
             .function { [context] args in

@@ -275,7 +275,7 @@ public actor RuleWorker {
         } catch {
             set.context.phase = .idle
             outcome.outcome = .error
-            outcome.stage = started.flatMap { RuleLoader.stage(for: $0.stage) } ?? run.stage
+            outcome.stage = tick ? run.stage : RuleLoader.stage(atLine: started?.failedAtEntryLine) ?? run.stage
             outcome.error = RuleErrorInfo(
                 message: error.message, file: fullPath(of: error.chunk), line: error.line, traceback: error.traceback)
             finish(&outcome, run)

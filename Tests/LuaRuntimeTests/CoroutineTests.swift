@@ -29,52 +29,47 @@ import Testing
         #expect(state.top == 0)
     }
 
-    /// `stage(n)` records n in the rule's own coroutine, across suspensions and beside other coroutines, and
-    /// nowhere else: a coroutine the script creates, bad values and the main thread change nothing.
-    @Test func aStageIsRecordedInTheRulesOwnCoroutineOnly() throws {
+    /// A coroutine that fails tells the line its entry function had reached: the call that failed, however
+    /// deep the error, after a suspension too. A coroutine that finishes has none.
+    @Test func aFailedCoroutineTellsTheLineItsEntryFunctionReached() throws {
         let (state, env) = try makeState()
-        try state.setGlobal("stage", .stageRecorder, in: env)
         let f = try function(
             """
-            return function(a)
-              stage(a)
-              fetch(a)
-              local inner = coroutine.wrap(function() stage(9) end)
-              inner()
-              stage("7") stage(2.5) stage(-1) stage(256) stage(nil)
-              if a == 2 then error("failed in " .. a) end
-              stage(a + 10)
-              return a
+            local function deep(n) if n == 0 then error("deep") end return deep(n - 1) end
+            local function forever(n) return 1 + forever(n + 1) end
+            return function(mode)
+              fetch(mode)
+              if mode == "deep" then
+                deep(50)
+              elseif mode == "overflow" then
+                forever(0)
+              end
+              return mode
             end
             """, in: state, env: env)
-        let first = try state.startCoroutine(f, [.int(1)])
-        let second = try state.startCoroutine(f, [.int(2)])
-        #expect(first.stage == 0)
-        #expect(try first.resume() == .suspended(["wants": 1]))
-        #expect(try second.resume() == .suspended(["wants": 2]))
-        #expect(first.stage == 1 && second.stage == 2)
-        #expect(throws: LuaError.self) { try second.resume(with: [.null]) }
-        // "7" converts to an integer in Lua; the others are not integers in 0...255.
-        #expect(second.stage == 7)
-        #expect(try first.resume(with: [.null]) == .finished([1]))
-        #expect(first.stage == 11)
-        // Called outside any rule coroutine it does nothing (and raises nothing).
-        let direct = try function("return function() stage(3) return 'ok' end", in: state, env: env)
-        #expect(try state.call(direct, []) == ["ok"])
+        for (mode, line) in [("deep", 6), ("overflow", 8)] {
+            let co = try state.startCoroutine(f, [.string(mode)])
+            #expect(try co.resume() == .suspended(["wants": .string(mode)]))
+            #expect(throws: LuaError.self) { try co.resume(with: [.null]) }
+            #expect(co.failedAtEntryLine == line, "\(mode)")
+        }
+        let fine = try state.startCoroutine(f, ["fine"])
+        _ = try fine.resume()
+        #expect(try fine.resume(with: [.null]) == .finished(["fine"]))
+        #expect(fine.failedAtEntryLine == nil)
     }
 
     /// A coroutine whose function returned leaves its thread for the next one, which starts clean: no values
-    /// left on it, no stage, still a rule's own thread (it can suspend), still under the budget. A thread that
+    /// left on it, still a rule's own thread (it can suspend), still under the budget. A thread that
     /// failed is never reused, and a script that kept a finished thread cannot disturb the next run on it.
     @Test func aFinishedCoroutinesThreadStartsTheNextOneClean() throws {
         let (state, env) = try makeState(LuaLimits(instructionLimit: 300_000))
-        try state.setGlobal("stage", .stageRecorder, in: env)
         let f = try function(
             """
             kept = nil
             return function(mode, ...)
               local me = tostring(coroutine.running())
-              if mode == "keep" then kept = coroutine.running() stage(5) return me, select("#", ...) end
+              if mode == "keep" then kept = coroutine.running() return me, select("#", ...) end
               if mode == "close" then return coroutine.close(kept) end
               if mode == "wait" then return me, fetch("w") end
               if mode == "loop" then while true do end end
@@ -84,7 +79,6 @@ import Testing
             """, in: state, env: env)
         func run(_ arguments: [JSONValue], with results: [[JSONValue]] = []) throws -> (LuaCoroutine, [JSONValue]) {
             let co = try state.startCoroutine(f, arguments)
-            #expect(co.stage == 0)
             var step = try co.resume()
             for values in results {
                 guard case .suspended = step else { break }
@@ -94,11 +88,11 @@ import Testing
             return (co, out)
         }
         let (first, one) = try run(["keep", 1, 2, 3])
-        #expect(one[1] == 3 && first.stage == 5)
+        #expect(one[1] == 3 && first.failedAtEntryLine == nil)
         let thread = one[0]
-        // The next coroutine runs on the same thread, with only its own arguments and no stage.
-        let (second, two) = try run(["plain"])
-        #expect(two == [thread, 0] && second.stage == 0)
+        // The next coroutine runs on the same thread, with only its own arguments.
+        let (_, two) = try run(["plain"])
+        #expect(two == [thread, 0])
         // It is still the rule's own thread: a host function can suspend it.
         #expect(try run(["wait"], with: [["back"]]).1 == [thread, "back"])
         // A rule that kept it cannot resume or close it, in the run now on it or from another run's thread.

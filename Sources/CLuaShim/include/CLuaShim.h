@@ -100,11 +100,9 @@ void sb_push_host_function(lua_State *L, void *box);
 void sb_mark_host_thread(lua_State *thread);
 /// Whether the running thread is a host-created one (not main, not a coroutine the script created).
 int sb_is_host_thread(lua_State *L);
-/// Pushes a function `f(n)` that records `n` (0...255) as the stage of the host-created thread calling it, in
-/// the thread itself: no call into the host. Anything else, or a call from another thread, does nothing. +1.
-void sb_push_stage_function(lua_State *L);
-/// The stage last recorded in a host-created thread (0 when none was).
-int sb_stage_of(lua_State *thread);
+/// The line a thread's entry function (its deepest frame) is at, or 0 when unknown. Read after an error
+/// (the failed thread's frames are still there). No stack effect.
+int sb_entry_line(lua_State *thread);
 /// Whether the values at `index` (the host sentinel) and above it make a host suspension.
 int sb_is_host_suspension(lua_State *L, int index);
 
