@@ -246,37 +246,7 @@ private struct Cursor {
     /// `plainEnd(from:)`, also telling whether the run's bytes are all ASCII (then they are valid UTF-8 without
     /// a check: the value strings of a webhook nearly always are).
     func plainEnd(from start: Int, ascii: inout Bool) -> Int {
-        var i = start
-        var seen: UInt64 = 0
-        defer { ascii = seen & 0x8080_8080_8080_8080 == 0 }
-        if let base = bytes.baseAddress {
-            let raw = UnsafeRawPointer(base)
-            while i + 8 <= bytes.count {
-                let word = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: i, as: UInt64.self))
-                let ones: UInt64 = 0x0101_0101_0101_0101
-                let highs: UInt64 = 0x8080_8080_8080_8080
-                let quote = word ^ (ones &* 0x22)
-                let backslash = word ^ (ones &* 0x5C)
-                // A byte is "special" if it is zero in quote/backslash or below 0x20 in word. A borrow can mark
-                // bytes above the first special one too, but never one below it: the lowest mark is exact.
-                let special =
-                    ((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash) | ((word &- (ones &* 0x20)) & ~word)
-                if special & highs != 0 {
-                    let plain = (special & highs).trailingZeroBitCount / 8
-                    seen |= word & ((1 << UInt64(plain * 8)) &- 1)
-                    return i + plain
-                }
-                seen |= word
-                i += 8
-            }
-        }
-        while i < bytes.count {
-            let b = bytes[i]
-            if b == UInt8(ascii: "\"") || b == UInt8(ascii: "\\") || b < 0x20 { return i }
-            seen |= UInt64(b)
-            i += 1
-        }
-        return i
+        JSONText.plainEnd(in: bytes, from: start, ascii: &ascii)
     }
 
     /// Reads a quoted string starting at the opening quote.

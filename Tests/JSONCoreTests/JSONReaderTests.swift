@@ -182,6 +182,44 @@ func parseError(_ bytes: [UInt8], limits: JSONLimits = .default, sourceLocation:
         #expect(try parse(text) == value)
     }
 
+    /// Every ASCII byte, and a two-byte character, at every position of strings of 1 to 24 bytes (the word
+    /// scan and the byte tail): written as the byte-by-byte rule says, and read back as the same string.
+    @Test func escapesEveryByteAtEveryPosition() throws {
+        func expected(_ text: String) -> String {
+            var out = "\""
+            for scalar in text.unicodeScalars {
+                switch scalar {
+                case "\"": out += "\\\""
+                case "\\": out += "\\\\"
+                case "\n": out += "\\n"
+                case "\r": out += "\\r"
+                case "\t": out += "\\t"
+                case _ where scalar.value < 0x20:
+                    let hex = String(scalar.value, radix: 16)
+                    out += "\\u00" + (hex.count == 1 ? "0" : "") + hex
+                default: out.unicodeScalars.append(scalar)
+                }
+            }
+            return out + "\""
+        }
+        var checked = 0
+        for length in 1...24 {
+            for position in 0..<length {
+                for special in (0..<0x80).map({ String(UnicodeScalar(UInt8($0))) }) + ["é"] {
+                    var text = String(repeating: "a", count: length - 1)
+                    text.insert(contentsOf: special, at: text.index(text.startIndex, offsetBy: position))
+                    let written = try JSONWriter.string(.string(text))
+                    #expect(
+                        written == expected(text),
+                        "byte \(special.unicodeScalars.first!.value) at \(position) of \(length)")
+                    #expect(try parse(written) == .string(text))
+                    checked += 1
+                }
+            }
+        }
+        #expect(checked == 300 * 129)
+    }
+
     /// Integers are written digit by digit: zero, both ends of 64 bits, and every power of ten's neighbours
     /// read back as written, and as `String(_:)` prints them.
     @Test func writesEveryIntegerAsItsDecimal() throws {
