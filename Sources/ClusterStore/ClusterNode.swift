@@ -255,8 +255,12 @@ public final class ClusterNode: Service, Sendable {
                 }
                 let batch = try await feed.next(
                     from: journal, limit: page, excluding: { Array(journal.dispatched.withLock { $0 }) })
-                for (_, entry) in batch {
-                    guard journal.isProcessing, term.withLock({ $0 }) == current, !isStopping else { break }
+                for (index, (_, entry)) in batch.enumerated() {
+                    guard journal.isProcessing, term.withLock({ $0 }) == current, !isStopping else {
+                        // A late renewal can pause this term and resume it: the rest runs then, in order.
+                        feed.reread(batch[index...].map(\.seq))
+                        break
+                    }
                     if journal.dispatched.withLock({ $0.insert(entry.id).inserted }) {
                         await engine.submit(entry, decoder: decoder)
                     }

@@ -73,6 +73,12 @@ struct EventFeed {
         }
     }
 
+    /// Asks for these `seq`s (read but not run: the feed stopped partway through a batch) again in the next
+    /// read, as holes.
+    mutating func reread(_ seqs: [Int64], now: ContinuousClock.Instant = .now) {
+        for seq in seqs where seq <= position { holes[seq] = now }
+    }
+
     /// Moves past `seq` without holes (the backlog after a takeover or an outage, read in arrival order).
     mutating func passed(_ seq: Int64) {
         position = max(position, seq)

@@ -258,13 +258,13 @@ package enum HostAPI {
         }
     }
 
+    /// A JSON forward's headers when its target names none: made once, not per forward.
+    static let jsonHeaders = JSONObject([.init(key: "Content-Type", value: "application/json")])
+
     /// Encodes the payload for each target and records the forwards (sent later when the run is live).
     /// A signed target's forward carries its `webhook-id` (stable across retries: the event's id, the rule and
     /// the forward's number) and, in `signWithHeader`, the name of the variable holding the secret; the outbox
     /// signs each attempt with a fresh timestamp and never sends that header.
-    /// A JSON forward's headers when its target names none: made once, not per forward.
-    static let jsonHeaders = JSONObject([.init(key: "Content-Type", value: "application/json")])
-
     static func record(
         forwards targets: [ForwardTarget], payload: JSONValue, in run: RuleRun, configuration: RuleConfiguration
     ) throws(HostFunctionError) {

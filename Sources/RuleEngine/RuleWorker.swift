@@ -47,7 +47,7 @@ public actor RuleWorker {
         let rules: [LoadedRule]
         let diagnostics: [Diagnostic]
 
-        /// What `steps` reads of each rule, in rule order.
+        /// Each rule's name, `on` and `match`, in rule order: what `process` reads per event, without Lua.
         let gates: RuleGates
 
         init(state: LuaState, context: RunContext, rules: [LoadedRule], diagnostics: [Diagnostic]) {

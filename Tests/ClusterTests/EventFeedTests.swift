@@ -103,6 +103,9 @@ import Testing
         let kept = feed.holes.keys.sorted()
         #expect(kept.count == EventFeed.maximumHoles)
         #expect(kept.first == 10_000 - Int64(EventFeed.maximumHoles) && kept.last == 9_999)
+        // Events read but not run (the feed stopped partway) are asked for again; nothing above the position.
+        feed.reread([9_000, 10_000, 10_001], now: Self.start)
+        #expect(feed.holes[9_000] != nil && feed.holes[10_000] != nil && feed.holes[10_001] == nil)
         // The backlog moves past without holes.
         feed.passed(20_000)
         #expect(feed.holes.isEmpty && feed.position == 20_000)
