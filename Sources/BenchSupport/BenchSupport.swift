@@ -2,7 +2,7 @@ import Glibc
 public import KazooEvents
 public import RuleEngine
 
-/// What `SwitchboardBench` and `SwitchboardEngineLoop` share: the clock they read and the engine they time.
+// What `SwitchboardBench` and `SwitchboardEngineLoop` share: the clock they read and the engine they time.
 
 /// CPU time of the whole process, in seconds.
 public func cpuSeconds() -> Double {

@@ -236,11 +236,9 @@ private struct Cursor {
         return (try makeString(UnsafeBufferPointer(rebasing: bytes[start..<stop]), at: start), hash, -1)
     }
 
-    /// From `start`, the index of the first byte that ends a plain run of string bytes: a quote, a backslash or
-    /// a control character; `bytes.count` when there is none. Eight bytes at a time while all are plain.
+    /// From `start`, the index of the first byte that ends a plain run of string bytes (`JSONText.plainEnd`).
     func plainEnd(from start: Int) -> Int {
-        var ascii = true
-        return plainEnd(from: start, ascii: &ascii)
+        JSONText.plainEnd(in: bytes, from: start)
     }
 
     /// `plainEnd(from:)`, also telling whether the run's bytes are all ASCII (then they are valid UTF-8 without

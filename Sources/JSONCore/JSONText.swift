@@ -36,4 +36,11 @@ enum JSONText {
         }
         return i
     }
+
+    /// `plainEnd(in:from:ascii:)` when whether the run is ASCII does not matter (the writer, a key's end).
+    @inline(__always)
+    static func plainEnd(in bytes: UnsafeBufferPointer<UInt8>, from start: Int) -> Int {
+        var ascii = true
+        return plainEnd(in: bytes, from: start, ascii: &ascii)
+    }
 }

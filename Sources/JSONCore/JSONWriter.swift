@@ -95,9 +95,8 @@ public enum JSONWriter {
         var s = s
         s.withUTF8 { bytes in
             var runStart = 0
-            var ascii = true
             while true {
-                let stop = JSONText.plainEnd(in: bytes, from: runStart, ascii: &ascii)
+                let stop = JSONText.plainEnd(in: bytes, from: runStart)
                 if runStart < stop { out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<stop])) }
                 guard stop < bytes.count else { break }
                 switch bytes[stop] {
