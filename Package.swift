@@ -36,6 +36,8 @@ let package = Package(
         // PostgreSQL for several nodes (`--store postgres://…`).
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        // HTTP/1 parts as swift-http-types values, for the hooks routes' own channel handler (Hummingbird's too).
+        .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
     ],
     targets: [
         // Debian's Lua 5.4 (liblua5.4-dev), found through pkg-config. Never vendored.
@@ -113,7 +115,8 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        // The Hummingbird application: webhook routes, auth, health, metrics, the event dispatcher.
+        // The HTTP server: the hooks routes' own channel handler, and Hummingbird's router for the rest (auth,
+        // health, metrics, admin, the console).
         .target(
             name: "WebhookServer",
             dependencies: [
@@ -125,6 +128,8 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
+                .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings

@@ -17,7 +17,9 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
 
     let pool: DatabasePool
     public let path: String
-    private let pendingAppends = Mutex<[(Entry, CheckedContinuation<Void, any Error>)]>([])
+    private let pendingAppends = Mutex<[(Entry, Committed)]>([])
+    /// Called once the transaction holding an append commits (nil) or fails (the error).
+    typealias Committed = @Sendable ((any Error)?) -> Void
     /// Done marks in the order given; a batch is never split across transactions.
     private let pendingDone = Mutex<[DoneMark]>([])
     /// Called after a commit that queued deliveries (the outbox wakes up).
@@ -84,9 +86,23 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         // Resumed by the flush task once the transaction holding this entry commits (or fails). The queues
         // are Mutex-guarded and drained whole by the one flush task, so no entry is lost or written twice.
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            pendingAppends.withLock { $0.append((entry, continuation)) }
-            scheduleFlush()
+            queue(entry) { error in
+                if let error { continuation.resume(throwing: error) } else { continuation.resume() }
+            }
         }
+    }
+
+    /// One node keeps its de-duplication keys in memory, so an append here is never a repeat.
+    public func append(
+        _ event: AcceptedEvent, duplicateKey: String?, window: Double,
+        completion: @escaping @Sendable (Result<Bool, any Error>) -> Void
+    ) {
+        queue(event) { error in completion(error.map { .failure($0) } ?? .success(true)) }
+    }
+
+    private func queue(_ entry: Entry, committed: @escaping Committed) {
+        pendingAppends.withLock { $0.append((entry, committed)) }
+        scheduleFlush()
     }
 
     /// Marks events done, puts their rules' forwards in the outbox and applies their store writes, in one
@@ -227,7 +243,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     /// One transaction with every append and done mark queued now; what arrives during it waits for the
     /// next turn (`flusher` keeps a second writer out).
     private func flush() async {
-        let appends = pendingAppends.withLock { queued -> [(Entry, CheckedContinuation<Void, any Error>)] in
+        let appends = pendingAppends.withLock { queued -> [(Entry, Committed)] in
             defer { queued.removeAll(keepingCapacity: true) }
             return queued
         }
@@ -264,13 +280,13 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
                     for write in mark.writes { try Self.apply(write, in: db) }
                 }
             }
-            for (_, continuation) in appends { continuation.resume() }
+            for (_, committed) in appends { committed(nil) }
             if done.contains(where: { !$0.forwards.isEmpty }), let observer = deliveryObserver.withLock({ $0 }) {
                 observer.call(())
             }
         } catch {
             let failure = JournalError("the journal \(path) could not be written: \(Self.reason(error))")
-            for (_, continuation) in appends { continuation.resume(throwing: failure) }
+            for (_, committed) in appends { committed(failure) }
             // Done marks go back to the front of the queue and are tried again: later marks may carry
             // store writes built on theirs, and must not be committed without them.
             if !done.isEmpty {

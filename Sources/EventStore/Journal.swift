@@ -17,6 +17,12 @@ public protocol Journal: EventJournaling, DeliveryQueue {
     /// `Deduplicator`); several nodes share them in the database.
     func append(_ event: AcceptedEvent, duplicateKey: String?, window: Double) async throws -> Bool
 
+    /// The same append, answered through `completion` (called once, on any thread) instead of by suspending:
+    /// the HTTP handler calls it from its event loop, which must not wait.
+    func append(
+        _ event: AcceptedEvent, duplicateKey: String?, window: Double,
+        completion: @escaping @Sendable (Result<Bool, any Error>) -> Void)
+
     func deliveries(_ filter: DeliveryFilter, limit: Int) async throws -> [Delivery]
     func delivery(_ id: Int64) async throws -> Delivery?
     func attempts(_ id: Int64) async throws -> [DeliveryAttempt]
@@ -46,6 +52,20 @@ extension Journal {
     public func append(_ event: AcceptedEvent, duplicateKey: String?, window: Double) async throws -> Bool {
         try await append(event)
         return true
+    }
+
+    /// A task per append; a journal with a queue of its own answers from it instead (`EventJournal`).
+    public func append(
+        _ event: AcceptedEvent, duplicateKey: String?, window: Double,
+        completion: @escaping @Sendable (Result<Bool, any Error>) -> Void
+    ) {
+        Task {
+            do {
+                completion(.success(try await append(event, duplicateKey: duplicateKey, window: window)))
+            } catch {
+                completion(.failure(error))
+            }
+        }
     }
 
     public func nodes() async throws -> [NodeStatus] { [] }

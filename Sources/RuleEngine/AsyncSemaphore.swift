@@ -33,6 +33,15 @@ package final class AsyncSemaphore: Sendable {
         }
     }
 
+    /// Takes a slot if one is free now; never suspends. False while tasks wait for one (they come first).
+    package func tryWait() -> Bool {
+        state.withLock { s -> Bool in
+            guard s.available > 0 else { return false }
+            s.available -= 1
+            return true
+        }
+    }
+
     package func signal() {
         let waiter = state.withLock { s -> CheckedContinuation<Void, Never>? in
             if !s.waiters.isEmpty { return s.waiters.removeFirst() }

@@ -109,9 +109,9 @@ extension Engine {
     /// forwards and the timer's new due time are committed together, as an event's are with its done mark.
     func startTick(_ name: String, slot: Double, generation: Generation) {
         let worker = generation.workers[Self.slot(of: "tick:" + name, among: generation.workers.count)]
-        let id = nextID()
-        inFlight.withLock { tasks in
-            tasks[id] = Task {
+        running.withLock { running in
+            let id = running.newID()
+            running.tasks[id] = Task {
                 if await self.leases.claim(
                     rule: name, due: slot, node: self.node, until: self.store.clock() + Self.tickLease)
                 {
@@ -135,7 +135,6 @@ extension Engine {
                 self.tickFinished(name, slot: slot)
                 self.finished(id)
             }
-            metrics.set("switchboard_events_in_flight", Double(tasks.count))
         }
     }
 

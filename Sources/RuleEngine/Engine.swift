@@ -37,16 +37,15 @@ public final class Engine: Service, Sendable {
     public let journal: any EventJournaling
     /// What `store.*` and `call.*` read and write, shared by every worker and every rule set.
     public let store: RuleStore
-    /// The last submitted event of each call still running or queued: the next one of the call waits for it.
-    let callTails = Mutex<[String: (id: Int, task: Task<Void, Never>)]>([:])
+    /// Every event's and tick's task until it ends, and each call's last submitted event: one lock, taken
+    /// once when an event starts and once when it ends.
+    let running = Mutex(Running())
     let logger: Logger
     let grace: Duration
     let configuration: RuleConfiguration
     let client: any OutboundHTTPClient
     let workerCount: Int
     let next = Mutex(0)
-    let inFlight = Mutex<[Int: Task<Void, Never>]>([:])
-    let counter = Mutex(0)
     let current: Mutex<Generation>
     let lastReload = Mutex<ReloadResult?>(nil)
     /// The last files a reload rejected: the same content is not compiled and reported again.
@@ -98,6 +97,7 @@ public final class Engine: Service, Sendable {
         self.current = Mutex(first)
         metrics.set("switchboard_rules_loaded", Double(first.ruleNames.count))
         metrics.set("switchboard_rules_version", 1)
+        metrics.gauge("switchboard_events_in_flight") { [weak self] in Double(self?.eventsInFlight ?? 0) }
         for (file, record) in await first.workers[0].loadLogs {
             logger.info("\(record.message)", metadata: ["rule.file": "\(file)"])
         }
@@ -179,6 +179,21 @@ public final class Engine: Service, Sendable {
         // A reload may swap the generation while this waits for room: the workers are read after it, so
         // the event runs on the newest rule set.
         await slots.wait()
+        start(event, meta: meta)
+    }
+
+    /// `submit` without waiting: starts the rules on the event and returns true when there is room now (or no
+    /// rule takes it), false when there is none, and then nothing was started (call `submit`, which waits for
+    /// room). For the HTTP handler, which runs on an event loop and must not suspend.
+    public func trySubmit(_ event: WebhookEvent, meta: JSONValue) -> Bool {
+        if finishDeclined(event, meta: meta) { return true }
+        guard slots.tryWait() else { return false }
+        start(event, meta: meta)
+        return true
+    }
+
+    /// Queues the event's run on its worker; the caller holds a slot, which the run gives back.
+    private func start(_ event: WebhookEvent, meta: JSONValue) {
         let workers = self.workers
         let callID = event.callID
         let worker =
@@ -187,35 +202,28 @@ public final class Engine: Service, Sendable {
                 i = (i + 1) % workers.count
                 return workers[i]
             }
-        let id = nextID()
-        inFlight.withLock { tasks in
-            // Under `callTails`' lock, so two events of one call submitted at once still queue in order.
-            let task = callTails.withLock { tails -> Task<Void, Never> in
-                let previous = callID.flatMap { tails[$0]?.task }
-                let task = Task {
-                    await previous?.value
-                    // `worker` belongs to the generation current at submit; a reload meanwhile leaves it
-                    // running (this task holds it) until its events finish. The engine's journal and store
-                    // never change; the store's session is this event's own.
-                    if !Task.isCancelled {
-                        let session = self.store.begin()
-                        let report = await worker.process(
-                            event, meta: meta, session: session, unnamed: .omitted)
-                        // A run cut by shutdown stays unfinished (its session is never finished, so nothing
-                        // that read its writes is committed either): the next start runs them again.
-                        self.finish(event, meta: meta, report: report, session: session, commit: !Task.isCancelled)
-                    }
-                    if let callID {
-                        self.callTails.withLock { tails in if tails[callID]?.id == id { tails[callID] = nil } }
-                    }
-                    self.finished(id)
-                    self.slots.signal()
+        running.withLock { running in
+            // Under the same lock as the call's last event, so two events of one call submitted at once still
+            // queue in order.
+            let id = running.newID()
+            let previous = callID.flatMap { running.callTails[$0]?.task }
+            let task = Task {
+                await previous?.value
+                // `worker` belongs to the generation current at submit; a reload meanwhile leaves it
+                // running (this task holds it) until its events finish. The engine's journal and store
+                // never change; the store's session is this event's own.
+                if !Task.isCancelled {
+                    let session = self.store.begin()
+                    let report = await worker.process(event, meta: meta, session: session, unnamed: .omitted)
+                    // A run cut by shutdown stays unfinished (its session is never finished, so nothing
+                    // that read its writes is committed either): the next start runs them again.
+                    self.finish(event, meta: meta, report: report, session: session, commit: !Task.isCancelled)
                 }
-                if let callID { tails[callID] = (id, task) }
-                return task
+                self.finished(id, call: callID)
+                self.slots.signal()
             }
-            tasks[id] = task
-            metrics.set("switchboard_events_in_flight", Double(tasks.count))
+            if let callID { running.callTails[callID] = (id, task) }
+            running.tasks[id] = task
         }
     }
 
@@ -247,21 +255,13 @@ public final class Engine: Service, Sendable {
             guard !gate.matches(event) else { return false }
             declined.append(gate.definition.skipped(at: "match"))
         }
-        // Under `callTails`' lock, so an event of the same call submitted meanwhile queues behind this one.
-        return callTails.withLock { tails in
-            if let callID = event.callID, tails[callID] != nil { return false }
+        // Under the calls' lock, so an event of the same call submitted meanwhile queues behind this one.
+        return running.withLock { running in
+            if let callID = event.callID, running.callTails[callID] != nil { return false }
             finish(
                 event, meta: meta, report: EventReport(event: event, rules: declined), session: store.begin(),
                 commit: true)
             return true
-        }
-    }
-
-    /// A new id for a task in `inFlight` (an event's or a tick's).
-    func nextID() -> Int {
-        counter.withLock { c -> Int in
-            c += 1
-            return c
         }
     }
 
@@ -275,16 +275,31 @@ public final class Engine: Service, Sendable {
         return Int(hash % UInt64(max(count, 1)))
     }
 
-    func finished(_ id: Int) {
-        inFlight.withLock { tasks in
-            tasks[id] = nil
-            metrics.set("switchboard_events_in_flight", Double(tasks.count))
+    /// What `running` keeps.
+    struct Running {
+        var lastID = 0
+        var tasks: [Int: Task<Void, Never>] = [:]
+        /// The last submitted event of each call still running or queued: the next one of the call waits for it.
+        var callTails: [String: (id: Int, task: Task<Void, Never>)] = [:]
+
+        /// A new id for a task in `tasks` (an event's or a tick's).
+        mutating func newID() -> Int {
+            lastID += 1
+            return lastID
         }
     }
 
-    public var eventsInFlight: Int { inFlight.withLock { $0.count } }
+    /// Forgets an ended task, and its call's last event when it was that.
+    func finished(_ id: Int, call callID: String? = nil) {
+        running.withLock { running in
+            running.tasks[id] = nil
+            if let callID, running.callTails[callID]?.id == id { running.callTails[callID] = nil }
+        }
+    }
+
+    public var eventsInFlight: Int { running.withLock { $0.tasks.count } }
     /// Calls with an event submitted and not finished (their next event waits its turn).
-    var callsInFlight: Int { callTails.withLock { $0.count } }
+    var callsInFlight: Int { running.withLock { $0.callTails.count } }
 
     func record(_ report: EventReport) {
         for outcome in report.rules {
@@ -397,9 +412,9 @@ public final class Engine: Service, Sendable {
         while eventsInFlight > 0, ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(20))
         }
-        let cut = inFlight.withLock { tasks -> Int in
-            for task in tasks.values { task.cancel() }
-            return tasks.count
+        let cut = running.withLock { running -> Int in
+            for task in running.tasks.values { task.cancel() }
+            return running.tasks.count
         }
         if cut > 0 {
             logger.warning(

@@ -18,6 +18,7 @@ public final class Metrics: Sendable {
     private let counters = Mutex<[String: CoreMetrics.Counter]>([:])
     private let gauges = Mutex<[String: CoreMetrics.Gauge]>([:])
     private let durations = Mutex<[String: CoreMetrics.Recorder]>([:])
+    private let readings = Mutex<[(gauge: String, read: @Sendable () -> Double)]>([])
 
     public init() {
         var factory = PrometheusMetricsFactory(registry: registry)
@@ -123,7 +124,14 @@ public final class Metrics: Sendable {
     }
 
     /// The Prometheus text exposition, with a `# HELP` line for each metric Switchboard documents.
+    /// A gauge read when the metrics are exported, for a figure that is cheap to read but would cost a lock
+    /// per event to keep up to date (the events in flight).
+    public func gauge(_ gauge: String, reading: @escaping @Sendable () -> Double) {
+        readings.withLock { $0.append((gauge, reading)) }
+    }
+
     public func prometheus() -> String {
+        for (gauge, read) in readings.withLock({ $0 }) { set(gauge, read()) }
         var text = ""
         let help = Dictionary(uniqueKeysWithValues: Self.help.map { ($0.0, $0.2) })
         for line in registry.emitToString().split(separator: "\n", omittingEmptySubsequences: true) {

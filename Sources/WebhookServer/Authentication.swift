@@ -3,20 +3,6 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 
-/// Who may send webhooks: `--allow-source` networks, the shared `--token` (as `?token=` or the last path
-/// segment, `/hooks/{hook}/{token}`) and `--basic-auth`. Runs on the hooks route group.
-struct HookAuthentication: RouterMiddleware {
-    typealias Context = SwitchboardRequestContext
-    let configuration: ServerConfiguration
-
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response)
-        async throws -> Response
-    {
-        try Credentials(configuration).check(request, context: context, pathToken: context.parameters.get("token"))
-        return try await next(request, context)
-    }
-}
-
 /// The admin endpoints need the token or Basic credentials; with neither configured, only loopback peers
 /// may use them. Runs on the admin route group.
 struct AdminAuthentication: RouterMiddleware {
@@ -27,7 +13,9 @@ struct AdminAuthentication: RouterMiddleware {
         async throws -> Response
     {
         if configuration.token != nil || configuration.basicAuth != nil {
-            try Credentials(configuration).check(request, context: context, pathToken: nil)
+            try Credentials(configuration).check(
+                request.headers, query: HookIntake.splitURI(request.uri.description).query,
+                peer: context.remoteAddress?.ipAddress, pathToken: nil)
         } else {
             guard Credentials.isLoopback(context.remoteAddress?.ipAddress ?? "") else {
                 throw APIError(
@@ -39,29 +27,29 @@ struct AdminAuthentication: RouterMiddleware {
     }
 }
 
-/// The checks both middlewares share.
+/// Who may send: the hooks routes' checks (`HookIntake.refusal`), which the admin routes share.
 struct Credentials {
     let configuration: ServerConfiguration
     init(_ configuration: ServerConfiguration) { self.configuration = configuration }
 
-    /// Throws the 401/403 to answer, or returns when the request may proceed.
-    func check(_ request: Request, context: SwitchboardRequestContext, pathToken: String?) throws(APIError) {
+    /// Throws the 401/403 to answer, or returns when the request may proceed. `query` is the request's
+    /// (`?token=`), `peer` its source address, `pathToken` the `/hooks/{hook}/{token}` segment.
+    func check(_ headers: HTTPFields, query: String?, peer: String?, pathToken: String?) throws(APIError) {
         if !configuration.allowedSources.isEmpty {
-            let address = context.remoteAddress?.ipAddress.flatMap(CIDR.parseAddress)
+            let address = peer.flatMap(CIDR.parseAddress)
             guard let address, configuration.allowedSources.contains(where: { $0.contains(address) }) else {
                 throw APIError(.forbidden, code: "forbidden", "source address not allowed")
             }
         }
         if let token = configuration.token {
-            let uri = HooksController.splitURI(request.uri.description)
-            let given = pathToken ?? Self.token(inQuery: uri.query ?? "")
+            let given = pathToken ?? Self.token(inQuery: query ?? "")
             guard let given, Self.constantTimeEqual(given, token) else {
                 throw APIError(
                     .unauthorized, code: "unauthorized", "missing or wrong token (?token= or /hooks/{hook}/{token})")
             }
         }
         if let basic = configuration.basicAuth {
-            let header = request.headers[.authorization] ?? ""
+            let header = headers[.authorization] ?? ""
             let expected = "Basic " + Data(basic.utf8).base64EncodedString()
             guard Self.constantTimeEqual(header, expected) else {
                 throw APIError(

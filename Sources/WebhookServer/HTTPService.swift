@@ -3,6 +3,8 @@ import HummingbirdCore
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
 import NIOPosix
 import ServiceLifecycle
 import Synchronization
@@ -13,14 +15,18 @@ import Synchronization
     import Musl
 #endif
 
-/// The HTTP server as one service: Hummingbird's router on its HTTP/1 channel, with `services` started before
-/// the listener and stopped after it. It runs the way Hummingbird's `Application.run` does, with one
-/// difference: the `Date` header comes from `HTTPDate` (libc's `gmtime_r`) instead of Hummingbird's date
-/// cache, whose Foundation calendar opens ICU's time zone data at start-up. That cost about 3.9 MB of resident
-/// memory in every server (ICU and FoundationInternationalization's pages, `/proc/PID/smaps`) for one header.
+/// The HTTP server as one service: the hooks routes' `HooksHandler` in front of Hummingbird's router on one
+/// HTTP/1 channel, with `services` started before the listener and stopped after it. It runs the way
+/// Hummingbird's `Application.run` does, with two differences:
+/// - `/hooks…` is answered on the connection's event loop (`HooksHandler`), not by a task per connection
+///   through the router's request and response machinery;
+/// - the `Date` header comes from `HTTPDate` (libc's `gmtime_r`) instead of Hummingbird's date cache, whose
+///   Foundation calendar opens ICU's time zone data at start-up. That cost about 3.9 MB of resident memory in
+///   every server (ICU and FoundationInternationalization's pages, `/proc/PID/smaps`) for one header.
 struct HTTPService<Responder: HTTPResponder>: Service
 where Responder.Context: InitializableFromSource<ApplicationRequestContextSource> {
     let responder: Responder
+    let hooks: HookIntake
     let configuration: HummingbirdCore.ServerConfiguration
     let services: [any Service]
     let onServerRunning: @Sendable (any Channel) async -> Void
@@ -31,7 +37,13 @@ where Responder.Context: InitializableFromSource<ApplicationRequestContextSource
         let responder = self.responder
         let serverName = configuration.serverName
         let logger = self.logger
-        let server = try HTTPServerBuilder.http1().buildServer(
+        let hooks = self.hooks
+        let builder = HTTPServerBuilder { responder in
+            HooksFirstChannel(responder: responder) {
+                HooksHandler(intake: hooks, dates: dates, serverName: serverName)
+            }
+        }
+        let server = try builder.buildServer(
             configuration: configuration, eventLoopGroup: MultiThreadedEventLoopGroup.singleton, logger: logger,
             responder: { (request, writer: consuming ResponseWriter, channel) in
                 var requestLogger = logger
@@ -60,6 +72,42 @@ where Responder.Context: InitializableFromSource<ApplicationRequestContextSource
     }
 
     struct ResponseAbandoned: Error {}
+}
+
+/// Hummingbird's HTTP/1 child channel (`HTTP1Channel`, with its defaults) with a `HooksHandler` between the
+/// connection's state (idle, quiescing) and the router, so the state handler sees the hooks requests and their
+/// answers too, and a graceful shutdown waits for them.
+struct HooksFirstChannel: ServerChildChannel, HTTPChannelHandler {
+    typealias Value = NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>
+    let responder: HTTPChannelHandler.Responder
+    let hooksHandler: @Sendable () -> HooksHandler
+
+    init(responder: @escaping HTTPChannelHandler.Responder, hooksHandler: @escaping @Sendable () -> HooksHandler) {
+        self.responder = responder
+        self.hooksHandler = hooksHandler
+    }
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        channel.eventLoop.makeCompletedFuture {
+            var limits = NIOHTTPDecoderLimitConfiguration()
+            limits.maxHeaderFieldSize = 80 * 1024
+            limits.maxHeaderListSize = 80 * 1024
+            limits.maxHeaderFieldCount = 1000
+            let pipeline = channel.pipeline.syncOperations
+            try pipeline.configureHTTPServerPipeline(
+                withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false,
+                withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
+            try pipeline.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+            try pipeline.addHandler(HTTPConnectionStateHandler(idleTimeout: nil, logger: logger))
+            try pipeline.addHandler(hooksHandler())
+            return try NIOAsyncChannel(
+                wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+        }
+    }
+
+    func handle(value: Value, logger: Logger) async {
+        await handleHTTP(asyncChannel: value, logger: logger)
+    }
 }
 
 /// The current time as an HTTP date (RFC 9110 §5.6.7: `Sun, 06 Nov 1994 08:49:37 GMT`), formatted at most

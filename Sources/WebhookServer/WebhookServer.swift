@@ -7,8 +7,9 @@ public import RuleEngine
 public import ServiceLifecycle
 
 /// Builds the webhook server: `POST|PUT|GET /hooks/{hook}` (and `/hooks`, and `/hooks/{hook}/{token}`),
-/// `GET /healthz`, `/readyz`, `/metrics`, `/admin/…` and the web console at `/console`. Each part is a controller that adds its routes;
-/// authentication is middleware on the route group it guards. `services` (the engine, the outbox, the
+/// `GET /healthz`, `/readyz`, `/metrics`, `/admin/…` and the web console at `/console`. The hooks routes are
+/// `HookIntake`, answered on the event loop by `HooksHandler`; the rest is Hummingbird's router, where each
+/// part is a controller that adds its routes and authentication is middleware on the route group it guards. `services` (the engine, the outbox, the
 /// reloader, retention) run in the application's service group, started before the HTTP server and
 /// stopped after it, so nothing is accepted that cannot be handled.
 ///
@@ -23,14 +24,6 @@ public func buildApplication(
     let feed = ConsoleFeed()
     engine.observeReports { report, meta in feed.record(report, meta: meta) }
     let router = Router(context: SwitchboardRequestContext.self)
-    HooksController(
-        configuration: configuration, engine: engine, journal: journal, metrics: metrics, logger: logger,
-        rejected: rejected
-    )
-    .addRoutes(
-        to: router.group("hooks")
-            .add(middleware: KazooAnswers(failures: failures, metrics: metrics, logger: logger))
-            .add(middleware: HookAuthentication(configuration: configuration)))
     HealthController(engine: engine, metrics: metrics, journal: journal).addRoutes(to: router)
     AdminController(configuration: configuration, engine: engine, journal: journal, rejected: rejected)
         .addRoutes(to: router.group("admin").add(middleware: AdminAuthentication(configuration: configuration)))
@@ -41,8 +34,11 @@ public func buildApplication(
     .addRoutes(
         to: router.group("console").add(middleware: AdminAuthentication(configuration: configuration))
             .add(middleware: ConsoleGuard(configuration: configuration)))
+    let hooks = HookIntake(
+        configuration: configuration, engine: engine, journal: journal, metrics: metrics, logger: logger,
+        rejected: rejected, failures: failures)
     return HTTPService(
-        responder: router.buildResponder(),
+        responder: router.buildResponder(), hooks: hooks,
         configuration: HummingbirdCore.ServerConfiguration(
             address: .hostname(configuration.host, port: configuration.port), serverName: "switchboard",
             backlog: configuration.listenBacklog),

@@ -197,22 +197,8 @@ import WebhookServer
     /// Sends a request the way Python's urllib does (whole body first, `Connection: close`, no
     /// `Expect: 100-continue`) on a plain socket with send and receive timeouts, and returns what came back.
     static func sendWholeBodyThenRead(port: Int, bodyBytes: Int) throws -> String {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        precondition(fd >= 0)
+        let fd = try connectLoopback(port: port)
         defer { close(fd) }
-        var timeout = timeval(tv_sec: 20, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        guard connected == 0 else { throw CocoaError(.fileReadUnknown) }
         let head =
             "POST /hooks/channel_create HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             + "Content-Length: \(bodyBytes)\r\nConnection: close\r\n\r\n"
@@ -247,9 +233,7 @@ import WebhookServer
     @Test func aClientThatSendsAnOverLimitBodyToItsEndReadsThe413() async throws {
         try await withServer { server in
             let port = Int(server.base.split(separator: ":").last!)!
-            let answer = try await Task.detached {
-                try Self.sendWholeBodyThenRead(port: port, bodyBytes: 10 << 20)
-            }.value
+            let answer = try await onOwnThread { try Self.sendWholeBodyThenRead(port: port, bodyBytes: 10 << 20) }
             #expect(answer.hasPrefix("HTTP/1.1 413"), "got: \(answer.prefix(200))")
             #expect(answer.contains("body is over the limit of 1048576 bytes"))
             // The connection still works for the next client.

@@ -109,7 +109,8 @@ func withServer(
     let dispatcher = try await Engine(
         source: source, configuration: configuration.rules,
         workers: configuration.workers, client: client, metrics: Metrics(), logger: logger,
-        grace: configuration.shutdownGrace, journal: journal ?? MemoryJournal())
+        grace: configuration.shutdownGrace, maxEventsInFlight: configuration.maxEventsInFlight,
+        journal: journal ?? MemoryJournal())
     let (ports, portContinuation) = AsyncStream.makeStream(of: Int.self)
     let queue = try #require(dispatcher.journal as? any DeliveryQueue)
     var services: [any Service] = [

@@ -1,0 +1,258 @@
+import EventStore
+import Foundation
+import HTTPTypes
+import JSONCore
+import KazooEvents
+import Logging
+import RuleEngine
+
+/// What `POST|PUT|GET /hooks/{hook}` (and `/hooks`, and `/hooks/{hook}/{token}`) does with a request once it
+/// is read: check who sent it, decode it, journal it, hand it to the engine (whose rules run after the answer)
+/// and say what to answer. A request that is not an acceptable event gets a 4xx with the reason, and its body
+/// is kept in the rejected store. Every non-200 answer is counted per Kazoo hook (`X-Hook-ID`), with a warning
+/// before Kazoo would disable the hook (6 failures in 60 s).
+///
+/// It knows nothing of connections: `HooksHandler` reads the request off the event loop's pipeline and writes
+/// the answer back. Nothing here suspends; the journal and a full engine answer through a callback.
+struct HookIntake: Sendable {
+    let configuration: ServerConfiguration
+    let engine: Engine
+    /// Where accepted events are committed before their 200 (nil with `--journal off`).
+    let journal: (any Journal)?
+    let metrics: Metrics
+    let logger: Logger
+    let rejected: RejectedStore
+    let failures: HookFailureTracker
+    let decoder: EventDecoder
+    let deduplicator: Deduplicator?
+
+    init(
+        configuration: ServerConfiguration, engine: Engine, journal: (any Journal)?, metrics: Metrics, logger: Logger,
+        rejected: RejectedStore, failures: HookFailureTracker
+    ) {
+        self.configuration = configuration
+        self.engine = engine
+        self.journal = journal
+        self.metrics = metrics
+        self.logger = logger
+        self.rejected = rejected
+        self.failures = failures
+        self.decoder = EventDecoder(limits: configuration.decoding)
+        self.deduplicator = configuration.dedupeWindow > 0 ? Deduplicator(window: configuration.dedupeWindow) : nil
+    }
+
+    static let hookIDField = HTTPField.Name("X-Hook-ID")!
+    static let accountIDField = HTTPField.Name("X-Account-ID")!
+
+    /// The `{hook}` and `{token}` segments of a hooks route.
+    struct Route: Sendable, Equatable {
+        var hook: String?
+        var token: String?
+    }
+
+    /// The hooks route a request is for, nil for every other request (the router answers those, 404 included).
+    /// Empty segments are skipped, as the router does.
+    static func route(_ method: HTTPRequest.Method, target: String) -> Route? {
+        guard method == .post || method == .put || method == .get else { return nil }
+        let path = target.utf8.firstIndex(of: UInt8(ascii: "?")).map { target[..<$0] } ?? target[...]
+        let parts = path.split(separator: "/")
+        guard parts.first == "hooks", parts.count <= 3 else { return nil }
+        return Route(hook: parts.count > 1 ? String(parts[1]) : nil, token: parts.count > 2 ? String(parts[2]) : nil)
+    }
+
+    /// A request on a hooks route, its head read.
+    struct Head: Sendable {
+        var request: HTTPRequest
+        var route: Route
+        /// The peer's address (`127.0.0.1`).
+        var peer: String?
+
+        var hookID: String? { request.headerFields[HookIntake.hookIDField] }
+        var target: String { request.path ?? "/" }
+        /// Whether the client asked to close the connection after this answer.
+        var closes: Bool { request.headerFields[.connection]?.lowercased() == "close" }
+    }
+
+    /// What to answer: `body` as JSON.
+    struct Answer: Sendable {
+        var status: HTTPResponse.Status
+        var body: JSONValue
+        /// Beyond `Content-Type`, `Content-Length`, `Date` and `Server`.
+        var headers: HTTPFields = [:]
+
+        init(_ status: HTTPResponse.Status, _ body: JSONValue, headers: HTTPFields = [:]) {
+            self.status = status
+            self.body = body
+            self.headers = headers
+        }
+
+        init(_ error: APIError) {
+            self.init(
+                error.status, ["error": .string(error.message), "code": .string(error.code)], headers: error.headers)
+        }
+    }
+
+    /// The answer for a request its sender may not make (`--allow-source`, `--token`, `--basic-auth`), nil when
+    /// it may proceed. Read before the body, which is then not kept.
+    func refusal(_ head: Head) -> Answer? {
+        do {
+            try Credentials(configuration).check(
+                head.request.headerFields, query: Self.splitURI(head.target).query, peer: head.peer,
+                pathToken: head.route.token)
+            return nil
+        } catch {
+            return Answer(error)
+        }
+    }
+
+    /// The 413 for a body over `maxBodyBytes` (its bytes are not kept).
+    func tooLarge(_ head: Head) -> Answer {
+        let reason = "body is over the limit of \(configuration.decoding.maxBodyBytes) bytes"
+        var error = reject(.contentTooLarge, code: "limit", reason: reason, body: [], head: head)
+        error.headers[.connection] = "close"
+        return Answer(error)
+    }
+
+    /// Takes a whole request: `body` is what a POST or PUT sent (a GET's event is its query). `answer` is
+    /// called once, with what to send back: at once when the event is rejected, a repeat, or accepted with the
+    /// journal off and room in the engine; from the journal's writer once the event is durable; from a task
+    /// once the engine has room (backpressure: the 200 waits for it).
+    func accept(_ head: Head, body: [UInt8], answer: @escaping @Sendable (Answer) -> Void) {
+        let rawURI = Self.splitURI(head.target)
+        let body = head.request.method == .get ? Array(Self.removingToken(rawURI.query ?? "").utf8) : body
+        let format =
+            head.request.method == .get
+            ? .query : WireFormat.detect(contentType: head.request.headerFields[.contentType], body: body)
+        let hint = head.route.hook == "all" ? nil : head.route.hook
+        let event: WebhookEvent
+        do {
+            event = try decoder.decode(body, format: format, hook: hint)
+        } catch {
+            let reason = "\(format) body: \(error)"
+            return answer(Answer(reject(.badRequest, code: error.kind.code, reason: reason, body: body, head: head)))
+        }
+        let hookID = head.hookID
+        let duplicateKey = deduplicator.flatMap { _ in Deduplicator.key(for: event, hookID: hookID) }
+        if let duplicateKey, let deduplicator, !deduplicator.firstSighting(duplicateKey) {
+            return answer(duplicate(event))
+        }
+        var meta = JSONObject()
+        let receivedAt = Date().timeIntervalSince1970
+        let id = EventID.make(at: receivedAt)
+        meta["id"] = .string(id)
+        meta["received_at"] = .double(receivedAt)
+        meta["hook"] = head.route.hook.map(JSONValue.string) ?? .null
+        meta["method"] = .string(head.request.method.rawValue)
+        meta["format"] = .string(format.rawValue)
+        if let hookID { meta["hook_id"] = .string(hookID) }
+        if let account = head.request.headerFields[Self.accountIDField] { meta["account_id"] = .string(account) }
+        if let peer = head.peer { meta["peer"] = .string(peer) }
+        let accepted = Accepted(event: event, meta: .object(meta), hook: head.route.hook)
+        guard let journal else { return run(accepted, answer: answer) }
+        // Acknowledged means durable: the event is committed before the 200.
+        let entry = EventJournal.Entry(
+            id: id, receivedAt: receivedAt, hook: hint, format: format.rawValue, body: body,
+            meta: (try? JSONWriter.string(.object(meta))) ?? "{}")
+        // Several nodes share the keys in the database: a repeat that reached another node is caught there
+        // (this node's memory only knows what reached it).
+        journal.append(entry, duplicateKey: duplicateKey, window: configuration.dedupeWindow) { result in
+            switch result {
+            case .success(true):
+                run(accepted, answer: answer)
+            case .success(false):
+                answer(duplicate(event))
+            case .failure(let error):
+                if let duplicateKey { deduplicator?.forget(duplicateKey) }
+                metrics.increment("switchboard_journal_failures_total")
+                logger.error("refused an event because the journal could not be written: \(error)")
+                answer(Answer(APIError(.serviceUnavailable, code: "journal", "\(error)")))
+            }
+        }
+    }
+
+    /// An event taken, on its way to the engine.
+    struct Accepted: Sendable {
+        var event: WebhookEvent
+        var meta: JSONValue
+        var hook: String?
+    }
+
+    /// Hands the event to the engine (one node runs what it accepts; with several, the node holding the
+    /// processing lease reads it back from the database) and answers 200 once it is in.
+    func run(_ accepted: Accepted, answer: @escaping @Sendable (Answer) -> Void) {
+        if journal?.runsEventsOnAccept ?? true, !engine.trySubmit(accepted.event, meta: accepted.meta) {
+            Task {
+                await engine.submit(accepted.event, meta: accepted.meta)
+                answer(taken(accepted))
+            }
+            return
+        }
+        answer(taken(accepted))
+    }
+
+    func taken(_ accepted: Accepted) -> Answer {
+        let event = accepted.event
+        metrics.increment(
+            "switchboard_events_total", [("hook", accepted.hook ?? "-"), ("name", event.qualifiedName)])
+        return Answer(.ok, ["accepted": true, "kind": .string(event.kind.rawValue), "name": .string(event.name)])
+    }
+
+    func duplicate(_ event: WebhookEvent) -> Answer {
+        metrics.increment("switchboard_duplicates_total", [("name", event.qualifiedName)])
+        logger.debug("a repeat of an event already accepted; answered 200 and not run again")
+        return Answer(.ok, ["accepted": true, "duplicate": true, "name": .string(event.name)])
+    }
+
+    /// Counts a non-200 answer against its Kazoo hook and warns as the hook nears being disabled.
+    func answered(_ status: HTTPResponse.Status, hookID: String?) {
+        guard status != .ok, let hookID else { return }
+        metrics.increment("switchboard_non200_responses_total", [("hook_id", hookID)])
+        if let count = failures.record(hookID: hookID) {
+            logger.warning(
+                "Kazoo hook \(hookID) got \(count) non-200 answers in the last 60 s; Kazoo disables a hook after \(HookFailureTracker.kazooDisableAt)",
+                metadata: ["hook.id": "\(hookID)"])
+        }
+    }
+
+    func reject(_ status: HTTPResponse.Status, code: String, reason: String, body: [UInt8], head: Head) -> APIError {
+        metrics.increment("switchboard_rejected_total", [("reason", code)])
+        let headers = head.request.headerFields.map { ($0.name.rawName, $0.value) }
+        if let problem = rejected.keep(
+            body: body, reason: reason, code: code, method: head.request.method.rawValue,
+            path: Self.redactedPath(head.target), headers: headers, peer: head.peer)
+        {
+            logger.error("\(problem)")
+        }
+        logger.info(
+            "rejected a request: \(reason)", metadata: ["request.code": "\(code)", "hook.id": "\(head.hookID ?? "-")"])
+        return APIError(status, code: code, reason)
+    }
+
+    /// Splits "path?query" (a stray second '?' stays in the query).
+    static func splitURI(_ uri: String) -> (path: String, query: String?) {
+        guard let q = uri.firstIndex(of: "?") else { return (uri, nil) }
+        return (String(uri[..<q]), String(uri[uri.index(after: q)...]))
+    }
+
+    /// The query without its `token=` pair, so the secret never becomes an event field.
+    static func removingToken(_ query: String) -> String {
+        var out = ""
+        var rest = Substring(query)
+        while !rest.isEmpty {
+            let end = rest.firstIndex(where: { $0 == "&" || $0 == "?" }) ?? rest.endIndex
+            let pair = rest[..<end]
+            let separator = end < rest.endIndex ? String(rest[end]) : ""
+            if !pair.hasPrefix("token=") { out += pair + separator }
+            rest = end < rest.endIndex ? rest[rest.index(after: end)...] : ""
+        }
+        return out
+    }
+
+    /// The request target with any secret (path segment or query) replaced.
+    static func redactedPath(_ target: String) -> String {
+        var (path, query) = splitURI(target)
+        let parts = path.split(separator: "/")
+        if parts.count == 3, parts[0] == "hooks" { path = "/hooks/\(parts[1])/REDACTED" }
+        return query.map { path + "?" + RejectedStore.redact($0) } ?? path
+    }
+}

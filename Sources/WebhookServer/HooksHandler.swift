@@ -1,0 +1,264 @@
+import HTTPTypes
+import JSONCore
+import KazooEvents
+import NIOCore
+import NIOHTTPTypes
+
+/// The hooks routes on the connection's own event loop, in front of Hummingbird's router: a request for
+/// `/hooks…` is read, answered and written here, with no task and no hop between threads when the journal is
+/// off and the engine has room (and one hop back from the journal's writer when it is on). Every other request
+/// goes on to the router unchanged, and so does any connection error (the router answers 400 and closes).
+///
+/// Answers leave in the order their requests came: a request that arrives while an earlier one is still being
+/// answered (here, or by the router) waits in `held`, and the connection is not read further until it is taken.
+///
+/// A body over `maxBodyBytes` is read to its end and dropped, then answered 413 and the connection closed; one
+/// still arriving past `lingerBytes` or `lingerTime` (like nginx's lingering close) is answered at once and
+/// cut off a second later. Most HTTP clients send the whole body before they read any answer, so a server
+/// that stopped reading would leave them blocked until their own timeout instead of reading the 413.
+final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    static let lingerTime = TimeAmount.seconds(30)
+
+    private enum State {
+        /// Between requests.
+        case idle
+        /// Reading a hooks request's body (a GET's event is its query: its body is not kept).
+        case reading(HookIntake.Head, body: [UInt8])
+        /// Reading to the end of a request that is refused whatever its body.
+        case refused(HookIntake.Head, HookIntake.Answer)
+        /// Dropping the rest of a body over the limit: `read` bytes so far, until `lingerUntil`.
+        case overLimit(HookIntake.Head, read: Int, lingerUntil: NIODeadline)
+        /// Waiting for the answer (journal, engine); what arrives meanwhile is held.
+        case answering
+        /// Answered, and closing: whatever still arrives is dropped.
+        case closing
+        /// Passing a request's parts on to the router.
+        case routing
+    }
+
+    /// A part or an error that arrived while an earlier request was being answered.
+    private enum Held {
+        case part(HTTPRequestPart)
+        case error(any Error)
+    }
+
+    private let intake: HookIntake
+    private let dates: HTTPDate
+    private let serverName: String?
+    /// `--max-body-bytes`.
+    private let limit: Int
+    private let lingerBytes: Int
+    private var state = State.idle
+    private var held = CircularBuffer<Held>()
+    /// Requests passed to the router whose answers have not been written yet.
+    private var routerAnswersOwed = 0
+    /// A `read` the pipeline asked for while requests were held: passed on once they are all taken.
+    private var readHeld = false
+
+    init(intake: HookIntake, dates: HTTPDate, serverName: String?) {
+        self.intake = intake
+        self.dates = dates
+        self.serverName = serverName
+        limit = intake.configuration.decoding.maxBodyBytes
+        let (eightTimes, overflow) = limit.multipliedReportingOverflow(by: 8)
+        lingerBytes = max(64 << 20, overflow ? Int.max / 2 : eightTimes)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        if held.isEmpty, canTake(part) {
+            take(part, context: context)
+        } else {
+            held.append(.part(part))
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if held.isEmpty, canTakeError {
+            takeError(error, context: context)
+        } else {
+            held.append(.error(error))
+        }
+    }
+
+    /// The router's answers pass here on their way out: once one is written, what waited behind it goes on.
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        context.write(data, promise: promise)
+        if case .end = unwrapOutboundIn(data), routerAnswersOwed > 0 {
+            routerAnswersOwed -= 1
+            if routerAnswersOwed == 0 { takeHeld(context: context) }
+        }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if held.isEmpty, !isAnswering {
+            context.read()
+        } else {
+            readHeld = true
+        }
+    }
+
+    private var isAnswering: Bool {
+        switch state {
+        case .answering, .closing: true
+        default: false
+        }
+    }
+
+    /// Whether `part` can be taken now, or must wait for the answers before it.
+    private func canTake(_ part: HTTPRequestPart) -> Bool {
+        switch state {
+        case .answering: return false
+        case .idle:
+            // A hooks request answered here must not overtake the router's answer to an earlier one.
+            guard case .head(let request) = part, routerAnswersOwed > 0 else { return true }
+            return HookIntake.route(request.method, target: request.path ?? "/") == nil
+        default: return true
+        }
+    }
+
+    /// An error is the router's to answer (400, then it closes): not before the answers owed ahead of it.
+    private var canTakeError: Bool {
+        switch state {
+        case .answering: false
+        default: true
+        }
+    }
+
+    private func take(_ part: HTTPRequestPart, context: ChannelHandlerContext) {
+        switch (state, part) {
+        case (.idle, .head(let request)):
+            guard let route = HookIntake.route(request.method, target: request.path ?? "/") else {
+                routerAnswersOwed += 1
+                state = .routing
+                context.fireChannelRead(wrapInboundOut(part))
+                return
+            }
+            let head = HookIntake.Head(
+                request: request, route: route, peer: context.channel.remoteAddress?.ipAddress)
+            if let refusal = intake.refusal(head) {
+                state = .refused(head, refusal)
+            } else {
+                state = .reading(head, body: [])
+            }
+        case (.routing, _):
+            context.fireChannelRead(wrapInboundOut(part))
+            if case .end = part { state = .idle }
+        case (.reading(let head, var body), .body(let chunk)):
+            guard head.request.method != .get else { return }
+            state = .answering  // so that `body` is the array's only reference and grows in place
+            let total = body.count + chunk.readableBytes
+            if total > limit {
+                state = .overLimit(head, read: total, lingerUntil: .now() + Self.lingerTime)
+            } else {
+                chunk.withUnsafeReadableBytes { body.append(contentsOf: $0) }
+                state = .reading(head, body: body)
+            }
+        case (.reading(let head, let body), .end):
+            state = .answering
+            let loop = context.eventLoop
+            let bound = NIOLoopBound((self, context), eventLoop: loop)
+            intake.accept(head, body: body) { answer in
+                if loop.inEventLoop {
+                    bound.value.0.respond(answer, to: head, context: bound.value.1)
+                } else {
+                    loop.execute { bound.value.0.respond(answer, to: head, context: bound.value.1) }
+                }
+            }
+        case (.refused(let head, let answer), .end):
+            state = .answering
+            respond(answer, to: head, context: context)
+        case (.overLimit(let head, let read, let lingerUntil), .body(let chunk)):
+            let total = read + chunk.readableBytes
+            if total - limit > lingerBytes || NIODeadline.now() > lingerUntil {
+                // Still sending past the linger cap: give the answer a moment to leave, then hang up.
+                state = .answering
+                respond(intake.tooLarge(head), to: head, context: context, closeAfter: .seconds(1))
+            } else {
+                state = .overLimit(head, read: total, lingerUntil: lingerUntil)
+            }
+        case (.overLimit(let head, _, _), .end):
+            state = .answering
+            respond(intake.tooLarge(head), to: head, context: context)
+        default:
+            break  // the rest of a refused body, or anything after the answer that closes
+        }
+    }
+
+    private func takeError(_ error: any Error, context: ChannelHandlerContext) {
+        switch state {
+        case .closing: return
+        case .reading, .refused, .overLimit:
+            // The hooks request ends unanswered here: the router answers the error, so it owes that answer.
+            routerAnswersOwed += 1
+            state = .routing
+        default: break
+        }
+        context.fireErrorCaught(error)
+    }
+
+    /// Writes the answer (with `Connection: close` when it closes), then takes what waited behind it.
+    private func respond(
+        _ answer: HookIntake.Answer, to head: HookIntake.Head, context: ChannelHandlerContext,
+        closeAfter delay: TimeAmount? = nil
+    ) {
+        intake.answered(answer.status, hookID: head.hookID)
+        let text = (try? JSONWriter.string(answer.body)) ?? "{}"
+        var fields: HTTPFields = [
+            .contentType: "application/json", .contentLength: String(text.utf8.count), .date: dates.now,
+        ]
+        if let serverName { fields[.server] = serverName }
+        for field in answer.headers { fields[field.name] = field.value }
+        let closes = head.closes || fields[.connection]?.lowercased() == "close"
+        context.write(wrapOutboundOut(.head(HTTPResponse(status: answer.status, headerFields: fields))), promise: nil)
+        context.write(wrapOutboundOut(.body(context.channel.allocator.buffer(string: text))), promise: nil)
+        guard closes else {
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            state = .idle
+            takeHeld(context: context)
+            return
+        }
+        state = .closing
+        held.removeAll()
+        let written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        let loop = context.eventLoop.assumeIsolated()
+        if let delay {
+            loop.scheduleTask(in: delay) { context.close(promise: nil) }
+        } else {
+            written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        }
+    }
+
+    /// Takes what was held, in order, until one must wait again; then reads on if that was asked for.
+    private func takeHeld(context: ChannelHandlerContext) {
+        guard !held.isEmpty else { return readOn(context: context) }
+        // Parts passed on from here arrive outside a read: the router's side (NIOAsyncChannel) hands what it
+        // was given to its reader at the end of a read, so that end is passed on too.
+        defer { context.fireChannelReadComplete() }
+        while let first = held.first {
+            switch first {
+            case .part(let part):
+                guard canTake(part) else { return }
+                held.removeFirst()
+                take(part, context: context)
+            case .error(let error):
+                guard canTakeError else { return }
+                held.removeFirst()
+                takeError(error, context: context)
+            }
+        }
+        readOn(context: context)
+    }
+
+    private func readOn(context: ChannelHandlerContext) {
+        if readHeld, held.isEmpty, !isAnswering {
+            readHeld = false
+            context.read()
+        }
+    }
+}

@@ -1,0 +1,137 @@
+import Delivery
+import Foundation
+import NIOHTTP1
+import RuleEngine
+import TestSupport
+import Testing
+import WebhookServer
+
+/// The hooks routes are answered by their own channel handler, in front of the router that answers the rest;
+/// one connection may carry both, pipelined. These tests speak HTTP/1.1 on a plain socket to see the bytes.
+@Suite struct HooksConnectionTests {
+    /// Writes `requests` in one go and reads until the server closes the connection (20 s at most).
+    static func exchange(port: Int, _ requests: String) throws -> String {
+        let fd = try connectLoopback(port: port)
+        defer { close(fd) }
+        var bytes = Array(requests.utf8)
+        var sent = 0
+        while sent < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { send(fd, $0.baseAddress! + sent, $0.count - sent, 0) }
+            guard n > 0 else { throw CocoaError(.fileWriteUnknown) }
+            sent += n
+        }
+        var answer: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, 0) }
+            if n <= 0 { break }
+            answer += buffer[0..<n]
+        }
+        bytes = []
+        return String(decoding: answer, as: UTF8.self)
+    }
+
+    /// The answers in `text`, in order: status and body (by `Content-Length`).
+    static func answers(_ text: String) -> [(status: Int, body: String)] {
+        var rest = Substring(text)
+        var out: [(Int, String)] = []
+        while let end = rest.range(of: "\r\n\r\n") {
+            let lines = rest[..<end.lowerBound].split(separator: "\r\n")
+            guard let status = lines.first?.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else {
+                break
+            }
+            let length =
+                lines.first { $0.lowercased().hasPrefix("content-length:") }
+                .flatMap { Int($0.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) } ?? 0
+            let body = rest[end.upperBound...].utf8.prefix(length)
+            out.append((status, String(decoding: body, as: UTF8.self)))
+            rest = rest[rest.utf8.index(end.upperBound, offsetBy: body.count)...]
+        }
+        return out
+    }
+
+    static func post(_ path: String, _ body: String, close: Bool = false) -> String {
+        "POST \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n"
+            + (close ? "Connection: close\r\n" : "") + "\r\n" + body
+    }
+
+    static func get(_ path: String, close: Bool = false) -> String {
+        "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\n" + (close ? "Connection: close\r\n" : "") + "\r\n"
+    }
+
+    /// With the journal on, a hook's answer waits for its commit, and what follows waits for the answer.
+    @Test(arguments: [false, true]) func pipelinedRequestsForTheHooksAndTheRouterAreAnsweredInOrder(journal: Bool)
+        async throws
+    {
+        try await withServer(journal: journal) { server in
+            let port = Int(server.base.split(separator: ":").last!)!
+            let event = String(decoding: try sampleBody("channel_create__inbound.json"), as: UTF8.self)
+            let requests =
+                Self.get("/healthz") + Self.post("/hooks/channel_create", event) + Self.get("/metrics")
+                + Self.post("/hooks/channel_create", "{not json") + Self.get("/hooks/nope/a/b")
+                + Self.post("/hooks", event, close: true) + Self.get("/healthz")
+            let text = try await onOwnThread { try Self.exchange(port: port, requests) }
+            let answers = Self.answers(text)
+            // The last GET came after `Connection: close`: never answered.
+            #expect(answers.map(\.status) == [200, 200, 200, 400, 404, 200], "got: \(text.debugDescription)")
+            guard answers.count == 6 else { return }
+            #expect(answers[0].body == #"{"status":"ok"}"#)
+            #expect(answers[1].body.contains(#""accepted":true"#))
+            #expect(answers[2].body.contains("switchboard_events_total"))
+            #expect(answers[3].body.contains(#""code":"syntax""#))
+            #expect(answers[5].body.contains(#""name":"channel_create""#))
+            #expect(await server.eventually { server.metrics.value("switchboard_events_total") == 2 })
+        }
+    }
+
+    @Test func aMalformedRequestBehindAHookIsAnswered400AfterIt() async throws {
+        try await withServer { server in
+            let port = Int(server.base.split(separator: ":").last!)!
+            let event = String(decoding: try sampleBody("channel_create__inbound.json"), as: UTF8.self)
+            let requests =
+                Self.post("/hooks/channel_create", event)
+                + "POST /hooks/channel_create HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+            let text = try await onOwnThread { try Self.exchange(port: port, requests) }
+            #expect(Self.answers(text).map(\.status) == [200, 400], "got: \(text.debugDescription)")
+        }
+    }
+
+    @Test func otherMethodsAndDeeperPathsUnderHooksAreTheRoutersNotFound() async throws {
+        try await withServer { server in
+            for (method, path) in [("DELETE", "/hooks/channel_create"), ("HEAD", "/hooks"), ("GET", "/hooks/a/b/c")] {
+                let answer = try await server.send(HTTPMethod(rawValue: method), path)
+                #expect(answer.status == 404, "\(method) \(path)")
+            }
+            #expect(server.metrics.value("switchboard_events_total") == 0)
+        }
+    }
+
+    /// Backpressure: past `maxEventsInFlight` unfinished events, the next 200 waits until a run finishes.
+    @Test(arguments: [false, true]) func aFullEngineHoldsTheAnswerUntilARunFinishes(journal: Bool) async throws {
+        let upstream = try await LoopbackServer()
+        defer { Task { try? await upstream.stop() } }
+        let rule = """
+            return { name = "slow", on = "channel_create", run = function()
+              local r, err = http.get("\(upstream.url("/slow?ms=2000"))", { timeout = 20 })
+              if not r then error(err) end
+            end }
+            """
+        try await withServer(
+            rules: ["r.lua": rule], journal: journal,
+            configure: {
+                $0.allowHTTPTo = [CIDR("127.0.0.1/32")!]
+                $0.maxEventsInFlight = 2
+            }
+        ) { server in
+            for i in 0..<2 {
+                let body = try sampleBody("channel_create__inbound.json", callID: "full-\(i)")
+                #expect(try await server.send(.POST, "/hooks/channel_create", body: body).status == 200)
+            }
+            // Both runs wait 2 s on the upstream: the third event's answer comes only once one has finished.
+            #expect(server.metrics.value("switchboard_rule_runs_total") == 0)
+            let third = try sampleBody("channel_create__inbound.json", callID: "full-2")
+            #expect(try await server.send(.POST, "/hooks/channel_create", body: third).status == 200)
+            #expect(server.metrics.value("switchboard_rule_runs_total", [("outcome", "ok")]) >= 1)
+        }
+    }
+}
