@@ -111,7 +111,7 @@ extension Engine {
         let worker = generation.workers[Self.slot(of: "tick:" + name, among: generation.workers.count)]
         running.withLock { running in
             let id = running.newID()
-            running.tasks[id] = Task {
+            running.tasks[id] = Task(executorPreference: worker.executor) {
                 if await self.leases.claim(
                     rule: name, due: slot, node: self.node, until: self.store.clock() + Self.tickLease)
                 {

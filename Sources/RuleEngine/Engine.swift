@@ -2,6 +2,7 @@ public import Foundation
 public import JSONCore
 public import KazooEvents
 public import Logging
+import NIOCore
 public import ServiceLifecycle
 import Synchronization
 
@@ -108,9 +109,11 @@ public final class Engine: Service, Sendable {
         client: any OutboundHTTPClient
     ) async throws -> Generation {
         var workers: [RuleWorker] = []
-        for _ in 0..<count {
+        for i in 0..<count {
+            // Worker i on loop i of NIO's shared group, in every generation.
+            let executor = LoopExecutor.shared[i % LoopExecutor.shared.count]
             workers.append(
-                try RuleWorker(source: source, configuration: configuration, client: client))
+                try RuleWorker(source: source, configuration: configuration, client: client, executor: executor))
         }
         let rules = await workers[0].rules
         var schedules: [String: TickSchedule] = [:]
@@ -196,8 +199,11 @@ public final class Engine: Service, Sendable {
     private func start(_ event: WebhookEvent, meta: JSONValue) {
         let workers = self.workers
         let callID = event.callID
+        // An event without a call goes to the worker on this thread's loop when there is one (the HTTP
+        // handler's): no other thread is woken for it.
         let worker =
             callID.map { workers[Self.slot(of: $0, among: workers.count)] }
+            ?? workers.first { $0.executor.loop.inEventLoop }
             ?? next.withLock { i -> RuleWorker in
                 i = (i + 1) % workers.count
                 return workers[i]
@@ -207,7 +213,7 @@ public final class Engine: Service, Sendable {
             // queue in order.
             let id = running.newID()
             let previous = callID.flatMap { running.callTails[$0]?.task }
-            let task = Task {
+            let task = Task(executorPreference: worker.executor) {
                 await previous?.value
                 // `worker` belongs to the generation current at submit; a reload meanwhile leaves it
                 // running (this task holds it) until its events finish. The engine's journal and store

@@ -1,6 +1,7 @@
 public import JSONCore
 public import KazooEvents
 import LuaRuntime
+import NIOCore
 
 /// Owns one Lua state with every rule loaded, and runs rules on events. Each rule run is a coroutine: when a
 /// rule waits on HTTP only its coroutine waits, and the worker may run other events meanwhile.
@@ -18,6 +19,11 @@ public actor RuleWorker {
     public var rules: [RuleDefinition] { current.rules.map(\.definition) }
 
     let client: any OutboundHTTPClient
+    /// The event loop this worker runs on (its actor's executor), and where its events' tasks start.
+    public nonisolated let executor: LoopExecutor
+    public nonisolated var unownedExecutor: UnownedSerialExecutor {
+        executor.loop.executor.asUnownedSerialExecutor()
+    }
     /// The Lua state every run starts in. A run captures it once and keeps it to the end (its coroutine holds
     /// the state alive), so replacing it after a kill affects only the runs that start later.
     var current: Built
@@ -28,8 +34,9 @@ public actor RuleWorker {
     /// - Throws: `LuaError` when the Lua state itself cannot be set up.
     public init(
         source: RuleSource, configuration: RuleConfiguration = RuleConfiguration(),
-        client: any OutboundHTTPClient = DryRunHTTPClient()
+        client: any OutboundHTTPClient = DryRunHTTPClient(), executor: LoopExecutor? = nil
     ) throws {
+        self.executor = executor ?? LoopExecutor.nextShared()
         self.source = source
         self.configuration = configuration
         self.client = client

@@ -137,10 +137,10 @@ print(
 )
 print("switchboard_engine_events_per_second \(Int(Double(engineN) / edt))")
 
-// The same loop from a task on the cooperative pool, as the server's event tasks call the worker: the hop
-// above is from the main thread (woken for every event); from a pool task the actor usually runs on the
-// caller's own thread.
-let (offMain, offMainSeconds) = try await Task.detached {
+// The same loop from a task started on the worker's event loop, as the server starts its event tasks
+// (`Task(executorPreference:)`): the hop above is from the main thread (woken for every event); from such a
+// task the actor runs on the task's own thread.
+let (offMain, offMainSeconds) = try await Task.detached(executorPreference: worker.executor) {
     let t0 = cpuSeconds()
     for _ in 0..<engineN {
         expectAnchor(await worker.process(try decoder.decode(body, format: .json), unnamed: .omitted))

@@ -145,6 +145,10 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 state = .refused(head, refusal)
             } else {
                 state = .reading(head, body: [])
+                // curl sends `Expect: 100-continue` with a body over 1 KB and waits a second for this.
+                if request.headerFields[.expect]?.lowercased() == "100-continue" {
+                    context.writeAndFlush(wrapOutboundOut(.head(HTTPResponse(status: .continue))), promise: nil)
+                }
             }
         case (.routing, _):
             context.fireChannelRead(wrapInboundOut(part))

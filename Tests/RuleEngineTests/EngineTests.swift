@@ -3,6 +3,7 @@ import JSONCore
 import KazooEvents
 import Logging
 import LuaRuntime
+import NIOCore
 import RuleEngine
 import Synchronization
 import TestSupport
@@ -361,6 +362,39 @@ final class GateClient: OutboundHTTPClient {
         #expect(reports.first?.rules == ["picky:skipped:match", "slow:skipped:match"])
         #expect(reports.last?.rules == [])
         #expect(engine.metrics.value("switchboard_rule_runs_total", [("rule", "slow"), ("outcome", "skipped")]) == 1)
+    }
+}
+
+extension RuleWorker {
+    /// Whether this runs on the worker's event loop (an actor-isolated method: it runs where the actor does).
+    func isOnItsLoop() -> Bool { executor.loop.inEventLoop }
+}
+
+@Suite struct WorkerLoopTests {
+    /// Each worker runs on an event loop of its own, and an event's task runs there from its start to its
+    /// report: from the HTTP handler on that loop to the rules and back, no other thread.
+    @Test func workersRunOnTheirOwnLoopsAndEventsRunOnTheirWorkersLoop() async throws {
+        let files = ["t.lua": "return { name = 't', on = 'channel_create', run = function() end }"]
+        let engine = try await Engine(
+            source: RuleSource(directory: "rules", files: files), configuration: RuleConfiguration(), workers: 2,
+            client: DryRunHTTPClient(), metrics: Metrics(), logger: Logger(label: "test"), grace: .seconds(1),
+            journal: RecordingJournal())
+        let workers = engine.workers
+        #expect(workers[0].executor.loop !== workers[1].executor.loop)
+        for worker in workers { #expect(await worker.isOnItsLoop()) }
+        // The report is made at the end of the event's task: on the loop of the worker its call maps to.
+        let loops = Mutex<[Bool]>([])
+        engine.observeReports { report, _ in
+            let worker = workers[Engine.slot(of: report.event.callID ?? "", among: workers.count)]
+            loops.withLock { $0.append(worker.executor.loop.inEventLoop) }
+        }
+        for i in 0..<8 {
+            var event = try sample("channel_create__inbound.json")
+            event.fields["call_id"] = .string("loop-\(i)")
+            await engine.submit(event, meta: ["id": .string("e\(i)")])
+        }
+        #expect(await eventually { loops.withLock { $0.count } == 8 })
+        #expect(loops.withLock { $0 } == Array(repeating: true, count: 8))
     }
 }
 

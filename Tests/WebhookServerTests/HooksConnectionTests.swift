@@ -96,6 +96,19 @@ import WebhookServer
         }
     }
 
+    /// A client that asks before sending its body (curl did for bodies over 1 KB) is told to go on at once.
+    @Test func expectContinueGetsA100BeforeTheAnswer() async throws {
+        try await withServer { server in
+            let port = Int(server.base.split(separator: ":").last!)!
+            let event = String(decoding: try sampleBody("channel_create__inbound.json"), as: UTF8.self)
+            let request = Self.post("/hooks/channel_create", event, close: true)
+                .replacingOccurrences(
+                    of: "Connection: close\r\n", with: "Connection: close\r\nExpect: 100-continue\r\n")
+            let text = try await onOwnThread { try Self.exchange(port: port, request) }
+            #expect(Self.answers(text).map(\.status) == [100, 200], "got: \(text.debugDescription)")
+        }
+    }
+
     @Test func otherMethodsAndDeeperPathsUnderHooksAreTheRoutersNotFound() async throws {
         try await withServer { server in
             for (method, path) in [("DELETE", "/hooks/channel_create"), ("HEAD", "/hooks"), ("GET", "/hooks/a/b/c")] {
