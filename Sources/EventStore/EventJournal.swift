@@ -233,25 +233,31 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         }
     }
 
-    /// One writer at a time drains everything queued into a single transaction.
+    /// One writer at a time drains everything queued: the appends in one transaction, then the done marks.
     private func scheduleFlush() {
         flusher.schedule(
             hasWork: { [self] in pendingAppends.withLock { !$0.isEmpty } || pendingDone.withLock { !$0.isEmpty } },
             turn: { [self] in await flush() })
     }
 
-    /// One transaction with every append and done mark queued now; what arrives during it waits for the
-    /// next turn (`flusher` keeps a second writer out).
+    /// Every append queued now in one transaction, answered as soon as it commits; then every done mark
+    /// queued now in another. What arrives meanwhile waits for the next turn (`flusher` keeps a second writer
+    /// out). The appends go first and alone: their requests wait for them, and the done marks (an UPDATE per
+    /// event, forwards, store writes) need not make them wait longer.
     private func flush() async {
         let appends = pendingAppends.withLock { queued -> [(Entry, Committed)] in
             defer { queued.removeAll(keepingCapacity: true) }
             return queued
         }
+        if !appends.isEmpty { await commit(appends) }
         let done = pendingDone.withLock { queued -> [DoneMark] in
             defer { queued.removeAll(keepingCapacity: true) }
             return queued
         }
-        if appends.isEmpty && done.isEmpty { return }
+        if !done.isEmpty { await commit(done) }
+    }
+
+    private func commit(_ appends: [(Entry, Committed)]) async {
         do {
             try await pool.write { db in
                 // Prepared once per connection, not parsed per row.
@@ -264,6 +270,17 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
                         entry.id, entry.receivedAt, entry.hook, entry.format, Data(entry.body), entry.meta,
                     ])
                 }
+            }
+            for (_, committed) in appends { committed(nil) }
+        } catch {
+            let failure = JournalError("the journal \(path) could not be written: \(Self.reason(error))")
+            for (_, committed) in appends { committed(failure) }
+        }
+    }
+
+    private func commit(_ done: [DoneMark]) async {
+        do {
+            try await pool.write { db in
                 let now = Date().timeIntervalSince1970
                 let markDone = try db.cachedStatement(
                     sql: """
@@ -280,19 +297,14 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
                     for write in mark.writes { try Self.apply(write, in: db) }
                 }
             }
-            for (_, committed) in appends { committed(nil) }
             if done.contains(where: { !$0.forwards.isEmpty }), let observer = deliveryObserver.withLock({ $0 }) {
                 observer.call(())
             }
         } catch {
-            let failure = JournalError("the journal \(path) could not be written: \(Self.reason(error))")
-            for (_, committed) in appends { committed(failure) }
             // Done marks go back to the front of the queue and are tried again: later marks may carry
             // store writes built on theirs, and must not be committed without them.
-            if !done.isEmpty {
-                pendingDone.withLock { $0.insert(contentsOf: done, at: 0) }
-                try? await Task.sleep(for: .milliseconds(200))
-            }
+            pendingDone.withLock { $0.insert(contentsOf: done, at: 0) }
+            try? await Task.sleep(for: .milliseconds(200))
         }
     }
 }
