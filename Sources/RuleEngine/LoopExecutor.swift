@@ -2,9 +2,9 @@ public import NIOCore
 import NIOPosix
 import Synchronization
 
-/// Runs a task's work on one NIO event loop: with `Task(executorPreference:)`, an event's task starts on the
-/// loop its worker is pinned to (`RuleWorker.unownedExecutor`), so going from the HTTP handler to the rules
-/// and back needs no other thread when the request arrived on that loop, and no wake-up of the shared pool.
+/// Runs a task's work on one NIO event loop: with `Task(executorPreference:)`, an event's task runs on its
+/// worker's loop (`RuleWorker.executor`), so going from the HTTP handler to the rules and back needs no other
+/// thread when the request arrived on that loop, and no wake-up of the shared pool.
 public final class LoopExecutor: TaskExecutor {
     public let loop: any EventLoop
 
