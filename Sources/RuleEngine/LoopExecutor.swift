@@ -1,6 +1,5 @@
 public import NIOCore
 import NIOPosix
-import Synchronization
 
 /// Runs a task's work on one NIO event loop: with `Task(executorPreference:)`, an event's task runs on its
 /// worker's loop (`RuleWorker.executor`), so going from the HTTP handler to the rules and back needs no other
@@ -10,18 +9,10 @@ public final class LoopExecutor: TaskExecutor {
 
     public init(_ loop: any EventLoop) { self.loop = loop }
 
-    /// One executor per loop of NIO's shared group, for workers made without one.
+    /// One executor per loop of NIO's shared group: the engine's worker i has the i-th; a worker made without
+    /// one (the commands, the console's Try it, the benchmarks) has the first, which only a task that asks
+    /// for it runs on.
     static let shared: [LoopExecutor] = MultiThreadedEventLoopGroup.singleton.makeIterator().map(LoopExecutor.init)
-    static let next = Mutex(0)
-
-    /// The shared group's loops in turn.
-    static func nextShared() -> LoopExecutor {
-        let i = next.withLock { i -> Int in
-            defer { i += 1 }
-            return i
-        }
-        return shared[i % shared.count]
-    }
 
     public func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)

@@ -35,7 +35,7 @@ public actor RuleWorker {
         source: RuleSource, configuration: RuleConfiguration = RuleConfiguration(),
         client: any OutboundHTTPClient = DryRunHTTPClient(), executor: LoopExecutor? = nil
     ) throws {
-        self.executor = executor ?? LoopExecutor.nextShared()
+        self.executor = executor ?? LoopExecutor.shared[0]
         self.source = source
         self.configuration = configuration
         self.client = client

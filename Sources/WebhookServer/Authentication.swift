@@ -33,8 +33,11 @@ struct Credentials {
     init(_ configuration: ServerConfiguration) { self.configuration = configuration }
 
     /// Throws the 401/403 to answer, or returns when the request may proceed. `query` is the request's
-    /// (`?token=`), `peer` its source address, `pathToken` the `/hooks/{hook}/{token}` segment.
-    func check(_ headers: HTTPFields, query: String?, peer: String?, pathToken: String?) throws(APIError) {
+    /// (`?token=`; read only with `--token` and no path token), `peer` its source address, `pathToken` the
+    /// `/hooks/{hook}/{token}` segment.
+    func check(_ headers: HTTPFields, query: @autoclosure () -> String?, peer: String?, pathToken: String?)
+        throws(APIError)
+    {
         if !configuration.allowedSources.isEmpty {
             let address = peer.flatMap(CIDR.parseAddress)
             guard let address, configuration.allowedSources.contains(where: { $0.contains(address) }) else {
@@ -42,7 +45,7 @@ struct Credentials {
             }
         }
         if let token = configuration.token {
-            let given = pathToken ?? Self.token(inQuery: query ?? "")
+            let given = pathToken ?? Self.token(inQuery: query() ?? "")
             guard let given, Self.constantTimeEqual(given, token) else {
                 throw APIError(
                     .unauthorized, code: "unauthorized", "missing or wrong token (?token= or /hooks/{hook}/{token})")

@@ -118,11 +118,10 @@ struct HookIntake: Sendable {
     /// journal off and room in the engine; from the journal's writer once the event is durable; from a task
     /// once the engine has room (backpressure: the 200 waits for it).
     func accept(_ head: Head, body: [UInt8], answer: @escaping @Sendable (Answer) -> Void) {
-        let rawURI = Self.splitURI(head.target)
-        let body = head.request.method == .get ? Array(Self.removingToken(rawURI.query ?? "").utf8) : body
+        let isGet = head.request.method == .get
+        let body = isGet ? Array(Self.removingToken(Self.splitURI(head.target).query ?? "").utf8) : body
         let format =
-            head.request.method == .get
-            ? .query : WireFormat.detect(contentType: head.request.headerFields[.contentType], body: body)
+            isGet ? .query : WireFormat.detect(contentType: head.request.headerFields[.contentType], body: body)
         let hint = head.route.hook == "all" ? nil : head.route.hook
         let event: WebhookEvent
         do {
