@@ -163,15 +163,10 @@ static long sb_lazy_find(lua_State *L, sb_lazy_box *b, int key, sb_lazy_item *va
     return position;
 }
 
-void sb_lazy_seal(lua_State *L, int index) {
-    index = lua_absindex(L, index);
-    sb_lazy_box *b = sb_lazy_payload(L, index);
+void sb_lazy_mark_own(lua_State *L, int index, const long *positions, long count) {
+    sb_lazy_box *b = sb_lazy_payload(L, lua_absindex(L, index));
     if (b == NULL) return;
-    lua_pushnil(L);
-    while (lua_next(L, index) != 0) {
-        lua_pop(L, 1);
-        mark(b, sb_lazy_find(L, b, lua_gettop(L), NULL));
-    }
+    for (long i = 0; i < count; i++) mark(b, positions[i]);
 }
 
 /// __index(t, k): the payload's field k, now set in t; nil for a field the payload lacks, or one the table

@@ -14,15 +14,16 @@ public final class LuaCoroutine {
     public let state: LuaState
     let threadReference: LuaReference
     let thread: OpaquePointer
-    var argumentCount: Int32
-    var started = false
+    // Read and written on each resume by the state's one user (see `LuaState`): no dynamic exclusivity checks.
+    @exclusivity(unchecked) var argumentCount: Int32
+    @exclusivity(unchecked) var started = false
     /// Instructions still allowed across all resumes.
-    public internal(set) var instructionsLeft: Int
+    @exclusivity(unchecked) public internal(set) var instructionsLeft: Int
     /// Lua running time still allowed across all resumes (time spent suspended does not count).
     public var timeLeft: Duration { .seconds(secondsLeft) }
     /// `timeLeft` as the budget counts it (a Double, read from the budget's own clock after each resume).
-    var secondsLeft: Double
-    public internal(set) var isFinished = false
+    @exclusivity(unchecked) var secondsLeft: Double
+    @exclusivity(unchecked) public internal(set) var isFinished = false
     /// When a resume failed: the line its entry function had reached (the frame that called whatever
     /// failed), if known.
     public internal(set) var failedAtEntryLine: Int? = nil

@@ -11,7 +11,8 @@ final class RunContext {
         case loading(file: String)
         case running(RuleRun)
     }
-    var phase: Phase = .idle
+    /// Set and cleared around every resume, by the worker that owns the state: no dynamic exclusivity checks.
+    @exclusivity(unchecked) var phase: Phase = .idle
     /// Log lines written while files load (shown by `check` and `run`).
     var loadLogs: [(file: String, record: LogRecord)] = []
 

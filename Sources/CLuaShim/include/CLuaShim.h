@@ -175,11 +175,12 @@ void sb_set_lazy_callbacks(const sb_lazy_callbacks *callbacks);
 /// Room for `length` bytes in the item's scratch; sets item->bytes and item->length. Returns the bytes.
 char *sb_lazy_item_reserve(sb_lazy_item *item, size_t length);
 /// Pushes a lazy table over the object `box` of `count` members, taking over one reference to it, with room
-/// for `extra` fields the host then sets (call sb_lazy_seal after them). Call outside a budget. Stack
-/// effect: +1.
+/// for `extra` fields the host then sets (then mark the payload's fields they replace: sb_lazy_mark_own).
+/// Call outside a budget. Stack effect: +1.
 void sb_push_lazy_object(lua_State *L, void *box, long count, int extra);
-/// Marks the fields the host set in the lazy table at `index` as the table's own, over the payload's.
-void sb_lazy_seal(lua_State *L, int index);
+/// Marks the payload's fields at `positions` (`count` of them) as the lazy table's own at `index`: fields the
+/// host set in the table over the payload's, which a read must not bring back. Stack effect: none.
+void sb_lazy_mark_own(lua_State *L, int index, const long *positions, long count);
 /// Sets every payload field the lazy table at `index` lacks and makes it a plain table; no-op for any other
 /// value. May raise (the stack or memory running out): from C only. Stack effect: none.
 void sb_lazy_fill(lua_State *L, int index);
