@@ -2,8 +2,10 @@
 //
 // A Kazoo event has 20 to 60 fields and a rule reads a handful. Building every field into the table before
 // the rule runs (a Lua string for each key and value, a table insert each) was a third of the instructions
-// of an event's trip through a rule. Here the table starts empty (plus the few fields the host adds) with a
-// metatable whose __index asks the host's payload for a field, sets it in the table and returns it.
+// of an event's trip through a rule. Here the table starts empty, with a metatable whose __index asks the
+// host's payload for a field, sets it in the table and returns it. The few fields the host adds to an event
+// (`kind`, `name`, ...) are members of its payload too, after the event's own, and hide an own member of the
+// same key: setting them in the table up front, and marking what they replace, cost more than the rule's reads.
 //
 // Nothing a rule can do tells the difference from a table built in full:
 //  - a payload field read, assigned or set to nil is marked in a bitset (by its position in the payload), so
@@ -118,10 +120,10 @@ static void sb_push_lazy_metatable(lua_State *L) {
 }
 
 /// Pushes a lazy table over a payload of `count` members: `box` itself (parent NULL; a reference the table
-/// takes over), or the object at `position` of `parent`. Room for `extra` fields besides those the rule
-/// reads. Stack effect: +1. May raise; whatever it raises, the box is then already Lua's to release.
-static void sb_push_lazy(lua_State *L, void *box, void *parent, long position, long count, int extra) {
-    lua_createtable(L, 0, extra + 8);
+/// takes over), or the object at `position` of `parent`. Stack effect: +1. May raise; whatever it raises,
+/// the box is then already Lua's to release.
+static void sb_push_lazy(lua_State *L, void *box, void *parent, long position, long count) {
+    lua_createtable(L, 0, 8);
     sb_lazy_box *b = sb_new_box(L, count);
     b->box = parent != NULL ? lazy->child(parent, position) : box;
     lua_rawsetp(L, -2, &sb_lazy_key);
@@ -129,9 +131,9 @@ static void sb_push_lazy(lua_State *L, void *box, void *parent, long position, l
     lua_setmetatable(L, -2);
 }
 
-void sb_push_lazy_object(lua_State *L, void *box, long count, int extra) {
+void sb_push_lazy_object(lua_State *L, void *box, long count) {
     // Pushed by the host outside a budget, where only running out of memory raises (and panics).
-    sb_push_lazy(L, box, NULL, 0, count, extra);
+    sb_push_lazy(L, box, NULL, 0, count);
 }
 
 /// The payload of the lazy table at `index`, or NULL for any other value. Stack effect: none.
@@ -161,12 +163,6 @@ static long sb_lazy_find(lua_State *L, sb_lazy_box *b, int key, sb_lazy_item *va
         hint->position = position;
     }
     return position;
-}
-
-void sb_lazy_mark_own(lua_State *L, int index, const long *positions, long count) {
-    sb_lazy_box *b = sb_lazy_payload(L, lua_absindex(L, index));
-    if (b == NULL) return;
-    for (long i = 0; i < count; i++) mark(b, positions[i]);
 }
 
 /// __index(t, k): the payload's field k, now set in t; nil for a field the payload lacks, or one the table
@@ -200,14 +196,16 @@ void sb_lazy_fill(lua_State *L, int index) {
     sb_lazy_box *b = sb_lazy_payload(L, index);
     if (b == NULL) return;
     luaL_checkstack(L, 4, "filling an event table");
-    // Every payload field the table already holds is marked (read, assigned, deleted, or set by the host and
-    // sealed): the unmarked ones are exactly those to set. The table's link keeps b alive until it goes.
+    // Every payload field the table already holds is marked (read, assigned or deleted): the unmarked ones
+    // are exactly those to set, but for hidden ones. The table's link keeps b alive until it goes.
     sb_runtime_scratch *scratch = &sb_rt(L)->scratch;
     for (long position = 0; position < b->count; position++) {
         if (seen(b, position)) continue;
         sb_lazy_item key = {.scratch = &scratch->key};
         sb_lazy_item value = {.scratch = &scratch->value};
-        if (!lazy->at(b->box, position, &key, &value)) break;
+        int found = lazy->at(b->box, position, &key, &value);
+        if (!found) break;
+        if (found == SB_LAZY_HIDDEN) continue;
         lua_pushlstring(L, key.bytes, key.length);
         sb_push_item(L, b->box, position, &value);
         lua_rawset(L, index);
@@ -265,7 +263,7 @@ static void sb_push_item(lua_State *L, void *box, long position, const sb_lazy_i
             lua_createtable(L, 0, 0);
             sb_mark_table(L, -1, 2);
             break;
-        case SB_ITEM_OBJECT: sb_push_lazy(L, NULL, box, position, (long)item->length, 0); break;
+        case SB_ITEM_OBJECT: sb_push_lazy(L, NULL, box, position, (long)item->length); break;
         case SB_ITEM_ARRAY: {
             luaL_checkstack(L, 4, "reading a nested array");
             lua_createtable(L, (int)item->length, 0);

@@ -21,9 +21,13 @@ final class LazyPayload {
     }
 
     let content: Content
+    /// Members an object's table has besides its own (the fields the host adds to an event), at positions
+    /// after them; one of them hides an own member of the same key.
+    let extra: [JSONObject.Member]
 
-    init(_ content: Content) {
+    init(_ content: Content, extra: [JSONObject.Member] = []) {
         self.content = content
+        self.extra = extra
         #if DEBUG
             Self.liveOnThisThread += 1
         #endif
@@ -90,6 +94,21 @@ final class LazyPayload {
         if let base = bytes.baseAddress, let target, !bytes.isEmpty { memcpy(target, base, bytes.count) }
     }
 
+    /// The member at `position` of an object's payload: its own, then `extra`'s. nil past the end.
+    func member(at position: Int, of object: JSONObject) -> JSONObject.Member? {
+        if position < object.members.count { return object.members[position] }
+        let added = position - object.members.count
+        return added < extra.count ? extra[added] : nil
+    }
+
+    /// Whether an own member's key is one of `extra`'s (whose value the table has instead).
+    func isHidden(_ key: String) -> Bool {
+        extra.withUnsafeBufferPointer { added in
+            for i in added.indices where added[i].key == key { return true }
+            return false
+        }
+    }
+
     /// Whether `key`'s UTF-8 is exactly `bytes`.
     static func matches(_ key: String, _ bytes: UnsafeRawBufferPointer) -> Bool {
         guard key.utf8.count == bytes.count else { return false }
@@ -107,8 +126,18 @@ private func lazyFind(
     _ box: UnsafeMutableRawPointer?, _ key: UnsafePointer<CChar>?, _ length: Int, _ hint: Int,
     _ value: UnsafeMutablePointer<sb_lazy_item>?
 ) -> Int {
-    guard case .object(let object) = payload(box).content, let key else { return -1 }
+    let lazy = payload(box)
+    guard case .object(let object) = lazy.content, let key else { return -1 }
     let bytes = UnsafeRawBufferPointer(start: key, count: length)
+    // The added fields first: they hide the object's own of the same key (and a hint may point at one).
+    let added = lazy.extra.withUnsafeBufferPointer { extra -> Int in
+        for i in extra.indices where LazyPayload.matches(extra[i].key, bytes) {
+            if let value { LazyPayload.describe(extra[i].value, in: value) }
+            return object.members.count + i
+        }
+        return -1
+    }
+    if added >= 0 { return added }
     return object.members.withUnsafeBufferPointer { members in
         // By index, not `firstIndex(where:)`: its closure copied each member out (a retain and a release).
         var position = -1
@@ -130,11 +159,15 @@ private func lazyAt(
     _ value: UnsafeMutablePointer<sb_lazy_item>?
 ) -> Int32 {
     guard let value, position >= 0 else { return 0 }
-    switch payload(box).content {
+    let lazy = payload(box)
+    switch lazy.content {
     case .object(let object):
-        guard position < object.members.count else { return 0 }
-        if let key { LazyPayload.copy(object.members[position].key, into: key) }
-        LazyPayload.describe(object.members[position].value, in: value)
+        guard let member = lazy.member(at: position, of: object) else { return 0 }
+        if position < object.members.count, !lazy.extra.isEmpty, lazy.isHidden(member.key) {
+            return SB_LAZY_HIDDEN
+        }
+        if let key { LazyPayload.copy(member.key, into: key) }
+        LazyPayload.describe(member.value, in: value)
     case .array(let elements):
         guard position < elements.count else { return 0 }
         LazyPayload.describe(elements[position], in: value)
@@ -144,8 +177,9 @@ private func lazyAt(
 
 private func lazyChild(_ box: UnsafeMutableRawPointer?, _ position: Int) -> UnsafeMutableRawPointer? {
     let value: JSONValue
-    switch payload(box).content {
-    case .object(let object): value = object.members[position].value
+    let lazy = payload(box)
+    switch lazy.content {
+    case .object(let object): value = lazy.member(at: position, of: object)?.value ?? .null
     case .array(let elements): value = elements[position]
     }
     let content: LazyPayload.Content

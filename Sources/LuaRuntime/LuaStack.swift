@@ -101,35 +101,11 @@ struct LuaStack {
         case .object(let object, let extra):
             guard !object.isEmpty else { return try push(object, adding: extra, depth: 0, maxDepth: maxDepth) }
             guard lua_checkstack(L, 4) != 0 else { throw stackExhausted() }
-            // Lazy: the payload's fields become Lua values when the rule reads them (see LazyPayload).
+            // Lazy: the payload's fields, and the added ones, become Lua values when the rule reads them (see
+            // LazyPayload).
             sb_push_lazy_object(
-                L, Unmanaged.passRetained(LazyPayload(.object(object))).toOpaque(), object.count,
-                Int32(clamping: extra.count))
-            try set(extra, depth: 0, maxDepth: maxDepth)
-            markOwn(replacing: extra, in: object)
-        }
-    }
-
-    /// Marks the payload's members that `extra` replaces as the lazy table's own (on top of the stack).
-    ///
-    /// One pass over the payload's keys, comparing only those of a length some extra key has: `extra` holds a
-    /// few names (`kind`, `name`, `unix_time`, `meta`, `id`) that the payload seldom has. Looking each one up
-    /// from the table's side (through Lua's strings) scanned the whole payload per key, about 3,600
-    /// instructions an event (`scripts/count_instructions.sh`).
-    private func markOwn(replacing extra: [JSONObject.Member], in object: JSONObject) {
-        guard !extra.isEmpty else { return }
-        var lengths: UInt64 = 0
-        for member in extra { lengths |= 1 << min(member.key.utf8.count, 63) }
-        withUnsafeTemporaryAllocation(of: Int.self, capacity: extra.count) { positions in
-            var found = 0
-            object.members.withUnsafeBufferPointer { members in
-                for i in members.indices where lengths & (1 << min(members[i].key.utf8.count, 63)) != 0 {
-                    guard found < positions.count, extra.contains(where: { $0.key == members[i].key }) else { continue }
-                    positions[found] = i
-                    found += 1
-                }
-            }
-            if found > 0 { sb_lazy_mark_own(L, -1, positions.baseAddress, found) }
+                L, Unmanaged.passRetained(LazyPayload(.object(object), extra: extra)).toOpaque(),
+                object.count + extra.count)
         }
     }
 

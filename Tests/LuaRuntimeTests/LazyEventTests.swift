@@ -106,6 +106,17 @@ import Testing
         #expect(try run("local _ = e.call_id return e.custom_channel_vars") == [payload["custom_channel_vars"]!])
     }
 
+    /// A field the host adds hides the payload's own of the same key (`id`: `meta-id` over `payload-id`), also
+    /// once the rule has deleted it: filling the table in never brings the payload's back.
+    @Test func anAddedFieldHidesThePayloadsEvenDeleted() throws {
+        var expected = payload
+        expected["id"] = nil
+        expected["kind"] = "channel"
+        #expect(try run("e.id = nil return e") == [.object(expected)])
+        #expect(try run("e.id = nil local n = 0 for k in pairs(e) do n = n + 1 end return n, e.id") == [11, .null])
+        #expect(try run("local n = 0 for k, v in pairs(e) do if k == 'id' then n = n + 1 end end return n") == [1])
+    }
+
     /// An event a rule keeps (here in a global) stays readable after the run that got it, and its payload is
     /// released when Lua collects it.
     @Test func aKeptEventOutlivesItsRun() throws {

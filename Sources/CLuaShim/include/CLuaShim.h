@@ -157,12 +157,16 @@ typedef struct sb_lazy_item {
 
 /// How the shim reads a payload `box` (an object or an array the host keeps alive). None of these may call
 /// Lua. Positions start at 0.
+/// What `at` returns for a member hidden by another of the same key.
+#define SB_LAZY_HIDDEN 2
+
 typedef struct sb_lazy_callbacks {
     /// The position of the member called `key` in the object `box`, its value in *value (when not NULL); -1
     /// when absent. `hint` is where it probably is (-1: no idea).
     long (*find)(void *box, const char *key, size_t length, long hint, sb_lazy_item *value);
     /// The member (object: with its key, when `key` is not NULL) or element (array) at `position`, in *key
-    /// and *value; 0 past the end.
+    /// and *value; 0 past the end; SB_LAZY_HIDDEN for a member another member of the same key hides (find
+    /// never returns it: the host's added fields hide the payload's).
     int (*at)(void *box, long position, sb_lazy_item *key, sb_lazy_item *value);
     /// A new reference (+1) to the object or array at `position` of `box`, as a box of its own.
     void *(*child)(void *box, long position);
@@ -174,13 +178,9 @@ typedef struct sb_lazy_callbacks {
 void sb_set_lazy_callbacks(const sb_lazy_callbacks *callbacks);
 /// Room for `length` bytes in the item's scratch; sets item->bytes and item->length. Returns the bytes.
 char *sb_lazy_item_reserve(sb_lazy_item *item, size_t length);
-/// Pushes a lazy table over the object `box` of `count` members, taking over one reference to it, with room
-/// for `extra` fields the host then sets (then mark the payload's fields they replace: sb_lazy_mark_own).
-/// Call outside a budget. Stack effect: +1.
-void sb_push_lazy_object(lua_State *L, void *box, long count, int extra);
-/// Marks the payload's fields at `positions` (`count` of them) as the lazy table's own at `index`: fields the
-/// host set in the table over the payload's, which a read must not bring back. Stack effect: none.
-void sb_lazy_mark_own(lua_State *L, int index, const long *positions, long count);
+/// Pushes a lazy table over the object `box` of `count` members (positions, hidden ones included), taking
+/// over one reference to it. Call outside a budget. Stack effect: +1.
+void sb_push_lazy_object(lua_State *L, void *box, long count);
 /// Sets every payload field the lazy table at `index` lacks and makes it a plain table; no-op for any other
 /// value. May raise (the stack or memory running out): from C only. Stack effect: none.
 void sb_lazy_fill(lua_State *L, int index);
