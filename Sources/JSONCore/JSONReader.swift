@@ -119,14 +119,17 @@ private struct Cursor {
             throw JSONError(.limit, "nesting deeper than \(limits.maxDepth) levels", offset: index)
         }
         index += 1  // {
-        var members: [JSONObject.Member] = []
-        members.reserveCapacity(32)
-        var keyIndex = KeyIndex()
         skipWhitespace()
         if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
             index += 1
             return .object(JSONObject())
         }
+        // Room for an event's fields at the top (a Kazoo payload has 20 to 60), a few below it: a nested
+        // object (custom_channel_vars) holds a handful, and 32 members there was a 1.3 KB allocation each,
+        // past the size malloc keeps per thread.
+        var members: [JSONObject.Member] = []
+        members.reserveCapacity(depth == 1 ? 32 : 8)
+        var keyIndex = KeyIndex()
         var predictor = firstKey
         while true {
             skipWhitespace()
