@@ -56,9 +56,10 @@ public final class LuaCoroutine {
 /// same key) without copying the object first: a rule's event is the decoded payload plus `kind`, `name` and
 /// the like, and copying its members to add them was a twentieth of the engine's time per event.
 ///
-/// An `.object` becomes a lazy table (CLuaShim's lazy.c, `LazyPayload`): its members, and the added ones (which
-/// hide its own of the same key), become Lua values when the script first reads them, and everything that sees a table's raw contents (`pairs`, `next`, `rawget`,
-/// `rawset`, `getmetatable`, `setmetatable`, the host reading it back) fills it in first.
+/// An `.object` becomes a lazy table (CLuaShim's lazy.c, `LazyPayload`): its members, and the added ones
+/// (which hide its own of the same key), become Lua values when the script first reads them, and everything
+/// that sees a table's raw contents (`pairs`, `next`, `rawget`, `rawset`, `getmetatable`, `setmetatable`,
+/// the host reading it back) fills it in first.
 public enum LuaArgument {
     case value(JSONValue)
     case object(JSONObject, adding: [JSONObject.Member])

@@ -155,11 +155,11 @@ typedef struct sb_lazy_item {
     sb_lazy_scratch *scratch;
 } sb_lazy_item;
 
-/// How the shim reads a payload `box` (an object or an array the host keeps alive). None of these may call
-/// Lua. Positions start at 0.
 /// What `at` returns for a member hidden by another of the same key.
 #define SB_LAZY_HIDDEN 2
 
+/// How the shim reads a payload `box` (an object or an array the host keeps alive). None of these may call
+/// Lua. Positions start at 0.
 typedef struct sb_lazy_callbacks {
     /// The position of the member called `key` in the object `box`, its value in *value (when not NULL); -1
     /// when absent. `hint` is where it probably is (-1: no idea).
