@@ -123,13 +123,13 @@ public final class Metrics: Sendable {
         return key
     }
 
-    /// The Prometheus text exposition, with a `# HELP` line for each metric Switchboard documents.
     /// A gauge read when the metrics are exported, for a figure that is cheap to read but would cost a lock
     /// per event to keep up to date (the events in flight).
     public func gauge(_ gauge: String, reading: @escaping @Sendable () -> Double) {
         readings.withLock { $0.append((gauge, reading)) }
     }
 
+    /// The Prometheus text exposition, with a `# HELP` line for each metric Switchboard documents.
     public func prometheus() -> String {
         for (gauge, read) in readings.withLock({ $0 }) { set(gauge, read()) }
         var text = ""

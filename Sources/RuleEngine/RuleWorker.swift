@@ -20,8 +20,10 @@ public actor RuleWorker {
 
     let client: any OutboundHTTPClient
     /// The event loop this worker's events run on: their tasks prefer it (`Task(executorPreference:)`), and
-    /// the actor, a default one, runs on the thread of the task that calls it, so a call from there takes the
-    /// actor in place, with no hop (a custom serial executor on the loop cost two queued jobs per call).
+    /// the actor, a default one, runs its jobs on its caller's preferred executor. A call from such a task is
+    /// queued on that same loop (the runtime queues a job each way when a task prefers an executor; callgrind
+    /// counts two per event) and no other thread wakes. The loop as the actor's own serial executor cost more
+    /// (94,057 against 89,184 instructions per event).
     public nonisolated let executor: LoopExecutor
     /// The Lua state every run starts in. A run captures it once and keeps it to the end (its coroutine holds
     /// the state alive), so replacing it after a kill affects only the runs that start later.

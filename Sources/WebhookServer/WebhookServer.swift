@@ -9,9 +9,9 @@ public import ServiceLifecycle
 /// Builds the webhook server: `POST|PUT|GET /hooks/{hook}` (and `/hooks`, and `/hooks/{hook}/{token}`),
 /// `GET /healthz`, `/readyz`, `/metrics`, `/admin/…` and the web console at `/console`. The hooks routes are
 /// `HookIntake`, answered on the event loop by `HooksHandler`; the rest is Hummingbird's router, where each
-/// part is a controller that adds its routes and authentication is middleware on the route group it guards. `services` (the engine, the outbox, the
-/// reloader, retention) run in the application's service group, started before the HTTP server and
-/// stopped after it, so nothing is accepted that cannot be handled.
+/// part is a controller that adds its routes and authentication is middleware on the route group it guards.
+/// `services` (the engine, the outbox, the reloader, retention) run in the application's service group,
+/// started before the HTTP server and stopped after it, so nothing is accepted that cannot be handled.
 ///
 /// Answers are Kazoo-safe: 200 for every accepted event whatever the rules do (they run after the answer),
 /// 4xx only for a request that is not an acceptable event, with the reason in the body and the body kept.
