@@ -3,6 +3,7 @@
 #   make test    install what is missing, build, run the Swift tests (beside a throwaway PostgreSQL), then
 #                check and test the rules in rules/, the console in headless Chromium, the Lua bridge under
 #                ASan, and a short fuzz run
+#   make release the server for production: .build/release/switchboard with Swift's libraries linked in
 #   make bench   release build; the engine beside lua5.4 + lua-cjson, the server beside nginx-lua
 #   make fuzz    the libFuzzer targets, FUZZ_SECONDS each (default 300)
 SWIFT ?= swift
@@ -11,13 +12,18 @@ FUZZ_SECONDS ?= 300
 # How long `make test` runs each fuzz target (a smoke run; `make fuzz` is the real one).
 TEST_FUZZ_SECONDS ?= 15
 
-.PHONY: deps build run test asan fuzz bench clean browser screenshots
+.PHONY: deps build release run test asan fuzz bench clean browser screenshots
 
 deps:
 	@scripts/deps.sh
 
 build: deps
 	$(SWIFT) build
+
+# Needs only Debian's libraries at run time (libsqlite3, liblua5.4, libstdc++, zlib): see scripts/build_release.sh.
+release: deps
+	scripts/build_release.sh switchboard
+	@echo "built .build/release/switchboard"
 
 run: build
 	$(BIN) check --rules rules

@@ -4,7 +4,7 @@
 # data directory, and wrk (1 thread, 32 connections, DURATION s, ../shared/bench/post.lua) measures it;
 # the binaries alternate for ROUNDS rounds (default 3) and the medians are printed. (It builds the release
 # binary first, as the other benchmark scripts do: scripts/serve_common.sh.)
-#   cp .build/release/switchboard /tmp/before; (change, swift build -c release)
+#   cp .build/release/switchboard /tmp/before; (change, scripts/build_release.sh)
 #   scripts/compare_ingest.sh /tmp/before .build/release/switchboard
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -18,8 +18,7 @@ event="$SHARED/bench/event.json"
 scripts/deps.sh bench
 engine=
 if [ $# -eq 0 ]; then
-  swift build -c release --product SwitchboardBench >/dev/null
-  swift build -c release --product SwitchboardEngineLoop >/dev/null
+  scripts/build_release.sh SwitchboardBench SwitchboardEngineLoop
   set -- .build/release/SwitchboardBench
   engine=.build/release/SwitchboardEngineLoop
 fi

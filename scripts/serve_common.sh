@@ -6,7 +6,7 @@ SHARED=${SHARED:-../shared}
 BIN=.build/release/switchboard
 ulimit -n "$(ulimit -Hn)"
 scripts/deps.sh bench
-swift build -c release --product switchboard >/dev/null
+scripts/build_release.sh switchboard
 work=$(mktemp -d); pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
