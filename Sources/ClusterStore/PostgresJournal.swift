@@ -787,7 +787,7 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
             DELETE FROM rejected WHERE received_at < \(cutoff) OR id IN (
               SELECT id FROM (
                 SELECT id, row_number() OVER newest AS n, sum(octet_length(body)) OVER newest AS bytes FROM rejected
-                WINDOW newest AS (ORDER BY id DESC)
+                WINDOW newest AS (ORDER BY received_at DESC, id DESC)
               ) ranked WHERE n > \(rejectedFiles) OR bytes > \(rejectedBytes))
             """,
         ] {
@@ -809,7 +809,9 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
                 return true
             })
         else { return }
-        let (node, logger) = (self.node, self.logger)
+        // The time of the rejection, taken here: the writes run concurrently, so the database's clock or the
+        // row's id would order requests rejected a moment apart by which write landed first.
+        let (node, logger, receivedAt) = (self.node, self.logger, Date().timeIntervalSince1970)
         Task { [self] in
             defer { rejectedWrites.withLock { $0 -= 1 } }
             do {
@@ -817,7 +819,7 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
                     try await client.query(
                         """
                         INSERT INTO rejected (node, received_at, meta, body)
-                        VALUES (\(node), \(unescaped: Self.now), \(meta), \(ByteBuffer(bytes: body)))
+                        VALUES (\(node), \(receivedAt), \(meta), \(ByteBuffer(bytes: body)))
                         """, logger: logger)
                 }
             } catch {
@@ -832,7 +834,7 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
             let rows = try await client.query(
                 """
                 SELECT (meta::jsonb || jsonb_build_object('node', node))::text, body FROM rejected
-                ORDER BY id DESC LIMIT \(limit)
+                ORDER BY received_at DESC, id DESC LIMIT \(limit)
                 """, logger: logger)
             for try await (meta, body) in rows.decode((String, ByteBuffer).self) {
                 out.append((meta, Array(buffer: body)))

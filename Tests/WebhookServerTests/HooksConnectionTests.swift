@@ -125,7 +125,7 @@ import WebhookServer
         defer { Task { try? await upstream.stop() } }
         let rule = """
             return { name = "slow", on = "channel_create", run = function()
-              local r, err = http.get("\(upstream.url("/slow?ms=2000"))", { timeout = 20 })
+              local r, err = http.get("\(upstream.url("/slow?ms=5000"))", { timeout = 20 })
               if not r then error(err) end
             end }
             """
@@ -140,7 +140,8 @@ import WebhookServer
                 let body = try sampleBody("channel_create__inbound.json", callID: "full-\(i)")
                 #expect(try await server.send(.POST, "/hooks/channel_create", body: body).status == 200)
             }
-            // Both runs wait 2 s on the upstream: the third event's answer comes only once one has finished.
+            // Both runs wait 5 s on the upstream (long enough that the two answers above come first even on a
+            // loaded machine): the third event's answer comes only once one has finished.
             #expect(server.metrics.value("switchboard_rule_runs_total") == 0)
             let third = try sampleBody("channel_create__inbound.json", callID: "full-2")
             #expect(try await server.send(.POST, "/hooks/channel_create", body: third).status == 200)

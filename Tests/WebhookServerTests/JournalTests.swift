@@ -3,6 +3,7 @@ import EventStore
 import Foundation
 import Logging
 import RuleEngine
+import TestSupport
 import Testing
 import WebhookServer
 
@@ -25,7 +26,8 @@ import WebhookServer
             try await group.waitForAll()
         }
         for i in 0..<150 { journal.markDone("e\(i)") }
-        try await Task.sleep(for: .milliseconds(200))  // done marks are batched
+        // Done marks are batched by the journal's writer: wait until they are written, not for a fixed time.
+        #expect(await eventually { (try? journal.counts().done) == 150 })
         let reopened = try EventJournal(directory: path)
         let counts = try reopened.counts()
         #expect(counts.pending == 50)
@@ -71,9 +73,10 @@ import WebhookServer
                 body: Array("hi".utf8))
         }
         journal.markDone("done", forwards: [forward("http://a/1"), forward("http://a/2"), forward("http://a/3")])
-        try await Task.sleep(for: .milliseconds(200))
+        // markDone is written by the journal's writer: wait for it, not for a fixed time.
+        #expect(await eventually { (try? journal.deliveries(.pending).count) == 3 })
         let queued = try journal.deliveries(.pending)
-        #expect(queued.count == 3)
+        try #require(queued.count == 3)
         #expect(
             queued.allSatisfy {
                 $0.eventID == "done" && $0.body == Array("hi".utf8) && $0.headers.first?.value == "text/plain"
