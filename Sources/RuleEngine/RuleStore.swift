@@ -147,7 +147,7 @@ public final class RuleStore: Sendable {
     ///
     /// A session gets its record in `sessions` only when it first writes or reads another's uncommitted write:
     /// most events touch no store, and registering each (a dictionary insert here, a removal at `finish`) was
-    /// about 800 instructions per event on the engine row.
+    /// about 900 instructions per event on the engine row.
     public func begin() -> StoreSession {
         let id = state.withLock { s -> Int in
             let id = s.nextSession
