@@ -165,15 +165,14 @@ public final class RuleStore: Sendable {
         _ session: StoreSession, mark: DoneMark?, commit: ([DoneMark]) -> Void
     ) {
         state.withLock { s in
-            // No record: the session neither wrote nor read an uncommitted write (see `begin`).
-            let registered = s.sessions[session.id]
-            var finished = registered ?? Session()
+            // Taken out, and put back only if it must wait. No record: the session neither wrote nor read an
+            // uncommitted write (see `begin`).
+            var finished = s.sessions.removeValue(forKey: session.id) ?? Session()
             finished.finished = true
             finished.mark = mark
             // The usual case: it read nothing uncommitted, so it goes now, alone, without a search for its
             // group; then any session that read its writes may be ready too.
             if finished.dependsOn.allSatisfy({ s.sessions[$0] == nil }) {
-                if registered != nil { s.sessions[session.id] = nil }
                 if let ready = finished.markWithWrites { commit([ready]) }
                 if !s.waiting.isEmpty { s.releaseReady(commit) }
                 return
