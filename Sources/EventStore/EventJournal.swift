@@ -24,7 +24,8 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     private let pendingDone = Mutex<[DoneMark]>([])
     /// Called after a commit that queued deliveries (the outbox wakes up).
     let deliveryObserver = Mutex<Callback<Void>?>(nil)
-    private let flusher = SerialTask()
+    /// True while a flush is queued on, or running on, the database's writer queue (one at a time).
+    private let flushing = Mutex(false)
 
     /// Opens (creating) the journal.
     /// - Parameter fsync: make every commit reach the disk before the 200 (survives power loss, slower).
@@ -83,8 +84,8 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
 
     /// Writes the entry durably; returns once it is committed. Concurrent calls share a transaction.
     public func append(_ entry: Entry) async throws {
-        // Resumed by the flush task once the transaction holding this entry commits (or fails). The queues
-        // are Mutex-guarded and drained whole by the one flush task, so no entry is lost or written twice.
+        // Resumed by the flush once the transaction holding this entry commits (or fails). The queues
+        // are Mutex-guarded and drained whole by the one flush at a time, so no entry is lost or written twice.
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             queue(entry) { error in
                 if let error { continuation.resume(throwing: error) } else { continuation.resume() }
@@ -154,7 +155,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         let deadline = ContinuousClock.now + limit
         while ContinuousClock.now < deadline {
             let idle =
-                !flusher.isRunning && pendingAppends.withLock { $0.isEmpty }
+                !flushing.withLock { $0 } && pendingAppends.withLock { $0.isEmpty }
                 && pendingDone.withLock { $0.isEmpty }
             if idle { return }
             try? await Task.sleep(for: .milliseconds(5))
@@ -233,43 +234,79 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         }
     }
 
-    /// One writer at a time drains everything queued: the appends in one transaction, then the done marks.
+    /// Starts a flush on the database's writer queue unless one is queued or running: it takes turns until
+    /// nothing is left. It runs there directly, as a plain block: no task of its own and no hop between
+    /// executors per turn, so the thread that commits a batch is the one that answers its requests.
     private func scheduleFlush() {
-        flusher.schedule(
-            hasWork: { [self] in pendingAppends.withLock { !$0.isEmpty } || pendingDone.withLock { !$0.isEmpty } },
-            turn: { [self] in await flush() })
+        let start = flushing.withLock { busy -> Bool in
+            if busy { return false }
+            busy = true
+            return true
+        }
+        if start { pool.asyncWriteWithoutTransaction { [self] db in flush(db) } }
     }
 
-    /// Every append queued now in one transaction, answered as soon as it commits; then every done mark
-    /// queued now in another. What arrives meanwhile waits for the next turn (`flusher` keeps a second writer
-    /// out). The appends go first and alone: their requests wait for them, and the done marks (an UPDATE per
-    /// event, forwards, store writes) need not make them wait longer.
-    private func flush() async {
+    private var hasQueued: Bool { pendingAppends.withLock { !$0.isEmpty } || pendingDone.withLock { !$0.isEmpty } }
+
+    /// Turns until the queues are empty (checked again under the flag before it stops, so work queued while
+    /// it was finishing is never left behind).
+    private func flush(_ db: Database) {
+        while true {
+            if !hasQueued {
+                let more = flushing.withLock { busy -> Bool in
+                    let more = hasQueued
+                    if !more { busy = false }
+                    return more
+                }
+                if !more { return }
+            }
+            guard turn(db) else {
+                // Done marks that could not be written: the next try waits a moment (a full disk, say).
+                flushing.withLock { $0 = false }
+                DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(200)) { [self] in scheduleFlush() }
+                return
+            }
+        }
+    }
+
+    /// Every append and every done mark queued now, in one transaction; the appends are answered as soon as
+    /// it commits. What arrives meanwhile waits for the next turn. Returns false when done marks failed (they
+    /// are back at the front of their queue).
+    ///
+    /// One transaction rather than one for each: a commit has a fixed cost (the locks, the write-ahead log's
+    /// index, a frame for every page it touched), and an event's done mark updates the row its append wrote
+    /// a moment before, so both often land on the same pages, written once. Should the shared transaction
+    /// fail, each part is tried again alone, so that appends are never refused for a done mark's sake (nor
+    /// done marks held back by a refused append).
+    private func turn(_ db: Database) -> Bool {
         let appends = pendingAppends.withLock { queued -> [(Entry, Committed)] in
             defer { queued.removeAll(keepingCapacity: true) }
             return queued
         }
-        if !appends.isEmpty { await commit(appends) }
         let done = pendingDone.withLock { queued -> [DoneMark] in
             defer { queued.removeAll(keepingCapacity: true) }
             return queued
         }
-        if !done.isEmpty { await commit(done) }
+        if !appends.isEmpty, !done.isEmpty,
+            (try? db.inTransaction(.immediate) {
+                try Self.insertEvents(appends, in: db)
+                try Self.markDone(done, in: db)
+                return .commit
+            }) != nil
+        {
+            for (_, committed) in appends { committed(nil) }
+            deliveriesQueued(by: done)
+            return true
+        }
+        if !appends.isEmpty { commit(appends, in: db) }
+        return done.isEmpty || commit(done, in: db)
     }
 
-    private func commit(_ appends: [(Entry, Committed)]) async {
+    private func commit(_ appends: [(Entry, Committed)], in db: Database) {
         do {
-            try await pool.write { db in
-                // Prepared once per connection, not parsed per row.
-                let insert = try db.cachedStatement(
-                    sql:
-                        "INSERT OR IGNORE INTO events (id, received_at, hook, format, body, meta) VALUES (?, ?, ?, ?, ?, ?)"
-                )
-                for (entry, _) in appends {
-                    try insert.execute(arguments: [
-                        entry.id, entry.receivedAt, entry.hook, entry.format, Data(entry.body), entry.meta,
-                    ])
-                }
+            try db.inTransaction(.immediate) {
+                try Self.insertEvents(appends, in: db)
+                return .commit
             }
             for (_, committed) in appends { committed(nil) }
         } catch {
@@ -278,33 +315,54 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         }
     }
 
-    private func commit(_ done: [DoneMark]) async {
+    private func commit(_ done: [DoneMark], in db: Database) -> Bool {
         do {
-            try await pool.write { db in
-                let now = Date().timeIntervalSince1970
-                let markDone = try db.cachedStatement(
-                    sql: """
-                        UPDATE events SET done = 1, done_at = ?, name = ?, call_id = ?, other_leg = ?,
-                          account_id = ?, outcomes = ? WHERE id = ?
-                        """)
-                for mark in done {
-                    let record = mark.record
-                    try markDone.execute(arguments: [
-                        now, record?.name, record?.callID, record?.otherLeg, record?.accountID,
-                        record?.outcomes, mark.id,
-                    ])
-                    for forward in mark.forwards { try Self.insert(forward, event: mark.id, now: now, in: db) }
-                    for write in mark.writes { try Self.apply(write, in: db) }
-                }
+            try db.inTransaction(.immediate) {
+                try Self.markDone(done, in: db)
+                return .commit
             }
-            if done.contains(where: { !$0.forwards.isEmpty }), let observer = deliveryObserver.withLock({ $0 }) {
-                observer.call(())
-            }
+            deliveriesQueued(by: done)
+            return true
         } catch {
             // Done marks go back to the front of the queue and are tried again: later marks may carry
             // store writes built on theirs, and must not be committed without them.
             pendingDone.withLock { $0.insert(contentsOf: done, at: 0) }
-            try? await Task.sleep(for: .milliseconds(200))
+            return false
+        }
+    }
+
+    private static func insertEvents(_ appends: [(Entry, Committed)], in db: Database) throws {
+        // Prepared once per connection, not parsed per row.
+        let insert = try db.cachedStatement(
+            sql: "INSERT OR IGNORE INTO events (id, received_at, hook, format, body, meta) VALUES (?, ?, ?, ?, ?, ?)")
+        for (entry, _) in appends {
+            try insert.execute(arguments: [
+                entry.id, entry.receivedAt, entry.hook, entry.format, Data(entry.body), entry.meta,
+            ])
+        }
+    }
+
+    private static func markDone(_ done: [DoneMark], in db: Database) throws {
+        let now = Date().timeIntervalSince1970
+        let markDone = try db.cachedStatement(
+            sql: """
+                UPDATE events SET done = 1, done_at = ?, name = ?, call_id = ?, other_leg = ?,
+                  account_id = ?, outcomes = ? WHERE id = ?
+                """)
+        for mark in done {
+            let record = mark.record
+            try markDone.execute(arguments: [
+                now, record?.name, record?.callID, record?.otherLeg, record?.accountID, record?.outcomes, mark.id,
+            ])
+            for forward in mark.forwards { try insert(forward, event: mark.id, now: now, in: db) }
+            for write in mark.writes { try apply(write, in: db) }
+        }
+    }
+
+    /// Wakes the outbox after a commit that queued forwards.
+    private func deliveriesQueued(by done: [DoneMark]) {
+        if done.contains(where: { !$0.forwards.isEmpty }), let observer = deliveryObserver.withLock({ $0 }) {
+            observer.call(())
         }
     }
 }

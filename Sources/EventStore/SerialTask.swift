@@ -1,7 +1,8 @@
 import Synchronization
 
 /// One task at a time works through a queue: `schedule` starts it unless it is running, and it takes turns
-/// while there is work. The journals' writers use it, so their batches commit one after another, in order.
+/// while there is work. PostgreSQL's journal writer uses it, so its batches commit one after another, in order
+/// (SQLite's runs its turns on the database's own writer queue instead: `EventJournal.scheduleFlush`).
 package final class SerialTask: Sendable {
     private let running = Mutex(false)
 

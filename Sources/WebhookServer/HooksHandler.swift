@@ -95,18 +95,16 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    /// Reading goes on while an answer is awaited, until something arrives behind it: a client that waits for
+    /// its answer (nearly all do) sends nothing meanwhile, and stopping would cost two `epoll_ctl` calls per
+    /// request (NIO drops its interest in the socket at the end of a read nobody asked to continue, and takes
+    /// it again at the next `read`). A client that pipelines gets one read held, then no more until it is
+    /// taken.
     func read(context: ChannelHandlerContext) {
-        if held.isEmpty, !isAnswering {
+        if held.isEmpty {
             context.read()
         } else {
             readHeld = true
-        }
-    }
-
-    private var isAnswering: Bool {
-        switch state {
-        case .answering, .closing: true
-        default: false
         }
     }
 
@@ -260,7 +258,7 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func readOn(context: ChannelHandlerContext) {
-        if readHeld, held.isEmpty, !isAnswering {
+        if readHeld, held.isEmpty {
             readHeld = false
             context.read()
         }
