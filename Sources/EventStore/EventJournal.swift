@@ -269,36 +269,21 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         }
     }
 
-    /// Every append and every done mark queued now, in one transaction; the appends are answered as soon as
-    /// it commits. What arrives meanwhile waits for the next turn. Returns false when done marks failed (they
-    /// are back at the front of their queue).
-    ///
-    /// One transaction rather than one for each: a commit has a fixed cost (the locks, the write-ahead log's
-    /// index, a frame for every page it touched), and an event's done mark updates the row its append wrote
-    /// a moment before, so both often land on the same pages, written once. Should the shared transaction
-    /// fail, each part is tried again alone, so that appends are never refused for a done mark's sake (nor
-    /// done marks held back by a refused append).
+    /// Every append queued now in one transaction, answered as soon as it commits; then every done mark
+    /// queued now in another. What arrives meanwhile waits for the next turn. The appends go first and alone:
+    /// their requests wait for them, and the done marks (an UPDATE per event, forwards, store writes) need not
+    /// make them wait longer. Returns false when the done marks failed (they are back at the front of their
+    /// queue).
     private func turn(_ db: Database) -> Bool {
         let appends = pendingAppends.withLock { queued -> [(Entry, Committed)] in
             defer { queued.removeAll(keepingCapacity: true) }
             return queued
         }
+        if !appends.isEmpty { commit(appends, in: db) }
         let done = pendingDone.withLock { queued -> [DoneMark] in
             defer { queued.removeAll(keepingCapacity: true) }
             return queued
         }
-        if !appends.isEmpty, !done.isEmpty,
-            (try? db.inTransaction(.immediate) {
-                try Self.insertEvents(appends, in: db)
-                try Self.markDone(done, in: db)
-                return .commit
-            }) != nil
-        {
-            for (_, committed) in appends { committed(nil) }
-            deliveriesQueued(by: done)
-            return true
-        }
-        if !appends.isEmpty { commit(appends, in: db) }
         return done.isEmpty || commit(done, in: db)
     }
 
