@@ -18,7 +18,9 @@ public protocol Journal: EventJournaling, DeliveryQueue {
     func append(_ event: AcceptedEvent, duplicateKey: String?, window: Double) async throws -> Bool
 
     /// The same append, answered through `completion` (called once, on any thread) instead of by suspending:
-    /// the HTTP handler calls it from its event loop, which must not wait.
+    /// the HTTP handler calls it from its event loop, which must not wait. `completion` may run on the
+    /// journal's own writer (SQLite's calls it from the database's writer queue, right after the commit): it
+    /// must hand work on and return, and never wait on the journal itself.
     func append(
         _ event: AcceptedEvent, duplicateKey: String?, window: Double,
         completion: @escaping @Sendable (Result<Bool, any Error>) -> Void)
