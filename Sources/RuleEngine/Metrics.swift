@@ -15,7 +15,7 @@ public final class Metrics: Sendable {
     let registry = PrometheusCollectorRegistry()
     let factory: PrometheusMetricsFactory
     /// swift-metrics handles by metric and labels: made once, then only incremented.
-    private let counters = Mutex<[String: CoreMetrics.Counter]>([:])
+    private let counters = Mutex<[CounterKey: CoreMetrics.Counter]>([:])
     private let gauges = Mutex<[String: CoreMetrics.Gauge]>([:])
     private let durations = Mutex<[String: CoreMetrics.Recorder]>([:])
     private let readings = Mutex<[(gauge: String, read: @Sendable () -> Double)]>([])
@@ -61,7 +61,7 @@ public final class Metrics: Sendable {
 
     /// Adds `by` to a counter with labels given as (name, value) pairs.
     public func increment(_ metric: String, _ labels: [(String, String)] = [], by: Int = 1) {
-        let key = Self.key(metric, labels)
+        let key = CounterKey(metric: metric, labels: labels)
         let counter = counters.withLock { map in
             if let existing = map[key] { return existing }
             let made = CoreMetrics.Counter(label: metric, dimensions: labels, factory: factory)
@@ -115,12 +115,25 @@ public final class Metrics: Sendable {
         return total
     }
 
-    static func key(_ metric: String, _ labels: [(String, String)]) -> String {
-        var key = metric
-        for (name, value) in labels {
-            key += "\u{1}" + name + "\u{2}" + value
+    /// A counter's name and labels as the key of its handle: hashed and compared as they are, with no string
+    /// built for each increment (the hooks path counts every event with two labels).
+    struct CounterKey: Hashable {
+        var metric: String
+        var labels: [(String, String)]
+
+        func hash(into hasher: inout Hasher) {
+            hasher.combine(metric)
+            hasher.combine(labels.count)
+            for (name, value) in labels {
+                hasher.combine(name)
+                hasher.combine(value)
+            }
         }
-        return key
+
+        static func == (a: CounterKey, b: CounterKey) -> Bool {
+            a.metric == b.metric && a.labels.count == b.labels.count
+                && zip(a.labels, b.labels).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
+        }
     }
 
     /// A gauge read when the metrics are exported, for a figure that is cheap to read but would cost a lock
