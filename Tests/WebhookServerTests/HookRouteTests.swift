@@ -1,0 +1,39 @@
+import HTTPTypes
+import Testing
+
+@testable import WebhookServer
+
+/// Which requests `HooksHandler` answers itself and which it passes to the router: `HookIntake.route` reads the
+/// request target's path as bytes.
+@Suite struct HookRouteTests {
+    typealias Route = HookIntake.Route
+
+    @Test(arguments: [
+        ("/hooks", Route(hook: nil, token: nil)),
+        ("/hooks/channel_create", Route(hook: "channel_create", token: nil)),
+        ("/hooks/all/s3cret", Route(hook: "all", token: "s3cret")),
+        ("/hooks/channel_create?token=abc&x=1", Route(hook: "channel_create", token: nil)),
+        ("/hooks/notifications/tok?a=/b/c/d", Route(hook: "notifications", token: "tok")),
+        // Empty segments are skipped, as Hummingbird's router skips them.
+        ("//hooks//sms/", Route(hook: "sms", token: nil)),
+        ("/hooks/a/b//", Route(hook: "a", token: "b")),
+        // Not ASCII: the segment is kept as it was sent (the decoder then says what is wrong with the name).
+        ("/hooks/caf\u{E9}", Route(hook: "caf\u{E9}", token: nil)),
+    ])
+    func hooksPathsAreRoutedHere(target: String, route: Route) {
+        #expect(HookIntake.route(.post, target: target) == route)
+        #expect(HookIntake.route(.get, target: target) == route)
+        #expect(HookIntake.route(.put, target: target) == route)
+    }
+
+    @Test(arguments: ["/", "/healthz", "/hook", "/hooksx", "/x/hooks", "/hooks/a/b/c", "?/hooks", "/Hooks/a"])
+    func otherPathsGoToTheRouter(target: String) {
+        #expect(HookIntake.route(.post, target: target) == nil)
+    }
+
+    @Test func otherMethodsGoToTheRouter() {
+        for method in [HTTPRequest.Method.delete, .head, .options, .patch] {
+            #expect(HookIntake.route(method, target: "/hooks/channel_create") == nil)
+        }
+    }
+}
