@@ -312,20 +312,29 @@ public final class Engine: Service, Sendable {
             metrics.increment(
                 "switchboard_rule_runs_total", [("rule", outcome.rule), ("outcome", outcome.outcome.rawValue)])
         }
-        var metadata: Logger.Metadata = ["event.name": "\(report.event.qualifiedName)"]
-        if let callID = report.event.callID { metadata["call.id"] = "\(callID)" }
-        record(report.rules.filter(\.matched), metadata: metadata)
+        let event = report.event
+        record(report.rules, onlyMatched: true) {
+            var metadata: Logger.Metadata = ["event.name": "\(event.qualifiedName)"]
+            if let callID = event.callID { metadata["call.id"] = "\(callID)" }
+            return metadata
+        }
     }
 
-    /// Durations, HTTP calls, log lines and errors of rule runs (an event's or a tick's).
-    func record(_ outcomes: [RuleOutcome], metadata common: Logger.Metadata) {
-        for outcome in outcomes {
+    /// Durations, HTTP calls, log lines and errors of rule runs (an event's or a tick's; with `onlyMatched`,
+    /// of those whose rule matched). `common` is the log lines' metadata, built only for a run that logged or
+    /// failed: most runs do neither, and building it for every event cost about 8,500 of the 222,000
+    /// instructions a request took (callgrind, journal off).
+    func record(
+        _ outcomes: [RuleOutcome], onlyMatched: Bool = false, metadata common: () -> Logger.Metadata
+    ) {
+        for outcome in outcomes where outcome.matched || !onlyMatched {
             metrics.observeRuleDuration(rule: outcome.rule, seconds: outcome.seconds)
             for call in outcome.http {
                 metrics.increment(
                     "switchboard_rule_http_requests_total", [("status", call.status.map(String.init) ?? "error")])
             }
-            var metadata = common
+            guard !outcome.logs.isEmpty || outcome.error != nil else { continue }
+            var metadata = common()
             metadata["rule.name"] = "\(outcome.rule)"
             for line in outcome.logs {
                 var lineMetadata = metadata

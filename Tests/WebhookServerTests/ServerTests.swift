@@ -7,6 +7,7 @@ import KazooEvents
 import Logging
 import NIOHTTP1
 import RuleEngine
+import Synchronization
 import TestSupport
 import Testing
 import WebhookServer
@@ -44,6 +45,37 @@ import WebhookServer
             #expect(server.logs.contains(.info, "channel channel_create"))
             #expect(server.logs.contains(.info, "hook-1"))
             #expect(server.metrics.value("switchboard_events_total", [("hook", "parking")]) == 1)
+        }
+    }
+
+    /// A rule's log lines and its failures carry the event's name and call, the rule's name and (for a
+    /// failure) where it failed; a rule that neither logs nor fails writes nothing (the metadata is built only
+    /// when a line is).
+    @Test func ruleLogLinesCarryTheEventAndTheRule() async throws {
+        let talker =
+            #"return { name = "talker", on = "channel_create", run = function(e) log.info("hello", { n = 7 }) end }"#
+        let failer = #"return { name = "failer", on = "channel_create", run = function(e) error("no luck") end }"#
+        let quiet = #"return { name = "quiet", on = "channel_create", run = function(e) end }"#
+        try await withServer(rules: ["talker.lua": talker, "failer.lua": failer, "quiet.lua": quiet]) { server in
+            let body = try sampleBody("channel_create__inbound.json", callID: "call-log-1")
+            #expect(try await server.send(.POST, "/hooks/channel_create", body: body).status == 200)
+            #expect(await server.eventually { server.metrics.value("switchboard_rule_runs_total") == 3 })
+            let lines = server.logs.lines.withLock { $0 }
+            let hello = try #require(lines.first { $0.0 == .info && $0.1.hasPrefix("hello ") }?.1)
+            for part in [
+                #""event.name": channel_create"#, #""call.id": call-log-1"#, #""rule.name": talker"#,
+                #""rule.n": 7"#,
+            ] {
+                #expect(hello.contains(part), "\(part) in \(hello)")
+            }
+            let failed = try #require(lines.first { $0.0 == .warning && $0.1.contains("no luck") }?.1)
+            for part in [
+                #""event.name": channel_create"#, #""call.id": call-log-1"#, #""rule.name": failer"#,
+                #""rule.stage": run"#, #""rule.file": "#,
+            ] {
+                #expect(failed.contains(part), "\(part) in \(failed)")
+            }
+            #expect(!lines.contains { $0.1.contains(#""rule.name": quiet"#) })
         }
     }
 
