@@ -273,11 +273,16 @@ public final class Engine: Service, Sendable {
 
     /// The worker a call's events go to: FNV-1a of the call id, so the same on every submit.
     public static func slot(of callID: String, among count: Int) -> Int {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in callID.utf8 {
-            hash ^= UInt64(byte)
-            hash &*= 0x100_0000_01b3
+        func fnv1a(_ bytes: some Sequence<UInt8>) -> UInt64 {
+            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+            for byte in bytes {
+                hash ^= UInt64(byte)
+                hash &*= 0x100_0000_01b3
+            }
+            return hash
         }
+        // Over the string's own buffer: walking its UTF-8 view byte by byte cost about 30 instructions a byte.
+        let hash = callID.utf8.withContiguousStorageIfAvailable(fnv1a) ?? fnv1a(callID.utf8)
         return Int(hash % UInt64(max(count, 1)))
     }
 

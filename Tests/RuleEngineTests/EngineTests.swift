@@ -10,6 +10,17 @@ import TestSupport
 import Testing
 
 @Suite struct IsolationTests {
+    /// A call's worker is FNV-1a (64-bit) of its id's UTF-8 bytes modulo the workers: the same for every event
+    /// of the call, and the same in `switchboard replay`, whatever the string's storage.
+    @Test func aCallsWorkerIsFNV1aOfItsID() {
+        #expect(Engine.slot(of: "", among: 1000) == 37)
+        #expect(Engine.slot(of: "a", among: 1000) == 996)
+        #expect(Engine.slot(of: "NDlkNGI3OTZlMDgzNWQxNGYxNTA3NjQ4NDZjNDFkOTc", among: 1000) == 664)
+        #expect(Engine.slot(of: "caf\u{E9}", among: 1000) == 713)
+        #expect(Engine.slot(of: String("xxcaf\u{E9}".dropFirst(2)), among: 7) == 0)
+        #expect(Engine.slot(of: "a", among: 0) == 0)
+    }
+
     @Test func rulesSeeTheEventAsDecodedWhateverOthersDo() async throws {
         let worker = try makeWorker([
             "a_mutate.lua": runRule(
