@@ -66,6 +66,12 @@ public final class ConsoleFeed: Sendable {
         var runs = 0
         var errors = 0
         var durations = Histogram()
+
+        mutating func add(seconds: Double, failed: Bool) {
+            runs += 1
+            durations.add(seconds)
+            if failed { errors += 1 }
+        }
     }
 
     struct Minute {
@@ -133,9 +139,9 @@ public final class ConsoleFeed: Sendable {
             if !failed.isEmpty { state.minutes[last].failedEvents += 1 }
             for outcome in matched {
                 state.minutes[last].durations.add(outcome.seconds)
-                state.minutes[last].rules[outcome.rule, default: RuleMinute()].runs += 1
-                state.minutes[last].rules[outcome.rule]!.durations.add(outcome.seconds)
-                if outcome.outcome == .error { state.minutes[last].rules[outcome.rule]!.errors += 1 }
+                // One lookup of the rule's entry, changed in place.
+                state.minutes[last].rules[outcome.rule, default: RuleMinute()]
+                    .add(seconds: outcome.seconds, failed: outcome.outcome == .error)
             }
             if !errorEntries.isEmpty {
                 state.errors.append(contentsOf: errorEntries)

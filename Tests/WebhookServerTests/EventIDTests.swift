@@ -22,6 +22,9 @@ import Testing
         }
         #expect(
             EventID.format(milliseconds: 0x0123_4567_89AB, random: (0, 0)) == "01234567-89ab-7000-8000-000000000000")
+        #expect(
+            EventID.format(milliseconds: 0xFEDC_BA98_7654, random: (.max, 0x0123_4567_89AB_CDEF))
+                == "fedcba98-7654-7fff-afcd-ab8967452301")
         let earlier = EventID.make(at: 1_780_000_000.25)
         let later = EventID.make(at: 1_780_000_000.5)
         #expect(earlier < later && earlier.hasPrefix("019e"))
