@@ -24,8 +24,9 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     private let pendingDone = Mutex<[DoneMark]>([])
     /// Called after a commit that queued deliveries (the outbox wakes up).
     let deliveryObserver = Mutex<Callback<Void>?>(nil)
-    /// True while a flush is queued on, or running on, the database's writer queue (one at a time).
-    private let flushing = Mutex(false)
+    private let writer = Mutex(WriterState())
+    /// How long done marks that failed wait before they are tried again (appends go on meanwhile).
+    static let doneRetryDelay = Duration.milliseconds(200)
 
     /// Opens (creating) the journal.
     /// - Parameter fsync: make every commit reach the disk before the 200 (survives power loss, slower).
@@ -155,7 +156,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         let deadline = ContinuousClock.now + limit
         while ContinuousClock.now < deadline {
             let idle =
-                !flushing.withLock { $0 } && pendingAppends.withLock { $0.isEmpty }
+                !writer.withLock { $0.running } && pendingAppends.withLock { $0.isEmpty }
                 && pendingDone.withLock { $0.isEmpty }
             if idle { return }
             try? await Task.sleep(for: .milliseconds(5))
@@ -234,57 +235,74 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         }
     }
 
+    /// The writer's side of the queues.
+    private struct WriterState {
+        /// A flush is queued on, or running on, the database's writer queue (one at a time).
+        var running = false
+        /// Done marks failed (a full disk, say): they are not tried again before this.
+        var doneWaitsUntil: ContinuousClock.Instant?
+        /// A flush is scheduled for when they may be tried again.
+        var retryScheduled = false
+    }
+
     /// Starts a flush on the database's writer queue unless one is queued or running: it takes turns until
     /// nothing is left. It runs there directly, as a plain block: no task of its own and no hop between
     /// executors per turn, so the thread that commits a batch is the one that answers its requests.
     private func scheduleFlush() {
-        let start = flushing.withLock { busy -> Bool in
-            if busy { return false }
-            busy = true
+        let start = writer.withLock { state -> Bool in
+            if state.running { return false }
+            state.running = true
             return true
         }
         if start { pool.asyncWriteWithoutTransaction { [self] db in flush(db) } }
     }
 
-    private var hasQueued: Bool { pendingAppends.withLock { !$0.isEmpty } || pendingDone.withLock { !$0.isEmpty } }
-
-    /// Turns until the queues are empty (checked again under the flag before it stops, so work queued while
-    /// it was finishing is never left behind).
+    /// Turns while there is work: appends, or done marks not waiting after a failure. The check is made
+    /// under the writer's lock before it stops, so work queued while it was finishing is never left behind;
+    /// done marks left waiting get a flush scheduled for when their wait ends.
     private func flush(_ db: Database) {
         while true {
-            if !hasQueued {
-                let more = flushing.withLock { busy -> Bool in
-                    let more = hasQueued
-                    if !more { busy = false }
-                    return more
+            let (stop, retryAt) = writer.withLock { state -> (Bool, ContinuousClock.Instant?) in
+                if let until = state.doneWaitsUntil, ContinuousClock.now >= until { state.doneWaitsUntil = nil }
+                let appendsQueued = pendingAppends.withLock { !$0.isEmpty }
+                let marksQueued = pendingDone.withLock { !$0.isEmpty }
+                if appendsQueued || (marksQueued && state.doneWaitsUntil == nil) { return (false, nil) }
+                state.running = false
+                guard marksQueued, !state.retryScheduled, let until = state.doneWaitsUntil else { return (true, nil) }
+                state.retryScheduled = true
+                return (true, until)
+            }
+            if let retryAt {
+                let delay = max(0, (retryAt - .now) / .milliseconds(1))
+                DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(Int(delay.rounded(.up)))) {
+                    [self] in
+                    writer.withLock { $0.retryScheduled = false }
+                    scheduleFlush()
                 }
-                if !more { return }
             }
-            guard turn(db) else {
-                // Done marks that could not be written: the next try waits a moment (a full disk, say).
-                flushing.withLock { $0 = false }
-                DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(200)) { [self] in scheduleFlush() }
-                return
-            }
+            if stop { return }
+            turn(db)
         }
     }
 
-    /// Every append queued now in one transaction, answered as soon as it commits; then every done mark
-    /// queued now in another. What arrives meanwhile waits for the next turn. The appends go first and alone:
-    /// their requests wait for them, and the done marks (an UPDATE per event, forwards, store writes) need not
-    /// make them wait longer. Returns false when the done marks failed (they are back at the front of their
-    /// queue).
-    private func turn(_ db: Database) -> Bool {
+    /// Every append queued now in one transaction, answered as soon as it commits; then, unless they wait
+    /// after a failure, every done mark queued now in another. What arrives meanwhile waits for the next turn.
+    /// The appends go first and alone: their requests wait for them, and the done marks (an UPDATE per event,
+    /// forwards, store writes) need not make them wait longer, nor fail them when they cannot be written.
+    private func turn(_ db: Database) {
         let appends = pendingAppends.withLock { queued -> [(Entry, Committed)] in
             defer { queued.removeAll(keepingCapacity: true) }
             return queued
         }
         if !appends.isEmpty { commit(appends, in: db) }
+        guard writer.withLock({ $0.doneWaitsUntil == nil }) else { return }
         let done = pendingDone.withLock { queued -> [DoneMark] in
             defer { queued.removeAll(keepingCapacity: true) }
             return queued
         }
-        return done.isEmpty || commit(done, in: db)
+        if !done.isEmpty, !commit(done, in: db) {
+            writer.withLock { $0.doneWaitsUntil = .now + Self.doneRetryDelay }
+        }
     }
 
     private func commit(_ appends: [(Entry, Committed)], in db: Database) {

@@ -39,6 +39,42 @@ import WebhookServer
         #expect(try reopened.counts().done == 0)
     }
 
+    /// A done mark that cannot be written (its outcomes do not fit a journal capped at 120 pages of 4 KiB)
+    /// stays queued, never holds back the appends behind it, and lands once there is room: each turn of the
+    /// writer commits the appends first, in a transaction of their own; failed marks wait 200 ms, then are
+    /// tried again.
+    @Test(.timeLimit(.minutes(1))) func aDoneMarkThatCannotBeWrittenWaitsWithoutHoldingBackAppends() async throws {
+        let directory = directory()
+        let journal = try EventJournal(directory: directory, maxPages: 120)
+        // About 75 pages of finished events that retention can delete later.
+        for i in 0..<30 {
+            var filler = entry("filler-\(i)")
+            filler.body = Array(repeating: UInt8(ascii: "x"), count: 8_000)
+            try await journal.append(filler)
+            journal.markDone([DoneMark(id: "filler-\(i)", forwards: [])])
+        }
+        #expect(await eventually { (try? journal.counts().done) == 30 })
+        try await journal.append(entry("first"))
+        let large = EventRecord(
+            name: "channel_create", callID: "c", otherLeg: nil, accountID: nil,
+            outcomes: String(repeating: "x", count: 200_000))
+        journal.markDone([DoneMark(id: "first", forwards: [], record: large)])
+        // Each append is answered after its own turn's commit, so by the second answer the first turn has
+        // tried the mark (and failed: the file is full).
+        for i in 0..<2 {
+            try await journal.append(entry("next-\(i)"))
+            journal.markDone([DoneMark(id: "next-\(i)", forwards: [])])
+        }
+        var counts = try journal.counts()
+        #expect(counts.done == 30 && counts.pending == 3, "\(counts)")
+        // Room again: retention deletes the finished fillers (another connection: the file's free pages are
+        // reused by the next try).
+        #expect(try EventJournal(directory: directory).prune(olderThan: -60) == 30)
+        #expect(await eventually { (try? journal.counts()).map { $0.pending == 0 && $0.done == 3 } ?? false })
+        counts = try journal.counts()
+        #expect(counts.pending == 0 && counts.done == 3, "\(counts)")
+    }
+
     @Test func theLogIsCopiedIntoTheDatabaseEvery4000Pages() async throws {
         let path = directory()
         let journal = try EventJournal(directory: path)
