@@ -26,7 +26,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     let deliveryObserver = Mutex<Callback<Void>?>(nil)
     private let writer = Mutex(WriterState())
     /// How long done marks that failed wait before they are tried again (appends go on meanwhile).
-    static let doneRetryDelay = Duration.milliseconds(200)
+    static let doneRetryDelay = DispatchTimeInterval.milliseconds(200)
 
     /// Opens (creating) the journal.
     /// - Parameter fsync: make every commit reach the disk before the 200 (survives power loss, slower).
@@ -239,10 +239,8 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     private struct WriterState {
         /// A flush is queued on, or running on, the database's writer queue (one at a time).
         var running = false
-        /// Done marks failed (a full disk, say): they are not tried again before this.
-        var doneWaitsUntil: ContinuousClock.Instant?
-        /// A flush is scheduled for when they may be tried again.
-        var retryScheduled = false
+        /// Done marks failed (a full disk, say): they wait until the flush scheduled `doneRetryDelay` later.
+        var marksWait = false
     }
 
     /// Starts a flush on the database's writer queue unless one is queued or running: it takes turns until
@@ -258,27 +256,15 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     }
 
     /// Turns while there is work: appends, or done marks not waiting after a failure. The check is made
-    /// under the writer's lock before it stops, so work queued while it was finishing is never left behind;
-    /// done marks left waiting get a flush scheduled for when their wait ends.
+    /// under the writer's lock before it stops, so work queued while it was finishing is never left behind.
     private func flush(_ db: Database) {
         while true {
-            let (stop, retryAt) = writer.withLock { state -> (Bool, ContinuousClock.Instant?) in
-                if let until = state.doneWaitsUntil, ContinuousClock.now >= until { state.doneWaitsUntil = nil }
-                let appendsQueued = pendingAppends.withLock { !$0.isEmpty }
-                let marksQueued = pendingDone.withLock { !$0.isEmpty }
-                if appendsQueued || (marksQueued && state.doneWaitsUntil == nil) { return (false, nil) }
-                state.running = false
-                guard marksQueued, !state.retryScheduled, let until = state.doneWaitsUntil else { return (true, nil) }
-                state.retryScheduled = true
-                return (true, until)
-            }
-            if let retryAt {
-                let delay = max(0, (retryAt - .now) / .milliseconds(1))
-                DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(Int(delay.rounded(.up)))) {
-                    [self] in
-                    writer.withLock { $0.retryScheduled = false }
-                    scheduleFlush()
-                }
+            let stop = writer.withLock { state -> Bool in
+                let more =
+                    pendingAppends.withLock { !$0.isEmpty }
+                    || (!state.marksWait && pendingDone.withLock { !$0.isEmpty })
+                if !more { state.running = false }
+                return !more
             }
             if stop { return }
             turn(db)
@@ -295,13 +281,17 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
             return queued
         }
         if !appends.isEmpty { commit(appends, in: db) }
-        guard writer.withLock({ $0.doneWaitsUntil == nil }) else { return }
+        guard !writer.withLock({ $0.marksWait }) else { return }
         let done = pendingDone.withLock { queued -> [DoneMark] in
             defer { queued.removeAll(keepingCapacity: true) }
             return queued
         }
-        if !done.isEmpty, !commit(done, in: db) {
-            writer.withLock { $0.doneWaitsUntil = .now + Self.doneRetryDelay }
+        guard !done.isEmpty, !commit(done, in: db) else { return }
+        // Only a failure sets the wait and only this retry ends it: one retry is scheduled at a time.
+        writer.withLock { $0.marksWait = true }
+        DispatchQueue.global().asyncAfter(deadline: .now() + Self.doneRetryDelay) { [self] in
+            writer.withLock { $0.marksWait = false }
+            scheduleFlush()
         }
     }
 
