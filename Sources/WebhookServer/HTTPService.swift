@@ -39,8 +39,8 @@ where Responder.Context: InitializableFromSource<ApplicationRequestContextSource
         let logger = self.logger
         let hooks = self.hooks
         let builder = HTTPServerBuilder { responder in
-            HooksFirstChannel(responder: responder) {
-                HooksHandler(intake: hooks, dates: dates, serverName: serverName)
+            HooksFirstChannel(responder: responder) { wire in
+                HooksHandler(intake: hooks, dates: dates, serverName: serverName, wire: wire)
             }
         }
         let server = try builder.buildServer(
@@ -74,15 +74,21 @@ where Responder.Context: InitializableFromSource<ApplicationRequestContextSource
     struct ResponseAbandoned: Error {}
 }
 
-/// Hummingbird's HTTP/1 child channel (`HTTP1Channel`, with its defaults) with a `HooksHandler` between the
-/// connection's state (idle, quiescing) and the router, so the state handler sees the hooks requests and their
-/// answers too, and a graceful shutdown waits for them.
+/// Hummingbird's HTTP/1 child channel (`HTTP1Channel`, with its defaults) with a `HooksHandler` in front of
+/// the connection's state handler (idle, quiescing) and the router. The hooks handler writes its answers as
+/// bytes at the response encoder's place, and leaves the bodies out of the router's answers to HEAD (see
+/// `HooksHandler`), so NIO's encoder and decoder are added unpaired rather than by
+/// `configureHTTPServerPipeline`, which would pair them.
 struct HooksFirstChannel: ServerChildChannel, HTTPChannelHandler {
     typealias Value = NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>
     let responder: HTTPChannelHandler.Responder
-    let hooksHandler: @Sendable () -> HooksHandler
+    /// Makes the hooks handler, given the context of the response encoder it writes its answers at.
+    let hooksHandler: @Sendable (ChannelHandlerContext) -> HooksHandler
 
-    init(responder: @escaping HTTPChannelHandler.Responder, hooksHandler: @escaping @Sendable () -> HooksHandler) {
+    init(
+        responder: @escaping HTTPChannelHandler.Responder,
+        hooksHandler: @escaping @Sendable (ChannelHandlerContext) -> HooksHandler
+    ) {
         self.responder = responder
         self.hooksHandler = hooksHandler
     }
@@ -94,12 +100,12 @@ struct HooksFirstChannel: ServerChildChannel, HTTPChannelHandler {
             limits.maxHeaderListSize = 80 * 1024
             limits.maxHeaderFieldCount = 1000
             let pipeline = channel.pipeline.syncOperations
-            try pipeline.configureHTTPServerPipeline(
-                withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false,
-                withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
+            let encoder = HTTPResponseEncoder(configuration: .init())
+            try pipeline.addHandler(encoder)
+            try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(limitConfiguration: limits)))
             try pipeline.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+            try pipeline.addHandler(hooksHandler(try pipeline.context(handler: encoder)))
             try pipeline.addHandler(HTTPConnectionStateHandler(idleTimeout: nil, logger: logger))
-            try pipeline.addHandler(hooksHandler())
             return try NIOAsyncChannel(
                 wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
         }

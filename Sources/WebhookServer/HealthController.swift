@@ -7,6 +7,8 @@ import RuleEngine
 
 /// `GET /healthz` (the process answers), `GET /readyz` (rules are loaded; the body lists them, their load
 /// errors and the last reload; with several nodes, each node's heartbeat), `GET /metrics` (Prometheus text).
+/// `/healthz` and `/readyz` answer HEAD too (the status and headers without the body), as load balancers'
+/// health checks often ask.
 struct HealthController: Sendable {
     let engine: Engine
     let metrics: Metrics
@@ -14,7 +16,9 @@ struct HealthController: Sendable {
 
     func addRoutes(to router: Router<SwitchboardRequestContext>) {
         router.get("healthz") { _, _ in Response.json(.ok, ["status": "ok"]) }
+        router.head("healthz") { _, _ in Response.json(.ok, ["status": "ok"]) }
         router.get("readyz") { _, _ in await readiness() }
+        router.head("readyz") { _, _ in await readiness() }
         router.get("metrics") { _, _ in
             Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],

@@ -183,6 +183,7 @@ struct HookIntake: Sendable {
     /// processing lease reads it back from the database) and answers 200 once it is in.
     func run(_ accepted: Accepted, answer: @escaping @Sendable (Answer) -> Void) {
         if journal?.runsEventsOnAccept ?? true, !engine.trySubmit(accepted.event, meta: accepted.meta) {
+            metrics.increment("switchboard_engine_full_total")
             Task {
                 await engine.submit(accepted.event, meta: accepted.meta)
                 answer(taken(accepted))

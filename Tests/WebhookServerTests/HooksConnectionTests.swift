@@ -2,6 +2,7 @@ import Delivery
 import Foundation
 import NIOHTTP1
 import RuleEngine
+import ServiceLifecycle
 import TestSupport
 import Testing
 import WebhookServer
@@ -81,6 +82,60 @@ import WebhookServer
             #expect(answers[3].body.contains(#""code":"syntax""#))
             #expect(answers[5].body.contains(#""name":"channel_create""#))
             #expect(await server.eventually { server.metrics.value("switchboard_events_total") == 2 })
+        }
+    }
+
+    /// The router's answer to HEAD keeps its headers and has no body, and what follows it on the connection
+    /// is read as the next answer (NIO's encoder is not paired with the decoder here: the hooks handler leaves
+    /// the body out).
+    @Test func aHeadAnswerHasNoBodyBetweenPipelinedAnswers() async throws {
+        try await withServer { server in
+            let port = Int(server.base.split(separator: ":").last!)!
+            let event = String(decoding: try sampleBody("channel_create__inbound.json"), as: UTF8.self)
+            let requests =
+                Self.post("/hooks/channel_create", event) + "HEAD /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                + Self.get("/healthz", close: true)
+            let text = try await onOwnThread { try Self.exchange(port: port, requests) }
+            let heads = text.components(separatedBy: "HTTP/1.1 ").dropFirst()
+            #expect(heads.count == 3, "got: \(text.debugDescription)")
+            guard heads.count == 3 else { return }
+            let head = Array(heads)[1]
+            #expect(head.hasPrefix("200 OK\r\n"), "got: \(text.debugDescription)")
+            #expect(head.lowercased().contains("content-length: 15\r\n"), "got: \(text.debugDescription)")
+            #expect(head.hasSuffix("\r\n\r\n"), "the HEAD answer carried a body: \(text.debugDescription)")
+            let last = Self.answers("HTTP/1.1 " + Array(heads)[2])
+            #expect(last.map(\.status) == [200] && last.first?.body == #"{"status":"ok"}"#)
+        }
+    }
+
+    /// A graceful shutdown closes idle connections at once, and others once their answer is written: a hooks
+    /// answer held back by a full engine is written first.
+    @Test func aShutdownWaitsForAHeldHooksAnswerBeforeClosingItsConnection() async throws {
+        let upstream = try await LoopbackServer()
+        defer { Task { try? await upstream.stop() } }
+        let rule = """
+            return { name = "slow", on = "channel_create", run = function(event)
+              if event.call_id == "held-0" then http.get("\(upstream.url("/slow?ms=3000"))", { timeout = 20 }) end
+            end }
+            """
+        try await withServer(
+            rules: ["r.lua": rule],
+            configure: {
+                $0.allowHTTPTo = [CIDR("127.0.0.1/32")!]
+                $0.maxEventsInFlight = 1
+            }
+        ) { server in
+            let port = Int(server.base.split(separator: ":").last!)!
+            let first = try sampleBody("channel_create__inbound.json", callID: "held-0")
+            #expect(try await server.send(.POST, "/hooks/channel_create", body: first).status == 200)
+            // The second event's 200 waits for the first run (3 s on the upstream); the connection stays open.
+            let second = String(
+                decoding: try sampleBody("channel_create__inbound.json", callID: "held-1"), as: UTF8.self)
+            let exchange = Task { try await onOwnThread { try Self.exchange(port: port, Self.post("/hooks", second)) } }
+            #expect(await server.eventually { server.metrics.value("switchboard_engine_full_total") == 1 })
+            await server.group.triggerGracefulShutdown()
+            let text = try await exchange.value
+            #expect(Self.answers(text).map(\.status) == [200], "got: \(text.debugDescription)")
         }
     }
 
