@@ -61,14 +61,29 @@ public final class Metrics: Sendable {
 
     /// Adds `by` to a counter with labels given as (name, value) pairs.
     public func increment(_ metric: String, _ labels: [(String, String)] = [], by: Int = 1) {
+        handle(metric, labels).increment(by: by)
+    }
+
+    /// One counter with its labels, for a caller that increments it often and keeps it (`increment` finds
+    /// it by name and labels each time).
+    public struct Counter: Sendable {
+        let handle: CoreMetrics.Counter
+        public func increment() { handle.increment(by: 1) }
+    }
+
+    /// The counter `metric` with labels given as (name, value) pairs.
+    public func counter(_ metric: String, _ labels: [(String, String)] = []) -> Counter {
+        Counter(handle: handle(metric, labels))
+    }
+
+    private func handle(_ metric: String, _ labels: [(String, String)]) -> CoreMetrics.Counter {
         let key = CounterKey(metric: metric, labels: labels)
-        let counter = counters.withLock { map in
+        return counters.withLock { map in
             if let existing = map[key] { return existing }
             let made = CoreMetrics.Counter(label: metric, dimensions: labels, factory: factory)
             map[key] = made
             return made
         }
-        counter.increment(by: by)
     }
 
     public func set(_ gauge: String, _ value: Double) {

@@ -77,6 +77,8 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var readHeld = false
     /// A graceful shutdown's quiesce event, held until the hooks request open or held is answered.
     private var quiesceHeld = false
+    /// The peer's address as text, once read (about 2,800 instructions each time: `inet_ntop` and a String).
+    private var peerAddress: String?? = .none
 
     /// `wire` is the context of the pipeline's `HTTPResponseEncoder`.
     init(intake: HookIntake, dates: HTTPDate, serverName: String?, wire: ChannelHandlerContext) {
@@ -108,6 +110,14 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
         } else {
             context.fireUserInboundEventTriggered(event)
         }
+    }
+
+    /// The connection's peer address (`127.0.0.1`), the same for every request on it.
+    private func peer(_ context: ChannelHandlerContext) -> String? {
+        if let known = peerAddress { return known }
+        let address = context.channel.remoteAddress?.ipAddress
+        peerAddress = .some(address)
+        return address
     }
 
     /// Whether a hooks request is being read or answered, or a request waits behind an answer.
@@ -191,8 +201,7 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 context.fireChannelRead(wrapInboundOut(part))
                 return
             }
-            let head = HookIntake.Head(
-                request: request, route: route, peer: context.channel.remoteAddress?.ipAddress)
+            let head = HookIntake.Head(request: request, route: route, peer: peer(context))
             if let refusal = intake.refusal(head) {
                 state = .refused(head, refusal)
             } else {
@@ -264,7 +273,7 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
         _ answer: HookIntake.Answer, to head: HookIntake.Head, context: ChannelHandlerContext,
         closeAfter delay: TimeAmount? = nil
     ) {
-        intake.answered(answer.status, hookID: head.hookID)
+        if answer.status != .ok { intake.answered(answer.status, hookID: head.hookID) }
         let closes = head.closes || answer.headers[.connection]?.lowercased() == "close"
         let bytes = encode(answer, allocator: context.channel.allocator)
         guard closes else {
@@ -287,7 +296,7 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// The answer as HTTP/1.1: the status line, `Content-Type`, `Content-Length`, `Date`, `Server`, the
     /// answer's own headers, and its body as JSON.
     func encode(_ answer: HookIntake.Answer, allocator: ByteBufferAllocator) -> ByteBuffer {
-        let body = (try? JSONWriter.encode(answer.body)) ?? Array("{}".utf8)
+        let body = answer.body
         // NIO's reason phrase, as in the router's answers ("Payload Too Large", where HTTPTypes says "Content").
         let reason = HTTPResponseStatus(statusCode: answer.status.code).reasonPhrase
         var buffer = allocator.buffer(capacity: 160 + reason.utf8.count + serverLine.count + body.count)

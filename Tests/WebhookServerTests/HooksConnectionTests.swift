@@ -139,6 +139,38 @@ import WebhookServer
         }
     }
 
+    /// The 200 of an accepted event names the event, and each route and name has its own count (the answer
+    /// and the counter are made once per route and name, then reused).
+    @Test func eachAcceptedAnswerNamesItsEventAndCountsIt() async throws {
+        try await withServer { server in
+            let sends: [(path: String, sample: String, name: String)] = [
+                ("/hooks/channel_create", "channel_create__inbound.json", "channel_create"),
+                ("/hooks", "channel_destroy__inbound.json", "channel_destroy"),
+                ("/hooks", "channel_create__inbound.json", "channel_create"),
+                ("/hooks/notifications", "notifications__low_balance.json", "low_balance"),
+                ("/hooks/notifications", "notifications__missed_call.json", "missed_call"),
+                ("/hooks", "channel_destroy__inbound.json", "channel_destroy"),
+            ]
+            for send in sends {
+                let answer = try await server.send(.POST, send.path, body: try sampleBody(send.sample))
+                #expect(answer.status == 200)
+                #expect(answer.body.contains(#""name":"\#(send.name)""#), "\(send.path): \(answer.body)")
+            }
+            let counts = [
+                (["hook": "channel_create", "name": "channel_create"], 1),
+                (["hook": "-", "name": "channel_destroy"], 2),
+                (["hook": "-", "name": "channel_create"], 1),
+                (["hook": "notifications", "name": "notifications.low_balance"], 1),
+                (["hook": "notifications", "name": "notifications.missed_call"], 1),
+            ]
+            for (labels, count) in counts {
+                let value = server.metrics.value(
+                    "switchboard_events_total", [("hook", labels["hook"]!), ("name", labels["name"]!)])
+                #expect(value == count, "\(labels)")
+            }
+        }
+    }
+
     @Test func aMalformedRequestBehindAHookIsAnswered400AfterIt() async throws {
         try await withServer { server in
             let port = Int(server.base.split(separator: ":").last!)!
