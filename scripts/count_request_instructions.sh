@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # User-space instructions per request of `switchboard serve` on the hooks path, counted by
-# `valgrind --tool=callgrind`: the server runs the anchor's rule (scripts/anchor) with the journal off and takes
+# `valgrind --tool=callgrind`: the server runs the anchor's rule (scripts/anchor) with the journal off (JOURNAL=on
+# to count the journal's writer too: one request at a time, so each commit holds one event) and takes
 # N and 3N POSTs of ../shared/bench/event.json over one keep-alive connection from 127.0.0.1; the difference
 # over the extra 2N requests is the per-request count (start-up and shutdown cancel out). It covers the whole
 # request: HTTP parsing, decoding, the engine's hand-off, the rule's run on the loop, the answer's encoding,
@@ -8,13 +9,14 @@
 # between runs where req/s on this 2-core machine moves by a tenth or more: use it to judge a change to the
 # request path.
 #
-#   scripts/count_request_instructions.sh [BINARY...]   (default: the release switchboard, built first)
+#   [JOURNAL=on] scripts/count_request_instructions.sh [BINARY...]   (default: the release switchboard, built first)
 #
 # Each BINARY is copied and stripped of its DWARF first: valgrind 3.19 gives up on Swift's debug info.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared}
 N=${N:-1000}
+JOURNAL=${JOURNAL:-off}
 PORT=${PORT:-18309}
 scripts/deps.sh bench
 if [ $# -eq 0 ]; then
@@ -27,7 +29,7 @@ trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$work"' EXIT
 count() {
   rm -rf "$work/var"
   valgrind --tool=callgrind --callgrind-out-file="$work/out" "$1" serve --rules scripts/anchor --port "$PORT" \
-    --data-dir "$work/var" --journal off --log-level warning >/dev/null 2>"$work/valgrind.txt" &
+    --data-dir "$work/var" --journal "$JOURNAL" --log-level warning >/dev/null 2>"$work/valgrind.txt" &
   server=$!
   for _ in $(seq 300); do curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz" && break; sleep 0.2; done
   python3 - "$2" "$PORT" "$SHARED/bench/event.json" <<'PY'
