@@ -3,6 +3,7 @@ import Foundation
 public import JSONCore
 import NIOCore
 import NIOHTTP1
+import Synchronization
 
 /// An HTTP request a rule makes or a forward sends.
 public struct OutboundRequest: Sendable, Hashable {
@@ -77,9 +78,20 @@ public struct DryRunHTTPClient: OutboundHTTPClient {
 }
 
 /// Sends for real with AsyncHTTPClient, without blocking a thread: the rule's coroutine waits, nothing else.
+///
+/// Calls go to the first of several AsyncHTTPClient instances ("shards") that has fewer than `shardSize`
+/// calls in flight, a new one made when all have as many. AsyncHTTPClient's pool copies its state of every
+/// connection to a host on each new connection, so a burst of N slow calls to one host cost it on the order
+/// of N² copies in one pool: `perf` had that at 12% of the server's CPU for the first 1,000 events on a
+/// 1-second upstream (`scripts/serve_bench.sh`), against none once the pool's connections existed. Calls
+/// below `shardSize` at once all use the first instance, so its connections are reused as before.
 public final class LiveHTTPClient: OutboundHTTPClient {
-    let client: HTTPClient
     let maxResponseBytes: Int
+    let configuration: HTTPClient.Configuration
+    /// Calls in flight at once on one instance before the next is used.
+    static let shardSize = 64
+    private let shards = Mutex<(clients: [(client: HTTPClient, inFlight: Int)], closed: Bool)>(([], false))
+    private let maxShards: Int
 
     /// - Parameters:
     ///   - maxResponseBytes: the most of a response body that is read. Default 1 MiB.
@@ -96,13 +108,43 @@ public final class LiveHTTPClient: OutboundHTTPClient {
         configuration.timeout = .init(connect: .seconds(5))
         configuration.connectionPool = .init(
             idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: maxConnectionsPerHost)
-        self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        self.configuration = configuration
         self.maxResponseBytes = maxResponseBytes
+        maxShards = max(1, (maxConnectionsPerHost + Self.shardSize - 1) / Self.shardSize)
     }
 
     /// Closes connections. Call once when done.
     public func shutdown() async throws {
-        try await client.shutdown()
+        let clients = shards.withLock { shards in
+            shards.closed = true
+            return shards.clients.map(\.client)
+        }
+        for client in clients { try await client.shutdown() }
+    }
+
+    /// How many AsyncHTTPClient instances have been made (for tests).
+    var shardCount: Int { shards.withLock { $0.clients.count } }
+
+    /// The instance for the next call, counted in flight until `release`; nil once shut down (an instance
+    /// made then would never be shut down).
+    private func acquire() -> (client: HTTPClient, index: Int)? {
+        shards.withLock { shards in
+            guard !shards.closed else { return nil }
+            var chosen = shards.clients.firstIndex { $0.inFlight < Self.shardSize }
+            if chosen == nil, shards.clients.count < maxShards {
+                let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+                shards.clients.append((client, 0))
+                chosen = shards.clients.count - 1
+            }
+            let clients = shards.clients
+            let index = chosen ?? clients.indices.min { clients[$0].inFlight < clients[$1].inFlight } ?? 0
+            shards.clients[index].inFlight += 1
+            return (shards.clients[index].client, index)
+        }
+    }
+
+    private func release(_ index: Int) {
+        shards.withLock { $0.clients[index].inFlight -= 1 }
     }
 
     public func execute(_ request: OutboundRequest) async throws -> OutboundResponse {
@@ -113,6 +155,8 @@ public final class LiveHTTPClient: OutboundHTTPClient {
         let nanoseconds =
             request.timeout.components.seconds * 1_000_000_000
             + request.timeout.components.attoseconds / 1_000_000_000
+        guard let (client, shard) = acquire() else { throw OutboundHTTPError("the HTTP client is shut down") }
+        defer { release(shard) }
         do {
             let response = try await client.execute(outgoing, timeout: .nanoseconds(nanoseconds))
             var body = try await response.body.collect(upTo: maxResponseBytes)
