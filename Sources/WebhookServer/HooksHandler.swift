@@ -295,7 +295,7 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// The answer as HTTP/1.1: the status line, `Content-Type`, `Content-Length`, `Date`, `Server`, the
     /// answer's own headers, and its body as JSON.
-    func encode(_ answer: HookIntake.Answer, allocator: ByteBufferAllocator) -> ByteBuffer {
+    private func encode(_ answer: HookIntake.Answer, allocator: ByteBufferAllocator) -> ByteBuffer {
         let body = answer.body
         // NIO's reason phrase, as in the router's answers ("Payload Too Large", where HTTPTypes says "Content").
         let reason = HTTPResponseStatus(statusCode: answer.status.code).reasonPhrase
