@@ -89,12 +89,20 @@ struct HookIntake: Sendable {
         }
     }
 
-    /// A request on a hooks route, its head read.
-    struct Head: Sendable {
-        var request: HTTPRequest
-        var route: Route
+    /// A request on a hooks route, its head read. A class: the handler's state and the answer's callback
+    /// hold it, and copying the request's fields for each part of the request cost thousands of
+    /// instructions in retains and releases.
+    final class Head: Sendable {
+        let request: HTTPRequest
+        let route: Route
         /// The peer's address (`127.0.0.1`).
-        var peer: String?
+        let peer: String?
+
+        init(request: HTTPRequest, route: Route, peer: String?) {
+            self.request = request
+            self.route = route
+            self.peer = peer
+        }
 
         var hookID: String? { request.headerFields[HookIntake.hookIDField] }
         var target: String { request.path ?? "/" }
