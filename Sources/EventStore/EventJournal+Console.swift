@@ -48,27 +48,58 @@ public struct StoredEvent: Sendable {
 }
 
 extension EventJournal {
-    /// Adds the columns that keep each event's outcomes (journals written before the console lack them).
-    /// Two processes opening one old file at once both try: the loser's "duplicate column" is not an error.
-    static func migrateEventRecords(_ db: Database) throws {
+    /// The table of finished events: what each one's rules did, one row per event, written by its done mark.
+    /// An event's own row is written once, when it is accepted, and never updated: a done mark that rewrote it
+    /// (its body and all, with its index entries moved) wrote the row's pages to the log a second time (README,
+    /// Benchmark). An event is unfinished while it has no row here.
+    static let doneSchema = """
+        CREATE TABLE IF NOT EXISTS events_done (
+          id TEXT PRIMARY KEY,
+          done_at REAL NOT NULL,
+          name TEXT,
+          call_id TEXT,
+          other_leg TEXT,
+          account_id TEXT,
+          outcomes TEXT
+        ) WITHOUT ROWID;
+        CREATE INDEX IF NOT EXISTS events_done_call ON events_done(call_id) WHERE call_id IS NOT NULL;
+        CREATE INDEX IF NOT EXISTS events_done_other_leg ON events_done(other_leg) WHERE other_leg IS NOT NULL;
+        CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries(event_id);
+        """
+
+    /// Brings a journal written by an earlier version to `events_done`, once, in the opening transaction (a
+    /// second process opening the file waits for it and then finds nothing to do). Such a journal kept the
+    /// done state and outcomes in `events`' own columns (`done`, `done_at`, and from the console's arrival
+    /// `name` … `outcomes`, which the oldest files lack): the finished events' are copied over, and the indexes
+    /// the old layout kept on `events` go, since nothing reads them any more and every append paid for them.
+    static func migrateDoneRecords(_ db: Database) throws {
+        let exists =
+            try Bool.fetchOne(
+                db, sql: "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'events_done'")
+            ?? false
+        try db.execute(sql: doneSchema)
+        guard !exists else { return }
         let columns = Set(try Row.fetchAll(db, sql: "PRAGMA table_info(events)").map { $0["name"] as String })
-        for name in ["name", "call_id", "other_leg", "account_id", "outcomes"] where !columns.contains(name) {
-            do {
-                try db.execute(sql: "ALTER TABLE events ADD COLUMN \(name) TEXT")
-            } catch let error as DatabaseError where error.message?.contains("duplicate column") == true {
-                continue
-            }
+        let record = ["name", "call_id", "other_leg", "account_id", "outcomes"].map {
+            columns.contains($0) ? $0 : "NULL"
         }
         try db.execute(
             sql: """
-                CREATE INDEX IF NOT EXISTS events_call ON events(call_id) WHERE call_id IS NOT NULL;
-                CREATE INDEX IF NOT EXISTS events_other_leg ON events(other_leg) WHERE other_leg IS NOT NULL;
-                CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries(event_id);
+                INSERT OR IGNORE INTO events_done (id, done_at, name, call_id, other_leg, account_id, outcomes)
+                SELECT id, coalesce(done_at, received_at), \(record.joined(separator: ", ")) FROM events WHERE done = 1;
+                DROP INDEX IF EXISTS events_pending;
+                DROP INDEX IF EXISTS events_call;
+                DROP INDEX IF EXISTS events_other_leg;
                 """)
     }
 
-    private static let summaryColumns =
-        "rowid, id, received_at, hook, format, meta, done, done_at, name, call_id, other_leg, account_id, outcomes"
+    /// An event and, once its rules finished, its done record (`e`, `d`).
+    private static let summaryColumns = """
+        e.rowid AS rowid, e.id AS id, e.received_at AS received_at, e.hook AS hook, e.format AS format, e.meta AS meta,
+        d.id IS NOT NULL AS done, d.done_at AS done_at, d.name AS name, d.call_id AS call_id, d.other_leg AS other_leg,
+        d.account_id AS account_id, d.outcomes AS outcomes
+        """
+    private static let joined = "events e LEFT JOIN events_done d ON d.id = e.id"
 
     static func stored(_ row: Row, body: Bool) -> StoredEvent {
         StoredEvent(
@@ -83,13 +114,13 @@ extension EventJournal {
     public func recentEvents(
         limit: Int, before: Int64? = nil, name: String? = nil, callID: String? = nil, accountID: String? = nil
     ) throws -> [StoredEvent] {
-        var conditions = ["rowid < ?"]
+        var conditions = ["e.rowid < ?"]
         var arguments: [any DatabaseValueConvertible] = [before ?? Int64.max]
         if let name, !name.isEmpty {
-            conditions.append(name.contains(".") ? "name = ?" : "substr(name, instr(name, '.') + 1) = ?")
+            conditions.append(name.contains(".") ? "d.name = ?" : "substr(d.name, instr(d.name, '.') + 1) = ?")
             arguments.append(name)
         }
-        for (column, value) in [("call_id", callID), ("account_id", accountID)] {
+        for (column, value) in [("d.call_id", callID), ("d.account_id", accountID)] {
             guard let value, !value.isEmpty else { continue }
             conditions.append("\(column) = ?")
             arguments.append(value)
@@ -99,8 +130,8 @@ extension EventJournal {
             try Row.fetchAll(
                 db,
                 sql: """
-                    SELECT \(Self.summaryColumns) FROM events WHERE \(conditions.joined(separator: " AND "))
-                    ORDER BY rowid DESC LIMIT ?
+                    SELECT \(Self.summaryColumns) FROM \(Self.joined) WHERE \(conditions.joined(separator: " AND "))
+                    ORDER BY e.rowid DESC LIMIT ?
                     """,
                 arguments: StatementArguments(arguments)
             ).map { Self.stored($0, body: false) }
@@ -110,13 +141,17 @@ extension EventJournal {
     /// One event with its body, or nil when retention removed it (or it never was).
     public func storedEvent(_ id: String) throws -> StoredEvent? {
         try pool.read { db in
-            try Row.fetchOne(db, sql: "SELECT \(Self.summaryColumns), body FROM events WHERE id = ?", arguments: [id])
-                .map { Self.stored($0, body: true) }
+            try Row.fetchOne(
+                db, sql: "SELECT \(Self.summaryColumns), e.body AS body FROM \(Self.joined) WHERE e.id = ?",
+                arguments: [id]
+            )
+            .map { Self.stored($0, body: true) }
         }
     }
 
     /// Every kept event of these calls (legs), and every event naming one of them as its other leg, oldest
-    /// first, at most `limit`.
+    /// first, at most `limit`: finished events, whose done records name their calls. (From `events_done` and
+    /// its two indexes: the planner does not use them through a LEFT JOIN from `events` and an OR.)
     public func callEvents(_ callIDs: [String], limit: Int = 500) throws -> [StoredEvent] {
         guard !callIDs.isEmpty else { return [] }
         let marks = Array(repeating: "?", count: callIDs.count).joined(separator: ", ")
@@ -126,8 +161,9 @@ extension EventJournal {
             try Row.fetchAll(
                 db,
                 sql: """
-                    SELECT \(Self.summaryColumns) FROM events WHERE call_id IN (\(marks)) OR other_leg IN (\(marks))
-                    ORDER BY received_at, rowid LIMIT ?
+                    SELECT \(Self.summaryColumns) FROM events_done d JOIN events e ON e.id = d.id
+                    WHERE d.call_id IN (\(marks)) OR d.other_leg IN (\(marks))
+                    ORDER BY e.received_at, e.rowid LIMIT ?
                     """,
                 arguments: StatementArguments(arguments)
             ).map { Self.stored($0, body: false) }

@@ -371,9 +371,53 @@ import WebhookServer
         let journal = try EventJournal(directory: directory.path)
         let rows = try journal.recentEvents(limit: 10)
         #expect(rows.map(\.id) == ["old"])
+        #expect(rows[0].done && rows[0].doneAt == 1)
         #expect(rows[0].outcomes == nil)
+        #expect(try journal.unfinished().isEmpty)
         // Opening it again (a second node or the CLI) is fine too.
         _ = try EventJournal(directory: directory.path)
+    }
+
+    /// A journal that kept done state and outcomes in the events' own columns: its finished events keep them,
+    /// its unfinished ones stay unfinished, and the old indexes go.
+    @Test func doneRecordsMoveToTheirOwnTableOnce() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("console-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = EventJournal.file(in: directory.path)
+        let old = try DatabaseQueue(path: path)
+        try await old.write { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE events (id TEXT PRIMARY KEY, received_at REAL NOT NULL, hook TEXT, format TEXT NOT NULL,
+                      body BLOB NOT NULL, meta TEXT NOT NULL, done INTEGER NOT NULL DEFAULT 0, done_at REAL,
+                      name TEXT, call_id TEXT, other_leg TEXT, account_id TEXT, outcomes TEXT);
+                    CREATE INDEX events_pending ON events(done, received_at);
+                    CREATE INDEX events_call ON events(call_id) WHERE call_id IS NOT NULL;
+                    INSERT INTO events VALUES ('a', 10, 'h', 'json', x'7b7d', '{}', 1, 11, 'channel.channel_create', 'c1',
+                      'c2', 'acct', '[{"rule":"r"}]');
+                    INSERT INTO events (id, received_at, hook, format, body, meta) VALUES ('b', 12, 'h', 'json', x'7b7d', '{}');
+                    """)
+        }
+        try old.close()
+        let journal = try EventJournal(directory: directory.path)
+        let done = try #require(try journal.storedEvent("a"))
+        #expect(done.done && done.doneAt == 11 && done.name == "channel.channel_create")
+        #expect(done.callID == "c1" && done.otherLeg == "c2" && done.accountID == "acct")
+        #expect(done.outcomes == #"[{"rule":"r"}]"#)
+        #expect(try journal.callEvents(["c2"]).map(\.id) == ["a"])
+        #expect(try journal.unfinished().map(\.id) == ["b"])
+        #expect(try journal.counts() == (pending: 1, done: 1))
+        let indexes = try await DatabaseQueue(path: path).read { db in
+            try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events'")
+        }
+        #expect(!indexes.contains("events_pending") && !indexes.contains("events_call"))
+        // Opened again: nothing is copied twice, and a done mark now lands in the new table.
+        let again = try EventJournal(directory: directory.path)
+        again.markDone([DoneMark(id: "b", forwards: [])])
+        await again.drain()
+        #expect(try again.unfinished().isEmpty)
+        #expect(try again.counts() == (pending: 0, done: 2))
     }
 }
 
