@@ -14,7 +14,8 @@ struct AdminAuthentication: RouterMiddleware {
     {
         if configuration.token != nil || configuration.basicAuth != nil {
             try Credentials(configuration).check(
-                request.headers, query: HookIntake.splitURI(request.uri.description).query,
+                authorization: request.headers[.authorization],
+                query: HookIntake.splitURI(request.uri.description).query,
                 peer: context.remoteAddress?.ipAddress, pathToken: nil)
         } else {
             guard Credentials.isLoopback(context.remoteAddress?.ipAddress ?? "") else {
@@ -35,9 +36,11 @@ struct Credentials {
     /// Throws the 401/403 to answer, or returns when the request may proceed. `query` is the request's
     /// (`?token=`; read only with `--token` and no path token), `peer` its source address, `pathToken` the
     /// `/hooks/{hook}/{token}` segment.
-    func check(_ headers: HTTPFields, query: @autoclosure () -> String?, peer: String?, pathToken: String?)
-        throws(APIError)
-    {
+    /// `authorization` is the request's `Authorization` header.
+    func check(
+        authorization: @autoclosure () -> String?, query: @autoclosure () -> String?, peer: String?,
+        pathToken: String?
+    ) throws(APIError) {
         if !configuration.allowedSources.isEmpty {
             let address = peer.flatMap(CIDR.parseAddress)
             guard let address, configuration.allowedSources.contains(where: { $0.contains(address) }) else {
@@ -52,7 +55,7 @@ struct Credentials {
             }
         }
         if let basic = configuration.basicAuth {
-            let header = headers[.authorization] ?? ""
+            let header = authorization() ?? ""
             let expected = "Basic " + Data(basic.utf8).base64EncodedString()
             guard Self.constantTimeEqual(header, expected) else {
                 throw APIError(

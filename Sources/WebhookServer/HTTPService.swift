@@ -103,8 +103,9 @@ struct HooksFirstChannel: ServerChildChannel, HTTPChannelHandler {
             let encoder = HTTPResponseEncoder(configuration: .init())
             try pipeline.addHandler(encoder)
             try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(limitConfiguration: limits)))
-            try pipeline.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+            // The hooks handler reads NIO's HTTP/1 parts, before their conversion to HTTPTypes' for the router.
             try pipeline.addHandler(hooksHandler(try pipeline.context(handler: encoder)))
+            try pipeline.addHandler(HTTP1ToHTTPServerCodec(secure: false))
             try pipeline.addHandler(HTTPConnectionStateHandler(idleTimeout: nil, logger: logger))
             return try NIOAsyncChannel(
                 wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))

@@ -22,18 +22,20 @@ import NIOHTTPTypes
 /// it does not pass the HTTPTypes conversion and the encoder, which cost about 28,000 instructions a request
 /// (callgrind, `scripts/count_request_instructions.sh`: 212,747 → 184,272) for a status line, four headers and
 /// a short JSON body. So that this works, the pipeline is:
-/// NIO's encoder and request decoder, unpaired; the HTTPTypes codec; this handler; Hummingbird's connection
-/// state handler; the router. Two things follow:
+/// NIO's encoder and request decoder, unpaired; this handler, which reads NIO's HTTP/1 request parts (the
+/// router's are passed on as they came); the HTTPTypes codec, which converts those for the router (about
+/// 10,000 instructions a request that the hooks routes no longer pay); Hummingbird's connection state
+/// handler; the router. Two things follow:
 /// - The state handler sees only the router's requests. A graceful shutdown's `ChannelShouldQuiesceEvent`
 ///   (on which it closes an idle connection) is held here while a hooks request is open or held, and passed
 ///   on once it is answered.
 /// - The encoder no longer hears of request methods from the decoder (NIO pairs them to leave the body out of
 ///   answers to HEAD and CONNECT), so this handler leaves those bodies out of the router's answers itself.
 final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPRequestPart
-    typealias InboundOut = HTTPRequestPart
-    typealias OutboundIn = HTTPResponsePart
-    typealias OutboundOut = HTTPResponsePart
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
 
     static let lingerTime = TimeAmount.seconds(30)
 
@@ -56,7 +58,7 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// A part or an error that arrived while an earlier request was being answered.
     private enum Held {
-        case part(HTTPRequestPart)
+        case part(HTTPServerRequestPart)
         case error(any Error)
     }
 
@@ -173,13 +175,13 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// Whether `part` can be taken now, or must wait for the answers before it.
-    private func canTake(_ part: HTTPRequestPart) -> Bool {
+    private func canTake(_ part: HTTPServerRequestPart) -> Bool {
         switch state {
         case .answering: return false
         case .idle:
             // A hooks request answered here must not overtake the router's answer to an earlier one.
             guard case .head(let request) = part, !routerAnswers.isEmpty else { return true }
-            return HookIntake.route(request.method, target: request.path ?? "/") == nil
+            return HookIntake.route(request.method, target: HookIntake.path(ofTarget: request.uri)) == nil
         default: return true
         }
     }
@@ -192,22 +194,23 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    private func take(_ part: HTTPRequestPart, context: ChannelHandlerContext) {
+    private func take(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
         switch (state, part) {
         case (.idle, .head(let request)):
-            guard let route = HookIntake.route(request.method, target: request.path ?? "/") else {
-                routerAnswers.append(request.method == .head || request.method == .connect)
+            let target = HookIntake.path(ofTarget: request.uri)
+            guard let route = HookIntake.route(request.method, target: target) else {
+                routerAnswers.append(request.method == .HEAD || request.method == .CONNECT)
                 state = .routing
                 context.fireChannelRead(wrapInboundOut(part))
                 return
             }
-            let head = HookIntake.Head(request: request, route: route, peer: peer(context))
+            let head = HookIntake.Head(request: request, route: route, target: target, peer: peer(context))
             if let refusal = intake.refusal(head) {
                 state = .refused(head, refusal)
             } else {
                 state = .reading(head, body: [])
                 // curl sends `Expect: 100-continue` with a body over 1 KB and waits a second for this.
-                if request.headerFields[.expect]?.lowercased() == "100-continue", let wire {
+                if request.headers.first(name: "expect")?.lowercased() == "100-continue", let wire {
                     let line = context.channel.allocator.buffer(staticString: "HTTP/1.1 100 Continue\r\n\r\n")
                     wire.writeAndFlush(NIOAny(line), promise: nil)
                 }
@@ -216,7 +219,7 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
             context.fireChannelRead(wrapInboundOut(part))
             if case .end = part { state = .idle }
         case (.reading(let head, var body), .body(let chunk)):
-            guard head.request.method != .get else { return }
+            guard head.request.method != .GET else { return }
             state = .answering  // so that `body` is the array's only reference and grows in place
             let total = body.count + chunk.readableBytes
             if total > limit {

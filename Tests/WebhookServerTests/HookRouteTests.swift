@@ -1,4 +1,4 @@
-import HTTPTypes
+import NIOHTTP1
 import Testing
 
 @testable import WebhookServer
@@ -21,18 +21,30 @@ import Testing
         ("/hooks/caf\u{E9}", Route(hook: "caf\u{E9}", token: nil)),
     ])
     func hooksPathsAreRoutedHere(target: String, route: Route) {
-        #expect(HookIntake.route(.post, target: target) == route)
-        #expect(HookIntake.route(.get, target: target) == route)
-        #expect(HookIntake.route(.put, target: target) == route)
+        #expect(HookIntake.route(.POST, target: target) == route)
+        #expect(HookIntake.route(.GET, target: target) == route)
+        #expect(HookIntake.route(.PUT, target: target) == route)
     }
 
     @Test(arguments: ["/", "/healthz", "/hook", "/hooksx", "/x/hooks", "/hooks/a/b/c", "?/hooks", "/Hooks/a"])
     func otherPathsGoToTheRouter(target: String) {
-        #expect(HookIntake.route(.post, target: target) == nil)
+        #expect(HookIntake.route(.POST, target: target) == nil)
+    }
+
+    /// The absolute form (`http://host/path`), which an HTTP/1.1 server must accept, names the same route.
+    @Test(arguments: [
+        ("http://127.0.0.1:8080/hooks/channel_create", "/hooks/channel_create"),
+        ("https://h/hooks/all/tok?token=x", "/hooks/all/tok?token=x"),
+        ("http://h", "/"),
+        ("/hooks/a?b", "/hooks/a?b"),
+        ("*", "*"),
+    ])
+    func aTargetsPathIsItsOwnOrTheAbsoluteFormsPath(target: String, path: String) {
+        #expect(HookIntake.path(ofTarget: target) == path)
     }
 
     @Test func otherMethodsGoToTheRouter() {
-        for method in [HTTPRequest.Method.delete, .head, .options, .patch] {
+        for method in [HTTPMethod.DELETE, .HEAD, .OPTIONS, .PATCH] {
             #expect(HookIntake.route(method, target: "/hooks/channel_create") == nil)
         }
     }
