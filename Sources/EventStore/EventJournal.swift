@@ -21,7 +21,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     /// Called once the transaction holding an append commits (nil) or fails (the error).
     typealias Committed = @Sendable ((any Error)?) -> Void
     /// Done marks in the order given; a batch is never split across transactions.
-    private let pendingDone = Mutex<[DoneMark]>([])
+    private let pendingDone = Mutex(DoneQueue())
     /// Called after a commit that queued deliveries (the outbox wakes up).
     let deliveryObserver = Mutex<Callback<Void>?>(nil)
     private let writer = Mutex(WriterState())
@@ -53,6 +53,10 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
                 // the pages every commit touches (the newest rows, the indexes' ends) are copied and synced once
                 // per checkpoint, so fewer checkpoints is less work per event (README, Benchmark).
                 try db.execute(sql: "PRAGMA wal_autocheckpoint = \(Self.checkpointPages)")
+                // SQLite keeps a statement's undo records (the statement journal) in a temporary file once they
+                // pass 64 KiB; a transaction of hundreds of done records passes it, and wrote about 2 KB per
+                // event to files in /var/tmp (`perf trace`). In memory they are a copy, and never reach a disk.
+                try db.execute(sql: "PRAGMA temp_store = MEMORY")
             }
             pool = try DatabasePool(path: path, configuration: configuration)
             try pool.write { db in
@@ -78,6 +82,9 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
             throw JournalError("cannot open the journal \(path): \(Self.reason(error))")
         }
     }
+
+    /// Done marks that failed to commit are waiting to be tried again (for tests).
+    package var doneMarksWaitAfterFailure: Bool { writer.withLock { $0.marksWait } }
 
     /// Done marks carry what the rules did; the console reads it back (`EventJournal+Console.swift`).
     public var keepsEventRecords: Bool { true }
@@ -111,7 +118,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     /// the events run again).
     public func markDone(_ marks: [DoneMark]) {
         guard !marks.isEmpty else { return }
-        pendingDone.withLock { $0.append(contentsOf: marks) }
+        pendingDone.withLock { $0.append(marks) }
         scheduleFlush()
     }
 
@@ -153,10 +160,14 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     /// run again needlessly at the next start.
     public func drain(limit: Duration = .seconds(5)) async {
         let deadline = ContinuousClock.now + limit
+        // Done marks gathered for a larger commit go now.
+        pendingDone.withLock { $0.urgent = true }
+        defer { pendingDone.withLock { $0.urgent = false } }
+        scheduleFlush()
         while ContinuousClock.now < deadline {
             let idle =
                 !writer.withLock { $0.running } && pendingAppends.withLock { $0.isEmpty }
-                && pendingDone.withLock { $0.isEmpty }
+                && pendingDone.withLock { $0.marks.isEmpty }
             if idle { return }
             try? await Task.sleep(for: .milliseconds(5))
         }
@@ -243,12 +254,67 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         }
     }
 
+    /// Done marks waiting for the writer, and since when the oldest has waited.
+    ///
+    /// Done marks are not written as they come but gathered, for `maxWait` after the first or until `batch`
+    /// of them (or at once when the journal is drained). Every commit writes each page it changed to the log
+    /// in full, and a transaction of a few done records changes about as many pages as one of hundreds (the
+    /// last leaf of `events_done` and of its indexes, the header page): in a replay of the journal's schema
+    /// with SQLite (README, Benchmark), appends and done records 11 per commit wrote 2.09 log frames per
+    /// event, and done records 200 per commit 1.08. What it costs: forwards reach the outbox, and the console
+    /// shows an event done, up to `maxWait` later, and a crash in that window runs the events again, as it
+    /// would have done a few milliseconds earlier (rule runs are at-least-once either way). No request waits
+    /// for a done mark.
+    package struct DoneQueue {
+        package static let batch = 512
+        package static let maxWait: UInt64 = 20_000_000
+        package private(set) var marks: [DoneMark] = []
+        /// `DispatchTime`'s uptime in nanoseconds when the oldest mark was queued.
+        private var since: UInt64 = 0
+        /// Set while the journal is drained: marks go at once.
+        package var urgent = false
+        private let now: @Sendable () -> UInt64
+
+        /// - Parameter now: the clock, in nanoseconds (tests pass their own).
+        package init(now: @escaping @Sendable () -> UInt64 = { DispatchTime.now().uptimeNanoseconds }) {
+            self.now = now
+        }
+
+        package mutating func append(_ more: [DoneMark]) {
+            if marks.isEmpty { since = now() }
+            marks.append(contentsOf: more)
+        }
+
+        /// Marks that failed to commit go back to the front, still the oldest.
+        package mutating func putBack(_ failed: [DoneMark]) {
+            if marks.isEmpty { since = now() }
+            marks.insert(contentsOf: failed, at: 0)
+        }
+
+        /// Nanoseconds until the marks are due: 0 when they are, nil when there are none.
+        package func due() -> UInt64? {
+            guard !marks.isEmpty else { return nil }
+            if urgent || marks.count >= Self.batch { return 0 }
+            let waited = now() &- since
+            return waited >= Self.maxWait ? 0 : Self.maxWait - waited
+        }
+
+        /// Every mark queued, once they are due; none before.
+        package mutating func take() -> [DoneMark] {
+            guard due() == 0 else { return [] }
+            defer { marks.removeAll(keepingCapacity: true) }
+            return marks
+        }
+    }
+
     /// The writer's side of the queues.
     private struct WriterState {
         /// A flush is queued on, or running on, the database's writer queue (one at a time).
         var running = false
         /// Done marks failed (a full disk, say): they wait until the flush scheduled `doneRetryDelay` later.
         var marksWait = false
+        /// A flush is scheduled for when the done marks waiting will be due.
+        var wakeArmed = false
     }
 
     /// Starts a flush on the database's writer queue unless one is queued or running: it takes turns until
@@ -263,26 +329,35 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         if start { pool.asyncWriteWithoutTransaction { [self] db in flush(db) } }
     }
 
-    /// Turns while there is work: appends, or done marks not waiting after a failure. The check is made
-    /// under the writer's lock before it stops, so work queued while it was finishing is never left behind.
+    /// Turns while there is work: appends, or done marks that are due and not waiting after a failure. The
+    /// check is made under the writer's lock before it stops, so work queued while it was finishing is never
+    /// left behind; done marks not yet due get a wake-up when they will be (one armed at a time).
     private func flush(_ db: Database) {
         while true {
-            let stop = writer.withLock { state -> Bool in
-                let more =
-                    pendingAppends.withLock { !$0.isEmpty }
-                    || (!state.marksWait && pendingDone.withLock { !$0.isEmpty })
-                if !more { state.running = false }
-                return !more
+            let (stop, wake) = writer.withLock { state -> (Bool, UInt64?) in
+                let due = state.marksWait ? nil : pendingDone.withLock { $0.due() }
+                if pendingAppends.withLock({ !$0.isEmpty }) || due == 0 { return (false, nil) }
+                state.running = false
+                guard let due, !state.wakeArmed else { return (true, nil) }
+                state.wakeArmed = true
+                return (true, due)
+            }
+            if let wake {
+                DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(wake))) { [self] in
+                    writer.withLock { $0.wakeArmed = false }
+                    scheduleFlush()
+                }
             }
             if stop { return }
             turn(db)
         }
     }
 
-    /// Every append queued now in one transaction, answered as soon as it commits; then, unless they wait
-    /// after a failure, every done mark queued now in another. What arrives meanwhile waits for the next turn.
-    /// The appends go first and alone: their requests wait for them, and the done marks (an UPDATE per event,
-    /// forwards, store writes) need not make them wait longer, nor fail them when they cannot be written.
+    /// Every append queued now in one transaction, answered as soon as it commits; then, once they are due
+    /// (`DoneQueue`) and unless they wait after a failure, every done mark queued now in another. What arrives
+    /// meanwhile waits for the next turn. The appends go first and alone: their requests wait for them, and the
+    /// done marks (a record per event, forwards, store writes) need not make them wait longer, nor fail them
+    /// when they cannot be written.
     private func turn(_ db: Database) {
         let appends = pendingAppends.withLock { queued -> [(Entry, Committed)] in
             defer { queued.removeAll(keepingCapacity: true) }
@@ -290,10 +365,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         }
         if !appends.isEmpty { commit(appends, in: db) }
         guard !writer.withLock({ $0.marksWait }) else { return }
-        let done = pendingDone.withLock { queued -> [DoneMark] in
-            defer { queued.removeAll(keepingCapacity: true) }
-            return queued
-        }
+        let done = pendingDone.withLock { $0.take() }
         guard !done.isEmpty, !commit(done, in: db) else { return }
         // Only a failure sets the wait and only this retry ends it: one retry is scheduled at a time.
         writer.withLock { $0.marksWait = true }
@@ -321,7 +393,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         } catch {
             // Done marks go back to the front of the queue and are tried again: later marks may carry
             // store writes built on theirs, and must not be committed without them.
-            pendingDone.withLock { $0.insert(contentsOf: done, at: 0) }
+            pendingDone.withLock { $0.putBack(done) }
             return false
         }
     }

@@ -3,6 +3,7 @@ import EventStore
 import Foundation
 import Logging
 import RuleEngine
+import Synchronization
 import TestSupport
 import Testing
 import WebhookServer
@@ -42,7 +43,7 @@ import WebhookServer
     /// A done mark that cannot be written (its outcomes do not fit a journal capped at 120 pages of 4 KiB)
     /// stays queued, never holds back the appends behind it, and lands once there is room: each turn of the
     /// writer commits the appends first, in a transaction of their own; failed marks wait 200 ms, then are
-    /// tried again.
+    /// tried again, with the marks queued behind them.
     @Test(.timeLimit(.minutes(1))) func aDoneMarkThatCannotBeWrittenWaitsWithoutHoldingBackAppends() async throws {
         let directory = directory()
         let journal = try EventJournal(directory: directory, maxPages: 120)
@@ -59,8 +60,8 @@ import WebhookServer
             name: "channel_create", callID: "c", otherLeg: nil, accountID: nil,
             outcomes: String(repeating: "x", count: 200_000))
         journal.markDone([DoneMark(id: "first", forwards: [], record: large)])
-        // Each append is answered after its own turn's commit, so by the second answer the first turn has
-        // tried the mark (and failed: the file is full).
+        // The writer tries the mark once it is due, and fails: the file is full. Appends go on meanwhile.
+        #expect(await eventually { journal.doneMarksWaitAfterFailure })
         for i in 0..<2 {
             try await journal.append(entry("next-\(i)"))
             journal.markDone([DoneMark(id: "next-\(i)", forwards: [])])
@@ -73,6 +74,47 @@ import WebhookServer
         #expect(await eventually { (try? journal.counts()).map { $0.pending == 0 && $0.done == 3 } ?? false })
         counts = try journal.counts()
         #expect(counts.pending == 0 && counts.done == 3, "\(counts)")
+    }
+
+    /// Done marks wait to be written together: for `maxWait` after the first, unless `batch` of them gather
+    /// first or the journal is drained. A clock the test moves by hand.
+    @Test func doneMarksAreDueAfterTheirWaitOrOnceEnoughGather() {
+        let clock = Mutex<UInt64>(1_000)
+        var queue = EventJournal.DoneQueue(now: { clock.withLock { $0 } })
+        let wait = EventJournal.DoneQueue.maxWait
+        func marks(_ ids: [String]) -> [DoneMark] { ids.map { DoneMark(id: $0, forwards: []) } }
+        #expect(queue.due() == nil)
+        #expect(queue.take().isEmpty)
+
+        queue.append(marks(["a"]))
+        #expect(queue.due() == wait)
+        clock.withLock { $0 += wait / 2 }
+        // A later mark does not put the first one's time off.
+        queue.append(marks(["b"]))
+        #expect(queue.due() == wait - wait / 2)
+        #expect(queue.take().isEmpty)
+        #expect(queue.marks.map(\.id) == ["a", "b"])
+        clock.withLock { $0 += wait - wait / 2 }
+        #expect(queue.due() == 0)
+        #expect(queue.take().map(\.id) == ["a", "b"])
+        #expect(queue.due() == nil)
+
+        // The next mark waits from its own arrival.
+        clock.withLock { $0 += 5 * wait }
+        queue.append(marks(["c"]))
+        #expect(queue.due() == wait)
+        // Marks that failed go back in front of it, and are due at once when enough have gathered.
+        queue.putBack(marks(["x", "y"]))
+        #expect(queue.marks.map(\.id) == ["x", "y", "c"])
+        queue.append(marks((0..<(EventJournal.DoneQueue.batch - 3)).map { "m\($0)" }))
+        #expect(queue.due() == 0)
+        #expect(queue.take().count == EventJournal.DoneQueue.batch)
+
+        // Draining: due at once.
+        queue.append(marks(["d"]))
+        #expect(queue.due() == wait)
+        queue.urgent = true
+        #expect(queue.take().map(\.id) == ["d"])
     }
 
     @Test func theLogIsCopiedIntoTheDatabaseEvery4000Pages() async throws {
