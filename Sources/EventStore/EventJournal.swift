@@ -25,6 +25,8 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     /// Called after a commit that queued deliveries (the outbox wakes up).
     let deliveryObserver = Mutex<Callback<Void>?>(nil)
     private let writer = Mutex(WriterState())
+    /// Copies the write-ahead log into the database beside the writer (`LogCopier`).
+    private let logCopier: LogCopier
     /// How long done marks that failed wait before they are tried again (appends go on meanwhile).
     static let doneRetryDelay = DispatchTimeInterval.milliseconds(200)
 
@@ -43,6 +45,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
                     + "(choose another with --data-dir)")
         }
         path = Self.file(in: directory)
+        logCopier = LogCopier(path: path)
         do {
             var configuration = Configuration()
             configuration.busyMode = .timeout(5)
@@ -81,6 +84,10 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         } catch {
             throw JournalError("cannot open the journal \(path): \(Self.reason(error))")
         }
+    }
+
+    deinit {
+        logCopier.close()
     }
 
     /// Done marks that failed to commit are waiting to be tried again (for tests).
@@ -379,6 +386,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         do {
             try Self.immediateTransaction(db) { try Self.insertEvents(appends, in: db) }
             for (_, committed) in appends { committed(nil) }
+            logCopier.appended(appends.count)
         } catch {
             let failure = JournalError("the journal \(path) could not be written: \(Self.reason(error))")
             for (_, committed) in appends { committed(failure) }
