@@ -269,8 +269,8 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     /// last leaf of `events_done` and of its indexes, the header page): in a replay of the journal's schema
     /// with SQLite (README, Benchmark), appends and done records 11 per commit wrote 2.09 log frames per
     /// event, and done records 50 per commit 1.29, 200 per commit 1.08. Larger commits hold the appends up
-    /// longer: under `wrk -t1 -c32`, 512 marks or 20 ms answered 1% of requests after 12–13 ms, 128 or 10 ms
-    /// after 9–11 ms, for the same bytes written per request (7,363 and 7,448). What it costs: forwards reach
+    /// longer: under `wrk -t1 -c32`, 512 marks or 20 ms answered 1% of requests after 11.6–13.1 ms, 128 or
+    /// 10 ms after 9.4–11.4 ms, for about the same bytes written per request (7,363 and 7,448). What it costs: forwards reach
     /// the outbox, and the console shows an event done, up to `maxWait` later, and a crash in that window runs
     /// the events again, as it would have done a few milliseconds earlier (rule runs are at-least-once either
     /// way). No request waits for a done mark.

@@ -115,6 +115,18 @@ enum ConsolePage {
         const main = document.getElementById("main");
         const status = (text) => { document.getElementById("status").textContent = text; };
         let leave = null;  // what the current page does when another is opened (close its stream)
+        // Counts the pages opened: an answer or a timer that comes back after another page was opened must not
+        // draw over it (a redelivery's reload 800 ms later did, over the Try it page).
+        let view = 0;
+        // The page's data from the API, or null when it failed (the error shown) or another page was opened
+        // while it loaded (nothing shown).
+        async function load(path) {
+          const mine = view;
+          try { const r = await api(path); return mine === view ? r : null; }
+          catch (err) { if (mine === view) failure(err); return null; }
+        }
+        // fn after ms, unless another page was opened since `mine` (by default: now).
+        function later(fn, ms, mine = view) { setTimeout(() => { if (mine === view) fn(); }, ms); }
 
         function badge(r) {
           const stage = r.outcome === "skipped" || r.outcome === "error" ? (r.stage ? " at " + r.stage : "") : "";
@@ -175,6 +187,7 @@ enum ConsolePage {
           };
           live.rows = []; live.seen = new Set(); live.held = [];
           let after = 0;
+          const mine = view;
           try {
             const tail = await api("live?after=0");
             after = tail.latest;
@@ -182,7 +195,8 @@ enum ConsolePage {
             addLive(tail.events.slice().reverse(), false);
             addLive(history.events, false);
             live.rows.sort((a, b) => b.at - a.at);
-          } catch (e) { failure(e); return; }
+          } catch (e) { if (mine === view) failure(e); return; }
+          if (mine !== view) return;  // another page opened meanwhile: no stream for this one
           renderLiveRows();
           const source = new EventSource(withToken("/console/api/stream?after=" + after));
           source.onopen = () => status("live");
@@ -224,10 +238,11 @@ enum ConsolePage {
         }
         function wireRedeliver(reload) {
           for (const b of main.querySelectorAll("button.redeliver")) b.onclick = async () => {
+            const mine = view;
             b.disabled = true;
             try { await api(`deliveries/${b.dataset.id}/redeliver`, { method: "POST" }); status(`delivery ${b.dataset.id} queued again`); }
             catch (e) { status(e.message); }
-            setTimeout(reload, 800);
+            later(reload, 800, mine);
           };
         }
         function fieldsTable(fields) {
@@ -239,7 +254,7 @@ enum ConsolePage {
           return `<div class="scroll"><table class="fields"><tr><th>Field</th><th>Type</th><th>Value</th></tr>${rows}</table></div>`;
         }
         async function pageEvent(id) {
-          let e; try { e = await api("events/" + encodeURIComponent(id)); } catch (err) { failure(err); return; }
+          const e = await load("events/" + encodeURIComponent(id)); if (!e) return;
           main.innerHTML = `<h1>${esc((e.kind ? e.kind + "." : "") + (e.name || "event"))} <span class="badge ${e.state}">${e.state}</span></h1>
             <div class="panel kv"><div>Id</div><div class="mono">${esc(e.id)}</div><div>Received</div><div>${dateTime(e.at)}</div>
             <div>Hook</div><div>${esc(e.hook || "–")} ${e.hook_id ? `<span class="muted">(Kazoo hook ${esc(e.hook_id)})</span>` : ""}</div>
@@ -255,7 +270,7 @@ enum ConsolePage {
 
         // Call --------------------------------------------------------------------------------------------
         async function pageCall(id) {
-          let c; try { c = await api("calls/" + encodeURIComponent(id)); } catch (err) { failure(err); return; }
+          const c = await load("calls/" + encodeURIComponent(id)); if (!c) return;
           const start = c.events.length ? c.events[0].at : 0;
           main.innerHTML = `<h1>Call <span class="mono">${esc(id)}</span></h1>
             <p class="muted">Legs: ${c.legs.map(callLink).join(", ")}</p>
@@ -269,23 +284,24 @@ enum ConsolePage {
         // Deliveries --------------------------------------------------------------------------------------
         async function pageDeliveries(state) {
           state = state || "all";
-          let d; try { d = await api("deliveries?state=" + state); } catch (err) { failure(err); return; }
+          const d = await load("deliveries?state=" + state); if (!d) return;
           const tabs = ["all", "pending", "failed", "dead", "delivered"].map((s) =>
             `<a href="#/deliveries/${s}" class="badge ${s === state ? "ok" : "skipped"}">${s} ${d.counts[s] ?? ""}</a>`).join("");
           main.innerHTML = `<h1>Deliveries</h1><div class="toolbar">${tabs}
             <button id="redeliver-dead" ${d.counts.dead ? "" : "disabled"}>Redeliver all dead (${d.counts.dead || 0})</button></div>
             <div class="panel">${renderDeliveries(d.deliveries, true)}</div>`;
           document.getElementById("redeliver-dead").onclick = async () => {
+            const mine = view;
             try { const r = await api("deliveries/redeliver-dead", { method: "POST" }); status(`${r.queued.length} queued again`); }
             catch (e) { status(e.message); }
-            setTimeout(() => pageDeliveries(state), 800);
+            later(() => pageDeliveries(state), 800, mine);
           };
           wireRedeliver(() => pageDeliveries(state));
         }
 
         // Rejected ----------------------------------------------------------------------------------------
         async function pageRejected() {
-          let r; try { r = await api("rejected"); } catch (err) { failure(err); return; }
+          const r = await load("rejected"); if (!r) return;
           main.innerHTML = `<h1>Rejected requests</h1><p class="muted">Requests answered 4xx, newest first, kept in the data directory (secrets redacted).</p>
             <div class="panel scroll"><table><thead><tr><th>Time</th><th>Code</th><th>Reason</th><th>Request</th><th>Body</th></tr></thead><tbody>
             ${r.rejected.map((x) => `<tr><td class="mono">${dateTime(x.received_at)}</td><td><span class="badge error">${esc(x.code)}</span></td>
@@ -297,7 +313,7 @@ enum ConsolePage {
 
         // Rules -------------------------------------------------------------------------------------------
         async function pageRules() {
-          let r; try { r = await api("rules"); } catch (err) { failure(err); return; }
+          const r = await load("rules"); if (!r) return;
           const last = r.last_reload;
           main.innerHTML = `<h1>Rules <span class="muted">version ${r.version}</span></h1>
             <div class="toolbar"><button id="reload">Reload rules</button><span class="muted">from ${esc(r.directory)}</span>
@@ -360,7 +376,7 @@ enum ConsolePage {
             <div class="muted" style="display:flex;justify-content:space-between"><span>−60 min</span><span>now</span></div></div>`;
         }
         async function pageHealth() {
-          let r; try { r = await api("health"); } catch (err) { failure(err); return; }
+          const r = await load("health"); if (!r) return;
           main.innerHTML = `<h1>Health</h1><div class="grid">${chart("Events/s", r.minutes, "events", "")}
             ${chart("Events with a rule error/s", r.minutes, "errors", "err")}${chart("Rule duration p50 (bars), p99 (line)", r.minutes, "p50", "", "p99")}</div>
             <h2>Kazoo hooks answered non-200 in the last 60 s</h2><div class="panel scroll"><table><tbody>
@@ -374,6 +390,7 @@ enum ConsolePage {
         // Routing -----------------------------------------------------------------------------------------
         async function route() {
           if (leave) { leave(); leave = null; }
+          view++;
           const [page, arg] = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
           for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.dataset.page === (page || "live"));
           main.dataset.page = page || "live";

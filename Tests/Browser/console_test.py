@@ -233,12 +233,19 @@ def main():
             # Find and click in one script call: the page may be redrawn between a lookup and a click.
             WebDriverWait(driver, 10).until(lambda d: d.execute_script(
                 "const b = document.querySelector('button.redeliver'); if (b) b.click(); return !!b"))
+            clicked = time.monotonic()
+            # Leave at once: the Deliveries page reloads itself 800 ms after a redelivery, and must not draw over
+            # the page opened meanwhile (it once did, over Try it).
+            driver.get(base + "/console#/rules")
             wait("the redelivered forward at the sink", lambda: Sink.accepted, 20)
             assert call_id.encode() in Sink.accepted[0], Sink.accepted[0][:200]
             wait("the delivery to show delivered",
                  lambda: get_json(base, "/console/api/deliveries?state=delivered")["deliveries"])
             with open(os.path.join(work, "server.log")) as f:
                 assert "console: 1 delivery(ies) queued again" in f.read()
+            time.sleep(max(0.0, clicked + 1.5 - time.monotonic()))  # past the reload's 800 ms: it must not come
+            heading = driver.execute_script("return document.querySelector('#main h1')?.textContent || ''")
+            assert heading.startswith("Rules"), heading
 
         check("a dead letter is redelivered by a click and reaches the sink", redeliver_by_click)
 
