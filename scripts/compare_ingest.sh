@@ -2,7 +2,9 @@
 # Ingest of two (or more) `switchboard` binaries side by side, for judging a change on this noisy machine:
 # each binary serves RULES (default scripts/anchor) with the journal JOURNAL (on|off, default on) on a fresh
 # data directory, and wrk (1 thread, 32 connections, DURATION s, ../shared/bench/post.lua) measures it;
-# the binaries alternate for ROUNDS rounds (default 3) and the medians are printed. (It builds the release
+# the binaries alternate for ROUNDS rounds (default 3) and the medians are printed, with the medians of wrk's
+# 90th and 99th latency percentiles (a change to the journal's writer can shorten its pauses, and so the
+# answers' tail, without moving requests per second). (It builds the release
 # binary first, as the other benchmark scripts do: scripts/serve_common.sh.)
 #   cp .build/release/switchboard /tmp/before; (change, scripts/build_release.sh)
 #   scripts/compare_ingest.sh /tmp/before .build/release/switchboard
@@ -11,19 +13,27 @@ cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { echo "usage: $0 BINARY BINARY [BINARY...]  (env: RULES JOURNAL ROUNDS DURATION)" >&2; exit 2; }
 RULES=${RULES:-scripts/anchor}; JOURNAL=${JOURNAL:-on}; ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-8}
 source scripts/serve_common.sh
-declare -A runs
+# measure URL: "REQ/S P90 P99" (the percentiles in ms) from wrk, 1 thread, 32 connections, DURATION s.
+measure() {
+  (cd "$SHARED/bench" && BENCH_DIR=. wrk -t1 -c32 -d"$DURATION"s -s post.lua --latency "$1") | awk '
+    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v + 0 }
+    /Requests\/sec/ { r = $2 } $1 == "90%" { p90 = ms($2) } $1 == "99%" { p99 = ms($2) }
+    END { printf "%s %.2f %.2f\n", r, p90, p99 }'
+}
+declare -A runs p90s p99s
 for round in $(seq "$ROUNDS"); do
   for binary in "$@"; do
     rm -rf "$work/var"
     "$binary" serve --rules "$RULES" --port 18209 --data-dir "$work/var" --journal "$JOURNAL" --log-level warning & pid=$!
     pids+=("$pid")
     wait_up 18209
-    rate=$(post "$DURATION" http://127.0.0.1:18209/hooks/channel_create)
+    read -r rate p90 p99 < <(measure http://127.0.0.1:18209/hooks/channel_create)
     kill "$pid"; wait "$pid" 2>/dev/null || true
-    runs[$binary]="${runs[$binary]:-} $rate"
-    printf 'round %s %-40s %s req/s\n' "$round" "$binary" "$rate"
+    runs[$binary]="${runs[$binary]:-} $rate"; p90s[$binary]="${p90s[$binary]:-} $p90"; p99s[$binary]="${p99s[$binary]:-} $p99"
+    printf 'round %s %-40s %s req/s  p90 %s ms  p99 %s ms\n' "$round" "$binary" "$rate" "$p90" "$p99"
   done
 done
 for binary in "$@"; do
-  printf '%-40s median %s req/s  (%s)\n' "$binary" "$(median ${runs[$binary]})" "${runs[$binary]# }"
+  printf '%-40s median %s req/s  (%s)  p90 %s ms  p99 %s ms\n' "$binary" "$(median ${runs[$binary]})" \
+    "${runs[$binary]# }" "$(median ${p90s[$binary]})" "$(median ${p99s[$binary]})"
 done

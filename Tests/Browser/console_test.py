@@ -6,7 +6,8 @@ chromium-driver and python3-selenium), against the real `switchboard serve` on l
     Tests/Browser/console_test.py --binary .build/debug/switchboard --screenshots docs/console
 
 Checks: the Live page shows a posted event within 2 s; its Event page shows the rule's log line and the failing
-rule's file:line; a dead letter is redelivered by a click and reaches a loopback sink; Try it shows a dry run
+rule's file:line; a dead letter is redelivered by a click and reaches a loopback sink (and the page opened right
+after is not drawn over by the Deliveries page's reload); Try it shows a dry run
 (and sends nothing); every page renders in light and dark at 1280 px and on a phone-sized window without a
 script error. With --screenshots, each page is saved in light and dark (and the Live page at phone width).
 """
