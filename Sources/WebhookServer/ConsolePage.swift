@@ -330,10 +330,11 @@ enum ConsolePage {
               <td>${esc(x.message)}</td><td>${eventLink(x.event_id, x.event)}</td></tr>`).join("") || `<tr><td class="muted">No errors in this process's life.</td></tr>`}
             </tbody></table></div>`;
           document.getElementById("reload").onclick = async () => {
+            const mine = view;
             const response = await fetch(withToken("/console/api/reload"), { method: "POST", headers: { "X-Switchboard-Console": "1" } });
             const body = await response.json();
             status(body.ok ? (body.changed ? `reloaded: version ${body.version}` : "no change") : "reload rejected: " + body.errors.join("; "));
-            pageRules();
+            if (mine === view) pageRules();
           };
         }
 
