@@ -13,13 +13,6 @@ cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { echo "usage: $0 BINARY BINARY [BINARY...]  (env: RULES JOURNAL ROUNDS DURATION)" >&2; exit 2; }
 RULES=${RULES:-scripts/anchor}; JOURNAL=${JOURNAL:-on}; ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-8}
 source scripts/serve_common.sh
-# measure URL: "REQ/S P90 P99" (the percentiles in ms) from wrk, 1 thread, 32 connections, DURATION s.
-measure() {
-  (cd "$SHARED/bench" && BENCH_DIR=. wrk -t1 -c32 -d"$DURATION"s -s post.lua --latency "$1") | awk '
-    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v + 0 }
-    /Requests\/sec/ { r = $2 } $1 == "90%" { p90 = ms($2) } $1 == "99%" { p99 = ms($2) }
-    END { printf "%s %.2f %.2f\n", r, p90, p99 }'
-}
 declare -A runs p90s p99s
 for round in $(seq "$ROUNDS"); do
   for binary in "$@"; do
@@ -27,7 +20,7 @@ for round in $(seq "$ROUNDS"); do
     "$binary" serve --rules "$RULES" --port 18209 --data-dir "$work/var" --journal "$JOURNAL" --log-level warning & pid=$!
     pids+=("$pid")
     wait_up 18209
-    read -r rate p90 p99 < <(measure http://127.0.0.1:18209/hooks/channel_create)
+    read -r rate p90 p99 < <(wrk_post "$DURATION" http://127.0.0.1:18209/hooks/channel_create)
     kill "$pid"; wait "$pid" 2>/dev/null || true
     runs[$binary]="${runs[$binary]:-} $rate"; p90s[$binary]="${p90s[$binary]:-} $p90"; p99s[$binary]="${p99s[$binary]:-} $p99"
     printf 'round %s %-40s %s req/s  p90 %s ms  p99 %s ms\n' "$round" "$binary" "$rate" "$p90" "$p99"
