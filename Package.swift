@@ -36,7 +36,8 @@ let package = Package(
         // PostgreSQL for several nodes (`--store postgres://…`).
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
-        // HTTP/1 parts as swift-http-types values, for the hooks routes' own channel handler (Hummingbird's too).
+        // HTTP/1 parts as swift-http-types values, for the hooks routes' own channel handler (Hummingbird's too),
+        // and the listener's graceful shutdown (NIOExtras' ServerQuiescingHelper).
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
     ],
     targets: [
@@ -129,6 +130,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOExtras", package: "swift-nio-extras"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
                 .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

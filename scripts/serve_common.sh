@@ -1,8 +1,8 @@
 # Sourced by serve_bench.sh and console_bench.sh: the release binary (built), a scratch directory and the
 # processes to stop at exit, and helpers: `metric PORT NAME` sums a /metrics series, `wait_up PORT` waits for
 # /healthz, `post SECONDS URL` is wrk's requests/s for ../shared/bench/post.lua (1 thread, 32 connections) and
-# `wrk_post SECONDS URL` the same run's requests/s with its 90th and 99th latency percentiles,
-# `median N...` the median of its arguments.
+# `wrk_post SECONDS URL [WRK OPTIONS...]` the same run's requests/s with its 90th and 99th latency percentiles
+# and its count of requests, `median N...` the median of its arguments.
 SHARED=${SHARED:-../shared}
 BIN=.build/release/switchboard
 ulimit -n "$(ulimit -Hn)"
@@ -13,12 +13,14 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" 'index($0, m) == 1 {s += $NF} END {print s + 0}'; }
 wait_up() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/healthz" && return 0; sleep 0.1; done; return 1; }
-# wrk_post SECONDS URL: "REQ/S P90 P99" from the same wrk run, the latency percentiles in ms.
+# wrk_post SECONDS URL [WRK OPTIONS...]: "REQ/S P90 P99 REQUESTS" from the same wrk run, the latency percentiles
+# in ms.
 wrk_post() {
-  (cd "$SHARED/bench" && BENCH_DIR=. wrk -t1 -c32 -d"$1"s -s post.lua --latency "$2") | awk '
+  local seconds=$1 url=$2; shift 2
+  (cd "$SHARED/bench" && BENCH_DIR=. wrk -t1 -c32 -d"$seconds"s -s post.lua --latency "$@" "$url") | awk '
     function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v + 0 }
-    /Requests\/sec/ { r = $2 } $1 == "90%" { p90 = ms($2) } $1 == "99%" { p99 = ms($2) }
-    END { printf "%s %.2f %.2f\n", r, p90, p99 }'
+    /Requests\/sec/ { r = $2 } $1 == "90%" { p90 = ms($2) } $1 == "99%" { p99 = ms($2) } / requests in / { n = $1 }
+    END { printf "%s %.2f %.2f %d\n", r, p90, p99, n }'
 }
 post() { wrk_post "$1" "$2" | cut -d' ' -f1; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }

@@ -2,6 +2,7 @@ import Hummingbird
 import HummingbirdCore
 import Logging
 import NIOCore
+import NIOExtras
 import NIOHTTP1
 import NIOHTTPTypes
 import NIOHTTPTypesHTTP1
@@ -15,11 +16,13 @@ import Synchronization
     import Musl
 #endif
 
-/// The HTTP server as one service: the hooks routes' `HooksHandler` in front of Hummingbird's router on one
-/// HTTP/1 channel, with `services` started before the listener and stopped after it. It runs the way
-/// Hummingbird's `Application.run` does, with two differences:
+/// The HTTP server as one service: a listener whose connections start with the hooks routes' `HooksHandler`
+/// in front of Hummingbird's router, with `services` started before the listener and stopped after it. It
+/// runs the way Hummingbird's `Application.run` does, with three differences:
 /// - `/hooks…` is answered on the connection's event loop (`HooksHandler`), not by a task per connection
 ///   through the router's request and response machinery;
+/// - a connection gets a task and a `NIOAsyncChannel` (the router's side) only at its first request for the
+///   router, not when it is accepted (`Listener`);
 /// - the `Date` header comes from `HTTPDate` (libc's `gmtime_r`) instead of Hummingbird's date cache, whose
 ///   Foundation calendar opens ICU's time zone data at start-up. That cost about 3.9 MB of resident memory in
 ///   every server (ICU and FoundationInternationalization's pages, `/proc/PID/smaps`) for one header.
@@ -27,7 +30,10 @@ struct HTTPService<Responder: HTTPResponder>: Service
 where Responder.Context: InitializableFromSource<ApplicationRequestContextSource> {
     let responder: Responder
     let hooks: HookIntake
-    let configuration: HummingbirdCore.ServerConfiguration
+    let host: String
+    let port: Int
+    let backlog: Int
+    let serverName: String?
     let services: [any Service]
     let onServerRunning: @Sendable (any Channel) async -> Void
     let logger: Logger
@@ -35,84 +41,159 @@ where Responder.Context: InitializableFromSource<ApplicationRequestContextSource
     func run() async throws {
         let dates = HTTPDate()
         let responder = self.responder
-        let serverName = configuration.serverName
+        let serverName = self.serverName
         let logger = self.logger
-        let hooks = self.hooks
-        let builder = HTTPServerBuilder { responder in
-            HooksFirstChannel(responder: responder) { wire in
-                HooksHandler(intake: hooks, dates: dates, serverName: serverName, wire: wire)
+        let router = RouterSide { (request, writer: consuming ResponseWriter, channel) in
+            var requestLogger = logger
+            requestLogger[metadataKey: "hb.request.id"] = .stringConvertible(RequestID())
+            let context = Responder.Context(source: .init(channel: channel, logger: requestLogger))
+            var response: Response
+            do {
+                response = try await responder.respond(to: request, context: context)
+            } catch let error as HTTPParserError {
+                throw error  // Hummingbird answers 400 and closes the connection
+            } catch {
+                requestLogger.debug("unhandled error", metadata: ["error.type": "\(error)"])
+                response = Response(status: .internalServerError)
+            }
+            response.headers[.date] = dates.now
+            if let serverName { response.headers[.server] = serverName }
+            do {
+                try await writer.write(response: response.head, body: response.body)
+            } catch is HTTPParserError {
+                // The request turned out malformed while the answer was written: close the connection
+                // rather than let the parse error write a second answer.
+                throw ResponseAbandoned()
             }
         }
-        let server = try builder.buildServer(
-            configuration: configuration, eventLoopGroup: MultiThreadedEventLoopGroup.singleton, logger: logger,
-            responder: { (request, writer: consuming ResponseWriter, channel) in
-                var requestLogger = logger
-                requestLogger[metadataKey: "hb.request.id"] = .stringConvertible(RequestID())
-                let context = Responder.Context(source: .init(channel: channel, logger: requestLogger))
-                var response: Response
-                do {
-                    response = try await responder.respond(to: request, context: context)
-                } catch let error as HTTPParserError {
-                    throw error  // Hummingbird answers 400 and closes the connection
-                } catch {
-                    requestLogger.debug("unhandled error", metadata: ["error.type": "\(error)"])
-                    response = Response(status: .internalServerError)
-                }
-                response.headers[.date] = dates.now
-                if let serverName { response.headers[.server] = serverName }
-                do {
-                    try await writer.write(response: response.head, body: response.body)
-                } catch is HTTPParserError {
-                    // The request turned out malformed while the answer was written: close the connection
-                    // rather than let the parse error write a second answer.
-                    throw ResponseAbandoned()
-                }
-            }, onServerRunning: onServerRunning)
-        try await ServiceGroup(configuration: .init(services: services + [server], logger: logger)).run()
+        let hooks = self.hooks
+        let listener = Listener(
+            host: host, port: port, backlog: backlog, router: router, onServerRunning: onServerRunning,
+            logger: logger
+        ) { wire, openRouter in
+            HooksHandler(intake: hooks, dates: dates, serverName: serverName, wire: wire, openRouter: openRouter)
+        }
+        try await ServiceGroup(configuration: .init(services: services + [listener], logger: logger)).run()
     }
 
     struct ResponseAbandoned: Error {}
 }
 
-/// Hummingbird's HTTP/1 child channel (`HTTP1Channel`, with its defaults) with a `HooksHandler` in front of
-/// the connection's state handler (idle, quiescing) and the router. The hooks handler writes its answers as
-/// bytes at the response encoder's place, and leaves the bodies out of the router's answers to HEAD (see
-/// `HooksHandler`), so NIO's encoder and decoder are added unpaired rather than by
-/// `configureHTTPServerPipeline`, which would pair them.
-struct HooksFirstChannel: ServerChildChannel, HTTPChannelHandler {
-    typealias Value = NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>
-    let responder: HTTPChannelHandler.Responder
-    /// Makes the hooks handler, given the context of the response encoder it writes its answers at.
-    let hooksHandler: @Sendable (ChannelHandlerContext) -> HooksHandler
+/// The listening socket and its connections. A connection is accepted with its pipeline (`configure`) and
+/// nothing else: a client that only posts hooks is read and answered by its `HooksHandler` on the event loop,
+/// and costs no task. The router's side of a connection (`RouterSide`: a `NIOAsyncChannel` and a task that runs
+/// Hummingbird's request loop) is opened by the hooks handler just before it passes the router its first part
+/// or error, and the task is started in this service's task group.
+///
+/// Hummingbird's `Server` starts that task and wraps every connection as it is accepted, and hands it from the
+/// event loop to the accepting task. With a connection per request (curl, and many webhook senders) that was
+/// about a quarter of the server's CPU time per request (`perf record` over `wrk -H "Connection: close"`).
+///
+/// A graceful shutdown closes the listening socket, tells every connection to quiesce (NIO's
+/// `ServerQuiescingHelper`; idle ones close at once, the others once their answer is written) and returns
+/// when the last has closed and the last router task has ended.
+struct Listener: Service {
+    let host: String
+    let port: Int
+    let backlog: Int
+    let router: RouterSide
+    let onServerRunning: @Sendable (any Channel) async -> Void
+    let logger: Logger
+    /// Makes a connection's hooks handler, given the context of the response encoder it writes its answers at
+    /// and what opens the connection's router side.
+    let hooksHandler: @Sendable (ChannelHandlerContext, @escaping (any Channel) -> Void) -> HooksHandler
 
-    init(
-        responder: @escaping HTTPChannelHandler.Responder,
-        hooksHandler: @escaping @Sendable (ChannelHandlerContext) -> HooksHandler
-    ) {
-        self.responder = responder
-        self.hooksHandler = hooksHandler
-    }
-
-    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        channel.eventLoop.makeCompletedFuture {
-            var limits = NIOHTTPDecoderLimitConfiguration()
-            limits.maxHeaderFieldSize = 80 * 1024
-            limits.maxHeaderListSize = 80 * 1024
-            limits.maxHeaderFieldCount = 1000
-            let pipeline = channel.pipeline.syncOperations
-            let encoder = HTTPResponseEncoder(configuration: .init())
-            try pipeline.addHandler(encoder)
-            try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(limitConfiguration: limits)))
-            // The hooks handler reads NIO's HTTP/1 parts, before their conversion to HTTPTypes' for the router.
-            try pipeline.addHandler(hooksHandler(try pipeline.context(handler: encoder)))
-            try pipeline.addHandler(HTTP1ToHTTPServerCodec(secure: false))
-            try pipeline.addHandler(HTTPConnectionStateHandler(idleTimeout: nil, logger: logger))
-            return try NIOAsyncChannel(
-                wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+    func run() async throws {
+        let group = MultiThreadedEventLoopGroup.singleton
+        let (opened, open) = AsyncStream.makeStream(of: RouterSide.Connection.self)
+        let quiescing = ServerQuiescingHelper(group: group)
+        let router = self.router
+        let logger = self.logger
+        let hooksHandler = self.hooksHandler
+        let openRouter: @Sendable (any Channel) -> Void = { channel in
+            do {
+                open.yield(try router.wrap(channel))
+            } catch {
+                logger.debug("could not open the router's side of a connection", metadata: ["error": "\(error)"])
+                channel.close(promise: nil)
+            }
         }
+        let server = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: Int32(clamping: backlog))
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(quiescing.makeServerChannelHandler(channel: channel))
+                }
+            }
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try Self.configure(channel, logger: logger) { wire in hooksHandler(wire, openRouter) }
+                }
+            }
+            .bind(host: host, port: port).get()
+        await withGracefulShutdownHandler {
+            await onServerRunning(server)
+            await withDiscardingTaskGroup { tasks in
+                for await connection in opened {
+                    tasks.addTask { await router.handle(value: connection, logger: logger) }
+                }
+            }
+        } onGracefulShutdown: {
+            let closed = server.eventLoop.makePromise(of: Void.self)
+            closed.futureResult.whenComplete { _ in open.finish() }
+            quiescing.initiateShutdown(promise: closed)
+        }
+        // Cancelled rather than shut down: stop accepting, and let the connections close.
+        quiescing.initiateShutdown(promise: nil)
     }
 
-    func handle(value: Value, logger: Logger) async {
+    /// Hummingbird's HTTP/1 child channel pipeline (`HTTP1Channel`'s, with its defaults) with a `HooksHandler` in
+    /// front of the connection's state handler (idle, quiescing) and the router. The hooks handler writes its
+    /// answers as bytes at the response encoder's place, and leaves the bodies out of the router's answers to
+    /// HEAD (see `HooksHandler`), so NIO's encoder and decoder are added unpaired rather than by
+    /// `configureHTTPServerPipeline`, which would pair them.
+    static func configure(
+        _ channel: any Channel, logger: Logger, hooksHandler: (ChannelHandlerContext) -> HooksHandler
+    ) throws {
+        var limits = NIOHTTPDecoderLimitConfiguration()
+        limits.maxHeaderFieldSize = 80 * 1024
+        limits.maxHeaderListSize = 80 * 1024
+        limits.maxHeaderFieldCount = 1000
+        let pipeline = channel.pipeline.syncOperations
+        let encoder = HTTPResponseEncoder(configuration: .init())
+        try pipeline.addHandler(encoder)
+        try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(limitConfiguration: limits)))
+        // The hooks handler reads NIO's HTTP/1 parts, before their conversion to HTTPTypes' for the router.
+        try pipeline.addHandler(hooksHandler(try pipeline.context(handler: encoder)))
+        try pipeline.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+        try pipeline.addHandler(HTTPConnectionStateHandler(idleTimeout: nil, logger: logger))
+    }
+}
+
+/// The router's side of a connection: a `NIOAsyncChannel` at the end of its pipeline, read by Hummingbird's
+/// request loop (`handleHTTP`) in a task of its own.
+struct RouterSide: HTTPChannelHandler {
+    typealias Connection = NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>
+    typealias Value = Connection
+    let responder: HTTPChannelHandler.Responder
+
+    init(responder: @escaping HTTPChannelHandler.Responder) {
+        self.responder = responder
+    }
+
+    /// Wraps `channel`, whose pipeline `Listener.configure` built, on its event loop.
+    func wrap(_ channel: any Channel) throws -> Connection {
+        try NIOAsyncChannel(
+            wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+    }
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Connection> {
+        channel.eventLoop.makeCompletedFuture { try wrap(channel) }
+    }
+
+    func handle(value: Connection, logger: Logger) async {
         await handleHTTP(asyncChannel: value, logger: logger)
     }
 }

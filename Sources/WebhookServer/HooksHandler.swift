@@ -29,6 +29,11 @@ import NIOHTTPTypes
 /// - The state handler sees only the router's requests. A graceful shutdown's `ChannelShouldQuiesceEvent`
 ///   (on which it closes an idle connection) is held here while a hooks request is open or held, and passed
 ///   on once it is answered.
+/// - The router's side of the connection (a `NIOAsyncChannel` and its task, see `Listener`) exists only once
+///   this handler has passed it something: `openRouter` makes it, just before the first request or error for
+///   the router. Until then, this handler also does what the router's side would do when the peer stops
+///   sending (`ChannelEvent.inputClosed`, which is also how a peer's full close arrives): it closes the
+///   connection, once the hooks answers owed on it are written.
 /// - The encoder no longer hears of request methods from the decoder (NIO pairs them to leave the body out of
 ///   answers to HEAD and CONNECT), so this handler leaves those bodies out of the router's answers itself.
 final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
@@ -79,14 +84,23 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var readHeld = false
     /// A graceful shutdown's quiesce event, held until the hooks request open or held is answered.
     private var quiesceHeld = false
+    /// The end of the peer's input, held until the hooks request open or held is answered.
+    private var inputClosedHeld = false
+    /// Opens the router's side of the connection; `nil` once it is open.
+    private var openRouter: ((any Channel) -> Void)?
     /// The peer's address as text, once read (about 2,800 instructions each time: `inet_ntop` and a String).
     private var peerAddress: String?? = .none
 
-    /// `wire` is the context of the pipeline's `HTTPResponseEncoder`.
-    init(intake: HookIntake, dates: HTTPDate, serverName: String?, wire: ChannelHandlerContext) {
+    /// `wire` is the context of the pipeline's `HTTPResponseEncoder`; `openRouter` adds the router's side at the
+    /// end of the pipeline (synchronously, on the event loop).
+    init(
+        intake: HookIntake, dates: HTTPDate, serverName: String?, wire: ChannelHandlerContext,
+        openRouter: @escaping (any Channel) -> Void
+    ) {
         self.intake = intake
         self.dates = dates
         self.wire = wire
+        self.openRouter = openRouter
         serverLine = serverName.map { Array("Server: \(HTTPField(name: .server, value: $0).value)\r\n".utf8) } ?? []
         limit = intake.configuration.decoding.maxBodyBytes
         let (eightTimes, overflow) = limit.multipliedReportingOverflow(by: 8)
@@ -104,14 +118,37 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         wire = nil  // the contexts would otherwise hold each other past the connection's end
+        openRouter = nil
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is ChannelShouldQuiesceEvent, hooksRequestOpen {
             quiesceHeld = true
+        } else if event as? ChannelEvent == .inputClosed, hooksRequestOpen {
+            inputClosedHeld = true
+        } else if event as? ChannelEvent == .inputClosed, openRouter != nil {
+            // Nothing more can arrive, and nothing is owed: no router side waits for parts or writes answers.
+            closeOnceWritten(context: context)
         } else {
             context.fireUserInboundEventTriggered(event)
         }
+    }
+
+    /// Passes the router a part or an error, opening its side of the connection first if need be.
+    private func routerSide(_ context: ChannelHandlerContext) -> ChannelHandlerContext {
+        if let open = openRouter {
+            openRouter = nil
+            open(context.channel)
+        }
+        return context
+    }
+
+    /// Closes the connection once what was written before has left.
+    private func closeOnceWritten(context: ChannelHandlerContext) {
+        guard let wire else { return context.close(promise: nil) }
+        let written = context.eventLoop.makePromise(of: Void.self)
+        written.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        wire.writeAndFlush(NIOAny(context.channel.allocator.buffer(capacity: 0)), promise: written)
     }
 
     /// The connection's peer address (`127.0.0.1`), the same for every request on it.
@@ -201,7 +238,7 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
             guard let route = HookIntake.route(request.method, target: target) else {
                 routerAnswers.append(request.method == .HEAD || request.method == .CONNECT)
                 state = .routing
-                context.fireChannelRead(wrapInboundOut(part))
+                routerSide(context).fireChannelRead(wrapInboundOut(part))
                 return
             }
             let head = HookIntake.Head(request: request, route: route, target: target, peer: peer(context))
@@ -268,7 +305,7 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
             state = .routing
         default: break
         }
-        context.fireErrorCaught(error)
+        routerSide(context).fireErrorCaught(error)
     }
 
     /// Writes the answer (with `Connection: close` when it closes), then takes what waited behind it.
@@ -325,12 +362,16 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// Takes what was held, in order, until one must wait again; then reads on if that was asked for, and
-    /// passes on a quiesce event that waited for the hooks requests to be answered.
+    /// passes on a quiesce event or the input's end that waited for the hooks requests to be answered.
     private func takeHeld(context: ChannelHandlerContext) {
         defer {
             if quiesceHeld, !hooksRequestOpen {
                 quiesceHeld = false
                 context.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+            }
+            if inputClosedHeld, !hooksRequestOpen {
+                inputClosedHeld = false
+                userInboundEventTriggered(context: context, event: ChannelEvent.inputClosed)
             }
         }
         guard !held.isEmpty else { return readOn(context: context) }

@@ -39,8 +39,7 @@ public func buildApplication(
         rejected: rejected, failures: failures)
     return HTTPService(
         responder: router.buildResponder(), hooks: hooks,
-        configuration: HummingbirdCore.ServerConfiguration(
-            address: .hostname(configuration.host, port: configuration.port), serverName: "switchboard",
-            backlog: configuration.listenBacklog),
+        host: configuration.host, port: configuration.port, backlog: configuration.listenBacklog,
+        serverName: "switchboard",
         services: services, onServerRunning: onServerRunning, logger: logger)
 }

@@ -10,8 +10,12 @@ import WebhookServer
 /// The hooks routes are answered by their own channel handler, in front of the router that answers the rest;
 /// one connection may carry both, pipelined. These tests speak HTTP/1.1 on a plain socket to see the bytes.
 @Suite struct HooksConnectionTests {
-    /// Writes `requests` in one go and reads until the server closes the connection (20 s at most).
-    static func exchange(port: Int, _ requests: String) throws -> String {
+    /// The server did not close the connection within 20 s.
+    struct NotClosed: Error { let received: String }
+
+    /// Writes `requests` in one go (then shuts down its sending side, with `halfClose`) and reads until the
+    /// server closes the connection; throws `NotClosed` after 20 s.
+    static func exchange(port: Int, _ requests: String, halfClose: Bool = false) throws -> String {
         let fd = try connectLoopback(port: port)
         defer { close(fd) }
         var bytes = Array(requests.utf8)
@@ -21,10 +25,14 @@ import WebhookServer
             guard n > 0 else { throw CocoaError(.fileWriteUnknown) }
             sent += n
         }
+        if halfClose { shutdown(fd, Int32(SHUT_WR)) }
         var answer: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
             let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, 0) }
+            if n < 0, errno == EAGAIN || errno == EWOULDBLOCK {
+                throw NotClosed(received: String(decoding: answer, as: UTF8.self))
+            }
             if n <= 0 { break }
             answer += buffer[0..<n]
         }
@@ -82,6 +90,28 @@ import WebhookServer
             #expect(answers[3].body.contains(#""code":"syntax""#))
             #expect(answers[5].body.contains(#""name":"channel_create""#))
             #expect(await server.eventually { server.metrics.value("switchboard_events_total") == 2 })
+        }
+    }
+
+    /// A client that stops sending (a half close, or a full close: the server cannot tell them apart) gets the
+    /// answers to what it sent, then the server closes the connection: one that only posted hooks (which has
+    /// no router side, see `Listener`), one that only used the router, both, and one that sent nothing.
+    @Test(arguments: [false, true]) func aClientThatStopsSendingIsAnsweredThenClosed(journal: Bool) async throws {
+        try await withServer(journal: journal) { server in
+            let port = Int(server.base.split(separator: ":").last!)!
+            let event = String(decoding: try sampleBody("channel_create__inbound.json"), as: UTF8.self)
+            let cases: [(String, [Int])] = [
+                ("", []),
+                (Self.post("/hooks/channel_create", event), [200]),
+                (Self.get("/healthz"), [200]),
+                (Self.post("/hooks/channel_create", event) + Self.get("/healthz"), [200, 200]),
+                (Self.get("/healthz") + Self.post("/hooks/channel_create", event), [200, 200]),
+            ]
+            for (requests, statuses) in cases {
+                let text = try await onOwnThread { try Self.exchange(port: port, requests, halfClose: true) }
+                #expect(Self.answers(text).map(\.status) == statuses, "got: \(text.debugDescription)")
+            }
+            #expect(await server.eventually { server.metrics.value("switchboard_events_total") == 3 })
         }
     }
 
