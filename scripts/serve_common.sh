@@ -1,6 +1,6 @@
 # Sourced by serve_bench.sh and console_bench.sh: the release binary (built), a scratch directory and the
 # processes to stop at exit, and helpers: `metric PORT NAME` sums a /metrics series, `wait_up PORT` waits for
-# /healthz, `post SECONDS URL` is wrk's requests/s for ../shared/bench/post.lua (1 thread, 32 connections) and
+# /healthz, `post SECONDS URL [WRK OPTIONS...]` is wrk's requests/s for ../shared/bench/post.lua (1 thread, 32 connections) and
 # `wrk_post SECONDS URL [WRK OPTIONS...]` the same run's requests/s with its 90th and 99th latency percentiles
 # and its count of requests, `median N...` the median of its arguments.
 SHARED=${SHARED:-../shared}
@@ -22,7 +22,7 @@ wrk_post() {
     /Requests\/sec/ { r = $2 } $1 == "90%" { p90 = ms($2) } $1 == "99%" { p99 = ms($2) } / requests in / { n = $1 }
     END { printf "%s %.2f %.2f %d\n", r, p90, p99, n }'
 }
-post() { wrk_post "$1" "$2" | cut -d' ' -f1; }
+post() { wrk_post "$@" | cut -d' ' -f1; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # settled PORT RULE: switchboard_events_total once it has stopped moving and RULE has run on every accepted event.
 # Requests wrk leaves in flight when it stops are still committed (a group commit of a few dozen may be under way)

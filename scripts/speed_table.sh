@@ -2,7 +2,9 @@
 # Issue 17's ingest and memory rows in one run (release build, loopback only):
 #  - ingest of ../shared/bench/post.lua (wrk: 1 thread, 32 connections, DURATION s) by nginx + lua-nginx-module
 #    (../shared/bench/nginx.conf, the anchor's rule) and by `switchboard serve` with the anchor's rule, the
-#    journal on and off; ROUNDS alternating rounds, medians and the ratios to nginx-lua;
+#    journal on and off; ROUNDS alternating rounds, medians and the ratios to nginx-lua; then nginx-lua and the
+#    journal-on server again with `Connection: close` on every request (a connection per request, as curl
+#    and some webhook senders do; not an issue 17 row, a guard on what a new connection costs);
 #  - the resident memory of `switchboard serve` with 20 rules loaded (the anchor's, 10 on other events, 9 on
 #    channel_create that decline it at `match`): idle after start, and after EVENTS accepted events (their
 #    rules all finished).
@@ -36,6 +38,15 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 nginx=$(median ${runs[nginx-lua]}); on=$(median ${runs[journal-on]}); off=$(median ${runs[journal-off]})
+echo "== the same with Connection: close (a connection per request)"
+for round in $(seq "$ROUNDS"); do
+  for target in nginx-lua journal-on; do
+    rate=$(post "$DURATION" "${url[$target]}" -H "Connection: close")
+    runs[$target-close]="${runs[$target-close]:-} $rate"
+    printf 'round %s %-12s %s req/s\n' "$round" "$target" "$rate"
+  done
+done
+nginx_close=$(median ${runs[nginx-lua-close]}); on_close=$(median ${runs[journal-on-close]})
 
 echo
 echo "== memory with 20 rules, idle and after $EVENTS events (journal on)"
@@ -77,5 +88,8 @@ printf '%-44s %12s %8s   %s\n' figure value ratio 'issue 17 goal'
 printf '%-44s %12s %8s   %s\n' 'nginx + lua-nginx-module, req/s' "$nginx" 1.00 ''
 printf '%-44s %12s %8.2f   %s\n' 'switchboard ingest, journal on, req/s' "$on" "$(echo "$on / $nginx" | bc -l)" '>= 0.5'
 printf '%-44s %12s %8.2f   %s\n' 'switchboard ingest, journal off, req/s' "$off" "$(echo "$off / $nginx" | bc -l)" '>= 0.7'
+printf '%-44s %12s %8s   %s\n' 'nginx-lua, Connection: close, req/s' "$nginx_close" 1.00 ''
+printf '%-44s %12s %8.2f   %s\n' 'journal on, Connection: close, req/s' "$on_close" \
+  "$(echo "$on_close / $nginx_close" | bc -l)" '(no goal: a guard)'
 printf '%-44s %12s %8s   %s\n' 'RSS, 20 rules, idle, MB' "$idle" '' "<= 40 (anonymous: $idle_anon)"
 printf '%-44s %12s %8s   %s\n' "RSS after $accepted events, MB" "$after" '' "<= 60 (anonymous: $after_anon; peak RSS $peak)"
