@@ -26,6 +26,13 @@ import WebhookServer
             sent += n
         }
         if halfClose { shutdown(fd, Int32(SHUT_WR)) }
+        bytes = []
+        return try read(fd)
+    }
+
+    /// Reads from `fd` until the server closes the connection, or (with `until`) until what was read
+    /// satisfies it; throws `NotClosed` after 20 s.
+    static func read(_ fd: Int32, until enough: ((String) -> Bool)? = nil) throws -> String {
         var answer: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
@@ -35,8 +42,8 @@ import WebhookServer
             }
             if n <= 0 { break }
             answer += buffer[0..<n]
+            if let enough, enough(String(decoding: answer, as: UTF8.self)) { break }
         }
-        bytes = []
         return String(decoding: answer, as: UTF8.self)
     }
 
@@ -112,6 +119,24 @@ import WebhookServer
                 #expect(Self.answers(text).map(\.status) == statuses, "got: \(text.debugDescription)")
             }
             #expect(await server.eventually { server.metrics.value("switchboard_events_total") == 3 })
+        }
+    }
+
+    /// A graceful shutdown closes a kept-alive connection that only posted hooks (it has no router side, see
+    /// `Listener`) and is idle, and the server's run then ends (`withServer` waits for it).
+    @Test func aShutdownClosesAnIdleConnectionThatOnlyPostedHooks() async throws {
+        try await withServer(journal: true) { server in
+            let port = Int(server.base.split(separator: ":").last!)!
+            let event = String(decoding: try sampleBody("channel_create__inbound.json"), as: UTF8.self)
+            let request = Array(Self.post("/hooks/channel_create", event).utf8)
+            let fd = try connectLoopback(port: port)
+            defer { close(fd) }
+            #expect(request.withUnsafeBytes { send(fd, $0.baseAddress!, $0.count, 0) } == request.count)
+            let first = try await onOwnThread { try Self.read(fd) { Self.answers($0).count == 1 } }
+            #expect(Self.answers(first).map(\.status) == [200], "got: \(first.debugDescription)")
+            await server.group.triggerGracefulShutdown()
+            let rest = try await onOwnThread { try Self.read(fd) }
+            #expect(rest.isEmpty, "got: \(rest.debugDescription)")
         }
     }
 
