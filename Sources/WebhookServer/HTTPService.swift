@@ -112,7 +112,8 @@ struct Listener: Service {
         let hooksHandler = self.hooksHandler
         let openRouter: @Sendable (any Channel) -> Void = { channel in
             do {
-                open.yield(try router.wrap(channel))
+                // After the run (cancelled): nobody would serve the connection.
+                if case .terminated = open.yield(try router.wrap(channel)) { channel.close(promise: nil) }
             } catch {
                 logger.debug("could not open the router's side of a connection", metadata: ["error": "\(error)"])
                 channel.close(promise: nil)
@@ -133,20 +134,24 @@ struct Listener: Service {
                 }
             }
             .bind(host: host, port: port).get()
-        await withGracefulShutdownHandler {
-            await onServerRunning(server)
-            await withDiscardingTaskGroup { tasks in
-                for await connection in opened {
-                    tasks.addTask { await router.handle(value: connection, logger: logger) }
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                await onServerRunning(server)
+                await withDiscardingTaskGroup { tasks in
+                    for await connection in opened {
+                        tasks.addTask { await router.handle(value: connection, logger: logger) }
+                    }
                 }
+            } onGracefulShutdown: {
+                let closed = server.eventLoop.makePromise(of: Void.self)
+                closed.futureResult.whenComplete { _ in open.finish() }
+                quiescing.initiateShutdown(promise: closed)
             }
-        } onGracefulShutdown: {
-            let closed = server.eventLoop.makePromise(of: Void.self)
-            closed.futureResult.whenComplete { _ in open.finish() }
-            quiescing.initiateShutdown(promise: closed)
+        } onCancel: {
+            // Cancelled rather than shut down: stop accepting at once, and tell the connections to close (the
+            // router's tasks are cancelled with this one, and close theirs).
+            quiescing.initiateShutdown(promise: nil)
         }
-        // Cancelled rather than shut down: stop accepting, and let the connections close.
-        quiescing.initiateShutdown(promise: nil)
     }
 
     /// Hummingbird's HTTP/1 child channel pipeline (`HTTP1Channel`'s, with its defaults) with a `HooksHandler` in

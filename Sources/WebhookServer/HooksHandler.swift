@@ -128,7 +128,7 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
             inputClosedHeld = true
         } else if event as? ChannelEvent == .inputClosed, openRouter != nil {
             // Nothing more can arrive, and nothing is owed: no router side waits for parts or writes answers.
-            closeOnceWritten(context: context)
+            onceWritten(context: context) { context.close(promise: nil) }
         } else {
             context.fireUserInboundEventTriggered(event)
         }
@@ -143,11 +143,11 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
         return context
     }
 
-    /// Closes the connection once what was written before has left.
-    private func closeOnceWritten(context: ChannelHandlerContext) {
-        guard let wire else { return context.close(promise: nil) }
+    /// Runs `then` once what was written before has left (or failed to).
+    private func onceWritten(context: ChannelHandlerContext, then: @escaping () -> Void) {
+        guard let wire else { return then() }
         let written = context.eventLoop.makePromise(of: Void.self)
-        written.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        written.futureResult.assumeIsolated().whenComplete { _ in then() }
         wire.writeAndFlush(NIOAny(context.channel.allocator.buffer(capacity: 0)), promise: written)
     }
 
@@ -297,6 +297,10 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func takeError(_ error: any Error, context: ChannelHandlerContext) {
+        if openRouter != nil, !(error is HTTPParserError) {
+            // The connection failed (reset, say): the router would only close it, so it is not opened for that.
+            return context.close(promise: nil)
+        }
         switch state {
         case .closing: return
         case .reading, .refused, .overLimit:
@@ -370,8 +374,12 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 context.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
             }
             if inputClosedHeld, !hooksRequestOpen {
+                // Once the answers written have left: the router's side, when open, closes the connection on
+                // it, which would drop an answer still waiting to be written.
                 inputClosedHeld = false
-                userInboundEventTriggered(context: context, event: ChannelEvent.inputClosed)
+                onceWritten(context: context) { [self] in
+                    userInboundEventTriggered(context: context, event: ChannelEvent.inputClosed)
+                }
             }
         }
         guard !held.isEmpty else { return readOn(context: context) }

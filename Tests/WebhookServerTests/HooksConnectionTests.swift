@@ -103,7 +103,8 @@ import WebhookServer
     /// A client that stops sending (a half close, or a full close: the server cannot tell them apart) gets the
     /// answers to what it sent, then the server closes the connection: one that only posted hooks (which has
     /// no router side, see `Listener`), one that only used the router, both, and one that sent nothing.
-    @Test(arguments: [false, true]) func aClientThatStopsSendingIsAnsweredThenClosed(journal: Bool) async throws {
+    @Test(.timeLimit(.minutes(1)), arguments: [false, true])
+    func aClientThatStopsSendingIsAnsweredThenClosed(journal: Bool) async throws {
         try await withServer(journal: journal) { server in
             let port = Int(server.base.split(separator: ":").last!)!
             let event = String(decoding: try sampleBody("channel_create__inbound.json"), as: UTF8.self)
@@ -124,7 +125,7 @@ import WebhookServer
 
     /// A graceful shutdown closes a kept-alive connection that only posted hooks (it has no router side, see
     /// `Listener`) and is idle, and the server's run then ends (`withServer` waits for it).
-    @Test func aShutdownClosesAnIdleConnectionThatOnlyPostedHooks() async throws {
+    @Test(.timeLimit(.minutes(1))) func aShutdownClosesAnIdleConnectionThatOnlyPostedHooks() async throws {
         try await withServer(journal: true) { server in
             let port = Int(server.base.split(separator: ":").last!)!
             let event = String(decoding: try sampleBody("channel_create__inbound.json"), as: UTF8.self)
@@ -132,7 +133,9 @@ import WebhookServer
             let fd = try connectLoopback(port: port)
             defer { close(fd) }
             #expect(request.withUnsafeBytes { send(fd, $0.baseAddress!, $0.count, 0) } == request.count)
-            let first = try await onOwnThread { try Self.read(fd) { Self.answers($0).count == 1 } }
+            let first = try await onOwnThread {
+                try Self.read(fd) { Self.answers($0).first?.body.hasSuffix("}") == true }
+            }
             #expect(Self.answers(first).map(\.status) == [200], "got: \(first.debugDescription)")
             await server.group.triggerGracefulShutdown()
             let rest = try await onOwnThread { try Self.read(fd) }
