@@ -8,6 +8,7 @@ binaries by running it for each, alternately: RSS moves by a few hundred KB from
 """
 
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -24,6 +25,9 @@ def main() -> None:
     binary = sys.argv[1]
     count = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
     port = int(sys.argv[3]) if len(sys.argv) > 3 else 18410
+    # Each open connection is a descriptor here and in the server (which inherits this limit).
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     work = tempfile.mkdtemp()
     os.makedirs(os.path.join(work, "anchor"))
     shutil.copy(os.path.join(ROOT, "scripts/anchor/anchor.lua"), os.path.join(work, "anchor"))
