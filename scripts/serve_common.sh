@@ -1,8 +1,8 @@
 # Sourced by serve_bench.sh and console_bench.sh: the release binary (built), a scratch directory and the
 # processes to stop at exit, and helpers: `metric PORT NAME` sums a /metrics series, `wait_up PORT` waits for
-# /healthz, `post SECONDS URL [WRK OPTIONS...]` is wrk's requests/s for ../shared/bench/post.lua (1 thread, 32 connections) and
-# `wrk_post SECONDS URL [WRK OPTIONS...]` the same run's requests/s with its 90th and 99th latency percentiles
-# and its count of requests, `median N...` the median of its arguments.
+# /healthz, `post SECONDS URL [WRK OPTIONS...]` is wrk's requests/s for ../shared/bench/post.lua (1 thread,
+# 32 connections) and `wrk_post SECONDS URL [WRK OPTIONS...]` the same run's requests/s with its 90th and 99th
+# latency percentiles and its count of requests, `median N...` the median of its arguments.
 SHARED=${SHARED:-../shared}
 BIN=.build/release/switchboard
 ulimit -n "$(ulimit -Hn)"

@@ -29,23 +29,24 @@ for _ in $(seq 50); do curl -s -o /dev/null http://127.0.0.1:18081/hooks && brea
 declare -A url=([nginx-lua]=http://127.0.0.1:18081/hooks [journal-on]=http://127.0.0.1:18201/hooks/channel_create
   [journal-off]=http://127.0.0.1:18202/hooks/channel_create)
 declare -A runs
-echo "== ingest beside nginx-lua (wrk -t1 -c32 -d${DURATION}s, $ROUNDS alternating rounds)"
-for round in $(seq "$ROUNDS"); do
-  for target in nginx-lua journal-on journal-off; do
-    rate=$(post "$DURATION" "${url[$target]}")
-    runs[$target]="${runs[$target]:-} $rate"
-    printf 'round %s %-12s %s req/s\n' "$round" "$target" "$rate"
+# rounds SUFFIX "TARGET..." [WRK OPTIONS...]: ROUNDS alternating rounds over the targets; each rate is added to
+# runs[TARGETSUFFIX].
+rounds() {
+  local suffix=$1 targets=$2 round target rate
+  shift 2
+  for round in $(seq "$ROUNDS"); do
+    for target in $targets; do
+      rate=$(post "$DURATION" "${url[$target]}" "$@")
+      runs[$target$suffix]="${runs[$target$suffix]:-} $rate"
+      printf 'round %s %-12s %s req/s\n' "$round" "$target" "$rate"
+    done
   done
-done
+}
+echo "== ingest beside nginx-lua (wrk -t1 -c32 -d${DURATION}s, $ROUNDS alternating rounds)"
+rounds "" "nginx-lua journal-on journal-off"
 nginx=$(median ${runs[nginx-lua]}); on=$(median ${runs[journal-on]}); off=$(median ${runs[journal-off]})
 echo "== the same with Connection: close (a connection per request)"
-for round in $(seq "$ROUNDS"); do
-  for target in nginx-lua journal-on; do
-    rate=$(post "$DURATION" "${url[$target]}" -H "Connection: close")
-    runs[$target-close]="${runs[$target-close]:-} $rate"
-    printf 'round %s %-12s %s req/s\n' "$round" "$target" "$rate"
-  done
-done
+rounds -close "nginx-lua journal-on" -H "Connection: close"
 nginx_close=$(median ${runs[nginx-lua-close]}); on_close=$(median ${runs[journal-on-close]})
 
 echo
