@@ -120,8 +120,9 @@ struct HookIntake: Sendable {
         }
 
         var hookID: String? { request.headers.first(name: HookIntake.hookIDHeader) }
-        /// Whether the client asked to close the connection after this answer.
-        var closes: Bool { request.headers.first(name: "connection")?.lowercased() == "close" }
+        /// Whether the connection closes after this answer: the client asked (`Connection: close`, in any case
+        /// and among other options), or spoke HTTP/1.0 without asking to keep it (`Connection: keep-alive`).
+        var closes: Bool { !request.isKeepAlive }
     }
 
     /// What to answer.

@@ -61,6 +61,15 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case routing
     }
 
+    /// An answer the router owes, and what this handler changes in it on its way out.
+    private struct OwedAnswer {
+        /// HEAD or CONNECT: the answer keeps its head and loses its body.
+        var bodiless = false
+        /// An HTTP/1.0 request that asked to keep the connection open (`Connection: keep-alive`): the answer
+        /// says it is kept, without which such a client takes the connection to be closing.
+        var saysKeepAlive = false
+    }
+
     /// A part or an error that arrived while an earlier request was being answered.
     private enum Held {
         case part(HTTPServerRequestPart)
@@ -78,8 +87,8 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private let lingerBytes: Int
     private var state = State.idle
     private var held = CircularBuffer<Held>()
-    /// The answers owed by the router, in order: for each, whether its body is left out (HEAD, CONNECT).
-    private var routerAnswers = CircularBuffer<Bool>()
+    /// The answers owed by the router, in order.
+    private var routerAnswers = CircularBuffer<OwedAnswer>()
     /// A `read` the pipeline asked for while requests were held: passed on once they are all taken.
     private var readHeld = false
     /// A graceful shutdown's quiesce event, held until the hooks request open or held is answered.
@@ -178,12 +187,18 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// The router's answers pass here on their way out: once one is written, what waited behind it goes on.
     /// An answer to HEAD or CONNECT keeps its head (its `Content-Length` says what a GET would get) and loses
     /// its body, as NIO's paired encoder would do; its end is written as nothing, past the encoder, which
-    /// would otherwise end a chunked body there.
+    /// would otherwise end a chunked body there. An answer to an HTTP/1.0 keep-alive request says so.
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        let bodiless = routerAnswers.first ?? false
+        let owed = routerAnswers.first ?? OwedAnswer()
+        let bodiless = owed.bodiless
         switch unwrapOutboundIn(data) {
-        case .head:
-            context.write(data, promise: promise)
+        case .head(var head):
+            if owed.saysKeepAlive {
+                head.headers.replaceOrAdd(name: "connection", value: "keep-alive")
+                context.write(wrapOutboundOut(.head(head)), promise: promise)
+            } else {
+                context.write(data, promise: promise)
+            }
         case .body:
             if bodiless { promise?.succeed() } else { context.write(data, promise: promise) }
         case .end:
@@ -236,9 +251,19 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case (.idle, .head(let request)):
             let target = HookIntake.path(ofTarget: request.uri)
             guard let route = HookIntake.route(request.method, target: target) else {
-                routerAnswers.append(request.method == .HEAD || request.method == .CONNECT)
+                let keepAlive = request.isKeepAlive
+                routerAnswers.append(
+                    OwedAnswer(
+                        bodiless: request.method == .HEAD || request.method == .CONNECT,
+                        saysKeepAlive: keepAlive && request.version == .http1_0))
                 state = .routing
-                routerSide(context).fireChannelRead(wrapInboundOut(part))
+                guard !keepAlive else { return routerSide(context).fireChannelRead(wrapInboundOut(part)) }
+                // Hummingbird's request loop ends a connection only on exactly `Connection: close` (and it
+                // does not see the request's version): an HTTP/1.0 request without keep-alive, or one that
+                // spells it `Close` or lists it with other options, is passed on as that.
+                var closing = request
+                closing.headers.replaceOrAdd(name: "connection", value: "close")
+                routerSide(context).fireChannelRead(wrapInboundOut(.head(closing)))
                 return
             }
             let head = HookIntake.Head(request: request, route: route, target: target, peer: peer(context))
@@ -305,21 +330,26 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .closing: return
         case .reading, .refused, .overLimit:
             // The hooks request ends unanswered here: the router answers the error, so it owes that answer.
-            routerAnswers.append(false)
+            routerAnswers.append(OwedAnswer())
             state = .routing
         default: break
         }
         routerSide(context).fireErrorCaught(error)
     }
 
-    /// Writes the answer (with `Connection: close` when it closes), then takes what waited behind it.
+    /// Writes the answer, then takes what waited behind it. It says `Connection: close` when the connection
+    /// closes after it (the client asked, or the answer does), and `Connection: keep-alive` to an HTTP/1.0
+    /// client that asked to keep it (HTTP/1.0 closes by default).
     private func respond(
         _ answer: HookIntake.Answer, to head: HookIntake.Head, context: ChannelHandlerContext,
         closeAfter delay: TimeAmount? = nil
     ) {
         if answer.status != .ok { intake.answered(answer.status, hookID: head.hookID) }
-        let closes = head.closes || answer.headers[.connection]?.lowercased() == "close"
-        let bytes = encode(answer, allocator: context.channel.allocator)
+        let said = answer.headers[.connection]
+        let closes = head.closes || said?.lowercased() == "close"
+        let connection: StaticString? =
+            said != nil ? nil : closes ? "close" : head.request.version == .http1_0 ? "keep-alive" : nil
+        let bytes = encode(answer, connection: connection, allocator: context.channel.allocator)
         guard closes else {
             wire?.writeAndFlush(NIOAny(bytes), promise: nil)
             state = .idle
@@ -337,9 +367,11 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// The answer as HTTP/1.1: the status line, `Content-Type`, `Content-Length`, `Date`, `Server`, the
-    /// answer's own headers, and its body as JSON.
-    private func encode(_ answer: HookIntake.Answer, allocator: ByteBufferAllocator) -> ByteBuffer {
+    /// The answer as HTTP/1.1: the status line, `Content-Type`, `Content-Length`, `Date`, `Server`,
+    /// `Connection` when given, the answer's own headers, and its body as JSON.
+    private func encode(_ answer: HookIntake.Answer, connection: StaticString?, allocator: ByteBufferAllocator)
+        -> ByteBuffer
+    {
         let body = answer.body
         // NIO's reason phrase, as in the router's answers ("Payload Too Large", where HTTPTypes says "Content").
         let reason = HTTPResponseStatus(statusCode: answer.status.code).reasonPhrase
@@ -354,6 +386,11 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
         buffer.writeString(dates.now)
         buffer.writeStaticString("\r\n")
         buffer.writeBytes(serverLine)
+        if let connection {
+            buffer.writeStaticString("Connection: ")
+            buffer.writeStaticString(connection)
+            buffer.writeStaticString("\r\n")
+        }
         for field in answer.headers {
             buffer.writeString(field.name.rawName)
             buffer.writeStaticString(": ")
