@@ -193,8 +193,9 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let bodiless = owed.bodiless
         switch unwrapOutboundIn(data) {
         case .head(var head):
-            if owed.saysKeepAlive {
-                head.headers.replaceOrAdd(name: "connection", value: "keep-alive")
+            // Unless the router's answer says otherwise itself (its 400 to a malformed request closes).
+            if owed.saysKeepAlive, !head.headers.contains(name: "connection") {
+                head.headers.add(name: "connection", value: "keep-alive")
                 context.write(wrapOutboundOut(.head(head)), promise: promise)
             } else {
                 context.write(data, promise: promise)
