@@ -20,7 +20,8 @@ deps:
 build: deps
 	$(SWIFT) build
 
-# Needs only Debian's libraries at run time (libsqlite3, liblua5.4, libstdc++, zlib): see scripts/build_release.sh.
+# Needs only Debian's libraries at run time (libsqlite3, liblua5.4, libstdc++, zlib); built without Swift's
+# run-time exclusivity checks unless EXCLUSIVITY=checked: see scripts/build_release.sh.
 release: deps
 	scripts/build_release.sh switchboard
 	@echo "built .build/release/switchboard"

@@ -11,13 +11,28 @@
 # binary then needs only Debian's libraries (libsqlite3, liblua5.4, libstdc++, zlib, glibc) at run time, not
 # the toolchain's, so it can be copied to a server as it is.
 #
-# Switching between this and a plain `swift build -c release` rebuilds every module (about 10 minutes here):
-# use this script for every release build. Output is shown only when the build fails.
+# Without Swift's run-time exclusivity checks (`-enforce-exclusivity=unchecked`, for every module, SwiftNIO's
+# included): a release build otherwise calls into the runtime at each access to a class's stored property or
+# a global that the compiler cannot prove exclusive (SwiftNIO's selector, channels and byte buffers, most of
+# all), about 10,600 of the 147,000 instructions a hooks request takes (callgrind,
+# scripts/count_request_instructions.sh; 3 December 2026). The checks trap on two overlapping accesses to the
+# same variable on one thread, a programmer's error; without them such an error is undefined behaviour
+# instead. They stay on in debug builds, which `make test` (every Swift test, the ASan and fuzz runs) uses.
+# The compile-time checks, and Swift 6's data-race checks, are not affected. EXCLUSIVITY=checked keeps them.
+#
+# Switching between this and a plain `swift build -c release`, or between EXCLUSIVITY settings, rebuilds
+# every module (about 10 minutes here): use this script for every release build. Output is shown only when
+# the build fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -gt 0 ] || set -- switchboard
+case "${EXCLUSIVITY:-unchecked}" in
+  unchecked) flags=(-Xswiftc -enforce-exclusivity=unchecked) ;;
+  checked) flags=() ;;
+  *) echo "scripts/build_release.sh: EXCLUSIVITY is checked or unchecked, not $EXCLUSIVITY" >&2; exit 2 ;;
+esac
 for product in "$@"; do
-  if ! out=$(swift build -c release --static-swift-stdlib --product "$product" 2>&1); then
+  if ! out=$(swift build -c release --static-swift-stdlib "${flags[@]}" --product "$product" 2>&1); then
     printf '%s\n' "$out" >&2
     echo "scripts/build_release.sh: the release build of $product failed (output above)" >&2
     exit 1
