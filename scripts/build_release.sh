@@ -17,8 +17,9 @@
 # all), about 10,600 of the 147,000 instructions a hooks request takes (callgrind,
 # scripts/count_request_instructions.sh; 3 December 2026). The checks trap on two overlapping accesses to the
 # same variable on one thread, a programmer's error; without them such an error is undefined behaviour
-# instead. They stay on in debug builds, which `make test` (every Swift test, the ASan and fuzz runs) uses.
-# The compile-time checks, and Swift 6's data-race checks, are not affected. EXCLUSIVITY=checked keeps them.
+# instead. Every build `make test` makes keeps them: the debug builds of the Swift tests and the ASan run, and
+# the fuzzers' own release build (scripts/fuzz.sh). The compile-time checks, and Swift 6's data-race checks,
+# are not affected. EXCLUSIVITY=checked keeps them here too.
 #
 # Switching between this and a plain `swift build -c release`, or between EXCLUSIVITY settings, rebuilds
 # every module (about 10 minutes here): use this script for every release build. Output is shown only when
