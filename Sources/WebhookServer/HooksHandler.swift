@@ -252,13 +252,12 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case (.idle, .head(let request)):
             let target = HookIntake.path(ofTarget: request.uri)
             guard let route = HookIntake.route(request.method, target: target) else {
-                let keepAlive = request.isKeepAlive
                 routerAnswers.append(
                     OwedAnswer(
                         bodiless: request.method == .HEAD || request.method == .CONNECT,
-                        saysKeepAlive: keepAlive && request.version == .http1_0))
+                        saysKeepAlive: request.keepAliveMustBeSaid))
                 state = .routing
-                guard !keepAlive else { return routerSide(context).fireChannelRead(wrapInboundOut(part)) }
+                guard !request.isKeepAlive else { return routerSide(context).fireChannelRead(wrapInboundOut(part)) }
                 // Hummingbird's request loop ends a connection only on exactly `Connection: close` (and it
                 // does not see the request's version): an HTTP/1.0 request without keep-alive, or one that
                 // spells it `Close` or lists it with other options, is passed on as that.
@@ -349,7 +348,7 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let said = answer.headers[.connection]
         let closes = head.closes || said?.lowercased() == "close"
         let connection: StaticString? =
-            said != nil ? nil : closes ? "close" : head.request.version == .http1_0 ? "keep-alive" : nil
+            said != nil ? nil : closes ? "close" : head.request.keepAliveMustBeSaid ? "keep-alive" : nil
         let bytes = encode(answer, connection: connection, allocator: context.channel.allocator)
         guard closes else {
             wire?.writeAndFlush(NIOAny(bytes), promise: nil)
@@ -445,4 +444,10 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
             context.read()
         }
     }
+}
+
+extension HTTPRequestHead {
+    /// An HTTP/1.0 request that asked to keep its connection (`Connection: keep-alive`): its answer must say
+    /// so too, or the client takes the connection to be closing (HTTP/1.0 closes by default).
+    var keepAliveMustBeSaid: Bool { version == .http1_0 && isKeepAlive }
 }

@@ -70,13 +70,21 @@ import WebhookServer
         return out
     }
 
+    /// A request as a client writes it: `body` (JSON) with its length, `connection` as the `Connection` header.
+    static func request(
+        _ method: String, _ path: String, version: String = "1.1", connection: String? = nil, body: String? = nil
+    ) -> String {
+        "\(method) \(path) HTTP/\(version)\r\nHost: 127.0.0.1\r\n"
+            + (body.map { "Content-Type: application/json\r\nContent-Length: \($0.utf8.count)\r\n" } ?? "")
+            + (connection.map { "Connection: \($0)\r\n" } ?? "") + "\r\n" + (body ?? "")
+    }
+
     static func post(_ path: String, _ body: String, close: Bool = false) -> String {
-        "POST \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n"
-            + (close ? "Connection: close\r\n" : "") + "\r\n" + body
+        request("POST", path, connection: close ? "close" : nil, body: body)
     }
 
     static func get(_ path: String, close: Bool = false) -> String {
-        "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\n" + (close ? "Connection: close\r\n" : "") + "\r\n"
+        request("GET", path, connection: close ? "close" : nil)
     }
 
     /// With the journal on, a hook's answer waits for its commit, and what follows waits for the answer.
@@ -137,25 +145,16 @@ import WebhookServer
         try await withServer(journal: journal) { server in
             let port = Int(server.base.split(separator: ":").last!)!
             let event = String(decoding: try sampleBody("channel_create__inbound.json"), as: UTF8.self)
-            func request(_ method: String, _ path: String, version: String, _ connection: String?, body: String = "")
-                -> String
-            {
-                "\(method) \(path) HTTP/\(version)\r\nHost: 127.0.0.1\r\n"
-                    + (connection.map { "Connection: \($0)\r\n" } ?? "")
-                    + (method == "POST"
-                        ? "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n" : "")
-                    + "\r\n" + body
-            }
             let hook = "/hooks/channel_create"
             let cases: [(requests: String, statuses: [Int], keptAlive: Int)] = [
-                (request("POST", hook, version: "1.0", nil, body: event) + Self.get("/healthz"), [200], 0),
-                (request("GET", "/healthz", version: "1.0", nil) + Self.get("/healthz"), [200], 0),
-                (request("POST", hook, version: "1.1", "Close", body: event) + Self.get("/healthz"), [200], 0),
-                (request("GET", "/healthz", version: "1.1", "TE, close") + Self.get("/healthz"), [200], 0),
+                (Self.request("POST", hook, version: "1.0", body: event) + Self.get("/healthz"), [200], 0),
+                (Self.request("GET", "/healthz", version: "1.0") + Self.get("/healthz"), [200], 0),
+                (Self.request("POST", hook, connection: "Close", body: event) + Self.get("/healthz"), [200], 0),
+                (Self.request("GET", "/healthz", connection: "TE, close") + Self.get("/healthz"), [200], 0),
                 (
-                    request("POST", hook, version: "1.0", "Keep-Alive", body: event)
-                        + request("GET", "/healthz", version: "1.0", "keep-alive")
-                        + request("GET", "/healthz", version: "1.0", nil) + Self.get("/healthz"),
+                    Self.request("POST", hook, version: "1.0", connection: "Keep-Alive", body: event)
+                        + Self.request("GET", "/healthz", version: "1.0", connection: "keep-alive")
+                        + Self.request("GET", "/healthz", version: "1.0") + Self.get("/healthz"),
                     [200, 200, 200], 2
                 ),
             ]
@@ -196,7 +195,7 @@ import WebhookServer
             let port = Int(server.base.split(separator: ":").last!)!
             let event = String(decoding: try sampleBody("channel_create__inbound.json"), as: UTF8.self)
             let requests =
-                Self.post("/hooks/channel_create", event) + "HEAD /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                Self.post("/hooks/channel_create", event) + Self.request("HEAD", "/healthz")
                 + Self.get("/healthz", close: true)
             let text = try await onOwnThread { try Self.exchange(port: port, requests) }
             let heads = text.components(separatedBy: "HTTP/1.1 ").dropFirst()
