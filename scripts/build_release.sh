@@ -27,6 +27,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -gt 0 ] || set -- switchboard
+# Lua's and SQLite's headers from Debian when they are missing: this script is also run on its own.
+scripts/deps.sh
 case "${EXCLUSIVITY:-unchecked}" in
   unchecked) flags=(-Xswiftc -enforce-exclusivity=unchecked) ;;
   checked) flags=() ;;
