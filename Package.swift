@@ -50,6 +50,8 @@ let package = Package(
         // The only C we write: macro re-exports, trampolines that own every lua_error/lua_yield,
         // the budget hook, the capped allocator and the sandbox's base functions.
         .target(name: "CLuaShim", dependencies: ["CLua"]),
+        // One process-wide SQLite setting that only C can make (sqlite3_config is variadic).
+        .target(name: "CSQLiteTuning", linkerSettings: [.linkedLibrary("sqlite3")]),
         // One Sendable value type and a byte-level JSON reader/writer with limits. No Lua, no HTTP.
         .target(name: "JSONCore", swiftSettings: swiftSettings, linkerSettings: [.linkedLibrary("m")]),
         // The only Swift that imports CLua/CLuaShim: a safe API over one lua_State.
@@ -82,7 +84,7 @@ let package = Package(
         .target(
             name: "EventStore",
             dependencies: [
-                "RuleEngine", "KazooEvents", "JSONCore",
+                "RuleEngine", "KazooEvents", "JSONCore", "CSQLiteTuning",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -1,3 +1,4 @@
+import CSQLiteTuning
 public import Foundation
 import GRDB
 public import RuleEngine
@@ -44,6 +45,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
                 "cannot create the data directory \(directory): a parent is not a directory or is not writable "
                     + "(choose another with --data-dir)")
         }
+        Self.tuneSQLite
         path = Self.file(in: directory)
         logCopier = LogCopier(path: path)
         do {
@@ -89,6 +91,12 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     deinit {
         logCopier.close()
     }
+
+    /// Once per process, before the first database opens: SQLite's memory statistics off. They take a
+    /// process-wide mutex around each of SQLite's allocations, and nothing here reads them: `perf` had that
+    /// lock at about 1.5% of a journal-on server's samples, on the writer's thread (README, Benchmark). When
+    /// something opened SQLite first, they stay on, which changes nothing else.
+    private static let tuneSQLite: Void = { _ = sb_sqlite_memstatus_off() }()
 
     /// Done marks that failed to commit are waiting to be tried again (for tests).
     package var doneMarksWaitAfterFailure: Bool { writer.withLock { $0.marksWait } }
