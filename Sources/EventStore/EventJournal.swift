@@ -131,10 +131,24 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     /// Marks events done, puts their rules' forwards in the outbox and applies their store writes, in one
     /// transaction (batched with others, after every batch given before; a crash before it lands only means
     /// the events run again).
+    ///
+    /// The writer is started only once the marks are due (`DoneQueue`); until then an idle writer gets a
+    /// wake-up for when they will be, armed here without starting it. (Starting it for each mark, to find
+    /// nothing due and stop again, woke a thread of the writer's queue for every event.)
     public func markDone(_ marks: [DoneMark]) {
         guard !marks.isEmpty else { return }
-        pendingDone.withLock { $0.append(marks) }
-        scheduleFlush()
+        let due = pendingDone.withLock { queue -> UInt64? in
+            queue.append(marks)
+            return queue.due()
+        }
+        if due == 0 { return scheduleFlush() }
+        // A running flush checks the marks under this lock before it stops, and arms the wake-up itself.
+        let wake = writer.withLock { state -> UInt64? in
+            guard !state.running, !state.wakeArmed, let due else { return nil }
+            state.wakeArmed = true
+            return due
+        }
+        if let wake { armWake(after: wake) }
     }
 
     /// Retention by size: deletes the oldest done events and delivered forwards until the pages in use fit
@@ -359,14 +373,17 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
                 state.wakeArmed = true
                 return (true, due)
             }
-            if let wake {
-                DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(wake))) { [self] in
-                    writer.withLock { $0.wakeArmed = false }
-                    scheduleFlush()
-                }
-            }
+            if let wake { armWake(after: wake) }
             if stop { return }
             turn(db)
+        }
+    }
+
+    /// Starts a flush `nanoseconds` from now; the caller has set `wakeArmed` (one wake-up armed at a time).
+    private func armWake(after nanoseconds: UInt64) {
+        DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds))) { [self] in
+            writer.withLock { $0.wakeArmed = false }
+            scheduleFlush()
         }
     }
 
