@@ -47,7 +47,7 @@ let package = Package(
             pkgConfig: "lua5.4",
             providers: [.apt(["liblua5.4-dev"])]
         ),
-        // The only C we write: macro re-exports, trampolines that own every lua_error/lua_yield,
+        // The C we write for Lua: macro re-exports, trampolines that own every lua_error/lua_yield,
         // the budget hook, the capped allocator and the sandbox's base functions.
         .target(name: "CLuaShim", dependencies: ["CLua"]),
         // One process-wide SQLite setting that only C can make (sqlite3_config is variadic).
