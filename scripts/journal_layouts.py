@@ -31,6 +31,7 @@ OUTCOMES = ('[{"rule":"anchor","outcome":"ok","stage":null,"forwards":[],"http":
             '"file":"anchor.lua","seconds":1.2e-05}]')
 CALL = "NDlkNGI3OTZlMDgzNWQxNGYxNTA3NjQ4NDZjNDFkOTc"
 ACCOUNT = "91eb05e5c68d7ca05e7618b6821d2d16"
+LAYOUTS = ("current", "rowid", "segments")
 
 
 def written():
@@ -107,10 +108,10 @@ def replay(layout, directory):
 
 
 def main():
-    layouts = sys.argv[1:] or ["current", "rowid", "segments"]
+    layouts = sys.argv[1:] or LAYOUTS
     for layout in layouts:
-        if layout not in ("current", "rowid", "segments"):
-            sys.exit(f"unknown layout {layout!r}: current, rowid or segments")
+        if layout not in LAYOUTS:
+            sys.exit(f"unknown layout {layout!r}: {', '.join(LAYOUTS)}")
     for layout in layouts:
         directory = tempfile.mkdtemp(prefix="switchboard-layout-")
         try:

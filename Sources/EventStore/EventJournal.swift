@@ -144,12 +144,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         }
         if due == 0 { return scheduleFlush() }
         // A running flush checks the marks under this lock before it stops, and arms the wake-up itself.
-        let wake = writer.withLock { state -> UInt64? in
-            guard !state.running, !state.wakeArmed, let due else { return nil }
-            state.wakeArmed = true
-            return due
-        }
-        if let wake { armWake(after: wake) }
+        if let wake = writer.withLock({ $0.running ? nil : $0.claimWake(due) }) { armWake(after: wake) }
     }
 
     /// Retention by size: deletes the oldest done events and delivered forwards until the pages in use fit
@@ -347,6 +342,14 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         var marksWait = false
         /// A flush is scheduled for when the done marks waiting will be due.
         var wakeArmed = false
+
+        /// Takes the one wake-up for done marks due in `due` nanoseconds: nil when there are none, or when a
+        /// wake-up is armed already; otherwise `due`, for the caller to arm (`armWake`).
+        mutating func claimWake(_ due: UInt64?) -> UInt64? {
+            guard let due, !wakeArmed else { return nil }
+            wakeArmed = true
+            return due
+        }
     }
 
     /// Starts a flush on the database's writer queue unless one is queued or running: it takes turns until
@@ -370,9 +373,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
                 let due = state.marksWait ? nil : pendingDone.withLock { $0.due() }
                 if pendingAppends.withLock({ !$0.isEmpty }) || due == 0 { return (false, nil) }
                 state.running = false
-                guard let due, !state.wakeArmed else { return (true, nil) }
-                state.wakeArmed = true
-                return (true, due)
+                return (true, state.claimWake(due))
             }
             if let wake { armWake(after: wake) }
             if stop { return }
