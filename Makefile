@@ -20,8 +20,9 @@ deps:
 build: deps
 	$(SWIFT) build
 
-# Needs only Debian's libraries at run time (libsqlite3, liblua5.4, libstdc++, zlib); built without Swift's
-# run-time exclusivity checks unless EXCLUSIVITY=checked: see scripts/build_release.sh.
+# Needs only Debian's libraries at run time (libsqlite3, liblua5.4, libmimalloc2.0, libstdc++, zlib); linked with
+# mimalloc unless ALLOCATOR=glibc, built without Swift's run-time exclusivity checks unless EXCLUSIVITY=checked:
+# see scripts/build_release.sh.
 release: deps
 	scripts/build_release.sh switchboard
 	@echo "built .build/release/switchboard"
@@ -34,8 +35,11 @@ run: build
 	@echo
 	$(BIN) serve --rules rules --host 127.0.0.1 --port 8080
 
+# The Swift tests run on the allocator release builds link (mimalloc: scripts/build_release.sh), preloaded into
+# the test process and every server it starts; the debug build itself stays on glibc's.
 test: build
-	scripts/with_postgres.sh $(SWIFT) test
+	$(SWIFT) build --build-tests
+	scripts/with_postgres.sh env LD_PRELOAD=libmimalloc.so.2 $(SWIFT) test --skip-build
 	$(BIN) decode samples/* >/dev/null
 	@echo "switchboard decode: every file in samples/ decoded"
 	$(BIN) check --rules rules

@@ -8,7 +8,7 @@
 # instead of going through the PLT, and the dynamic loader has far fewer relocations to apply at start. Measured
 # on 2 December 2026 against the same code linked dynamically: ingest +6-13%, the engine row 93k -> 112k
 # events/s, idle RSS with 20 rules 40.9 -> 37.5-39.0 MB (README, "Ingest and memory beside nginx-lua"). The
-# binary then needs only Debian's libraries (libsqlite3, liblua5.4, libstdc++, zlib, glibc) at run time, not
+# binary then needs only Debian's libraries (libsqlite3, liblua5.4, libmimalloc2.0, libstdc++, zlib, glibc) at run time, not
 # the toolchain's, so it can be copied to a server as it is.
 #
 # Without Swift's run-time exclusivity checks (`-enforce-exclusivity=unchecked`, for every module, SwiftNIO's
@@ -20,6 +20,11 @@
 # instead. Every build `make test` makes keeps them: the debug builds of the Swift tests and the ASan run, and
 # the fuzzers' own release build (scripts/fuzz.sh). The compile-time checks, and Swift 6's data-race checks,
 # are not affected. EXCLUSIVITY=checked keeps them here too.
+#
+# Linked with Debian's mimalloc (libmimalloc.so.2), which then serves every malloc and free in the process:
+# Swift's, SwiftNIO's, SQLite's and Lua's. ALLOCATOR=glibc leaves glibc's allocator in place. Measured on 3
+# December 2026 with the same binary run both ways: README, "Release builds link mimalloc". `make test` runs the Swift tests
+# on the same library (LD_PRELOAD), so the allocator the release binary ships with is the one they ran on.
 #
 # Switching between this and a plain `swift build -c release`, or between EXCLUSIVITY settings, rebuilds
 # every module (about 10 minutes here): use this script for every release build. Output is shown only when
@@ -33,6 +38,11 @@ case "${EXCLUSIVITY:-unchecked}" in
   unchecked) flags=(-Xswiftc -enforce-exclusivity=unchecked) ;;
   checked) flags=() ;;
   *) echo "scripts/build_release.sh: EXCLUSIVITY is checked or unchecked, not $EXCLUSIVITY" >&2; exit 2 ;;
+esac
+case "${ALLOCATOR:-mimalloc}" in
+  mimalloc) flags+=(-Xlinker -lmimalloc) ;;
+  glibc) ;;
+  *) echo "scripts/build_release.sh: ALLOCATOR is mimalloc or glibc, not $ALLOCATOR" >&2; exit 2 ;;
 esac
 for product in "$@"; do
   if ! out=$(swift build -c release --static-swift-stdlib "${flags[@]}" --product "$product" 2>&1); then

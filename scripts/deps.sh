@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Switchboard needs from Debian when it is missing. Safe to run again: it only acts on gaps.
-#   scripts/deps.sh          build and test needs: liblua5.4-dev, libsqlite3-dev, pkg-config, tzdata, python3
+#   scripts/deps.sh          build and test needs: liblua5.4-dev, libsqlite3-dev, libmimalloc-dev, pkg-config,
+#                            tzdata, python3
 #   scripts/deps.sh bench    also the benchmarks' tools and anchors: lua5.4, lua-cjson, wrk, nginx with lua, valgrind
 #   scripts/deps.sh browser  also the console's browser tests: chromium, chromium-driver, python3-selenium
 set -euo pipefail
@@ -8,6 +9,8 @@ need=()
 pkg-config --version >/dev/null 2>&1 || need+=(pkg-config)
 if ! pkg-config --exists lua5.4 2>/dev/null; then need+=(liblua5.4-dev); fi
 if ! pkg-config --exists sqlite3 2>/dev/null; then need+=(libsqlite3-dev); fi
+# The allocator release builds link (scripts/build_release.sh) and `make test` runs the Swift tests on.
+dpkg-query -W -f='${Status}' libmimalloc-dev 2>/dev/null | grep -q 'ok installed' || need+=(libmimalloc-dev)
 # Time zones for cron = ... with timezone = "Europe/Berlin" (Foundation reads the tz database).
 [ -f /usr/share/zoneinfo/Europe/Berlin ] || need+=(tzdata)
 # Tests check signatures with Python's hmac and mock Kazoo's crossbar API in Python.
