@@ -36,10 +36,10 @@ run: build
 	$(BIN) serve --rules rules --host 127.0.0.1 --port 8080
 
 # The Swift tests run on the allocator release builds link (mimalloc: scripts/build_release.sh), preloaded into
-# the test process and every server it starts; the debug build itself stays on glibc's.
+# the test process and every server it starts (scripts/on_mimalloc.sh); the debug build itself stays on glibc's.
 test: build
 	$(SWIFT) build --build-tests
-	scripts/with_postgres.sh env LD_PRELOAD=libmimalloc.so.2 $(SWIFT) test --skip-build
+	scripts/with_postgres.sh scripts/on_mimalloc.sh $(SWIFT) test --skip-build
 	$(BIN) decode samples/* >/dev/null
 	@echo "switchboard decode: every file in samples/ decoded"
 	$(BIN) check --rules rules

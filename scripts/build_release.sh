@@ -27,8 +27,8 @@
 # on the same library (LD_PRELOAD), so the allocator the release binary ships with is the one they ran on.
 #
 # Switching between this and a plain `swift build -c release`, or between EXCLUSIVITY settings, rebuilds
-# every module (about 10 minutes here): use this script for every release build. Output is shown only when
-# the build fails.
+# every module (about 10 minutes here): use this script for every release build. The compiler's output is
+# shown only when the build fails; otherwise one line a product says how it was built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -gt 0 ] || set -- switchboard
@@ -50,4 +50,6 @@ for product in "$@"; do
     echo "scripts/build_release.sh: the release build of $product failed (output above)" >&2
     exit 1
   fi
+  # One line for the benchmark logs: what the figures below it were measured on.
+  echo "release build of $product: allocator ${ALLOCATOR:-mimalloc}, exclusivity checks ${EXCLUSIVITY:-unchecked}"
 done
