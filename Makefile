@@ -25,7 +25,7 @@ build: deps
 # see scripts/build_release.sh.
 release: deps
 	scripts/build_release.sh switchboard
-	@echo "built .build/release/switchboard"
+	@echo "built .build/release/switchboard (where it runs it needs Debian's libsqlite3-0, liblua5.4-0, libmimalloc2.0)"
 
 run: build
 	$(BIN) check --rules rules
