@@ -20,9 +20,9 @@ deps:
 build: deps
 	$(SWIFT) build
 
-# Needs only Debian's libraries at run time (libsqlite3, liblua5.4, libmimalloc2.0, libstdc++, zlib); linked with
-# mimalloc unless ALLOCATOR=glibc, built without Swift's run-time exclusivity checks unless EXCLUSIVITY=checked:
-# see scripts/build_release.sh.
+# Needs only Debian's libraries at run time (libsqlite3, liblua5.4, libmimalloc2.0, libstdc++, zlib); linked
+# with mimalloc unless ALLOCATOR=glibc, built without Swift's run-time exclusivity checks unless
+# EXCLUSIVITY=checked: see scripts/build_release.sh.
 release: deps
 	scripts/build_release.sh switchboard
 	@echo "built .build/release/switchboard (where it runs it needs Debian's libsqlite3-0, liblua5.4-0, libmimalloc2.0)"
