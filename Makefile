@@ -8,6 +8,9 @@
 #   make fuzz    the libFuzzer targets, FUZZ_SECONDS each (default 300)
 SWIFT ?= swift
 BIN := .build/debug/switchboard
+# Debian's mimalloc preloaded: the allocator release builds link (scripts/build_release.sh), so the server and
+# the tests run here on the one people deploy.
+ON_MIMALLOC := scripts/on_mimalloc.sh
 FUZZ_SECONDS ?= 300
 # How long `make test` runs each fuzz target (a smoke run; `make fuzz` is the real one).
 TEST_FUZZ_SECONDS ?= 15
@@ -28,22 +31,22 @@ release: deps
 	@echo "built .build/release/switchboard (where it runs it needs Debian's libsqlite3-0, liblua5.4-0, libmimalloc2.0)"
 
 run: build
-	$(BIN) check --rules rules
+	$(ON_MIMALLOC) $(BIN) check --rules rules
 	@echo
 	@echo "Send it a sample from another terminal (Ctrl-C here stops the server):"
 	@echo "  curl -s -H 'Content-Type: application/json' --data-binary @samples/channel_create__inbound.json http://127.0.0.1:8080/hooks/channel_create"
 	@echo
-	$(BIN) serve --rules rules --host 127.0.0.1 --port 8080
+	$(ON_MIMALLOC) $(BIN) serve --rules rules --host 127.0.0.1 --port 8080
 
-# The Swift tests run on the allocator release builds link (mimalloc: scripts/build_release.sh), preloaded into
-# the test process and every server it starts (scripts/on_mimalloc.sh); the debug build itself stays on glibc's.
+# The Swift tests (the test process and every server it starts) and the commands after them run on mimalloc;
+# the browser checks (Chromium has its own allocator) and the ASan run (it must replace malloc) do not.
 test: build
 	$(SWIFT) build --build-tests
-	scripts/with_postgres.sh scripts/on_mimalloc.sh $(SWIFT) test --skip-build
-	$(BIN) decode samples/* >/dev/null
+	scripts/with_postgres.sh $(ON_MIMALLOC) $(SWIFT) test --skip-build
+	$(ON_MIMALLOC) $(BIN) decode samples/* >/dev/null
 	@echo "switchboard decode: every file in samples/ decoded"
-	$(BIN) check --rules rules
-	$(BIN) test --rules rules
+	$(ON_MIMALLOC) $(BIN) check --rules rules
+	$(ON_MIMALLOC) $(BIN) test --rules rules
 	@scripts/deps.sh browser
 	/usr/bin/python3 Tests/Browser/console_test.py --binary $(BIN)
 	scripts/asan.sh
