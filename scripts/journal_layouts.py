@@ -6,15 +6,21 @@ one commit holds under `wrk -t1 -c32`), done records 128 to a transaction with t
 passive checkpoint every 800 events, in WAL mode with synchronous NORMAL and the journal's checkpoint size.
 Prints the process's CPU time and the bytes written (/proc/self/io) per event for each layout named:
 
-  current   the journal's schema: the body in `events`, `events_done` keyed by the event's text id
-  rowid     `events_done` keyed by the event's rowid instead
-  segments  bodies in an append-only file (one write per commit), `events` holding where each one is
+  current   the journal's schema: the body in `events`, `events_done` keyed by the event's text id, the call
+            index staged by a trigger and merged in key order (EventStore/CallIndex.swift: 8,192 legs, 256 a slice)
+  indexes   the schema before it: two indexes on `events_done(call_id)` and `(other_leg)`
+  rowid     `indexes` with `events_done` keyed by the event's rowid instead
+  segments  `indexes` with bodies in an append-only file (one write per commit), `events` holding where they are
+
+CALLS=same (the default) gives every event the anchor's call ids; CALLS=new a new call id and other leg each,
+as real traffic has (random ids: each index entry lands on its own page).
 
 Python's own cost per statement is the same in every layout, so the differences are SQLite's and the
-kernel's. Usage: [N=…] [B=…] scripts/journal_layouts.py [LAYOUT...]
+kernel's. Usage: [N=…] [B=…] [CALLS=same|new] scripts/journal_layouts.py [LAYOUT...]
 """
 import json
 import os
+import random
 import shutil
 import sqlite3
 import sys
@@ -31,7 +37,10 @@ OUTCOMES = ('[{"rule":"anchor","outcome":"ok","stage":null,"forwards":[],"http":
             '"file":"anchor.lua","seconds":1.2e-05}]')
 CALL = "NDlkNGI3OTZlMDgzNWQxNGYxNTA3NjQ4NDZjNDFkOTc"
 ACCOUNT = "91eb05e5c68d7ca05e7618b6821d2d16"
-LAYOUTS = ("current", "rowid", "segments")
+OTHER_LEG = "af1e1e12f1bcf519a96f2235ab8eeec4"
+CALLS = os.environ.get("CALLS", "same")
+LAYOUTS = ("current", "indexes", "rowid", "segments")
+MERGE_AT, SLICE = 8192, 256
 
 
 def written():
@@ -59,8 +68,49 @@ def schema(db, layout):
     rowid = "" if layout == "rowid" else " WITHOUT ROWID"
     db.execute(f"CREATE TABLE events_done ({key}, done_at REAL NOT NULL, name TEXT, call_id TEXT, other_leg TEXT, "
                f"account_id TEXT, outcomes TEXT){rowid}")
-    db.execute("CREATE INDEX events_done_call ON events_done(call_id) WHERE call_id IS NOT NULL")
-    db.execute("CREATE INDEX events_done_other_leg ON events_done(other_leg) WHERE other_leg IS NOT NULL")
+    if layout == "current":
+        db.executescript("""
+            CREATE TABLE call_legs (leg TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (leg, id)) WITHOUT ROWID;
+            CREATE TABLE call_legs_staged (call_id TEXT, other_leg TEXT, id TEXT NOT NULL);
+            CREATE TRIGGER events_done_legs AFTER INSERT ON events_done
+            WHEN new.call_id IS NOT NULL OR new.other_leg IS NOT NULL BEGIN
+              INSERT INTO call_legs_staged (call_id, other_leg, id) VALUES (new.call_id, new.other_leg, new.id);
+            END;""")
+    else:
+        db.execute("CREATE INDEX events_done_call ON events_done(call_id) WHERE call_id IS NOT NULL")
+        db.execute("CREATE INDEX events_done_other_leg ON events_done(other_leg) WHERE other_leg IS NOT NULL")
+
+
+class Merge:
+    """The journal's merge of staged legs into `call_legs`: sorted once, moved a slice per writer turn."""
+
+    def __init__(self):
+        self.staged, self.merging, self.next, self.through = 0, 0, 0, 0
+
+    def step(self, db):
+        if self.merging == 0:
+            if self.staged < MERGE_AT:
+                return
+            self.through = db.execute("SELECT max(rowid) FROM call_legs_staged").fetchone()[0]
+            db.execute("DROP TABLE IF EXISTS temp.merging")
+            db.execute("CREATE TEMP TABLE merging (n INTEGER PRIMARY KEY, leg TEXT, id TEXT)")
+            db.execute("INSERT INTO temp.merging (leg, id) SELECT leg, id FROM ("
+                       "SELECT call_id AS leg, id FROM call_legs_staged WHERE rowid <= ?1 AND call_id IS NOT NULL "
+                       "UNION ALL SELECT other_leg, id FROM call_legs_staged WHERE rowid <= ?1 AND other_leg IS NOT NULL)"
+                       " ORDER BY leg, id", (self.through,))
+            self.merging, self.next = db.execute("SELECT count(*) FROM temp.merging").fetchone()[0], 0
+        end = min(self.next + SLICE, self.merging)
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT OR IGNORE INTO call_legs SELECT leg, id FROM temp.merging WHERE n > ? AND n <= ? ORDER BY n",
+                   (self.next, end))
+        if end == self.merging:
+            db.execute("DELETE FROM call_legs_staged WHERE rowid <= ?", (self.through,))
+        db.execute("COMMIT")
+        self.next = end
+        if end == self.merging:
+            self.staged -= self.merging
+            self.merging = 0
+            db.execute("DROP TABLE temp.merging")
 
 
 def replay(layout, directory):
@@ -74,6 +124,9 @@ def replay(layout, directory):
     done_sql = (f"INSERT OR REPLACE INTO events_done ({key}, done_at, name, call_id, other_leg, account_id, outcomes) "
                 f"SELECT {source}, ?, ?, ?, ?, ?, ? FROM events WHERE id = ?")
     ids = event_ids()
+    legs = {ident: (CALL, OTHER_LEG) if CALLS == "same" else ("%032x" % random.getrandbits(128),
+                                                             "%032x" % random.getrandbits(128)) for ident in ids}
+    merge = Merge()
     finished = []
     offset = 0
     before_bytes, before_cpu = written(), time.process_time()
@@ -92,11 +145,14 @@ def replay(layout, directory):
                 db.execute("INSERT INTO events (id, received_at, hook, format, body, meta) VALUES (?, ?, ?, ?, ?, ?)",
                            (ident, 1.0, "channel_create", "json", BODY, META))
         db.execute("COMMIT")
+        if layout == "current":
+            merge.step(db)
         finished += batch
         if len(finished) >= 128:
             db.execute("BEGIN IMMEDIATE")
             for ident in finished:
-                db.execute(done_sql, (2.0, "channel.channel_create", CALL, None, ACCOUNT, OUTCOMES, ident))
+                db.execute(done_sql, (2.0, "channel.channel_create", *legs[ident], ACCOUNT, OUTCOMES, ident))
+                merge.staged += 2
             db.execute("COMMIT")
             finished = []
         if start % 800 < B:
@@ -104,7 +160,7 @@ def replay(layout, directory):
     cpu, written_bytes = time.process_time() - before_cpu, written() - before_bytes
     db.close()
     os.close(segment)
-    print(f"{layout:9s} B={B}: {cpu / N * 1e6:6.1f} µs CPU an event, {written_bytes / N:7.0f} bytes written an event")
+    print(f"{layout:9s} CALLS={CALLS} B={B}: {cpu / N * 1e6:6.1f} µs CPU an event, {written_bytes / N:7.0f} bytes written an event")
 
 
 def main():

@@ -4,7 +4,8 @@
 #    (../shared/bench/nginx.conf, the anchor's rule) and by `switchboard serve` with the anchor's rule, the
 #    journal on and off; ROUNDS alternating rounds, medians and the ratios to nginx-lua; then nginx-lua and the
 #    journal-on server again with `Connection: close` on every request (a connection per request, as curl
-#    and some webhook senders do; not an issue 17 row, a guard on what a new connection costs);
+#    and some webhook senders do; not an issue 17 row, a guard on what a new connection costs), and with a new
+#    call on every request (scripts/wrk/new_calls.lua: random call ids, as real traffic has; also a guard);
 #  - the resident memory of `switchboard serve` with 20 rules loaded (the anchor's, 10 on other events, 9 on
 #    channel_create that decline it at `match`): idle after start, and after EVENTS accepted events (their
 #    rules all finished).
@@ -48,6 +49,9 @@ nginx=$(median ${runs[nginx-lua]}); on=$(median ${runs[journal-on]}); off=$(medi
 echo "== the same with Connection: close (a connection per request)"
 rounds -close "nginx-lua journal-on" -H "Connection: close"
 nginx_close=$(median ${runs[nginx-lua-close]}); on_close=$(median ${runs[journal-on-close]})
+echo "== the same with a new call on every request (scripts/wrk/new_calls.lua)"
+rounds -calls "nginx-lua journal-on" -s "$PWD/scripts/wrk/new_calls.lua"
+nginx_calls=$(median ${runs[nginx-lua-calls]}); on_calls=$(median ${runs[journal-on-calls]})
 
 echo
 echo "== memory with 20 rules, idle and after $EVENTS events (journal on)"
@@ -92,5 +96,8 @@ printf '%-44s %12s %8.2f   %s\n' 'switchboard ingest, journal off, req/s' "$off"
 printf '%-44s %12s %8s   %s\n' 'nginx-lua, Connection: close, req/s' "$nginx_close" 1.00 ''
 printf '%-44s %12s %8.2f   %s\n' 'journal on, Connection: close, req/s' "$on_close" \
   "$(echo "$on_close / $nginx_close" | bc -l)" '(no goal: a guard)'
+printf '%-44s %12s %8s   %s\n' 'nginx-lua, a new call per request, req/s' "$nginx_calls" 1.00 ''
+printf '%-44s %12s %8.2f   %s\n' 'journal on, a new call per request, req/s' "$on_calls" \
+  "$(echo "$on_calls / $nginx_calls" | bc -l)" '(no goal: a guard)'
 printf '%-44s %12s %8s   %s\n' 'RSS, 20 rules, idle, MB' "$idle" '' "<= 40 (anonymous: $idle_anon)"
 printf '%-44s %12s %8s   %s\n' "RSS after $accepted events, MB" "$after" '' "<= 60 (anonymous: $after_anon; peak RSS $peak)"

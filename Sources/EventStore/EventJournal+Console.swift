@@ -62,9 +62,8 @@ extension EventJournal {
           account_id TEXT,
           outcomes TEXT
         ) WITHOUT ROWID;
-        CREATE INDEX IF NOT EXISTS events_done_call ON events_done(call_id) WHERE call_id IS NOT NULL;
-        CREATE INDEX IF NOT EXISTS events_done_other_leg ON events_done(other_leg) WHERE other_leg IS NOT NULL;
         CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries(event_id);
+        \(callIndexSchema)
         """
 
     /// Brings a journal written by an earlier version to `events_done`, once, in the opening transaction (a
@@ -78,7 +77,7 @@ extension EventJournal {
                 db, sql: "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'events_done'")
             ?? false
         try db.execute(sql: doneSchema)
-        guard !exists else { return }
+        guard !exists else { return try migrateCallIndex(db, copied: false) }
         let columns = Set(try Row.fetchAll(db, sql: "PRAGMA table_info(events)").map { $0["name"] as String })
         let record = ["name", "call_id", "other_leg", "account_id", "outcomes"].map {
             columns.contains($0) ? $0 : "NULL"
@@ -91,6 +90,7 @@ extension EventJournal {
                 DROP INDEX IF EXISTS events_call;
                 DROP INDEX IF EXISTS events_other_leg;
                 """)
+        try migrateCallIndex(db, copied: true)
     }
 
     /// An event and, once its rules finished, its done record (`e`, `d`).
@@ -119,6 +119,11 @@ extension EventJournal {
         if let name, !name.isEmpty {
             conditions.append(name.contains(".") ? "d.name = ?" : "substr(d.name, instr(d.name, '.') + 1) = ?")
             arguments.append(name)
+        }
+        if let callID, !callID.isEmpty {
+            // Through the call index (`CallIndex.swift`): the events naming the call, then those that are its own.
+            conditions.append("e.id IN (\(Self.eventsOfLegs(1)))")
+            arguments += [callID, callID, callID]
         }
         for (column, value) in [("d.call_id", callID), ("d.account_id", accountID)] {
             guard let value, !value.isEmpty else { continue }
@@ -150,19 +155,20 @@ extension EventJournal {
     }
 
     /// Every kept event of these calls (legs), and every event naming one of them as its other leg, oldest
-    /// first, at most `limit`: finished events, whose done records name their calls. (From `events_done` and
-    /// its two indexes: the planner does not use them through a LEFT JOIN from `events` and an OR.)
+    /// first, at most `limit`: finished events, whose done records name their calls (found through the call
+    /// index, `CallIndex.swift`, and checked against the records themselves).
     public func callEvents(_ callIDs: [String], limit: Int = 500) throws -> [StoredEvent] {
         guard !callIDs.isEmpty else { return [] }
         let marks = Array(repeating: "?", count: callIDs.count).joined(separator: ", ")
-        var arguments: [any DatabaseValueConvertible] = callIDs + callIDs
+        var arguments: [any DatabaseValueConvertible] = callIDs + callIDs + callIDs + callIDs + callIDs
         arguments.append(limit)
         return try pool.read { db in
             try Row.fetchAll(
                 db,
                 sql: """
                     SELECT \(Self.summaryColumns) FROM events_done d JOIN events e ON e.id = d.id
-                    WHERE d.call_id IN (\(marks)) OR d.other_leg IN (\(marks))
+                    WHERE d.id IN (\(Self.eventsOfLegs(callIDs.count)))
+                    AND (d.call_id IN (\(marks)) OR d.other_leg IN (\(marks)))
                     ORDER BY e.received_at, e.rowid LIMIT ?
                     """,
                 arguments: StatementArguments(arguments)

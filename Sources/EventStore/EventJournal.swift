@@ -28,6 +28,8 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     private let writer = Mutex(WriterState())
     /// Copies the write-ahead log into the database beside the writer (`LogCopier`).
     private let logCopier: LogCopier
+    /// Staged call-index rows and the merge moving them into the index (`CallIndex.swift`); the writer's.
+    private let callIndex = Mutex(CallIndexMerge())
     /// How long done marks that failed wait before they are tried again (appends go on meanwhile).
     static let doneRetryDelay = DispatchTimeInterval.milliseconds(200)
 
@@ -37,7 +39,10 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     /// - Throws: a message that says what to fix when the directory is missing, read-only or full.
     /// - Parameter maxPages: a cap on the file's size in SQLite pages (4 KiB each), past which writes fail
     ///   as on a full disk. nil: no cap but the disk's.
-    public init(directory: String, fsync: Bool = false, maxPages: Int? = nil) throws {
+    /// - Parameter callIndexMerge: the call index's smallest merge and its slice (`CallIndexMerge`; tests).
+    public init(
+        directory: String, fsync: Bool = false, maxPages: Int? = nil, callIndexMerge: (Int, Int)? = nil
+    ) throws {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
@@ -82,6 +87,17 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
 
                         """)
                 try Self.migrateDoneRecords(db)
+            }
+            let (indexed, staged) = try pool.read { db in
+                (
+                    try Int.fetchOne(db, sql: "SELECT count(*) FROM call_legs") ?? 0,
+                    try Int.fetchOne(db, sql: "SELECT count(call_id) + count(other_leg) FROM call_legs_staged") ?? 0
+                )
+            }
+            callIndex.withLock { merge in
+                merge.indexed = indexed
+                merge.staged = staged
+                if let callIndexMerge { (merge.minimum, merge.sliceSize) = callIndexMerge }
             }
         } catch {
             throw JournalError("cannot open the journal \(path): \(Self.reason(error))")
@@ -163,6 +179,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
             while try bytesInUse() > maxBytes {
                 // The oldest finished events first (an id starts with its arrival time), then their records.
                 let oldest = "SELECT id FROM events_done ORDER BY id LIMIT 500"
+                try Self.deleteLegs(ofDoneRecords: "id IN (\(oldest))", arguments: [], in: db)
                 try db.execute(sql: "DELETE FROM events WHERE id IN (\(oldest))")
                 var batch = db.changesCount
                 try db.execute(sql: "DELETE FROM events_done WHERE id IN (\(oldest))")
@@ -270,6 +287,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
                 sql: "DELETE FROM events WHERE id IN (SELECT id FROM events_done WHERE done_at < ?)",
                 arguments: [cutoff])
             var removed = db.changesCount
+            try Self.deleteLegs(ofDoneRecords: "done_at < ?", arguments: [cutoff], in: db)
             try db.execute(sql: "DELETE FROM events_done WHERE done_at < ?", arguments: [cutoff])
             try db.execute(
                 sql: "DELETE FROM deliveries WHERE state = 'delivered' AND updated_at < ?", arguments: [cutoff])
@@ -371,7 +389,9 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         while true {
             let (stop, wake) = writer.withLock { state -> (Bool, UInt64?) in
                 let due = state.marksWait ? nil : pendingDone.withLock { $0.due() }
-                if pendingAppends.withLock({ !$0.isEmpty }) || due == 0 { return (false, nil) }
+                if pendingAppends.withLock({ !$0.isEmpty }) || due == 0 || callIndex.withLock({ $0.due }) {
+                    return (false, nil)
+                }
                 state.running = false
                 return (true, state.claimWake(due))
             }
@@ -400,6 +420,8 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
             return queued
         }
         if !appends.isEmpty { commit(appends, in: db) }
+        // One slice of a call-index merge at most, after the appends: they never wait on more.
+        callIndex.withLock { if $0.due { $0.step(in: db) } }
         guard !writer.withLock({ $0.marksWait }) else { return }
         let done = pendingDone.withLock { $0.take() }
         guard !done.isEmpty, !commit(done, in: db) else { return }
@@ -424,7 +446,9 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
 
     private func commit(_ done: [DoneMark], in db: Database) -> Bool {
         do {
-            try Self.immediateTransaction(db) { try Self.markDone(done, in: db) }
+            var staged = 0
+            try Self.immediateTransaction(db) { staged = try Self.markDone(done, in: db) }
+            callIndex.withLock { $0.staged += staged }
             deliveriesQueued(by: done)
             return true
         } catch {
@@ -461,7 +485,8 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         }
     }
 
-    private static func markDone(_ done: [DoneMark], in db: Database) throws {
+    /// Returns how many call-index rows its records staged.
+    private static func markDone(_ done: [DoneMark], in db: Database) throws -> Int {
         let now = Date().timeIntervalSince1970
         // A record in its own table: the event's row is not rewritten (`doneSchema`). None for an event that
         // retention already deleted, as an UPDATE of its row would have found nothing.
@@ -470,14 +495,18 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
                 INSERT OR REPLACE INTO events_done (id, done_at, name, call_id, other_leg, account_id, outcomes)
                 SELECT id, ?, ?, ?, ?, ?, ? FROM events WHERE id = ?
                 """)
+        var staged = 0
         for mark in done {
             let record = mark.record
             try markDone.execute(arguments: [
                 now, record?.name, record?.callID, record?.otherLeg, record?.accountID, record?.outcomes, mark.id,
             ])
+            // The record's trigger stages its legs for the call index (`CallIndex.swift`).
+            if db.changesCount > 0 { staged += legs(of: record) }
             for forward in mark.forwards { try insert(forward, event: mark.id, now: now, in: db) }
             for write in mark.writes { try apply(write, in: db) }
         }
+        return staged
     }
 
     /// Wakes the outbox after a commit that queued forwards.

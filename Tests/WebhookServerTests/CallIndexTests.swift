@@ -1,0 +1,129 @@
+import EventStore
+import Foundation
+import GRDB
+import RuleEngine
+import Testing
+
+/// The journal's call index (`CallIndex.swift`): legs staged with each done record, merged into the index in
+/// slices, found in both places, deleted by retention, and built from the old indexes of an earlier layout.
+@Suite struct CallIndexTests {
+    func directory() -> String {
+        FileManager.default.temporaryDirectory.appendingPathComponent("switchboard-calls-\(UUID().uuidString)").path
+    }
+
+    func entry(_ id: String, at time: Double) -> EventJournal.Entry {
+        EventJournal.Entry(
+            id: id, receivedAt: time, hook: "channel_create", format: "json",
+            body: Array(#"{"hook_event":"channel_create"}"#.utf8), meta: #"{"id":"\#(id)"}"#)
+    }
+
+    func mark(_ id: String, call: String?, otherLeg: String?) -> DoneMark {
+        DoneMark(
+            id: id, forwards: [],
+            record: EventRecord(
+                name: "channel.channel_create", callID: call, otherLeg: otherLeg, accountID: "acct", outcomes: "[]"))
+    }
+
+    /// Index rows in `call_legs`, or legs staged in `call_legs_staged`.
+    func rows(_ table: String, in path: String) throws -> Int {
+        let count = table == "call_legs_staged" ? "count(call_id) + count(other_leg)" : "count(*)"
+        return try DatabaseQueue(path: EventJournal.file(in: path)).read { db in
+            try Int.fetchOne(db, sql: "SELECT \(count) FROM \(table)") ?? 0
+        }
+    }
+
+    @Test func everyLegIsFoundBeforeAndAfterItsMerges() async throws {
+        let path = directory()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        // Merges start at 10 staged rows and move 4 a turn: this test sees several.
+        let journal = try EventJournal(directory: path, callIndexMerge: (10, 4))
+        let ids = (0..<60).map { String(format: "e%02d", $0) }
+        for (i, id) in ids.enumerated() { try await journal.append(entry(id, at: Double(i))) }
+        let call = { (i: Int) in "call-\(i % 7)" }
+        // Every third event names no other leg; the others name one of five.
+        let other = { (i: Int) in i % 3 == 0 ? nil : "leg-\(i % 5)" }
+        // The events marked done so far (the first `done`) are found, and no others.
+        func expectEveryLegFound(done: Int) throws {
+            let ids = Array(ids.prefix(done))
+            for k in 0..<7 {
+                let expected = ids.indices.filter { call($0) == "call-\(k)" || other($0) == "call-\(k)" }.map {
+                    ids[$0]
+                }
+                #expect(try journal.callEvents(["call-\(k)"]).map(\.id) == expected)
+                let own = ids.indices.filter { call($0) == "call-\(k)" }.map { ids[$0] }
+                #expect(try journal.recentEvents(limit: 100, callID: "call-\(k)").map(\.id) == own.reversed())
+            }
+            for k in 0..<5 {
+                let expected = ids.indices.filter { other($0) == "leg-\(k)" }.map { ids[$0] }
+                #expect(try journal.callEvents(["leg-\(k)"]).map(\.id) == expected)
+            }
+            #expect(
+                try journal.callEvents(["leg-1", "call-2"]).count
+                    == ids.indices.filter { other($0) == "leg-1" || call($0) == "call-2" }.count)
+        }
+        // Marked in batches, so merges run between them (one slice a writer turn).
+        for start in stride(from: 0, to: 60, by: 12) {
+            journal.markDone((start..<start + 12).map { mark(ids[$0], call: call($0), otherLeg: other($0)) })
+            await journal.drain()
+            try expectEveryLegFound(done: start + 12)
+        }
+        let legs = 60 + ids.indices.filter { other($0) != nil }.count
+        #expect(try rows("call_legs", in: path) + rows("call_legs_staged", in: path) >= legs)
+        #expect(try rows("call_legs", in: path) >= 40)  // merged, not left staged
+        #expect(try rows("call_legs_staged", in: path) < legs / 2)
+
+        // Opened again: the staged rows are counted and still found.
+        let again = try EventJournal(directory: path, callIndexMerge: (10, 4))
+        #expect(try again.callEvents(["call-3"]).map(\.id) == (try journal.callEvents(["call-3"]).map(\.id)))
+
+        // Retention takes the index's rows with the done records.
+        #expect(try journal.prune(olderThan: -1) == 60)
+        #expect(try rows("call_legs", in: path) == 0)
+        #expect(try rows("call_legs_staged", in: path) == 0)
+        #expect(try journal.callEvents(["call-1"]).isEmpty)
+    }
+
+    @Test func retentionBySizeTakesTheIndexRowsOfTheEventsItDeletes() async throws {
+        let path = directory()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let journal = try EventJournal(directory: path, callIndexMerge: (10, 4))
+        for i in 0..<40 { try await journal.append(entry("s\(i)", at: Double(i))) }
+        journal.markDone((0..<40).map { mark("s\($0)", call: "call-\($0 % 4)", otherLeg: "leg-\($0)") })
+        await journal.drain()
+        #expect(try journal.prune(toFit: 0) == 40)
+        #expect(try rows("call_legs", in: path) + rows("call_legs_staged", in: path) == 0)
+    }
+
+    /// A journal written with the two old indexes (by an earlier version, or by one that opened this layout
+    /// since: it creates them again, and writes no staged rows): its done records go into the index, once.
+    @Test func aJournalWithTheOldIndexesGetsTheCallIndex() async throws {
+        let path = directory()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        do {
+            let journal = try EventJournal(directory: path)
+            try await journal.append(entry("new", at: 1))
+            journal.markDone([mark("new", call: "c1", otherLeg: nil)])
+            await journal.drain()
+        }
+        try await DatabaseQueue(path: EventJournal.file(in: path)).write { db in
+            try db.execute(
+                sql: """
+                    DROP TRIGGER events_done_legs;
+                    DELETE FROM call_legs; DELETE FROM call_legs_staged;
+                    CREATE INDEX events_done_call ON events_done(call_id) WHERE call_id IS NOT NULL;
+                    CREATE INDEX events_done_other_leg ON events_done(other_leg) WHERE other_leg IS NOT NULL;
+                    INSERT INTO events (id, received_at, hook, format, body, meta) VALUES ('old', 2, 'h', 'json', x'7b7d', '{}');
+                    INSERT INTO events_done (id, done_at, name, call_id, other_leg) VALUES ('old', 3, 'x', 'c2', 'c1');
+                    """)
+        }
+        let journal = try EventJournal(directory: path)
+        #expect(try journal.callEvents(["c1"]).map(\.id) == ["new", "old"])
+        #expect(try journal.callEvents(["c2"]).map(\.id) == ["old"])
+        let schema = try await DatabaseQueue(path: EventJournal.file(in: path)).read { db in
+            try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type IN ('index', 'trigger')")
+        }
+        #expect(!schema.contains("events_done_call") && !schema.contains("events_done_other_leg"))
+        #expect(schema.contains("events_done_legs"))
+        #expect(try rows("call_legs", in: path) == 3)
+    }
+}
