@@ -7,7 +7,8 @@ passive checkpoint every 800 events, in WAL mode with synchronous NORMAL and the
 Prints the process's CPU time and the bytes written (/proc/self/io) per event for each layout named:
 
   current   the journal's schema: the body in `events`, `events_done` keyed by the event's text id, the call
-            index staged by a trigger and merged in key order (EventStore/CallIndex.swift: 8,192 legs, 256 a slice)
+            index staged by a trigger and merged in key order (EventStore/CallIndex.swift: a sixteenth of the
+            index at a time, 8,192 to 32,768 legs, 256 a slice)
   indexes   the schema before it: two indexes on `events_done(call_id)` and `(other_leg)`
   rowid     `indexes` with `events_done` keyed by the event's rowid instead
   segments  `indexes` with bodies in an append-only file (one write per commit), `events` holding where they are
@@ -40,7 +41,7 @@ ACCOUNT = "91eb05e5c68d7ca05e7618b6821d2d16"
 OTHER_LEG = "af1e1e12f1bcf519a96f2235ab8eeec4"
 CALLS = os.environ.get("CALLS", "same")
 LAYOUTS = ("current", "indexes", "rowid", "segments")
-MERGE_AT, SLICE = 8192, 256
+SLICE = 256
 
 
 def written():
@@ -72,6 +73,7 @@ def schema(db, layout):
         db.executescript("""
             CREATE TABLE call_legs (leg TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (leg, id)) WITHOUT ROWID;
             CREATE TABLE call_legs_staged (call_id TEXT, other_leg TEXT, id TEXT NOT NULL);
+            CREATE TABLE call_legs_merging (n INTEGER PRIMARY KEY, leg TEXT NOT NULL, id TEXT NOT NULL);
             CREATE TRIGGER events_done_legs AFTER INSERT ON events_done
             WHEN new.call_id IS NOT NULL OR new.other_leg IS NOT NULL BEGIN
               INSERT INTO call_legs_staged (call_id, other_leg, id) VALUES (new.call_id, new.other_leg, new.id);
@@ -85,32 +87,34 @@ class Merge:
     """The journal's merge of staged legs into `call_legs`: sorted once, moved a slice per writer turn."""
 
     def __init__(self):
-        self.staged, self.merging, self.next, self.through = 0, 0, 0, 0
+        self.staged, self.indexed, self.merging, self.next, self.through = 0, 0, 0, 0, 0
 
     def step(self, db):
         if self.merging == 0:
-            if self.staged < MERGE_AT:
+            if self.staged < min(max(self.indexed // 16, 8192), 32768):
                 return
             self.through = db.execute("SELECT max(rowid) FROM call_legs_staged").fetchone()[0]
-            db.execute("DROP TABLE IF EXISTS temp.merging")
-            db.execute("CREATE TEMP TABLE merging (n INTEGER PRIMARY KEY, leg TEXT, id TEXT)")
-            db.execute("INSERT INTO temp.merging (leg, id) SELECT leg, id FROM ("
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("DELETE FROM call_legs_merging")
+            db.execute("INSERT INTO call_legs_merging (leg, id) SELECT leg, id FROM ("
                        "SELECT call_id AS leg, id FROM call_legs_staged WHERE rowid <= ?1 AND call_id IS NOT NULL "
                        "UNION ALL SELECT other_leg, id FROM call_legs_staged WHERE rowid <= ?1 AND other_leg IS NOT NULL)"
                        " ORDER BY leg, id", (self.through,))
-            self.merging, self.next = db.execute("SELECT count(*) FROM temp.merging").fetchone()[0], 0
+            db.execute("COMMIT")
+            self.merging, self.next = db.execute("SELECT count(*) FROM call_legs_merging").fetchone()[0], 0
         end = min(self.next + SLICE, self.merging)
         db.execute("BEGIN IMMEDIATE")
-        db.execute("INSERT OR IGNORE INTO call_legs SELECT leg, id FROM temp.merging WHERE n > ? AND n <= ? ORDER BY n",
+        db.execute("INSERT OR IGNORE INTO call_legs SELECT leg, id FROM call_legs_merging WHERE n > ? AND n <= ? ORDER BY n",
                    (self.next, end))
         if end == self.merging:
             db.execute("DELETE FROM call_legs_staged WHERE rowid <= ?", (self.through,))
+            db.execute("DELETE FROM call_legs_merging")
         db.execute("COMMIT")
         self.next = end
         if end == self.merging:
             self.staged -= self.merging
+            self.indexed += self.merging
             self.merging = 0
-            db.execute("DROP TABLE temp.merging")
 
 
 def replay(layout, directory):

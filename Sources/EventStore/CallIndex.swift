@@ -26,6 +26,7 @@ extension EventJournal {
           PRIMARY KEY (leg, id)
         ) WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS call_legs_staged (call_id TEXT, other_leg TEXT, id TEXT NOT NULL);
+        CREATE TABLE IF NOT EXISTS call_legs_merging (n INTEGER PRIMARY KEY, leg TEXT NOT NULL, id TEXT NOT NULL);
         CREATE TRIGGER IF NOT EXISTS events_done_legs AFTER INSERT ON events_done
         WHEN new.call_id IS NOT NULL OR new.other_leg IS NOT NULL BEGIN
           INSERT INTO call_legs_staged (call_id, other_leg, id) VALUES (new.call_id, new.other_leg, new.id);
@@ -96,30 +97,36 @@ extension EventJournal {
 struct CallIndexMerge {
     /// Staged rows that gather before a merge starts: a sixteenth of the index, within these bounds. A batch
     /// of B rows into an index of M pages changes about M·(1 − e^(−B/M)) of them, so a batch that grows with
-    /// the index keeps the pages written per row about the same (a third of one) as the index grows; the
-    /// bounds keep the sort that starts a merge (about 4 ms for 8,192 rows, 30 ms for 65,536) short.
+    /// the index writes fewer pages a row than a fixed one once the index is large: at a million rows (a
+    /// journal near its 1 GB cap) about half a page a row, where 8,192 at a time wrote 0.84. The bounds keep
+    /// the sort that starts a merge, which the appends wait for, short: 4–17 ms for 8,192 rows, 26–31 ms for
+    /// 32,768, about 50 ms for 65,536 (Python's sqlite3, this machine). The sorted copy is a table of the file
+    /// (`call_legs_merging`), not of memory: a temporary table kept its pages after it was dropped, and merges
+    /// of 65,536 rows took the server's resident memory after a million events from 46 to 67 MB (issue 17's
+    /// goal: 60).
     var minimum = 8_192
-    var maximum = 65_536
+    var maximum = 32_768
     /// Rows moved in one transaction: one writer turn's share.
     var sliceSize = 256
 
+    /// Rows in `call_legs_staged` (counted when the journal opens, then kept up to date by the writer).
+    var staged = 0
+    /// A merge under way: its rows, sorted by key, are in `call_legs_merging` (rowids `first` + 1 …
+    /// `first` + `merging`, in key order), taken from the staged rows up to `through`.
+    var merging = 0
+    var first: Int64 = 0
+    var through: Int64 = 0
+    var next = 0
     /// Rows in `call_legs` (counted when the journal opens, then kept up to date by the writer; retention's
     /// deletions are not subtracted, which only makes merges somewhat larger).
     var indexed = 0
-    /// Rows in `call_legs_staged` (counted when the journal opens, then kept up to date by the writer).
-    var staged = 0
-    /// A merge under way: its rows, sorted by key, are in the writer connection's temporary table
-    /// `call_legs_merging` (rowids 1…`merging`, in key order), taken from the staged rows up to `through`.
-    var merging = 0
-    var through: Int64 = 0
-    var next = 0
-    /// After a failure, the merge waits until this many more rows are staged.
-    var failedAt: Int? = nil
+    /// After a failure, the merge waits until `mergeAt` more rows are staged.
+    var failedAt = 0
 
-    var mergeAt: Int { min(max(indexed / 16, minimum), maximum) + (failedAt ?? 0) }
+    var mergeAt: Int { min(max(indexed / 16, minimum), maximum) }
 
     /// A slice is due: a merge under way, or enough staged to start one.
-    var due: Bool { merging > 0 || staged >= mergeAt }
+    var due: Bool { merging > 0 || staged >= failedAt + mergeAt }
 
     /// Moves the next slice (sorting the staged rows first when a merge starts); the last slice also deletes
     /// the rows it moved from the staging table. A row moved twice (after a crash between slices) is kept once.
@@ -127,15 +134,18 @@ struct CallIndexMerge {
         do {
             if merging == 0 {
                 through = try Int64.fetchOne(db, sql: "SELECT max(rowid) FROM call_legs_staged") ?? 0
-                try db.execute(
-                    sql: """
-                        DROP TABLE IF EXISTS temp.call_legs_merging;
-                        CREATE TEMP TABLE call_legs_merging (n INTEGER PRIMARY KEY, leg TEXT, id TEXT);
-                        INSERT INTO temp.call_legs_merging (leg, id)
-                          SELECT leg, id FROM (\(EventJournal.bothLegs("call_legs_staged", where: "rowid <= ?")))
-                          ORDER BY leg, id;
-                        """, arguments: [through, through])
-                merging = try Int.fetchOne(db, sql: "SELECT count(*) FROM temp.call_legs_merging") ?? 0
+                try EventJournal.immediateTransaction(db) {
+                    try db.execute(
+                        sql: """
+                            DELETE FROM call_legs_merging;
+                            INSERT INTO call_legs_merging (leg, id)
+                              SELECT leg, id FROM (\(EventJournal.bothLegs("call_legs_staged", where: "rowid <= ?")))
+                              ORDER BY leg, id;
+                            """, arguments: [through, through])
+                }
+                let range = try Row.fetchOne(db, sql: "SELECT min(n) AS low, count(*) AS rows FROM call_legs_merging")
+                first = (range?["low"] as Int64? ?? 1) - 1
+                merging = range?["rows"] ?? 0
                 next = 0
                 if merging == 0 {
                     staged = 0
@@ -147,24 +157,24 @@ struct CallIndexMerge {
                 try db.cachedStatement(
                     sql: """
                         INSERT OR IGNORE INTO call_legs (leg, id)
-                        SELECT leg, id FROM temp.call_legs_merging WHERE n > ? AND n <= ? ORDER BY n
+                        SELECT leg, id FROM call_legs_merging WHERE n > ? AND n <= ? ORDER BY n
                         """
-                ).execute(arguments: [next, end])
+                ).execute(arguments: [first + Int64(next), first + Int64(end)])
                 if end == merging {
-                    try db.execute(sql: "DELETE FROM call_legs_staged WHERE rowid <= ?", arguments: [through])
+                    try db.execute(
+                        sql: "DELETE FROM call_legs_staged WHERE rowid <= ?; DELETE FROM call_legs_merging",
+                        arguments: [through])
                 }
             }
             next = end
             if next == merging {
-                try db.execute(sql: "DROP TABLE temp.call_legs_merging")
                 staged = max(0, staged - merging)
                 indexed += merging
                 merging = 0
-                failedAt = nil
+                failedAt = 0
             }
         } catch {
             // A full disk, say: the staged rows stay where they are, and lookups still find them there.
-            try? db.execute(sql: "DROP TABLE IF EXISTS temp.call_legs_merging")
             merging = 0
             failedAt = staged
         }
