@@ -7,17 +7,17 @@ import RuleEngine
 /// Two B-tree indexes on `events_done(call_id)` and `(other_leg)` did this until the fourteenth session. Kazoo's
 /// call ids are random, so every done record put its two index entries on two random leaf pages, and every
 /// commit wrote each page it touched to the log whole (and the checkpoint copied it again): with a new call id
-/// on every event, journal on, the server wrote 22,363 bytes a request against 7,340 with one call id for all,
-/// and took 12,423 requests/s against 25,762 (README, Benchmark). Real traffic is the first case, not the
-/// second: a leg's four channel events come minutes apart, never in the same commit.
+/// on every event, journal on, the server wrote 22,081 bytes a request against 7,141 with one call id for all,
+/// and took 12,295 requests/s against 23,774 (README, Benchmark, "The journal's call index"). Real traffic is
+/// the first case, not the second: a leg's four channel events come minutes apart, never in the same commit.
 ///
 /// Now a done record's legs are appended to `call_legs_staged` (one row for both) by a trigger, in the
-/// record's own statement (rows in arrival order: the table's last page, like the events'), and once enough
-/// have gathered they are moved into `call_legs`, keyed by (leg, event id), in key order: a slice of `sliceSize` per writer
-/// turn, so a page of the index is written once for every entry a slice puts on it rather than once per
-/// event, and appends never wait on more than one slice. Lookups read both tables; the staged one is small
-/// and read whole. All of it runs in SQLite: rows read into Swift and written back one statement each cost
-/// the server about 15 µs of CPU an event (a first version).
+/// record's own statement (rows in arrival order: the table's last page, like the events'). Once enough have
+/// gathered, the writer sorts them into `call_legs_merging` and moves them into `call_legs`, keyed by (leg,
+/// event id), in key order, a slice of `sliceSize` a turn: a page of the index is written once for all the
+/// entries a slice puts on it rather than once per event, and appends wait on one slice at most. Lookups
+/// read `call_legs` and the staged rows (few, read whole). All of it runs in SQLite: rows read into Swift and
+/// written back one statement each cost the server about 15 µs of CPU an event (a first version).
 extension EventJournal {
     static let callIndexSchema = """
         CREATE TABLE IF NOT EXISTS call_legs (
@@ -77,7 +77,8 @@ extension EventJournal {
         """
     }
 
-    /// Removes the index entries of the done records `where` selects (from `events_done`), before they go.
+    /// Removes the index entries (indexed, staged or being merged) of the done records of `events_done` that
+    /// `condition` selects, before they go.
     static func deleteLegs(ofDoneRecords condition: String, arguments: StatementArguments, in db: Database) throws {
         let legs = try Row.fetchAll(
             db, sql: bothLegs("events_done", where: condition), arguments: arguments + arguments)
@@ -87,9 +88,11 @@ extension EventJournal {
         }
         let delete = try db.cachedStatement(sql: "DELETE FROM call_legs WHERE leg = ? AND id = ?")
         for entry in sorted { try delete.execute(arguments: [entry.leg, entry.id]) }
-        try db.execute(
-            sql: "DELETE FROM call_legs_staged WHERE id IN (SELECT id FROM events_done WHERE \(condition))",
-            arguments: arguments)
+        for table in ["call_legs_staged", "call_legs_merging"] {
+            try db.execute(
+                sql: "DELETE FROM \(table) WHERE id IN (SELECT id FROM events_done WHERE \(condition))",
+                arguments: arguments)
+        }
     }
 }
 
