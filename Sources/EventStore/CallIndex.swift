@@ -114,10 +114,9 @@ struct CallIndexMerge {
 
     /// Rows in `call_legs_staged` (counted when the journal opens, then kept up to date by the writer).
     var staged = 0
-    /// A merge under way: its rows, sorted by key, are in `call_legs_merging` (rowids `first` + 1 …
-    /// `first` + `merging`, in key order), taken from the staged rows up to `through`.
+    /// A merge under way: its rows, sorted by key, are in `call_legs_merging` (rowids 1…`merging`, in key
+    /// order: SQLite numbers an empty table's rows from 1), taken from the staged rows up to `through`.
     var merging = 0
-    var first: Int64 = 0
     var through: Int64 = 0
     var next = 0
     /// Rows in `call_legs` (counted when the journal opens, then kept up to date by the writer; retention's
@@ -146,9 +145,7 @@ struct CallIndexMerge {
                               ORDER BY leg, id;
                             """, arguments: [through, through])
                 }
-                let range = try Row.fetchOne(db, sql: "SELECT min(n) AS low, count(*) AS rows FROM call_legs_merging")
-                first = (range?["low"] as Int64? ?? 1) - 1
-                merging = range?["rows"] ?? 0
+                merging = try Int.fetchOne(db, sql: "SELECT count(*) FROM call_legs_merging") ?? 0
                 next = 0
                 if merging == 0 {
                     staged = 0
@@ -162,7 +159,7 @@ struct CallIndexMerge {
                         INSERT OR IGNORE INTO call_legs (leg, id)
                         SELECT leg, id FROM call_legs_merging WHERE n > ? AND n <= ? ORDER BY n
                         """
-                ).execute(arguments: [first + Int64(next), first + Int64(end)])
+                ).execute(arguments: [next, end])
                 if end == merging {
                     try db.execute(
                         sql: "DELETE FROM call_legs_staged WHERE rowid <= ?; DELETE FROM call_legs_merging",
