@@ -73,7 +73,6 @@ def schema(db, layout):
         db.executescript("""
             CREATE TABLE call_legs (leg TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (leg, id)) WITHOUT ROWID;
             CREATE TABLE call_legs_staged (call_id TEXT, other_leg TEXT, id TEXT NOT NULL);
-            CREATE TABLE call_legs_merging (n INTEGER PRIMARY KEY, leg TEXT NOT NULL, id TEXT NOT NULL);
             CREATE TRIGGER events_done_legs AFTER INSERT ON events_done
             WHEN new.call_id IS NOT NULL OR new.other_leg IS NOT NULL BEGIN
               INSERT INTO call_legs_staged (call_id, other_leg, id) VALUES (new.call_id, new.other_leg, new.id);
@@ -84,37 +83,39 @@ def schema(db, layout):
 
 
 class Merge:
-    """The journal's merge of staged legs into `call_legs`: sorted once, moved a slice per writer turn."""
+    """The journal's merge of staged legs into `call_legs`: read sorted (by a reader, in the server), inserted a
+    slice per writer turn from memory; the last slice deletes the staged rows it covered."""
 
     def __init__(self):
-        self.staged, self.indexed, self.merging, self.next, self.through = 0, 0, 0, 0, 0
+        self.staged, self.indexed, self.legs, self.next, self.through = 0, 0, [], 0, 0
 
     def step(self, db):
-        if self.merging == 0:
+        if self.next == len(self.legs):
             if self.staged < min(max(self.indexed // 16, 8192), 32768):
                 return
             self.through = db.execute("SELECT max(rowid) FROM call_legs_staged").fetchone()[0]
-            db.execute("BEGIN IMMEDIATE")
-            db.execute("DELETE FROM call_legs_merging")
-            db.execute("INSERT INTO call_legs_merging (leg, id) SELECT leg, id FROM ("
-                       "SELECT call_id AS leg, id FROM call_legs_staged WHERE rowid <= ?1 AND call_id IS NOT NULL "
-                       "UNION ALL SELECT other_leg, id FROM call_legs_staged WHERE rowid <= ?1 AND other_leg IS NOT NULL)"
-                       " ORDER BY leg, id", (self.through,))
-            db.execute("COMMIT")
-            self.merging, self.next = db.execute("SELECT count(*) FROM call_legs_merging").fetchone()[0], 0
-        end = min(self.next + SLICE, self.merging)
+            self.legs = db.execute(
+                "SELECT leg, id FROM ("
+                "SELECT call_id AS leg, id FROM call_legs_staged WHERE rowid <= ?1 AND call_id IS NOT NULL "
+                "UNION ALL SELECT other_leg, id FROM call_legs_staged WHERE rowid <= ?1 AND other_leg IS NOT NULL)"
+                " ORDER BY leg, id", (self.through,)).fetchall()
+            self.next = 0
+            if not self.legs:
+                self.staged = 0
+                return
+        end = min(self.next + SLICE, len(self.legs))
         db.execute("BEGIN IMMEDIATE")
-        db.execute("INSERT OR IGNORE INTO call_legs SELECT leg, id FROM call_legs_merging WHERE n > ? AND n <= ? ORDER BY n",
-                   (self.next, end))
-        if end == self.merging:
+        values = ", ".join(["(?, ?)"] * (end - self.next))
+        db.execute(f"INSERT OR IGNORE INTO call_legs (leg, id) VALUES {values}",
+                   [value for leg in self.legs[self.next:end] for value in leg])
+        if end == len(self.legs):
             db.execute("DELETE FROM call_legs_staged WHERE rowid <= ?", (self.through,))
-            db.execute("DELETE FROM call_legs_merging")
         db.execute("COMMIT")
         self.next = end
-        if end == self.merging:
-            self.staged -= self.merging
-            self.indexed += self.merging
-            self.merging = 0
+        if end == len(self.legs):
+            self.staged -= len(self.legs)
+            self.indexed += len(self.legs)
+            self.legs, self.next = [], 0
 
 
 def replay(layout, directory):

@@ -1,3 +1,4 @@
+import CSQLiteTuning
 import GRDB
 import RuleEngine
 
@@ -13,11 +14,13 @@ import RuleEngine
 ///
 /// Now a done record's legs are appended to `call_legs_staged` (one row for both) by a trigger, in the
 /// record's own statement (rows in arrival order: the table's last page, like the events'). Once enough have
-/// gathered, the writer sorts them into `call_legs_merging` and moves them into `call_legs`, keyed by (leg,
-/// event id), in key order, a slice of `sliceSize` a turn: a page of the index is written once for all the
-/// entries a slice puts on it rather than once per event, and appends wait on one slice at most. Lookups
-/// read `call_legs` and the staged rows (few, read whole). All of it runs in SQLite: rows read into Swift and
-/// written back one statement each cost the server about 15 µs of CPU an event (a first version).
+/// gathered, a reader connection reads them sorted by key, off the writer's thread, and the writer moves them
+/// into `call_legs`, keyed by (leg, event id), in key order, a slice of `sliceSize` a turn: a page of the index
+/// is written once for all the entries a slice puts on it rather than once per event, and appends wait on one
+/// slice at most. Lookups read `call_legs` and the staged rows (few, read whole). Rows read into Swift and
+/// written back one statement each, on the writer, cost the server about 15 µs of CPU an event (a first
+/// version); a sorted copy in a table of the file (the fourteenth session's) wrote every leg once more and
+/// made the appends wait for the sort (README, Benchmark, "The journal's call index").
 extension EventJournal {
     static let callIndexSchema = """
         CREATE TABLE IF NOT EXISTS call_legs (
@@ -26,7 +29,7 @@ extension EventJournal {
           PRIMARY KEY (leg, id)
         ) WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS call_legs_staged (call_id TEXT, other_leg TEXT, id TEXT NOT NULL);
-        CREATE TABLE IF NOT EXISTS call_legs_merging (n INTEGER PRIMARY KEY, leg TEXT NOT NULL, id TEXT NOT NULL);
+        DROP TABLE IF EXISTS call_legs_merging;
         CREATE TRIGGER IF NOT EXISTS events_done_legs AFTER INSERT ON events_done
         WHEN new.call_id IS NOT NULL OR new.other_leg IS NOT NULL BEGIN
           INSERT INTO call_legs_staged (call_id, other_leg, id) VALUES (new.call_id, new.other_leg, new.id);
@@ -77,7 +80,7 @@ extension EventJournal {
         """
     }
 
-    /// Removes the index entries (indexed, staged or being merged) of the done records of `events_done` that
+    /// Removes the index entries (indexed or staged) of the done records of `events_done` that
     /// `condition` selects, before they go.
     static func deleteLegs(ofDoneRecords condition: String, arguments: StatementArguments, in db: Database) throws {
         let legs = try Row.fetchAll(
@@ -88,95 +91,184 @@ extension EventJournal {
         }
         let delete = try db.cachedStatement(sql: "DELETE FROM call_legs WHERE leg = ? AND id = ?")
         for entry in sorted { try delete.execute(arguments: [entry.leg, entry.id]) }
-        for table in ["call_legs_staged", "call_legs_merging"] {
-            try db.execute(
-                sql: "DELETE FROM \(table) WHERE id IN (SELECT id FROM events_done WHERE \(condition))",
-                arguments: arguments)
-        }
+        try db.execute(
+            sql: "DELETE FROM call_legs_staged WHERE id IN (SELECT id FROM events_done WHERE \(condition))",
+            arguments: arguments)
     }
 }
 
 /// The writer's progress moving staged legs into `call_legs` (see `EventJournal.callIndexSchema`).
+///
+/// A merge has two steps. The writer notes the last staged row (`through`) and a reader connection reads the
+/// legs of the rows up to it, sorted by key (`read`): SQLite's sorter runs on the reader's thread, and the
+/// appends do not wait for it. Then the writer inserts them a slice a turn (`insertSlice`), and the last
+/// slice deletes the staged rows it covered. A process stopped in between leaves the staged rows where they
+/// were, and the next merge reads them again (entries already in the index are kept once). Retention
+/// (`forget`) drops a merge under way, whose legs may name records it has just deleted.
 struct CallIndexMerge {
-    /// Staged rows that gather before a merge starts: a sixteenth of the index, within these bounds. A batch
+    /// Staged legs that gather before a merge starts: a sixteenth of the index, within these bounds. A batch
     /// of B rows into an index of M pages changes about M·(1 − e^(−B/M)) of them, so a batch that grows with
     /// the index writes fewer pages a row than a fixed one once the index is large: at a million rows (a
-    /// journal near its 1 GB cap) about half a page a row, where 8,192 at a time wrote 0.84. The bounds keep
-    /// the sort that starts a merge, which the appends wait for, short: 4–17 ms for 8,192 rows, 26–31 ms for
-    /// 32,768, about 50 ms for 65,536 (Python's sqlite3, this machine). The sorted copy is a table of the file
-    /// (`call_legs_merging`), not of memory: a temporary table kept its pages after it was dropped, and merges
-    /// of 65,536 rows took the server's resident memory after a million events from 46 to 67 MB (issue 17's
-    /// goal: 60).
+    /// journal near its 1 GB cap) about half a page a row, where 8,192 at a time wrote 0.84. The upper bound
+    /// keeps a merge's legs in memory small (32,768 legs of two 40-byte strings: a few MB, briefly).
     var minimum = 8_192
     var maximum = 32_768
-    /// Rows moved in one transaction: one writer turn's share.
+    /// Legs inserted in one transaction: one writer turn's share.
     var sliceSize = 256
 
-    /// Rows in `call_legs_staged` (counted when the journal opens, then kept up to date by the writer).
+    /// Legs in `call_legs_staged` (counted when the journal opens, then kept up to date by the writer).
     var staged = 0
-    /// A merge under way: its rows, sorted by key, are in `call_legs_merging` (rowids 1…`merging`, in key
-    /// order: SQLite numbers an empty table's rows from 1), taken from the staged rows up to `through`.
-    var merging = 0
-    var through: Int64 = 0
-    var next = 0
-    /// Rows in `call_legs` (counted when the journal opens, then kept up to date by the writer; retention's
+    /// Entries in `call_legs` (counted when the journal opens, then kept up to date by the writer; retention's
     /// deletions are not subtracted, which only makes merges somewhat larger).
     var indexed = 0
-    /// After a failure, the merge waits until `mergeAt` more rows are staged.
+    /// After a failure, the merge waits until `mergeAt` more legs are staged.
     var failedAt = 0
+
+    /// A reader is reading the legs of a merge.
+    private(set) var reading = false
+    /// The legs of the merge under way, in key order; `next` of them are in the index. They came from the
+    /// staged rows up to `through`.
+    private var sorted = MergeLegs()
+    private var next = 0
+    private var through: Int64 = 0
+    /// Counts the merges dropped by retention: a read started before one is not used.
+    private var generation = 0
+
+    /// The writer's next step in a merge, if any.
+    enum Step {
+        /// Note the last staged row and read the legs up to it (`read`).
+        case read(generation: Int)
+        /// Insert these of the legs (`insertSlice`), and after the last, delete the staged rows up to `through`.
+        case slice(MergeLegs, Range<Int>, through: Int64)
+    }
 
     var mergeAt: Int { min(max(indexed / 16, minimum), maximum) }
 
-    /// A slice is due: a merge under way, or enough staged to start one.
-    var due: Bool { merging > 0 || staged >= failedAt + mergeAt }
+    var nextStep: Step? {
+        if next < sorted.count {
+            let end = min(next + sliceSize, sorted.count)
+            return .slice(sorted, next..<end, through: through)
+        }
+        return !reading && staged >= failedAt + mergeAt ? .read(generation: generation) : nil
+    }
 
-    /// Moves the next slice (sorting the staged rows first when a merge starts); the last slice also deletes
-    /// the rows it moved from the staging table. A row moved twice (after a crash between slices) is kept once.
-    mutating func step(in db: Database) {
-        do {
-            if merging == 0 {
-                through = try Int64.fetchOne(db, sql: "SELECT max(rowid) FROM call_legs_staged") ?? 0
-                try EventJournal.immediateTransaction(db) {
-                    try db.execute(
-                        sql: """
-                            DELETE FROM call_legs_merging;
-                            INSERT INTO call_legs_merging (leg, id)
-                              SELECT leg, id FROM (\(EventJournal.bothLegs("call_legs_staged", where: "rowid <= ?")))
-                              ORDER BY leg, id;
-                            """, arguments: [through, through])
-                }
-                merging = try Int.fetchOne(db, sql: "SELECT count(*) FROM call_legs_merging") ?? 0
-                next = 0
-                if merging == 0 {
-                    staged = 0
-                    return
-                }
-            }
-            let end = min(next + sliceSize, merging)
-            try EventJournal.immediateTransaction(db) {
-                try db.cachedStatement(
-                    sql: """
-                        INSERT OR IGNORE INTO call_legs (leg, id)
-                        SELECT leg, id FROM call_legs_merging WHERE n > ? AND n <= ? ORDER BY n
-                        """
-                ).execute(arguments: [next, end])
-                if end == merging {
-                    try db.execute(
-                        sql: "DELETE FROM call_legs_staged WHERE rowid <= ?; DELETE FROM call_legs_merging",
-                        arguments: [through])
-                }
-            }
-            next = end
-            if next == merging {
-                staged = max(0, staged - merging)
-                indexed += merging
-                merging = 0
-                failedAt = 0
-            }
-        } catch {
+    /// A step is due: a merge under way, or enough staged to start one (`nextStep`, without building it).
+    var due: Bool { next < sorted.count || (!reading && staged >= failedAt + mergeAt) }
+
+    /// A merge is being read or written (the journal's `drain` waits for it).
+    var busy: Bool { reading || next < sorted.count }
+
+    mutating func started() { reading = true }
+
+    /// The legs a reader read for the merge started at `generation` (nil: the read failed).
+    mutating func read(_ legs: MergeLegs?, through: Int64, generation: Int) {
+        reading = false
+        guard generation == self.generation else { return }
+        guard let legs else { return failedAt = staged }
+        if legs.count == 0 { staged = 0 }
+        (sorted, next, self.through) = (legs, 0, through)
+    }
+
+    /// The slice just inserted committed (`committed`) or failed.
+    mutating func inserted(_ count: Int, committed: Bool) {
+        guard committed else {
             // A full disk, say: the staged rows stay where they are, and lookups still find them there.
-            merging = 0
-            failedAt = staged
+            (sorted, next, failedAt) = (MergeLegs(), 0, staged)
+            return
+        }
+        next += count
+        guard next == sorted.count else { return }
+        staged = max(0, staged - sorted.count)
+        indexed += sorted.count
+        (sorted, next, failedAt) = (MergeLegs(), 0, 0)
+    }
+
+    /// Retention deleted done records: the merge under way (and one being read) is dropped. Its staged rows
+    /// that remain are merged again, and any of its legs already inserted are kept once.
+    mutating func forget() {
+        generation += 1
+        (sorted, next) = (MergeLegs(), 0)
+    }
+}
+
+/// The legs of a merge (leg, event id), packed in one buffer by C helpers that call SQLite directly
+/// (`CSQLiteTuning`): read from the reader's rows and bound into the writer's inserts without a Swift string or
+/// a GRDB value per leg. Through GRDB (a `String` per text read, an argument array per slice) a merge's read
+/// and inserts took about 16,400 instructions a leg; with these about 13,000 (callgrind, 12,000 requests one at
+/// a time, 16,896 legs merged; README, Benchmark, "The journal's call index"). Immutable once read, and only
+/// the writer reads it then.
+final class MergeLegs: @unchecked Sendable {
+    fileprivate var pairs = sb_pairs()
+
+    var count: Int { Int(pairs.count) }
+
+    init() {}
+
+    /// Legs given here (tests).
+    convenience init(_ legs: [(leg: String, id: String)]) throws {
+        self.init()
+        for (leg, id) in legs {
+            var leg = leg
+            var id = id
+            let code = leg.withUTF8 { leg in
+                id.withUTF8 { id in
+                    leg.withMemoryRebound(to: CChar.self) { leg in
+                        id.withMemoryRebound(to: CChar.self) { id in
+                            sb_pairs_append(&pairs, leg.baseAddress, Int32(leg.count), id.baseAddress, Int32(id.count))
+                        }
+                    }
+                }
+            }
+            guard code == ResultCode.SQLITE_OK.rawValue else {
+                throw DatabaseError(resultCode: ResultCode(rawValue: code))
+            }
+        }
+    }
+
+    /// The event ids of legs `range` (tests).
+    func ids(_ range: Range<Int>) -> [String] {
+        range.map { i in
+            let start = pairs.ends[2 * i], end = pairs.ends[2 * i + 1]
+            return String(
+                decoding: UnsafeRawBufferPointer(start: pairs.bytes + start, count: end - start), as: UTF8.self)
+        }
+    }
+
+    deinit { sb_pairs_free(&pairs) }
+}
+
+extension EventJournal {
+    /// The legs of the staged rows up to `through`, sorted by key (SQLite's sorter, on the reading connection):
+    /// what a merge inserts.
+    static func stagedLegs(through: Int64, in db: Database) throws -> MergeLegs {
+        let select = try db.makeStatement(
+            sql: "SELECT leg, id FROM (\(bothLegs("call_legs_staged", where: "rowid <= ?"))) ORDER BY leg, id")
+        try select.setArguments([through, through])
+        let legs = MergeLegs()
+        let code = sb_pairs_collect(UnsafeMutableRawPointer(select.sqliteStatement), &legs.pairs)
+        guard code == ResultCode.SQLITE_DONE.rawValue else {
+            throw DatabaseError(resultCode: ResultCode(rawValue: code), message: db.lastErrorMessage, sql: select.sql)
+        }
+        return legs
+    }
+
+    /// Inserts legs `range` of a merge (in key order), and with the last, deletes the staged rows up to
+    /// `through`, in one transaction.
+    static func insertSlice(_ legs: MergeLegs, _ range: Range<Int>, through: Int64, in db: Database) throws {
+        try immediateTransaction(db) {
+            // Only ever run here, by the helper: GRDB never binds or steps it itself.
+            let insert = try db.cachedStatement(sql: "INSERT OR IGNORE INTO call_legs (leg, id) VALUES (?, ?)")
+            let code = sb_pairs_insert(
+                UnsafeMutableRawPointer(insert.sqliteStatement), &legs.pairs, Int32(range.lowerBound),
+                Int32(range.upperBound))
+            guard code == ResultCode.SQLITE_DONE.rawValue else {
+                throw DatabaseError(
+                    resultCode: ResultCode(rawValue: code), message: db.lastErrorMessage, sql: insert.sql)
+            }
+            if range.upperBound == legs.count {
+                try db.cachedStatement(sql: "DELETE FROM call_legs_staged WHERE rowid <= ?").execute(
+                    arguments: [through])
+            }
         }
     }
 }

@@ -193,6 +193,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
             }
             if removed > 0 {
                 try Self.deleteOrphanAttempts(db)
+                callIndex.withLock { $0.forget() }
             }
             return removed
         }
@@ -209,7 +210,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         while ContinuousClock.now < deadline {
             let idle =
                 !writer.withLock { $0.running } && pendingAppends.withLock { $0.isEmpty }
-                && pendingDone.withLock { $0.marks.isEmpty }
+                && pendingDone.withLock { $0.marks.isEmpty } && !callIndex.withLock { $0.busy }
             if idle { return }
             try? await Task.sleep(for: .milliseconds(5))
         }
@@ -293,6 +294,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
                 sql: "DELETE FROM deliveries WHERE state = 'delivered' AND updated_at < ?", arguments: [cutoff])
             removed += db.changesCount
             try Self.deleteOrphanAttempts(db)
+            if removed > 0 { callIndex.withLock { $0.forget() } }
             return removed
         }
     }
@@ -420,8 +422,8 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
             return queued
         }
         if !appends.isEmpty { commit(appends, in: db) }
-        // One slice of a call-index merge at most, after the appends: they never wait on more.
-        callIndex.withLock { if $0.due { $0.step(in: db) } }
+        // One step of a call-index merge at most, after the appends: they never wait on more.
+        if let step = callIndex.withLock({ $0.nextStep }) { mergeCallIndex(step, in: db) }
         guard !writer.withLock({ $0.marksWait }) else { return }
         let done = pendingDone.withLock { $0.take() }
         guard !done.isEmpty, !commit(done, in: db) else { return }
@@ -430,6 +432,33 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         DispatchQueue.global().asyncAfter(deadline: .now() + Self.doneRetryDelay) { [self] in
             writer.withLock { $0.marksWait = false }
             scheduleFlush()
+        }
+    }
+
+    /// Starts reading a merge's legs on a reader connection (the writer goes on meanwhile, and takes the
+    /// slices once they are read), or inserts the next slice.
+    private func mergeCallIndex(_ step: CallIndexMerge.Step, in db: Database) {
+        switch step {
+        case .read(let generation):
+            let last: Int64?
+            do {
+                last = try Int64.fetchOne(db, sql: "SELECT max(rowid) FROM call_legs_staged")
+            } catch {
+                return callIndex.withLock { $0.read(nil, through: 0, generation: generation) }
+            }
+            // None staged after all (the count was high): a merge of nothing, which sets the count to 0.
+            guard let through = last else {
+                return callIndex.withLock { $0.read(MergeLegs(), through: 0, generation: generation) }
+            }
+            callIndex.withLock { $0.started() }
+            pool.asyncRead { [self] result in
+                let legs = try? Self.stagedLegs(through: through, in: result.get())
+                callIndex.withLock { $0.read(legs, through: through, generation: generation) }
+                scheduleFlush()
+            }
+        case .slice(let legs, let range, let through):
+            let committed = (try? Self.insertSlice(legs, range, through: through, in: db)) != nil
+            callIndex.withLock { $0.inserted(range.count, committed: committed) }
         }
     }
 

@@ -1,10 +1,38 @@
 #ifndef SWITCHBOARD_CSQLITETUNING_H
 #define SWITCHBOARD_CSQLITETUNING_H
 
+#include <stddef.h>
+
 /// Turns off SQLite's memory statistics for the whole process (`SQLITE_CONFIG_MEMSTATUS`), which otherwise
 /// take a process-wide mutex around every allocation SQLite makes. sqlite3_config is variadic, so Swift
 /// cannot call it itself. It only works before SQLite is first used in the process: returns SQLite's result
 /// code (SQLITE_OK, or SQLITE_MISUSE when SQLite was already initialized and the statistics stay on).
 int sb_sqlite_memstatus_off(void);
+
+/// Pairs of texts packed in one buffer: the legs of a call-index merge (leg, event id), in the order read.
+/// Pair i's first text runs from the end of pair i - 1 (0 for the first) to `ends[2i]`, its second from there
+/// to `ends[2i + 1]`. Zero-initialize, fill with `sb_pairs_append` or `sb_pairs_collect`, release with
+/// `sb_pairs_free`.
+typedef struct sb_pairs {
+  char *bytes;
+  size_t used, capacity;
+  size_t *ends;
+  int count, pair_capacity;
+} sb_pairs;
+
+/// Appends one pair (copied). Returns SQLITE_OK, or SQLITE_NOMEM (and `pairs` is unchanged).
+int sb_pairs_append(sb_pairs *pairs, const char *first, int first_length, const char *second, int second_length);
+
+/// Steps `select` (a statement of `sqlite3_stmt *`, bound and reset, whose rows have two text columns) to its
+/// end, appending each row's texts to `pairs`, then resets it. Returns SQLITE_DONE, or the error code (the rows
+/// appended before it stay).
+int sb_pairs_collect(void *select, sb_pairs *pairs);
+
+/// Runs `insert` (a `sqlite3_stmt *` with two parameters) once for each of the pairs `from` ..< `to`, bound
+/// without copying; then resets it and clears its bindings. Returns SQLITE_DONE, or the first error's code
+/// (the rows inserted before it stay, for the caller's transaction to roll back).
+int sb_pairs_insert(void *insert, const sb_pairs *pairs, int from, int to);
+
+void sb_pairs_free(sb_pairs *pairs);
 
 #endif
