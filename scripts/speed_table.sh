@@ -9,16 +9,19 @@
 #  - the resident memory of `switchboard serve` with 20 rules loaded (the anchor's, 10 on other events, 9 on
 #    channel_create that decline it at `match`): idle after start, and after EVENTS accepted events (their
 #    rules all finished).
-# Environment: ROUNDS (3), DURATION (8), EVENTS (1000000), SHARED (../shared).
+# Environment: ROUNDS (3), DURATION (8), EVENTS (1000000), SHARED (../shared); ONLY=memory measures the memory
+# rows alone (about a minute: for judging a change to what the server keeps).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-8}; EVENTS=${EVENTS:-1000000}
+ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-8}; EVENTS=${EVENTS:-1000000}; ONLY=${ONLY:-}
+case "$ONLY" in "" | memory) ;; *) echo "ONLY is memory or unset, not $ONLY" >&2; exit 2 ;; esac
 source scripts/serve_common.sh
 # status_mb PID FIELD: a line of /proc/PID/status in MB. VmRSS is the resident memory, VmHWM its peak, RssAnon
 # the part of it that is the process's own; the rest is code and data mapped from files (the binary, Swift's
 # and Foundation's libraries), shared with other processes and dropped first under pressure.
 status_mb() { awk -v f="$2:" '$1 == f {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
 
+if [ "$ONLY" != memory ]; then
 cp "$SHARED/bench/nginx.conf" "$work/nginx.conf"
 nginx -c "$work/nginx.conf" -p "$work" >"$work/nginx.out" 2>&1 & pids+=($!)
 mkdir -p "$work/anchor"
@@ -52,6 +55,7 @@ nginx_close=$(median ${runs[nginx-lua-close]}); on_close=$(median ${runs[journal
 echo "== the same with a new call on every request (scripts/wrk/new_calls.lua)"
 rounds -calls "nginx-lua journal-on" -s "$PWD/scripts/wrk/new_calls.lua"
 nginx_calls=$(median ${runs[nginx-lua-calls]}); on_calls=$(median ${runs[journal-on-calls]})
+fi
 
 echo
 echo "== memory with 20 rules, idle and after $EVENTS events (journal on)"
@@ -90,6 +94,7 @@ echo "accepted $accepted events in $(($(date +%s) - start)) s; every anchor rule
 
 echo
 printf '%-44s %12s %8s   %s\n' figure value ratio 'issue 17 goal'
+if [ "$ONLY" != memory ]; then
 printf '%-44s %12s %8s   %s\n' 'nginx + lua-nginx-module, req/s' "$nginx" 1.00 ''
 printf '%-44s %12s %8.2f   %s\n' 'switchboard ingest, journal on, req/s' "$on" "$(echo "$on / $nginx" | bc -l)" '>= 0.5'
 printf '%-44s %12s %8.2f   %s\n' 'switchboard ingest, journal off, req/s' "$off" "$(echo "$off / $nginx" | bc -l)" '>= 0.7'
@@ -99,5 +104,6 @@ printf '%-44s %12s %8.2f   %s\n' 'journal on, Connection: close, req/s' "$on_clo
 printf '%-44s %12s %8s   %s\n' 'nginx-lua, a new call per request, req/s' "$nginx_calls" 1.00 ''
 printf '%-44s %12s %8.2f   %s\n' 'journal on, a new call per request, req/s' "$on_calls" \
   "$(echo "$on_calls / $nginx_calls" | bc -l)" '(no goal: a guard)'
+fi
 printf '%-44s %12s %8s   %s\n' 'RSS, 20 rules, idle, MB' "$idle" '' "<= 40 (anonymous: $idle_anon)"
 printf '%-44s %12s %8s   %s\n' "RSS after $accepted events, MB" "$after" '' "<= 60 (anonymous: $after_anon; peak RSS $peak)"

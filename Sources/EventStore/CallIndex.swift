@@ -14,8 +14,8 @@ import RuleEngine
 ///
 /// Now a done record's legs are appended to `call_legs_staged` (one row for both) by a trigger, in the
 /// record's own statement (rows in arrival order: the table's last page, like the events'). Once enough have
-/// gathered, a reader connection reads them sorted by key, off the writer's thread, and the writer moves them
-/// into `call_legs`, keyed by (leg, event id), in key order, a slice of `sliceSize` a turn: a page of the index
+/// gathered, the log copier's connection reads them and sorts them by key, off the writer's thread, and the
+/// writer moves them into `call_legs`, keyed by (leg, event id), in key order, a slice of `sliceSize` a turn: a page of the index
 /// is written once for all the entries a slice puts on it rather than once per event, and appends wait on one
 /// slice at most. Lookups read `call_legs` and the staged rows (few, read whole). Rows read into Swift and
 /// written back one statement each, on the writer, cost the server about 15 µs of CPU an event (a first
@@ -99,9 +99,9 @@ extension EventJournal {
 
 /// The writer's progress moving staged legs into `call_legs` (see `EventJournal.callIndexSchema`).
 ///
-/// A merge has two steps. The writer notes the last staged row (`through`) and a reader connection reads the
-/// legs of the rows up to it, sorted by key (`read`): SQLite's sorter runs on the reader's thread, and the
-/// appends do not wait for it. Then the writer inserts them a slice a turn (`insertSlice`), and the last
+/// A merge has two steps. The writer notes the last staged row (`through`), and the log copier's connection
+/// reads the legs of the rows up to it and sorts them by key, on the copier's thread (`LogCopier.read`,
+/// `stagedLegs`): the appends do not wait for it. Then the writer inserts them a slice a turn (`insertSlice`), and the last
 /// slice deletes the staged rows it covered. A process stopped in between leaves the staged rows where they
 /// were, and the next merge reads them again (entries already in the index are kept once). Retention
 /// (`forget`) drops a merge under way, whose legs may name records it has just deleted.
@@ -124,7 +124,7 @@ struct CallIndexMerge {
     /// After a failure, the merge waits until `mergeAt` more legs are staged.
     var failedAt = 0
 
-    /// A reader is reading the legs of a merge.
+    /// The legs of a merge are being read.
     private(set) var reading = false
     /// The legs of the merge under way, in key order; `next` of them are in the index. They came from the
     /// staged rows up to `through`.
@@ -160,7 +160,7 @@ struct CallIndexMerge {
 
     mutating func started() { reading = true }
 
-    /// The legs a reader read for the merge started at `generation` (nil: the read failed).
+    /// The legs read for the merge started at `generation` (nil: the read failed).
     mutating func read(_ legs: MergeLegs?, through: Int64, generation: Int) {
         reading = false
         guard generation == self.generation else { return }
@@ -192,11 +192,11 @@ struct CallIndexMerge {
 }
 
 /// The legs of a merge (leg, event id), packed in one buffer by C helpers that call SQLite directly
-/// (`CSQLiteTuning`): read from the reader's rows and bound into the writer's inserts without a Swift string or
-/// a GRDB value per leg. Through GRDB (a `String` per text read, an argument array per slice) a merge's read
-/// and inserts took about 16,400 instructions a leg; with these about 13,000 (callgrind, 12,000 requests one at
-/// a time, 16,896 legs merged; README, Benchmark, "The journal's call index"). Immutable once read, and only
-/// the writer reads it then.
+/// (`CSQLiteTuning`): copied from the rows read, sorted, and bound into the writer's inserts without a Swift
+/// string or a GRDB value per leg. Through GRDB (a `String` per text, an argument array per slice) a merge's
+/// read and inserts took about 16,400 instructions a leg; with these about 10,700 (callgrind, 12,000 requests
+/// one at a time, 16,896 legs merged; README, Benchmark, "The journal's call index"). Immutable once read,
+/// and only the writer reads it then.
 final class MergeLegs: @unchecked Sendable {
     fileprivate var pairs = sb_pairs()
 
@@ -228,6 +228,7 @@ final class MergeLegs: @unchecked Sendable {
     /// The event ids of legs `range` (tests).
     func ids(_ range: Range<Int>) -> [String] {
         range.map { i in
+            let i = pairs.order.map { Int($0[i]) } ?? i
             let start = pairs.ends[2 * i], end = pairs.ends[2 * i + 1]
             return String(
                 decoding: UnsafeRawBufferPointer(start: pairs.bytes + start, count: end - start), as: UTF8.self)
@@ -238,17 +239,22 @@ final class MergeLegs: @unchecked Sendable {
 }
 
 extension EventJournal {
-    /// The legs of the staged rows up to `through`, sorted by key (SQLite's sorter, on the reading connection):
-    /// what a merge inserts.
+    /// The legs of the staged rows up to `through`, sorted by key as the index orders them: what a merge
+    /// inserts. Sorted by the C helper rather than SQLite's sorter (`ORDER BY`), whose memory for 32,768 legs
+    /// stayed with the thread that sorted.
     static func stagedLegs(through: Int64, in db: Database) throws -> MergeLegs {
-        let select = try db.makeStatement(
-            sql: "SELECT leg, id FROM (\(bothLegs("call_legs_staged", where: "rowid <= ?"))) ORDER BY leg, id")
+        let select = try db.makeStatement(sql: bothLegs("call_legs_staged", where: "rowid <= ?"))
         try select.setArguments([through, through])
         let legs = MergeLegs()
-        let code = sb_pairs_collect(UnsafeMutableRawPointer(select.sqliteStatement), &legs.pairs)
+        var code = sb_pairs_collect(UnsafeMutableRawPointer(select.sqliteStatement), &legs.pairs)
         guard code == ResultCode.SQLITE_DONE.rawValue else {
             throw DatabaseError(resultCode: ResultCode(rawValue: code), message: db.lastErrorMessage, sql: select.sql)
         }
+        // The connection's page cache, filled by this one scan: SQLite reads the pages again after the writer's
+        // next commit anyway.
+        try db.execute(sql: "PRAGMA shrink_memory")
+        code = sb_pairs_sort(&legs.pairs)
+        guard code == ResultCode.SQLITE_OK.rawValue else { throw DatabaseError(resultCode: ResultCode(rawValue: code)) }
         return legs
     }
 

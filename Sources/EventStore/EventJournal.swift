@@ -435,7 +435,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         }
     }
 
-    /// Starts reading a merge's legs on a reader connection (the writer goes on meanwhile, and takes the
+    /// Starts reading a merge's legs on the log copier's connection (the writer goes on meanwhile, and takes the
     /// slices once they are read), or inserts the next slice.
     private func mergeCallIndex(_ step: CallIndexMerge.Step, in db: Database) {
         switch step {
@@ -451,8 +451,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
                 return callIndex.withLock { $0.read(MergeLegs(), through: 0, generation: generation) }
             }
             callIndex.withLock { $0.started() }
-            pool.asyncRead { [self] result in
-                let legs = try? Self.stagedLegs(through: through, in: result.get())
+            logCopier.read({ try Self.stagedLegs(through: through, in: $0) }) { [self] legs in
                 callIndex.withLock { $0.read(legs, through: through, generation: generation) }
                 scheduleFlush()
             }

@@ -17,10 +17,15 @@ typedef struct sb_pairs {
   char *bytes;
   size_t used, capacity;
   size_t *ends;
-  int count, pair_capacity;
+  size_t ends_capacity;
+  /// Set by `sb_pairs_sort`: the pairs' indexes in order.
+  int *order;
+  size_t order_capacity;
+  int count;
 } sb_pairs;
 
-/// Appends one pair (copied). Returns SQLITE_OK, or SQLITE_NOMEM (and `pairs` is unchanged).
+/// Appends one pair (copied; before `sb_pairs_sort`). Returns SQLITE_OK, or SQLITE_NOMEM (and `pairs` is
+/// unchanged). The buffers are anonymous mappings of their own, not the allocator's.
 int sb_pairs_append(sb_pairs *pairs, const char *first, int first_length, const char *second, int second_length);
 
 /// Steps `select` (a statement of `sqlite3_stmt *`, bound and reset, whose rows have two text columns) to its
@@ -28,7 +33,11 @@ int sb_pairs_append(sb_pairs *pairs, const char *first, int first_length, const 
 /// appended before it stay).
 int sb_pairs_collect(void *select, sb_pairs *pairs);
 
-/// Runs `insert` (a `sqlite3_stmt *` with two parameters) once for each of the pairs `from` ..< `to`, bound
+/// Sorts the pairs by their first text, then their second, as SQLite's BINARY collation orders them (bytes,
+/// then length): fills `order`, which `sb_pairs_insert` then follows. Returns SQLITE_OK or SQLITE_NOMEM.
+int sb_pairs_sort(sb_pairs *pairs);
+
+/// Runs `insert` (a `sqlite3_stmt *` with two parameters) once for each of the pairs `from` ..< `to` (in `order` once sorted), bound
 /// without copying; then resets it and clears its bindings. Returns SQLITE_DONE, or the first error's code
 /// (the rows inserted before it stay, for the caller's transaction to roll back).
 int sb_pairs_insert(void *insert, const sb_pairs *pairs, int from, int to);
