@@ -15,12 +15,12 @@ import RuleEngine
 /// Now a done record's legs are appended to `call_legs_staged` (one row for both) by a trigger, in the
 /// record's own statement (rows in arrival order: the table's last page, like the events'). Once enough have
 /// gathered, the log copier's connection reads them and sorts them by key, off the writer's thread, and the
-/// writer moves them into `call_legs`, keyed by (leg, event id), in key order, a slice of `sliceSize` a turn: a page of the index
-/// is written once for all the entries a slice puts on it rather than once per event, and appends wait on one
-/// slice at most. Lookups read `call_legs` and the staged rows (few, read whole). Rows read into Swift and
-/// written back one statement each, on the writer, cost the server about 15 µs of CPU an event (a first
-/// version); a sorted copy in a table of the file (the fourteenth session's) wrote every leg once more and
-/// made the appends wait for the sort (README, Benchmark, "The journal's call index").
+/// writer moves them into `call_legs`, keyed by (leg, event id), in key order, a slice of `sliceSize` a turn:
+/// a page of the index is written once for all the entries a slice puts on it rather than once per event, and
+/// appends wait on one slice at most. Lookups read `call_legs` and the staged rows (few, read whole). Rows
+/// read into Swift and written back one statement each, on the writer, cost the server about 15 µs of CPU an
+/// event (a first version); a sorted copy in a table of the file (the fourteenth session's) wrote every leg
+/// once more and made the appends wait for the sort (README, Benchmark, "The journal's call index").
 extension EventJournal {
     static let callIndexSchema = """
         CREATE TABLE IF NOT EXISTS call_legs (
@@ -101,10 +101,10 @@ extension EventJournal {
 ///
 /// A merge has two steps. The writer notes the last staged row (`through`), and the log copier's connection
 /// reads the legs of the rows up to it and sorts them by key, on the copier's thread (`LogCopier.read`,
-/// `stagedLegs`): the appends do not wait for it. Then the writer inserts them a slice a turn (`insertSlice`), and the last
-/// slice deletes the staged rows it covered. A process stopped in between leaves the staged rows where they
-/// were, and the next merge reads them again (entries already in the index are kept once). Retention
-/// (`forget`) drops a merge under way, whose legs may name records it has just deleted.
+/// `stagedLegs`): the appends do not wait for it. Then the writer inserts them a slice a turn (`insertSlice`),
+/// and the last slice deletes the staged rows it covered. A process stopped in between leaves the staged rows
+/// where they were, and the next merge reads them again (entries already in the index are kept once).
+/// Retention (`forget`) drops a merge under way, whose legs may name records it has just deleted.
 struct CallIndexMerge {
     /// Staged legs that gather before a merge starts: a sixteenth of the index, within these bounds. A batch
     /// of B rows into an index of M pages changes about M·(1 − e^(−B/M)) of them, so a batch that grows with
@@ -225,15 +225,27 @@ final class MergeLegs: @unchecked Sendable {
         }
     }
 
-    /// The event ids of legs `range` (tests).
-    func ids(_ range: Range<Int>) -> [String] {
+    /// Sorts the legs as the index orders them (SQLite's BINARY collation: bytes, then length); the slices
+    /// then follow that order.
+    func sort() throws {
+        let code = sb_pairs_sort(&pairs)
+        guard code == ResultCode.SQLITE_OK.rawValue else { throw DatabaseError(resultCode: ResultCode(rawValue: code)) }
+    }
+
+    /// The legs `range` (in order once sorted; tests).
+    func legs(_ range: Range<Int>) -> [(leg: String, id: String)] {
         range.map { i in
             let i = pairs.order.map { Int($0[i]) } ?? i
-            let start = pairs.ends[2 * i], end = pairs.ends[2 * i + 1]
-            return String(
-                decoding: UnsafeRawBufferPointer(start: pairs.bytes + start, count: end - start), as: UTF8.self)
+            let start = i == 0 ? 0 : pairs.ends[2 * i - 1], middle = pairs.ends[2 * i], end = pairs.ends[2 * i + 1]
+            func text(_ from: Int, _ to: Int) -> String {
+                String(decoding: UnsafeRawBufferPointer(start: pairs.bytes + from, count: to - from), as: UTF8.self)
+            }
+            return (text(start, middle), text(middle, end))
         }
     }
+
+    /// The event ids of legs `range` (tests).
+    func ids(_ range: Range<Int>) -> [String] { legs(range).map(\.id) }
 
     deinit { sb_pairs_free(&pairs) }
 }
@@ -253,8 +265,7 @@ extension EventJournal {
         // The connection's page cache, filled by this one scan: SQLite reads the pages again after the writer's
         // next commit anyway.
         try db.execute(sql: "PRAGMA shrink_memory")
-        code = sb_pairs_sort(&legs.pairs)
-        guard code == ResultCode.SQLITE_OK.rawValue else { throw DatabaseError(resultCode: ResultCode(rawValue: code)) }
+        try legs.sort()
         return legs
     }
 

@@ -173,6 +173,26 @@ import Testing
         #expect(merge.staged == 0 && merge.indexed == 5 && merge.nextStep == nil && !merge.busy)
     }
 
+    /// Legs are inserted in the index's own order (SQLite's BINARY collation: bytes, then length; the leg, then
+    /// the event id), so that a slice changes each page of the index once.
+    @Test func aMergeSortsItsLegsAsTheIndexOrdersThem() throws {
+        let given: [(leg: String, id: String)] = [
+            ("b", "e2"), ("ab", "e9"), ("a", "e5"), ("é", "e1"), ("b", "e10"), ("a", "e5x"), ("B", "e3"), ("", "e0"),
+        ]
+        let legs = try MergeLegs(given)
+        try legs.sort()
+        let sorted = legs.legs(0..<given.count)
+        let expected = try DatabaseQueue().read { db in
+            let values = given.map { _ in "(?, ?)" }.joined(separator: ", ")
+            return try Row.fetchAll(
+                db, sql: "SELECT column1, column2 FROM (VALUES \(values)) ORDER BY column1, column2",
+                arguments: StatementArguments(given.flatMap { [$0.leg, $0.id] })
+            ).map { (leg: $0[0] as String, id: $0[1] as String) }
+        }
+        #expect(sorted.map(\.leg) == expected.map(\.leg) && sorted.map(\.id) == expected.map(\.id))
+        #expect(sorted.first?.leg == "" && sorted.last?.leg == "é")
+    }
+
     @Test func retentionBySizeTakesTheIndexRowsOfTheEventsItDeletes() async throws {
         let path = directory()
         defer { try? FileManager.default.removeItem(atPath: path) }

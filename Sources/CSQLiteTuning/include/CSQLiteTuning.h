@@ -37,9 +37,9 @@ int sb_pairs_collect(void *select, sb_pairs *pairs);
 /// then length): fills `order`, which `sb_pairs_insert` then follows. Returns SQLITE_OK or SQLITE_NOMEM.
 int sb_pairs_sort(sb_pairs *pairs);
 
-/// Runs `insert` (a `sqlite3_stmt *` with two parameters) once for each of the pairs `from` ..< `to` (in `order` once sorted), bound
-/// without copying; then resets it and clears its bindings. Returns SQLITE_DONE, or the first error's code
-/// (the rows inserted before it stay, for the caller's transaction to roll back).
+/// Runs `insert` (a `sqlite3_stmt *` with two parameters) once for each of the pairs `from` ..< `to` (in
+/// `order` once sorted), bound without copying; then resets it and clears its bindings. Returns SQLITE_DONE,
+/// or the first error's code (the rows inserted before it stay, for the caller's transaction to roll back).
 int sb_pairs_insert(void *insert, const sb_pairs *pairs, int from, int to);
 
 void sb_pairs_free(sb_pairs *pairs);
