@@ -29,8 +29,13 @@ package final class LogCopier: Sendable {
         var closed = false
     }
 
+    /// Set on `queue`: `close` called from a block running there (the journal's last reference let go by a
+    /// `read`'s callback) must not `sync` onto it, which traps.
+    private static let onQueue = DispatchSpecificKey<Bool>()
+
     init(path: String) {
         self.path = path
+        queue.setSpecific(key: Self.onQueue, value: true)
     }
 
     /// Called by the writer after a commit of `events` appends; starts a copy once enough have gathered
@@ -48,12 +53,13 @@ package final class LogCopier: Sendable {
 
     /// Stops copying and closes the connection (after a copy under way).
     func close() {
-        queue.sync {
-            state.withLock { state in
+        let finish = {
+            self.state.withLock { state in
                 state.closed = true
                 state.connection = nil
             }
         }
+        if DispatchQueue.getSpecific(key: Self.onQueue) == true { finish() } else { queue.sync(execute: finish) }
     }
 
     /// Runs `body` in a read transaction on the copier's thread and connection (after a copy under way), then

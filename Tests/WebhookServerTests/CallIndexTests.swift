@@ -237,3 +237,22 @@ import Testing
         #expect(try rows("call_legs", in: path) == 3)
     }
 }
+
+extension CallIndexTests {
+    /// Journals let go while a merge's legs are being read: the read's callback can hold a journal's last
+    /// reference, and the journal then closes its log copier from the copier's own queue. A `sync` onto that
+    /// queue trapped there (in 5 runs of 5, before `LogCopier.close` checked where it runs).
+    @Test func aJournalLetGoDuringAMergeReadClosesCleanly() async throws {
+        let path = directory()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        for round in 0..<40 {
+            let journal = try EventJournal(directory: path, callIndexMerge: (10, 4))
+            let ids = (0..<12).map { "g\(round)-\($0)" }
+            for id in ids { try await journal.append(entry(id, at: Double(round))) }
+            journal.markDone(ids.map { mark($0, call: "call-\($0)", otherLeg: nil) })
+        }
+        // Every append was acknowledged, so every event is there, finished or not.
+        let counts = try EventJournal(directory: path).counts()
+        #expect(counts.pending + counts.done == 480)
+    }
+}
