@@ -83,8 +83,9 @@ def schema(db, layout):
 
 
 class Merge:
-    """The journal's merge of staged legs into `call_legs`: read sorted (by a reader, in the server), inserted a
-    slice per writer turn from memory; the last slice deletes the staged rows it covered."""
+    """The journal's merge of staged legs into `call_legs`: read and sorted (in the server on the log copier's
+    connection, sorted by a C helper; here by SQLite), inserted a slice per writer turn from memory; the last
+    slice deletes the staged rows it covered."""
 
     def __init__(self):
         self.staged, self.indexed, self.legs, self.next, self.through = 0, 0, [], 0, 0

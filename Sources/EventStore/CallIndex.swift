@@ -152,9 +152,6 @@ struct CallIndexMerge {
         return !reading && staged >= failedAt + mergeAt ? .read(generation: generation) : nil
     }
 
-    /// A step is due: a merge under way, or enough staged to start one (`nextStep`, without building it).
-    var due: Bool { next < sorted.count || (!reading && staged >= failedAt + mergeAt) }
-
     /// A merge is being read or written (the journal's `drain` waits for it).
     var busy: Bool { reading || next < sorted.count }
 

@@ -391,7 +391,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         while true {
             let (stop, wake) = writer.withLock { state -> (Bool, UInt64?) in
                 let due = state.marksWait ? nil : pendingDone.withLock { $0.due() }
-                if pendingAppends.withLock({ !$0.isEmpty }) || due == 0 || callIndex.withLock({ $0.due }) {
+                if pendingAppends.withLock({ !$0.isEmpty }) || due == 0 || callIndex.withLock({ $0.nextStep != nil }) {
                     return (false, nil)
                 }
                 state.running = false
