@@ -3,8 +3,9 @@
 
 For N events (default 60,000) of ../shared/bench/event.json: appends B to a transaction (default 6, about what
 one commit holds under `wrk -t1 -c32`), done records 128 to a transaction with the anchor rule's outcome, a
-passive checkpoint every 800 events, in WAL mode with synchronous NORMAL and the journal's checkpoint size.
-Prints the process's CPU time and the bytes written (/proc/self/io) per event for each layout named:
+passive checkpoint every 200 events (LogCopier.everyEvents), in WAL mode with synchronous NORMAL and the
+journal's checkpoint size. Prints the process's CPU time and the bytes written (/proc/self/io) per event for
+each layout named:
 
   current   the journal's schema: the body in `events`, `events_done` keyed by the event's text id, the call
             index staged by a trigger and merged in key order (EventStore/CallIndex.swift: a sixteenth of the
@@ -161,7 +162,7 @@ def replay(layout, directory):
                 merge.staged += 2
             db.execute("COMMIT")
             finished = []
-        if start % 800 < B:
+        if start % 200 < B:
             db.execute("PRAGMA wal_checkpoint(PASSIVE)")
     cpu, written_bytes = time.process_time() - before_cpu, written() - before_bytes
     db.close()
