@@ -33,6 +33,23 @@ import Testing
         }
     }
 
+    /// A done mark whose event the journal does not hold (retention deleted it after an earlier mark, say)
+    /// writes no record and stages no legs, and the marks beside it in the same transaction are written.
+    @Test func aMarkForAnEventNotInTheJournalWritesNoRecord() async throws {
+        let path = directory()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let journal = try EventJournal(directory: path)
+        try await journal.append(entry("kept", at: 1))
+        journal.markDone([
+            mark("gone", call: "call-gone", otherLeg: "leg-gone"), mark("kept", call: "call-1", otherLeg: nil),
+        ])
+        await journal.drain()
+        #expect(try journal.counts() == (pending: 0, done: 1))
+        #expect(try rows("call_legs", in: path) + rows("call_legs_staged", in: path) == 1)
+        #expect(try journal.callEvents(["call-1"]).map(\.id) == ["kept"])
+        #expect(try journal.callEvents(["call-gone", "leg-gone"]).isEmpty)
+    }
+
     @Test func everyLegIsFoundBeforeAndAfterItsMerges() async throws {
         let path = directory()
         defer { try? FileManager.default.removeItem(atPath: path) }
