@@ -86,6 +86,7 @@ let package = Package(
             dependencies: [
                 "RuleEngine", "KazooEvents", "JSONCore", "CSQLiteTuning",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "GRDBSQLite", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],

@@ -504,12 +504,20 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
 
     private static func insertEvents(_ appends: [(Entry, Committed)], in db: Database) throws {
         // Prepared once per connection, not parsed per row.
-        let insert = try db.cachedStatement(
-            sql: "INSERT OR IGNORE INTO events (id, received_at, hook, format, body, meta) VALUES (?, ?, ?, ?, ?, ?)")
+        let insert = DirectStatement(
+            try db.cachedStatement(
+                sql:
+                    "INSERT OR IGNORE INTO events (id, received_at, hook, format, body, meta) VALUES (?, ?, ?, ?, ?, ?)"
+            ),
+            in: db)
         for (entry, _) in appends {
-            try insert.execute(arguments: [
-                entry.id, entry.receivedAt, entry.hook, entry.format, Data(entry.body), entry.meta,
-            ])
+            insert.bind(1, entry.id)
+            insert.bind(2, entry.receivedAt)
+            insert.bind(3, entry.hook)
+            insert.bind(4, entry.format)
+            insert.bind(5, blob: entry.body)
+            insert.bind(6, entry.meta)
+            try insert.step()
         }
     }
 
@@ -521,19 +529,26 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         // first rather than inserted from a SELECT: an INSERT … SELECT into a table with a row trigger (the
         // call index's, below) makes SQLite copy the selected row into a temporary B-tree before inserting
         // it, and that B-tree's opening and closing was 8% of the done records' time (`perf`, README).
-        let exists = try db.cachedStatement(sql: "SELECT 1 FROM events WHERE id = ?")
-        let markDone = try db.cachedStatement(
-            sql: """
-                INSERT OR REPLACE INTO events_done (id, done_at, name, call_id, other_leg, account_id, outcomes)
-                VALUES (?, ?, ?, ?, ?, ?, ?)
-                """)
+        let exists = DirectStatement(try db.cachedStatement(sql: "SELECT 1 FROM events WHERE id = ?"), in: db)
+        let markDone = DirectStatement(
+            try db.cachedStatement(
+                sql: """
+                    INSERT OR REPLACE INTO events_done (id, done_at, name, call_id, other_leg, account_id, outcomes)
+                    VALUES (?, ?, ?, ?, ?, ?, ?)
+                    """), in: db)
         var staged = 0
         for mark in done {
             let record = mark.record
-            if try Bool.fetchOne(exists, arguments: [mark.id]) != nil {
-                try markDone.execute(arguments: [
-                    mark.id, now, record?.name, record?.callID, record?.otherLeg, record?.accountID, record?.outcomes,
-                ])
+            exists.bind(1, mark.id)
+            if try exists.step() {
+                markDone.bind(1, mark.id)
+                markDone.bind(2, now)
+                markDone.bind(3, record?.name)
+                markDone.bind(4, record?.callID)
+                markDone.bind(5, record?.otherLeg)
+                markDone.bind(6, record?.accountID)
+                markDone.bind(7, record?.outcomes)
+                try markDone.step()
                 // The record's trigger stages its legs for the call index (`CallIndex.swift`).
                 staged += legs(of: record)
             }
