@@ -24,31 +24,41 @@ struct DirectStatement {
     private static let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
 
     /// Binds parameter `index` (from 1) to `text`, or to NULL.
-    func bind(_ index: Int32, _ text: String?) {
-        guard var text else {
-            sqlite3_bind_null(statement, index)
-            return
-        }
-        text.withUTF8 { bytes in
-            _ = sqlite3_bind_text(statement, index, bytes.baseAddress, Int32(bytes.count), Self.transient)
-        }
+    func bind(_ index: Int32, _ text: String?) throws {
+        guard var text else { return try check(sqlite3_bind_null(statement, index)) }
+        try check(
+            text.withUTF8 { bytes in
+                sqlite3_bind_text(statement, index, bytes.baseAddress, Int32(bytes.count), Self.transient)
+            })
     }
 
-    func bind(_ index: Int32, _ value: Double) {
-        sqlite3_bind_double(statement, index, value)
+    func bind(_ index: Int32, _ value: Double) throws {
+        try check(sqlite3_bind_double(statement, index, value))
     }
 
-    func bind(_ index: Int32, blob: [UInt8]) {
-        blob.withUnsafeBytes { bytes in
-            // A zero-length blob needs an address: SQLite binds NULL for a NULL pointer.
-            _ = sqlite3_bind_blob(
-                statement, index, bytes.baseAddress ?? UnsafeRawPointer(bitPattern: 1), Int32(bytes.count),
-                Self.transient)
-        }
+    func bind(_ index: Int32, blob: [UInt8]) throws {
+        try check(
+            blob.withUnsafeBytes { bytes in
+                // A zero-length blob needs an address: SQLite binds NULL for a NULL pointer.
+                sqlite3_bind_blob(
+                    statement, index, bytes.baseAddress ?? UnsafeRawPointer(bitPattern: 1), Int32(bytes.count),
+                    Self.transient)
+            })
+    }
+
+    /// A binding SQLite refused (out of memory, say) fails the row rather than leaving the last one's value.
+    private func check(_ code: Int32) throws {
+        guard code != SQLITE_OK else { return }
+        throw failure(code)
+    }
+
+    /// SQLite's code and message, as GRDB's own error would carry them (`EventJournal.reason` reads the code).
+    private func failure(_ code: Int32) -> DatabaseError {
+        DatabaseError(resultCode: ResultCode(rawValue: code), message: db.lastErrorMessage, sql: prepared.sql)
     }
 
     /// Steps once and resets: true when it gave a row, false when it finished without one.
-    /// - Throws: `DatabaseError` with SQLite's code and message (a full disk, say), as GRDB's own would.
+    /// - Throws: `DatabaseError` with SQLite's code and message (a full disk, say).
     @discardableResult
     func step() throws -> Bool {
         let code = sqlite3_step(statement)
@@ -56,8 +66,7 @@ struct DirectStatement {
         switch code {
         case SQLITE_ROW: return true
         case SQLITE_DONE: return false
-        default:
-            throw DatabaseError(resultCode: ResultCode(rawValue: code), message: db.lastErrorMessage, sql: prepared.sql)
+        default: throw failure(code)
         }
     }
 }

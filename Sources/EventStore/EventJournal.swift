@@ -511,12 +511,12 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
             ),
             in: db)
         for (entry, _) in appends {
-            insert.bind(1, entry.id)
-            insert.bind(2, entry.receivedAt)
-            insert.bind(3, entry.hook)
-            insert.bind(4, entry.format)
-            insert.bind(5, blob: entry.body)
-            insert.bind(6, entry.meta)
+            try insert.bind(1, entry.id)
+            try insert.bind(2, entry.receivedAt)
+            try insert.bind(3, entry.hook)
+            try insert.bind(4, entry.format)
+            try insert.bind(5, blob: entry.body)
+            try insert.bind(6, entry.meta)
             try insert.step()
         }
     }
@@ -539,15 +539,15 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         var staged = 0
         for mark in done {
             let record = mark.record
-            exists.bind(1, mark.id)
+            try exists.bind(1, mark.id)
             if try exists.step() {
-                markDone.bind(1, mark.id)
-                markDone.bind(2, now)
-                markDone.bind(3, record?.name)
-                markDone.bind(4, record?.callID)
-                markDone.bind(5, record?.otherLeg)
-                markDone.bind(6, record?.accountID)
-                markDone.bind(7, record?.outcomes)
+                try markDone.bind(1, mark.id)
+                try markDone.bind(2, now)
+                try markDone.bind(3, record?.name)
+                try markDone.bind(4, record?.callID)
+                try markDone.bind(5, record?.otherLeg)
+                try markDone.bind(6, record?.accountID)
+                try markDone.bind(7, record?.outcomes)
                 try markDone.step()
                 // The record's trigger stages its legs for the call index (`CallIndex.swift`).
                 staged += legs(of: record)

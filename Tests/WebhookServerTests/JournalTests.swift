@@ -19,6 +19,30 @@ import WebhookServer
             body: Array(#"{"hook_event":"channel_create"}"#.utf8), meta: #"{"id":"\#(id)"}"#)
     }
 
+    /// What an append writes comes back as it went in: an empty body (a GET without a query) as an empty
+    /// body, not NULL; no hook as none; text beyond ASCII byte for byte; a body that is not UTF-8 unchanged.
+    @Test func anAppendKeepsEveryFieldAsGiven() async throws {
+        let path = directory()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let journal = try EventJournal(directory: path)
+        let entries = [
+            EventJournal.Entry(id: "empty", receivedAt: 1.5, hook: nil, format: "query", body: [], meta: "{}"),
+            EventJournal.Entry(
+                id: "Ünïcode-☎", receivedAt: 2.25, hook: "channel_create", format: "form",
+                body: [0xFF, 0x00, 0xC3, 0x28, 0x7B], meta: #"{"peer":"Zoë ☎"}"#),
+        ]
+        for entry in entries { try await journal.append(entry) }
+        let read = try journal.unfinished()
+        #expect(read.map(\.id) == entries.map(\.id))
+        for (got, want) in zip(read, entries) {
+            #expect(got.receivedAt == want.receivedAt)
+            #expect(got.hook == want.hook)
+            #expect(got.format == want.format)
+            #expect(got.body == want.body)
+            #expect(got.meta == want.meta)
+        }
+    }
+
     @Test func concurrentAppendsCommitAndSurviveReopening() async throws {
         let path = directory()
         let journal = try EventJournal(directory: path)
