@@ -255,9 +255,8 @@ extension EventJournal {
         let select = try db.makeStatement(sql: bothLegs("call_legs_staged", where: "rowid <= ?"))
         try select.setArguments([through, through])
         let legs = MergeLegs()
-        var code = sb_pairs_collect(UnsafeMutableRawPointer(select.sqliteStatement), &legs.pairs)
-        guard code == ResultCode.SQLITE_DONE.rawValue else {
-            throw DatabaseError(resultCode: ResultCode(rawValue: code), message: db.lastErrorMessage, sql: select.sql)
+        try DirectStatement(select, in: db).run(expecting: ResultCode.SQLITE_DONE.rawValue) {
+            sb_pairs_collect($0, &legs.pairs)
         }
         // The connection's page cache, filled by this one scan: SQLite reads the pages again after the writer's
         // next commit anyway.
@@ -272,12 +271,8 @@ extension EventJournal {
         try immediateTransaction(db) {
             // Only ever run here, by the helper: GRDB never binds or steps it itself.
             let insert = try db.cachedStatement(sql: "INSERT OR IGNORE INTO call_legs (leg, id) VALUES (?, ?)")
-            let code = sb_pairs_insert(
-                UnsafeMutableRawPointer(insert.sqliteStatement), &legs.pairs, Int32(range.lowerBound),
-                Int32(range.upperBound))
-            guard code == ResultCode.SQLITE_DONE.rawValue else {
-                throw DatabaseError(
-                    resultCode: ResultCode(rawValue: code), message: db.lastErrorMessage, sql: insert.sql)
+            try DirectStatement(insert, in: db).run(expecting: ResultCode.SQLITE_DONE.rawValue) {
+                sb_pairs_insert($0, &legs.pairs, Int32(range.lowerBound), Int32(range.upperBound))
             }
             if range.upperBound == legs.count {
                 try db.cachedStatement(sql: "DELETE FROM call_legs_staged WHERE rowid <= ?").execute(

@@ -6,7 +6,8 @@ import GRDBSQLite
 /// builds a `StatementArguments` of `DatabaseValueConvertible` existentials per row and copies a blob into a
 /// `Data` first; under `wrk -t1 -c32` (`perf record --call-graph dwarf`) that was half the INSERTs' time and a
 /// third of the done records'. GRDB never steps these statements itself: each is only ever run here, bound
-/// in full every time, and reset after its step.
+/// in full every time, and reset after its step. The call index's merges run theirs through C helpers
+/// (`run(expecting:_:)`), which step and reset them the same way.
 struct DirectStatement {
     private let statement: OpaquePointer
     /// For its SQL in an error only: GRDB trims the text anew on every read of `sql` (with Foundation, about
@@ -55,6 +56,14 @@ struct DirectStatement {
     /// SQLite's code and message, as GRDB's own error would carry them (`EventJournal.reason` reads the code).
     private func failure(_ code: Int32) -> DatabaseError {
         DatabaseError(resultCode: ResultCode(rawValue: code), message: db.lastErrorMessage, sql: prepared.sql)
+    }
+
+    /// Runs a C helper of `CSQLiteTuning` that steps and resets the statement itself: a merge's read of legs, or
+    /// a slice of them, which the helper also binds.
+    /// - Throws: `DatabaseError` with SQLite's code and message, unless the helper returned `expected`.
+    func run(expecting expected: Int32, _ helper: (UnsafeMutableRawPointer) -> Int32) throws {
+        let code = helper(UnsafeMutableRawPointer(statement))
+        guard code == expected else { throw failure(code) }
     }
 
     /// Steps once and resets: true when it gave a row, false when it finished without one.
