@@ -13,7 +13,7 @@ ROUNDS=${ROUNDS:-3}
 event="$SHARED/bench/event.json"
 [ -f "$event" ] || { echo "bench: $event not found (set SHARED to the folder holding bench/)" >&2; exit 1; }
 scripts/build_release.sh SwitchboardBench switchboard
-sb_runs=(); lua_runs=(); engine_runs=(); task_runs=(); store_runs=(); replay_runs=()
+sb_runs=(); lua_runs=(); task_runs=(); store_runs=(); replay_runs=()
 # switchboard replay on a real journal of N accepted events (each its own call), the anchor's rule loaded.
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 .build/release/SwitchboardBench --make-journal "$work/var" "$N" "$event" >/dev/null
@@ -22,7 +22,6 @@ for r in $(seq "$ROUNDS"); do
   out=$(.build/release/SwitchboardBench "$event" "$N")
   [ "$r" = 1 ] && echo "$out" | grep -v '_per_second '
   sb_runs+=("$(echo "$out" | awk '/^switchboard_events_per_second/ {print $2}')")
-  engine_runs+=("$(echo "$out" | awk '/^switchboard_engine_events_per_second/ {print $2}')")
   task_runs+=("$(echo "$out" | awk '/^switchboard_engine_task_events_per_second/ {print $2}')")
   store_runs+=("$(echo "$out" | awk '/^switchboard_store_operations_per_second/ {print $2}')")
   anchor=$(lua5.4 "$SHARED/bench/inproc.lua" "$event" "$N")
@@ -33,17 +32,16 @@ for r in $(seq "$ROUNDS"); do
   replay_runs+=("$(echo "$N / ($(date +%s.%N) - $start)" | bc)")
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-sb=$(median "${sb_runs[@]}"); lua=$(median "${lua_runs[@]}"); engine=$(median "${engine_runs[@]}")
+sb=$(median "${sb_runs[@]}"); lua=$(median "${lua_runs[@]}")
 task=$(median "${task_runs[@]}")
 store=$(median "${store_runs[@]}"); replay=$(median "${replay_runs[@]}")
 echo
 printf '%-42s %10s   %s\n' target 'events/s' 'runs'
 printf '%-42s %10s   %s\n' 'switchboard decode+Lua+rule+JSON' "$sb" "${sb_runs[*]}"
-printf '%-42s %10s   %s\n' 'switchboard engine, 20 rules, 1 matching' "$engine" "${engine_runs[*]}  (called from the main thread)"
-printf '%-42s %10s   %s\n' 'the same engine called from a task' "$task" "${task_runs[*]}  (as the server calls it)"
+printf '%-42s %10s   %s\n' 'switchboard engine, 20 rules, 1 matching' "$task" "${task_runs[*]}  (from a task, as the server calls it)"
 printf '%-42s %10s   %s\n' 'lua5.4 + lua-cjson (inproc.lua)' "$lua" "${lua_runs[*]}"
 printf '%-42s %10s   %s\n' 'store operations/s inside a rule' "$store" "${store_runs[*]}"
 printf '%-42s %10s   %s\n' "switchboard replay, $N events, anchor rule" "$replay" "${replay_runs[*]}  (goal >= 50000)"
 awk -v s="$sb" -v l="$lua" 'BEGIN {printf "ratio decode+Lua+rule / lua5.4+cjson: %.2f (goal: >= 1.00)\n", s / l}'
-awk -v s="$engine" -v l="$lua" 'BEGIN {printf "ratio engine (20 rules) / lua5.4+cjson: %.2f\n", s / l}'
+awk -v s="$task" -v l="$lua" 'BEGIN {printf "ratio engine (20 rules) / lua5.4+cjson: %.2f\n", s / l}'
 awk -v t="$task" -v s="$sb" 'BEGIN {printf "ratio engine from a task (20 rules) / decode+Lua+rule: %.2f (issue 17 goal: >= 0.80)\n", t / s}'

@@ -1,5 +1,4 @@
 import Glibc
-public import KazooEvents
 public import RuleEngine
 
 // What `SwitchboardBench` and `SwitchboardEngineLoop` share: the clock they read and the engine they time.
@@ -52,17 +51,4 @@ public func engineBenchWorker() async throws -> RuleWorker {
 /// Checks that a report of the anchor's event ran the anchor's rule with `forwards` forwards.
 public func expectAnchor(_ report: EventReport, forwards: Int = 1) {
     precondition(report.rules.first?.forwards.count == forwards, "the anchor's rule did not run as expected")
-}
-
-extension RuleWorker {
-    /// Decodes and processes `count` events without leaving the worker's executor.
-    public func benchLoop(body: [UInt8], count: Int, decoder: EventDecoder, forwards: Int = 1) async throws -> (
-        Int, Double
-    ) {
-        let t0 = cpuSeconds()
-        for _ in 0..<count {
-            expectAnchor(await process(try decoder.decode(body, format: .json), unnamed: .omitted), forwards: forwards)
-        }
-        return (count, cpuSeconds() - t0)
-    }
 }

@@ -116,7 +116,7 @@ extension Engine {
                     rule: name, due: slot, node: self.node, until: self.store.clock() + Self.tickLease)
                 {
                     let session = self.store.begin()
-                    let outcome = await worker.tick(name, now: self.store.clock(), session: session)
+                    let outcome = await worker.tickHere(name, now: self.store.clock(), session: session)
                     // A tick cut by shutdown is not committed: its due time stays, so it runs at the next start.
                     if !Task.isCancelled {
                         var mark: DoneMark? = nil

@@ -220,7 +220,9 @@ public final class Engine: Service, Sendable {
                 // never change; the store's session is this event's own.
                 if !Task.isCancelled {
                     let session = self.store.begin()
-                    let report = await worker.process(event, meta: meta, session: session, unnamed: .omitted)
+                    // This task prefers the worker's executor: it is on the worker's loop already.
+                    let report = await worker.processHere(
+                        event, meta: meta, only: nil, session: session, unnamed: .omitted)
                     // A run cut by shutdown stays unfinished (its session is never finished, so nothing
                     // that read its writes is committed either): the next start runs them again.
                     self.finish(event, meta: meta, report: report, session: session, commit: !Task.isCancelled)

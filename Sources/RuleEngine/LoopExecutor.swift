@@ -7,8 +7,8 @@ import Synchronization
 /// thread when the request arrived on that loop, and no wake-up of the shared pool.
 ///
 /// Jobs go into the executor's own queue, and one loop task (`drain`) runs them in order: a job enqueued
-/// while it runs (an event's task entering the worker's actor, then leaving it: two per event) runs in the
-/// same pass, without a task of its own on the loop. Handing each job to `loop.execute` instead cost a
+/// while it runs (a task resuming after an await that completed on this loop) runs in the same pass, without
+/// a task of its own on the loop. Handing each job to `loop.execute` instead cost a
 /// closure allocated per job and NIO's scheduling and dequeuing around it: about 4,400 instructions per event
 /// for the two (callgrind on `SwitchboardEngineLoop`).
 public final class LoopExecutor: TaskExecutor {
@@ -25,10 +25,15 @@ public final class LoopExecutor: TaskExecutor {
 
     public init(_ loop: any EventLoop) { self.loop = loop }
 
-    /// One executor per loop of NIO's shared group: the engine's worker i has the i-th; a worker made without
-    /// one (the commands, the console's Try it, the benchmarks) has the first, which only a task that asks
-    /// for it runs on.
+    /// One executor per loop of NIO's shared group: the engine's worker i has the i-th.
     static let shared: [LoopExecutor] = MultiThreadedEventLoopGroup.singleton.makeIterator().map(LoopExecutor.init)
+    private static let handedOut = Atomic(0)
+
+    /// The shared loops in turn: for a worker made without a loop of its own (the commands, replay's pool,
+    /// the console's Try it, tests), so that several such workers run side by side.
+    static func next() -> LoopExecutor {
+        shared[handedOut.add(1, ordering: .relaxed).oldValue % shared.count]
+    }
 
     public func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)

@@ -34,11 +34,15 @@ finished.wait()
 func loop(_ worker: RuleWorker) async throws {
     let decoder = EventDecoder()
     for _ in 0..<n / 10 {
-        expectAnchor(await worker.process(try decoder.decode(body, format: .json), unnamed: .omitted))
+        expectAnchor(
+            await worker.processHere(
+                try decoder.decode(body, format: .json), meta: nil, only: nil, session: nil, unnamed: .omitted))
     }
     let t0 = cpuSeconds()
     for _ in 0..<n {
-        expectAnchor(await worker.process(try decoder.decode(body, format: .json), unnamed: .omitted))
+        expectAnchor(
+            await worker.processHere(
+                try decoder.decode(body, format: .json), meta: nil, only: nil, session: nil, unnamed: .omitted))
     }
     let seconds = cpuSeconds() - t0
     print("engine from a task: \(n) events, \(Int(Double(n) / seconds)) events/s")

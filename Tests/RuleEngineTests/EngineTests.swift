@@ -376,14 +376,22 @@ final class GateClient: OutboundHTTPClient {
     }
 }
 
-extension RuleWorker {
-    /// Whether this runs on the worker's event loop (an actor-isolated method: it runs where the actor does).
-    func isOnItsLoop() -> Bool { executor.loop.inEventLoop }
+/// Notes, for each request, whether it was sent from `loop`'s thread, and answers 1 ms later from a timer.
+final class WhereClient: OutboundHTTPClient {
+    let loop = Mutex<(any EventLoop)?>(nil)
+    let sentOnLoop = Mutex<[Bool]>([])
+
+    func execute(_ request: OutboundRequest) async throws -> OutboundResponse {
+        let onLoop = loop.withLock { $0?.inEventLoop == true }
+        sentOnLoop.withLock { $0.append(onLoop) }
+        try await Task.sleep(for: .milliseconds(1))
+        return OutboundResponse(status: 200)
+    }
 }
 
 @Suite struct WorkerLoopTests {
     /// Each worker has an event loop of its own, and an event's task runs there from its start to its report,
-    /// the worker's actor included: from the HTTP handler on that loop to the rules and back, no other thread.
+    /// the worker included: from the HTTP handler on that loop to the rules and back, no other thread.
     @Test func workersRunOnTheirOwnLoopsAndEventsRunOnTheirWorkersLoop() async throws {
         let files = ["t.lua": "return { name = 't', on = 'channel_create', run = function() end }"]
         let engine = try await Engine(
@@ -393,7 +401,7 @@ extension RuleWorker {
         let workers = engine.workers
         #expect(workers[0].executor.loop !== workers[1].executor.loop)
         for worker in workers {
-            #expect(await Task(executorPreference: worker.executor) { await worker.isOnItsLoop() }.value)
+            #expect(await Task(executorPreference: worker.executor) { worker.executor.loop.inEventLoop }.value)
         }
         // The report is made at the end of the event's task: on the loop of the worker its call maps to.
         let loops = Mutex<[Bool]>([])
@@ -408,6 +416,32 @@ extension RuleWorker {
         }
         #expect(await eventually { loops.withLock { $0.count } == 8 })
         #expect(loops.withLock { $0 } == Array(repeating: true, count: 8))
+    }
+
+    /// A worker called from a task that prefers no loop (the commands, the console's Try it, tests) still
+    /// runs its rules on its own loop, before an HTTP wait and after it, whose answer comes from a timer's
+    /// thread; two events at once interleave there at their waits.
+    @Test func aWorkerCalledFromElsewhereRunsOnItsOwnLoop() async throws {
+        let client = WhereClient()
+        let worker = try makeWorker(
+            [
+                "w.lua": """
+                return { name = "w", on = "channel_create", run = function()
+                  http.get("http://127.0.0.1:9/a")
+                  http.get("http://127.0.0.1:9/b")
+                end }
+                """
+            ], client: client)
+        client.loop.withLock { $0 = worker.executor.loop }
+        #expect(!worker.executor.loop.inEventLoop)
+        let event = try sample("channel_create__inbound.json")
+        async let one = worker.process(event)
+        async let two = worker.process(event)
+        let reports = await [one, two]
+        #expect(reports.map { $0.outcome("w")?.outcome } == [.ok, .ok])
+        #expect(reports.map { $0.outcome("w")?.http.count } == [2, 2])
+        #expect(client.sentOnLoop.withLock { $0 } == [true, true, true, true])
+        #expect(await worker.rules.map(\.name) == ["w"])
     }
 }
 
