@@ -18,6 +18,12 @@ import NIOCore
 /// that of an actor: another run may use the worker at each `await`, so a run captures the rule set it
 /// started in and keeps it to the end.
 ///
+/// Why `@unchecked Sendable` is safe: the mutable state (`current`, `retired`, and the Lua states they hold) is
+/// touched only inside `processHere`, `tickHere`, `run`, `rebuild` and the two getters that go through
+/// `onHome`, all of which run on `executor`'s loop; `processHere`, `tickHere` and every resumption of a rule's
+/// coroutine check that they do (`precondition`, a comparison of thread ids), so a caller that broke the rule
+/// stops there instead of touching a Lua state from two threads. Everything else is immutable after `init`.
+///
 /// Not an actor: entering an actor and leaving it were two executor switches per event, and with a task
 /// executor preference each switch reads the preference under the task's status lock (a mutex). Without
 /// them the engine row went from 245,104 to 267,923 events/s (`SwitchboardEngineLoop`, medians of five
