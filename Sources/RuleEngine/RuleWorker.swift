@@ -360,12 +360,13 @@ public final class RuleWorker: @unchecked Sendable {
         return files.first { $0.displayPath.hasSuffix(tail) }?.displayPath ?? chunk
     }
 
+    /// Moves the ended run's records into its outcome (swapped, not copied: the run is not read after this).
     func finish(_ outcome: inout RuleOutcome, _ run: RuleRun) {
         let elapsed = ContinuousClock.now - run.started
         outcome.seconds = elapsed.inSeconds
-        outcome.forwards = run.forwards
-        outcome.http = run.http
-        outcome.logs = run.logs
+        swap(&outcome.forwards, &run.forwards)
+        swap(&outcome.http, &run.http)
+        swap(&outcome.logs, &run.logs)
     }
 
     /// Replaced states whose suspended runs have not all finished yet (each is nearly full by definition).

@@ -128,7 +128,7 @@ let engineN = max(n / 4, 1)
 // task's own thread, with no executor switch. Rules whose `on` does not name the event are left out of the
 // report, as the server leaves them. (A call from the main thread, `process`, hops to the worker's loop and
 // back for every event: about 65 µs of thread hand-offs, which is what such a row would measure.)
-let (engineSeconds, _) = try await Task.detached(executorPreference: worker.executor) {
+let engineSeconds = try await Task.detached(executorPreference: worker.executor) {
     for _ in 0..<min(engineN / 10, 5_000) {
         let event = try decoder.decode(body, format: .json)
         expectAnchor(await worker.processHere(event, meta: nil, only: nil, session: nil, unnamed: .omitted))
@@ -138,7 +138,7 @@ let (engineSeconds, _) = try await Task.detached(executorPreference: worker.exec
         let event = try decoder.decode(body, format: .json)
         expectAnchor(await worker.processHere(event, meta: nil, only: nil, session: nil, unnamed: .omitted))
     }
-    return (cpuSeconds() - t0, ())
+    return cpuSeconds() - t0
 }.value
 print(
     "switchboard engine (20 rules, 1 matching) from a task, as the server calls it: \(engineN) events in \(format3(engineSeconds)) s cpu = \(Int(Double(engineN) / engineSeconds)) events/s (\(format3(engineSeconds / Double(engineN) * 1e6)) us/event)"
