@@ -97,10 +97,7 @@ extension LuaState {
     /// Stack effect on success: the function and arguments are replaced by the results. On error the stack
     /// is reset to `base`.
     func callPushed(argumentCount: Int32, base: Int32) throws(LuaError) {
-        let seconds =
-            Double(limits.timeLimit.components.seconds)
-            + Double(limits.timeLimit.components.attoseconds) / 1e18
-        sb_budget_begin(L, Int64(limits.instructionLimit), seconds)
+        sb_budget_begin(L, Int64(limits.instructionLimit), timeLimitSeconds)
         let status = sb_pcall_traceback(L, argumentCount, LUA_MULTRET)
         let killed = sb_budget_end(L)
         guard status != LUA_OK else { return }

@@ -29,16 +29,14 @@ public final class LuaCoroutine {
     public internal(set) var failedAtEntryLine: Int? = nil
 
     init(
-        state: LuaState, threadReference: LuaReference, thread: OpaquePointer, argumentCount: Int32,
-        limits: LuaLimits
+        state: LuaState, threadReference: LuaReference, thread: OpaquePointer, argumentCount: Int32
     ) {
         self.state = state
         self.threadReference = threadReference
         self.thread = thread
         self.argumentCount = argumentCount
-        self.instructionsLeft = limits.instructionLimit
-        let limit = limits.timeLimit.components
-        self.secondsLeft = Double(limit.seconds) + Double(limit.attoseconds) / 1e18
+        self.instructionsLeft = state.limits.instructionLimit
+        self.secondsLeft = state.timeLimitSeconds
     }
 
     deinit {
@@ -109,8 +107,7 @@ extension LuaState {
             }
         }
         return LuaCoroutine(
-            state: self, threadReference: reference, thread: thread, argumentCount: Int32(arguments.count),
-            limits: limits)
+            state: self, threadReference: reference, thread: thread, argumentCount: Int32(arguments.count))
     }
 
     /// Runs the coroutine until it finishes or suspends. `values` are the results of the suspending call it

@@ -42,6 +42,9 @@ public struct LuaReference: Hashable, Sendable {
 public final class LuaState {
     let L: OpaquePointer
     @exclusivity(unchecked) public private(set) var limits: LuaLimits
+    /// `limits.timeLimit` in seconds, worked out when the limits are set: every call and coroutine starts
+    /// its deadline from it, and `Duration.components` costs about 185 instructions each time.
+    @exclusivity(unchecked) private(set) var timeLimitSeconds: Double
     /// Host functions stay alive as long as the state: Lua holds them as raw pointers.
     var hostFunctions: [HostFunctionBox] = []
     /// Lua strings made once for the keys and short values pushed on every call (`LuaStringCache`).
@@ -65,6 +68,7 @@ public final class LuaState {
         }
         self.L = L
         self.limits = limits
+        self.timeLimitSeconds = Self.seconds(limits.timeLimit)
         let status = sb_open_sandbox(L)
         if status != LUA_OK {
             sb_close(L)
@@ -76,9 +80,15 @@ public final class LuaState {
         sb_close(L)
     }
 
+    static func seconds(_ duration: Duration) -> Double {
+        let parts = duration.components
+        return Double(parts.seconds) + Double(parts.attoseconds) / 1e18
+    }
+
     /// Changes the limits used by later calls.
     public func setLimits(_ limits: LuaLimits) {
         self.limits = limits
+        timeLimitSeconds = Self.seconds(limits.timeLimit)
         sb_set_memory_limit(L, limits.memoryLimit)
     }
 

@@ -297,16 +297,12 @@ public final class RuleWorker: @unchecked Sendable {
             rule: gate.name, targets: gate.definition.forward, session: inputs.session, eventFields: inputs.fields,
             eventID: inputs.eventID)
         if tick { run.stage = "tick" }
-        var outcome = RuleOutcome(rule: gate.name, file: gate.definition.file.displayPath, outcome: .ok)
         guard let function = set.function(at: index, named: gate.name, tick: tick)
         else {
-            outcome.outcome = .error
-            outcome.stage = "load"
-            outcome.error = RuleErrorInfo(
+            let error = RuleErrorInfo(
                 message: "the rule did not load again after its Lua state was rebuilt", file: nil, line: nil,
                 traceback: nil)
-            finish(&outcome, run)
-            return outcome
+            return outcome(of: run, gate: gate, .error, stage: "load", error: error)
         }
         var started: LuaCoroutine? = nil
         do {
@@ -326,29 +322,20 @@ public final class RuleWorker: @unchecked Sendable {
                     resumeWith = await perform(request, run: run)
                 case .finished(let results):
                     switch tick ? nil : results.first?.stringValue {
-                    case "skipped":
-                        outcome.outcome = .skipped
-                        outcome.stage = "filter"
-                    case "dropped":
-                        outcome.outcome = .dropped
-                        outcome.stage = "transform"
-                    default:
-                        outcome.outcome = .ok
+                    case "skipped": return outcome(of: run, gate: gate, .skipped, stage: "filter")
+                    case "dropped": return outcome(of: run, gate: gate, .dropped, stage: "transform")
+                    default: return outcome(of: run, gate: gate, .ok)
                     }
-                    finish(&outcome, run)
-                    return outcome
                 }
             }
         } catch {
             set.context.phase = .idle
-            outcome.outcome = .error
-            outcome.stage = tick ? run.stage : RuleLoader.stage(atLine: started?.failedAtEntryLine) ?? run.stage
-            outcome.error = RuleErrorInfo(
+            let stage = tick ? run.stage : RuleLoader.stage(atLine: started?.failedAtEntryLine) ?? run.stage
+            let info = RuleErrorInfo(
                 message: error.message, file: fullPath(of: error.chunk), line: error.line, traceback: error.traceback)
-            finish(&outcome, run)
             // Rebuild only the set this run used, and only if no other run has rebuilt it already.
             if set.state.needsRebuild, set === current { rebuild() }
-            return outcome
+            return outcome(of: run, gate: gate, .error, stage: stage, error: info)
         }
     }
 
@@ -360,13 +347,20 @@ public final class RuleWorker: @unchecked Sendable {
         return files.first { $0.displayPath.hasSuffix(tail) }?.displayPath ?? chunk
     }
 
-    /// Moves the ended run's records into its outcome (swapped, not copied: the run is not read after this).
-    func finish(_ outcome: inout RuleOutcome, _ run: RuleRun) {
-        let elapsed = ContinuousClock.now - run.started
-        outcome.seconds = elapsed.inSeconds
-        swap(&outcome.forwards, &run.forwards)
-        swap(&outcome.http, &run.http)
-        swap(&outcome.logs, &run.logs)
+    /// The outcome of an ended run, with the run's records moved into it (swapped, not copied: the run is not
+    /// read after this). Made once, at the end: an outcome kept in a variable across the run's awaits was
+    /// copied into and out of the task's frame, each copy a retain of every string and array in it.
+    func outcome(
+        of run: RuleRun, gate: RuleGate, _ kind: RuleOutcome.Outcome, stage: String? = nil,
+        error: RuleErrorInfo? = nil
+    ) -> RuleOutcome {
+        var made = RuleOutcome(rule: gate.name, file: gate.definition.file.displayPath, outcome: kind, stage: stage)
+        made.error = error
+        made.seconds = (ContinuousClock.now - run.started).inSeconds
+        swap(&made.forwards, &run.forwards)
+        swap(&made.http, &run.http)
+        swap(&made.logs, &run.logs)
+        return made
     }
 
     /// Replaced states whose suspended runs have not all finished yet (each is nearly full by definition).
