@@ -333,9 +333,11 @@ public final class RuleWorker: @unchecked Sendable {
             let stage = tick ? run.stage : RuleLoader.stage(atLine: started?.failedAtEntryLine) ?? run.stage
             let info = RuleErrorInfo(
                 message: error.message, file: fullPath(of: error.chunk), line: error.line, traceback: error.traceback)
+            // Made before any rebuild, so that the run's time does not include it.
+            let failed = outcome(of: run, gate: gate, .error, stage: stage, error: info)
             // Rebuild only the set this run used, and only if no other run has rebuilt it already.
             if set.state.needsRebuild, set === current { rebuild() }
-            return outcome(of: run, gate: gate, .error, stage: stage, error: info)
+            return failed
         }
     }
 
