@@ -141,6 +141,12 @@ public final class RuleWorker: @unchecked Sendable {
         await onHome { await processHere(event, meta: meta, only: only, session: session, unnamed: unnamed) }
     }
 
+    /// Stops the process when called off this worker's loop (a comparison of thread ids): the one check
+    /// `processHere`, `tickHere` and every resumption of a rule's coroutine make before touching the state.
+    @inline(__always) func checkOnHome() {
+        precondition(executor.loop.inEventLoop, "a rule worker runs only on its own event loop")
+    }
+
     /// `process` for a task that prefers this worker's executor (the engine's event tasks, the engine's
     /// benchmark): it runs where its caller runs, with no executor switch on the way in or out. Calling it
     /// from anywhere else breaks the worker's confinement to its loop; the check below stops a caller on
@@ -148,7 +154,7 @@ public final class RuleWorker: @unchecked Sendable {
     package nonisolated(nonsending) func processHere(
         _ event: WebhookEvent, meta: JSONValue?, only: String?, session: StoreSession?, unnamed: UnnamedRules
     ) async -> EventReport {
-        precondition(executor.loop.inEventLoop, "a rule worker runs only on its own event loop")
+        checkOnHome()
         var outcomes: [RuleOutcome] = []
         let scratch = session == nil ? scratchStore.begin() : nil
         // `event` as Lua sees it is built for the first rule that runs, not for events no rule takes.
@@ -199,7 +205,7 @@ public final class RuleWorker: @unchecked Sendable {
 
     /// `tick` for a task that prefers this worker's executor (the engine's tick tasks), as `processHere`.
     nonisolated(nonsending) func tickHere(_ name: String, now: Double, session: StoreSession?) async -> RuleOutcome? {
-        precondition(executor.loop.inEventLoop, "a rule worker runs only on its own event loop")
+        checkOnHome()
         let built = current
         guard let index = built.rules.firstIndex(where: { $0.definition.name == name }),
             built.rules[index].tick != nil
@@ -311,7 +317,7 @@ public final class RuleWorker: @unchecked Sendable {
             var resumeWith: [JSONValue] = []
             while true {
                 // After a wait too: the task came back to the loop it prefers (a thread's id compared).
-                precondition(executor.loop.inEventLoop, "a rule worker runs only on its own event loop")
+                checkOnHome()
                 set.context.phase = .running(run)
                 let step = try coroutine.resume(with: resumeWith)
                 set.context.phase = .idle
