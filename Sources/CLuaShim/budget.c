@@ -100,14 +100,14 @@ void sb_close(lua_State *L) {
 
 // MARK: - Budget
 
-void sb_budget_begin(lua_State *L, int64_t instructions, double seconds) {
+void sb_budget_begin(lua_State *L, int64_t instructions, double seconds, double now) {
     sb_runtime *rt = sb_rt(L);
     rt->enforcing = 1;
     rt->killed = SB_KILL_NONE;
     rt->instruction_limit = instructions;
     rt->instructions_left = instructions;
     rt->seconds = seconds;
-    rt->deadline = seconds > 0 ? sb_now() + seconds : 0;
+    rt->deadline = seconds > 0 ? (now > 0 ? now : sb_now()) + seconds : 0;
 }
 
 int sb_budget_end(lua_State *L) {
@@ -121,8 +121,12 @@ int sb_budget_end(lua_State *L) {
 int64_t sb_budget_instructions_left(lua_State *L) { return sb_rt(L)->instructions_left; }
 double sb_budget_seconds_left(lua_State *L) {
     sb_runtime *rt = sb_rt(L);
-    return rt->deadline > 0 ? rt->deadline - sb_now() : rt->seconds;
+    rt->last_clock = sb_now();
+    return rt->deadline > 0 ? rt->deadline - rt->last_clock : rt->seconds;
 }
+
+double sb_budget_last_clock(lua_State *L) { return sb_rt(L)->last_clock; }
+double sb_clock(void) { return sb_now(); }
 size_t sb_memory_used(lua_State *L) { return sb_rt(L)->used; }
 void sb_set_memory_limit(lua_State *L, size_t limit) { sb_rt(L)->limit = limit; }
 size_t sb_memory_limit(lua_State *L) { return sb_rt(L)->limit; }

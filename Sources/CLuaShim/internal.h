@@ -37,6 +37,7 @@ typedef struct sb_runtime {
     int64_t instruction_limit;
     double deadline;  // CLOCK_MONOTONIC seconds; 0 when none
     double seconds;
+    double last_clock;  // the clock's reading sb_budget_seconds_left last took
     sb_runtime_scratch scratch;
 } sb_runtime;
 

@@ -97,7 +97,7 @@ extension LuaState {
     /// Stack effect on success: the function and arguments are replaced by the results. On error the stack
     /// is reset to `base`.
     func callPushed(argumentCount: Int32, base: Int32) throws(LuaError) {
-        sb_budget_begin(L, Int64(limits.instructionLimit), timeLimitSeconds)
+        sb_budget_begin(L, Int64(limits.instructionLimit), timeLimitSeconds, 0)
         let status = sb_pcall_traceback(L, argumentCount, LUA_MULTRET)
         let killed = sb_budget_end(L)
         guard status != LUA_OK else { return }

@@ -24,12 +24,17 @@ public final class LuaCoroutine {
     /// `timeLeft` as the budget counts it (a Double, read from the budget's own clock after each resume).
     @exclusivity(unchecked) var secondsLeft: Double
     @exclusivity(unchecked) public internal(set) var isFinished = false
+    /// When the first resume's deadline counts from (`LuaState.clock()` seconds); 0: from that resume.
+    let startedAt: Double
+    /// When the last resume returned (`LuaState.clock()` seconds, the reading its budget took); 0 before any.
+    @exclusivity(unchecked) public internal(set) var lastResumeEnded: Double = 0
     /// When a resume failed: the line its entry function had reached (the frame that called whatever
     /// failed), if known.
     public internal(set) var failedAtEntryLine: Int? = nil
 
     init(
-        state: LuaState, threadReference: LuaReference, thread: OpaquePointer, argumentCount: Int32
+        state: LuaState, threadReference: LuaReference, thread: OpaquePointer, argumentCount: Int32,
+        startedAt: Double
     ) {
         self.state = state
         self.threadReference = threadReference
@@ -37,6 +42,7 @@ public final class LuaCoroutine {
         self.argumentCount = argumentCount
         self.instructionsLeft = state.limits.instructionLimit
         self.secondsLeft = state.timeLimitSeconds
+        self.startedAt = startedAt
     }
 
     deinit {
@@ -78,8 +84,42 @@ extension LuaState {
     }
 
     /// Prepares `function(arguments...)` in a new coroutine; nothing runs until `resume`.
-    public func startCoroutine(_ function: LuaReference, arguments: [LuaArgument]) throws(LuaError)
-        -> LuaCoroutine
+    /// - Parameter startedAt: a reading of `LuaState.clock()` the caller has just taken: the run's time limit
+    ///   counts from it (a clock read fewer per run). 0: from the first resume.
+    public func startCoroutine(_ function: LuaReference, arguments: [LuaArgument], startedAt: Double = 0)
+        throws(LuaError) -> LuaCoroutine
+    {
+        let (reference, thread) = try coroutineThread(calling: function, argumentCount: arguments.count)
+        let threadStack = LuaStack(L: thread, strings: strings.table)
+        for argument in arguments {
+            do { try threadStack.push(argument, maxDepth: limits.maxValueDepth) } catch {
+                release(reference)
+                throw error
+            }
+        }
+        return LuaCoroutine(
+            state: self, threadReference: reference, thread: thread, argumentCount: Int32(arguments.count),
+            startedAt: startedAt)
+    }
+
+    /// `startCoroutine(_:arguments:startedAt:)` with one argument (a rule's event or a tick's time), which
+    /// needs no array made and freed for it on every run.
+    public func startCoroutine(_ function: LuaReference, argument: LuaArgument, startedAt: Double = 0)
+        throws(LuaError) -> LuaCoroutine
+    {
+        let (reference, thread) = try coroutineThread(calling: function, argumentCount: 1)
+        do { try LuaStack(L: thread, strings: strings.table).push(argument, maxDepth: limits.maxValueDepth) } catch {
+            release(reference)
+            throw error
+        }
+        return LuaCoroutine(
+            state: self, threadReference: reference, thread: thread, argumentCount: 1, startedAt: startedAt)
+    }
+
+    /// A thread for a new coroutine (a spare one when there is one), with `function` pushed on it and room
+    /// for its arguments, and the registry reference that keeps it alive.
+    private func coroutineThread(calling function: LuaReference, argumentCount: Int) throws(LuaError)
+        -> (LuaReference, OpaquePointer)
     {
         let reference: LuaReference
         let thread: OpaquePointer
@@ -91,8 +131,7 @@ extension LuaState {
             reference = popReference()
         }
         sb_mark_host_thread(thread)
-        let threadStack = LuaStack(L: thread, strings: strings.table)
-        guard lua_checkstack(thread, Int32(clamping: arguments.count + 2)) != 0 else {
+        guard lua_checkstack(thread, Int32(clamping: argumentCount + 2)) != 0 else {
             release(reference)
             throw LuaError(.conversion, "too many arguments")
         }
@@ -100,14 +139,7 @@ extension LuaState {
         push(function)
         lua_xmove(L, thread, 1)
         sb_pop(L, 1)
-        for argument in arguments {
-            do { try threadStack.push(argument, maxDepth: limits.maxValueDepth) } catch {
-                release(reference)
-                throw error
-            }
-        }
-        return LuaCoroutine(
-            state: self, threadReference: reference, thread: thread, argumentCount: Int32(arguments.count))
+        return (reference, thread)
     }
 
     /// Runs the coroutine until it finishes or suspends. `values` are the results of the suspending call it
@@ -139,13 +171,17 @@ extension LuaState {
             }
             count = Int32(values.count)
         }
+        let first = !coroutine.started
         coroutine.started = true
 
-        sb_budget_begin(L, Int64(coroutine.instructionsLeft), max(coroutine.secondsLeft, 0.000_001))
+        sb_budget_begin(
+            L, Int64(coroutine.instructionsLeft), max(coroutine.secondsLeft, 0.000_001),
+            first ? coroutine.startedAt : 0)
         var resultCount: Int32 = 0
         let status = lua_resume(thread, L, count, &resultCount)
         let left = sb_budget_instructions_left(L)
         coroutine.secondsLeft = sb_budget_seconds_left(L)
+        coroutine.lastResumeEnded = sb_budget_last_clock(L)
         let killed = sb_budget_end(L)
         coroutine.instructionsLeft = Int(max(left, 0))
 

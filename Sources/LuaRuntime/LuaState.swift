@@ -80,6 +80,10 @@ public final class LuaState {
         sb_close(L)
     }
 
+    /// The clock budgets' deadlines count on (CLOCK_MONOTONIC), in seconds: for timing a run with the same
+    /// readings its budget takes (`startCoroutine(_:arguments:startedAt:)`, `LuaCoroutine.lastResumeEnded`).
+    @inline(__always) public static func clock() -> Double { sb_clock() }
+
     static func seconds(_ duration: Duration) -> Double {
         let parts = duration.components
         return Double(parts.seconds) + Double(parts.attoseconds) / 1e18

@@ -261,7 +261,7 @@ public final class Engine: Service, Sendable {
         for index in gates.named(event) {
             let gate = gates.all[index]
             guard !gate.matches(event) else { return false }
-            declined.append(gate.definition.skipped(at: "match"))
+            declined.append(gate.skipped(at: "match"))
         }
         // Under the calls' lock, so an event of the same call submitted meanwhile queues behind this one.
         return running.withLock { running in

@@ -32,7 +32,9 @@ final class RuleRun {
     /// `tick` for a tick's run, else `filter`. A failed event run's stage is read from the line its driver
     /// had reached (`RuleLoader.stage(atLine:)`).
     @exclusivity(unchecked) var stage = "filter"
-    let started = ContinuousClock.now
+    /// When the run started (`LuaState.clock()` seconds): its coroutine's time limit counts from this reading
+    /// too, and its outcome's time ends at its last resume's reading (two clock reads a run, not four).
+    let started = LuaState.clock()
     @exclusivity(unchecked) var forwards: [ForwardRecord] = []
     @exclusivity(unchecked) var http: [HTTPRecord] = []
     @exclusivity(unchecked) var logs: [LogRecord] = []

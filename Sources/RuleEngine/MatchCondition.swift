@@ -16,8 +16,10 @@ public struct MatchCondition: Sendable, Hashable {
 
     /// Whether the event's fields satisfy this condition.
     public func matches(_ fields: JSONObject) -> Bool {
-        var value: JSONValue = .object(fields)
-        for key in path {
+        // The first key is looked up in `fields` itself, not in a `.object(fields)` made for it (a retain and
+        // a release of the event's fields for every condition of every event).
+        guard let first = path.first, var value = fields[first] else { return false }
+        for key in path.dropFirst() {
             guard let next = value[key] else { return false }
             value = next
         }

@@ -116,11 +116,6 @@ public struct RuleDefinition: Sendable, Hashable {
     /// When `tick` runs, if the rule has one.
     public var schedule: TickSchedule? = nil
 
-    /// The outcome of a rule that declined an event at `stage` (see `RuleGate.precheck`): it never ran.
-    public func skipped(at stage: String) -> RuleOutcome {
-        RuleOutcome(rule: name, file: file.displayPath, outcome: .skipped, stage: stage)
-    }
-
     /// The keys a rule table may have.
     static let keys = [
         "name", "description", "on", "match", "filter", "transform", "forward", "run", "every", "cron", "timezone",
@@ -135,15 +130,23 @@ public struct RuleDefinition: Sendable, Hashable {
 /// one by one, in place.
 final class RuleGate: Sendable {
     let name: String
+    /// The rule file's path as shown (`definition.file.displayPath`, read without copying the file).
+    let file: String
     let on: [EventPattern]
     let match: [MatchCondition]
     let definition: RuleDefinition
 
     init(_ definition: RuleDefinition) {
         name = definition.name
+        file = definition.file.displayPath
         on = definition.on
         match = definition.match
         self.definition = definition
+    }
+
+    /// The outcome of the rule when it declined an event at `stage` (`on` or `match`): it never ran.
+    func skipped(at stage: String) -> RuleOutcome {
+        RuleOutcome(rule: name, file: file, outcome: .skipped, stage: stage)
     }
 
     /// Whether the rule sees events at all (a rule that only ticks does not).

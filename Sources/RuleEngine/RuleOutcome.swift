@@ -32,6 +32,20 @@ public struct RuleOutcome: Sendable, Hashable {
         self.outcome = outcome
         self.stage = stage
     }
+
+    /// An ended run's outcome, with the run's records moved into it (swapped, not copied: the run is not read
+    /// after this).
+    init(of run: RuleRun, gate: RuleGate, _ kind: Outcome, stage: String?, error: RuleErrorInfo?, ended: Double) {
+        rule = gate.name
+        file = gate.file
+        outcome = kind
+        self.stage = stage
+        self.error = error
+        seconds = max(ended - run.started, 0)
+        swap(&forwards, &run.forwards)
+        swap(&http, &run.http)
+        swap(&logs, &run.logs)
+    }
 }
 
 /// A request a rule forwards (the `forward` field or `forward()`): what would be or was sent.

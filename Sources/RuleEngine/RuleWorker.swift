@@ -173,12 +173,12 @@ public final class RuleWorker: @unchecked Sendable {
             if unnamed == .listed {
                 while nextNamed < named.count && named[nextNamed] < index { nextNamed += 1 }
                 guard nextNamed < named.count && named[nextNamed] == index else {
-                    outcomes.append(gate.definition.skipped(at: "on"))
+                    outcomes.append(gate.skipped(at: "on"))
                     continue
                 }
             }
             guard gate.matches(event) else {
-                outcomes.append(gate.definition.skipped(at: "match"))
+                outcomes.append(gate.skipped(at: "match"))
                 continue
             }
             let inputs =
@@ -312,7 +312,7 @@ public final class RuleWorker: @unchecked Sendable {
         }
         var started: LuaCoroutine? = nil
         do {
-            let coroutine = try set.state.startCoroutine(function, arguments: [inputs.value])
+            let coroutine = try set.state.startCoroutine(function, argument: inputs.value, startedAt: run.started)
             started = coroutine
             var resumeWith: [JSONValue] = []
             while true {
@@ -327,10 +327,11 @@ public final class RuleWorker: @unchecked Sendable {
                     // meanwhile; `run` is this run's own record. Nothing else of the worker is read after it.
                     resumeWith = await perform(request, run: run)
                 case .finished(let results):
+                    let ended = coroutine.lastResumeEnded
                     switch tick ? nil : results.first?.stringValue {
-                    case "skipped": return outcome(of: run, gate: gate, .skipped, stage: "filter")
-                    case "dropped": return outcome(of: run, gate: gate, .dropped, stage: "transform")
-                    default: return outcome(of: run, gate: gate, .ok)
+                    case "skipped": return outcome(of: run, gate: gate, .skipped, stage: "filter", ended: ended)
+                    case "dropped": return outcome(of: run, gate: gate, .dropped, stage: "transform", ended: ended)
+                    default: return outcome(of: run, gate: gate, .ok, ended: ended)
                     }
                 }
             }
@@ -355,20 +356,16 @@ public final class RuleWorker: @unchecked Sendable {
         return files.first { $0.displayPath.hasSuffix(tail) }?.displayPath ?? chunk
     }
 
-    /// The outcome of an ended run, with the run's records moved into it (swapped, not copied: the run is not
-    /// read after this). Made once, at the end: an outcome kept in a variable across the run's awaits was
-    /// copied into and out of the task's frame, each copy a retain of every string and array in it.
+    /// The outcome of an ended run (`RuleOutcome.init(of:gate:_:stage:error:ended:)`). Made once, at the end: an
+    /// outcome kept in a variable across the run's awaits was copied into and out of the task's frame, each
+    /// copy a retain of every string and array in it.
+    /// - Parameter ended: when the run ended (`LuaState.clock()` seconds) if the caller has that reading (the
+    ///   last resume's); else the clock is read here.
     func outcome(
         of run: RuleRun, gate: RuleGate, _ kind: RuleOutcome.Outcome, stage: String? = nil,
-        error: RuleErrorInfo? = nil
+        error: RuleErrorInfo? = nil, ended: Double? = nil
     ) -> RuleOutcome {
-        var made = RuleOutcome(rule: gate.name, file: gate.definition.file.displayPath, outcome: kind, stage: stage)
-        made.error = error
-        made.seconds = (ContinuousClock.now - run.started).inSeconds
-        swap(&made.forwards, &run.forwards)
-        swap(&made.http, &run.http)
-        swap(&made.logs, &run.logs)
-        return made
+        RuleOutcome(of: run, gate: gate, kind, stage: stage, error: error, ended: ended ?? LuaState.clock())
     }
 
     /// Replaced states whose suspended runs have not all finished yet (each is nearly full by definition).

@@ -129,6 +129,36 @@ import Testing
         #expect(co.timeLeft < afterFirst && co.timeLeft > .zero)
     }
 
+    /// A run that read the clock when it started passes that reading (`startedAt`): its first resume's deadline
+    /// counts from it, so time spent before the first resume counts too. Each resume keeps the clock's reading
+    /// it ended at (`lastResumeEnded`), which a run's outcome uses as its end.
+    @Test func theDeadlineCountsFromTheRunsOwnStartAndEachResumeKeepsItsEnd() throws {
+        let (state, env) = try makeState(LuaLimits(instructionLimit: Int.max / 2, timeLimit: .milliseconds(500)))
+        // The deadline is checked every few thousand instructions: the loop reaches a check.
+        let f = try function(
+            "return function(x, spin) local n = 0 for i = 1, spin do n = n + i end fetch(x) return x end", in: state,
+            env: env)
+
+        // Started (by its own reading) longer ago than its whole limit: killed at its first check, for its
+        // deadline, though it ran for far less than the limit itself.
+        let late = try state.startCoroutine(
+            f, arguments: [.value("late"), .value(100_000)], startedAt: LuaState.clock() - 1)
+        #expect {
+            try late.resume()
+        } throws: { ($0 as? LuaError)?.kind == .timeout }
+
+        // Started just now: it runs, and each resume's end lies between the readings taken around it.
+        let before = LuaState.clock()
+        let run = try state.startCoroutine(f, arguments: [.value("now"), .value(100_000)], startedAt: before)
+        #expect(run.lastResumeEnded == 0)
+        #expect(try run.resume() == .suspended(["wants": "now"]))
+        let suspendedAt = run.lastResumeEnded
+        #expect(suspendedAt >= before && suspendedAt <= LuaState.clock())
+        #expect(try run.resume(with: [.null]) == .finished(["now"]))
+        #expect(run.lastResumeEnded >= suspendedAt && run.lastResumeEnded <= LuaState.clock())
+        #expect(state.top == 0)
+    }
+
     /// A suspended coroutine keeps its state open after its owner lets go of the state (a rebuild or a
     /// reload while a run waits on HTTP): the run finishes in the state it started in.
     @Test func aSuspendedCoroutineKeepsItsStateAlive() throws {

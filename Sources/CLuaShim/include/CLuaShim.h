@@ -49,15 +49,21 @@ void sb_set_host_dispatch(sb_host_dispatch dispatch);
 // MARK: - Budget
 
 /// Arms the budget for one call: at most `instructions` VM instructions, until `seconds` of wall clock pass,
-/// and the state's memory limit. A script's own pcall cannot catch a kill.
-void sb_budget_begin(lua_State *L, int64_t instructions, double seconds);
+/// and the state's memory limit. A script's own pcall cannot catch a kill. The deadline counts from `now`
+/// (sb_clock seconds) when it is positive, else from a reading of the clock taken here: a caller that has
+/// just read the clock passes its reading rather than have it read again.
+void sb_budget_begin(lua_State *L, int64_t instructions, double seconds, double now);
 /// Disarms the budget and returns why the call was killed (SB_KILL_*), or SB_KILL_NONE.
 int sb_budget_end(lua_State *L);
 /// Instructions left in the armed budget (may be negative after a kill).
 int64_t sb_budget_instructions_left(lua_State *L);
 /// Seconds left now before the deadline sb_budget_begin set (negative once it has passed); the deadline
-/// stays until the next sb_budget_begin.
+/// stays until the next sb_budget_begin. The clock's reading it took is kept: sb_budget_last_clock.
 double sb_budget_seconds_left(lua_State *L);
+/// The clock's reading the last sb_budget_seconds_left took (sb_clock seconds; 0 before any).
+double sb_budget_last_clock(lua_State *L);
+/// CLOCK_MONOTONIC in seconds: the clock budgets' deadlines are read from.
+double sb_clock(void);
 /// Bytes the state currently holds.
 size_t sb_memory_used(lua_State *L);
 /// Changes the memory cap (bytes) used by later budgeted calls.
