@@ -18,12 +18,14 @@ public struct MatchCondition: Sendable, Hashable {
     public func matches(_ fields: JSONObject) -> Bool {
         // The first key is looked up in `fields` itself, not in a `.object(fields)` made for it (a retain and
         // a release of the event's fields for every condition of every event).
-        guard let first = path.first, var value = fields[first] else { return false }
-        for key in path.dropFirst() {
-            guard let next = value[key] else { return false }
+        guard !path.isEmpty, var value = fields[path[0]] else { return false }
+        for i in path.indices.dropFirst() {
+            guard let next = value[path[i]] else { return false }
             value = next
         }
-        return accepted.contains { MatchCondition.equal($0, value) }
+        // By index, as `RuleGate.matches`: `contains` copies each accepted value out.
+        for i in accepted.indices where MatchCondition.equal(accepted[i], value) { return true }
+        return false
     }
 
     static func equal(_ a: JSONValue, _ b: JSONValue) -> Bool {

@@ -159,7 +159,10 @@ final class RuleGate: Sendable {
 
     /// Whether every `match` condition holds for the event's fields.
     func matches(_ event: WebhookEvent) -> Bool {
-        match.allSatisfy { $0.matches(event.fields) }
+        // By index: `allSatisfy` hands each condition over as a copy (a retain and a release of its three
+        // arrays and strings), where a subscript lends it in place.
+        for i in match.indices where !match[i].matches(event.fields) { return false }
+        return true
     }
 }
 
@@ -185,8 +188,16 @@ final class RuleGates: Sendable {
     /// What has been worked out, and the last event's answer: events of one kind come in runs, and comparing
     /// three short strings costs a tenth of hashing them.
     private struct Known {
-        var last: (key: Key, named: [Int])? = nil
+        /// Kept apart, not as an optional pair: reading such a pair to compare its key copied the whole of it
+        /// (three strings and the array).
+        var lastKey: Key? = nil
+        var lastNamed: [Int] = []
         var all: [Key: [Int]] = [:]
+
+        mutating func remember(_ key: Key, _ named: [Int]) {
+            lastKey = key
+            lastNamed = named
+        }
     }
 
     init(_ all: [RuleGate]) {
@@ -198,9 +209,9 @@ final class RuleGates: Sendable {
     func named(_ event: WebhookEvent) -> [Int] {
         let key = Key(kind: event.kind, name: event.name, hook: event.hook)
         let remembered = known.withLock { known -> [Int]? in
-            if let last = known.last, last.key == key { return last.named }
+            if known.lastKey == key { return known.lastNamed }
             guard let found = known.all[key] else { return nil }
-            known.last = (key, found)
+            known.remember(key, found)
             return found
         }
         if let remembered { return remembered }
@@ -208,7 +219,7 @@ final class RuleGates: Sendable {
         let found = all.indices.filter { all[$0].isNamed(by: event, qualifiedName: qualifiedName) }
         known.withLock { known in
             if known.all.count < Self.remembered { known.all[key] = found }
-            known.last = (key, found)
+            known.remember(key, found)
         }
         return found
     }
