@@ -315,10 +315,8 @@ public final class Engine: Service, Sendable {
     var callsInFlight: Int { running.withLock { $0.callTails.count } }
 
     func record(_ report: EventReport) {
-        for outcome in report.rules {
-            metrics.increment(
-                "switchboard_rule_runs_total", [("rule", outcome.rule), ("outcome", outcome.outcome.rawValue)])
-        }
+        // By index: a `for … in` copied each outcome out (a retain and a release of each of its parts).
+        for i in report.rules.indices { metrics.countRun(rule: report.rules[i].rule, outcome: report.rules[i].outcome) }
         let event = report.event
         record(report.rules, onlyMatched: true) {
             var metadata: Logger.Metadata = ["event.name": "\(event.qualifiedName)"]

@@ -17,7 +17,8 @@ public final class Metrics: Sendable {
     /// swift-metrics handles by metric and labels: made once, then only incremented.
     private let counters = Mutex<[CounterKey: CoreMetrics.Counter]>([:])
     private let gauges = Mutex<[String: CoreMetrics.Gauge]>([:])
-    private let durations = Mutex<[String: CoreMetrics.Recorder]>([:])
+    /// Each rule's run counters and duration recorder, by the rule's name.
+    private let rules = Mutex<[String: RuleHandles]>([:])
     private let readings = Mutex<[(gauge: String, read: @Sendable () -> Double)]>([])
 
     public init() {
@@ -96,16 +97,39 @@ public final class Metrics: Sendable {
         handle.record(value)
     }
 
-    public func observeRuleDuration(rule: String, seconds: Double) {
-        let recorder = durations.withLock { map in
+    /// What one rule's runs record: `switchboard_rule_runs_total` for each outcome, and the rule's
+    /// `switchboard_rule_duration_seconds`. Found with one lookup of the rule's name per run: counting a run by
+    /// metric and labels made an array of labels and hashed the metric's name and every label each time.
+    struct RuleHandles: Sendable {
+        /// By outcome, in `RuleOutcome.Outcome.index` order.
+        let runs: [CoreMetrics.Counter]
+        let duration: CoreMetrics.Recorder
+    }
+
+    private func handles(of rule: String) -> RuleHandles {
+        rules.withLock { map in
             if let existing = map[rule] { return existing }
-            let made = CoreMetrics.Recorder(
-                label: "switchboard_rule_duration_seconds", dimensions: [("rule", rule)], aggregate: true,
-                factory: factory)
+            // The same counters `increment` finds by metric and labels (its map is another lock, never taken
+            // before this one).
+            let made = RuleHandles(
+                runs: RuleOutcome.Outcome.all.map {
+                    handle("switchboard_rule_runs_total", [("rule", rule), ("outcome", $0.rawValue)])
+                },
+                duration: CoreMetrics.Recorder(
+                    label: "switchboard_rule_duration_seconds", dimensions: [("rule", rule)], aggregate: true,
+                    factory: factory))
             map[rule] = made
             return made
         }
-        recorder.record(seconds)
+    }
+
+    /// Counts a run of `rule` that ended with `outcome` (`switchboard_rule_runs_total`).
+    public func countRun(rule: String, outcome: RuleOutcome.Outcome) {
+        handles(of: rule).runs[outcome.index].increment(by: 1)
+    }
+
+    public func observeRuleDuration(rule: String, seconds: Double) {
+        handles(of: rule).duration.record(seconds)
     }
 
     /// A counter's value (for tests and the benchmark), summed over label sets containing `labels`: read

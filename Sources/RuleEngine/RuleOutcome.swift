@@ -11,6 +11,18 @@ public struct RuleOutcome: Sendable, Hashable {
         case ok
         /// The rule raised an error or was killed (see `error` and `stage`).
         case error
+
+        /// Every outcome, in `index` order.
+        static let all: [Outcome] = [.skipped, .dropped, .ok, .error]
+        /// The outcome's place in `all`.
+        var index: Int {
+            switch self {
+            case .skipped: 0
+            case .dropped: 1
+            case .ok: 2
+            case .error: 3
+            }
+        }
     }
 
     public var rule: String

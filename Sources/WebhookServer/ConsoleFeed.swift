@@ -35,12 +35,13 @@ public final class ConsoleFeed: Sendable {
     struct Histogram {
         static let base = 1e-5
         static let growth = 1.25
+        static let logGrowth = log(growth)
         static let count = 72
         var buckets = [UInt32](repeating: 0, count: Histogram.count)
         var total = 0
 
         mutating func add(_ seconds: Double) {
-            let index = seconds <= Self.base ? 0 : Int(log(seconds / Self.base) / log(Self.growth))
+            let index = seconds <= Self.base ? 0 : Int(log(seconds / Self.base) / Self.logGrowth)
             buckets[min(max(index, 0), Self.count - 1)] += 1
             total += 1
         }
@@ -103,45 +104,55 @@ public final class ConsoleFeed: Sendable {
         self.clock = clock
     }
 
-    /// Records an event's report: called by the engine as each event's rules finish.
+    /// Records an event's report: called by the engine as each event's rules finish. What does not need the
+    /// state is made before the lock; the outcomes are read in place, by index (a `filter` or a `for … in`
+    /// copied each one out: a retain and a release of each of its parts).
     public func record(_ report: EventReport, meta: JSONValue) {
         let now = clock()
-        let matched = report.rules.filter(\.matched)
-        let badges = matched.map {
-            Badge(rule: $0.rule, outcome: $0.outcome.rawValue, stage: $0.stage, seconds: $0.seconds)
-        }
-        let failed = matched.filter { $0.outcome == .error }
         let event = report.event
-        let errorEntries = failed.map { outcome -> JSONValue in
-            [
-                "at": .double(now), "rule": .string(outcome.rule), "event_id": meta["id"] ?? .null,
-                "event": .string(event.qualifiedName), "stage": outcome.stage.map(JSONValue.string) ?? .null,
-                "message": .string(outcome.error?.message ?? "failed"),
-                "where": .string(
-                    "\(outcome.error?.file ?? outcome.file):\(outcome.error?.line.map(String.init) ?? "?")"),
-            ]
+        let rules = report.rules
+        var badges: [Badge] = []
+        var failed = false
+        for i in rules.indices where rules[i].matched {
+            badges.append(
+                Badge(
+                    rule: rules[i].rule, outcome: rules[i].outcome.rawValue, stage: rules[i].stage,
+                    seconds: rules[i].seconds))
+            if rules[i].outcome == .error { failed = true }
         }
+        let errorEntries =
+            failed
+            ? rules.filter { $0.matched && $0.outcome == .error }.map { outcome -> JSONValue in
+                [
+                    "at": .double(now), "rule": .string(outcome.rule), "event_id": meta["id"] ?? .null,
+                    "event": .string(event.qualifiedName), "stage": outcome.stage.map(JSONValue.string) ?? .null,
+                    "message": .string(outcome.error?.message ?? "failed"),
+                    "where": .string(
+                        "\(outcome.error?.file ?? outcome.file):\(outcome.error?.line.map(String.init) ?? "?")"),
+                ]
+            } : []
+        var live = LiveEvent(
+            seq: 0, id: meta["id"]?.stringValue, at: now, kind: event.kind.rawValue, name: event.name,
+            callID: event.callID, accountID: event.accountID ?? meta["account_id"]?.stringValue,
+            hook: meta["hook"]?.stringValue, badges: badges)
+        let minute = Self.minute(of: now)
         state.withLock { state in
             state.seq += 1
-            state.live.append(
-                LiveEvent(
-                    seq: state.seq, id: meta["id"]?.stringValue, at: now, kind: event.kind.rawValue, name: event.name,
-                    callID: event.callID, accountID: event.accountID ?? meta["account_id"]?.stringValue,
-                    hook: meta["hook"]?.stringValue, badges: badges))
+            live.seq = state.seq
+            state.live.append(live)
             if state.live.count > capacity + capacity / 4 { state.live.removeFirst(state.live.count - capacity) }
-            let minute = Self.minute(of: now)
             if state.minutes.last?.index != minute {
                 state.minutes.append(Minute(index: minute))
                 state.minutes.removeAll { $0.index <= minute - 60 }
             }
             let last = state.minutes.count - 1
             state.minutes[last].events += 1
-            if !failed.isEmpty { state.minutes[last].failedEvents += 1 }
-            for outcome in matched {
-                state.minutes[last].durations.add(outcome.seconds)
+            if failed { state.minutes[last].failedEvents += 1 }
+            for badge in badges {
+                state.minutes[last].durations.add(badge.seconds)
                 // One lookup of the rule's entry, changed in place.
-                state.minutes[last].rules[outcome.rule, default: RuleMinute()]
-                    .add(seconds: outcome.seconds, failed: outcome.outcome == .error)
+                state.minutes[last].rules[badge.rule, default: RuleMinute()]
+                    .add(seconds: badge.seconds, failed: badge.outcome == RuleOutcome.Outcome.error.rawValue)
             }
             if !errorEntries.isEmpty {
                 state.errors.append(contentsOf: errorEntries)
