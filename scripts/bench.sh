@@ -12,6 +12,7 @@ N=${N:-200000}
 ROUNDS=${ROUNDS:-3}
 event="$SHARED/bench/event.json"
 [ -f "$event" ] || { echo "bench: $event not found (set SHARED to the folder holding bench/)" >&2; exit 1; }
+scripts/deps.sh bench  # lua5.4 and lua-cjson for the anchor row (as the serve benchmarks do), when missing
 scripts/build_release.sh SwitchboardBench switchboard
 sb_runs=(); lua_runs=(); task_runs=(); store_runs=(); replay_runs=()
 # switchboard replay on a real journal of N accepted events (each its own call), the anchor's rule loaded.
