@@ -33,6 +33,12 @@ import Testing
         }
         var count: Int { state.withLock { $0.count } }
         var acked: Set<String> { state.withLock { $0.acked } }
+        /// Events with an attempt that failed after PostgreSQL was stopped (acknowledged by a later attempt, or
+        /// abandoned when the lanes stopped). A node may have spooled the failed attempt, and spooled events are
+        /// not checked against the shared de-duplication keys when they are moved (README, "Several nodes",
+        /// Limits): such an event may run once more than it was acknowledged. Every other event runs exactly
+        /// once for its acknowledgement.
+        let failedInOutage = Mutex(0)
         /// 1 until PostgreSQL stops, then 2 (new calls from there on).
         let phase = Mutex(1)
         let stop = Mutex(false)
@@ -120,6 +126,7 @@ import Testing
                 event["timestamp"] = .int(Int64(next))
                 let body = (try? JSONWriter.encode(.object(event))) ?? []
                 var attempt = turn
+                var failedInOutage = false
                 while !tally.stop.withLock({ $0 }) {
                     let port = ports[attempt % ports.count]
                     attempt += 1
@@ -133,6 +140,10 @@ import Testing
                         tally.acked(call, next)
                         n[call] = next
                         break
+                    }
+                    if !failedInOutage, tally.phase.withLock({ $0 }) == 2 {
+                        failedInOutage = true
+                        tally.failedInOutage.withLock { $0 += 1 }
                     }
                     try? await Task.sleep(for: .milliseconds(20))
                 }
@@ -170,8 +181,10 @@ import Testing
         tally.stop.withLock { $0 = true }
         await lanes.value
 
-        // Every acknowledged event ran exactly once in the store's eyes, and every forward reached the sink.
+        // Every acknowledged event ran exactly once in the store's eyes (an event with a failed attempt during
+        // the outage at most once more: see `Tally.failedInOutage`), and every forward reached the sink.
         let acked = tally.acked
+        let mayRepeat = tally.failedInOutage.withLock { $0 }
         let reader = try await PostgresJournal.open(
             url: cluster.url, node: "test-reader", spoolDirectory: nil, logger: quiet)
         defer { reader.close() }
@@ -180,11 +193,13 @@ import Testing
             total =
                 (try? await reader.fetchStoreRecords())?.first { $0.namespace == "shared" && $0.key == "events" }?.value
             let pending = (try? await reader.counts().pending) ?? -1
-            return total == .int(Int64(acked.count)) && pending == 0
+            guard let runs = total?.intValue else { return false }
+            return runs >= acked.count && runs <= acked.count + mayRepeat && pending == 0
         }
         #expect(
             counted,
-            "logs in \(base): store counted \(String(describing: total)) runs for \(acked.count) acknowledged events")
+            "logs in \(base): store counted \(String(describing: total)) runs for \(acked.count) acknowledged events (\(mayRepeat) with an attempt that failed during the outage)"
+        )
         let forwarded = await eventually(90) {
             let seen = Set(
                 sink.requests.filter { $0.uri.contains("via=forward") }.compactMap { request -> String? in
@@ -208,7 +223,7 @@ import Testing
         #expect(disordered.isEmpty, "out of order: \(disordered)")
         let outageDisorder = records.filter { $0.namespace == "shared" && $0.key.hasPrefix("disorder:p2-") }.count
         print(
-            "cluster: \(acked.count) acknowledged (\(atKill) before the kill, \(duringStop) while PostgreSQL was down); calls out of order during the outage: \(outageDisorder)"
+            "cluster: \(acked.count) acknowledged (\(atKill) before the kill, \(duringStop) while PostgreSQL was down), \(mayRepeat) with an attempt that failed during the outage, \(String(describing: total)) runs counted; calls out of order during the outage: \(outageDisorder)"
         )
         try? await sink.stop()
         try await http.shutdown()
