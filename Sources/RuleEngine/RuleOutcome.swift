@@ -1,5 +1,6 @@
 public import JSONCore
 public import KazooEvents
+import LuaRuntime
 
 /// What one rule did with one event.
 public struct RuleOutcome: Sendable, Hashable {
@@ -46,8 +47,14 @@ public struct RuleOutcome: Sendable, Hashable {
     }
 
     /// An ended run's outcome, with the run's records moved into it (swapped, not copied: the run is not read
-    /// after this).
-    init(of run: RuleRun, gate: RuleGate, _ kind: Outcome, stage: String?, error: RuleErrorInfo?, ended: Double) {
+    /// after this). Made once, when the run ends: an outcome kept in a variable across the run's awaits was
+    /// copied into and out of the task's frame, each copy a retain of every string and array in it.
+    /// - Parameter ended: when the run ended (`LuaState.clock()` seconds): the last resume's reading when the
+    ///   caller has it, else the clock is read now.
+    init(
+        of run: RuleRun, gate: RuleGate, _ kind: Outcome, stage: String? = nil, error: RuleErrorInfo? = nil,
+        ended: Double = LuaState.clock()
+    ) {
         rule = gate.name
         file = gate.file
         outcome = kind

@@ -308,7 +308,7 @@ public final class RuleWorker: @unchecked Sendable {
             let error = RuleErrorInfo(
                 message: "the rule did not load again after its Lua state was rebuilt", file: nil, line: nil,
                 traceback: nil)
-            return outcome(of: run, gate: gate, .error, stage: "load", error: error)
+            return RuleOutcome(of: run, gate: gate, .error, stage: "load", error: error)
         }
         var started: LuaCoroutine? = nil
         do {
@@ -329,9 +329,9 @@ public final class RuleWorker: @unchecked Sendable {
                 case .finished(let results):
                     let ended = coroutine.lastResumeEnded
                     switch tick ? nil : results.first?.stringValue {
-                    case "skipped": return outcome(of: run, gate: gate, .skipped, stage: "filter", ended: ended)
-                    case "dropped": return outcome(of: run, gate: gate, .dropped, stage: "transform", ended: ended)
-                    default: return outcome(of: run, gate: gate, .ok, ended: ended)
+                    case "skipped": return RuleOutcome(of: run, gate: gate, .skipped, stage: "filter", ended: ended)
+                    case "dropped": return RuleOutcome(of: run, gate: gate, .dropped, stage: "transform", ended: ended)
+                    default: return RuleOutcome(of: run, gate: gate, .ok, ended: ended)
                     }
                 }
             }
@@ -341,7 +341,7 @@ public final class RuleWorker: @unchecked Sendable {
             let info = RuleErrorInfo(
                 message: error.message, file: fullPath(of: error.chunk), line: error.line, traceback: error.traceback)
             // Made before any rebuild, so that the run's time does not include it.
-            let failed = outcome(of: run, gate: gate, .error, stage: stage, error: info)
+            let failed = RuleOutcome(of: run, gate: gate, .error, stage: stage, error: info)
             // Rebuild only the set this run used, and only if no other run has rebuilt it already.
             if set.state.needsRebuild, set === current { rebuild() }
             return failed
@@ -354,18 +354,6 @@ public final class RuleWorker: @unchecked Sendable {
         let tail = chunk.dropFirst(3)
         let files = source.rules + Array(source.modules.values)
         return files.first { $0.displayPath.hasSuffix(tail) }?.displayPath ?? chunk
-    }
-
-    /// The outcome of an ended run (`RuleOutcome.init(of:gate:_:stage:error:ended:)`). Made once, at the end: an
-    /// outcome kept in a variable across the run's awaits was copied into and out of the task's frame, each
-    /// copy a retain of every string and array in it.
-    /// - Parameter ended: when the run ended (`LuaState.clock()` seconds) if the caller has that reading (the
-    ///   last resume's); else the clock is read here.
-    func outcome(
-        of run: RuleRun, gate: RuleGate, _ kind: RuleOutcome.Outcome, stage: String? = nil,
-        error: RuleErrorInfo? = nil, ended: Double? = nil
-    ) -> RuleOutcome {
-        RuleOutcome(of: run, gate: gate, kind, stage: stage, error: error, ended: ended ?? LuaState.clock())
     }
 
     /// Replaced states whose suspended runs have not all finished yet (each is nearly full by definition).
