@@ -192,7 +192,7 @@ public struct EventDecoder: Sendable {
 
     /// What the payload says about itself, when it says anything definite.
     static func inferFromPayload(_ f: JSONObject) -> (EventKind, String, String?)? {
-        if let hookEvent = f["hook_event"]?.stringValue {
+        if let hookEvent = f[WebhookEvent.Hints.hookEvent]?.stringValue {
             if EventCatalog.channelNames.contains(hookEvent) { return (.channel, hookEvent, hookEvent) }
             return (.unknown, hookEvent, hookEvent)
         }
@@ -232,7 +232,7 @@ public struct EventDecoder: Sendable {
     ]
 
     static func looksLikeCallflowWebhook(_ f: JSONObject) -> Bool {
-        guard f["call_id"] != nil else { return false }
+        guard f[WebhookEvent.Hints.callID] != nil else { return false }
         return callflowMarkers.filter { f[$0] != nil }.count >= 2
     }
 }

@@ -37,7 +37,18 @@ public struct WebhookEvent: Sendable, Hashable {
     public var accountID: String? { fields["account_id"]?.stringValue }
     public var callID: String? { Self.callID(in: fields) }
     /// The call id in an event's fields.
-    public static func callID(in fields: JSONObject) -> String? { fields["call_id"]?.stringValue }
+    public static func callID(in fields: JSONObject) -> String? { fields[Hints.callID]?.stringValue }
+
+    /// The fields read on every event, each with the position it had in the last event (`KeyHint`).
+    enum Hints {
+        static let callID = KeyHint("call_id")
+        static let hookEvent = KeyHint("hook_event")
+        static let otherLeg = KeyHint("other_leg_call_id")
+        /// `timeFields`, in their order.
+        static let time = timeFields.map(KeyHint.init)
+    }
+    /// `other_leg_call_id`: the call this leg is bridged to, when there is one.
+    public var otherLegCallID: String? { fields[Hints.otherLeg]?.stringValue }
     public var callDirection: String? { fields["call_direction"]?.stringValue }
     public var callerIDName: String? { fields["caller_id_name"]?.stringValue }
     public var callerIDNumber: String? { fields["caller_id_number"]?.stringValue }
@@ -58,8 +69,9 @@ public struct WebhookEvent: Sendable, Hashable {
     /// When the event happened, in Gregorian seconds, from `timestamp` (or `event_timestamp`,
     /// `voicemail_timestamp`, `fax_timestamp`).
     public var gregorianTime: Int64? {
-        for name in Self.timeFields {
-            if let t = fields[name]?.intValue {
+        let hints = Hints.time
+        for i in hints.indices {
+            if let t = fields[hints[i]]?.intValue {
                 return t < EventCatalog.gregorianOffset ? t + EventCatalog.gregorianOffset : t
             }
         }

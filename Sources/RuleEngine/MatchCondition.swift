@@ -15,10 +15,16 @@ public struct MatchCondition: Sendable, Hashable {
     }
 
     /// Whether the event's fields satisfy this condition.
-    public func matches(_ fields: JSONObject) -> Bool {
+    public func matches(_ fields: JSONObject) -> Bool { matches(fields, first: nil) }
+
+    /// `matches(_:)`, finding the first key of `path` with `first` (its `KeyHint`, kept by the rule's gate)
+    /// when given.
+    func matches(_ fields: JSONObject, first: KeyHint?) -> Bool {
         // The first key is looked up in `fields` itself, not in a `.object(fields)` made for it (a retain and
         // a release of the event's fields for every condition of every event).
-        guard !path.isEmpty, var value = fields[path[0]] else { return false }
+        guard !path.isEmpty else { return false }
+        let found = if let first { fields[first] } else { fields[path[0]] }
+        guard var value = found else { return false }
         for i in path.indices.dropFirst() {
             guard let next = value[path[i]] else { return false }
             value = next

@@ -134,6 +134,8 @@ final class RuleGate: Sendable {
     let file: String
     let on: [EventPattern]
     let match: [MatchCondition]
+    /// The first key of each `match` condition's path, with where it was found in the last event.
+    let matchHints: [KeyHint]
     let definition: RuleDefinition
 
     init(_ definition: RuleDefinition) {
@@ -141,6 +143,7 @@ final class RuleGate: Sendable {
         file = definition.file.displayPath
         on = definition.on
         match = definition.match
+        matchHints = definition.match.map { KeyHint($0.path.first ?? "") }
         self.definition = definition
     }
 
@@ -161,7 +164,7 @@ final class RuleGate: Sendable {
     func matches(_ event: WebhookEvent) -> Bool {
         // By index: `allSatisfy` hands each condition over as a copy (a retain and a release of its three
         // arrays and strings), where a subscript lends it in place.
-        for i in match.indices where !match[i].matches(event.fields) { return false }
+        for i in match.indices where !match[i].matches(event.fields, first: matchHints[i]) { return false }
         return true
     }
 }
