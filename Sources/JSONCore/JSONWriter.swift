@@ -34,7 +34,7 @@ public enum JSONWriter {
             guard d.isFinite else {
                 throw Unencodable(reason: "\(d) cannot be written as JSON (NaN and infinities are not JSON)")
             }
-            out.append(contentsOf: formatDouble(d).utf8)
+            writeDouble(d, into: &out)
         case .string(let s): writeString(s, into: &out)
         case .bytes:
             throw Unencodable(reason: "a string that is not valid UTF-8 cannot be written as JSON")
@@ -67,9 +67,21 @@ public enum JSONWriter {
 
     /// Shortest text that reads back as the same float, always with a '.' or exponent (`20.0`, `1e-07`).
     public static func formatDouble(_ d: Double) -> String {
-        let text = d.description
-        if text.contains(where: { $0 == "." || $0 == "e" || $0 == "E" }) { return text }
-        return text + ".0"
+        var out: [UInt8] = []
+        writeDouble(d, into: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// `formatDouble` straight into `out`. The text's bytes are searched for the '.' or exponent: searching its
+    /// Characters (grapheme breaking) and appending ".0" to a String made this 5,100 instructions a float, the
+    /// most expensive part of writing a request's `meta` (callgrind).
+    static func writeDouble(_ d: Double, into out: inout [UInt8]) {
+        var text = d.description
+        let integral = text.withUTF8 { bytes in
+            out.append(contentsOf: bytes)
+            return !bytes.contains { $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "e") || $0 == UInt8(ascii: "E") }
+        }
+        if integral { out.append(contentsOf: ".0".utf8) }
     }
 
     static let hex: [UInt8] = Array("0123456789abcdef".utf8)

@@ -143,6 +143,16 @@ public struct EventReport: Sendable, Hashable {
 extension RuleOutcome {
     /// The outcome as `switchboard run --json` prints it (every key always present).
     public var json: JSONValue {
+        .object(
+            JSONObject(
+                uniqueMembersUnchecked: members(
+                    forwards: .array(forwards.map(\.json)), http: .array(http.map(\.json)), reserving: 0)))
+    }
+
+    /// `json`'s members in their order, with the given `forwards` and `http`, and room for `extra` more.
+    /// Built once with distinct keys: a dictionary literal checks every key against those before it, and
+    /// `record` then replaced two of them and added two, each a scan of the members.
+    private func members(forwards: JSONValue, http: JSONValue, reserving extra: Int) -> [JSONObject.Member] {
         var errorValue: JSONValue = .null
         if let error {
             errorValue = [
@@ -151,13 +161,20 @@ extension RuleOutcome {
                 "traceback": error.traceback.map(JSONValue.string) ?? .null,
             ]
         }
-        return [
-            "rule": .string(rule), "outcome": .string(outcome.rawValue), "stage": stage.map(JSONValue.string) ?? .null,
-            "forwards": .array(forwards.map(\.json)), "http": .array(http.map(\.json)),
-            "logs": .array(
-                logs.map { ["level": .string($0.level), "message": .string($0.message), "fields": $0.fields] }),
-            "error": errorValue,
-        ]
+        var members: [JSONObject.Member] = []
+        members.reserveCapacity(7 + extra)
+        members.append(.init(key: "rule", value: .string(rule)))
+        members.append(.init(key: "outcome", value: .string(outcome.rawValue)))
+        members.append(.init(key: "stage", value: stage.map(JSONValue.string) ?? .null))
+        members.append(.init(key: "forwards", value: forwards))
+        members.append(.init(key: "http", value: http))
+        members.append(
+            .init(
+                key: "logs",
+                value: .array(
+                    logs.map { ["level": .string($0.level), "message": .string($0.message), "fields": $0.fields] })))
+        members.append(.init(key: "error", value: errorValue))
+        return members
     }
 }
 
@@ -204,9 +221,11 @@ public struct EventRecord: Sendable, Hashable {
     public init(_ report: EventReport, meta: JSONValue?) {
         name = report.event.kind.rawValue + "." + report.event.name
         callID = report.event.callID
-        otherLeg = report.event["other_leg_call_id"]?.stringValue
+        otherLeg = report.event.otherLegCallID
         accountID = report.event.accountID ?? meta?["account_id"]?.stringValue
-        let kept = report.rules.filter(\.matched).map(\.record)
+        // By index: `filter` copied every kept outcome (a retain of each of its strings and arrays).
+        var kept: [JSONValue] = []
+        for i in report.rules.indices where report.rules[i].matched { kept.append(report.rules[i].record) }
         outcomes = (try? JSONWriter.string(.array(kept))) ?? "[]"
     }
 }
@@ -217,17 +236,17 @@ extension RuleOutcome {
 
     /// Everything the console shows of one run: `json` plus the file, durations and the error's place.
     public var record: JSONValue {
-        guard case .object(var out) = json else { return json }
-        out["file"] = .string(file)
-        out["seconds"] = .double(seconds)
-        out["http"] = .array(
-            http.map { call in
-                guard case .object(var object) = call.json else { return call.json }
-                object["seconds"] = .double(call.seconds)
-                return .object(object)
-            })
-        out["forwards"] = .array(
-            forwards.map { ["method": .string($0.method), "url": .string($0.url), "format": .string($0.format)] })
-        return .object(out)
+        let http = self.http.map { call in
+            guard case .object(var object) = call.json else { return call.json }
+            object["seconds"] = .double(call.seconds)
+            return .object(object)
+        }
+        let forwards = self.forwards.map {
+            ["method": .string($0.method), "url": .string($0.url), "format": .string($0.format)] as JSONValue
+        }
+        var members = members(forwards: .array(forwards), http: .array(http), reserving: 2)
+        members.append(.init(key: "file", value: .string(file)))
+        members.append(.init(key: "seconds", value: .double(seconds)))
+        return .object(JSONObject(uniqueMembersUnchecked: members))
     }
 }

@@ -182,6 +182,16 @@ func parseError(_ bytes: [UInt8], limits: JSONLimits = .default, sourceLocation:
         #expect(try parse(text) == value)
     }
 
+    @Test func writesFloatsAsTheShortestTextWithAPointOrExponent() {
+        #expect(JSONWriter.formatDouble(20) == "20.0")
+        #expect(JSONWriter.formatDouble(-3) == "-3.0")
+        #expect(JSONWriter.formatDouble(0.1) == "0.1")
+        #expect(JSONWriter.formatDouble(1e-07) == "1e-07")
+        #expect(JSONWriter.formatDouble(1_764_858_000.123456) == "1764858000.123456")
+        #expect(JSONWriter.formatDouble(1e300) == "1e+300")
+        #expect((try? JSONWriter.string([.double(2.5), .double(1e21)])) == "[2.5,1e+21]")
+    }
+
     /// Every ASCII byte, and a two-byte character, at every position of strings of 1 to 24 bytes (the word
     /// scan and the byte tail): written as the byte-by-byte rule says, and read back as the same string.
     @Test func escapesEveryByteAtEveryPosition() throws {

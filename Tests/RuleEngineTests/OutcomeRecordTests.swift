@@ -1,0 +1,58 @@
+import JSONCore
+import KazooEvents
+import Testing
+
+@testable import RuleEngine
+
+/// What the console keeps of an event's rules: `RuleOutcome.record`, its members in `json`'s order with the file
+/// and durations added, and `EventRecord`, which keeps only the rules that matched.
+@Suite struct OutcomeRecordTests {
+    func outcome() -> RuleOutcome {
+        var outcome = RuleOutcome(rule: "crm", file: "rules/crm.lua", outcome: .ok)
+        outcome.seconds = 0.25
+        outcome.forwards = [
+            ForwardRecord(
+                method: "POST", url: "http://127.0.0.1:9/in",
+                headers: JSONObject([.init(key: "Content-Type", value: "application/json")]),
+                body: ["a": 1], format: "json")
+        ]
+        outcome.http = [HTTPRecord(method: "GET", url: "http://127.0.0.1:9/x", status: 200, seconds: 0.5)]
+        outcome.logs = [LogRecord(level: "info", message: "hi", fields: ["k": "v"])]
+        return outcome
+    }
+
+    @Test func aRecordIsTheJSONOutcomeWithItsFileAndTimes() throws {
+        let text = try JSONWriter.string(outcome().record)
+        #expect(
+            text
+                == #"{"rule":"crm","outcome":"ok","stage":null,"forwards":[{"method":"POST","url":"http://127.0.0.1:9/in","format":"json"}],"http":[{"method":"GET","url":"http://127.0.0.1:9/x","status":200,"error":null,"seconds":0.5}],"logs":[{"level":"info","message":"hi","fields":{"k":"v"}}],"error":null,"file":"rules/crm.lua","seconds":0.25}"#
+        )
+        var failed = RuleOutcome(rule: "bad", file: "rules/bad.lua", outcome: .error, stage: "run")
+        failed.error = RuleErrorInfo(message: "boom", file: "rules/bad.lua", line: 3, traceback: nil)
+        #expect(
+            try JSONWriter.string(failed.json)
+                == #"{"rule":"bad","outcome":"error","stage":"run","forwards":[],"http":[],"logs":[],"error":{"message":"boom","file":"rules/bad.lua","line":3,"traceback":null}}"#
+        )
+    }
+
+    @Test func anEventRecordKeepsTheRulesThatMatchedAndTheCallsLegs() throws {
+        let event = WebhookEvent(
+            kind: .channel, name: "channel_bridge", hook: "channel_bridge",
+            fields: JSONObject([
+                .init(key: "call_id", value: "a"), .init(key: "other_leg_call_id", value: "b"),
+                .init(key: "account_id", value: "acc"),
+            ]))
+        let declined = RuleOutcome(rule: "other", file: "rules/other.lua", outcome: .skipped, stage: "match")
+        let filtered = RuleOutcome(rule: "quiet", file: "rules/quiet.lua", outcome: .skipped, stage: "filter")
+        let record = EventRecord(EventReport(event: event, rules: [declined, outcome(), filtered]), meta: nil)
+        #expect(record.name == "channel.channel_bridge")
+        #expect(record.callID == "a")
+        #expect(record.otherLeg == "b")
+        #expect(record.accountID == "acc")
+        let kept = try JSONReader.parse(Array(record.outcomes.utf8))
+        #expect(kept.arrayValue?.count == 2)
+        #expect(kept.arrayValue?[0]["rule"] == "crm")
+        #expect(kept.arrayValue?[1]["rule"] == "quiet")
+        #expect(kept.arrayValue?[0] == outcome().record)
+    }
+}
