@@ -237,13 +237,14 @@ public final class ClusterNode: Service, Sendable {
                     logger.debug("running the backlog in arrival order")
                     var last: (receivedAt: Double, seq: Int64)? = nil
                     paging: while true {
+                        journal.releaseSettled()
                         let backlog = try await journal.backlog(after: last, limit: page)
                         if backlog.isEmpty { break }
                         for (seq, entry) in backlog {
                             guard journal.isProcessing, term.withLock({ $0 }) == current, !isStopping else {
                                 break paging
                             }
-                            if journal.dispatched.withLock({ $0.insert(entry.id).inserted }) {
+                            if journal.dispatched.withLock({ $0.insert(entry.id) }) {
                                 await engine.submit(entry, decoder: decoder)
                             }
                             feed.passed(seq)
@@ -253,15 +254,16 @@ public final class ClusterNode: Service, Sendable {
                     inOrder = true
                     continue
                 }
+                journal.releaseSettled()
                 let batch = try await feed.next(
-                    from: journal, limit: page, excluding: { Array(journal.dispatched.withLock { $0 }) })
+                    from: journal, limit: page, excluding: { Array(journal.dispatched.withLock { $0.ids }) })
                 for (index, (_, entry)) in batch.enumerated() {
                     guard journal.isProcessing, term.withLock({ $0 }) == current, !isStopping else {
                         // A late renewal can pause this term and resume it: the rest runs then, in order.
                         feed.reread(batch[index...].map(\.seq))
                         break
                     }
-                    if journal.dispatched.withLock({ $0.insert(entry.id).inserted }) {
+                    if journal.dispatched.withLock({ $0.insert(entry.id) }) {
                         await engine.submit(entry, decoder: decoder)
                     }
                 }

@@ -55,8 +55,8 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
     let rejectedWrites = Mutex(0)
     /// The processing lease as this node knows it.
     let leadership = Mutex(Leadership())
-    /// Events handed to the engine whose done marks are not committed yet (the feed skips them).
-    let dispatched = Mutex<Set<String>>([])
+    /// Events handed to the engine in this term that the feed must skip (`DispatchedEvents`).
+    let dispatched = Mutex(DispatchedEvents())
     /// After a failed write, appends go straight to the spool until then or until a heartbeat or a spool move
     /// gets through (no 2 s wait per request).
     let unreachableUntil = Mutex<ContinuousClock.Instant?>(nil)
@@ -473,9 +473,13 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
     /// The lease was lost (another node holds it) or given up: stop running, drop what was not committed.
     func forgetLease() {
         leadership.withLock { $0 = Leadership() }
-        dispatched.withLock { $0.removeAll() }
+        dispatched.withLock { $0 = DispatchedEvents() }
         pendingDone.withLock { $0.removeAll() }
     }
+
+    /// Forgets the events whose done marks committed since the last call: the feed calls it just before each
+    /// query, which then sees them done.
+    package func releaseSettled() { dispatched.withLock { $0.releaseSettled() } }
 
     /// Marks are written by one task at a time, in order, each batch in one transaction fenced by the lease.
     private func scheduleFlush() {
@@ -497,7 +501,7 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
             logger.debug("committing \(done.count) done mark(s)")
             try await commit(done, epoch: epoch)
             logger.debug("committed \(done.count) done mark(s)")
-            dispatched.withLock { set in for mark in done { set.remove(mark.id) } }
+            dispatched.withLock { events in for mark in done { events.settled.append(mark.id) } }
             if done.contains(where: { !$0.forwards.isEmpty }), let observer = deliveryObserver.withLock({ $0 }) {
                 observer.call(())
             }
@@ -525,8 +529,9 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
         }
     }
 
-    /// One transaction of four statements whatever the batch's size (arrays, `unnest`): a long transaction
-    /// would hold the lease row's share lock and delay the holder's own renewal.
+    /// One transaction of at most four statements whatever the batch's size (the lease's check, the marks with
+    /// their forwards, the store's writes and its deletes; arrays and `unnest`): a long transaction would hold the
+    /// lease row's share lock and delay the holder's own renewal.
     private func write(_ marks: [DoneMark], epoch: Int64) async throws {
         let holder = self.holder
         let now = Date().timeIntervalSince1970
@@ -564,29 +569,32 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
                 held = node == holder && current == epoch
             }
             guard held else { throw LeaseLost() }
+            // Only events not done yet are marked, and only their forwards queued: a batch whose commit timed
+            // out on this side may have committed all the same (the bound abandons the wait, not the
+            // transaction), and its retry must not queue every forward a second time. The UPDATE runs in
+            // full whether or not the INSERT reads it (a data-modifying WITH). Store writes need no such care:
+            // the `seq` guard below makes a repeat change nothing.
             try await connection.query(
                 """
-                UPDATE events e SET done = true, done_at = \(now), name = NULLIF(u.name, ''),
-                  call_id = NULLIF(u.call_id, ''), other_leg = NULLIF(u.other_leg, ''),
-                  account_id = NULLIF(u.account_id, ''), outcomes = NULLIF(u.outcomes, '')
-                FROM unnest(\(ids)::text[], \(names)::text[], \(calls)::text[], \(legs)::text[], \(accounts)::text[],
-                  \(outcomes)::text[]) AS u(id, name, call_id, other_leg, account_id, outcomes)
-                WHERE e.id = u.id
+                WITH marked AS (
+                  UPDATE events e SET done = true, done_at = \(now), name = NULLIF(u.name, ''),
+                    call_id = NULLIF(u.call_id, ''), other_leg = NULLIF(u.other_leg, ''),
+                    account_id = NULLIF(u.account_id, ''), outcomes = NULLIF(u.outcomes, '')
+                  FROM unnest(\(ids)::text[], \(names)::text[], \(calls)::text[], \(legs)::text[],
+                    \(accounts)::text[], \(outcomes)::text[]) AS u(id, name, call_id, other_leg, account_id, outcomes)
+                  WHERE e.id = u.id AND NOT e.done
+                  RETURNING e.id)
+                INSERT INTO deliveries (event_id, rule, method, url, headers, body, state, created_at,
+                  next_attempt_at, updated_at, destination)
+                SELECT u.event_id, u.rule, u.method, u.url, u.headers, u.body, 'pending', \(now), \(now), \(now),
+                  u.destination
+                FROM unnest(\(forwards.events)::text[], \(forwards.rules)::text[], \(forwards.methods)::text[],
+                  \(forwards.urls)::text[], \(forwards.headers)::text[], \(forwards.bodies)::bytea[],
+                  \(forwards.destinations)::text[])
+                  WITH ORDINALITY AS u(event_id, rule, method, url, headers, body, destination, n)
+                WHERE u.event_id IN (SELECT id FROM marked)
+                ORDER BY u.n
                 """, logger: logger)
-            if !forwards.events.isEmpty {
-                try await connection.query(
-                    """
-                    INSERT INTO deliveries (event_id, rule, method, url, headers, body, state, created_at,
-                      next_attempt_at, updated_at, destination)
-                    SELECT u.event_id, u.rule, u.method, u.url, u.headers, u.body, 'pending', \(now), \(now), \(now),
-                      u.destination
-                    FROM unnest(\(forwards.events)::text[], \(forwards.rules)::text[], \(forwards.methods)::text[],
-                      \(forwards.urls)::text[], \(forwards.headers)::text[], \(forwards.bodies)::bytea[],
-                      \(forwards.destinations)::text[])
-                      WITH ORDINALITY AS u(event_id, rule, method, url, headers, body, destination, n)
-                    ORDER BY u.n
-                    """, logger: logger)
-            }
             if !sets.isEmpty {
                 let values = try sets.map { try JSONWriter.string($0.value!) }
                 try await connection.query(
@@ -897,5 +905,29 @@ enum Deadline {
                 timer.cancel()
             }
         }
+    }
+}
+
+/// The events the processing node's feed has handed to its engine in this term, so that a query that still
+/// sees one as not done does not run it again.
+///
+/// An event stays here after its done mark commits, until the feed's next query begins (`releaseSettled`):
+/// only a query that starts after the commit is sure to see it done. Forgetting it at the commit ran events
+/// twice: a backlog page read while an event's mark was queued still listed it, the mark committed while the
+/// feed worked through the page (each submit may wait for a slot), and the feed, finding the id gone, ran the
+/// event again (the cluster test saw 4 and 6 extra runs after a database outage, each with its call's state
+/// already written by the first run).
+struct DispatchedEvents {
+    /// Handed to the engine, and not yet known done to a query.
+    private(set) var ids: Set<String> = []
+    /// Done marks committed since the last query began.
+    var settled: [String] = []
+
+    /// Records `id` as handed to the engine; false when it was already (the feed then skips it).
+    mutating func insert(_ id: String) -> Bool { ids.insert(id).inserted }
+
+    mutating func releaseSettled() {
+        for id in settled { ids.remove(id) }
+        settled.removeAll(keepingCapacity: true)
     }
 }

@@ -82,6 +82,31 @@ import Testing
         #expect(try await b.deliveries(.all, limit: 10).count == 1)
     }
 
+    /// A batch of done marks whose commit timed out on this side may have committed all the same; its retry
+    /// commits the same marks again. That must queue no forward twice, and leave the store as it was.
+    @Test func doneMarksCommittedTwiceQueueEachForwardOnce() async throws {
+        let url = try await TestPostgres.freshDatabase()
+        let a = try await node(url, "a")
+        defer { a.close() }
+        a.beginTerm(try #require(try await a.acquireLease()))
+        try await a.append(JournalBackendTests.event("e1"))
+        try await a.append(JournalBackendTests.event("e2"))
+        let write = StoreRecord(namespace: "shared", key: "n", value: .int(1), expiresAt: nil, seq: 1)
+        let marks = [
+            DoneMark(id: "e1", forwards: [JournalBackendTests.forward("/a"), JournalBackendTests.forward("/b")]),
+            DoneMark(id: "e2", forwards: [], writes: [write]),
+        ]
+        a.markDone(marks)
+        await a.drain(limit: .seconds(10))
+        a.markDone(marks)  // the retry
+        a.markDone([DoneMark(id: "e2", forwards: [JournalBackendTests.forward("/c")])])  // a late run of a done event
+        await a.drain(limit: .seconds(10))
+        #expect(try await a.unfinished().isEmpty)
+        #expect(try await a.deliveries(forEvent: "e1").map(\.url) == ["http://127.0.0.1:9/a", "http://127.0.0.1:9/b"])
+        #expect(try await a.deliveries(forEvent: "e2").isEmpty)
+        #expect(try await a.fetchStoreRecords().map(\.value) == [.int(1)])
+    }
+
     @Test func ticksGoToTheLeaseHolderAndHeartbeatsListEveryNodeWithItsRules() async throws {
         let url = try await TestPostgres.freshDatabase()
         let a = try await node(url, "a")
