@@ -47,6 +47,7 @@ public struct WebhookEvent: Sendable, Hashable {
         /// `timeFields`, in their order.
         static let time = timeFields.map(KeyHint.init)
     }
+
     /// `other_leg_call_id`: the call this leg is bridged to, when there is one.
     public var otherLegCallID: String? { fields[Hints.otherLeg]?.stringValue }
     public var callDirection: String? { fields["call_direction"]?.stringValue }

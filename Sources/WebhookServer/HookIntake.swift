@@ -18,8 +18,8 @@ import Synchronization
 /// the answer back. Nothing here suspends; the journal and a full engine answer through a callback.
 ///
 /// A class: the callbacks of every request capture it, and as a struct of ten fields (the configuration, the
-/// logger, the decoder…) each capture copied all of them, about 640 instructions and a dozen retains a request
-/// (callgrind).
+/// logger, the decoder…) each capture copied all of them (callgrind: 643 instructions a request in that copy
+/// alone; 2,166 fewer a request with the journal on, 921 with it off, once it was a class).
 final class HookIntake: Sendable {
     let configuration: ServerConfiguration
     let engine: Engine
