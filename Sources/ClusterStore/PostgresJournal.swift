@@ -38,6 +38,8 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
     var client: PostgresClient { pool.withLock { $0.client } }
     /// When a bounded operation last ran out of time (a stuck pool), and when the pool was last renewed.
     let stalls = Mutex<(last: ContinuousClock.Instant?, renewed: ContinuousClock.Instant?)>((nil, nil))
+    /// The `bounded` waits under way: `renewPool` ends them.
+    let boundedWaits = Mutex(BoundedWaits())
     let logger: Logger
     /// Where events go while the database is unreachable (nil: refuse them with a 503 instead).
     let spool: EventJournal?
@@ -159,18 +161,56 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
         }
         old.cancel()
         stalls.withLock { $0 = (nil, .now) }
+        // Work waiting on the old pool is given up now rather than at its time limit: after an outage a done-mark
+        // batch sent as the server went down waited out its 15 s, and every later mark and forward behind it
+        // (the cluster test's logs), and each such expiry counted as a stall of the new pool and replaced it
+        // again. What the old pool still finishes is harmless to repeat: done marks only mark events not yet
+        // done (and only their forwards are queued), store writes are guarded by `seq`, and spool moves and
+        // inserts skip ids already there.
+        for end in boundedWaits.withLock({ $0.takeAll() }) { end() }
         logger.info("opened a fresh PostgreSQL connection pool")
     }
 
-    /// Work on the pool with a time limit; running out of it marks the pool as stuck.
+    /// Work on the pool with a time limit; running out of it marks the pool as stuck. Replacing the pool
+    /// (`renewPool`) ends the wait at once with `PoolReplaced`, so that the caller tries again on the new pool.
     func bounded<T: Sendable>(_ seconds: Double = 10, _ work: @escaping @Sendable () async throws -> T)
         async throws -> T
     {
+        let outcome = Deadline.Outcome<T>()
+        let id = boundedWaits.withLock { waits in waits.add { outcome.finish(.failure(PoolReplaced())) } }
+        defer { boundedWaits.withLock { $0.remove(id) } }
         do {
-            return try await Deadline.run(.milliseconds(Int64(seconds * 1000)), work)
+            return try await Deadline.run(.milliseconds(Int64(seconds * 1000)), outcome: outcome, work)
         } catch let error as Deadline.Expired {
             stalls.withLock { $0.last = .now }
             throw error
+        }
+    }
+
+    /// How a wait on a replaced pool ends (`bounded`).
+    struct PoolReplaced: Error, CustomStringConvertible {
+        var description: String { "the connection pool it waited on was replaced" }
+    }
+
+    /// The `bounded` waits under way, each with what ends it when the pool is replaced.
+    struct BoundedWaits {
+        private var next = 0
+        private var ends: [Int: @Sendable () -> Void] = [:]
+
+        mutating func add(_ end: @escaping @Sendable () -> Void) -> Int {
+            next += 1
+            ends[next] = end
+            return next
+        }
+
+        mutating func remove(_ id: Int) { ends[id] = nil }
+
+        var count: Int { ends.count }
+
+        /// Takes every end out, to be called outside the lock.
+        mutating func takeAll() -> [@Sendable () -> Void] {
+            defer { ends.removeAll() }
+            return Array(ends.values)
         }
     }
 
@@ -873,29 +913,54 @@ extension PostgresJournal {
 }
 
 /// Runs work with a time limit without waiting for it past the limit (a query to an unreachable server may
-/// not notice cancellation for a long time; it is cancelled and left to end on its own).
+/// not notice cancellation for a long time; it is left to end on its own).
 enum Deadline {
     struct Expired: Error, CustomStringConvertible {
         var description: String { "PostgreSQL gave no answer in time" }
     }
 
-    /// Resumes its continuation once: with the work's result or the deadline's error, whichever comes first.
+    /// Resumes the waiting caller once: with the work's result, the deadline's error or whatever else ends the
+    /// wait first (`PostgresJournal.renewPool`). An end that comes before the caller waits is kept for it.
     final class Outcome<T: Sendable>: Sendable {
-        let slot = Mutex<CheckedContinuation<T, any Error>?>(nil)
+        enum State {
+            case idle
+            case waiting(CheckedContinuation<T, any Error>)
+            case ended(Result<T, any Error>)
+            case resumed
+        }
+        let state = Mutex(State.idle)
+
+        init() {}
 
         func finish(_ result: Result<T, any Error>) {
-            slot.withLock { c in
-                c?.resume(with: result)
-                c = nil
+            state.withLock { state in
+                switch state {
+                case .idle: state = .ended(result)
+                case .waiting(let continuation):
+                    continuation.resume(with: result)
+                    state = .resumed
+                case .ended, .resumed: break
+                }
+            }
+        }
+
+        fileprivate func wait(_ continuation: CheckedContinuation<T, any Error>) {
+            state.withLock { state in
+                if case .ended(let result) = state {
+                    continuation.resume(with: result)
+                    state = .resumed
+                } else {
+                    state = .waiting(continuation)
+                }
             }
         }
     }
 
-    static func run<T: Sendable>(_ limit: Duration, _ work: @escaping @Sendable () async throws -> T) async throws -> T
-    {
-        let outcome = Outcome<T>()
-        return try await withCheckedThrowingContinuation { continuation in
-            outcome.slot.withLock { $0 = continuation }
+    static func run<T: Sendable>(
+        _ limit: Duration, outcome: Outcome<T> = Outcome(), _ work: @escaping @Sendable () async throws -> T
+    ) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            outcome.wait(continuation)
             let timer = Task {
                 try? await Task.sleep(for: limit)
                 if !Task.isCancelled { outcome.finish(.failure(Expired())) }
