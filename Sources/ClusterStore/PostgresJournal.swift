@@ -944,14 +944,16 @@ enum Deadline {
             }
         }
 
-        fileprivate func wait(_ continuation: CheckedContinuation<T, any Error>) {
+        /// Waits with `continuation`; false when the wait had already ended (it is resumed at once).
+        fileprivate func wait(_ continuation: CheckedContinuation<T, any Error>) -> Bool {
             state.withLock { state in
-                if case .ended(let result) = state {
-                    continuation.resume(with: result)
-                    state = .resumed
-                } else {
+                guard case .ended(let result) = state else {
                     state = .waiting(continuation)
+                    return true
                 }
+                continuation.resume(with: result)
+                state = .resumed
+                return false
             }
         }
     }
@@ -960,7 +962,8 @@ enum Deadline {
         _ limit: Duration, outcome: Outcome<T> = Outcome(), _ work: @escaping @Sendable () async throws -> T
     ) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
-            outcome.wait(continuation)
+            // Ended already (its pool was replaced): the work is not started.
+            guard outcome.wait(continuation) else { return }
             let timer = Task {
                 try? await Task.sleep(for: limit)
                 if !Task.isCancelled { outcome.finish(.failure(Expired())) }

@@ -32,15 +32,18 @@ import Testing
         #expect(try await journal.counts().pending == 0)
     }
 
-    @Test func anEndThatComesBeforeTheWaitIsKeptForIt() async throws {
+    @Test func anEndThatComesBeforeTheWaitIsKeptForItAndTheWorkNeverStarts() async throws {
         let outcome = Deadline.Outcome<Int>()
         outcome.finish(.failure(PostgresJournal.PoolReplaced()))
+        let started = Atomic(false)
         await #expect(throws: PostgresJournal.PoolReplaced.self) {
             try await Deadline.run(.seconds(600), outcome: outcome) {
-                try await Task.sleep(for: .seconds(600))
+                started.store(true, ordering: .relaxed)
                 return 1
             }
         }
+        let workStarted = started.load(ordering: .relaxed)
+        #expect(!workStarted)
         // The usual way: the work's result.
         #expect(try await Deadline.run(.seconds(600)) { 7 } == 7)
     }
