@@ -141,6 +141,21 @@ import WebhookServer
         #expect(queue.take().map(\.id) == ["d"])
     }
 
+    /// The writer waits for more appends only after a commit of several (requests arriving together), and
+    /// only while fewer than its target wait: a lone request on a quiet server is committed at once.
+    @Test func theWriterWaitsForMoreAppendsOnlyUnderLoad() {
+        typealias Gathering = EventJournal.AppendGathering
+        // Quiet: the last commit held one event, or none has been made.
+        #expect(!Gathering.waits(pending: 1, lastCommit: 0))
+        #expect(!Gathering.waits(pending: 1, lastCommit: 1))
+        #expect(!Gathering.waits(pending: 5, lastCommit: 1))
+        // Under load: a few waiting are held for more; enough of them, or none, are not.
+        #expect(Gathering.waits(pending: 1, lastCommit: 2))
+        #expect(Gathering.waits(pending: Gathering.target - 1, lastCommit: 30))
+        #expect(!Gathering.waits(pending: Gathering.target, lastCommit: 30))
+        #expect(!Gathering.waits(pending: 0, lastCommit: 30))
+    }
+
     @Test func theLogIsCopiedIntoTheDatabaseEvery4000Pages() async throws {
         let path = directory()
         let journal = try EventJournal(directory: path)
