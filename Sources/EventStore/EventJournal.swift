@@ -363,14 +363,15 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     /// about 4 pages whatever the commit holds (read from the log's frames under `wrk -t1 -c32`). Commits of 5 or
     /// 6 events, what the writer gathered by itself, spent more on those pages than on the events. After a
     /// commit of two or more, which says requests are arriving together, a commit of fewer than `target`
-    /// waits `microseconds` first. A lone request (a quiet server) is never held. Under `wrk -t1 -c32`
-    /// (`JOURNAL=on ROUNDS=3 scripts/compare_ingest.sh`, README, Benchmark), 150 µs and 24 took the server from
-    /// 39 to 34 µs of CPU and 7,477 to 6,185 bytes written a request, its 99th percentile from 10.9 to 5.0
-    /// ms (fewer, larger commits: fewer checkpoints and call-index merges an event), for the same requests a
-    /// second within the noise.
+    /// sleeps `microseconds` (at least) first. A lone request (a quiet server) is never held. Under `wrk -t1
+    /// -c32` (`JOURNAL=on ROUNDS=5 DURATION=8 scripts/compare_ingest.sh`, README, Benchmark), 50 µs and 16: the
+    /// same requests a second (35,988 → 36,332), 7,506 → 6,449 bytes written a request, its 99th percentile
+    /// 11.3 → 6.5 ms (fewer, larger commits: fewer checkpoints and call-index merges an event). A longer wait
+    /// saves more (150 µs and 24: 6,196 bytes, 37 → 33 µs of CPU a request) but costs requests a second here
+    /// (34,997): each request waits for it, and this benchmark keeps only 32 requests in flight.
     package enum AppendGathering {
-        package static let target = 24
-        package static let microseconds: UInt32 = 150
+        package static let target = 16
+        package static let microseconds: UInt32 = 50
 
         /// Whether a turn finding `pending` appends, after a commit of `lastCommit`, waits before it takes them.
         package static func waits(pending: Int, lastCommit: Int) -> Bool {
