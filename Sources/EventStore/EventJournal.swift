@@ -363,7 +363,8 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     /// about 4 pages whatever the commit holds (read from the log's frames under `wrk -t1 -c32`). Commits of 5 or
     /// 6 events, what the writer gathered by itself, spent more on those pages than on the events. After a
     /// commit of two or more, which says requests are arriving together, a commit of fewer than `target`
-    /// sleeps `microseconds` (at least) first. A lone request (a quiet server) is never held. Under `wrk -t1
+    /// sleeps `microseconds` (at least) first. On a quiet server only the first request after a burst is held
+    /// (the commit before it held several); those after it follow a commit of one. Under `wrk -t1
     /// -c32` (`JOURNAL=on ROUNDS=5 DURATION=8 scripts/compare_ingest.sh`, README, Benchmark), 50 µs and 16: the
     /// same requests a second (35,988 → 36,332), 7,506 → 6,449 bytes written a request, its 99th percentile
     /// 11.3 → 6.5 ms (fewer, larger commits: fewer checkpoints and call-index merges an event). A longer wait

@@ -142,7 +142,8 @@ import WebhookServer
     }
 
     /// The writer waits for more appends only after a commit of several (requests arriving together), and
-    /// only while fewer than its target wait: a lone request on a quiet server is committed at once.
+    /// only while fewer than its target wait: on a quiet server, a request after a commit of one is committed
+    /// at once.
     @Test func theWriterWaitsForMoreAppendsOnlyUnderLoad() {
         typealias Gathering = EventJournal.AppendGathering
         // Quiet: the last commit held one event, or none has been made.
