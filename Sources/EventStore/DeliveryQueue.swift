@@ -1,4 +1,4 @@
-public import RuleEngine
+import RuleEngine
 
 /// The outbox's queue, as the `Outbox` service reads it: due deliveries destination by destination, and each
 /// attempt's result. `EventJournal` keeps it in SQLite; `MemoryJournal` in memory (`--journal off` and

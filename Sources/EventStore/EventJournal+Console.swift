@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 import GRDB
 
 /// An accepted event as the console reads it back: how it arrived, whether its rules finished, and (once

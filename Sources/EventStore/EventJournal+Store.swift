@@ -1,6 +1,6 @@
 public import Foundation
 import GRDB
-public import JSONCore
+import JSONCore
 public import RuleEngine
 
 /// The rule store's table: one row per live key, written only in the transactions that mark events done

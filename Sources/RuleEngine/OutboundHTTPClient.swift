@@ -1,6 +1,6 @@
 import AsyncHTTPClient
 import Foundation
-public import JSONCore
+import JSONCore
 import NIOCore
 import NIOHTTP1
 import Synchronization

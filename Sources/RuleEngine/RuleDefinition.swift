@@ -1,5 +1,5 @@
 public import JSONCore
-public import KazooEvents
+import KazooEvents
 import Synchronization
 
 /// Where a rule sends its payload: the `forward` field or `forward(target, payload)`.

@@ -1,6 +1,6 @@
 import Foundation
-public import JSONCore
-public import KazooEvents
+import JSONCore
+import KazooEvents
 import LuaRuntime
 public import RuleEngine
 import Synchronization

@@ -2,7 +2,7 @@ public import ArgumentParser
 import Foundation
 import JSONCore
 import NIOHTTP1
-public import RuleEngine
+import RuleEngine
 
 /// `switchboard kazoo sync|status`: the Kazoo side of the rules.
 public struct KazooCommand: AsyncParsableCommand {

@@ -1,7 +1,7 @@
 public import ArgumentParser
 import Foundation
 import JSONCore
-public import RuleEngine
+import RuleEngine
 public import RuleTesting
 
 /// `switchboard test`: run rule test files.

@@ -54,7 +54,7 @@ import Testing
             "--node-name", name, "--lease", "2s", "--dedupe-window", "300s", "--allow-http-to", "127.0.0.1/32",
             "--workers", "2", "--log-level", "info",
         ]
-        FileManager.default.createFile(atPath: base + "/\(name).log", contents: nil)
+        _ = FileManager.default.createFile(atPath: base + "/\(name).log", contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: base + "/\(name).log"))
         process.standardOutput = log
         process.standardError = log

@@ -81,7 +81,7 @@ import Testing
     let samples = rulesDirectory + "/../samples"
 
     func write(_ arguments: [String], into directory: String) throws {
-        var command = try NewCommand.parse(arguments + ["--rules", directory, "--samples", samples])
+        let command = try NewCommand.parse(arguments + ["--rules", directory, "--samples", samples])
         try command.run()
     }
 

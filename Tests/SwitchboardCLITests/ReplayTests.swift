@@ -141,15 +141,15 @@ import Testing
             ("channel_destroy__inbound.json", "channel_destroy", "a"),
         ])
         let base = try temporaryRules(rules)
-        var same = try ReplayCommand.parse(["--rules", base, "--against", base, "--data-dir", directory, "--summary"])
+        let same = try ReplayCommand.parse(["--rules", base, "--against", base, "--data-dir", directory, "--summary"])
         try await same.run()
         let next = try temporaryRules([
             "summary.lua": rules["summary.lua"]!.replacingOccurrences(
                 of: "reports.example.com", with: "reports.example.org")
         ])
-        var different = try ReplayCommand.parse(["--rules", base, "--against", next, "--data-dir", directory, "--json"])
+        let different = try ReplayCommand.parse(["--rules", base, "--against", next, "--data-dir", directory, "--json"])
         await #expect(throws: ExitCode(1)) { try await different.run() }
-        var noJournal = try ReplayCommand.parse(["--rules", base, "--data-dir", directory + "-missing"])
+        let noJournal = try ReplayCommand.parse(["--rules", base, "--data-dir", directory + "-missing"])
         await #expect(throws: (any Error).self) { try await noJournal.run() }
         #expect(throws: (any Error).self) {
             try ReplayCommand.parse(["--name", "channel_destory", "--data-dir", directory])
