@@ -124,7 +124,7 @@ extension Engine {
                         if let outcome {
                             self.metrics.increment(
                                 "switchboard_ticks_total", [("rule", name), ("outcome", outcome.outcome.rawValue)])
-                            self.record([outcome]) { ["rule.tick": "\(slot)"] }
+                            self.record([outcome], forEvent: false) { ["rule.tick": "\(slot)"] }
                             try? session.set(Self.timerNamespace(name), Self.lastDueKey, .double(slot))
                             mark = DoneMark(id: "tick:\(name):\(slot)", forwards: Self.deliveries([outcome]))
                         }

@@ -123,13 +123,12 @@ public final class Metrics: Sendable {
         }
     }
 
-    /// Counts a run of `rule` that ended with `outcome` (`switchboard_rule_runs_total`).
-    public func countRun(rule: String, outcome: RuleOutcome.Outcome) {
-        handles(of: rule).runs[outcome.index].increment(by: 1)
-    }
-
-    public func observeRuleDuration(rule: String, seconds: Double) {
-        handles(of: rule).duration.record(seconds)
+    /// Counts a run of `rule` that ended with `outcome` (`switchboard_rule_runs_total`) and, when given, records
+    /// how long it took (`switchboard_rule_duration_seconds`): one lookup of the rule's handles for both.
+    public func recordRun(rule: String, outcome: RuleOutcome.Outcome?, seconds: Double?) {
+        let handles = handles(of: rule)
+        if let outcome { handles.runs[outcome.index].increment(by: 1) }
+        if let seconds { handles.duration.record(seconds) }
     }
 
     /// A counter's value (for tests and the benchmark), summed over label sets containing `labels`: read
