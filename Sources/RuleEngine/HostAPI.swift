@@ -26,9 +26,14 @@ final class RunContext {
 /// the rule (host calls run between resumes, on the worker), with no access overlapping another: its
 /// `var`s skip the dynamic exclusivity checks, which callgrind put at 5 per event on the engine row.
 final class RuleRun {
-    let rule: String
-    /// The rule's `forward` field, parsed when the file loaded.
-    let targets: [ForwardTarget]
+    /// The rule's gate (its name, file and `forward` field, parsed when the file loaded) and the event's
+    /// inputs, held rather than copied apart: two retains a run where its name, targets, session, fields and
+    /// id were five.
+    let gate: RuleGate
+    let inputs: RuleWorker.RunInputs
+    var rule: String { gate.name }
+    /// The rule's `forward` field.
+    var targets: [ForwardTarget] { gate.definition.forward }
     /// `tick` for a tick's run, else `filter`. A failed event run's stage is read from the line its driver
     /// had reached (`RuleLoader.stage(atLine:)`).
     @exclusivity(unchecked) var stage = "filter"
@@ -39,26 +44,19 @@ final class RuleRun {
     @exclusivity(unchecked) var http: [HTTPRecord] = []
     @exclusivity(unchecked) var logs: [LogRecord] = []
     /// Where `store.*` and `call.*` read and write: the store work of this run's event.
-    let session: StoreSession?
-    /// The event's fields (nil for a tick), for `callID`.
-    private let eventFields: JSONObject?
-    /// The event's call, for `call.*`; nil for events of no call. Read on first use: most runs never ask.
-    lazy var callID: String? = eventFields.flatMap(WebhookEvent.callID(in:))
+    var session: StoreSession? { inputs.session }
+    /// The event's call, for `call.*`; nil for events of no call (and ticks). Read on first use: most runs
+    /// never ask.
+    lazy var callID: String? = inputs.fields.flatMap(WebhookEvent.callID(in:))
     /// What the run's forwards are named by in their `webhook-id`: the accepted event's id (or the tick's).
-    let eventID: String?
+    var eventID: String? { inputs.eventID }
     /// For a run of no accepted event (`switchboard run --live`): made once, when a signed forward needs it,
     /// so that receivers deduplicating by `webhook-id` still see each run's forwards.
     lazy var messageBase: String = eventID ?? "run-\(UUID().uuidString.prefix(8).lowercased())"
 
-    init(
-        rule: String, targets: [ForwardTarget], session: StoreSession? = nil, eventFields: JSONObject? = nil,
-        eventID: String? = nil
-    ) {
-        self.rule = rule
-        self.targets = targets
-        self.session = session
-        self.eventFields = eventFields
-        self.eventID = eventID
+    init(gate: RuleGate, inputs: RuleWorker.RunInputs) {
+        self.gate = gate
+        self.inputs = inputs
     }
 }
 
@@ -273,12 +271,15 @@ package enum HostAPI {
     static func record(
         forwards targets: [ForwardTarget], payload: JSONValue, in run: RuleRun, configuration: RuleConfiguration
     ) throws(HostFunctionError) {
-        for target in targets {
+        // By index, each field read in place: `for target in targets` (or a method called on `targets[i]`)
+        // copied the whole target out and destroyed the copy after, a retain and a release of each of its
+        // strings and its headers for every forward.
+        for i in targets.indices {
             let (shown, bytes, contentType): (JSONValue, [UInt8], String)
-            do { (shown, bytes, contentType) = try target.body(for: payload) } catch {
-                throw HostFunctionError("forward to \(target.url): \(error.message)")
+            do { (shown, bytes, contentType) = try ForwardTarget.body(format: targets[i].format, for: payload) } catch {
+                throw HostFunctionError("forward to \(targets[i].url): \(error.message)")
             }
-            var headers = target.headers
+            var headers = targets[i].headers
             if headers.isEmpty {
                 headers =
                     contentType == "application/json"
@@ -286,15 +287,15 @@ package enum HostAPI {
             } else if !headers.keys.contains(where: { $0.lowercased() == "content-type" }) {
                 headers["Content-Type"] = .string(contentType)
             }
-            if let sign = target.sign {
+            if let sign = targets[i].sign {
                 guard readable(sign, configuration) else {
                     throw HostFunctionError(
-                        "forward to \(target.url): sign = \"\(sign)\": rules may only use SWITCHBOARD_* variables, or names allowed with --allow-env"
+                        "forward to \(targets[i].url): sign = \"\(sign)\": rules may only use SWITCHBOARD_* variables, or names allowed with --allow-env"
                     )
                 }
                 guard configuration.environment[sign] != nil else {
                     throw HostFunctionError(
-                        "forward to \(target.url): sign = \"\(sign)\": the variable is not set (export the signing secret)"
+                        "forward to \(targets[i].url): sign = \"\(sign)\": the variable is not set (export the signing secret)"
                     )
                 }
                 let safe = { (text: String) in String(text.map { $0.isLetter || $0.isNumber || $0 == "-" ? $0 : "_" }) }
@@ -304,8 +305,8 @@ package enum HostAPI {
             }
             run.forwards.append(
                 ForwardRecord(
-                    method: target.method, url: target.url, headers: headers, body: shown, format: target.format,
-                    payload: bytes))
+                    method: targets[i].method, url: targets[i].url, headers: headers, body: shown,
+                    format: targets[i].format, payload: bytes))
         }
     }
 

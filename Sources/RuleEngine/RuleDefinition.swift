@@ -80,8 +80,10 @@ public struct ForwardTarget: Sendable, Hashable {
         }
     }
 
-    /// The request body for a payload in this target's format.
-    func body(for payload: JSONValue) throws(ForwardTargetError) -> (JSONValue, [UInt8], String) {
+    /// The request body for a payload in a target's `format`. Static, given the format alone: a method called
+    /// on a target in an array copied the whole target first (a retain and a release of each of its strings).
+    static func body(format: String, for payload: JSONValue) throws(ForwardTargetError) -> (JSONValue, [UInt8], String)
+    {
         if format == "form" {
             guard case .object(let o) = payload else {
                 throw ForwardTargetError("a form forward needs a table payload, not \(payload.typeName)")

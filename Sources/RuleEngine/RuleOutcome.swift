@@ -38,12 +38,16 @@ public struct RuleOutcome: Sendable, Hashable {
     public var error: RuleErrorInfo?
     /// Wall time of the run (HTTP waits included); 0 when `on` or `match` declined the event.
     public var seconds: Double = 0
+}
+
+extension RuleOutcome {
+    // Initializers here, in an extension, so that the struct keeps the memberwise initializer Swift makes for it
+    // (`ended` uses it). An initializer of its own, setting each property, built the outcome twice over on
+    // the stack, made one copy from the other (a retain of each of its strings and arrays) and destroyed the
+    // other (a release of each), for every run (Swift 6.3, -O; the memberwise one does not).
 
     public init(rule: String, file: String, outcome: Outcome, stage: String? = nil) {
-        self.rule = rule
-        self.file = file
-        self.outcome = outcome
-        self.stage = stage
+        self.init(rule: rule, file: file, outcome: outcome, stage: stage, forwards: [], http: [], logs: [])
     }
 
     /// An ended run's outcome, with the run's records moved into it (swapped, not copied: the run is not read
@@ -51,19 +55,19 @@ public struct RuleOutcome: Sendable, Hashable {
     /// copied into and out of the task's frame, each copy a retain of every string and array in it.
     /// - Parameter ended: when the run ended (`LuaState.clock()` seconds): the last resume's reading when the
     ///   caller has it, else the clock is read now.
-    init(
-        of run: RuleRun, gate: RuleGate, _ kind: Outcome, stage: String? = nil, error: RuleErrorInfo? = nil,
-        ended: Double = LuaState.clock()
-    ) {
-        rule = gate.name
-        file = gate.file
-        outcome = kind
-        self.stage = stage
-        self.error = error
-        seconds = max(ended - run.started, 0)
+    static func ended(
+        _ run: RuleRun, gate: RuleGate, _ kind: Outcome, stage: String? = nil, error: RuleErrorInfo? = nil,
+        at ended: Double = LuaState.clock()
+    ) -> RuleOutcome {
+        var forwards: [ForwardRecord] = []
+        var http: [HTTPRecord] = []
+        var logs: [LogRecord] = []
         swap(&forwards, &run.forwards)
         swap(&http, &run.http)
         swap(&logs, &run.logs)
+        return RuleOutcome(
+            rule: gate.name, file: gate.file, outcome: kind, stage: stage, forwards: forwards, http: http,
+            logs: logs, error: error, seconds: max(ended - run.started, 0))
     }
 }
 

@@ -187,10 +187,13 @@ public final class RuleWorker: @unchecked Sendable {
                     value: .object(event.fields, adding: Self.addedFields(event, meta: meta)),
                     session: session ?? scratch, eventID: meta?["id"]?.stringValue)
             context = inputs
-            // Across this await other events run on this worker: one may be killed and replace `current`, or
-            // (in tests) nothing at all changes. Either way the next rule starts in whatever set is current
-            // then, and this rule's run keeps the set it started in.
-            outcomes.append(await run(index: index, gate: gate, inputs: inputs))
+            // Most runs finish without waiting, and no await is reached. Across one in `finishRun` other events
+            // run on this worker: one may be killed and replace `current`, or (in tests) nothing at all
+            // changes. Either way the next rule starts in whatever set is current then, and this rule's run
+            // keeps the set it started in.
+            if let suspended = startRun(index: index, gate: gate, inputs: inputs, tick: false, into: &outcomes) {
+                await finishRun(suspended, into: &outcomes)
+            }
         }
         if let scratch { scratchStore.finish(scratch, mark: nil) { _ in } }
         return EventReport(event: event, rules: outcomes)
@@ -246,13 +249,21 @@ public final class RuleWorker: @unchecked Sendable {
         case listed, omitted
     }
 
-    /// What every rule run of one event gets.
-    struct RunInputs {
+    /// What every rule run of one event gets: made once per event (for its first rule that runs) and shared by
+    /// its runs and their `RuleRun`s. A class, so that handing it on is one retain: as a struct, each copy
+    /// retained its event fields, added fields, session and id apart.
+    final class RunInputs {
         /// The event (its fields and what `luaEvent` adds), or a tick's `now`.
-        var value: LuaArgument
-        var session: StoreSession?
+        let value: LuaArgument
+        let session: StoreSession?
         /// The accepted event's id (the tick's for ticks); nil when there is none (`switchboard run`, tests).
-        var eventID: String?
+        let eventID: String?
+
+        init(value: LuaArgument, session: StoreSession?, eventID: String?) {
+            self.value = value
+            self.session = session
+            self.eventID = eventID
+        }
 
         /// The event's fields (nil for a tick).
         var fields: JSONObject? {
@@ -288,64 +299,123 @@ public final class RuleWorker: @unchecked Sendable {
         return added
     }
 
-    /// Runs one rule whose `on` and `match` already accepted the event, in the Lua state current now.
-    /// With `tick`, runs the rule's `tick(now)` (`inputs.value` is `now`) instead of its event stages.
-    /// `gate` is the rule's in the set current when its event or tick started (a class: passing the rule's
-    /// definition by value copied every part of it twice per run).
+    /// Runs one rule whose `on` and `match` already accepted the event, in the Lua state current now, and
+    /// returns its outcome. With `tick`, runs the rule's `tick(now)` (`inputs.value` is `now`) instead of its
+    /// event stages. `gate` is the rule's in the set current when its event or tick started (a class: passing
+    /// the rule's definition by value copied every part of it twice per run).
     nonisolated(nonsending) func run(index: Int, gate: RuleGate, inputs: RunInputs, tick: Bool = false) async
         -> RuleOutcome
     {
-        // Captured once, kept to the end: the awaits below let other events run on this worker, and one of
-        // them may replace `current` (a rebuild after a kill). This run's coroutine, rule references and
-        // context all belong to `set`, and the coroutine keeps `set.state` open until it finishes.
+        var outcomes: [RuleOutcome] = []
+        outcomes.reserveCapacity(1)
+        if let suspended = startRun(index: index, gate: gate, inputs: inputs, tick: tick, into: &outcomes) {
+            await finishRun(suspended, into: &outcomes)
+        }
+        return outcomes[0]
+    }
+
+    /// A rule's run that a host function suspended (an `http.*` call): what `finishRun` goes on with.
+    struct SuspendedRun {
+        /// The set the run started in, kept to its end: the awaits in `finishRun` let other events run on this
+        /// worker, and one of them may replace `current` (a rebuild after a kill). This run's coroutine, rule
+        /// references and context all belong to `set`, and the coroutine keeps `set.state` open.
+        let set: Built
+        let run: RuleRun
+        let gate: RuleGate
+        let coroutine: LuaCoroutine
+        let tick: Bool
+        /// What the host function asked for.
+        let request: JSONValue
+    }
+
+    /// `run` up to its first suspension, without leaving the caller's frame: starts the rule's coroutine and
+    /// resumes it once. A run that finishes there (every run that makes no `http.*` call) appends its outcome
+    /// to `outcomes` and returns nil; one that suspended is returned for `finishRun`. Synchronous, so that
+    /// nothing of a run that never waits lives in an async frame: spilled there, the run's values were
+    /// copied in and out of it (`RuleOutcome` twice, a retain and a release of each of its strings and arrays).
+    func startRun(index: Int, gate: RuleGate, inputs: RunInputs, tick: Bool, into outcomes: inout [RuleOutcome])
+        -> SuspendedRun?
+    {
         let set = current
-        let run = RuleRun(
-            rule: gate.name, targets: gate.definition.forward, session: inputs.session, eventFields: inputs.fields,
-            eventID: inputs.eventID)
+        let run = RuleRun(gate: gate, inputs: inputs)
         if tick { run.stage = "tick" }
-        guard let function = set.function(at: index, named: gate.name, tick: tick)
-        else {
+        guard let function = set.function(at: index, named: gate.name, tick: tick) else {
             let error = RuleErrorInfo(
                 message: "the rule did not load again after its Lua state was rebuilt", file: nil, line: nil,
                 traceback: nil)
-            return RuleOutcome(of: run, gate: gate, .error, stage: "load", error: error)
+            outcomes.append(RuleOutcome.ended(run, gate: gate, .error, stage: "load", error: error))
+            return nil
         }
-        var started: LuaCoroutine? = nil
+        let coroutine: LuaCoroutine
         do {
-            let coroutine = try set.state.startCoroutine(function, argument: inputs.value, startedAt: run.started)
-            started = coroutine
-            var resumeWith: [JSONValue] = []
-            while true {
-                // After a wait too: the task came back to the loop it prefers (a thread's id compared).
-                checkOnHome()
-                set.context.phase = .running(run)
-                let step = try coroutine.resume(with: resumeWith)
-                set.context.phase = .idle
-                switch step {
-                case .suspended(let request):
-                    // Suspended: `coroutine` (and so `set.state`) stays alive whatever `current` becomes
-                    // meanwhile; `run` is this run's own record. Nothing else of the worker is read after it.
-                    resumeWith = await perform(request, run: run)
-                case .finished(let results):
-                    let ended = coroutine.lastResumeEnded
-                    switch tick ? nil : results.first?.stringValue {
-                    case "skipped": return RuleOutcome(of: run, gate: gate, .skipped, stage: "filter", ended: ended)
-                    case "dropped": return RuleOutcome(of: run, gate: gate, .dropped, stage: "transform", ended: ended)
-                    default: return RuleOutcome(of: run, gate: gate, .ok, ended: ended)
-                    }
-                }
-            }
+            coroutine = try set.state.startCoroutine(function, argument: inputs.value, startedAt: run.started)
+        } catch {
+            failed(error, set: set, run: run, gate: gate, coroutine: nil, tick: tick, into: &outcomes)
+            return nil
+        }
+        return step(set, run, gate, coroutine, tick: tick, resumingWith: [], into: &outcomes)
+    }
+
+    /// Resumes a run until it finishes or suspends again, as many times as it suspends. Across each await
+    /// other events run on this worker; this run keeps the set it started in (`SuspendedRun.set`).
+    nonisolated(nonsending) func finishRun(_ suspended: SuspendedRun, into outcomes: inout [RuleOutcome]) async {
+        var next: SuspendedRun? = suspended
+        while let waiting = next {
+            // Only this run's own record is read after the answer; nothing else of the worker.
+            let values = await perform(waiting.request, run: waiting.run)
+            next = step(
+                waiting.set, waiting.run, waiting.gate, waiting.coroutine, tick: waiting.tick, resumingWith: values,
+                into: &outcomes)
+        }
+    }
+
+    /// One resume of a run's coroutine: its outcome appended once it ended (finished or failed), or the run
+    /// returned with what it now asks for. Its parts are passed apart, not as a `SuspendedRun`: one made for the
+    /// call and dropped after it was a retain and a release of each.
+    private func step(
+        _ set: Built, _ run: RuleRun, _ gate: RuleGate, _ coroutine: LuaCoroutine, tick: Bool,
+        resumingWith values: [JSONValue], into outcomes: inout [RuleOutcome]
+    ) -> SuspendedRun? {
+        // After a wait too: the task came back to the loop it prefers (a thread's id compared).
+        checkOnHome()
+        set.context.phase = .running(run)
+        let result: LuaResumeResult
+        do {
+            result = try coroutine.resume(with: values)
         } catch {
             set.context.phase = .idle
-            let stage = tick ? run.stage : RuleLoader.stage(atLine: started?.failedAtEntryLine) ?? run.stage
-            let info = RuleErrorInfo(
-                message: error.message, file: fullPath(of: error.chunk), line: error.line, traceback: error.traceback)
-            // Made before any rebuild, so that the run's time does not include it.
-            let failed = RuleOutcome(of: run, gate: gate, .error, stage: stage, error: info)
-            // Rebuild only the set this run used, and only if no other run has rebuilt it already.
-            if set.state.needsRebuild, set === current { rebuild() }
-            return failed
+            failed(error, set: set, run: run, gate: gate, coroutine: coroutine, tick: tick, into: &outcomes)
+            return nil
         }
+        set.context.phase = .idle
+        switch result {
+        case .suspended(let request):
+            return SuspendedRun(set: set, run: run, gate: gate, coroutine: coroutine, tick: tick, request: request)
+        case .finished(let results):
+            let (kind, stage): (RuleOutcome.Outcome, String?) =
+                switch tick ? nil : results.first?.stringValue {
+                case "skipped": (.skipped, "filter")
+                case "dropped": (.dropped, "transform")
+                default: (.ok, nil)
+                }
+            outcomes.append(RuleOutcome.ended(run, gate: gate, kind, stage: stage, at: coroutine.lastResumeEnded))
+            return nil
+        }
+    }
+
+    /// Appends the outcome of a run that failed (in its coroutine's start, or in a resume of `coroutine`),
+    /// then rebuilds the set the run used if the failure left its state unusable and no other run has
+    /// rebuilt it already.
+    private func failed(
+        _ error: LuaError, set: Built, run: RuleRun, gate: RuleGate, coroutine: LuaCoroutine?, tick: Bool,
+        into outcomes: inout [RuleOutcome]
+    ) {
+        let stage = tick ? run.stage : RuleLoader.stage(atLine: coroutine?.failedAtEntryLine) ?? run.stage
+        let info = RuleErrorInfo(
+            message: error.message, file: fullPath(of: error.chunk), line: error.line, traceback: error.traceback)
+        // Made before any rebuild, so that the run's time does not include it.
+        outcomes.append(RuleOutcome.ended(run, gate: gate, .error, stage: stage, error: info))
+        if set.state.needsRebuild, set === current { rebuild() }
     }
 
     /// Lua shortens long chunk names to "...tail"; this gives back the file's path as the user named it.
