@@ -228,15 +228,73 @@ public struct EventRecord: Sendable, Hashable {
         otherLeg = report.event.otherLegCallID
         accountID = report.event.accountID ?? meta?["account_id"]?.stringValue
         // By index: `filter` copied every kept outcome (a retain of each of its strings and arrays).
-        var kept: [JSONValue] = []
-        for i in report.rules.indices where report.rules[i].matched { kept.append(report.rules[i].record) }
-        outcomes = (try? JSONWriter.string(.array(kept))) ?? "[]"
+        var writer = JSONTextWriter(capacity: 512)
+        writer.openArray()
+        for i in report.rules.indices where report.rules[i].matched { report.rules[i].writeRecord(into: &writer) }
+        writer.closeArray()
+        outcomes = writer.text
     }
 }
 
 extension RuleOutcome {
     /// False when the rule's `on` or `match` declined the event (the rule never ran for it).
     public var matched: Bool { !(outcome == .skipped && (stage == "on" || stage == "match")) }
+
+    /// `record`'s text, written straight from the outcome (`EventRecord`, once per event): the same bytes as
+    /// `JSONWriter` writes of `record`, except that log fields JSON cannot hold (a NaN) are `null` there, where
+    /// `record` failed to write at all.
+    func writeRecord(into writer: inout JSONTextWriter) {
+        writer.openObject()
+        writer.member("rule", rule)
+        writer.member("outcome", outcome.rawValue)
+        writer.member("stage", stage)
+        writer.rawKey("forwards")
+        writer.openArray()
+        for i in forwards.indices {
+            writer.openObject()
+            writer.member("method", forwards[i].method)
+            writer.member("url", forwards[i].url)
+            writer.member("format", forwards[i].format)
+            writer.closeObject()
+        }
+        writer.closeArray()
+        writer.rawKey("http")
+        writer.openArray()
+        for i in http.indices {
+            writer.openObject()
+            writer.member("method", http[i].method)
+            writer.member("url", http[i].url)
+            writer.member("status", int: http[i].status)
+            writer.member("error", http[i].error)
+            writer.member("seconds", double: http[i].seconds)
+            writer.closeObject()
+        }
+        writer.closeArray()
+        writer.rawKey("logs")
+        writer.openArray()
+        for i in logs.indices {
+            writer.openObject()
+            writer.member("level", logs[i].level)
+            writer.member("message", logs[i].message)
+            writer.member("fields", value: logs[i].fields)
+            writer.closeObject()
+        }
+        writer.closeArray()
+        writer.rawKey("error")
+        if let error {
+            writer.openObject()
+            writer.member("message", error.message)
+            writer.member("file", error.file)
+            writer.member("line", int: error.line)
+            writer.member("traceback", error.traceback)
+            writer.closeObject()
+        } else {
+            writer.null()
+        }
+        writer.member("file", file)
+        writer.member("seconds", double: seconds)
+        writer.closeObject()
+    }
 
     /// Everything the console shows of one run: `json` plus the file, durations and the error's place.
     public var record: JSONValue {

@@ -55,4 +55,53 @@ import Testing
         #expect(kept.arrayValue?[1]["rule"] == "quiet")
         #expect(kept.arrayValue?[0] == outcome().record)
     }
+
+    /// `EventRecord` writes each rule's record as text straight from the outcome: it must be the very text
+    /// `JSONWriter` writes of `record`, for every shape an outcome takes.
+    @Test func anEventRecordsTextIsTheRecordsTextByteForByte() throws {
+        var failed = RuleOutcome(rule: "bad \"one\"", file: "rules/b\\d.lua", outcome: .error, stage: "transform")
+        failed.error = RuleErrorInfo(
+            message: "line\nbreak\ttab \u{01} é ☎", file: nil, line: 12, traceback: "stack traceback:\n\t[C]: in ?")
+        failed.seconds = 2
+        failed.http = [
+            HTTPRecord(
+                method: "POST", url: "http://127.0.0.1:9/a?x=1&y=/", status: nil, error: "refused", seconds: 1e-7),
+            HTTPRecord(method: "GET", url: "http://127.0.0.1:9/b", status: 503, seconds: 0.125),
+        ]
+        failed.logs = [
+            LogRecord(level: "warn", message: "", fields: .null),
+            LogRecord(
+                level: "info", message: "nested",
+                fields: ["list": [1, 2.5, "three", .null, true], "object": ["inner": ["deep": "x"]], "empty": [:]]),
+        ]
+        let dropped = RuleOutcome(rule: "drop", file: "rules/drop.lua", outcome: .dropped, stage: "transform")
+        var partial = RuleOutcome(rule: "partial", file: "rules/p.lua", outcome: .error, stage: "run")
+        partial.error = RuleErrorInfo(message: "m", file: "rules/p.lua", line: nil, traceback: nil)
+        for outcome in [outcome(), failed, dropped, partial] {
+            var writer = JSONTextWriter()
+            outcome.writeRecord(into: &writer)
+            #expect(writer.text == (try JSONWriter.string(outcome.record)))
+        }
+        let record = EventRecord(
+            EventReport(
+                event: WebhookEvent(kind: .channel, name: "channel_create", hook: nil, fields: JSONObject()),
+                rules: [outcome(), failed, dropped]), meta: nil)
+        #expect(record.outcomes == (try JSONWriter.string(.array([outcome().record, failed.record, dropped.record]))))
+    }
+
+    /// A log line's fields JSON cannot hold no longer cost the event its whole record: they are `null`.
+    @Test func fieldsJSONCannotHoldAreNullInTheRecord() throws {
+        var outcome = outcome()
+        outcome.logs = [LogRecord(level: "info", message: "odd", fields: ["ratio": .double(.nan)])]
+        let record = EventRecord(
+            EventReport(
+                event: WebhookEvent(kind: .channel, name: "channel_create", hook: nil, fields: JSONObject()),
+                rules: [outcome]),
+            meta: nil)
+        let kept = try JSONReader.parse(Array(record.outcomes.utf8))
+        #expect(kept.arrayValue?.count == 1)
+        #expect(kept.arrayValue?[0]["rule"] == "crm")
+        #expect(kept.arrayValue?[0]["logs"]?.arrayValue?[0]["fields"] == .null)
+        #expect(kept.arrayValue?[0]["logs"]?.arrayValue?[0]["message"] == "odd")
+    }
 }
