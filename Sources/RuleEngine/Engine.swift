@@ -329,10 +329,11 @@ public final class Engine: Service, Sendable {
     /// do neither, and building it for every event cost about 8,500 of the 222,000 instructions a request took
     /// (callgrind, journal off).
     func record(_ outcomes: [RuleOutcome], forEvent: Bool, metadata common: () -> Logger.Metadata) {
-        // By index: a `for … in`, or a `let` of the element, copies each outcome out (a retain and a release of
-        // each of its strings and arrays).
+        // By index, stored properties only: a `for … in`, a `let` of the element, or a computed property such
+        // as `matched` read through the subscript, copies each outcome out (a retain and a release of each of
+        // its strings and arrays).
         for i in outcomes.indices {
-            let recorded = !forEvent || outcomes[i].matched
+            let recorded = !forEvent || RuleOutcome.matched(outcomes[i].outcome, stage: outcomes[i].stage)
             metrics.recordRun(
                 rule: outcomes[i].rule, outcome: forEvent ? outcomes[i].outcome : nil,
                 seconds: recorded ? outcomes[i].seconds : nil)
@@ -365,14 +366,19 @@ public final class Engine: Service, Sendable {
     }
 
     /// The forwards of the runs that finished ok.
+    /// By index, stored properties only: `filter` and `flatMap` copied each outcome out (a retain and a release
+    /// of each of its strings and arrays).
     public static func deliveries(_ outcomes: [RuleOutcome]) -> [NewDelivery] {
-        outcomes.filter { $0.outcome == .ok }.flatMap { outcome in
-            outcome.forwards.map { forward in
-                NewDelivery(
-                    rule: outcome.rule, method: forward.method, url: forward.url,
-                    headers: forward.requestHeaders, body: forward.payload)
+        var deliveries: [NewDelivery] = []
+        for i in outcomes.indices where outcomes[i].outcome == .ok {
+            for forward in outcomes[i].forwards {
+                deliveries.append(
+                    NewDelivery(
+                        rule: outcomes[i].rule, method: forward.method, url: forward.url,
+                        headers: forward.requestHeaders, body: forward.payload))
             }
         }
+        return deliveries
     }
 
     static func level(_ name: String) -> Logger.Level {

@@ -230,7 +230,10 @@ public struct EventRecord: Sendable, Hashable {
         // By index: `filter` copied every kept outcome (a retain of each of its strings and arrays).
         var writer = JSONTextWriter(capacity: 512)
         writer.openArray()
-        for i in report.rules.indices where report.rules[i].matched { report.rules[i].writeRecord(into: &writer) }
+        let rules = report.rules
+        for i in rules.indices where RuleOutcome.matched(rules[i].outcome, stage: rules[i].stage) {
+            RuleOutcome.writeRecord(of: rules, at: i, into: &writer)
+        }
         writer.closeArray()
         outcomes = writer.text
     }
@@ -238,50 +241,58 @@ public struct EventRecord: Sendable, Hashable {
 
 extension RuleOutcome {
     /// False when the rule's `on` or `match` declined the event (the rule never ran for it).
-    public var matched: Bool { !(outcome == .skipped && (stage == "on" || stage == "match")) }
+    public var matched: Bool { Self.matched(outcome, stage: stage) }
 
-    /// `record`'s text, written straight from the outcome (`EventRecord`, once per event): the same bytes as
-    /// `JSONWriter` writes of `record`, except that log fields JSON cannot hold (a NaN) are `null` there, where
-    /// `record` failed to write at all.
-    func writeRecord(into writer: inout JSONTextWriter) {
+    /// `matched`, from the two properties it reads. For loops over an array of outcomes: a computed property,
+    /// or a method, called on an element (through the array or a buffer pointer) copied the whole outcome out
+    /// first (a retain and a release of each of its strings and arrays); its stored properties are read in place.
+    public static func matched(_ outcome: Outcome, stage: String?) -> Bool {
+        !(outcome == .skipped && (stage == "on" || stage == "match"))
+    }
+
+    /// The `record` of `outcomes[index]` as text, written straight from the outcome (`EventRecord`, once per
+    /// event): the same bytes as `JSONWriter` writes of `record`, except that log fields JSON cannot hold (a
+    /// NaN) are `null` there, where `record` failed to write at all. Static, reading the element's stored
+    /// properties in place (see `matched(_:stage:)`).
+    static func writeRecord(of outcomes: [RuleOutcome], at index: Int, into writer: inout JSONTextWriter) {
         writer.openObject()
-        writer.member("rule", rule)
-        writer.member("outcome", outcome.rawValue)
-        writer.member("stage", stage)
+        writer.member("rule", outcomes[index].rule)
+        writer.member("outcome", outcomes[index].outcome.rawValue)
+        writer.member("stage", outcomes[index].stage)
         writer.rawKey("forwards")
         writer.openArray()
-        for i in forwards.indices {
+        for i in outcomes[index].forwards.indices {
             writer.openObject()
-            writer.member("method", forwards[i].method)
-            writer.member("url", forwards[i].url)
-            writer.member("format", forwards[i].format)
+            writer.member("method", outcomes[index].forwards[i].method)
+            writer.member("url", outcomes[index].forwards[i].url)
+            writer.member("format", outcomes[index].forwards[i].format)
             writer.closeObject()
         }
         writer.closeArray()
         writer.rawKey("http")
         writer.openArray()
-        for i in http.indices {
+        for i in outcomes[index].http.indices {
             writer.openObject()
-            writer.member("method", http[i].method)
-            writer.member("url", http[i].url)
-            writer.member("status", int: http[i].status)
-            writer.member("error", http[i].error)
-            writer.member("seconds", double: http[i].seconds)
+            writer.member("method", outcomes[index].http[i].method)
+            writer.member("url", outcomes[index].http[i].url)
+            writer.member("status", int: outcomes[index].http[i].status)
+            writer.member("error", outcomes[index].http[i].error)
+            writer.member("seconds", double: outcomes[index].http[i].seconds)
             writer.closeObject()
         }
         writer.closeArray()
         writer.rawKey("logs")
         writer.openArray()
-        for i in logs.indices {
+        for i in outcomes[index].logs.indices {
             writer.openObject()
-            writer.member("level", logs[i].level)
-            writer.member("message", logs[i].message)
-            writer.member("fields", value: logs[i].fields)
+            writer.member("level", outcomes[index].logs[i].level)
+            writer.member("message", outcomes[index].logs[i].message)
+            writer.member("fields", value: outcomes[index].logs[i].fields)
             writer.closeObject()
         }
         writer.closeArray()
         writer.rawKey("error")
-        if let error {
+        if let error = outcomes[index].error {
             writer.openObject()
             writer.member("message", error.message)
             writer.member("file", error.file)
@@ -291,8 +302,8 @@ extension RuleOutcome {
         } else {
             writer.null()
         }
-        writer.member("file", file)
-        writer.member("seconds", double: seconds)
+        writer.member("file", outcomes[index].file)
+        writer.member("seconds", double: outcomes[index].seconds)
         writer.closeObject()
     }
 

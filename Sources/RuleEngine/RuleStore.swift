@@ -36,18 +36,58 @@ public struct StoreLimits: Sendable, Equatable {
 
 /// What marks an accepted event done: its forwards and its rules' store writes, committed in one
 /// transaction, so each event's effects land exactly once.
+///
+/// A value, kept in a box shared by its copies until one of them changes (copy on write): a mark passes through
+/// several hands on its way to the journal (the engine, the store's session and its queue, the journal's
+/// queue), and each copy of its parts apart retained its id, its lists and the five strings of its record, 40
+/// retains and as many releases an event.
 public struct DoneMark: Sendable {
-    public var id: String
-    public var forwards: [NewDelivery]
-    public var writes: [StoreRecord]
+    public var id: String {
+        get { storage.id }
+        set { unique().id = newValue }
+    }
+    public var forwards: [NewDelivery] {
+        get { storage.forwards }
+        set { unique().forwards = newValue }
+    }
+    public var writes: [StoreRecord] {
+        get { storage.writes }
+        set { unique().writes = newValue }
+    }
     /// What the rules did, kept with the event for the console (nil for ticks and when not kept).
-    public var record: EventRecord?
+    public var record: EventRecord? {
+        get { storage.record }
+        set { unique().record = newValue }
+    }
+    private var storage: Storage
 
     public init(id: String, forwards: [NewDelivery], writes: [StoreRecord] = [], record: EventRecord? = nil) {
-        self.id = id
-        self.forwards = forwards
-        self.writes = writes
-        self.record = record
+        storage = Storage(id: id, forwards: forwards, writes: writes, record: record)
+    }
+
+    /// The box, made this mark's own first when another mark shares it.
+    private mutating func unique() -> Storage {
+        if !isKnownUniquelyReferenced(&storage) {
+            storage = Storage(
+                id: storage.id, forwards: storage.forwards, writes: storage.writes, record: storage.record)
+        }
+        return storage
+    }
+
+    /// Why `@unchecked Sendable` is safe: a box is changed only through `unique()`, by the one mark holding it;
+    /// a box two marks (and so possibly two threads) share is only read.
+    private final class Storage: @unchecked Sendable {
+        var id: String
+        var forwards: [NewDelivery]
+        var writes: [StoreRecord]
+        var record: EventRecord?
+
+        init(id: String, forwards: [NewDelivery], writes: [StoreRecord], record: EventRecord?) {
+            self.id = id
+            self.forwards = forwards
+            self.writes = writes
+            self.record = record
+        }
     }
 }
 

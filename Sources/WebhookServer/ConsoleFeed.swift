@@ -113,7 +113,7 @@ public final class ConsoleFeed: Sendable {
         let rules = report.rules
         var badges: [Badge] = []
         var failed = false
-        for i in rules.indices where rules[i].matched {
+        for i in rules.indices where RuleOutcome.matched(rules[i].outcome, stage: rules[i].stage) {
             badges.append(
                 Badge(
                     rule: rules[i].rule, outcome: rules[i].outcome.rawValue, stage: rules[i].stage,

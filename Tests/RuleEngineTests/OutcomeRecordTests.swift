@@ -79,7 +79,7 @@ import Testing
         partial.error = RuleErrorInfo(message: "m", file: "rules/p.lua", line: nil, traceback: nil)
         for outcome in [outcome(), failed, dropped, partial] {
             var writer = JSONTextWriter()
-            outcome.writeRecord(into: &writer)
+            RuleOutcome.writeRecord(of: [outcome], at: 0, into: &writer)
             #expect(writer.text == (try JSONWriter.string(outcome.record)))
         }
         let record = EventRecord(

@@ -26,6 +26,26 @@ final class TestClock: Sendable {
         return (report, marks)
     }
 
+    /// A done mark is a value: its copies share one box until one changes, and a change never reaches another.
+    @Test func aDoneMarksCopiesAreIndependentValues() {
+        let original = DoneMark(
+            id: "e1", forwards: [],
+            writes: [StoreRecord(namespace: "shared", key: "k", value: 1, expiresAt: nil, seq: 1)],
+            record: EventRecord(
+                name: "channel.channel_create", callID: "c", otherLeg: nil, accountID: nil, outcomes: "[]"))
+        var copy = original
+        copy.writes.append(StoreRecord(namespace: "shared", key: "j", value: nil, expiresAt: nil, seq: 2))
+        copy.id = "e2"
+        copy.record?.outcomes = "[{}]"
+        #expect(original.id == "e1")
+        #expect(original.writes.map(\.key) == ["k"])
+        #expect(original.record?.outcomes == "[]")
+        #expect(copy.id == "e2")
+        #expect(copy.writes.map(\.key) == ["k", "j"])
+        #expect(copy.record?.outcomes == "[{}]")
+        #expect(copy.record?.callID == "c")
+    }
+
     @Test func theLuaAPIReadsItsOwnWritesAndEachRuleHasItsOwnKeys() async throws {
         let store = RuleStore()
         let a = runRule(
