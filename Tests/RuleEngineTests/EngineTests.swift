@@ -104,6 +104,49 @@ import Testing
         #expect(nobody.rules.isEmpty)
     }
 
+    /// A run that waited on HTTP ends as one that did not: skipped at `filter`, dropped at `transform`, or ok with
+    /// its forwards and its HTTP calls recorded; the runs after it in the same event still run.
+    @Test func aRunThatWaitedEndsLikeOneThatDidNot() async throws {
+        let worker = try makeWorker([
+            "1.lua": """
+            return { name = "waits-then-skips", on = "channel_create",
+              filter = function(e) http.get("http://127.0.0.1:9/a") return false end, run = function() end }
+            """,
+            "2.lua": """
+            return { name = "waits-then-drops", on = "channel_create",
+              transform = function(e) http.get("http://127.0.0.1:9/b") return nil end, forward = "https://x.example.com/a" }
+            """,
+            "3.lua": """
+            return { name = "waits-twice-then-forwards", on = "channel_create",
+              transform = function(e)
+                local _, first = http.get("http://127.0.0.1:9/c")
+                local _, second = http.get("http://127.0.0.1:9/d")
+                return { call_id = e.call_id, first = first, second = second }
+              end, forward = "https://x.example.com/b" }
+            """,
+            "4.lua":
+                #"return { name = "plain", on = "channel_create", transform = function(e) return { n = 1 } end, forward = "https://x.example.com/c" }"#,
+        ])
+        #expect(await worker.diagnostics.isEmpty)
+        let report = await worker.process(try sample("channel_create__inbound.json"))
+        #expect(
+            report.rules.map(\.rule) == ["waits-then-skips", "waits-then-drops", "waits-twice-then-forwards", "plain"])
+        #expect(report.outcome("waits-then-skips")?.outcome == .skipped)
+        #expect(report.outcome("waits-then-skips")?.stage == "filter")
+        #expect(report.outcome("waits-then-skips")?.http.map(\.url) == ["http://127.0.0.1:9/a"])
+        #expect(report.outcome("waits-then-drops")?.outcome == .dropped)
+        #expect(report.outcome("waits-then-drops")?.stage == "transform")
+        #expect(report.outcome("waits-then-drops")?.forwards.isEmpty == true)
+        let forwarded = report.outcome("waits-twice-then-forwards")
+        #expect(forwarded?.outcome == .ok)
+        #expect(forwarded?.http.map(\.url) == ["http://127.0.0.1:9/c", "http://127.0.0.1:9/d"])
+        #expect(forwarded?.http.allSatisfy { $0.error == "dry run: not sent" } == true)
+        #expect(forwarded?.forwards.map(\.url) == ["https://x.example.com/b"])
+        #expect(forwarded?.forwards.first?.body["second"] == "dry run: not sent")
+        #expect(forwarded?.seconds ?? 0 > 0)
+        #expect(report.outcome("plain")?.forwards.map(\.url) == ["https://x.example.com/c"])
+    }
+
     /// A failed run reports the stage it had reached, read from its own coroutine: across a wait on HTTP, and
     /// while other events' runs fail in other stages meanwhile.
     @Test func aFailedRunReportsTheStageItReached() async throws {
