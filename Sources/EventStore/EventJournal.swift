@@ -437,22 +437,47 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         }
     }
 
-    /// Every append queued now in one transaction, answered as soon as it commits; then, once they are due
-    /// (`DoneQueue`) and unless they wait after a failure, every done mark queued now in another. What arrives
-    /// meanwhile waits for the next turn. The appends go first and alone: their requests wait for them, and the
-    /// done marks (a record per event, forwards, store writes) need not make them wait longer, nor fail them
-    /// when they cannot be written.
+    /// Every append queued now in one transaction, answered as soon as it commits; and the writer's other work
+    /// (`otherWork`): one step of a call-index merge, and the done marks once they are due. What arrives
+    /// meanwhile waits for the next turn. The appends go alone: their requests wait for them, and the done marks
+    /// (a record per event, forwards, store writes) need not make them wait longer, nor fail them when they
+    /// cannot be written.
+    ///
+    /// When the turn would wait for more appends (`AppendGathering`), it does its other work first instead, if
+    /// it has some, and then takes the appends that arrived meanwhile: that work takes longer than the wait,
+    /// and the appends gathered as well. Done after the appends, it held up the appends arriving during it by
+    /// its whole length and the writer then slept as well: under `wrk -t1 -c32`, in 2 s, 4,816 append commits
+    /// (560 ms), 542 done commits (260 ms), 578 merge steps (151 ms) and 3,672 waits of 148 µs each on
+    /// average (542 ms: a 50 µs sleep is about three times as long on this machine).
     private func turn(_ db: Database) {
         let pending = pendingAppends.withLock { $0.count }
+        var otherWorkDone = false
         if AppendGathering.waits(pending: pending, lastCommit: lastCommitSize.load(ordering: .relaxed)) {
-            usleep(AppendGathering.microseconds)
+            if hasOtherWork {
+                otherWork(db)
+                otherWorkDone = true
+            } else {
+                usleep(AppendGathering.microseconds)
+            }
         }
         let appends = pendingAppends.withLock { queued -> [(Entry, Committed)] in
             defer { queued.removeAll(keepingCapacity: true) }
             return queued
         }
         if !appends.isEmpty { commit(appends, in: db) }
-        // One step of a call-index merge at most, after the appends: they never wait on more.
+        if !otherWorkDone { otherWork(db) }
+    }
+
+    /// A call-index merge step is waiting, or done marks are due and not waiting after a failure.
+    private var hasOtherWork: Bool {
+        if callIndex.withLock({ $0.nextStep != nil }) { return true }
+        return !writer.withLock { $0.marksWait } && pendingDone.withLock { $0.due() == 0 }
+    }
+
+    /// One step of a call-index merge at most (the appends never wait on more), then the done marks queued, once
+    /// they are due and unless they wait after a failure. Done marks are only ever made for events already
+    /// committed (their rules run after the 200), so committing them before a turn's appends is safe.
+    private func otherWork(_ db: Database) {
         if let step = callIndex.withLock({ $0.nextStep }) { mergeCallIndex(step, in: db) }
         guard !writer.withLock({ $0.marksWait }) else { return }
         let done = pendingDone.withLock { $0.take() }
