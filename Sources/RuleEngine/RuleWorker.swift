@@ -1,7 +1,9 @@
+import Glibc
 public import JSONCore
 public import KazooEvents
 import LuaRuntime
 import NIOCore
+import Synchronization
 
 /// Owns one Lua state with every rule loaded, and runs rules on events. Each rule run is a coroutine: when a
 /// rule waits on HTTP only its coroutine waits, and the worker may run other events meanwhile.
@@ -143,9 +145,19 @@ public final class RuleWorker: @unchecked Sendable {
 
     /// Stops the process when called off this worker's loop (a comparison of thread ids): the one check
     /// `processHere`, `tickHere` and every resumption of a rule's coroutine make before touching the state.
+    ///
+    /// The loop's thread is asked once (`inEventLoop`) and remembered (`homeThread`): a NIO loop keeps its
+    /// thread for its whole life. Asking each time went through the loop as an existential, a retain and a
+    /// release of it and a call, twice an event.
     @inline(__always) func checkOnHome() {
+        let current = UInt(pthread_self())
+        if homeThread.load(ordering: .relaxed) == current { return }
         precondition(executor.loop.inEventLoop, "a rule worker runs only on its own event loop")
+        homeThread.store(current, ordering: .relaxed)
     }
+
+    /// The thread of this worker's loop, once a check has seen it (0 before).
+    private let homeThread = Atomic<UInt>(0)
 
     /// `process` for a task that prefers this worker's executor (the engine's event tasks, the engine's
     /// benchmark): it runs where its caller runs, with no executor switch on the way in or out. Calling it
