@@ -342,9 +342,8 @@ public final class RuleWorker: @unchecked Sendable {
 
     /// `run` up to its first suspension, without leaving the caller's frame: starts the rule's coroutine and
     /// resumes it once. A run that finishes there (every run that makes no `http.*` call) appends its outcome
-    /// to `outcomes` and returns nil; one that suspended is returned for `finishRun`. Synchronous, so that
-    /// nothing of a run that never waits lives in an async frame: spilled there, the run's values were
-    /// copied in and out of it (`RuleOutcome` twice, a retain and a release of each of its strings and arrays).
+    /// to `outcomes` and returns nil; one that suspended is returned for `finishRun`. Synchronous: a run that
+    /// never waits enters no async function of its own, and its outcome is made once, in place in `outcomes`.
     func startRun(index: Int, gate: RuleGate, inputs: RunInputs, tick: Bool, into outcomes: inout [RuleOutcome])
         -> SuspendedRun?
     {
