@@ -49,7 +49,7 @@ public struct JSONTextWriter {
     }
 
     /// A member's key written as it is, quoted: for keys spelled in the source that need no escaping (no `"`,
-    /// `\\` or control characters; checked in debug builds). Escaping a constant key on every write was half
+    /// `\` or control characters; checked in debug builds). Escaping a constant key on every write was half
     /// of the cost of writing a rule's record.
     public mutating func rawKey(_ key: StaticString) {
         separate()

@@ -150,13 +150,12 @@ extension RuleOutcome {
         .object(
             JSONObject(
                 uniqueMembersUnchecked: members(
-                    forwards: .array(forwards.map(\.json)), http: .array(http.map(\.json)), reserving: 0)))
+                    forwards: .array(forwards.map(\.json)), http: .array(http.map(\.json)))))
     }
 
-    /// `json`'s members in their order, with the given `forwards` and `http`, and room for `extra` more.
-    /// Built once with distinct keys: a dictionary literal checks every key against those before it, and
-    /// `record` then replaced two of them and added two, each a scan of the members.
-    private func members(forwards: JSONValue, http: JSONValue, reserving extra: Int) -> [JSONObject.Member] {
+    /// `json`'s members in their order, with the given `forwards` and `http`. Built once with distinct keys: a
+    /// dictionary literal checks every key against those before it.
+    private func members(forwards: JSONValue, http: JSONValue) -> [JSONObject.Member] {
         var errorValue: JSONValue = .null
         if let error {
             errorValue = [
@@ -166,7 +165,7 @@ extension RuleOutcome {
             ]
         }
         var members: [JSONObject.Member] = []
-        members.reserveCapacity(7 + extra)
+        members.reserveCapacity(7)
         members.append(.init(key: "rule", value: .string(rule)))
         members.append(.init(key: "outcome", value: .string(outcome.rawValue)))
         members.append(.init(key: "stage", value: stage.map(JSONValue.string) ?? .null))
@@ -250,9 +249,10 @@ extension RuleOutcome {
         !(outcome == .skipped && (stage == "on" || stage == "match"))
     }
 
-    /// The `record` of `outcomes[index]` as text, written straight from the outcome (`EventRecord`, once per
-    /// event): the same bytes as `JSONWriter` writes of `record`, except that log fields JSON cannot hold (a
-    /// NaN) are `null` there, where `record` failed to write at all. Static, reading the element's stored
+    /// The console's record of `outcomes[index]` as JSON text, written straight from the outcome
+    /// (`EventRecord`, once per event, without building a `JSONValue` first): `json`'s members with the
+    /// forwards' bodies and headers left out, the HTTP calls' durations added, then the file and the run's
+    /// duration. Log fields JSON cannot hold (a NaN) are `null`. Static, reading the element's stored
     /// properties in place (see `matched(_:stage:)`).
     static func writeRecord(of outcomes: [RuleOutcome], at index: Int, into writer: inout JSONTextWriter) {
         writer.openObject()
@@ -307,19 +307,12 @@ extension RuleOutcome {
         writer.closeObject()
     }
 
-    /// Everything the console shows of one run: `json` plus the file, durations and the error's place.
+    /// Everything the console shows of one run: `json` plus the file, durations and the error's place. Read
+    /// back from `writeRecord`'s text, the one place the record's shape is written down: the console reads
+    /// that same text back from the journal for every event, and this (Try it) shows what it would keep.
     public var record: JSONValue {
-        let http = self.http.map { call in
-            guard case .object(var object) = call.json else { return call.json }
-            object["seconds"] = .double(call.seconds)
-            return .object(object)
-        }
-        let forwards = self.forwards.map {
-            ["method": .string($0.method), "url": .string($0.url), "format": .string($0.format)] as JSONValue
-        }
-        var members = members(forwards: .array(forwards), http: .array(http), reserving: 2)
-        members.append(.init(key: "file", value: .string(file)))
-        members.append(.init(key: "seconds", value: .double(seconds)))
-        return .object(JSONObject(uniqueMembersUnchecked: members))
+        var writer = JSONTextWriter()
+        Self.writeRecord(of: [self], at: 0, into: &writer)
+        return (try? JSONReader.parse(writer.bytes)) ?? .null
     }
 }

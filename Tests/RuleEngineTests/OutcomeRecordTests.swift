@@ -56,8 +56,9 @@ import Testing
         #expect(kept.arrayValue?[0] == outcome().record)
     }
 
-    /// `EventRecord` writes each rule's record as text straight from the outcome: it must be the very text
-    /// `JSONWriter` writes of `record`, for every shape an outcome takes.
+    /// `EventRecord` writes each rule's record as text straight from the outcome, and `record` (Try it) is that
+    /// text read back: for every shape an outcome takes it reads back and writes out byte for byte, and an
+    /// event's text is its matched rules' records in order.
     @Test func anEventRecordsTextIsTheRecordsTextByteForByte() throws {
         var failed = RuleOutcome(rule: "bad \"one\"", file: "rules/b\\d.lua", outcome: .error, stage: "transform")
         failed.error = RuleErrorInfo(
@@ -82,6 +83,11 @@ import Testing
             RuleOutcome.writeRecord(of: [outcome], at: 0, into: &writer)
             #expect(writer.text == (try JSONWriter.string(outcome.record)))
         }
+        // Escapes, a null status, a float's exponent, nested fields and the error's place, pinned to the text.
+        #expect(
+            try JSONWriter.string(failed.record)
+                == #"{"rule":"bad \"one\"","outcome":"error","stage":"transform","forwards":[],"http":[{"method":"POST","url":"http://127.0.0.1:9/a?x=1&y=/","status":null,"error":"refused","seconds":1e-07},{"method":"GET","url":"http://127.0.0.1:9/b","status":503,"error":null,"seconds":0.125}],"logs":[{"level":"warn","message":"","fields":null},{"level":"info","message":"nested","fields":{"list":[1,2.5,"three",null,true],"object":{"inner":{"deep":"x"}},"empty":{}}}],"error":{"message":"line\nbreak\ttab \u0001 é ☎","file":null,"line":12,"traceback":"stack traceback:\n\t[C]: in ?"},"file":"rules/b\\d.lua","seconds":2.0}"#
+        )
         let record = EventRecord(
             EventReport(
                 event: WebhookEvent(kind: .channel, name: "channel_create", hook: nil, fields: JSONObject()),
