@@ -18,9 +18,24 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
 
     let pool: DatabasePool
     public let path: String
-    private let pendingAppends = Mutex<[(Entry, Committed)]>([])
+    private let pendingAppends = Mutex<[PendingAppend]>([])
     /// Called once the transaction holding an append commits (nil) or fails (the error).
     typealias Committed = @Sendable ((any Error)?) -> Void
+    /// An append on its way into SQLite: one a request waits for (`committed`), or one in the log already
+    /// (`file`; its 200 has gone).
+    struct PendingAppend {
+        var entry: Entry
+        var committed: Committed?
+        var file = 0
+    }
+    /// Where requests' events are written before their 200 (`AcceptedLog`): nil with `--journal-fsync`, or when
+    /// another journal of the same directory has it; requests then wait for their commit.
+    private let log: AcceptedLog?
+    /// Events in the log and not yet in SQLite.
+    private let loggedUncommitted = Atomic(0)
+    /// Past this many, a request waits for its commit again (as with no log): SQLite is behind, and memory is
+    /// not to grow without bound.
+    static let loggedLimit = 4_096
     /// Done marks in the order given; a batch is never split across transactions.
     private let pendingDone = Mutex(DoneQueue())
     /// Called after a commit that queued deliveries (the outbox wakes up).
@@ -32,6 +47,9 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     private let callIndex = Mutex(CallIndexMerge())
     /// How many appends the last commit held (`AppendGathering`); the writer's.
     private let lastCommitSize = Atomic(0)
+    /// Logged appends failed to commit and wait to be tried again (`WriterState.heldAppends`): requests wait
+    /// for their commit meanwhile, and get its error.
+    private let appendsHeld = Atomic(false)
     /// How long done marks that failed wait before they are tried again (appends go on meanwhile).
     static let doneRetryDelay = DispatchTimeInterval.milliseconds(200)
 
@@ -104,6 +122,25 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         } catch {
             throw JournalError("cannot open the journal \(path): \(Self.reason(error))")
         }
+        let log = fsync ? nil : AcceptedLog(directory: directory)
+        if let log { try Self.recover(log, into: pool, path: path) }
+        self.log = log
+    }
+
+    /// Puts the events left in the log's files into SQLite (those there already stay as they are), then
+    /// deletes the files: at start, before anything reads the journal.
+    private static func recover(_ log: AcceptedLog, into pool: DatabasePool, path: String) throws {
+        let entries = log.recoverable()
+        if !entries.isEmpty {
+            do {
+                try pool.write { db in try insertEvents(entries, in: db) }
+            } catch {
+                throw JournalError(
+                    "cannot open the journal \(path): the events in its log (\(log.directory)/accepted-*.log) "
+                        + "could not be written to it: \(reason(error))")
+            }
+        }
+        log.deleteRecovered()
     }
 
     deinit {
@@ -116,6 +153,12 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     /// request and 59 → 53 µs of CPU (README, Benchmark). When something opened SQLite first, they stay on,
     /// which changes nothing else.
     private static let tuneSQLite: Void = { _ = sb_sqlite_memstatus_off() }()
+
+    /// Requests' events go to the log before their 200 (`AcceptedLog`), not to SQLite (for tests).
+    package var logsAppends: Bool { log != nil }
+
+    /// Logged events failed to commit, and wait to be tried again (for tests).
+    package var appendsWaitAfterFailure: Bool { writer.withLock { !$0.heldAppends.isEmpty } }
 
     /// Done marks that failed to commit are waiting to be tried again (for tests).
     package var doneMarksWaitAfterFailure: Bool { writer.withLock { $0.marksWait } }
@@ -135,15 +178,29 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     }
 
     /// One node keeps its de-duplication keys in memory, so an append here is never a repeat.
+    ///
+    /// With the log (`AcceptedLog`), `completion` is called before this returns, once the event's record is
+    /// written: the 200 does not wait for SQLite. Without it, or while SQLite is behind or failing, it is
+    /// called from the writer once the event's transaction commits.
     public func append(
         _ event: AcceptedEvent, duplicateKey: String?, window: Double,
         completion: @escaping @Sendable (Result<Bool, any Error>) -> Void
     ) {
+        if let log, loggedUncommitted.load(ordering: .relaxed) < Self.loggedLimit,
+            !appendsHeld.load(ordering: .relaxed)
+        {
+            let file: Int
+            do { file = try log.write(event) } catch { return completion(.failure(error)) }
+            loggedUncommitted.add(1, ordering: .relaxed)
+            pendingAppends.withLock { $0.append(PendingAppend(entry: event, file: file)) }
+            scheduleFlush()
+            return completion(.success(true))
+        }
         queue(event) { error in completion(error.map { .failure($0) } ?? .success(true)) }
     }
 
     private func queue(_ entry: Entry, committed: @escaping Committed) {
-        pendingAppends.withLock { $0.append((entry, committed)) }
+        pendingAppends.withLock { $0.append(PendingAppend(entry: entry, committed: committed)) }
         scheduleFlush()
     }
 
@@ -171,7 +228,8 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     /// Returns how many rows went.
     @discardableResult
     public func prune(toFit maxBytes: Int) throws -> Int {
-        try pool.write { db in
+        log?.closeCurrent()
+        return try pool.write { db in
             func bytesInUse() throws -> Int {
                 let pages = try Int.fetchOne(db, sql: "PRAGMA page_count") ?? 0
                 let free = try Int.fetchOne(db, sql: "PRAGMA freelist_count") ?? 0
@@ -211,9 +269,9 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         scheduleFlush()
         while ContinuousClock.now < deadline {
             let idle =
-                !writer.withLock { $0.running } && pendingAppends.withLock { $0.isEmpty }
+                !writer.withLock { $0.running || !$0.heldAppends.isEmpty } && pendingAppends.withLock { $0.isEmpty }
                 && pendingDone.withLock { $0.marks.isEmpty } && !callIndex.withLock { $0.busy }
-            if idle { return }
+            if idle { return log?.closeCurrent() ?? () }
             try? await Task.sleep(for: .milliseconds(5))
         }
     }
@@ -263,7 +321,8 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         try pool.read { db in
             let done = try Int.fetchOne(db, sql: "SELECT count(*) FROM events_done") ?? 0
             let pending = (try Int.fetchOne(db, sql: "SELECT count(*) FROM events") ?? 0) - done
-            return (pending, done)
+            // Those in the log and not yet in SQLite too (an event committed between the two reads counts twice).
+            return (pending + loggedUncommitted.load(ordering: .relaxed), done)
         }
     }
 
@@ -285,6 +344,8 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     @discardableResult
     public func prune(olderThan age: TimeInterval) throws -> Int {
         let cutoff = Date().timeIntervalSince1970 - age
+        // Deleted events must not come back from the log at the next start.
+        log?.closeCurrent()
         return try pool.write { db in
             try db.execute(
                 sql: "DELETE FROM events WHERE id IN (SELECT id FROM events_done WHERE done_at < ?)",
@@ -373,6 +434,8 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     package enum AppendGathering {
         package static let target = 16
         package static let microseconds: UInt32 = 50
+        package static let loggedTarget = 128
+        package static let loggedMicroseconds: UInt32 = 1_000
 
         /// Whether a turn finding `pending` appends, after a commit of `lastCommit`, waits before it takes them.
         package static func waits(pending: Int, lastCommit: Int) -> Bool {
@@ -388,6 +451,12 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         var marksWait = false
         /// A flush is scheduled for when the done marks waiting will be due.
         var wakeArmed = false
+        /// Logged appends whose commit failed: they go back to the queue's front `doneRetryDelay` later. Done
+        /// marks wait while there are any (their events may be among them).
+        var heldAppends: [PendingAppend] = []
+
+        /// Done marks may be committed: none failed just now, and no event is held out of SQLite.
+        var marksMayGo: Bool { !marksWait && heldAppends.isEmpty }
 
         /// Takes the one wake-up for done marks due in `due` nanoseconds: nil when there are none, or when a
         /// wake-up is armed already; otherwise `due`, for the caller to arm (`armWake`).
@@ -416,7 +485,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     private func flush(_ db: Database) {
         while true {
             let (stop, wake) = writer.withLock { state -> (Bool, UInt64?) in
-                let due = state.marksWait ? nil : pendingDone.withLock { $0.due() }
+                let due = state.marksMayGo ? pendingDone.withLock { $0.due() } : nil
                 if pendingAppends.withLock({ !$0.isEmpty }) || due == 0 || callIndex.withLock({ $0.nextStep != nil }) {
                     return (false, nil)
                 }
@@ -449,39 +518,54 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     /// its whole length and the writer then slept as well: under `wrk -t1 -c32`, in 2 s, 4,816 append commits
     /// (560 ms), 542 done commits (260 ms), 578 merge steps (151 ms) and 3,672 waits of 148 µs each on
     /// average (542 ms: a 50 µs sleep is about three times as long on this machine).
+    ///
+    /// With the log (`AcceptedLog`) nobody waits for the appends' commit, so there is no waiting for more; and an
+    /// event's rules may finish before its append commits. So the done marks are taken before the appends: a
+    /// mark is made after its event was queued, which puts the event in these appends or in a commit before.
     private func turn(_ db: Database) {
         let pending = pendingAppends.withLock { $0.count }
         var otherWorkDone = false
-        if AppendGathering.waits(pending: pending, lastCommit: lastCommitSize.load(ordering: .relaxed)) {
+        if log != nil, pending > 0, pending < AppendGathering.loggedTarget {
+            usleep(AppendGathering.loggedMicroseconds)
+        } else if log == nil,
+            AppendGathering.waits(pending: pending, lastCommit: lastCommitSize.load(ordering: .relaxed))
+        {
             if hasOtherWork {
-                otherWork(db)
+                otherWork(db, marks: dueMarks())
                 otherWorkDone = true
             } else {
                 usleep(AppendGathering.microseconds)
             }
         }
-        let appends = pendingAppends.withLock { queued -> [(Entry, Committed)] in
+        let marks = otherWorkDone ? [] : dueMarks()
+        let appends = pendingAppends.withLock { queued -> [PendingAppend] in
             defer { queued.removeAll(keepingCapacity: true) }
             return queued
         }
         if !appends.isEmpty { commit(appends, in: db) }
-        if !otherWorkDone { otherWork(db) }
+        if !otherWorkDone { otherWork(db, marks: marks) }
     }
 
-    /// A call-index merge step is waiting, or done marks are due and not waiting after a failure.
+    /// A call-index merge step is waiting, or done marks are due and may go (`WriterState.marksMayGo`).
     private var hasOtherWork: Bool {
         if callIndex.withLock({ $0.nextStep != nil }) { return true }
-        return !writer.withLock { $0.marksWait } && pendingDone.withLock { $0.due() == 0 }
+        return writer.withLock { $0.marksMayGo } && pendingDone.withLock { $0.due() == 0 }
     }
 
-    /// One step of a call-index merge at most (the appends never wait on more), then the done marks queued, once
-    /// they are due and unless they wait after a failure. Done marks are only ever made for events already
-    /// committed (their rules run after the 200), so committing them before a turn's appends is safe.
-    private func otherWork(_ db: Database) {
+    /// The done marks queued, once they are due and may go (`WriterState.marksMayGo`); none otherwise.
+    private func dueMarks() -> [DoneMark] {
+        guard writer.withLock({ $0.marksMayGo }) else { return [] }
+        return pendingDone.withLock { $0.take() }
+    }
+
+    /// One step of a call-index merge at most (the appends never wait on more), then `done` (`dueMarks`). Their
+    /// events are committed: before their 200 without the log, and with it, in this turn's appends or before
+    /// (`turn`); unless those failed, and the marks then go back to wait with them.
+    private func otherWork(_ db: Database, marks done: [DoneMark]) {
         if let step = callIndex.withLock({ $0.nextStep }) { mergeCallIndex(step, in: db) }
-        guard !writer.withLock({ $0.marksWait }) else { return }
-        let done = pendingDone.withLock { $0.take() }
-        guard !done.isEmpty, !commit(done, in: db) else { return }
+        guard !done.isEmpty else { return }
+        guard writer.withLock({ $0.heldAppends.isEmpty }) else { return pendingDone.withLock { $0.putBack(done) } }
+        guard !commit(done, in: db) else { return }
         // Only a failure sets the wait and only this retry ends it: one retry is scheduled at a time.
         writer.withLock { $0.marksWait = true }
         DispatchQueue.global().asyncAfter(deadline: .now() + Self.doneRetryDelay) { [self] in
@@ -516,15 +600,46 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         }
     }
 
-    private func commit(_ appends: [(Entry, Committed)], in db: Database) {
+    private func commit(_ appends: [PendingAppend], in db: Database) {
         do {
-            try Self.immediateTransaction(db) { try Self.insertEvents(appends, in: db) }
-            for (_, committed) in appends { committed(nil) }
+            try Self.immediateTransaction(db) { try Self.insertEvents(appends.lazy.map(\.entry), in: db) }
+            var logged = 0
+            for append in appends {
+                if let committed = append.committed { committed(nil) } else { logged += 1 }
+            }
+            if logged > 0, let log {
+                log.committed(appends.lazy.filter { $0.committed == nil }.map(\.file))
+                loggedUncommitted.subtract(logged, ordering: .relaxed)
+            }
+            appendsHeld.store(false, ordering: .relaxed)
             logCopier.appended(appends.count)
             lastCommitSize.store(appends.count, ordering: .relaxed)
         } catch {
             let failure = JournalError("the journal \(path) could not be written: \(Self.reason(error))")
-            for (_, committed) in appends { committed(failure) }
+            var held: [PendingAppend] = []
+            for append in appends {
+                if let committed = append.committed { committed(failure) } else { held.append(append) }
+            }
+            if !held.isEmpty { hold(held) }
+        }
+    }
+
+    /// Logged appends that failed to commit (their 200 has gone): they are tried again `doneRetryDelay` later,
+    /// in front of the queue; meanwhile requests wait for their own commit, and done marks wait.
+    private func hold(_ held: [PendingAppend]) {
+        appendsHeld.store(true, ordering: .relaxed)
+        let first = writer.withLock { state -> Bool in
+            state.heldAppends += held
+            return state.heldAppends.count == held.count
+        }
+        guard first else { return }
+        DispatchQueue.global().asyncAfter(deadline: .now() + Self.doneRetryDelay) { [self] in
+            let held = writer.withLock { state -> [PendingAppend] in
+                defer { state.heldAppends.removeAll() }
+                return state.heldAppends
+            }
+            pendingAppends.withLock { $0.insert(contentsOf: held, at: 0) }
+            scheduleFlush()
         }
     }
 
@@ -558,7 +673,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         }
     }
 
-    private static func insertEvents(_ appends: [(Entry, Committed)], in db: Database) throws {
+    private static func insertEvents(_ entries: some Sequence<Entry>, in db: Database) throws {
         // Prepared once per connection, not parsed per row.
         let insert = DirectStatement(
             try db.cachedStatement(
@@ -566,7 +681,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
                     "INSERT OR IGNORE INTO events (id, received_at, hook, format, body, meta) VALUES (?, ?, ?, ?, ?, ?)"
             ),
             in: db)
-        for (entry, _) in appends {
+        for entry in entries {
             try insert.bind(1, entry.id)
             try insert.bind(2, entry.receivedAt)
             try insert.bind(3, entry.hook)

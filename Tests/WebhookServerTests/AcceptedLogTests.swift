@@ -1,0 +1,172 @@
+import EventStore
+import Foundation
+import RuleEngine
+import Synchronization
+import TestSupport
+import Testing
+
+/// The log an accepted event is written to before its 200 (`AcceptedLog`), and the journal around it: what
+/// it reads back, what a damaged file gives, what a restart puts into SQLite, and what happens while SQLite
+/// cannot be written.
+@Suite struct AcceptedLogTests {
+    func directory() -> String {
+        FileManager.default.temporaryDirectory.appendingPathComponent("switchboard-log-\(UUID().uuidString)").path
+    }
+
+    func entry(_ id: String, bodyBytes: Int = 0) -> AcceptedEvent {
+        AcceptedEvent(
+            id: id, receivedAt: 1_700_000_000.25, hook: "channel_create", format: "json",
+            body: bodyBytes > 0
+                ? Array(repeating: UInt8(ascii: "x"), count: bodyBytes)
+                : Array(#"{"hook_event":"channel_create"}"#.utf8),
+            meta: #"{"id":"\#(id)"}"#)
+    }
+
+    /// Appends the way the server does; returns whether `completion` came before `append` returned, and what
+    /// it said.
+    func serverAppend(_ journal: EventJournal, _ event: AcceptedEvent) async -> (synchronous: Bool, error: String?) {
+        let returned = Atomic(false)
+        let answer: (Bool, String?) = await withCheckedContinuation { continuation in
+            journal.append(event, duplicateKey: nil, window: 0) { result in
+                let synchronous = !returned.load(ordering: .acquiring)
+                switch result {
+                case .success: continuation.resume(returning: (synchronous, nil))
+                case .failure(let error): continuation.resume(returning: (synchronous, "\(error)"))
+                }
+            }
+            returned.store(true, ordering: .releasing)
+        }
+        return answer
+    }
+
+    @Test func recordsReadBackFieldForField() {
+        let events = [
+            AcceptedEvent(id: "empty", receivedAt: 1.5, hook: nil, format: "query", body: [], meta: "{}"),
+            AcceptedEvent(
+                id: "Ünïcode-☎", receivedAt: -0.0, hook: "", format: "form", body: [0xFF, 0x00, 0xC3, 0x28, 0x7B],
+                meta: #"{"peer":"Zoë ☎"}"#),
+            entry("large", bodyBytes: 70_000),
+        ]
+        let bytes = events.flatMap(AcceptedLog.record)
+        let (read, whole) = AcceptedLog.records(in: bytes)
+        #expect(whole)
+        #expect(read.count == events.count)
+        for (got, want) in zip(read, events) {
+            #expect(got.id == want.id)
+            #expect(got.receivedAt.bitPattern == want.receivedAt.bitPattern)
+            #expect(got.hook == want.hook)
+            #expect(got.format == want.format)
+            #expect(got.body == want.body)
+            #expect(got.meta == want.meta)
+        }
+    }
+
+    /// A file cut anywhere gives the whole records before the cut, and says it was cut; a changed byte ends
+    /// the reading at its record (nothing after a damaged record was acknowledged).
+    @Test func aCutOrDamagedRecordEndsTheFile() {
+        let records = ["a", "b", "c"].map { AcceptedLog.record(entry($0)) }
+        let bytes = records.flatMap { $0 }
+        let ends = records.reduce(into: [0]) { $0.append($0.last! + $1.count) }
+        for cut in 0...bytes.count {
+            let (read, whole) = AcceptedLog.records(in: Array(bytes[..<cut]))
+            #expect(read.count == ends.lastIndex { $0 <= cut }!, "cut at \(cut)")
+            #expect(whole == ends.contains(cut), "cut at \(cut)")
+        }
+        for position in stride(from: 0, to: records[0].count, by: 7) {
+            var damaged = bytes
+            damaged[records[0].count + position] ^= 0x20
+            let (read, whole) = AcceptedLog.records(in: damaged)
+            #expect(read.map(\.id) == ["a"], "byte \(position) of the second record")
+            #expect(!whole)
+        }
+    }
+
+    /// The server's append is answered before it returns, from the log; the event reaches SQLite after,
+    /// and the log's file goes once it has (here, at the drain).
+    @Test func anAppendIsAnsweredFromTheLogAndReachesSQLiteAfter() async throws {
+        let path = directory()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let journal = try EventJournal(directory: path)
+        #expect(journal.logsAppends)
+        for i in 0..<50 {
+            let (synchronous, error) = await serverAppend(journal, entry("e\(i)"))
+            #expect(synchronous && error == nil)
+        }
+        #expect(await eventually { (try? journal.unfinished().count) == 50 })
+        await journal.drain()
+        #expect(AcceptedLog.files(in: path).isEmpty)
+        #expect(try journal.counts().pending == 50)
+    }
+
+    /// One process, one owner of a directory's log: a second journal opened on it meanwhile commits before
+    /// it answers, and does not touch the first one's files.
+    @Test func aSecondJournalOnTheSameDirectoryHasNoLog() async throws {
+        let path = directory()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let first = try EventJournal(directory: path)
+        let second = try EventJournal(directory: path)
+        #expect(first.logsAppends && !second.logsAppends)
+        // Answered once committed: in SQLite already.
+        #expect(await serverAppend(second, entry("second")).error == nil)
+        #expect(try second.unfinished().map(\.id) == ["second"])
+        #expect(AcceptedLog.files(in: path).isEmpty)
+    }
+
+    /// SQLite full (a journal capped at 60 pages): events answered from the log meanwhile are kept in it and
+    /// counted as pending; later requests wait for their commit and get a 503's reason; the done marks wait.
+    /// A copy of the directory taken then (as a crash would leave it) puts the logged events into SQLite when
+    /// it opens, and deletes its log; and once retention makes room, the first journal commits them too.
+    @Test(.timeLimit(.minutes(1))) func eventsAnsweredWhileSQLiteIsFullAreKeptAndLandLater() async throws {
+        let path = directory()
+        let copy = directory()
+        defer {
+            try? FileManager.default.removeItem(atPath: path)
+            try? FileManager.default.removeItem(atPath: copy)
+        }
+        let journal = try EventJournal(directory: path, maxPages: 60)
+        var filled = 0
+        while !journal.appendsWaitAfterFailure {
+            let id = "filler-\(filled)"
+            let (synchronous, error) = await serverAppend(journal, entry(id, bodyBytes: 8_000))
+            #expect(synchronous && error == nil)
+            filled += 1
+            journal.markDone([DoneMark(id: id, forwards: [])])
+            // In SQLite, or held out of it by a commit that failed.
+            #expect(
+                await eventually {
+                    journal.appendsWaitAfterFailure || (try? journal.unfinished().contains { $0.id == id }) == true
+                        || (try? journal.counts().done) == filled
+                })
+            #expect(filled < 100, "the journal never filled up")
+            if filled >= 100 { return }
+        }
+        let (_, refusal) = await serverAppend(journal, entry("refused", bodyBytes: 8_000))
+        #expect(refusal?.contains("the disk is full") == true, "\(refusal ?? "answered")")
+        let inSQLite = try journal.counts().done + (try journal.unfinished().count)
+        let logged = filled - inSQLite
+        #expect(logged >= 1, "filled \(filled), in SQLite \(inSQLite)")
+        #expect(try journal.counts().pending + journal.counts().done == filled)
+        #expect(!AcceptedLog.files(in: path).isEmpty)
+
+        // The files as a crash would leave them, opened elsewhere with room.
+        try FileManager.default.copyItem(atPath: path, toPath: copy)
+        try? FileManager.default.removeItem(atPath: (copy as NSString).appendingPathComponent("accepted.lock"))
+        let recovered = try EventJournal(directory: copy)
+        let counts = try recovered.counts()
+        #expect(counts.pending + counts.done == filled, "\(counts)")
+        #expect(AcceptedLog.files(in: copy).isEmpty)
+
+        // Room again in the first: its held events commit, and their done marks after them.
+        let pruned = try EventJournal(directory: path).prune(olderThan: -60)
+        #expect(pruned > 0)
+        // Every filler done: deleted by retention, or in SQLite with its done record.
+        #expect(
+            await eventually(30) {
+                !journal.appendsWaitAfterFailure && (try? journal.counts()).map { $0.done + pruned == filled } == true
+            })
+        #expect(try journal.unfinished().isEmpty)
+        let (synchronous, error) = await serverAppend(journal, entry("after"))
+        #expect(error == nil)
+        #expect(synchronous)
+    }
+}
