@@ -8,20 +8,24 @@ import Synchronization
 
 /// Accepted events written to plain files before their 200, ahead of the journal's SQLite transaction.
 ///
-/// An event's record is one `write` to the current file, `accepted-<n>.log` in the data directory, made on the
-/// thread that read the request. Once the `write` returns, the event is as durable as a commit without
-/// `--journal-fsync` (it has reached the operating system, and survives the process being killed), so the
-/// 200 goes at once; the journal's writer puts the events into SQLite after, in batches, and a file is deleted
-/// once every event written to it is there. At the next start, events still in a file are put into SQLite
-/// first (`recover`; an event already there is left as it is), so none is lost between the two. Before this
-/// log, each request waited for the transaction holding it: under `wrk -t1 -c32` that wait, not the CPU, was
-/// what held the rate (README, Benchmark).
+/// An event's record is one `write` to a file of the data directory, `accepted-<n>.log`, made on the thread
+/// that read the request. Once the `write` returns, the event is as durable as a commit without
+/// `--journal-fsync` (it has reached the operating system, and survives the process being killed), so the 200
+/// goes at once; the journal's writer puts the events into SQLite after, in batches. At the next start, the
+/// records left in the files go into SQLite first (`recoverable`; an event already there stays as it is), so
+/// none is lost between the two. Before this log each request waited for the transaction holding it, and under
+/// `wrk -t1 -c32` that wait, not the CPU, held the rate (README, Benchmark).
 ///
-/// A record: its payload's length (4 bytes, little-endian) and check (`RecordCheck`, 8 bytes), then the payload: `receivedAt`'s
-/// 8 bytes, then `id`, `hook`, `format`, `meta` and `body`, each as its length (4 bytes; `0xFFFFFFFF` for no
-/// hook) and its bytes. A record cut short or damaged (a `write` that failed, the machine losing power) ends
-/// its file's reading: nothing after it was acknowledged, because a failed `write` is answered 503 and
-/// the next record goes to a new file.
+/// Records go to `laneCount` files side by side (each writer takes the first lane free), and a lane moves to
+/// another file once its own holds `fileLimit` bytes. A file whose records are all in SQLite and that no lane
+/// writes to is kept as a spare (up to `laneCount`), renamed to the next number and written over from its
+/// start; more are deleted, and so are all of them before retention deletes events and at shutdown.
+///
+/// A record: its payload's length (4 bytes, little-endian) and check (`RecordCheck`, 8 bytes, which takes the
+/// file's number in), then the payload: `receivedAt`'s 8 bytes, then `id`, `hook`, `format`, `meta` and `body`,
+/// each as its length (4 bytes; `0xFFFFFFFF` for no hook) and its bytes. A record cut short or damaged (the
+/// machine losing power), or left from the file's earlier use, ends the file's reading. Nothing after it was
+/// acknowledged: a `write` that fails is answered 503, cut off the file, and the lane moves to another file.
 ///
 /// One process owns the files at a time: the one holding `accepted.lock` (`flock`, released when the process
 /// ends however it ends). Another opening the same journal meanwhile (a `switchboard` command beside a
@@ -29,22 +33,42 @@ import Synchronization
 package final class AcceptedLog: Sendable {
     let directory: String
     private let lockDescriptor: Int32
-    private let state: Mutex<State>
+    /// Each with a file of its own; a record goes to the first lane free, so that the event loops do not wait
+    /// for one another's `write` (`Mutex.withLockIfAvailable`).
+    private let lanes: [LaneLock]
+    private let files: Mutex<Files>
+    /// The next file's number. Numbers only grow: a file reused gets a new one (`openNext`).
+    private let nextNumber: Atomic<Int>
+    /// A lane's file takes no more records once it holds this many bytes.
+    let fileLimit: Int
 
-    /// A file is closed for new records once it holds this many bytes.
-    static let fileLimit = 8 << 20
+    static let laneCount = 4
+    package static let defaultFileLimit = 4 << 20
 
-    private struct State {
+    private final class LaneLock: Sendable {
+        let mutex = Mutex(Lane())
+    }
+
+    private struct Lane {
         /// The file records go to; -1 until the next record opens one.
         var descriptor: Int32 = -1
-        var number: Int
+        var number = 0
         var size = 0
-        /// Records written to each file that are not yet in SQLite. A file not current is deleted at 0.
+    }
+
+    private struct Files {
+        /// Records written to each file that are not yet in SQLite.
         var uncommitted: [Int: Int] = [:]
+        /// The lanes' files: written to still, so neither reused nor deleted when all they hold is in SQLite.
+        var open: Set<Int> = []
+        /// Files whose records are all in SQLite, kept to be written over: a `write` into a page the file already
+        /// has costs about half one that extends it, which makes the kernel allocate and zero a block
+        /// (`zero_user_segments` was 6% of the server's samples under load, `perf`).
+        var spares: [Int] = []
     }
 
     /// Takes the log of `directory` when no other process or journal has it; nil otherwise.
-    init?(directory: String) {
+    init?(directory: String, fileLimit: Int = defaultFileLimit) {
         let lockPath = (directory as NSString).appendingPathComponent("accepted.lock")
         let descriptor = Glibc.open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard descriptor >= 0 else { return nil }
@@ -53,90 +77,121 @@ package final class AcceptedLog: Sendable {
             return nil
         }
         self.directory = directory
+        self.fileLimit = fileLimit
         lockDescriptor = descriptor
-        state = Mutex(State(number: (Self.files(in: directory).last?.number ?? 0) + 1))
+        lanes = (0..<Self.laneCount).map { _ in LaneLock() }
+        files = Mutex(Files())
+        nextNumber = Atomic((Self.files(in: directory).last?.number ?? 0) + 1)
     }
 
     deinit {
-        state.withLock { if $0.descriptor >= 0 { close($0.descriptor) } }
+        for lane in lanes { lane.mutex.withLock { if $0.descriptor >= 0 { close($0.descriptor) } } }
         close(lockDescriptor)
     }
 
     /// Writes the entry's record; returns the number of the file that holds it (for `committed`).
     /// - Throws: `JournalError` saying what to fix (a full disk, say); the entry is then not in the log.
     func write(_ entry: AcceptedEvent) throws -> Int {
-        let record = Self.record(entry)
-        return try state.withLock { state in
-            if state.descriptor < 0 || state.size >= Self.fileLimit { try openNext(&state) }
-            let written = record.withUnsafeBytes { Self.writeAll(state.descriptor, $0) }
-            guard written == 0 else {
-                // Whatever part of it reached the file ends the file's reading at the next start; later records
-                // go to a new file.
-                _ = ftruncate(state.descriptor, off_t(state.size))
-                close(state.descriptor)
-                state.descriptor = -1
-                if (state.uncommitted[state.number] ?? 0) == 0 {
-                    state.uncommitted[state.number] = nil
-                    unlink(path(state.number))
-                }
-                throw JournalError(
-                    "the journal's log \(path(state.number)) could not be written: \(Self.reason(written))")
+        var record = Self.record(entry)
+        for lane in lanes {
+            if let number = try lane.mutex.withLockIfAvailable({ try write(&record, in: &$0) }) { return number }
+        }
+        return try lanes[0].mutex.withLock { try write(&record, in: &$0) }
+    }
+
+    private func write(_ record: inout [UInt8], in lane: inout Lane) throws -> Int {
+        if lane.descriptor < 0 || lane.size >= fileLimit { try openNext(&lane) }
+        Self.seal(&record, file: lane.number)
+        let written = record.withUnsafeBytes { Self.writeAll(lane.descriptor, $0) }
+        guard written == 0 else {
+            // What reached the file of it is cut off, or else ends the file's reading at the next start; later
+            // records go to another file.
+            _ = ftruncate(lane.descriptor, off_t(lane.size))
+            close(lane.descriptor)
+            lane.descriptor = -1
+            files.withLock { closed(lane.number, &$0) }
+            throw JournalError("the journal's log \(path(lane.number)) could not be written: \(Self.reason(written))")
+        }
+        lane.size += record.count
+        files.withLock { $0.uncommitted[lane.number, default: 0] += 1 }
+        return lane.number
+    }
+
+    /// The records of `numbers` (a file's number for each event) are in SQLite: a file no longer written to
+    /// with none left becomes a spare.
+    func committed(_ numbers: some Sequence<Int>) {
+        files.withLock { files in
+            for number in numbers {
+                let left = (files.uncommitted[number] ?? 1) - 1
+                files.uncommitted[number] = left
+                if left == 0, !files.open.contains(number) { retire(number, &files) }
             }
-            state.size += record.count
-            state.uncommitted[state.number, default: 0] += 1
-            return state.number
         }
     }
 
-    /// The records of `files` (one number for each event) are in SQLite: a file no longer current with none
-    /// left is deleted.
-    func committed(_ files: some Sequence<Int>) {
-        let done = state.withLock { state -> [Int] in
-            var done: [Int] = []
-            for number in files {
-                let left = (state.uncommitted[number] ?? 1) - 1
-                state.uncommitted[number] = left
-                if left == 0, number != state.number || state.descriptor < 0 { done.append(number) }
-            }
-            for number in done { state.uncommitted[number] = nil }
-            return done
-        }
-        for number in done { unlink(path(number)) }
-    }
-
-    /// Closes the current file and deletes it when all it holds is in SQLite (before retention deletes
-    /// events, which must not come back from a file at the next start; at shutdown).
-    func closeCurrent() {
-        let deleted = state.withLock { state -> Int? in
-            guard state.descriptor >= 0 else { return nil }
-            close(state.descriptor)
-            state.descriptor = -1
-            guard (state.uncommitted[state.number] ?? 0) == 0 else { return nil }
-            state.uncommitted[state.number] = nil
-            return state.number
-        }
-        if let deleted { unlink(path(deleted)) }
-    }
-
-    /// Records written and not yet in SQLite.
-    var uncommittedCount: Int { state.withLock { $0.uncommitted.values.reduce(0, +) } }
-
-    private func openNext(_ state: inout State) throws {
-        if state.descriptor >= 0 {
-            close(state.descriptor)
-            if (state.uncommitted[state.number] ?? 0) == 0 {
-                state.uncommitted[state.number] = nil
-                unlink(path(state.number))
+    /// Closes the lanes' files and deletes every file whose records are all in SQLite, spares too: before
+    /// retention deletes events (which must not come back from a file at the next start), and at shutdown.
+    func closeFiles() {
+        for lane in lanes {
+            lane.mutex.withLock { lane in
+                guard lane.descriptor >= 0 else { return }
+                close(lane.descriptor)
+                lane.descriptor = -1
+                files.withLock { closed(lane.number, &$0) }
             }
         }
-        state.number += 1
-        let descriptor = Glibc.open(path(state.number), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        files.withLock { files in
+            for number in files.spares { unlink(path(number)) }
+            files.spares.removeAll()
+        }
+    }
+
+    /// A lane stopped writing to file `number`.
+    private func closed(_ number: Int, _ files: inout Files) {
+        files.open.remove(number)
+        if (files.uncommitted[number] ?? 0) == 0 { retire(number, &files) }
+    }
+
+    /// File `number` holds nothing that is not in SQLite: a spare, or deleted when there are enough.
+    private func retire(_ number: Int, _ files: inout Files) {
+        files.uncommitted[number] = nil
+        if files.spares.count < lanes.count {
+            files.spares.append(number)
+        } else {
+            unlink(path(number))
+        }
+    }
+
+    /// The lane's next file: a spare renamed to its new number (its old records no longer pass the check, which
+    /// takes the file's number in), or a new one.
+    private func openNext(_ lane: inout Lane) throws {
+        if lane.descriptor >= 0 {
+            close(lane.descriptor)
+            lane.descriptor = -1
+            files.withLock { closed(lane.number, &$0) }
+        }
+        let number = nextNumber.add(1, ordering: .relaxed).oldValue
+        let spare = files.withLock { files -> Int? in
+            files.open.insert(number)
+            return files.spares.popLast()
+        }
+        var descriptor: Int32 = -1
+        if let spare {
+            if rename(path(spare), path(number)) == 0 {
+                descriptor = Glibc.open(path(number), O_WRONLY | O_CLOEXEC)
+            } else {
+                unlink(path(spare))
+            }
+        }
+        if descriptor < 0 { descriptor = Glibc.open(path(number), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) }
         guard descriptor >= 0 else {
             let code = errno
-            throw JournalError("the journal's log \(path(state.number)) could not be created: \(Self.reason(code))")
+            files.withLock { _ = $0.open.remove(number) }
+            throw JournalError("the journal's log \(path(number)) could not be created: \(Self.reason(code))")
         }
-        state.descriptor = descriptor
-        state.size = 0
+        lane.descriptor = descriptor
+        lane.number = number
+        lane.size = 0
     }
 
     func path(_ number: Int) -> String { Self.path(number, in: directory) }
@@ -161,14 +216,16 @@ package final class AcceptedLog: Sendable {
     /// never acknowledged).
     func recoverable() -> [AcceptedEvent] {
         Self.files(in: directory).flatMap { file in
-            FileManager.default.contents(atPath: file.path).map { Self.records(in: [UInt8]($0)).entries } ?? []
+            FileManager.default.contents(atPath: file.path).map {
+                Self.records(in: [UInt8]($0), file: file.number).entries
+            } ?? []
         }
     }
 
-    /// Deletes every file of the log but the current one (their records are in SQLite: after `recoverable`).
+    /// Deletes the files there were at start (their records are in SQLite, after `recoverable`).
     func deleteRecovered() {
-        let current = state.withLock { $0.number }
-        for file in Self.files(in: directory) where file.number < current { unlink(file.path) }
+        let first = nextNumber.load(ordering: .relaxed)
+        for file in Self.files(in: directory) where file.number < first { unlink(file.path) }
     }
 
     /// 0 when all of it was written, or the `errno` that stopped it.
@@ -196,10 +253,11 @@ package final class AcceptedLog: Sendable {
 
     // MARK: Records
 
+    /// The entry's record, its check not yet sealed with a file's number (`seal`).
     package static func record(_ entry: AcceptedEvent) -> [UInt8] {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(
-            8 + 8 + 20 + entry.id.utf8.count + (entry.hook?.utf8.count ?? 0) + entry.format.utf8.count
+            12 + 8 + 20 + entry.id.utf8.count + (entry.hook?.utf8.count ?? 0) + entry.format.utf8.count
                 + entry.meta.utf8.count + entry.body.count)
         bytes.append(contentsOf: repeatElement(0, count: 12))
         append(entry.receivedAt.bitPattern, to: &bytes)
@@ -210,12 +268,20 @@ package final class AcceptedLog: Sendable {
         append(UInt32(entry.body.count), to: &bytes)
         bytes.append(contentsOf: entry.body)
         let length = UInt32(bytes.count - 12)
-        let check = bytes.withUnsafeBytes { RecordCheck.of(UnsafeRawBufferPointer(rebasing: $0[12...])) }
+        let check = bytes.withUnsafeBytes { RecordCheck.payload(UnsafeRawBufferPointer(rebasing: $0[12...])) }
         bytes.withUnsafeMutableBytes { header in
             header.storeBytes(of: length.littleEndian, toByteOffset: 0, as: UInt32.self)
             header.storeBytes(of: check.littleEndian, toByteOffset: 4, as: UInt64.self)
         }
         return bytes
+    }
+
+    /// Makes `record`'s check its file's: a record read from another file (one written over, say) fails it.
+    package static func seal(_ record: inout [UInt8], file: Int) {
+        record.withUnsafeMutableBytes { bytes in
+            let payload = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 4, as: UInt64.self))
+            bytes.storeBytes(of: RecordCheck.sealed(payload, file: file).littleEndian, toByteOffset: 4, as: UInt64.self)
+        }
     }
 
     private static func append(_ value: some FixedWidthInteger, to bytes: inout [UInt8]) {
@@ -228,8 +294,8 @@ package final class AcceptedLog: Sendable {
     }
 
     /// The whole records at the start of `bytes`, and whether they were all there is (no damaged or cut tail).
-    package static func records(in bytes: [UInt8]) -> (entries: [AcceptedEvent], whole: Bool) {
-        var reader = Reader(bytes: bytes)
+    package static func records(in bytes: [UInt8], file: Int) -> (entries: [AcceptedEvent], whole: Bool) {
+        var reader = Reader(bytes: bytes, file: file)
         var entries: [AcceptedEvent] = []
         while reader.offset < bytes.count {
             guard let entry = reader.record() else { return (entries, false) }
@@ -240,6 +306,7 @@ package final class AcceptedLog: Sendable {
 
     private struct Reader {
         let bytes: [UInt8]
+        let file: Int
         var offset = 0
 
         mutating func record() -> AcceptedEvent? {
@@ -248,8 +315,9 @@ package final class AcceptedLog: Sendable {
                 bytes.count - offset >= Int(length)
             else { return nil }
             let end = offset + Int(length)
-            let sum = bytes.withUnsafeBytes { RecordCheck.of(UnsafeRawBufferPointer(rebasing: $0[offset..<end])) }
-            guard sum == check, let bits = integer(UInt64.self), let id = text(), let hook = optionalText(),
+            let sum = bytes.withUnsafeBytes { RecordCheck.payload(UnsafeRawBufferPointer(rebasing: $0[offset..<end])) }
+            guard RecordCheck.sealed(sum, file: file) == check, let bits = integer(UInt64.self), let id = text(),
+                let hook = optionalText(),
                 let format = text(), let meta = text(), let body = field(), offset == end
             else {
                 offset = start
@@ -289,11 +357,12 @@ package final class AcceptedLog: Sendable {
     }
 }
 
-/// A 64-bit check of a record's payload, eight bytes at a time (a byte-at-a-time CRC-32 was 4% of the server's
-/// samples under load, `perf`). It tells a whole record from one cut short or overwritten; it is no defence
-/// against anyone writing the file on purpose (who could as well write a valid record).
-enum RecordCheck {
-    static func of(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
+/// A 64-bit check of a record: its payload's bytes, eight at a time (a byte-at-a-time CRC-32 was 4% of the
+/// server's samples under load, `perf`), and its file's number. It tells a whole record from one cut short,
+/// damaged, or left from the file's earlier use; it is no defence against anyone writing the file on purpose
+/// (who could as well write a valid record).
+package enum RecordCheck {
+    static func payload(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
         var hash: UInt64 = 0x243F_6A88_85A3_08D3 ^ UInt64(bytes.count)
         var offset = 0
         while offset + 8 <= bytes.count {
@@ -302,8 +371,13 @@ enum RecordCheck {
         }
         var last: UInt64 = 0
         for i in offset..<bytes.count { last |= UInt64(bytes[i]) << (8 * UInt64(i - offset)) }
-        hash = mix(hash, last)
-        // A final avalanche (MurmurHash3's), so that every input bit reaches every output bit.
+        return mix(hash, last)
+    }
+
+    /// The payload's check with the file's number in, through a final avalanche (MurmurHash3's), so that
+    /// every input bit reaches every output bit.
+    static func sealed(_ payload: UInt64, file: Int) -> UInt64 {
+        var hash = mix(payload, UInt64(truncatingIfNeeded: file))
         hash ^= hash >> 33
         hash &*= 0xFF51_AFD7_ED55_8CCD
         hash ^= hash >> 33

@@ -60,8 +60,11 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     /// - Parameter maxPages: a cap on the file's size in SQLite pages (4 KiB each), past which writes fail
     ///   as on a full disk. nil: no cap but the disk's.
     /// - Parameter callIndexMerge: the call index's smallest merge and its slice (`CallIndexMerge`; tests).
+    /// - Parameter logFileLimit: the size at which a file of the log takes no more records (`AcceptedLog`; tests;
+    ///   nil: `AcceptedLog.defaultFileLimit`).
     public init(
-        directory: String, fsync: Bool = false, maxPages: Int? = nil, callIndexMerge: (Int, Int)? = nil
+        directory: String, fsync: Bool = false, maxPages: Int? = nil, callIndexMerge: (Int, Int)? = nil,
+        logFileLimit: Int? = nil
     ) throws {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -122,7 +125,8 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         } catch {
             throw JournalError("cannot open the journal \(path): \(Self.reason(error))")
         }
-        let log = fsync ? nil : AcceptedLog(directory: directory)
+        let log =
+            fsync ? nil : AcceptedLog(directory: directory, fileLimit: logFileLimit ?? AcceptedLog.defaultFileLimit)
         if let log { try Self.recover(log, into: pool, path: path) }
         self.log = log
     }
@@ -228,7 +232,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     /// Returns how many rows went.
     @discardableResult
     public func prune(toFit maxBytes: Int) throws -> Int {
-        log?.closeCurrent()
+        log?.closeFiles()
         return try pool.write { db in
             func bytesInUse() throws -> Int {
                 let pages = try Int.fetchOne(db, sql: "PRAGMA page_count") ?? 0
@@ -271,7 +275,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
             let idle =
                 !writer.withLock { $0.running || !$0.heldAppends.isEmpty } && pendingAppends.withLock { $0.isEmpty }
                 && pendingDone.withLock { $0.marks.isEmpty } && !callIndex.withLock { $0.busy }
-            if idle { return log?.closeCurrent() ?? () }
+            if idle { return log?.closeFiles() ?? () }
             try? await Task.sleep(for: .milliseconds(5))
         }
     }
@@ -345,7 +349,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     public func prune(olderThan age: TimeInterval) throws -> Int {
         let cutoff = Date().timeIntervalSince1970 - age
         // Deleted events must not come back from the log at the next start.
-        log?.closeCurrent()
+        log?.closeFiles()
         return try pool.write { db in
             try db.execute(
                 sql: "DELETE FROM events WHERE id IN (SELECT id FROM events_done WHERE done_at < ?)",
@@ -435,7 +439,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         package static let target = 16
         package static let microseconds: UInt32 = 50
         package static let loggedTarget = 128
-        package static let loggedMicroseconds: UInt32 = 1_000
+        package static let loggedMicroseconds: UInt32 = 4_000
 
         /// Whether a turn finding `pending` appends, after a commit of `lastCommit`, waits before it takes them.
         package static func waits(pending: Int, lastCommit: Int) -> Bool {

@@ -13,6 +13,16 @@ import Testing
         FileManager.default.temporaryDirectory.appendingPathComponent("switchboard-log-\(UUID().uuidString)").path
     }
 
+    func removeAll(_ paths: String...) {
+        for path in paths { try? FileManager.default.removeItem(atPath: path) }
+    }
+
+    /// The directory's files as a crash would leave them, in another directory (the lock is the process's).
+    func crashCopy(_ path: String, to copy: String) throws {
+        try FileManager.default.copyItem(atPath: path, toPath: copy)
+        try FileManager.default.removeItem(atPath: (copy as NSString).appendingPathComponent("accepted.lock"))
+    }
+
     func entry(_ id: String, bodyBytes: Int = 0) -> AcceptedEvent {
         AcceptedEvent(
             id: id, receivedAt: 1_700_000_000.25, hook: "channel_create", format: "json",
@@ -39,6 +49,12 @@ import Testing
         return answer
     }
 
+    func sealed(_ event: AcceptedEvent, file: Int) -> [UInt8] {
+        var record = AcceptedLog.record(event)
+        AcceptedLog.seal(&record, file: file)
+        return record
+    }
+
     @Test func recordsReadBackFieldForField() {
         let events = [
             AcceptedEvent(id: "empty", receivedAt: 1.5, hook: nil, format: "query", body: [], meta: "{}"),
@@ -47,8 +63,8 @@ import Testing
                 meta: #"{"peer":"Zoë ☎"}"#),
             entry("large", bodyBytes: 70_000),
         ]
-        let bytes = events.flatMap(AcceptedLog.record)
-        let (read, whole) = AcceptedLog.records(in: bytes)
+        let bytes = events.flatMap { sealed($0, file: 7) }
+        let (read, whole) = AcceptedLog.records(in: bytes, file: 7)
         #expect(whole)
         #expect(read.count == events.count)
         for (got, want) in zip(read, events) {
@@ -64,21 +80,23 @@ import Testing
     /// A file cut anywhere gives the whole records before the cut, and says it was cut; a changed byte ends
     /// the reading at its record (nothing after a damaged record was acknowledged).
     @Test func aCutOrDamagedRecordEndsTheFile() {
-        let records = ["a", "b", "c"].map { AcceptedLog.record(entry($0)) }
+        let records = ["a", "b", "c"].map { sealed(entry($0), file: 1) }
         let bytes = records.flatMap { $0 }
         let ends = records.reduce(into: [0]) { $0.append($0.last! + $1.count) }
         for cut in 0...bytes.count {
-            let (read, whole) = AcceptedLog.records(in: Array(bytes[..<cut]))
+            let (read, whole) = AcceptedLog.records(in: Array(bytes[..<cut]), file: 1)
             #expect(read.count == ends.lastIndex { $0 <= cut }!, "cut at \(cut)")
             #expect(whole == ends.contains(cut), "cut at \(cut)")
         }
         for position in stride(from: 0, to: records[0].count, by: 7) {
             var damaged = bytes
             damaged[records[0].count + position] ^= 0x20
-            let (read, whole) = AcceptedLog.records(in: damaged)
+            let (read, whole) = AcceptedLog.records(in: damaged, file: 1)
             #expect(read.map(\.id) == ["a"], "byte \(position) of the second record")
             #expect(!whole)
         }
+        // Records left from a file's earlier use (under another number) are not its records.
+        #expect(AcceptedLog.records(in: bytes, file: 2).entries.isEmpty)
     }
 
     /// The server's append is answered before it returns, from the log; the event reaches SQLite after,
@@ -96,6 +114,47 @@ import Testing
         await journal.drain()
         #expect(AcceptedLog.files(in: path).isEmpty)
         #expect(try journal.counts().pending == 50)
+    }
+
+    /// Files of 4 KiB, so that they fill, are written over once their events are in SQLite, and go when
+    /// retention runs: a copy of the directory taken at the end (as a crash would leave it) opens with exactly
+    /// the events SQLite had, none of those retention deleted back, none twice.
+    @Test(.timeLimit(.minutes(1))) func filesAreWrittenOverAndNothingComesBackFromThem() async throws {
+        let (path, copy) = (directory(), directory())
+        defer { removeAll(path, copy) }
+        let journal = try EventJournal(directory: path, logFileLimit: 4_096)
+        func appendAll(_ ids: [String]) async {
+            for id in ids {
+                let (synchronous, error) = await serverAppend(journal, entry(id, bodyBytes: 300))
+                #expect(synchronous && error == nil)
+            }
+        }
+        let old = (0..<60).map { "old-\($0)" }
+        await appendAll(old)
+        journal.markDone(old.map { DoneMark(id: $0, forwards: []) })
+        #expect(await eventually { (try? journal.counts()).map { $0.done == 60 && $0.pending == 0 } == true })
+        #expect(try journal.prune(olderThan: -60) == 60)
+        #expect(AcceptedLog.files(in: path).isEmpty)
+
+        var highest = 0
+        let new = (0..<120).map { "new-\($0)" }
+        for batch in stride(from: 0, to: new.count, by: 20) {
+            await appendAll(Array(new[batch..<batch + 20]))
+            #expect(await eventually { (try? journal.unfinished().count) == batch + 20 })
+            highest = max(highest, AcceptedLog.files(in: path).last?.number ?? 0)
+        }
+        // About 120 records of 400 bytes in files of 4 KiB: a dozen files' worth, in far fewer files.
+        #expect(highest >= 10)
+        #expect(AcceptedLog.files(in: path).count <= 8, "\(AcceptedLog.files(in: path).map(\.number))")
+        journal.markDone(new.prefix(50).map { DoneMark(id: $0, forwards: []) })
+        #expect(await eventually { (try? journal.counts().done) == 50 })
+
+        try crashCopy(path, to: copy)
+        let recovered = try EventJournal(directory: copy)
+        #expect(try recovered.counts().done == 50)
+        let unfinished = try recovered.unfinished().map(\.id)
+        #expect(unfinished.count == 70)
+        #expect(Set(unfinished) == Set(new.dropFirst(50)))
     }
 
     /// One process, one owner of a directory's log: a second journal opened on it meanwhile commits before
@@ -117,12 +176,8 @@ import Testing
     /// A copy of the directory taken then (as a crash would leave it) puts the logged events into SQLite when
     /// it opens, and deletes its log; and once retention makes room, the first journal commits them too.
     @Test(.timeLimit(.minutes(1))) func eventsAnsweredWhileSQLiteIsFullAreKeptAndLandLater() async throws {
-        let path = directory()
-        let copy = directory()
-        defer {
-            try? FileManager.default.removeItem(atPath: path)
-            try? FileManager.default.removeItem(atPath: copy)
-        }
+        let (path, copy) = (directory(), directory())
+        defer { removeAll(path, copy) }
         let journal = try EventJournal(directory: path, maxPages: 60)
         var filled = 0
         while !journal.appendsWaitAfterFailure {
@@ -149,8 +204,7 @@ import Testing
         #expect(!AcceptedLog.files(in: path).isEmpty)
 
         // The files as a crash would leave them, opened elsewhere with room.
-        try FileManager.default.copyItem(atPath: path, toPath: copy)
-        try? FileManager.default.removeItem(atPath: (copy as NSString).appendingPathComponent("accepted.lock"))
+        try crashCopy(path, to: copy)
         let recovered = try EventJournal(directory: copy)
         let counts = try recovered.counts()
         #expect(counts.pending + counts.done == filled, "\(counts)")
