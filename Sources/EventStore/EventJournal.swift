@@ -33,8 +33,12 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     private let log: AcceptedLog?
     /// Events in the log and not yet in SQLite.
     private let loggedUncommitted = Atomic(0)
-    /// Past this many, a request waits for its commit again (as with no log): SQLite is behind, and memory is
-    /// not to grow without bound.
+    /// Done marks given and not yet committed.
+    private let marksQueued = Atomic(0)
+    /// Past this many logged events and done marks not yet in SQLite, a request waits for its commit again
+    /// (as with no log): SQLite is behind, and memory is not to grow without bound. (The done marks count as
+    /// well: rules run at once, and without this their marks piled up behind a busy writer; peak RSS 94 MB in
+    /// the speed table's run of a million events, against 55 MB before the log.)
     static let loggedLimit = 4_096
     /// Done marks in the order given; a batch is never split across transactions.
     private let pendingDone = Mutex(DoneQueue())
@@ -190,7 +194,8 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         _ event: AcceptedEvent, duplicateKey: String?, window: Double,
         completion: @escaping @Sendable (Result<Bool, any Error>) -> Void
     ) {
-        if let log, loggedUncommitted.load(ordering: .relaxed) < Self.loggedLimit,
+        if let log,
+            loggedUncommitted.load(ordering: .relaxed) + marksQueued.load(ordering: .relaxed) < Self.loggedLimit,
             !appendsHeld.load(ordering: .relaxed)
         {
             let file: Int
@@ -217,6 +222,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     /// nothing due and stop again, woke a thread of the writer's queue for every event.)
     public func markDone(_ marks: [DoneMark]) {
         guard !marks.isEmpty else { return }
+        marksQueued.add(marks.count, ordering: .relaxed)
         let due = pendingDone.withLock { queue -> UInt64? in
             queue.append(marks)
             return queue.due()
@@ -652,6 +658,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
             var staged = 0
             try Self.immediateTransaction(db) { staged = try Self.markDone(done, in: db) }
             callIndex.withLock { $0.staged += staged }
+            marksQueued.subtract(done.count, ordering: .relaxed)
             deliveriesQueued(by: done)
             return true
         } catch {
