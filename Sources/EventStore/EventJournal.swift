@@ -79,7 +79,8 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         }
         Self.tuneSQLite
         path = Self.file(in: directory)
-        logCopier = LogCopier(path: path)
+        // Without `--journal-fsync` requests' events go to the log (`AcceptedLog`), and do not wait for the writer.
+        logCopier = LogCopier(path: path, everyEvents: fsync ? LogCopier.everyEvents : LogCopier.everyEventsLogged)
         do {
             var configuration = Configuration()
             configuration.busyMode = .timeout(5)

@@ -181,8 +181,9 @@ import WebhookServer
         #expect(largest < 4_100)
     }
 
-    /// The log is copied into the database beside the writer once `LogCopier.everyEvents` events were
-    /// appended, long before the writer's own checkpoint at 4,000 pages would have.
+    /// The log is copied into the database beside the writer once `LogCopier.everyEventsLogged` events were
+    /// appended (a journal with the accepted-event log), long before the writer's own checkpoint at 4,000 pages
+    /// would have.
     @Test func theLogIsCopiedIntoTheDatabaseBesideTheWriter() async throws {
         let path = directory()
         let journal = try EventJournal(directory: path)
@@ -192,7 +193,7 @@ import WebhookServer
         }
         let before = size(file)
         try await withThrowingTaskGroup(of: Void.self) { group in
-            for i in 0..<LogCopier.everyEvents {
+            for i in 0..<LogCopier.everyEventsLogged {
                 var event = entry("e\(i)")
                 event.body = Array(repeating: UInt8(ascii: "a"), count: 1_000)
                 group.addTask { try await journal.append(event) }
@@ -202,7 +203,7 @@ import WebhookServer
         // Fewer pages than the writer's checkpoint waits for (a frame is a 24-byte header and a 4 KiB page):
         // only the copier can have put them into the database.
         #expect(size(file + "-wal") / 4_120 < 4_000)
-        #expect(await eventually { size(file) > before + LogCopier.everyEvents * 1_000 })
+        #expect(await eventually { size(file) > before + LogCopier.everyEventsLogged * 1_000 })
     }
 
     @Test func retentionDeletesWhatIsFinishedAndKeepsWhatIsNot() async throws {
