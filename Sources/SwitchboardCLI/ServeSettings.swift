@@ -235,7 +235,8 @@ extension ServeSettings {
             "journal", "Journal accepted events before answering, and re-run unfinished ones on start.",
             \.server.journal, ["on": true, "off": false, "true": true, "false": false, "yes": true, "no": false]),
         .flag(
-            "journal-fsync", "fsync every journal commit: survives power loss, not only a killed process.",
+            "journal-fsync",
+            "Commit each event to SQLite and fsync it before answering, instead of writing it to the accepted-event log: survives power loss, not only a killed process.",
             \.server.journalFsync),
         .number("max-body-bytes", "n", "Largest request body.", \.server.decoding.maxBodyBytes),
         .number(
