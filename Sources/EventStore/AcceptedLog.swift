@@ -65,12 +65,15 @@ package final class AcceptedLog: Sendable {
         /// has costs about half one that extends it, which makes the kernel allocate and zero a block
         /// (`zero_user_segments` was 6% of the server's samples under load, `perf`).
         var spares: [Int] = []
+        /// Files `closeFiles` closed before all their records were in SQLite: deleted, not kept, once they are.
+        var doomed: Set<Int> = []
     }
 
     /// Takes the log of `directory` when no other process or journal has it; nil otherwise.
-    init?(directory: String, fileLimit: Int = defaultFileLimit) {
+    package init?(directory: String, fileLimit: Int = defaultFileLimit) {
         let lockPath = (directory as NSString).appendingPathComponent("accepted.lock")
-        let descriptor = Glibc.open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        // Read-only is enough for `flock`, and opens a lock file another user created.
+        let descriptor = Glibc.open(lockPath, O_RDONLY | O_CREAT | O_CLOEXEC, 0o644)
         guard descriptor >= 0 else { return nil }
         guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
             close(descriptor)
@@ -91,7 +94,7 @@ package final class AcceptedLog: Sendable {
 
     /// Writes the entry's record; returns the number of the file that holds it (for `committed`).
     /// - Throws: `JournalError` saying what to fix (a full disk, say); the entry is then not in the log.
-    func write(_ entry: AcceptedEvent) throws -> Int {
+    package func write(_ entry: AcceptedEvent) throws -> Int {
         var record = Self.record(entry)
         for lane in lanes {
             if let number = try lane.mutex.withLockIfAvailable({ try write(&record, in: &$0) }) { return number }
@@ -129,15 +132,16 @@ package final class AcceptedLog: Sendable {
         }
     }
 
-    /// Closes the lanes' files and deletes every file whose records are all in SQLite, spares too: before
-    /// retention deletes events (which must not come back from a file at the next start), and at shutdown.
+    /// Closes the lanes' files and deletes every file whose records are all in SQLite, spares too, and the rest
+    /// once theirs are (`closedFilesRemain`): before retention deletes events (which must not come back from a
+    /// file at the next start), and at shutdown.
     func closeFiles() {
         for lane in lanes {
             lane.mutex.withLock { lane in
                 guard lane.descriptor >= 0 else { return }
                 close(lane.descriptor)
                 lane.descriptor = -1
-                files.withLock { closed(lane.number, &$0) }
+                files.withLock { closed(lane.number, &$0, doomed: true) }
             }
         }
         files.withLock { files in
@@ -146,16 +150,24 @@ package final class AcceptedLog: Sendable {
         }
     }
 
+    /// Files `closeFiles` closed are still waiting for records to reach SQLite.
+    var closedFilesRemain: Bool { files.withLock { !$0.doomed.isEmpty } }
+
     /// A lane stopped writing to file `number`.
-    private func closed(_ number: Int, _ files: inout Files) {
+    private func closed(_ number: Int, _ files: inout Files, doomed: Bool = false) {
         files.open.remove(number)
-        if (files.uncommitted[number] ?? 0) == 0 { retire(number, &files) }
+        if (files.uncommitted[number] ?? 0) == 0 {
+            retire(number, &files)
+        } else if doomed {
+            files.doomed.insert(number)
+        }
     }
 
-    /// File `number` holds nothing that is not in SQLite: a spare, or deleted when there are enough.
+    /// File `number` holds nothing that is not in SQLite: a spare, or deleted when there are enough or
+    /// `closeFiles` closed it.
     private func retire(_ number: Int, _ files: inout Files) {
         files.uncommitted[number] = nil
-        if files.spares.count < lanes.count {
+        if files.doomed.remove(number) == nil, files.spares.count < lanes.count {
             files.spares.append(number)
         } else {
             unlink(path(number))
@@ -196,7 +208,7 @@ package final class AcceptedLog: Sendable {
 
     func path(_ number: Int) -> String { Self.path(number, in: directory) }
 
-    static func path(_ number: Int, in directory: String) -> String {
+    package static func path(_ number: Int, in directory: String) -> String {
         (directory as NSString).appendingPathComponent("accepted-\(number).log")
     }
 
@@ -213,19 +225,16 @@ package final class AcceptedLog: Sendable {
     }
 
     /// Every whole record in the log's files, oldest first (a damaged or cut record ends its file: it was
-    /// never acknowledged).
-    func recoverable() -> [AcceptedEvent] {
-        Self.files(in: directory).flatMap { file in
-            FileManager.default.contents(atPath: file.path).map {
-                Self.records(in: [UInt8]($0), file: file.number).entries
-            } ?? []
+    /// never acknowledged), and the files read. A file that cannot be read is left out, and left alone.
+    func recoverable() -> (entries: [AcceptedEvent], read: [String]) {
+        var entries: [AcceptedEvent] = []
+        var read: [String] = []
+        for file in Self.files(in: directory) {
+            guard let data = FileManager.default.contents(atPath: file.path) else { continue }
+            entries += Self.records(in: [UInt8](data), file: file.number).entries
+            read.append(file.path)
         }
-    }
-
-    /// Deletes the files there were at start (their records are in SQLite, after `recoverable`).
-    func deleteRecovered() {
-        let first = nextNumber.load(ordering: .relaxed)
-        for file in Self.files(in: directory) where file.number < first { unlink(file.path) }
+        return (entries, read)
     }
 
     /// 0 when all of it was written, or the `errno` that stopped it.

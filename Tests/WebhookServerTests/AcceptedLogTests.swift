@@ -157,6 +157,27 @@ import Testing
         #expect(Set(unfinished) == Set(new.dropFirst(50)))
     }
 
+    /// Events left in the log by a run without `--journal-fsync` are recovered by a start with it (which then
+    /// writes no log of its own), and the files go. One that cannot be read (here a directory by a log file's
+    /// name) does not stop the start.
+    @Test func aStartWithFsyncRecoversTheLogToo() async throws {
+        let path = directory()
+        defer { removeAll(path) }
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        do {
+            let log = try #require(AcceptedLog(directory: path))
+            for i in 0..<5 { _ = try log.write(entry("left-\(i)")) }
+        }
+        let files = AcceptedLog.files(in: path)
+        #expect(files.count == 1)
+        let unreadable = AcceptedLog.path(99, in: path)
+        try FileManager.default.createDirectory(atPath: unreadable, withIntermediateDirectories: false)
+        let journal = try EventJournal(directory: path, fsync: true)
+        #expect(!journal.logsAppends)
+        #expect(Set(try journal.unfinished().map(\.id)) == Set((0..<5).map { "left-\($0)" }))
+        #expect(AcceptedLog.files(in: path).map(\.path) == [unreadable])
+    }
+
     /// One process, one owner of a directory's log: a second journal opened on it meanwhile commits before
     /// it answers, and does not touch the first one's files.
     @Test func aSecondJournalOnTheSameDirectoryHasNoLog() async throws {
