@@ -23,9 +23,10 @@ import Synchronization
 ///
 /// A record: its payload's length (4 bytes, little-endian) and check (`RecordCheck`, 8 bytes, which takes the
 /// file's number in), then the payload: `receivedAt`'s 8 bytes, then `id`, `hook`, `format`, `meta` and `body`,
-/// each as its length (4 bytes; `0xFFFFFFFF` for no hook) and its bytes. A record cut short or damaged (the
-/// machine losing power), or left from the file's earlier use, ends the file's reading. Nothing after it was
-/// acknowledged: a `write` that fails is answered 503, cut off the file, and the lane moves to another file.
+/// each as its length (4 bytes; `0xFFFFFFFF` for no hook) and its bytes. A record cut short or damaged, or left
+/// from the file's earlier use, ends the file's reading. A `write` that fails is answered 503, cut off the file,
+/// and the lane moves to another file, so nothing acknowledged follows it; after the machine lost power, what
+/// had not reached the disk is lost, as a commit without `--journal-fsync` would be.
 ///
 /// One process owns the files at a time: the one holding `accepted.lock` (`flock`, released when the process
 /// ends however it ends). Another opening the same journal meanwhile (a `switchboard` command beside a
