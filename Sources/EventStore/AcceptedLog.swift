@@ -255,8 +255,8 @@ package final class AcceptedLog: Sendable {
 
     private static func reason(_ code: Int32) -> String {
         switch code {
-        case ENOSPC, EDQUOT: "the disk is full (free space, or move --data-dir)"
-        case EACCES, EPERM, EROFS: "it is not writable (check the owner and permissions of --data-dir)"
+        case ENOSPC, EDQUOT: EventJournal.diskFull
+        case EACCES, EPERM, EROFS: EventJournal.notWritable
         default: String(cString: strerror(code))
         }
     }

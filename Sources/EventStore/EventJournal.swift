@@ -79,8 +79,6 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         }
         Self.tuneSQLite
         path = Self.file(in: directory)
-        // Without `--journal-fsync` requests' events go to the log (`AcceptedLog`), and do not wait for the writer.
-        logCopier = LogCopier(path: path, everyEvents: fsync ? LogCopier.everyEvents : LogCopier.everyEventsLogged)
         do {
             var configuration = Configuration()
             configuration.busyMode = .timeout(5)
@@ -135,6 +133,9 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         let log = AcceptedLog(directory: directory, fileLimit: logFileLimit ?? AcceptedLog.defaultFileLimit)
         if let log { try Self.recover(log, into: pool, path: path) }
         self.log = fsync ? nil : log
+        // With the log requests do not wait for the writer (`LogCopier.everyEventsLogged`).
+        logCopier = LogCopier(
+            path: path, everyEvents: self.log == nil ? LogCopier.everyEvents : LogCopier.everyEventsLogged)
     }
 
     /// Puts the events left in the log's files into SQLite (those there already stay as they are), then
@@ -525,8 +526,16 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
 
     /// Starts a flush `nanoseconds` from now; the caller has set `wakeArmed` (one wake-up armed at a time).
     private func armWake(after nanoseconds: UInt64) {
-        DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds))) { [self] in
-            writer.withLock { $0.wakeArmed = false }
+        flush(after: .nanoseconds(Int(nanoseconds))) { $0.wakeArmed = false }
+    }
+
+    /// `delay` from now, changes the writer's state under its lock, then starts a flush: the wake-up for done
+    /// marks, and the retries after a failed commit of done marks or of logged appends.
+    private func flush(
+        after delay: DispatchTimeInterval, _ change: @escaping @Sendable (inout WriterState) -> Void
+    ) {
+        DispatchQueue.global().asyncAfter(deadline: .now() + delay) { [self] in
+            writer.withLock { change(&$0) }
             scheduleFlush()
         }
     }
@@ -596,10 +605,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         guard !commit(done, in: db) else { return }
         // Only a failure sets the wait and only this retry ends it: one retry is scheduled at a time.
         writer.withLock { $0.marksWait = true }
-        DispatchQueue.global().asyncAfter(deadline: .now() + Self.doneRetryDelay) { [self] in
-            writer.withLock { $0.marksWait = false }
-            scheduleFlush()
-        }
+        flush(after: Self.doneRetryDelay) { $0.marksWait = false }
     }
 
     /// Starts reading a merge's legs on the log copier's connection (the writer goes on meanwhile, and takes the
@@ -663,13 +669,10 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
             return state.heldAppends.count == held.count
         }
         guard first else { return }
-        DispatchQueue.global().asyncAfter(deadline: .now() + Self.doneRetryDelay) { [self] in
-            // Under the writer's lock: a turn that found none held (and so took done marks) must find them queued.
-            writer.withLock { state in
-                pendingAppends.withLock { $0.insert(contentsOf: state.heldAppends, at: 0) }
-                state.heldAppends.removeAll()
-            }
-            scheduleFlush()
+        // Under the writer's lock: a turn that found none held (and so took done marks) must find them queued.
+        flush(after: Self.doneRetryDelay) { [self] state in
+            pendingAppends.withLock { $0.insert(contentsOf: state.heldAppends, at: 0) }
+            state.heldAppends.removeAll()
         }
     }
 
@@ -769,14 +772,18 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
 }
 
 extension EventJournal {
+    /// What to do about the two failures a user can fix, for SQLite's errors and the log's alike.
+    static let diskFull = "the disk is full (free space, or move --data-dir)"
+    static let notWritable = "it is not writable (check the owner and permissions of --data-dir)"
+
     /// What went wrong, in words that say what to fix.
     static func reason(_ error: any Error) -> String {
         if let error = error as? DatabaseError {
             switch error.resultCode {
             case .SQLITE_FULL:
-                return "the disk is full (free space, or move --data-dir)"
+                return diskFull
             case .SQLITE_READONLY, .SQLITE_PERM, .SQLITE_CANTOPEN, .SQLITE_AUTH:
-                return "it is not writable (check the owner and permissions of --data-dir)"
+                return notWritable
             case .SQLITE_IOERR:
                 return "I/O error (\(error.message ?? "no detail"))"
             default: break
