@@ -39,7 +39,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     /// (as with no log): SQLite is behind, and memory is not to grow without bound. (The done marks count as
     /// well: rules run at once, and without this their marks piled up behind a busy writer; peak RSS 94 MB in
     /// the speed table's run of a million events, against 55 MB before the log.)
-    static let loggedLimit = 4_096
+    package static let loggedLimit = 4_096
     /// Done marks in the order given; a batch is never split across transactions.
     private let pendingDone = Mutex(DoneQueue())
     /// Called after a commit that queued deliveries (the outbox wakes up).

@@ -1,5 +1,6 @@
 import EventStore
 import Foundation
+import GRDB
 import RuleEngine
 import Synchronization
 import TestSupport
@@ -243,5 +244,62 @@ import Testing
         let (synchronous, error) = await serverAppend(journal, entry("after"))
         #expect(error == nil)
         #expect(synchronous)
+    }
+
+    /// Starts an append the way the server does; returns whether it was answered before `append` returned,
+    /// and its answer (nil: accepted; otherwise the error) once it comes.
+    func startAppend(_ journal: EventJournal, _ event: AcceptedEvent) -> (
+        synchronous: Bool, answer: AsyncStream<String?>
+    ) {
+        final class Answered: Sendable { let flag = Atomic(false) }
+        let answered = Answered()
+        let (answer, continuation) = AsyncStream.makeStream(of: String?.self)
+        journal.append(event, duplicateKey: nil, window: 0) { result in
+            answered.flag.store(true, ordering: .releasing)
+            switch result {
+            case .success: continuation.yield(nil)
+            case .failure(let error): continuation.yield("\(error)")
+            }
+            continuation.finish()
+        }
+        return (answered.flag.load(ordering: .acquiring), answer)
+    }
+
+    /// Past `EventJournal.loggedLimit` logged events and done marks not yet in SQLite, a request waits for its
+    /// commit again: memory stays bounded while SQLite is behind. Another connection holds SQLite's write lock,
+    /// so nothing commits meanwhile (for less than the writer's 5 s busy timeout: its commits wait, and do not
+    /// fail); once it lets go, the waiting request is answered. Then the same with done marks waiting.
+    @Test(.timeLimit(.minutes(1))) func pastTheLimitARequestWaitsForItsCommit() async throws {
+        let path = directory()
+        defer { removeAll(path) }
+        let journal = try EventJournal(directory: path)
+        var configuration = Configuration()
+        configuration.allowsUnsafeTransactions = true
+        let blocker = try DatabaseQueue(path: EventJournal.file(in: path), configuration: configuration)
+        let limit = EventJournal.loggedLimit
+        func hold() async throws {
+            try await blocker.writeWithoutTransaction { try $0.execute(sql: "BEGIN IMMEDIATE") }
+        }
+        func letGo() async throws { try await blocker.writeWithoutTransaction { try $0.execute(sql: "COMMIT") } }
+
+        try await hold()
+        var logged = 0
+        for i in 0..<limit where startAppend(journal, entry("e\(i)")).synchronous { logged += 1 }
+        #expect(logged == limit)
+        #expect(!journal.appendsWaitAfterFailure)
+        let over = startAppend(journal, entry("over"))
+        #expect(!over.synchronous)
+        try await letGo()
+        #expect(await over.answer.first { _ in true } == .some(nil))
+        #expect(await eventually { (try? journal.unfinished().count) == limit + 1 })
+
+        // Done marks count as well.
+        try await hold()
+        journal.markDone((0..<limit).map { DoneMark(id: "e\($0)", forwards: []) })
+        let afterMarks = startAppend(journal, entry("after-marks"))
+        #expect(!afterMarks.synchronous)
+        try await letGo()
+        #expect(await afterMarks.answer.first { _ in true } == .some(nil))
+        #expect(await eventually { (try? journal.counts()).map { $0.done == limit && $0.pending == 2 } == true })
     }
 }
