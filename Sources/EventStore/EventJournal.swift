@@ -392,13 +392,18 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     /// last leaf of `events_done` and of its indexes, the header page): in a replay of the journal's schema
     /// with SQLite (README, Benchmark), appends and done records 11 per commit wrote 2.09 log frames per
     /// event, and done records 50 per commit 1.29, 200 per commit 1.08. Larger commits hold the appends up
-    /// longer: under `wrk -t1 -c32`, 512 marks or 20 ms answered 1% of requests after 11.6–13.1 ms, 128 or
-    /// 10 ms after 9.4–11.4 ms, for about the same bytes written per request (7,363 and 7,448). What it costs: forwards reach
-    /// the outbox, and the console shows an event done, up to `maxWait` later, and a crash in that window runs
-    /// the events again, as it would have done a few milliseconds earlier (rule runs are at-least-once either
-    /// way). No request waits for a done mark.
+    /// longer, which mattered while requests waited for their commit: under `wrk -t1 -c32`, 512 marks or 20 ms
+    /// answered 1% of requests after 11.6–13.1 ms, 128 or 10 ms after 9.4–11.4 ms, for about the same bytes
+    /// written per request (7,363 and 7,448). With the accepted-event log no request waits for the writer, and
+    /// 512 (still 10 ms at most) against 128, two runs of `JOURNAL=on scripts/compare_ingest.sh` (5 rounds of
+    /// 8 s, 8 of 5 s): 34,693 → 36,112 and 33,555 → 34,619 req/s, server CPU 41 → 39 and 42 → 41 µs a request,
+    /// 4,702 → 4,617 and 4,711 → 4,622 bytes written a request, the 99th percentile 27.2 → 32.6 and 23.0 →
+    /// 15.2 ms. What it costs: forwards reach the outbox, and the console shows an event done, up to `maxWait`
+    /// later (under that load about 10 ms rather than the 4 ms 128 marks took to gather), and a crash in that
+    /// window runs the events again, as it would have done a few milliseconds earlier (rule runs are
+    /// at-least-once either way). No request waits for a done mark.
     package struct DoneQueue {
-        package static let batch = 128
+        package static let batch = 512
         package static let maxWait: UInt64 = 10_000_000
         package private(set) var marks: [DoneMark] = []
         /// `DispatchTime`'s uptime in nanoseconds when the oldest mark was queued.
