@@ -275,6 +275,8 @@ import Testing
         let journal = try EventJournal(directory: path)
         var configuration = Configuration()
         configuration.allowsUnsafeTransactions = true
+        // Should the writer hold the lock at that moment, wait for it rather than fail.
+        configuration.busyMode = .timeout(5)
         let blocker = try DatabaseQueue(path: EventJournal.file(in: path), configuration: configuration)
         let limit = EventJournal.loggedLimit
         func hold() async throws {
