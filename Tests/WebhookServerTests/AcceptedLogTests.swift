@@ -34,20 +34,11 @@ import Testing
     }
 
     /// Appends the way the server does; returns whether `completion` came before `append` returned, and what
-    /// it said.
+    /// it said (`startAppend`).
     func serverAppend(_ journal: EventJournal, _ event: AcceptedEvent) async -> (synchronous: Bool, error: String?) {
-        let returned = Atomic(false)
-        let answer: (Bool, String?) = await withCheckedContinuation { continuation in
-            journal.append(event, duplicateKey: nil, window: 0) { result in
-                let synchronous = !returned.load(ordering: .acquiring)
-                switch result {
-                case .success: continuation.resume(returning: (synchronous, nil))
-                case .failure(let error): continuation.resume(returning: (synchronous, "\(error)"))
-                }
-            }
-            returned.store(true, ordering: .releasing)
-        }
-        return answer
+        let (synchronous, answer) = startAppend(journal, event)
+        // A stream that ended without an answer would be a bug: it reads as an error, never as accepted.
+        return (synchronous, await answer.first { _ in true } ?? "no answer")
     }
 
     func sealed(_ event: AcceptedEvent, file: Int) -> [UInt8] {
@@ -104,7 +95,7 @@ import Testing
     /// and the log's file goes once it has (here, at the drain).
     @Test func anAppendIsAnsweredFromTheLogAndReachesSQLiteAfter() async throws {
         let path = directory()
-        defer { try? FileManager.default.removeItem(atPath: path) }
+        defer { removeAll(path) }
         let journal = try EventJournal(directory: path)
         #expect(journal.logsAppends)
         for i in 0..<50 {
@@ -183,7 +174,7 @@ import Testing
     /// it answers, and does not touch the first one's files.
     @Test func aSecondJournalOnTheSameDirectoryHasNoLog() async throws {
         let path = directory()
-        defer { try? FileManager.default.removeItem(atPath: path) }
+        defer { removeAll(path) }
         let first = try EventJournal(directory: path)
         let second = try EventJournal(directory: path)
         #expect(first.logsAppends && !second.logsAppends)
