@@ -329,6 +329,9 @@ public final class Engine: Service, Sendable {
     /// do neither, and building it for every event cost about 8,500 of the 222,000 instructions a request took
     /// (callgrind, journal off).
     func record(_ outcomes: [RuleOutcome], forEvent: Bool, metadata common: () -> Logger.Metadata) {
+        // When the event's runs ended, for `switchboard_rule_last_run_timestamp_seconds`: read once, as the
+        // report is recorded right after its last run.
+        let endedAt = forEvent && !outcomes.isEmpty ? Date().timeIntervalSince1970 : nil
         // By index, stored properties only: a `for … in`, a `let` of the element, or a computed property such
         // as `matched` read through the subscript, copies each outcome out (a retain and a release of each of
         // its strings and arrays).
@@ -336,7 +339,7 @@ public final class Engine: Service, Sendable {
             let recorded = !forEvent || RuleOutcome.matched(outcomes[i].outcome, stage: outcomes[i].stage)
             metrics.recordRun(
                 rule: outcomes[i].rule, outcome: forEvent ? outcomes[i].outcome : nil,
-                seconds: recorded ? outcomes[i].seconds : nil)
+                seconds: recorded ? outcomes[i].seconds : nil, endedAt: endedAt)
             guard recorded else { continue }
             for call in outcomes[i].http {
                 metrics.increment(

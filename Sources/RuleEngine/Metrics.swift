@@ -25,7 +25,8 @@ public final class Metrics: Sendable {
         var factory = PrometheusMetricsFactory(registry: registry)
         factory.valueHistogramBuckets = ["switchboard_rule_duration_seconds": Self.durationBuckets]
         self.factory = factory
-        for (name, type, _) in Self.help where type == "gauge" { set(name, 0) }  // present from the start
+        // Present from the start (the per-rule one appears with each rule's first run).
+        for (name, type, _) in Self.help where type == "gauge" && name != Self.lastRunGauge { set(name, 0) }
     }
 
     static let help: [(String, String, String)] = [
@@ -38,6 +39,10 @@ public final class Metrics: Sendable {
         ("switchboard_duplicates_total", "counter", "Repeats of an accepted event answered 200 and not run again."),
         ("switchboard_non200_responses_total", "counter", "Answers other than 200, by X-Hook-ID."),
         ("switchboard_rule_duration_seconds", "histogram", "Wall time of one rule run, HTTP waits included."),
+        (
+            "switchboard_rule_last_run_timestamp_seconds", "gauge",
+            "Unix time the rule's last run on an event ended, whatever its outcome (0 before the first)."
+        ),
         ("switchboard_reloads_total", "counter", "Rule reloads by result (ok, failed)."),
         ("switchboard_ticks_total", "counter", "Timer ticks run, by rule and outcome (ok, error)."),
         (
@@ -97,13 +102,40 @@ public final class Metrics: Sendable {
         handle.record(value)
     }
 
-    /// What one rule's runs record: `switchboard_rule_runs_total` for each outcome, and the rule's
-    /// `switchboard_rule_duration_seconds`. Found with one lookup of the rule's name per run: counting a run by
-    /// metric and labels made an array of labels and hashed the metric's name and every label each time.
+    /// What one rule's runs record: `switchboard_rule_runs_total` for each outcome, the rule's
+    /// `switchboard_rule_duration_seconds`, and when its last run ended. Found with one lookup of the rule's name
+    /// per run: counting a run by metric and labels made an array of labels and hashed the metric's name and
+    /// every label each time.
     struct RuleHandles: Sendable {
         /// By outcome, in `RuleOutcome.Outcome.index` order.
         let runs: [CoreMetrics.Counter]
         let duration: CoreMetrics.Recorder
+        /// `switchboard_rule_last_run_timestamp_seconds`: kept as the bits of a `Double` and given to the gauge
+        /// only when the metrics are exported (a gauge's `record` per run would take the exporter's lock).
+        let lastRun: LastRun
+    }
+
+    static let lastRunGauge = "switchboard_rule_last_run_timestamp_seconds"
+
+    /// The latest time a rule's run ended, raised by whichever loop records one, never lowered.
+    final class LastRun: Sendable {
+        private let bits = Atomic<UInt64>(0)
+        let gauge: CoreMetrics.Gauge
+
+        init(gauge: CoreMetrics.Gauge) { self.gauge = gauge }
+
+        var seconds: Double { Double(bitPattern: bits.load(ordering: .relaxed)) }
+
+        /// Raises the time to `seconds` (two loops can end runs of one rule at once: the later time stays).
+        func raise(to seconds: Double) {
+            var seen = bits.load(ordering: .relaxed)
+            while Double(bitPattern: seen) < seconds {
+                let (exchanged, now) = bits.compareExchange(
+                    expected: seen, desired: seconds.bitPattern, ordering: .relaxed)
+                if exchanged { return }
+                seen = now
+            }
+        }
     }
 
     private func handles(of rule: String) -> RuleHandles {
@@ -117,30 +149,45 @@ public final class Metrics: Sendable {
                 },
                 duration: CoreMetrics.Recorder(
                     label: "switchboard_rule_duration_seconds", dimensions: [("rule", rule)], aggregate: true,
-                    factory: factory))
+                    factory: factory),
+                lastRun: LastRun(
+                    gauge: CoreMetrics.Gauge(label: Self.lastRunGauge, dimensions: [("rule", rule)], factory: factory)))
             map[rule] = made
             return made
         }
     }
 
-    /// Counts a run of `rule` that ended with `outcome` (`switchboard_rule_runs_total`) and, when given, records
-    /// how long it took (`switchboard_rule_duration_seconds`): one lookup of the rule's handles for both.
-    public func recordRun(rule: String, outcome: RuleOutcome.Outcome?, seconds: Double?) {
+    /// Counts a run of `rule` that ended with `outcome` (`switchboard_rule_runs_total`) at `endedAt` (Unix
+    /// seconds, `switchboard_rule_last_run_timestamp_seconds`) and, when given, records how long it took
+    /// (`switchboard_rule_duration_seconds`): one lookup of the rule's handles for all three.
+    public func recordRun(rule: String, outcome: RuleOutcome.Outcome?, seconds: Double?, endedAt: Double? = nil) {
         let handles = handles(of: rule)
         if let outcome { handles.runs[outcome.index].increment(by: 1) }
         if let seconds { handles.duration.record(seconds) }
+        if let endedAt { handles.lastRun.raise(to: endedAt) }
     }
 
     /// A counter's value (for tests and the benchmark), summed over label sets containing `labels`: read
     /// back from the exposition, so it is exactly what `/metrics` says.
     public func value(_ metric: String, _ labels: [(String, String)] = []) -> Int {
+        series(metric, labels).reduce(0) { $0 + (Int($1) ?? 0) }
+    }
+
+    /// A gauge's value as `/metrics` gives it (for tests and the benchmark): its first series whose labels
+    /// contain `labels`; nil when there is none.
+    public func gaugeValue(_ metric: String, _ labels: [(String, String)] = []) -> Double? {
+        series(metric, labels).first.flatMap { Double($0) }
+    }
+
+    /// The values, as exported, of the series of `metric` whose labels contain `labels`.
+    private func series(_ metric: String, _ labels: [(String, String)]) -> [Substring] {
         // Each wanted pair must be a whole label: after `{` or `,`, so `id="x"` does not match `hook_id="x"`.
         let wanted = labels.map { pair in
             "\(pair.0)=\""
                 + pair.1.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
                 .replacingOccurrences(of: "\n", with: "\\n") + "\""
         }
-        var total = 0
+        var values: [Substring] = []
         for line in prometheus().split(separator: "\n") where !line.hasPrefix("#") {
             guard line.hasPrefix(metric), let space = line.lastIndex(of: " ") else { continue }
             let series = line[..<space]
@@ -148,9 +195,9 @@ public final class Metrics: Sendable {
             guard name == metric,
                 wanted.allSatisfy({ series.contains("{" + $0) || series.contains("," + $0) })
             else { continue }
-            total += Int(line[line.index(after: space)...]) ?? 0
+            values.append(line[line.index(after: space)...])
         }
-        return total
+        return values
     }
 
     /// A counter's name and labels as the key of its handle: hashed and compared as they are, with no string
@@ -183,6 +230,9 @@ public final class Metrics: Sendable {
     /// The Prometheus text exposition, with a `# HELP` line for each metric Switchboard documents.
     public func prometheus() -> String {
         for (gauge, read) in readings.withLock({ $0 }) { set(gauge, read()) }
+        for handles in rules.withLock({ Array($0.values) }) where handles.lastRun.seconds > 0 {
+            handles.lastRun.gauge.record(handles.lastRun.seconds)
+        }
         var text = ""
         let help = Dictionary(uniqueKeysWithValues: Self.help.map { ($0.0, $0.2) })
         for line in registry.emitToString().split(separator: "\n", omittingEmptySubsequences: true) {

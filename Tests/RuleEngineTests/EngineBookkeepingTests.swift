@@ -41,6 +41,7 @@ import Testing
             contentsOf: root.appendingPathComponent("channel_answer__inbound.json"), encoding: .utf8)
         // 7 calls; each gets both kinds of event, so some of its events run straight through and some wait.
         let events = 280
+        let started = Date().timeIntervalSince1970
         for n in 0..<events {
             let body = (n % 2 == 0 ? create : answer).replacingOccurrences(
                 of: "1783265409_83651247@203.0.113.45", with: "call-\(n % 7)")
@@ -54,5 +55,13 @@ import Testing
             #expect(order["call-\(call)"] == Array(stride(from: call, to: events, by: 7)))
         }
         #expect(engine.metrics.value("switchboard_rule_runs_total", [("rule", "waits"), ("outcome", "ok")]) == 140)
+        // Each rule's last run ended between the first submit and now, the one waiting on HTTP after the other's
+        // first run (its first run alone waits 2 ms).
+        let ended = Date().timeIntervalSince1970
+        let gauge = "switchboard_rule_last_run_timestamp_seconds"
+        let quick = try #require(engine.metrics.gaugeValue(gauge, [("rule", "quick")]))
+        let waits = try #require(engine.metrics.gaugeValue(gauge, [("rule", "waits")]))
+        #expect(quick >= started && quick <= ended)
+        #expect(waits >= started + 0.002 && waits <= ended)
     }
 }

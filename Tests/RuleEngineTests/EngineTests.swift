@@ -303,6 +303,23 @@ import Testing
         #expect(metrics.value("switchboard_rule_runs_total") == 3)
         #expect(metrics.prometheus().contains("# HELP switchboard_rule_runs_total "))
     }
+
+    /// A rule's last-run time is exported once it has run on an event, only ever moves forward (two loops may
+    /// record runs of one rule out of order), and reads 0 for a rule that has run only on ticks.
+    @Test func aRulesLastRunTimeOnlyMovesForward() {
+        let metrics = Metrics()
+        let gauge = "switchboard_rule_last_run_timestamp_seconds"
+        #expect(metrics.gaugeValue(gauge) == nil)
+        metrics.recordRun(rule: "a", outcome: .ok, seconds: 0.001, endedAt: 1_800_000_000.25)
+        metrics.recordRun(rule: "a", outcome: .skipped, seconds: nil, endedAt: 1_800_000_000.5)
+        metrics.recordRun(rule: "a", outcome: .ok, seconds: 0.001, endedAt: 1_800_000_000)
+        metrics.recordRun(rule: "b", outcome: .ok, seconds: 0.001, endedAt: 1_700_000_000)
+        metrics.recordRun(rule: "tick", outcome: nil, seconds: 0.001)
+        #expect(metrics.gaugeValue(gauge, [("rule", "a")]) == 1_800_000_000.5)
+        #expect(metrics.gaugeValue(gauge, [("rule", "b")]) == 1_700_000_000)
+        #expect(metrics.gaugeValue(gauge, [("rule", "tick")]) == 0)
+        #expect(metrics.prometheus().contains("# HELP \(gauge) "))
+    }
 }
 
 /// An HTTP client whose answers wait until the test opens the gate.
