@@ -85,7 +85,12 @@ extension LuaState {
 /// the error message (the trampoline raises it). Never raises itself.
 private func hostDispatch(_ L: OpaquePointer?, _ box: UnsafeMutableRawPointer?) -> Int32 {
     guard let L, let box else { return SB_RAISE }
-    let function = Unmanaged<HostFunctionBox>.fromOpaque(box).takeUnretainedValue()
+    // The state keeps the box alive (`LuaState.hostFunctions`) for longer than any call into it: borrowed for the
+    // call, with no retain and release of it (`takeUnretainedValue` made a strong reference for the call).
+    return Unmanaged<HostFunctionBox>.fromOpaque(box)._withUnsafeGuaranteedRef { dispatch(L, to: $0) }
+}
+
+private func dispatch(_ L: OpaquePointer, to function: HostFunctionBox) -> Int32 {
     let stack = LuaStack(L: L)
     let count = stack.top
     do {

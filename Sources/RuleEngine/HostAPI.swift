@@ -6,20 +6,16 @@ package import LuaRuntime
 /// What the host API is doing right now: which file is loading, or which rule run is executing. The API
 /// checks it so that a call where it cannot work is a clear error (http while a file loads, for example).
 final class RunContext {
-    enum Phase {
-        case idle
-        case loading(file: String)
-        case running(RuleRun)
-    }
-    /// Set and cleared around every resume, by the worker that owns the state: no dynamic exclusivity checks.
-    @exclusivity(unchecked) var phase: Phase = .idle
+    /// The run being resumed: set by `RuleWorker.step` just before a resume and cleared as soon as it returns,
+    /// while `step` holds the run. Unowned, so that setting and clearing it around every resume is no retain and
+    /// release of the run (as an enum case holding it, it was both, and another pair for every read); a host
+    /// function reading it gets a strong reference. Only the worker that owns the state touches it: no dynamic
+    /// exclusivity checks.
+    @exclusivity(unchecked) unowned(unsafe) var currentRun: RuleRun? = nil
+    /// The file whose top level is running, while a file loads (`RuleLoader.load`).
+    @exclusivity(unchecked) var loadingFile: String? = nil
     /// Log lines written while files load (shown by `check` and `run`).
     var loadLogs: [(file: String, record: LogRecord)] = []
-
-    var currentRun: RuleRun? {
-        if case .running(let run) = phase { return run }
-        return nil
-    }
 }
 
 /// One rule run's record: its stage and everything it did. Made, written and read only by the worker running
@@ -110,10 +106,10 @@ package enum HostAPI {
     }
 
     static func record(_ line: LogRecord, _ context: RunContext) {
-        switch context.phase {
-        case .running(let run): run.logs.append(line)
-        case .loading(let file): context.loadLogs.append((file, line))
-        case .idle: context.loadLogs.append(("", line))
+        if let run = context.currentRun {
+            run.logs.append(line)
+        } else {
+            context.loadLogs.append((context.loadingFile ?? "", line))
         }
     }
 

@@ -26,7 +26,8 @@ package struct RuleLoader {
     ///
     /// A run that fails is told its stage by the line the driver had reached (`LuaCoroutine.failedAtEntryLine`):
     /// each stage's call is marked `-- stage NAME`, and a line belongs to the last mark at or above it.
-    /// Recording the stage as the driver went cost two calls per run.
+    /// Recording the stage as the driver went cost two calls per run. A run that went through returns nothing
+    /// (read as `ok`): a result would be an array made and freed for every run.
     static let driverSource = """
         return function(rule)
           local filter, transform, forward_to, run = rule.filter, rule.transform, rule.forward, rule.run
@@ -45,7 +46,6 @@ package struct RuleLoader {
             if run then
               run(event, payload) -- stage run
             end
-            return "ok"
           end
         end
         """
@@ -108,8 +108,8 @@ package struct RuleLoader {
             diagnostics.append(Diagnostic(.error, file: file.displayPath, line: line, message, traceback: traceback))
             return (nil, diagnostics)
         }
-        context.phase = .loading(file: file.displayPath)
-        defer { context.phase = .idle }
+        context.loadingFile = file.displayPath
+        defer { context.loadingFile = nil }
 
         let table: LuaReference
         do {

@@ -389,16 +389,16 @@ public final class RuleWorker: @unchecked Sendable {
     ) -> SuspendedRun? {
         // After a wait too: the task came back to the loop it prefers (a thread's id compared).
         checkOnHome()
-        set.context.phase = .running(run)
+        set.context.currentRun = run
         let result: LuaResumeResult
         do {
             result = try coroutine.resume(with: values)
         } catch {
-            set.context.phase = .idle
+            set.context.currentRun = nil
             failed(error, set: set, run: run, gate: gate, coroutine: coroutine, tick: tick, into: &outcomes)
             return nil
         }
-        set.context.phase = .idle
+        set.context.currentRun = nil
         switch result {
         case .suspended(let request):
             return SuspendedRun(set: set, run: run, gate: gate, coroutine: coroutine, tick: tick, request: request)
