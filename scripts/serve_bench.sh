@@ -82,11 +82,10 @@ for round in 1 2 3; do
   ok=$(( $(metric 18182 'switchboard_rule_runs_total{rule="slow",outcome="ok"}') - before ))
   # When the last run really ended, by the server's clock (the same machine's): the poll above sees it up to one
   # poll later (a curl, an awk and a bc: 10-20 ms on this machine).
-  ended=$(curl -s http://127.0.0.1:18182/metrics |
-    awk 'index($0, "switchboard_rule_last_run_timestamp_seconds{rule=\"slow\"}") == 1 {printf "%.6f", $NF}')
+  ended=$(metric 18182 'switchboard_rule_last_run_timestamp_seconds{rule="slow"}')
   printf 'round %d: %d of %d answered 200 in %.3f s; %d/%d rule runs finished ok, the last %.3f s after the first request (issue 17 goal: <= 1.2 s every round); the poll saw it at %.3f s\n' \
     "$round" "$(grep -c '^200$' "$work/codes.txt")" "$N" "$(echo "$answered - $start" | bc)" "$ok" "$N" \
-    "$(echo "${ended:-0} - $start" | bc)" "$(echo "$seen_done - $start" | bc)"
+    "$(echo "$ended - $start" | bc)" "$(echo "$seen_done - $start" | bc)"
   read -r first last seen < <(curl -s http://127.0.0.1:18181/arrivals) || true
   if [ -n "${seen:-}" ]; then
     printf '         the upstream saw %d requests, the first %.3f s and the last %.3f s after the first webhook\n' \

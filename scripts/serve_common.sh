@@ -11,7 +11,8 @@ scripts/build_release.sh switchboard
 work=$(mktemp -d); pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
-metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" 'index($0, m) == 1 {s += $NF} END {print s + 0}'; }
+# (Whole counts print as integers; a timestamp keeps 15 digits, not awk's default 6.)
+metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" 'index($0, m) == 1 {s += $NF} END {printf "%.15g\n", s}'; }
 wait_up() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/healthz" && return 0; sleep 0.1; done; return 1; }
 # wrk_post SECONDS URL [WRK OPTIONS...]: "REQ/S P90 P99 REQUESTS" from the same wrk run, the latency percentiles
 # in ms.

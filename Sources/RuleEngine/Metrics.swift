@@ -230,8 +230,9 @@ public final class Metrics: Sendable {
     /// The Prometheus text exposition, with a `# HELP` line for each metric Switchboard documents.
     public func prometheus() -> String {
         for (gauge, read) in readings.withLock({ $0 }) { set(gauge, read()) }
-        for handles in rules.withLock({ Array($0.values) }) where handles.lastRun.seconds > 0 {
-            handles.lastRun.gauge.record(handles.lastRun.seconds)
+        for handles in rules.withLock({ Array($0.values) }) {
+            let seconds = handles.lastRun.seconds
+            if seconds > 0 { handles.lastRun.gauge.record(seconds) }
         }
         var text = ""
         let help = Dictionary(uniqueKeysWithValues: Self.help.map { ($0.0, $0.2) })
