@@ -54,6 +54,11 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     /// Logged appends failed to commit (`WriterState.heldAppends`): until a commit succeeds, requests wait for
     /// their own commit, and get its error.
     private let appendsHeld = Atomic(false)
+    /// Set while retention waits for the write connection between two of its batches: the writer's `flush`
+    /// then lets it go first (`pruneInBatches`).
+    private let writerYield = Atomic(false)
+    /// Called with each batch retention commits, before the next one is queued (`onPruneBatch`; tests).
+    private let afterPruneBatch = Mutex<(@Sendable (Int) -> Void)?>(nil)
     /// How long done marks that failed wait before they are tried again (appends go on meanwhile).
     static let doneRetryDelay = DispatchTimeInterval.milliseconds(200)
 
@@ -238,38 +243,92 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     /// Retention by size: deletes the oldest done events and delivered forwards until the pages in use fit
     /// in `maxBytes` (the file then stops growing: SQLite reuses the freed pages). Pending events, pending
     /// forwards and dead letters are never deleted, so the file can still pass the cap when they alone do.
-    /// Returns how many rows went.
+    /// Deletes in batches, a transaction each (`pruneInBatches`). Returns how many rows went.
     @discardableResult
     public func prune(toFit maxBytes: Int) throws -> Int {
-        closeLogFiles()
-        return try pool.write { db in
-            func bytesInUse() throws -> Int {
-                let pages = try Int.fetchOne(db, sql: "PRAGMA page_count") ?? 0
-                let free = try Int.fetchOne(db, sql: "PRAGMA freelist_count") ?? 0
-                return (pages - free) * (try Int.fetchOne(db, sql: "PRAGMA page_size") ?? 4096)
-            }
-            var removed = 0
-            while try bytesInUse() > maxBytes {
-                // The oldest finished events first (an id starts with its arrival time), then their records.
-                let oldest = "SELECT id FROM events_done ORDER BY id LIMIT 500"
-                try Self.deleteLegs(ofDoneRecords: "id IN (\(oldest))", arguments: [], in: db)
-                try db.execute(sql: "DELETE FROM events WHERE id IN (\(oldest))")
-                var batch = db.changesCount
-                try db.execute(sql: "DELETE FROM events_done WHERE id IN (\(oldest))")
-                try db.execute(
-                    sql:
-                        "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries WHERE state = 'delivered' ORDER BY id LIMIT 500)"
-                )
-                batch += db.changesCount
-                if batch == 0 { break }
-                removed += batch
-            }
-            if removed > 0 {
-                try Self.deleteOrphanAttempts(db)
-                callIndex.withLock { $0.forget() }
-            }
-            return removed
+        try pruneInBatches { db, doneBefore in
+            let pages = try Int.fetchOne(db, sql: "PRAGMA page_count") ?? 0
+            let free = try Int.fetchOne(db, sql: "PRAGMA freelist_count") ?? 0
+            let pageSize = try Int.fetchOne(db, sql: "PRAGMA page_size") ?? 4096
+            guard (pages - free) * pageSize > maxBytes else { return 0 }
+            // The oldest finished events first (an id starts with its arrival time), then their records.
+            return try Self.deleteBatch(
+                events: "SELECT id FROM events_done WHERE done_at <= ? ORDER BY id LIMIT \(Self.pruneBatch)",
+                arguments: [doneBefore],
+                deliveries: "SELECT id FROM deliveries WHERE state = 'delivered' ORDER BY id LIMIT \(Self.pruneBatch)",
+                deliveryArguments: [], in: db)
         }
+    }
+
+    /// Sets what is called with the rows each batch of retention deleted, once it committed (tests).
+    package func onPruneBatch(_ observer: (@Sendable (Int) -> Void)?) { afterPruneBatch.withLock { $0 = observer } }
+
+    /// Rows retention deletes in one transaction (of events, and again of forwards).
+    package static let pruneBatch = 500
+
+    /// Runs `batch` in a transaction of its own until it deletes nothing; returns how many rows went in all.
+    ///
+    /// Retention once deleted all it had to in one transaction. The journal's writer shares SQLite's one write
+    /// connection, so appends and done marks waited for all of it, and once `loggedLimit` events waited for
+    /// SQLite, so did requests: with `--journal-max-mb 250` and retention every 3 s under `wrk -t1 -c32`, a pass
+    /// that found the file at 1,149 MB took no event in for about 10 s, a request sent meanwhile got no answer
+    /// in 10 s, all 32 of wrk's connections timed out, and the transaction spilled into a write-ahead log of
+    /// 906 MB. A webhook sender that sees such timeouts gives up: Kazoo disables a hook after 6 failures in 60 s.
+    /// Now each batch is a transaction of at most `pruneBatch` events and as many forwards, and the writer takes
+    /// a turn between two (`writerYield`): its `flush` runs turn after turn while work keeps coming, and would
+    /// otherwise keep the next batch waiting as long as the load lasts (it takes one turn first, so appends queued
+    /// during a batch commit before the next).
+    ///
+    /// `batch` is given the time before which an event must have been done to go. Retention must not delete an
+    /// event whose record is still in the accepted-event log, or the next start would put it back and run it
+    /// again: the log's files are closed first and deleted once their records are in SQLite (`closeLogFiles`),
+    /// and an event done before that had its record in one of them. Events recorded later, in files opened
+    /// since, are done later, and wait for the next pass.
+    private func pruneInBatches(_ batch: (Database, _ doneBefore: Double) throws -> Int) throws -> Int {
+        let doneBefore = Date().timeIntervalSince1970
+        closeLogFiles()
+        // Also when a batch fails before its block ran (the writer would otherwise step aside after every turn).
+        defer { writerYield.store(false, ordering: .relaxed) }
+        var removed = 0
+        while true {
+            writerYield.store(true, ordering: .relaxed)
+            let deleted = try pool.write { db -> Int in
+                writerYield.store(false, ordering: .relaxed)
+                let deleted = try batch(db, doneBefore)
+                // A merge under way (or being read) may hold legs of records just deleted: it is dropped, in this
+                // transaction, so that no writer turn inserts them after it commits.
+                if deleted > 0 { callIndex.withLock { $0.forget() } }
+                return deleted
+            }
+            guard deleted > 0 else { return removed }
+            removed += deleted
+            afterPruneBatch.withLock { $0 }?(deleted)
+        }
+    }
+
+    /// One batch of retention: the done events `events` selects (ids; with `arguments`), their call-index
+    /// entries and records, and the forwards `deliveries` selects (ids; with `deliveryArguments`) with their
+    /// attempts. Returns how many events and forwards went.
+    private static func deleteBatch(
+        events: String, arguments: StatementArguments, deliveries: String, deliveryArguments: StatementArguments,
+        in db: Database
+    ) throws -> Int {
+        // The ids once, into a temporary table, rather than the query three times: `events_done` is read in id
+        // order and filtered, and each reading would pass the same rows.
+        try db.execute(sql: "CREATE TEMP TABLE IF NOT EXISTS pruning (id TEXT PRIMARY KEY) WITHOUT ROWID")
+        try db.execute(sql: "DELETE FROM pruning")
+        try db.execute(sql: "INSERT INTO pruning (id) \(events)", arguments: arguments)
+        try Self.deleteLegs(ofDoneRecords: "id IN (SELECT id FROM pruning)", arguments: [], in: db)
+        try db.execute(sql: "DELETE FROM events WHERE id IN (SELECT id FROM pruning)")
+        var removed = db.changesCount
+        try db.execute(sql: "DELETE FROM events_done WHERE id IN (SELECT id FROM pruning)")
+        // A done record whose event had gone already counts too: it went now.
+        removed = max(removed, db.changesCount)
+        try db.execute(sql: "DELETE FROM pruning")
+        try db.execute(
+            sql: "DELETE FROM attempts WHERE delivery_id IN (\(deliveries))", arguments: deliveryArguments)
+        try db.execute(sql: "DELETE FROM deliveries WHERE id IN (\(deliveries))", arguments: deliveryArguments)
+        return removed + db.changesCount
     }
 
     /// Before retention deletes events, which must not come back from the log at the next start: the log's files
@@ -349,11 +408,6 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         }
     }
 
-    /// Attempt logs of deliveries that retention deleted.
-    static func deleteOrphanAttempts(_ db: Database) throws {
-        try db.execute(sql: "DELETE FROM attempts WHERE delivery_id NOT IN (SELECT id FROM deliveries)")
-    }
-
     /// Pages of write-ahead log after which a commit copies them into the database (SQLite's default: 1,000).
     static let checkpointPages = 4_000
 
@@ -363,24 +417,21 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     }
 
     /// Retention: deletes done events and delivered forwards (with their attempts) older than `age`.
-    /// Pending events and deliveries, and dead letters, are kept. Returns how many rows went.
+    /// Pending events and deliveries, and dead letters, are kept. Deletes in batches, a transaction each
+    /// (`pruneInBatches`). Returns how many rows went.
     @discardableResult
     public func prune(olderThan age: TimeInterval) throws -> Int {
         let cutoff = Date().timeIntervalSince1970 - age
-        closeLogFiles()
-        return try pool.write { db in
-            try db.execute(
-                sql: "DELETE FROM events WHERE id IN (SELECT id FROM events_done WHERE done_at < ?)",
-                arguments: [cutoff])
-            var removed = db.changesCount
-            try Self.deleteLegs(ofDoneRecords: "done_at < ?", arguments: [cutoff], in: db)
-            try db.execute(sql: "DELETE FROM events_done WHERE done_at < ?", arguments: [cutoff])
-            try db.execute(
-                sql: "DELETE FROM deliveries WHERE state = 'delivered' AND updated_at < ?", arguments: [cutoff])
-            removed += db.changesCount
-            try Self.deleteOrphanAttempts(db)
-            if removed > 0 { callIndex.withLock { $0.forget() } }
-            return removed
+        return try pruneInBatches { db, doneBefore in
+            try Self.deleteBatch(
+                events:
+                    "SELECT id FROM events_done WHERE done_at < ? AND done_at <= ? ORDER BY id LIMIT \(Self.pruneBatch)",
+                arguments: [cutoff, doneBefore],
+                deliveries: """
+                    SELECT id FROM deliveries WHERE state = 'delivered' AND updated_at < ? ORDER BY id \
+                    LIMIT \(Self.pruneBatch)
+                    """,
+                deliveryArguments: [cutoff], in: db)
         }
     }
 
@@ -526,6 +577,12 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
             if let wake { armWake(after: wake) }
             if stop { return }
             turn(db)
+            if writerYield.load(ordering: .relaxed) {
+                // Retention is waiting for the connection (`pruneInBatches`): after this turn, the flush goes on
+                // behind its batch (the writer's queue runs blocks in order), and stays `running` meanwhile.
+                pool.asyncWriteWithoutTransaction { [self] db in flush(db) }
+                return
+            }
         }
     }
 

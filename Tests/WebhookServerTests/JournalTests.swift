@@ -279,6 +279,41 @@ import WebhookServer
         #expect(try journal.unfinished().map(\.id) == (250..<300).map { "s\($0)" })
     }
 
+    @Test func retentionDeletesInBatchesAndAnAppendCommitsBetweenThem() async throws {
+        let path = directory()
+        let journal = try EventJournal(directory: path)
+        let count = EventJournal.pruneBatch * 3 + 10
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for i in 0..<count { group.addTask { try await journal.append(self.entry("b\(i)")) } }
+            try await group.waitForAll()
+        }
+        for i in 0..<count { journal.markDone("b\(i)") }
+        await journal.drain()
+        #expect(try journal.counts() == (pending: 0, done: count))
+        // After the first batch, an event is accepted (through the accepted-event log, as a request's is); after
+        // each later one, whether it is in SQLite yet.
+        let batches = Mutex<[Int]>([])
+        let committed = Mutex<[Bool]>([])
+        journal.onPruneBatch { deleted in
+            if batches.withLock({
+                $0.append(deleted); return $0.count
+            }) == 1 {
+                journal.append(self.entry("late"), duplicateKey: nil, window: 0) { _ in }
+            } else {
+                let ids = (try? journal.unfinished().map(\.id)) ?? []
+                committed.withLock { $0.append(ids == ["late"]) }
+            }
+        }
+        defer { journal.onPruneBatch(nil) }
+        #expect(try journal.prune(olderThan: -60) == count)
+        // A transaction a batch, not one for all; the late event committed before the second batch (it did not
+        // wait for retention to end), and was kept (it is not done).
+        let size = EventJournal.pruneBatch
+        #expect(batches.withLock { $0 } == [size, size, size, 10])
+        #expect(committed.withLock { $0 } == [true, true, true])
+        #expect(try journal.counts() == (pending: 1, done: 0))
+    }
+
     @Test func backoffGrowsWithJitterAndACap() {
         var policy = Outbox.Policy()
         policy.initialBackoff = 1
