@@ -94,6 +94,11 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
                 // the pages every commit touches (the newest rows, the indexes' ends) are copied and synced once
                 // per checkpoint, so fewer checkpoints is less work per event (README, Benchmark).
                 try db.execute(sql: "PRAGMA wal_autocheckpoint = \(Self.checkpointPages)")
+                // The log's file keeps the size it grew to: past 16 MB when checkpoints fall behind the writer
+                // (about 60 MB under `wrk -t1 -c32`), and to hundreds of MB behind a long transaction. When the log
+                // starts over, SQLite cuts the file back to this; below it, the file is written over in place,
+                // which costs less than growing it again.
+                try db.execute(sql: "PRAGMA journal_size_limit = \(Self.logSizeLimit)")
                 // SQLite keeps a statement's undo records (the statement journal) in a temporary file once they
                 // pass 64 KiB; a transaction of hundreds of done records passes it, and wrote about 2 KB per
                 // event to files in /var/tmp (`perf trace`). In memory they are a copy, and never reach a disk.
@@ -410,6 +415,8 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
 
     /// Pages of write-ahead log after which a commit copies them into the database (SQLite's default: 1,000).
     static let checkpointPages = 4_000
+    /// The write-ahead log's file is cut back to this many bytes when the log starts over (`journal_size_limit`).
+    static let logSizeLimit = 64 << 20
 
     /// The journal's file in a data directory.
     public static func file(in directory: String) -> String {
