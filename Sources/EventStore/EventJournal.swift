@@ -252,10 +252,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     @discardableResult
     public func prune(toFit maxBytes: Int) throws -> Int {
         try pruneInBatches { db, doneBefore in
-            let pages = try Int.fetchOne(db, sql: "PRAGMA page_count") ?? 0
-            let free = try Int.fetchOne(db, sql: "PRAGMA freelist_count") ?? 0
-            let pageSize = try Int.fetchOne(db, sql: "PRAGMA page_size") ?? 4096
-            guard (pages - free) * pageSize > maxBytes else { return 0 }
+            guard try Self.bytesInUse(db) > maxBytes else { return 0 }
             // The oldest finished events first (an id starts with its arrival time), then their records.
             return try Self.deleteBatch(
                 events: "SELECT id FROM events_done WHERE done_at <= ? ORDER BY id LIMIT \(Self.pruneBatch)",
@@ -263,6 +260,16 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
                 deliveries: "SELECT id FROM deliveries WHERE state = 'delivered' ORDER BY id LIMIT \(Self.pruneBatch)",
                 deliveryArguments: [], in: db)
         }
+    }
+
+    /// The bytes of the journal's pages in use (its file's size less the pages SQLite freed and will reuse):
+    /// what `--journal-max-mb` caps.
+    public func bytesInUse() throws -> Int { try pool.read { try Self.bytesInUse($0) } }
+
+    private static func bytesInUse(_ db: Database) throws -> Int {
+        let pages = try Int.fetchOne(db, sql: "PRAGMA page_count") ?? 0
+        let free = try Int.fetchOne(db, sql: "PRAGMA freelist_count") ?? 0
+        return (pages - free) * (try Int.fetchOne(db, sql: "PRAGMA page_size") ?? 4096)
     }
 
     /// Sets what is called with the rows each batch of retention deleted, once it committed (tests).

@@ -279,6 +279,30 @@ import WebhookServer
         #expect(try journal.unfinished().map(\.id) == (250..<300).map { "s\($0)" })
     }
 
+    @Test func retentionAppliesTheSizeCapBetweenItsPasses() async throws {
+        let path = directory()
+        let journal = try EventJournal(directory: path)
+        let rejected = RejectedStore(directory: URL(fileURLWithPath: path).appendingPathComponent("rejected"))
+        // A pass at start and none for an hour after it: only the checks between passes can delete anything.
+        let retention = Retention(
+            journal: journal, rejected: rejected, maxAge: 3600, maxJournalBytes: 1 << 20, interval: .seconds(3600),
+            sizeCheckInterval: .milliseconds(20), logger: .init(label: "test"))
+        let running = Task { try await retention.run() }
+        defer { running.cancel() }
+        let padding = String(repeating: "x", count: 8000)
+        for i in 0..<300 {
+            var e = entry("c\(i)")
+            e.body = Array(#"{"hook_event":"channel_create","padding":"\#(padding)"}"#.utf8)
+            try await journal.append(e)
+        }
+        for i in 0..<250 { journal.markDone("c\(i)") }
+        await journal.drain()
+        #expect(await eventually { (try? journal.bytesInUse()).map { $0 <= 1 << 20 } ?? false })
+        let counts = try journal.counts()
+        #expect(counts.pending == 50)  // never pending ones
+        #expect(counts.done < 250)
+    }
+
     @Test func retentionDeletesInBatchesAndAnAppendCommitsBetweenThem() async throws {
         let path = directory()
         let journal = try EventJournal(directory: path)
