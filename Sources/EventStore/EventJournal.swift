@@ -325,22 +325,27 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         events: String, arguments: StatementArguments, deliveries: String, deliveryArguments: StatementArguments,
         in db: Database
     ) throws -> Int {
-        // The ids once, into a temporary table, rather than the query three times: `events_done` is read in id
-        // order and filtered, and each reading would pass the same rows.
-        try db.execute(sql: "CREATE TEMP TABLE IF NOT EXISTS pruning (id TEXT PRIMARY KEY) WITHOUT ROWID")
-        try db.execute(sql: "DELETE FROM pruning")
-        try db.execute(sql: "INSERT INTO pruning (id) \(events)", arguments: arguments)
+        // Each batch's ids once, into a temporary table, rather than its query once per statement: `events_done`
+        // and `deliveries` are read in id order and filtered, and each reading would pass the same rows. (No
+        // type on the column: it holds the events' text ids, then the forwards' integer ones, as they are.)
+        try db.execute(sql: "CREATE TEMP TABLE IF NOT EXISTS pruning (id PRIMARY KEY) WITHOUT ROWID")
+        func select(_ query: String, _ arguments: StatementArguments) throws {
+            try db.execute(sql: "DELETE FROM pruning")
+            try db.execute(sql: "INSERT INTO pruning (id) \(query)", arguments: arguments)
+        }
+        try select(events, arguments)
         try Self.deleteLegs(ofDoneRecords: "id IN (SELECT id FROM pruning)", arguments: [], in: db)
         try db.execute(sql: "DELETE FROM events WHERE id IN (SELECT id FROM pruning)")
         var removed = db.changesCount
         try db.execute(sql: "DELETE FROM events_done WHERE id IN (SELECT id FROM pruning)")
         // A done record whose event had gone already counts too: it went now.
         removed = max(removed, db.changesCount)
+        try select(deliveries, deliveryArguments)
+        try db.execute(sql: "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM pruning)")
+        try db.execute(sql: "DELETE FROM deliveries WHERE id IN (SELECT id FROM pruning)")
+        removed += db.changesCount
         try db.execute(sql: "DELETE FROM pruning")
-        try db.execute(
-            sql: "DELETE FROM attempts WHERE delivery_id IN (\(deliveries))", arguments: deliveryArguments)
-        try db.execute(sql: "DELETE FROM deliveries WHERE id IN (\(deliveries))", arguments: deliveryArguments)
-        return removed + db.changesCount
+        return removed
     }
 
     /// Before retention deletes events, which must not come back from the log at the next start: the log's files

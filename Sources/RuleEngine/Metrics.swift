@@ -40,7 +40,7 @@ public final class Metrics: Sendable {
         ("switchboard_non200_responses_total", "counter", "Answers other than 200, by X-Hook-ID."),
         ("switchboard_rule_duration_seconds", "histogram", "Wall time of one rule run, HTTP waits included."),
         (
-            "switchboard_rule_last_run_timestamp_seconds", "gauge",
+            lastRunGauge, "gauge",
             "Unix time the rule's last run on an event ended, whatever its outcome (0 before the first)."
         ),
         ("switchboard_reloads_total", "counter", "Rule reloads by result (ok, failed)."),
