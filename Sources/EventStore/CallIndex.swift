@@ -99,7 +99,8 @@ extension EventJournal {
 
 /// The writer's progress moving staged legs into `call_legs` (see `EventJournal.callIndexSchema`).
 ///
-/// A merge has two steps. The writer notes the last staged row (`through`), and the log copier's connection
+/// A merge has two steps. The writer notes the last staged row it takes (`through`: at most `maximum` legs'
+/// worth, `rowsPerMerge`, from the oldest), and the log copier's connection
 /// reads the legs of the rows up to it and sorts them by key, on the copier's thread (`LogCopier.read`,
 /// `stagedLegs`): the appends do not wait for it. Then the writer inserts them a slice a turn (`insertSlice`),
 /// and the last slice deletes the staged rows it covered. A process stopped in between leaves the staged rows
@@ -110,9 +111,14 @@ struct CallIndexMerge {
     /// of B rows into an index of M pages changes about M·(1 − e^(−B/M)) of them, so a batch that grows with
     /// the index writes fewer pages a row than a fixed one once the index is large: at a million rows (a
     /// journal near its 1 GB cap) about half a page a row, where 8,192 at a time wrote 0.84. The upper bound
-    /// keeps a merge's legs in memory small (32,768 legs of two 40-byte strings: a few MB, briefly).
+    /// keeps a merge's legs in memory small (32,768 legs of two 40-byte strings: a few MB, briefly): a merge
+    /// takes no more rows than that (`rowsPerMerge`), however many are staged. Under a load the merges do not
+    /// keep up with, hundreds of thousands gather; a merge that read them all held 100 MB and more (README,
+    /// Benchmark).
     var minimum = 8_192
     var maximum = 32_768
+    /// The most legs a merge has read (tests).
+    private(set) var largestRead = 0
     /// Legs inserted in one transaction: one writer turn's share.
     var sliceSize = 256
 
@@ -144,6 +150,9 @@ struct CallIndexMerge {
 
     var mergeAt: Int { min(max(indexed / 16, minimum), maximum) }
 
+    /// The staged rows a merge takes at most: each has one or two legs.
+    var rowsPerMerge: Int64 { Int64(max(1, maximum / 2)) }
+
     var nextStep: Step? {
         if next < sorted.count {
             let end = min(next + sliceSize, sorted.count)
@@ -163,6 +172,7 @@ struct CallIndexMerge {
         guard generation == self.generation else { return }
         guard let legs else { return failedAt = staged }
         if legs.count == 0 { staged = 0 }
+        largestRead = max(largestRead, legs.count)
         (sorted, next, self.through) = (legs, 0, through)
     }
 

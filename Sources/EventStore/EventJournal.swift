@@ -68,11 +68,12 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     /// - Throws: a message that says what to fix when the directory is missing, read-only or full.
     /// - Parameter maxPages: a cap on the file's size in SQLite pages (4 KiB each), past which writes fail
     ///   as on a full disk. nil: no cap but the disk's.
-    /// - Parameter callIndexMerge: the call index's smallest merge and its slice (`CallIndexMerge`; tests).
+    /// - Parameter callIndexMerge: the call index's smallest merge, its slice and its largest
+    ///   (`CallIndexMerge`; tests).
     /// - Parameter logFileLimit: the size at which a file of the log takes no more records (`AcceptedLog`; tests;
     ///   nil: `AcceptedLog.defaultFileLimit`).
     public init(
-        directory: String, fsync: Bool = false, maxPages: Int? = nil, callIndexMerge: (Int, Int)? = nil,
+        directory: String, fsync: Bool = false, maxPages: Int? = nil, callIndexMerge: (Int, Int, Int)? = nil,
         logFileLimit: Int? = nil
     ) throws {
         do {
@@ -133,7 +134,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
             callIndex.withLock { merge in
                 merge.indexed = indexed
                 merge.staged = staged
-                if let callIndexMerge { (merge.minimum, merge.sliceSize) = callIndexMerge }
+                if let callIndexMerge { (merge.minimum, merge.sliceSize, merge.maximum) = callIndexMerge }
             }
         } catch {
             throw JournalError("cannot open the journal \(path): \(Self.reason(error))")
@@ -177,6 +178,9 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
 
     /// Requests' events go to the log before their 200 (`AcceptedLog`), not to SQLite (for tests).
     package var logsAppends: Bool { log != nil }
+
+    /// The most legs a call-index merge has read (`CallIndexMerge.largestRead`; tests).
+    package var largestCallIndexMerge: Int { callIndex.withLock { $0.largestRead } }
 
     /// Logged events failed to commit, and wait to be tried again (for tests).
     package var appendsWaitAfterFailure: Bool { appendsHeld.load(ordering: .relaxed) }
@@ -694,16 +698,19 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     private func mergeCallIndex(_ step: CallIndexMerge.Step, in db: Database) {
         switch step {
         case .read(let generation):
-            let last: Int64?
+            let bounds: Row?
             do {
-                last = try Int64.fetchOne(db, sql: "SELECT max(rowid) FROM call_legs_staged")
+                bounds = try Row.fetchOne(db, sql: "SELECT min(rowid), max(rowid) FROM call_legs_staged")
             } catch {
                 return callIndex.withLock { $0.read(nil, through: 0, generation: generation) }
             }
             // None staged after all (the count was high): a merge of nothing, which sets the count to 0.
-            guard let through = last else {
+            guard let bounds, let first = bounds[0] as Int64?, let last = bounds[1] as Int64? else {
                 return callIndex.withLock { $0.read(MergeLegs(), through: 0, generation: generation) }
             }
+            // The oldest rows, up to a merge's worth: rows are staged in rowid order, and retention's deletions
+            // only leave fewer in the range.
+            let through = min(last, first + callIndex.withLock { $0.rowsPerMerge } - 1)
             callIndex.withLock { $0.started() }
             logCopier.read({ try Self.stagedLegs(through: through, in: $0) }) { [self] legs in
                 callIndex.withLock { $0.read(legs, through: through, generation: generation) }

@@ -54,7 +54,7 @@ import Testing
         let path = directory()
         defer { try? FileManager.default.removeItem(atPath: path) }
         // Merges start at 10 staged rows and move 4 a turn: this test sees several.
-        let journal = try EventJournal(directory: path, callIndexMerge: (10, 4))
+        let journal = try EventJournal(directory: path, callIndexMerge: (10, 4, 32_768))
         let ids = (0..<60).map { String(format: "e%02d", $0) }
         for (i, id) in ids.enumerated() { try await journal.append(entry(id, at: Double(i))) }
         let call = { (i: Int) in "call-\(i % 7)" }
@@ -91,7 +91,7 @@ import Testing
         #expect(try rows("call_legs_staged", in: path) < legs / 2)
 
         // Opened again: the staged rows are counted and still found.
-        let again = try EventJournal(directory: path, callIndexMerge: (10, 4))
+        let again = try EventJournal(directory: path, callIndexMerge: (10, 4, 32_768))
         #expect(try again.callEvents(["call-3"]).map(\.id) == (try journal.callEvents(["call-3"]).map(\.id)))
 
         // Retention takes the index's rows with the done records.
@@ -109,7 +109,7 @@ import Testing
         let path = directory()
         defer { try? FileManager.default.removeItem(atPath: path) }
         do {
-            let journal = try EventJournal(directory: path, callIndexMerge: (1000, 4))
+            let journal = try EventJournal(directory: path, callIndexMerge: (1000, 4, 32_768))
             for i in 0..<20 { try await journal.append(entry("m\(i)", at: Double(i))) }
             journal.markDone((0..<20).map { mark("m\($0)", call: "call-\($0 % 2)", otherLeg: nil) })
             await journal.drain()
@@ -122,7 +122,7 @@ import Testing
                     INSERT INTO call_legs SELECT call_id, id FROM call_legs_staged ORDER BY call_id, id LIMIT 3;
                     """)
         }
-        let journal = try EventJournal(directory: path, callIndexMerge: (10, 4))
+        let journal = try EventJournal(directory: path, callIndexMerge: (10, 4, 32_768))
         #expect(try journal.callEvents(["call-0"]).map(\.id) == stride(from: 0, to: 20, by: 2).map { "m\($0)" })
         try await journal.append(entry("m20", at: 20))
         journal.markDone([mark("m20", call: "call-0", otherLeg: nil)])
@@ -138,12 +138,31 @@ import Testing
         #expect(tables.contains("call_legs") && !tables.contains("call_legs_merging"))
     }
 
+    /// Legs staged faster than merges take them (hundreds of thousands under a sustained load) are merged
+    /// in pieces of at most `maximum`, oldest first: a merge never holds them all in memory.
+    @Test func aMergeTakesAtMostItsMaximumOfTheStagedLegs() async throws {
+        let path = directory()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        // Merges start at 10 staged legs and take at most 16 (8 rows of two legs).
+        let journal = try EventJournal(directory: path, callIndexMerge: (10, 4, 16))
+        let ids = (0..<50).map { String(format: "b%02d", $0) }
+        for (i, id) in ids.enumerated() { try await journal.append(entry(id, at: Double(i))) }
+        // All 100 legs staged in one commit, before any merge can start.
+        journal.markDone(ids.map { mark($0, call: "call-\($0)", otherLeg: "leg-\($0)") })
+        await journal.drain()
+        #expect(journal.largestCallIndexMerge == 16)
+        // Merged down to fewer than a merge waits for, with every entry found.
+        let (indexed, staged) = (try rows("call_legs", in: path), try rows("call_legs_staged", in: path))
+        #expect(indexed + staged == 100 && staged < 10, "\(indexed) indexed, \(staged) staged")
+        for id in ids { #expect(try journal.callEvents(["call-\(id)", "leg-\(id)"]).map(\.id) == [id]) }
+    }
+
     /// Retention deleting records while merges run (marks, merges and deletions on the writer in whatever order
     /// they come): no index entry is left without its record, and the records kept are all found.
     @Test func retentionDuringMergesLeavesNoEntryWithoutItsRecord() async throws {
         let path = directory()
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let journal = try EventJournal(directory: path, callIndexMerge: (10, 2))
+        let journal = try EventJournal(directory: path, callIndexMerge: (10, 2, 32_768))
         for round in 0..<12 {
             let ids = (0..<30).map { "r\(round)-\($0)" }
             for (i, id) in ids.enumerated() { try await journal.append(entry(id, at: Double(round * 30 + i))) }
@@ -213,7 +232,7 @@ import Testing
     @Test func retentionBySizeTakesTheIndexRowsOfTheEventsItDeletes() async throws {
         let path = directory()
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let journal = try EventJournal(directory: path, callIndexMerge: (10, 4))
+        let journal = try EventJournal(directory: path, callIndexMerge: (10, 4, 32_768))
         for i in 0..<40 { try await journal.append(entry("s\(i)", at: Double(i))) }
         journal.markDone((0..<40).map { mark("s\($0)", call: "call-\($0 % 4)", otherLeg: "leg-\($0)") })
         await journal.drain()
@@ -263,7 +282,7 @@ extension CallIndexTests {
         let path = directory()
         defer { try? FileManager.default.removeItem(atPath: path) }
         for round in 0..<40 {
-            let journal = try EventJournal(directory: path, callIndexMerge: (10, 4))
+            let journal = try EventJournal(directory: path, callIndexMerge: (10, 4, 32_768))
             let ids = (0..<12).map { "g\(round)-\($0)" }
             for id in ids { try await journal.append(entry(id, at: Double(round))) }
             journal.markDone(ids.map { mark($0, call: "call-\($0)", otherLeg: nil) })
