@@ -72,9 +72,11 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     ///   (`CallIndexMerge`; tests).
     /// - Parameter logFileLimit: the size at which a file of the log takes no more records (`AcceptedLog`; tests;
     ///   nil: `AcceptedLog.defaultFileLimit`).
+    /// - Parameter cachedTail: how much of the file's end stays in the page cache (`LogCopier`; tests; nil:
+    ///   `LogCopier.cachedTail`).
     public init(
         directory: String, fsync: Bool = false, maxPages: Int? = nil, callIndexMerge: (Int, Int, Int)? = nil,
-        logFileLimit: Int? = nil
+        logFileLimit: Int? = nil, cachedTail: Int? = nil
     ) throws {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -146,7 +148,8 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         self.log = fsync ? nil : log
         // With the log requests do not wait for the writer (`LogCopier.everyEventsLogged`).
         logCopier = LogCopier(
-            path: path, everyEvents: self.log == nil ? LogCopier.everyEvents : LogCopier.everyEventsLogged)
+            path: path, everyEvents: self.log == nil ? LogCopier.everyEvents : LogCopier.everyEventsLogged,
+            cachedTail: cachedTail ?? LogCopier.cachedTail)
     }
 
     /// Puts the events left in the log's files into SQLite (those there already stay as they are), then
@@ -178,6 +181,9 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
 
     /// Requests' events go to the log before their 200 (`AcceptedLog`), not to SQLite (for tests).
     package var logsAppends: Bool { log != nil }
+
+    /// Where the part of the file released from the page cache ends (`LogCopier.releaseWrittenPages`; tests).
+    package var releasedUpTo: Int { logCopier.releasedUpTo }
 
     /// The most legs a call-index merge has read (`CallIndexMerge.largestRead`; tests).
     package var largestCallIndexMerge: Int { callIndex.withLock { $0.largestRead } }

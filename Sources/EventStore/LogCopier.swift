@@ -13,6 +13,9 @@ import Synchronization
 /// appended events: when the writer's own checkpoint comes, most of the log is already in the database and
 /// synced, and it copies and syncs only the rest. The writer's checkpoint stays: only one that finds nothing
 /// left to copy lets the next commit start the log over, so without it the log would grow without end.
+///
+/// After each copy it also lets the page cache drop what the database grew by while this journal was open,
+/// once that lies `cachedTail` behind the file's end (`releaseWrittenPages`).
 package final class LogCopier: Sendable {
     /// Appended events between two copies in the background (about 250 log pages at 1.2 pages per event).
     /// The writer's own checkpoint copies and syncs what the last copy left, with every request waiting, so a
@@ -25,11 +28,17 @@ package final class LogCopier: Sendable {
     /// (`scripts/thread_cpu.sh`, two runs each, alternated) the journal's threads took 16.6–18.0 µs a request
     /// against 19.2–22.1 µs at 200.
     package static let everyEventsLogged = 2_000
+    /// How much of the database's end stays in the page cache after a copy: the pages that appends, done
+    /// records and the call index's merges are still writing and reading. At 2 KB an event that is the last
+    /// 32,000 events (the last five minutes at 100 events a second).
+    package static let cachedTail = 64 << 20
 
     /// Appended events between two copies.
     private let interval: Int
 
     private let path: String
+    /// `cachedTail`, or a test's.
+    private let cachedTail: Int
     private let queue = DispatchQueue(label: "switchboard.journal.log-copier", qos: .utility)
     private let state = Mutex(State())
 
@@ -39,17 +48,29 @@ package final class LogCopier: Sendable {
         var appended = 0
         var queued = false
         var closed = false
+        /// The database file read-only, for `posix_fadvise` (opened at the first copy; -1: not yet, or failed).
+        var file: Int32 = -1
+        /// The file's pages before this offset have been released (or were there when the journal opened).
+        var releasedUpTo = 0
     }
 
     /// Set on `queue`: `close` called from a block running there (the journal's last reference let go by a
     /// `read`'s callback) must not `sync` onto it, which traps.
     private static let onQueue = DispatchSpecificKey<Bool>()
 
-    init(path: String, everyEvents: Int = everyEvents) {
+    init(path: String, everyEvents: Int = everyEvents, cachedTail: Int = cachedTail) {
         self.path = path
         interval = everyEvents
+        self.cachedTail = cachedTail
+        // What the file held at open may be read now (recovery, the call index's migration), and what a
+        // journal at its cap reuses lies anywhere in it: only the growth is released.
+        let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+        state.withLock { $0.releasedUpTo = size }
         queue.setSpecific(key: Self.onQueue, value: true)
     }
+
+    /// Where the released part of the database file ends (tests).
+    package var releasedUpTo: Int { state.withLock { $0.releasedUpTo } }
 
     /// Called by the writer after a commit of `events` appends; starts a copy once enough have gathered
     /// (one at a time: appends that come while one runs count towards the next).
@@ -70,6 +91,8 @@ package final class LogCopier: Sendable {
             self.state.withLock { state in
                 state.closed = true
                 state.connection = nil
+                if state.file >= 0 { Glibc.close(state.file) }
+                state.file = -1
             }
         }
         if DispatchQueue.getSpecific(key: Self.onQueue) == true { finish() } else { queue.sync(execute: finish) }
@@ -95,6 +118,37 @@ package final class LogCopier: Sendable {
         // Busy (the writer's own checkpoint holds the log) or failing: the next turn tries again, and the
         // writer's checkpoint copies whatever is left either way.
         _ = try? connection.writeWithoutTransaction { try $0.checkpoint(.passive) }
+        releaseWrittenPages()
+    }
+
+    /// Tells the kernel that the database file's pages from where the last release ended to `cachedTail`
+    /// before the file's end will not be needed soon, so that it drops them from the page cache
+    /// (`POSIX_FADV_DONTNEED`). Each part of the file is released once, as the file grows past it.
+    ///
+    /// An event's row is written once and read again rarely (the console's older pages, retention). Kept cached,
+    /// a journal of 1 GB held 1 GB of the machine's memory (counted against a container's memory limit), and
+    /// that memory came new for every page the file grew by: on a virtual machine that hands freed memory
+    /// back to its host, as this one does, that cost 18–31 µs of CPU a page. Released pages return to the
+    /// kernel's free lists, where the next pages written take them (README, Benchmark). A page the writer
+    /// needs again (an index page in the released part) is read back and then stays: its part is not released
+    /// twice. The kernel drops only pages already on the disk; the checkpoints that wrote these synced them.
+    ///
+    /// Runs on `queue`, as `close` does, so the file stays open meanwhile; the system calls run outside the
+    /// lock, which the writer takes after every commit (`appended`).
+    private func releaseWrittenPages() {
+        var (file, start) = state.withLock { ($0.file, $0.releasedUpTo) }
+        if file < 0 {
+            file = open(path, O_RDONLY | O_CLOEXEC)
+            guard file >= 0 else { return }
+            state.withLock { $0.file = file }
+        }
+        var status = stat()
+        guard fstat(file, &status) == 0 else { return }
+        // Whole megabytes: a release every megabyte of growth, not at every copy.
+        let end = (Int(status.st_size) - cachedTail) & ~(1 << 20 - 1)
+        guard end > start else { return }
+        _ = posix_fadvise(file, off_t(start), off_t(end - start), POSIX_FADV_DONTNEED)
+        state.withLock { $0.releasedUpTo = end }
     }
 
     private func connection() -> DatabaseQueue? {

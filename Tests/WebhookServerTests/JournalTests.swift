@@ -192,6 +192,15 @@ import WebhookServer
             (try? FileManager.default.attributesOfItem(atPath: file)[.size] as? Int) ?? 0
         }
         let before = size(file)
+        try await appendLogCopiersWorth(to: journal)
+        // Fewer pages than the writer's checkpoint waits for (a frame is a 24-byte header and a 4 KiB page):
+        // only the copier can have put them into the database.
+        #expect(size(file + "-wal") / 4_120 < 4_000)
+        #expect(await eventually { size(file) > before + LogCopier.everyEventsLogged * 1_000 })
+    }
+
+    /// Appends as many events as the log copier waits for (`LogCopier.everyEventsLogged`), of 1 KB each, at once.
+    func appendLogCopiersWorth(to journal: EventJournal) async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
             for i in 0..<LogCopier.everyEventsLogged {
                 var event = entry("e\(i)")
@@ -200,10 +209,45 @@ import WebhookServer
             }
             try await group.waitForAll()
         }
-        // Fewer pages than the writer's checkpoint waits for (a frame is a 24-byte header and a 4 KiB page):
-        // only the copier can have put them into the database.
-        #expect(size(file + "-wal") / 4_120 < 4_000)
-        #expect(await eventually { size(file) > before + LogCopier.everyEventsLogged * 1_000 })
+    }
+
+    /// What the file grows by leaves the page cache once it lies `cachedTail` behind the file's end: most of it
+    /// is no longer resident afterwards (`mincore`). What the file held when the journal opened is not released.
+    @Test func theFilesGrowthLeavesThePageCacheBehindItsEnd() async throws {
+        let path = directory()
+        let file = EventJournal.file(in: path)
+        let journal = try EventJournal(directory: path, cachedTail: 1 << 20)
+        let opened = journal.releasedUpTo
+        #expect(opened == (try FileManager.default.attributesOfItem(atPath: file)[.size] as? Int))
+        try await appendLogCopiersWorth(to: journal)
+        // 2,000 rows of 1 KB: about 3 MB, of which whole megabytes up to 1 MB before the end are released.
+        #expect(await eventually { journal.releasedUpTo >= 1 << 20 })
+        let released = journal.releasedUpTo
+        let size = try #require(FileManager.default.attributesOfItem(atPath: file)[.size] as? Int)
+        #expect(released % (1 << 20) == 0 && released <= size - (1 << 20))
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let first = (opened + page - 1) / page
+        let pages = try residency(of: file, through: released)[first...]
+        // A page of the released part can be read back (an index page the writer needed again); most are not.
+        let resident = pages.filter { $0 }.count
+        #expect(resident * 4 < pages.count, "\(resident) of \(pages.count) released pages are resident")
+        // Released is not lost: the rows read back from the disk.
+        #expect(try journal.unfinished().filter { $0.body.count == 1_000 }.count == 2_000)
+    }
+
+    /// Whether each page of a file's first `length` bytes is in the page cache (`mincore` on a mapping of it;
+    /// mapping does not read the file).
+    func residency(of path: String, through length: Int) throws -> [Bool] {
+        let fd = open(path, O_RDONLY)
+        try #require(fd >= 0)
+        defer { close(fd) }
+        let map = mmap(nil, length, PROT_READ, MAP_SHARED, fd, 0)
+        try #require(map != MAP_FAILED)
+        defer { munmap(map, length) }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        var pages = [UInt8](repeating: 0, count: (length + page - 1) / page)
+        try #require(mincore(map, length, &pages) == 0)
+        return pages.map { $0 & 1 == 1 }
     }
 
     @Test func retentionDeletesWhatIsFinishedAndKeepsWhatIsNot() async throws {
