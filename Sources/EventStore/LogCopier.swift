@@ -131,7 +131,9 @@ package final class LogCopier: Sendable {
     /// back to its host, as this one does, that cost 18–31 µs of CPU a page. Released pages return to the
     /// kernel's free lists, where the next pages written take them (README, Benchmark). A page the writer
     /// needs again (an index page in the released part) is read back and then stays: its part is not released
-    /// twice. The kernel drops only pages already on the disk; the checkpoints that wrote these synced them.
+    /// twice. The kernel drops only pages already on the disk: a checkpoint that copies the whole log syncs
+    /// the database, and the writer's own does at least every `EventJournal.checkpointPages` pages (16 MB),
+    /// well within `cachedTail`. A page still dirty stays cached.
     ///
     /// Runs on `queue`, as `close` does, so the file stays open meanwhile; the system calls run outside the
     /// lock, which the writer takes after every commit (`appended`).
