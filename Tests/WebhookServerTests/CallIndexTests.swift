@@ -209,6 +209,26 @@ import Testing
         #expect(merge.staged == 0 && merge.indexed == 5 && merge.nextStep == nil && !merge.busy)
     }
 
+    /// A merge with another whole merge's worth of legs staged behind it moves four slices a turn, and one
+    /// otherwise.
+    @Test func aMergeFarBehindTakesLargerSlices() throws {
+        var merge = CallIndexMerge()
+        (merge.minimum, merge.sliceSize, merge.maximum, merge.staged) = (4, 3, 8, 20)
+        guard case .read(let generation) = merge.nextStep else { return #expect(Bool(false), "a read is due") }
+        merge.started()
+        merge.read(try MergeLegs((0..<8).map { (leg: "d", id: "f\($0)") }), through: 30, generation: generation)
+        // 20 staged, 8 of them read: 12 wait behind, more than a merge takes.
+        guard case .slice(_, let behind, 30) = merge.nextStep else { return #expect(Bool(false), "a slice") }
+        #expect(behind == 0..<8)
+        merge.inserted(8, committed: true)
+        // 12 staged, 8 read: 4 behind, fewer than a merge takes.
+        guard case .read(let again) = merge.nextStep else { return #expect(Bool(false), "read again") }
+        merge.started()
+        merge.read(try MergeLegs((0..<8).map { (leg: "d", id: "g\($0)") }), through: 40, generation: again)
+        guard case .slice(_, let caughtUp, _) = merge.nextStep else { return #expect(Bool(false), "a slice") }
+        #expect(caughtUp == 0..<3)
+    }
+
     /// Legs are inserted in the index's own order (SQLite's BINARY collation: bytes, then length; the leg, then
     /// the event id), so that a slice changes each page of the index once.
     @Test func aMergeSortsItsLegsAsTheIndexOrdersThem() throws {
