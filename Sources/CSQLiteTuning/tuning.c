@@ -99,8 +99,8 @@ int sb_pairs_sort(sb_pairs *pairs) {
   return SQLITE_OK;
 }
 
-int sb_pairs_insert(void *insert, const sb_pairs *pairs, int from, int to) {
-  sqlite3_stmt *statement = insert;
+int sb_pairs_insert(void *insert, void *checked, const char *last_deleted, int last_deleted_length,
+                    const sb_pairs *pairs, int from, int to) {
   int code = SQLITE_DONE;
   for (int i = from; i < to && code == SQLITE_DONE; i++) {
     int pair = pairs->order != NULL ? pairs->order[i] : i;
@@ -108,14 +108,23 @@ int sb_pairs_insert(void *insert, const sb_pairs *pairs, int from, int to) {
     size_t first_length, second_length;
     sb_pairs_text(pairs, pair, 0, &first, &first_length);
     sb_pairs_text(pairs, pair, 1, &second, &second_length);
+    // Only an id at or before the last one deleted can name a record that is gone.
+    sqlite3_stmt *statement =
+        checked != NULL && sb_compare_texts(second, second_length, last_deleted, (size_t)last_deleted_length) <= 0
+            ? checked
+            : insert;
     sqlite3_reset(statement);
     code = sqlite3_bind_text(statement, 1, first, (int)first_length, SQLITE_STATIC);
     if (code == SQLITE_OK) code = sqlite3_bind_text(statement, 2, second, (int)second_length, SQLITE_STATIC);
     if (code == SQLITE_OK) code = sqlite3_step(statement);
   }
-  sqlite3_reset(statement);
   // The bindings point into `pairs`, which the caller may free next.
-  sqlite3_clear_bindings(statement);
+  sqlite3_reset(insert);
+  sqlite3_clear_bindings(insert);
+  if (checked != NULL) {
+    sqlite3_reset(checked);
+    sqlite3_clear_bindings(checked);
+  }
   return code;
 }
 

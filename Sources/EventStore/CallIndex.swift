@@ -80,8 +80,8 @@ extension EventJournal {
         """
     }
 
-    /// Removes the index entries (indexed or staged) of the done records of `events_done` that
-    /// `condition` selects, before they go.
+    /// Removes the index entries of the done records of `events_done` that `condition` selects, before they go.
+    /// Their staged rows stay for the merges, which leave out legs whose records are gone (`CallIndexMerge`).
     static func deleteLegs(ofDoneRecords condition: String, arguments: StatementArguments, in db: Database) throws {
         let legs = try Row.fetchAll(
             db, sql: bothLegs("events_done", where: condition), arguments: arguments + arguments)
@@ -91,9 +91,6 @@ extension EventJournal {
         }
         let delete = try db.cachedStatement(sql: "DELETE FROM call_legs WHERE leg = ? AND id = ?")
         for entry in sorted { try delete.execute(arguments: [entry.leg, entry.id]) }
-        try db.execute(
-            sql: "DELETE FROM call_legs_staged WHERE id IN (SELECT id FROM events_done WHERE \(condition))",
-            arguments: arguments)
     }
 }
 
@@ -105,7 +102,14 @@ extension EventJournal {
 /// `stagedLegs`): the appends do not wait for it. Then the writer inserts them a slice a turn (`insertSlice`),
 /// and the last slice deletes the staged rows it covered. A process stopped in between leaves the staged rows
 /// where they were, and the next merge reads them again (entries already in the index are kept once).
-/// Retention (`forget`) drops a merge under way, whose legs may name records it has just deleted.
+///
+/// Retention deletes index entries with their records, but leaves staged rows to the merges: only merges delete
+/// staged rows, always the oldest, so a staged row's rowid is never given again while a merge covers it (a rowid
+/// table gives the next row one more than its largest). A merge goes on through retention, and a leg whose
+/// event id sorts at or before the last one retention deleted (`lastDeleted`) goes into the index only if its
+/// record is still there (`insertSlice`). Retention once deleted the staged rows of the records it deleted and
+/// dropped the merge under way: under a sustained load every batch dropped it, no merge finished, and the staged
+/// rows grew by hundreds of thousands (README, Benchmark).
 struct CallIndexMerge {
     /// Staged legs that gather before a merge starts: a sixteenth of the index, within these bounds. A batch
     /// of B rows into an index of M pages changes about M·(1 − e^(−B/M)) of them, so a batch that grows with
@@ -137,13 +141,14 @@ struct CallIndexMerge {
     private var sorted = MergeLegs()
     private var next = 0
     private var through: Int64 = 0
-    /// Counts the merges dropped by retention: a read started before one is not used.
-    private var generation = 0
+    /// The largest event id retention has deleted, or at open the largest staged (whose records an earlier
+    /// process may have deleted): a staged leg whose id sorts after it names a record that is there.
+    var lastDeleted: String?
 
     /// The writer's next step in a merge, if any.
     enum Step {
         /// Note the last staged row and read the legs up to it (`read`).
-        case read(generation: Int)
+        case read
         /// Insert these of the legs (`insertSlice`), and after the last, delete the staged rows up to `through`.
         case slice(MergeLegs, Range<Int>, through: Int64)
     }
@@ -162,7 +167,7 @@ struct CallIndexMerge {
             let end = min(next + (behind ? 4 * sliceSize : sliceSize), sorted.count)
             return .slice(sorted, next..<end, through: through)
         }
-        return !reading && staged >= failedAt + mergeAt ? .read(generation: generation) : nil
+        return !reading && staged >= failedAt + mergeAt ? .read : nil
     }
 
     /// A merge is being read or written (the journal's `drain` waits for it).
@@ -170,10 +175,9 @@ struct CallIndexMerge {
 
     mutating func started() { reading = true }
 
-    /// The legs read for the merge started at `generation` (nil: the read failed).
-    mutating func read(_ legs: MergeLegs?, through: Int64, generation: Int) {
+    /// The legs read for the merge just started (nil: the read failed).
+    mutating func read(_ legs: MergeLegs?, through: Int64) {
         reading = false
-        guard generation == self.generation else { return }
         guard let legs else { return failedAt = staged }
         if legs.count == 0 { staged = 0 }
         largestRead = max(largestRead, legs.count)
@@ -194,11 +198,10 @@ struct CallIndexMerge {
         (sorted, next, failedAt) = (MergeLegs(), 0, 0)
     }
 
-    /// Retention deleted done records: the merge under way (and one being read) is dropped. Its staged rows
-    /// that remain are merged again, and any of its legs already inserted are kept once.
-    mutating func forget() {
-        generation += 1
-        (sorted, next) = (MergeLegs(), 0)
+    /// Retention deleted done records, the largest id among them `id`.
+    mutating func deleted(through id: String) {
+        // SQLite's BINARY collation, as the C helper compares: the bytes, then the length.
+        if lastDeleted.map({ $0.utf8.lexicographicallyPrecedes(id.utf8) }) ?? true { lastDeleted = id }
     }
 }
 
@@ -280,13 +283,32 @@ extension EventJournal {
     }
 
     /// Inserts legs `range` of a merge (in key order), and with the last, deletes the staged rows up to
-    /// `through`, in one transaction.
-    static func insertSlice(_ legs: MergeLegs, _ range: Range<Int>, through: Int64, in db: Database) throws {
+    /// `through`, in one transaction. A leg whose event id sorts at or before `lastDeleted` goes in only if its
+    /// record is there (`CallIndexMerge`).
+    static func insertSlice(
+        _ legs: MergeLegs, _ range: Range<Int>, through: Int64, lastDeleted: String?, in db: Database
+    ) throws {
         try immediateTransaction(db) {
-            // Only ever run here, by the helper: GRDB never binds or steps it itself.
+            // Only ever run here, by the helper: GRDB never binds or steps them itself.
             let insert = try db.cachedStatement(sql: "INSERT OR IGNORE INTO call_legs (leg, id) VALUES (?, ?)")
-            try DirectStatement(insert, in: db).run(expecting: ResultCode.SQLITE_DONE.rawValue) {
-                sb_pairs_insert($0, &legs.pairs, Int32(range.lowerBound), Int32(range.upperBound))
+            let checked =
+                lastDeleted == nil
+                ? nil
+                : try db.cachedStatement(
+                    sql: """
+                        INSERT OR IGNORE INTO call_legs (leg, id)
+                        SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM events_done WHERE id = ?2)
+                        """)
+            let checkedStatement = checked.map { UnsafeMutableRawPointer($0.sqliteStatement) }
+            var last = lastDeleted ?? ""
+            try last.withUTF8 { last in
+                try last.withMemoryRebound(to: CChar.self) { last in
+                    try DirectStatement(insert, in: db).run(expecting: ResultCode.SQLITE_DONE.rawValue) {
+                        sb_pairs_insert(
+                            $0, checkedStatement, last.baseAddress, Int32(last.count), &legs.pairs,
+                            Int32(range.lowerBound), Int32(range.upperBound))
+                    }
+                }
             }
             if range.upperBound == legs.count {
                 try db.cachedStatement(sql: "DELETE FROM call_legs_staged WHERE rowid <= ?").execute(

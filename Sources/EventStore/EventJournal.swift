@@ -127,15 +127,18 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
                         """)
                 try Self.migrateDoneRecords(db)
             }
-            let (indexed, staged) = try pool.read { db in
+            let (indexed, staged, newestStaged) = try pool.read { db in
                 (
                     try Int.fetchOne(db, sql: "SELECT count(*) FROM call_legs") ?? 0,
-                    try Int.fetchOne(db, sql: "SELECT count(call_id) + count(other_leg) FROM call_legs_staged") ?? 0
+                    try Int.fetchOne(db, sql: "SELECT count(call_id) + count(other_leg) FROM call_legs_staged") ?? 0,
+                    try String.fetchOne(db, sql: "SELECT max(id) FROM call_legs_staged")
                 )
             }
             callIndex.withLock { merge in
                 merge.indexed = indexed
                 merge.staged = staged
+                // An earlier process's retention may have deleted records of rows staged now.
+                merge.lastDeleted = newestStaged
                 if let callIndexMerge { (merge.minimum, merge.sliceSize, merge.maximum) = callIndexMerge }
             }
         } catch {
@@ -264,7 +267,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         try pruneInBatches { db, doneBefore in
             guard try Self.bytesInUse(db) > maxBytes else { return 0 }
             // The oldest finished events first (an id starts with its arrival time), then their records.
-            return try Self.deleteBatch(
+            return try deleteBatch(
                 events: "SELECT id FROM events_done WHERE done_at <= ? ORDER BY id LIMIT \(Self.pruneBatch)",
                 arguments: [doneBefore],
                 deliveries: "SELECT id FROM deliveries WHERE state = 'delivered' ORDER BY id LIMIT \(Self.pruneBatch)",
@@ -316,11 +319,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
             writerYield.store(true, ordering: .relaxed)
             let deleted = try pool.write { db -> Int in
                 writerYield.store(false, ordering: .relaxed)
-                let deleted = try batch(db, doneBefore)
-                // A merge under way (or being read) may hold legs of records just deleted: it is dropped, in this
-                // transaction, so that no writer turn inserts them after it commits.
-                if deleted > 0 { callIndex.withLock { $0.forget() } }
-                return deleted
+                return try batch(db, doneBefore)
             }
             guard deleted > 0 else { return removed }
             removed += deleted
@@ -331,7 +330,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     /// One batch of retention: the done events `events` selects (ids; with `arguments`), their call-index
     /// entries and records, and the forwards `deliveries` selects (ids; with `deliveryArguments`) with their
     /// attempts. Returns how many events and forwards went.
-    private static func deleteBatch(
+    private func deleteBatch(
         events: String, arguments: StatementArguments, deliveries: String, deliveryArguments: StatementArguments,
         in db: Database
     ) throws -> Int {
@@ -344,6 +343,11 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
             try db.execute(sql: "INSERT INTO pruning (id) \(query)", arguments: arguments)
         }
         try select(events, arguments)
+        // The call index's merges check legs at or before the last id deleted (`CallIndexMerge`); noted in this
+        // transaction, before any writer turn can follow it.
+        if let last = try String.fetchOne(db, sql: "SELECT max(id) FROM pruning") {
+            callIndex.withLock { $0.deleted(through: last) }
+        }
         try Self.deleteLegs(ofDoneRecords: "id IN (SELECT id FROM pruning)", arguments: [], in: db)
         try db.execute(sql: "DELETE FROM events WHERE id IN (SELECT id FROM pruning)")
         var removed = db.changesCount
@@ -452,7 +456,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     public func prune(olderThan age: TimeInterval) throws -> Int {
         let cutoff = Date().timeIntervalSince1970 - age
         return try pruneInBatches { db, doneBefore in
-            try Self.deleteBatch(
+            try deleteBatch(
                 events:
                     "SELECT id FROM events_done WHERE done_at < ? AND done_at <= ? ORDER BY id LIMIT \(Self.pruneBatch)",
                 arguments: [cutoff, doneBefore],
@@ -703,27 +707,29 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     /// slices once they are read), or inserts the next slice.
     private func mergeCallIndex(_ step: CallIndexMerge.Step, in db: Database) {
         switch step {
-        case .read(let generation):
+        case .read:
             let bounds: Row?
             do {
                 bounds = try Row.fetchOne(db, sql: "SELECT min(rowid), max(rowid) FROM call_legs_staged")
             } catch {
-                return callIndex.withLock { $0.read(nil, through: 0, generation: generation) }
+                return callIndex.withLock { $0.read(nil, through: 0) }
             }
             // None staged after all (the count was high): a merge of nothing, which sets the count to 0.
             guard let bounds, let first = bounds[0] as Int64?, let last = bounds[1] as Int64? else {
-                return callIndex.withLock { $0.read(MergeLegs(), through: 0, generation: generation) }
+                return callIndex.withLock { $0.read(MergeLegs(), through: 0) }
             }
             // The oldest rows, up to a merge's worth: rows are staged in rowid order, and retention's deletions
             // only leave fewer in the range.
             let through = min(last, first + callIndex.withLock { $0.rowsPerMerge } - 1)
             callIndex.withLock { $0.started() }
             logCopier.read({ try Self.stagedLegs(through: through, in: $0) }) { [self] legs in
-                callIndex.withLock { $0.read(legs, through: through, generation: generation) }
+                callIndex.withLock { $0.read(legs, through: through) }
                 scheduleFlush()
             }
         case .slice(let legs, let range, let through):
-            let committed = (try? Self.insertSlice(legs, range, through: through, in: db)) != nil
+            let lastDeleted = callIndex.withLock { $0.lastDeleted }
+            let committed =
+                (try? Self.insertSlice(legs, range, through: through, lastDeleted: lastDeleted, in: db)) != nil
             callIndex.withLock { $0.inserted(range.count, committed: committed) }
         }
     }

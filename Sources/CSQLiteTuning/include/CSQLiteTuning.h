@@ -38,9 +38,12 @@ int sb_pairs_collect(void *select, sb_pairs *pairs);
 int sb_pairs_sort(sb_pairs *pairs);
 
 /// Runs `insert` (a `sqlite3_stmt *` with two parameters) once for each of the pairs `from` ..< `to` (in
-/// `order` once sorted), bound without copying; then resets it and clears its bindings. Returns SQLITE_DONE,
-/// or the first error's code (the rows inserted before it stay, for the caller's transaction to roll back).
-int sb_pairs_insert(void *insert, const sb_pairs *pairs, int from, int to);
+/// `order` once sorted), bound without copying; then resets it and clears its bindings. A pair whose second
+/// text sorts at or before `last_deleted` (BINARY collation) goes to `checked` instead (two parameters as
+/// well), unless that is NULL. Returns SQLITE_DONE, or the first error's code (the rows inserted before it
+/// stay, for the caller's transaction to roll back).
+int sb_pairs_insert(void *insert, void *checked, const char *last_deleted, int last_deleted_length,
+                    const sb_pairs *pairs, int from, int to);
 
 void sb_pairs_free(sb_pairs *pairs);
 
