@@ -262,15 +262,25 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     /// in `maxBytes` (the file then stops growing: SQLite reuses the freed pages). Pending events, pending
     /// forwards and dead letters are never deleted, so the file can still pass the cap when they alone do.
     /// Deletes in batches, a transaction each (`pruneInBatches`). Returns how many rows went.
+    ///
+    /// A batch that finds more pages in use than the one before it (appends outrun the deletions) makes the
+    /// next ones twice as large, up to `pruneBatchMost`. Under `wrk -t1 -c32` (33,000 events a second) batches of
+    /// 500 took 7.1 ms in the median, and the writer's turn between two 4.7 ms, about 26,000 events a second:
+    /// the file grew past the cap as long as the load lasted.
     @discardableResult
     public func prune(toFit maxBytes: Int) throws -> Int {
-        try pruneInBatches { db, doneBefore in
-            guard try Self.bytesInUse(db) > maxBytes else { return 0 }
+        var limit = Self.pruneBatch
+        var inUseBefore = Int.max
+        return try pruneInBatches { db, doneBefore in
+            let inUse = try Self.bytesInUse(db)
+            guard inUse > maxBytes else { return 0 }
+            if inUse >= inUseBefore { limit = min(2 * limit, Self.pruneBatchMost) }
+            inUseBefore = inUse
             // The oldest finished events first (an id starts with its arrival time), then their records.
             return try deleteBatch(
-                events: "SELECT id FROM events_done WHERE done_at <= ? ORDER BY id LIMIT \(Self.pruneBatch)",
+                events: "SELECT id FROM events_done WHERE done_at <= ? ORDER BY id LIMIT \(limit)",
                 arguments: [doneBefore],
-                deliveries: "SELECT id FROM deliveries WHERE state = 'delivered' ORDER BY id LIMIT \(Self.pruneBatch)",
+                deliveries: "SELECT id FROM deliveries WHERE state = 'delivered' ORDER BY id LIMIT \(limit)",
                 deliveryArguments: [], in: db)
         }
     }
@@ -290,6 +300,9 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
 
     /// Rows retention deletes in one transaction (of events, and again of forwards).
     package static let pruneBatch = 500
+    /// The most, when deletions fall behind the appends (`prune(toFit:)`): with the accepted-event log no
+    /// request waits for the writer meanwhile, until `loggedLimit` events wait for SQLite.
+    package static let pruneBatchMost = 2_000
 
     /// Runs `batch` in a transaction of its own until it deletes nothing; returns how many rows went in all.
     ///
@@ -657,7 +670,10 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
             (queued.count, queued.contains { $0.committed != nil })
         }
         var otherWorkDone = false
-        if log != nil, !waitedFor, pending > 0, pending < AppendGathering.loggedTarget {
+        if log != nil, !waitedFor, pending > 0, pending < AppendGathering.loggedTarget,
+            !writerYield.load(ordering: .relaxed)
+        {
+            // (Not while retention waits for the connection: each of its batches would wait this long too.)
             usleep(AppendGathering.loggedMicroseconds)
         } else if log == nil,
             AppendGathering.waits(pending: pending, lastCommit: lastCommitSize.load(ordering: .relaxed))

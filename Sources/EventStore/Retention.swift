@@ -7,8 +7,11 @@ public import ServiceLifecycle
 /// delivered forwards and rejected bodies older than `maxAge` seconds, then the oldest done events and
 /// delivered forwards while the journal holds more than `maxJournalBytes` (pending events and dead letters
 /// stay). Expired rule-store keys go too, from the file and from memory. Between two passes, every
-/// `sizeCheckInterval`, the journal's size is looked at, and the size rule applied if it has passed the cap:
-/// at 2,000 events a second (about 2 KB each), ten minutes would put 2.4 GB over a 1 GB cap.
+/// `sizeCheckInterval`, the journal's size is looked at (three `PRAGMA`s), and the size rule applied if it has
+/// passed the cap: at 2,000 events a second (about 2 KB each), ten minutes would put 2.4 GB over a 1 GB cap. A
+/// pass deletes only events done before it started, so under a load that outruns it the next check starts the
+/// next one. Checked every 10 s, a journal capped at 200 MB under `wrk -t1 -c32` (35,000 events a second) grew
+/// to 1,451 MB; the file never shrinks, and SQLite reuses the pages freed within it.
 public final class Retention: Service, Sendable {
     let journal: EventJournal?
     let store: RuleStore?
@@ -21,7 +24,7 @@ public final class Retention: Service, Sendable {
 
     public init(
         journal: EventJournal?, rejected: RejectedStore, maxAge: Double, maxJournalBytes: Int? = nil,
-        interval: Duration = .seconds(600), sizeCheckInterval: Duration = .seconds(10), store: RuleStore? = nil,
+        interval: Duration = .seconds(600), sizeCheckInterval: Duration = .seconds(1), store: RuleStore? = nil,
         logger: Logger
     ) {
         self.store = store

@@ -385,6 +385,46 @@ import WebhookServer
         #expect(try journal.counts() == (pending: 1, done: 0))
     }
 
+    /// Retention by size takes batches of `pruneBatch` while each frees pages, and twice as many (up to
+    /// `pruneBatchMost`) after one that found more pages in use than the one before: appends outran it.
+    @Test func retentionBySizeTakesLargerBatchesWhileAppendsOutrunIt() async throws {
+        let path = directory()
+        let journal = try EventJournal(directory: path)
+        let size = EventJournal.pruneBatch
+        func finish(_ prefix: String, _ count: Int) async throws {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for i in 0..<count { group.addTask { try await journal.append(self.entry("\(prefix)\(i)")) } }
+                try await group.waitForAll()
+            }
+            for i in 0..<count { journal.markDone("\(prefix)\(i)") }
+            await journal.drain()
+        }
+        let batches = Mutex<[Int]>([])
+        journal.onPruneBatch { deleted in batches.withLock { $0.append(deleted) } }
+        defer { journal.onPruneBatch(nil) }
+        try await finish("a", 2 * size + 200)
+        #expect(try journal.prune(toFit: 0) == 2 * size + 200)
+        #expect(batches.withLock { $0 } == [size, size, 200])
+
+        // After each batch an event of 2 MB is accepted, and commits before the next (a writer turn between two).
+        let most = EventJournal.pruneBatchMost
+        let count = 7 * size + most + 100  // 500, 1,000, 2,000 (= most), then most and 100
+        try await finish("b", count)
+        batches.withLock { $0.removeAll() }
+        let padding = String(repeating: "x", count: 2 << 20)
+        journal.onPruneBatch { deleted in
+            let n = batches.withLock {
+                $0.append(deleted); return $0.count
+            }
+            var late = self.entry("late\(n)")
+            late.body = Array(#"{"hook_event":"channel_create","padding":"\#(padding)"}"#.utf8)
+            journal.append(late, duplicateKey: nil, window: 0) { _ in }
+        }
+        #expect(try journal.prune(toFit: 0) == count)
+        #expect(batches.withLock { $0 } == [size, 2 * size, most, most, 100])
+        #expect(try journal.counts() == (pending: 5, done: 0))
+    }
+
     @Test func backoffGrowsWithJitterAndACap() {
         var policy = Outbox.Policy()
         policy.initialBackoff = 1
