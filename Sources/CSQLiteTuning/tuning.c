@@ -99,8 +99,8 @@ int sb_pairs_sort(sb_pairs *pairs) {
   return SQLITE_OK;
 }
 
-int sb_pairs_insert(void *insert, void *checked, const char *last_deleted, int last_deleted_length,
-                    const sb_pairs *pairs, int from, int to) {
+int sb_pairs_run(void *each, void *checked, const char *last_deleted, int last_deleted_length,
+                 const sb_pairs *pairs, int from, int to) {
   int code = SQLITE_DONE;
   for (int i = from; i < to && code == SQLITE_DONE; i++) {
     int pair = pairs->order != NULL ? pairs->order[i] : i;
@@ -112,15 +112,15 @@ int sb_pairs_insert(void *insert, void *checked, const char *last_deleted, int l
     sqlite3_stmt *statement =
         checked != NULL && sb_compare_texts(second, second_length, last_deleted, (size_t)last_deleted_length) <= 0
             ? checked
-            : insert;
+            : each;
     sqlite3_reset(statement);
     code = sqlite3_bind_text(statement, 1, first, (int)first_length, SQLITE_STATIC);
     if (code == SQLITE_OK) code = sqlite3_bind_text(statement, 2, second, (int)second_length, SQLITE_STATIC);
     if (code == SQLITE_OK) code = sqlite3_step(statement);
   }
   // The bindings point into `pairs`, which the caller may free next.
-  sqlite3_reset(insert);
-  sqlite3_clear_bindings(insert);
+  sqlite3_reset(each);
+  sqlite3_clear_bindings(each);
   if (checked != NULL) {
     sqlite3_reset(checked);
     sqlite3_clear_bindings(checked);

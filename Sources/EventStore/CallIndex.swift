@@ -82,15 +82,20 @@ extension EventJournal {
 
     /// Removes the index entries of the done records of `events_done` that `condition` selects, before they go.
     /// Their staged rows stay for the merges, which leave out legs whose records are gone (`CallIndexMerge`).
-    static func deleteLegs(ofDoneRecords condition: String, arguments: StatementArguments, in db: Database) throws {
-        let legs = try Row.fetchAll(
-            db, sql: bothLegs("events_done", where: condition), arguments: arguments + arguments)
-        // In key order, as a merge writes them: each page of the index is changed once for all its entries.
-        let sorted = legs.map { (leg: $0["leg"] as String, id: $0["id"] as String) }.sorted {
-            ($0.leg, $0.id) < ($1.leg, $1.id)
+    /// The legs are read, sorted and deleted by the merges' C helpers (`MergeLegs`), in key order, so each page
+    /// of the index is changed once for all its entries: through GRDB (a `Row` and two `String`s a leg, then a
+    /// `DELETE` with an argument array each) this was most of retention's own time in `perf`.
+    static func deleteLegs(ofDoneRecords condition: String, in db: Database) throws {
+        let select = try db.makeStatement(sql: bothLegs("events_done", where: condition))
+        let legs = MergeLegs()
+        try DirectStatement(select, in: db).run(expecting: ResultCode.SQLITE_DONE.rawValue) {
+            sb_pairs_collect($0, &legs.pairs)
         }
-        let delete = try db.cachedStatement(sql: "DELETE FROM call_legs WHERE leg = ? AND id = ?")
-        for entry in sorted { try delete.execute(arguments: [entry.leg, entry.id]) }
+        try legs.sort()
+        let delete = try db.cachedStatement(sql: "DELETE FROM call_legs WHERE leg = ?1 AND id = ?2")
+        try DirectStatement(delete, in: db).run(expecting: ResultCode.SQLITE_DONE.rawValue) {
+            sb_pairs_run($0, nil, nil, 0, &legs.pairs, 0, Int32(legs.count))
+        }
     }
 }
 
@@ -210,7 +215,8 @@ struct CallIndexMerge {
 /// string or a GRDB value per leg. Through GRDB (a `String` per text, an argument array per slice) a merge's
 /// read and inserts took about 16,400 instructions a leg; with these about 10,700 (callgrind, 12,000 requests
 /// one at a time, 16,896 legs merged; README, Benchmark, "The journal's call index"). Immutable once read,
-/// and only the writer reads it then.
+/// and only the writer reads it then. Retention deletes the index entries of the records it deletes with the
+/// same helpers (`deleteLegs`).
 final class MergeLegs: @unchecked Sendable {
     fileprivate var pairs = sb_pairs()
 
@@ -304,7 +310,7 @@ extension EventJournal {
             try last.withUTF8 { last in
                 try last.withMemoryRebound(to: CChar.self) { last in
                     try DirectStatement(insert, in: db).run(expecting: ResultCode.SQLITE_DONE.rawValue) {
-                        sb_pairs_insert(
+                        sb_pairs_run(
                             $0, checkedStatement, last.baseAddress, Int32(last.count), &legs.pairs,
                             Int32(range.lowerBound), Int32(range.upperBound))
                     }

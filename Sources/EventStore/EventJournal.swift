@@ -361,7 +361,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         if let last = try String.fetchOne(db, sql: "SELECT max(id) FROM pruning") {
             callIndex.withLock { $0.deleted(through: last) }
         }
-        try Self.deleteLegs(ofDoneRecords: "id IN (SELECT id FROM pruning)", arguments: [], in: db)
+        try Self.deleteLegs(ofDoneRecords: "id IN (SELECT id FROM pruning)", in: db)
         try db.execute(sql: "DELETE FROM events WHERE id IN (SELECT id FROM pruning)")
         var removed = db.changesCount
         try db.execute(sql: "DELETE FROM events_done WHERE id IN (SELECT id FROM pruning)")

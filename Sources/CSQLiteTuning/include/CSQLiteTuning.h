@@ -34,16 +34,16 @@ int sb_pairs_append(sb_pairs *pairs, const char *first, int first_length, const 
 int sb_pairs_collect(void *select, sb_pairs *pairs);
 
 /// Sorts the pairs by their first text, then their second, as SQLite's BINARY collation orders them (bytes,
-/// then length): fills `order`, which `sb_pairs_insert` then follows. Returns SQLITE_OK or SQLITE_NOMEM.
+/// then length): fills `order`, which `sb_pairs_run` then follows. Returns SQLITE_OK or SQLITE_NOMEM.
 int sb_pairs_sort(sb_pairs *pairs);
 
-/// Runs `insert` (a `sqlite3_stmt *` with two parameters) once for each of the pairs `from` ..< `to` (in
-/// `order` once sorted), bound without copying; then resets it and clears its bindings. A pair whose second
-/// text sorts at or before `last_deleted` (BINARY collation) goes to `checked` instead (two parameters as
-/// well), unless that is NULL. Returns SQLITE_DONE, or the first error's code (the rows inserted before it
-/// stay, for the caller's transaction to roll back).
-int sb_pairs_insert(void *insert, void *checked, const char *last_deleted, int last_deleted_length,
-                    const sb_pairs *pairs, int from, int to);
+/// Runs `statement` (a `sqlite3_stmt *` with two parameters: a call-index merge's INSERT, or retention's DELETE)
+/// once for each of the pairs `from` ..< `to` (in `order` once sorted), bound without copying; then resets it
+/// and clears its bindings. A pair whose second text sorts at or before `last_deleted` (BINARY collation) goes
+/// to `checked` instead (two parameters as well), unless that is NULL. Returns SQLITE_DONE, or the first error's
+/// code (the rows changed before it stay, for the caller's transaction to roll back).
+int sb_pairs_run(void *statement, void *checked, const char *last_deleted, int last_deleted_length,
+                 const sb_pairs *pairs, int from, int to);
 
 void sb_pairs_free(sb_pairs *pairs);
 
