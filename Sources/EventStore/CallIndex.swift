@@ -79,24 +79,6 @@ extension EventJournal {
         UNION ALL SELECT other_leg, id FROM \(table) WHERE \(condition) AND other_leg IS NOT NULL
         """
     }
-
-    /// Removes the index entries of the done records of `events_done` that `condition` selects, before they go.
-    /// Their staged rows stay for the merges, which leave out legs whose records are gone (`CallIndexMerge`).
-    /// The legs are read, sorted and deleted by the merges' C helpers (`MergeLegs`), in key order, so each page
-    /// of the index is changed once for all its entries: through GRDB (a `Row` and two `String`s a leg, then a
-    /// `DELETE` with an argument array each) this was most of retention's own time in `perf`.
-    static func deleteLegs(ofDoneRecords condition: String, in db: Database) throws {
-        let select = try db.makeStatement(sql: bothLegs("events_done", where: condition))
-        let legs = MergeLegs()
-        try DirectStatement(select, in: db).run(expecting: ResultCode.SQLITE_DONE.rawValue) {
-            sb_pairs_collect($0, &legs.pairs)
-        }
-        try legs.sort()
-        let delete = try db.cachedStatement(sql: "DELETE FROM call_legs WHERE leg = ?1 AND id = ?2")
-        try DirectStatement(delete, in: db).run(expecting: ResultCode.SQLITE_DONE.rawValue) {
-            sb_pairs_run($0, nil, nil, 0, &legs.pairs, 0, Int32(legs.count))
-        }
-    }
 }
 
 /// The writer's progress moving staged legs into `call_legs` (see `EventJournal.callIndexSchema`).
@@ -108,13 +90,19 @@ extension EventJournal {
 /// and the last slice deletes the staged rows it covered. A process stopped in between leaves the staged rows
 /// where they were, and the next merge reads them again (entries already in the index are kept once).
 ///
-/// Retention deletes index entries with their records, but leaves staged rows to the merges: only merges delete
-/// staged rows, always the oldest, so a staged row's rowid is never given again while a merge covers it (a rowid
-/// table gives the next row one more than its largest). A merge goes on through retention, and a leg whose
-/// event id sorts at or before the last one retention deleted (`lastDeleted`) goes into the index only if its
-/// record is still there (`insertSlice`). Retention once deleted the staged rows of the records it deleted and
-/// dropped the merge under way: under a sustained load every batch dropped it, no merge finished, and the staged
-/// rows grew by hundreds of thousands (README, Benchmark).
+/// Retention deletes records but leaves their legs: lookups join the index with the records, and find nothing
+/// for an entry whose record is gone. Staged rows stay for the merges: only merges delete staged rows, always the
+/// oldest, so a staged row's rowid is never given again while a merge covers it (a rowid table gives the next
+/// row one more than its largest). A merge goes on through retention, and a leg whose event id sorts at or
+/// before the last one retention deleted (`lastDeleted`) goes into the index only if its record is still there
+/// (`insertSlice`). Entries left in the index without their record (`orphans`) are swept out once they are half
+/// as many as the index holds: a pass along the index in key order, a slice with each of retention's batches
+/// (`EventJournal.sweepSlice`), changes each of its pages about once, where deleting each entry with its record
+/// changed a page of the index an entry, since call ids are random. Under `wrk` with a new call a request and a journal capped at 400 MB, deleting
+/// them with their records held ingest at 24,700-25,400 requests a second with a 99th percentile of 68-78 ms;
+/// without, 28,900-29,200 and 6 ms (README, Benchmark). Retention once also deleted the staged rows of the
+/// records it deleted and dropped the merge under way: under a sustained load every batch dropped it, no merge
+/// finished, and the staged rows grew by hundreds of thousands.
 struct CallIndexMerge {
     /// Staged legs that gather before a merge starts: a sixteenth of the index, within these bounds. A batch
     /// of B rows into an index of M pages changes about M·(1 − e^(−B/M)) of them, so a batch that grows with
@@ -149,6 +137,17 @@ struct CallIndexMerge {
     /// The largest event id retention has deleted, or at open the largest staged (whose records an earlier
     /// process may have deleted): a staged leg whose id sorts after it names a record that is there.
     var lastDeleted: String?
+    /// Legs of the records retention deleted since the last sweep: entries of `call_legs` without their record
+    /// (or staged rows, which the merges leave out; these count too, which only starts a sweep sooner). Not
+    /// known at open: orphans an earlier process left go with the next sweep.
+    var orphans = 0
+    /// A sweep starts once the orphans are half the index and at least this many.
+    var sweepMinimum = 50_000
+    /// Index entries a sweep reads in one transaction at least (`EventJournal.sweepSlice`).
+    var sweepBatch = 4_096
+    /// The last entry the sweep under way has read (`("", "")` before its first slice: no entry sorts at or
+    /// before it, since an id is never empty); nil when none is under way.
+    private(set) var sweepFrom: (leg: String, id: String)?
 
     /// The writer's next step in a merge, if any.
     enum Step {
@@ -203,8 +202,27 @@ struct CallIndexMerge {
         (sorted, next, failedAt) = (MergeLegs(), 0, 0)
     }
 
-    /// Retention deleted done records, the largest id among them `id`.
-    mutating func deleted(through id: String) {
+    /// The orphans are due for a sweep.
+    var sweepDue: Bool { orphans >= max(sweepMinimum, indexed / 2) }
+
+    /// Starts a sweep when one is due (or now, `force`) and none is under way. The orphans counted from here on
+    /// are for the next one (some of them this one will find after all, which only makes the next later).
+    mutating func startSweep(force: Bool = false) {
+        guard sweepFrom == nil, force || sweepDue else { return }
+        sweepFrom = ("", "")
+        orphans = 0
+    }
+
+    /// A slice of the sweep deleted `removed` entries whose records were gone, and read up to `last` (nil: to the
+    /// index's end, and the sweep is over).
+    mutating func swept(_ removed: Int, through last: (leg: String, id: String)?) {
+        indexed = max(0, indexed - removed)
+        sweepFrom = last
+    }
+
+    /// Retention deleted done records with `legs` legs, the largest id among them `id`.
+    mutating func deleted(through id: String, legs: Int) {
+        orphans += legs
         // SQLite's BINARY collation, as the C helper compares: the bytes, then the length.
         if lastDeleted.map({ $0.utf8.lexicographicallyPrecedes(id.utf8) }) ?? true { lastDeleted = id }
     }
@@ -215,8 +233,7 @@ struct CallIndexMerge {
 /// string or a GRDB value per leg. Through GRDB (a `String` per text, an argument array per slice) a merge's
 /// read and inserts took about 16,400 instructions a leg; with these about 10,700 (callgrind, 12,000 requests
 /// one at a time, 16,896 legs merged; README, Benchmark, "The journal's call index"). Immutable once read,
-/// and only the writer reads it then. Retention deletes the index entries of the records it deletes with the
-/// same helpers (`deleteLegs`).
+/// and only the writer reads it then.
 final class MergeLegs: @unchecked Sendable {
     fileprivate var pairs = sb_pairs()
 

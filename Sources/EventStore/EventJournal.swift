@@ -70,13 +70,15 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     ///   as on a full disk. nil: no cap but the disk's.
     /// - Parameter callIndexMerge: the call index's smallest merge, its slice and its largest
     ///   (`CallIndexMerge`; tests).
+    /// - Parameter callIndexSweep: the fewest orphaned index entries that start a sweep, and the entries a sweep
+    ///   reads a transaction (`CallIndexMerge`; tests).
     /// - Parameter logFileLimit: the size at which a file of the log takes no more records (`AcceptedLog`; tests;
     ///   nil: `AcceptedLog.defaultFileLimit`).
     /// - Parameter cachedTail: how much of the file's end stays in the page cache (`LogCopier`; tests; nil:
     ///   `LogCopier.cachedTail`).
     public init(
         directory: String, fsync: Bool = false, maxPages: Int? = nil, callIndexMerge: (Int, Int, Int)? = nil,
-        logFileLimit: Int? = nil, cachedTail: Int? = nil
+        callIndexSweep: (Int, Int)? = nil, logFileLimit: Int? = nil, cachedTail: Int? = nil
     ) throws {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -140,6 +142,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
                 // An earlier process's retention may have deleted records of rows staged now.
                 merge.lastDeleted = newestStaged
                 if let callIndexMerge { (merge.minimum, merge.sliceSize, merge.maximum) = callIndexMerge }
+                if let callIndexSweep { (merge.sweepMinimum, merge.sweepBatch) = callIndexSweep }
             }
         } catch {
             throw JournalError("cannot open the journal \(path): \(Self.reason(error))")
@@ -325,19 +328,79 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     private func pruneInBatches(_ batch: (Database, _ doneBefore: Double) throws -> Int) throws -> Int {
         let doneBefore = Date().timeIntervalSince1970
         closeLogFiles()
-        // Also when a batch fails before its block ran (the writer would otherwise step aside after every turn).
-        defer { writerYield.store(false, ordering: .relaxed) }
-        var removed = 0
-        while true {
-            writerYield.store(true, ordering: .relaxed)
-            let deleted = try pool.write { db -> Int in
-                writerYield.store(false, ordering: .relaxed)
-                return try batch(db, doneBefore)
+        return try inBatches({ db in
+            let deleted = try batch(db, doneBefore)
+            if deleted > 0 {
+                // A slice of the call index's sweep, under way or due now, with each batch: four entries read for
+                // each row the batch deleted (it left about two orphans each), so that a sweep of the whole index
+                // ends before as many orphans again have gathered.
+                let minimum = callIndex.withLock { merge in
+                    merge.startSweep()
+                    return merge.sweepBatch
+                }
+                _ = try sweepSlice(entries: max(minimum, 4 * deleted), in: db)
             }
-            guard deleted > 0 else { return removed }
-            removed += deleted
+            return deleted
+        }) { deleted in
             afterPruneBatch.withLock { $0 }?(deleted)
         }
+    }
+
+    /// Runs `batch` in a transaction of its own, the writer taking a turn between two (`writerYield`), until it
+    /// returns 0; `each` is given what each other one returned. Returns their sum.
+    private func inBatches(_ batch: (Database) throws -> Int, each: (Int) -> Void = { _ in }) throws -> Int {
+        // Also when a batch fails before its block ran (the writer would otherwise step aside after every turn).
+        defer { writerYield.store(false, ordering: .relaxed) }
+        var total = 0
+        while true {
+            writerYield.store(true, ordering: .relaxed)
+            let done = try pool.write { db -> Int in
+                writerYield.store(false, ordering: .relaxed)
+                return try batch(db)
+            }
+            guard done > 0 else { return total }
+            total += done
+            each(done)
+        }
+    }
+
+    /// Sweeps the call index now, whether a sweep is due or not: its entries whose records are gone, from its
+    /// first entry (or from where the sweep under way stopped) to its end (retention's sweeps go a slice with
+    /// each of its batches; tests). Returns how many went.
+    @discardableResult
+    package func sweepCallIndex() throws -> Int {
+        callIndex.withLock { $0.startSweep(force: true) }
+        var removed = 0
+        _ = try inBatches { db in
+            let (deleted, more) = try sweepSlice(entries: callIndex.withLock { $0.sweepBatch }, in: db)
+            removed += deleted
+            return more ? 1 : 0
+        }
+        return removed
+    }
+
+    /// Reads up to `entries` of the call index's entries after where the sweep under way stopped, in key order,
+    /// and deletes those whose records are gone, in the caller's transaction. Returns how many it deleted, and
+    /// whether the sweep goes on (false at the index's end, and when none is under way).
+    private func sweepSlice(entries: Int, in db: Database) throws -> (deleted: Int, more: Bool) {
+        guard let after = callIndex.withLock({ $0.sweepFrom }) else { return (0, false) }
+        let orphaned = "NOT EXISTS (SELECT 1 FROM events_done d WHERE d.id = call_legs.id)"
+        let last = try Row.fetchOne(
+            db, sql: "SELECT leg, id FROM call_legs WHERE (leg, id) > (?, ?) ORDER BY leg, id LIMIT 1 OFFSET ?",
+            arguments: [after.leg, after.id, entries - 1])
+        guard let last, let leg = last[0] as String?, let id = last[1] as String? else {
+            try db.execute(
+                sql: "DELETE FROM call_legs WHERE (leg, id) > (?, ?) AND \(orphaned)", arguments: [after.leg, after.id])
+            let deleted = db.changesCount
+            callIndex.withLock { $0.swept(deleted, through: nil) }
+            return (deleted, false)
+        }
+        try db.execute(
+            sql: "DELETE FROM call_legs WHERE (leg, id) > (?, ?) AND (leg, id) <= (?, ?) AND \(orphaned)",
+            arguments: [after.leg, after.id, leg, id])
+        let deleted = db.changesCount
+        callIndex.withLock { $0.swept(deleted, through: (leg, id)) }
+        return (deleted, true)
     }
 
     /// One batch of retention: the done events `events` selects (ids; with `arguments`), their call-index
@@ -356,12 +419,20 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
             try db.execute(sql: "INSERT INTO pruning (id) \(query)", arguments: arguments)
         }
         try select(events, arguments)
-        // The call index's merges check legs at or before the last id deleted (`CallIndexMerge`); noted in this
-        // transaction, before any writer turn can follow it.
-        if let last = try String.fetchOne(db, sql: "SELECT max(id) FROM pruning") {
-            callIndex.withLock { $0.deleted(through: last) }
+        // The records' legs stay in the call index until a sweep (`sweepSlice`), and the merges check legs at
+        // or before the last id deleted (`CallIndexMerge`): both noted in this transaction, before any writer turn
+        // can follow it.
+        if let row = try Row.fetchOne(
+            db,
+            sql: """
+                SELECT max(id), (SELECT count(call_id) + count(other_leg) FROM events_done
+                                 WHERE id IN (SELECT id FROM pruning)) FROM pruning
+                """),
+            let last = row[0] as String?
+        {
+            let legs = row[1] as Int? ?? 0
+            callIndex.withLock { $0.deleted(through: last, legs: legs) }
         }
-        try Self.deleteLegs(ofDoneRecords: "id IN (SELECT id FROM pruning)", in: db)
         try db.execute(sql: "DELETE FROM events WHERE id IN (SELECT id FROM pruning)")
         var removed = db.changesCount
         try db.execute(sql: "DELETE FROM events_done WHERE id IN (SELECT id FROM pruning)")

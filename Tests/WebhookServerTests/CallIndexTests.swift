@@ -94,11 +94,11 @@ import Testing
         let again = try EventJournal(directory: path, callIndexMerge: (10, 4, 32_768))
         #expect(try again.callEvents(["call-3"]).map(\.id) == (try journal.callEvents(["call-3"]).map(\.id)))
 
-        // Retention takes the index's rows with the done records.
+        // Retention deletes the done records: their legs are found no more, and a sweep takes their entries.
         #expect(try journal.prune(olderThan: -1) == 60)
-        #expect(try rows("call_legs", in: path) == 0)
-        #expect(try rows("call_legs_staged", in: path) == 0)
         #expect(try journal.callEvents(["call-1"]).isEmpty)
+        #expect(try journal.sweepCallIndex() > 0)
+        #expect(try rows("call_legs", in: path) == 0 && stagedWithRecords(in: path) == 0)
     }
 
     /// A process stopped in the middle of a merge leaves some of its legs in the index and every staged row the
@@ -158,12 +158,13 @@ import Testing
     }
 
     /// Retention deleting records while merges run (marks, merges and deletions on the writer in whatever order
-    /// they come): no index entry is left without its record, and the records kept are all found. (Staged rows
-    /// of deleted records may wait for the next merge, which leaves them out.)
+    /// they come), passes sweeping what they left when it is due: the records kept are all found, and a sweep
+    /// leaves no index entry without its record. (Staged rows of deleted records may wait for
+    /// the next merge, which leaves them out.)
     @Test func retentionDuringMergesLeavesNoEntryWithoutItsRecord() async throws {
         let path = directory()
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let journal = try EventJournal(directory: path, callIndexMerge: (10, 2, 32_768))
+        let journal = try EventJournal(directory: path, callIndexMerge: (10, 2, 32_768), callIndexSweep: (1, 7))
         for round in 0..<12 {
             let ids = (0..<30).map { "r\(round)-\($0)" }
             for (i, id) in ids.enumerated() { try await journal.append(entry(id, at: Double(round * 30 + i))) }
@@ -171,11 +172,13 @@ import Testing
             if round < 11 { try journal.prune(toFit: 0) }
         }
         await journal.drain()
-        #expect(try orphans(in: path) == 0)
         // The last round's records were never pruned: each is found by both its legs.
         #expect(try journal.callEvents(["leg-11"]).count == 30)
         #expect(try journal.callEvents(["call-r11-7"]).map(\.id) == ["r11-7"])
         let kept = try journal.counts().done
+        #expect(try rows("call_legs", in: path) - orphans(in: path) + stagedWithRecords(in: path) == 2 * kept)
+        try journal.sweepCallIndex()
+        #expect(try orphans(in: path) == 0)
         #expect(try rows("call_legs", in: path) + stagedWithRecords(in: path) == 2 * kept)
     }
 
@@ -213,7 +216,8 @@ import Testing
             await journal.drain()
         }
         do {
-            let journal = try EventJournal(directory: path, callIndexMerge: (100, 16, 32_768))
+            let journal = try EventJournal(
+                directory: path, callIndexMerge: (100, 16, 32_768), callIndexSweep: (1, 16))
             try await finish("s", 40, in: journal, from: 0)
             #expect(try journal.prune(toFit: 0) == 40)
             #expect(try rows("call_legs", in: path) == 0 && rows("call_legs_staged", in: path) == 80)
@@ -223,12 +227,12 @@ import Testing
             #expect(try rows("call_legs", in: path) == 40 && rows("call_legs_staged", in: path) == 0)
             #expect(try orphans(in: path) == 0)
             #expect(try journal.callEvents(["leg-t"]).count == 20)
-            // And again, with the journal opened anew before the merge.
+            // And again, with the journal opened anew before the merge (the "t" records' entries swept).
             try await finish("u", 40, in: journal, from: 200)
             #expect(try journal.prune(toFit: 0) == 60)
             #expect(try rows("call_legs", in: path) == 0 && rows("call_legs_staged", in: path) == 80)
         }
-        let journal = try EventJournal(directory: path, callIndexMerge: (100, 16, 32_768))
+        let journal = try EventJournal(directory: path, callIndexMerge: (100, 16, 32_768), callIndexSweep: (1, 16))
         try await finish("v", 20, in: journal, from: 300)
         #expect(try rows("call_legs", in: path) == 40 && rows("call_legs_staged", in: path) == 0)
         #expect(try orphans(in: path) == 0)
@@ -243,20 +247,37 @@ import Testing
         guard case .read = merge.nextStep else { return #expect(Bool(false), "a read is due") }
         merge.started()
         #expect(merge.nextStep == nil && merge.busy)
-        merge.deleted(through: "e3")  // retention, while the reader reads
+        merge.deleted(through: "e3", legs: 4)  // retention, while the reader reads
         let legs = try MergeLegs((0..<5).map { (leg: "c", id: "e\($0)") })
         merge.read(legs, through: 9)
         guard case .slice(_, let first, _) = merge.nextStep else { return #expect(Bool(false), "a slice") }
         #expect(legs.ids(first) == ["e0", "e1", "e2"])
         merge.inserted(3, committed: true)
-        merge.deleted(through: "e1")  // an older batch (an earlier id) leaves it where it was
+        merge.deleted(through: "e1", legs: 2)  // an older batch (an earlier id) leaves it where it was
         #expect(merge.lastDeleted == "e3")
-        merge.deleted(through: "e30")  // bytes first: "e30" sorts after "e3"
+        merge.deleted(through: "e30", legs: 2)  // bytes first: "e30" sorts after "e3"
         #expect(merge.lastDeleted == "e30")
+        #expect(merge.orphans == 8)
         guard case .slice(_, let second, 9) = merge.nextStep else { return #expect(Bool(false), "the last") }
         #expect(legs.ids(second) == ["e3", "e4"])
         merge.inserted(2, committed: true)
         #expect(merge.staged == 0 && merge.indexed == 5 && merge.nextStep == nil && !merge.busy)
+        // A sweep is due once the orphans are half the index and at least the minimum; it starts from the
+        // index's first entry, goes on from the last one each slice read, and ends at the index's end.
+        merge.sweepMinimum = 9
+        merge.startSweep()
+        #expect(!merge.sweepDue && merge.sweepFrom == nil)
+        merge.deleted(through: "e4", legs: 1)
+        #expect(merge.sweepDue)
+        merge.startSweep()
+        #expect(merge.orphans == 0 && !merge.sweepDue && merge.sweepFrom! == ("", ""))
+        merge.swept(2, through: ("c", "e2"))
+        #expect(merge.indexed == 3 && merge.sweepFrom! == ("c", "e2"))
+        merge.deleted(through: "e5", legs: 9)
+        merge.startSweep()  // one is under way: it goes on from where it was
+        #expect(merge.sweepFrom! == ("c", "e2") && merge.orphans == 9)
+        merge.swept(1, through: nil)
+        #expect(merge.indexed == 2 && merge.sweepFrom == nil)
     }
 
     /// A merge with another whole merge's worth of legs staged behind it moves four slices a turn, and one
@@ -299,16 +320,48 @@ import Testing
         #expect(sorted.first?.leg == "" && sorted.last?.leg == "é")
     }
 
-    @Test func retentionBySizeTakesTheIndexRowsOfTheEventsItDeletes() async throws {
+    /// Retention leaves the index entries of the records it deletes, which no lookup finds, until they are
+    /// half the index and at least `sweepMinimum` (50,000 here, so none goes); then the pass sweeps them.
+    @Test func retentionLeavesTheIndexEntriesOfTheRecordsItDeletesToASweep() async throws {
+        for sweeps in [false, true] {
+            let path = directory()
+            defer { try? FileManager.default.removeItem(atPath: path) }
+            let journal = try EventJournal(
+                directory: path, callIndexMerge: (10, 4, 32_768), callIndexSweep: sweeps ? (1, 16) : nil)
+            for i in 0..<40 { try await journal.append(entry("s\(i)", at: Double(i))) }
+            journal.markDone((0..<40).map { mark("s\($0)", call: "call-\($0 % 4)", otherLeg: "leg-\($0)") })
+            await journal.drain()
+            let indexed = try rows("call_legs", in: path)
+            #expect(indexed > 0)
+            #expect(try journal.prune(toFit: 0) == 40)
+            #expect(try journal.callEvents(["call-0", "leg-3"]).isEmpty)
+            #expect(try orphans(in: path) == (sweeps ? 0 : indexed))
+            #expect(try stagedWithRecords(in: path) == 0)
+        }
+    }
+
+    /// A sweep reads the index in key order a batch at a time (7 entries here), and deletes exactly the entries
+    /// whose records are gone, wherever they fall among the batches.
+    @Test func aSweepDeletesTheEntriesWithoutRecordsAndKeepsTheRest() async throws {
         let path = directory()
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let journal = try EventJournal(directory: path, callIndexMerge: (10, 4, 32_768))
-        for i in 0..<40 { try await journal.append(entry("s\(i)", at: Double(i))) }
-        journal.markDone((0..<40).map { mark("s\($0)", call: "call-\($0 % 4)", otherLeg: "leg-\($0)") })
+        let journal = try EventJournal(directory: path, callIndexMerge: (10, 50, 32_768), callIndexSweep: (1, 7))
+        let ids = (0..<100).map { String(format: "w%03d", $0) }
+        for (i, id) in ids.enumerated() { try await journal.append(entry(id, at: Double(i))) }
+        journal.markDone(ids.enumerated().map { mark($1, call: "call-\($0 % 9)", otherLeg: "leg-\($0)") })
         await journal.drain()
-        #expect(try journal.prune(toFit: 0) == 40)
-        #expect(try rows("call_legs", in: path) + stagedWithRecords(in: path) == 0)
-        #expect(try journal.callEvents(["call-0", "leg-3"]).isEmpty)
+        // Retention's deletions, without its count of the legs left behind.
+        try await DatabaseQueue(path: EventJournal.file(in: path)).write { db in
+            try db.execute(sql: "DELETE FROM events_done WHERE CAST(substr(id, 2) AS INTEGER) % 3 = 0")
+        }
+        let before = try orphans(in: path)
+        let kept = try rows("call_legs", in: path) - before
+        #expect(before > 20)
+        #expect(try journal.sweepCallIndex() == before)
+        #expect(try orphans(in: path) == 0 && rows("call_legs", in: path) == kept)
+        #expect(try journal.callEvents(["call-1"]).count == 11)  // w001, w010, …, w091: none deleted
+        #expect(try journal.callEvents(["call-3"]).isEmpty)  // w003, w012, …: all deleted
+        #expect(try journal.callEvents(["leg-5"]).map(\.id) == ["w005"])
     }
 
     /// A journal written with the two old indexes (by an earlier version, or by one that opened this layout

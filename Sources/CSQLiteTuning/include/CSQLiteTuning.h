@@ -37,8 +37,8 @@ int sb_pairs_collect(void *select, sb_pairs *pairs);
 /// then length): fills `order`, which `sb_pairs_run` then follows. Returns SQLITE_OK or SQLITE_NOMEM.
 int sb_pairs_sort(sb_pairs *pairs);
 
-/// Runs `statement` (a `sqlite3_stmt *` with two parameters: a call-index merge's INSERT, or retention's DELETE)
-/// once for each of the pairs `from` ..< `to` (in `order` once sorted), bound without copying; then resets it
+/// Runs `statement` (a `sqlite3_stmt *` with two parameters: a call-index merge's INSERT) once for each of the
+/// pairs `from` ..< `to` (in `order` once sorted), bound without copying; then resets it
 /// and clears its bindings. A pair whose second text sorts at or before `last_deleted` (BINARY collation) goes
 /// to `checked` instead (two parameters as well), unless that is NULL. Returns SQLITE_DONE, or the first error's
 /// code (the rows changed before it stay, for the caller's transaction to roll back).
