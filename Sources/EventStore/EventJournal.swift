@@ -383,21 +383,26 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     /// and deletes those whose records are gone, in the caller's transaction. Returns how many it deleted, and
     /// whether the sweep goes on (false at the index's end, and when none is under way).
     private func sweepSlice(entries: Int, in db: Database) throws -> (deleted: Int, more: Bool) {
-        guard let after = callIndex.withLock({ $0.sweepFrom }) else { return (0, false) }
-        let orphaned = "NOT EXISTS (SELECT 1 FROM events_done d WHERE d.id = call_legs.id)"
+        guard let (after, lastDeleted) = callIndex.withLock({ m in m.sweepFrom.map { ($0, m.lastDeleted) } }) else {
+            return (0, false)
+        }
+        // An entry whose record this process deleted has an id at or before the last one it deleted: later ones
+        // are not looked up (orphans an earlier process left there go with a later sweep, once deletions pass them).
+        let orphaned = "(? IS NULL OR id <= ?) AND NOT EXISTS (SELECT 1 FROM events_done d WHERE d.id = call_legs.id)"
         let last = try Row.fetchOne(
             db, sql: "SELECT leg, id FROM call_legs WHERE (leg, id) > (?, ?) ORDER BY leg, id LIMIT 1 OFFSET ?",
             arguments: [after.leg, after.id, entries - 1])
         guard let last, let leg = last[0] as String?, let id = last[1] as String? else {
             try db.execute(
-                sql: "DELETE FROM call_legs WHERE (leg, id) > (?, ?) AND \(orphaned)", arguments: [after.leg, after.id])
+                sql: "DELETE FROM call_legs WHERE (leg, id) > (?, ?) AND \(orphaned)",
+                arguments: [after.leg, after.id, lastDeleted, lastDeleted])
             let deleted = db.changesCount
             callIndex.withLock { $0.swept(deleted, through: nil) }
             return (deleted, false)
         }
         try db.execute(
             sql: "DELETE FROM call_legs WHERE (leg, id) > (?, ?) AND (leg, id) <= (?, ?) AND \(orphaned)",
-            arguments: [after.leg, after.id, leg, id])
+            arguments: [after.leg, after.id, leg, id, lastDeleted, lastDeleted])
         let deleted = db.changesCount
         callIndex.withLock { $0.swept(deleted, through: (leg, id)) }
         return (deleted, true)
