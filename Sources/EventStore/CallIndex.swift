@@ -140,7 +140,7 @@ struct CallIndexMerge {
     var lastDeleted: String?
     /// Legs of the records retention deleted since the last sweep: entries of `call_legs` without their record
     /// (or staged rows, which the merges leave out; these count too, which only starts a sweep sooner). Not
-    /// known at open: orphans an earlier process left go with the next sweep.
+    /// known at open: a sweep starts then, for those an earlier process left.
     var orphans = 0
     /// A sweep starts once the orphans are half the index and at least this many.
     var sweepMinimum = 50_000
@@ -219,6 +219,13 @@ struct CallIndexMerge {
     mutating func swept(_ removed: Int, through last: (leg: String, id: String)?) {
         indexed = max(0, indexed - removed)
         sweepFrom = last
+    }
+
+    /// Whether entry `a` sorts before entry `b` in the index (SQLite's BINARY collation: the bytes, then the
+    /// length; Swift's `==` on strings would equate differently composed ones).
+    static func precedes(_ a: (leg: String, id: String), _ b: (leg: String, id: String)) -> Bool {
+        a.leg.utf8.elementsEqual(b.leg.utf8)
+            ? a.id.utf8.lexicographicallyPrecedes(b.id.utf8) : a.leg.utf8.lexicographicallyPrecedes(b.leg.utf8)
     }
 
     /// Retention deleted done records with `legs` legs, the largest id among them `id`.

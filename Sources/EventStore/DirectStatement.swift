@@ -37,6 +37,10 @@ struct DirectStatement {
         try check(sqlite3_bind_double(statement, index, value))
     }
 
+    func bind(_ index: Int32, _ value: Int) throws {
+        try check(sqlite3_bind_int64(statement, index, Int64(value)))
+    }
+
     func bind(_ index: Int32, blob: [UInt8]) throws {
         try check(
             blob.withUnsafeBytes { bytes in
@@ -69,13 +73,25 @@ struct DirectStatement {
     /// Steps once and resets: true when it gave a row, false when it finished without one.
     /// - Throws: `DatabaseError` with SQLite's code and message (a full disk, say).
     @discardableResult
-    func step() throws -> Bool {
+    func step() throws -> Bool { try step { _ in () } != nil }
+
+    /// Steps once, reads the row it gave with `read` (`text`), and resets; nil when it finished without one.
+    /// - Throws: `DatabaseError` with SQLite's code and message.
+    func step<Value>(reading read: (DirectStatement) -> Value) throws -> Value? {
         let code = sqlite3_step(statement)
-        sqlite3_reset(statement)
+        defer { sqlite3_reset(statement) }
         switch code {
-        case SQLITE_ROW: return true
-        case SQLITE_DONE: return false
+        case SQLITE_ROW: return read(self)
+        case SQLITE_DONE: return nil
         default: throw failure(code)
         }
+    }
+
+    /// Column `index` (from 0) of the row just stepped to, all its bytes: GRDB reads a text up to its first NUL
+    /// byte (and binds one the same way), and a leg is the sender's call id, which JSON lets hold one.
+    func text(_ index: Int32) -> String? {
+        guard let bytes = sqlite3_column_text(statement, index) else { return nil }
+        let count = Int(sqlite3_column_bytes(statement, index))
+        return String(decoding: UnsafeBufferPointer(start: bytes, count: count), as: UTF8.self)
     }
 }

@@ -143,6 +143,11 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
                 merge.lastDeleted = newestStaged
                 if let callIndexMerge { (merge.minimum, merge.sliceSize, merge.maximum) = callIndexMerge }
                 if let callIndexSweep { (merge.sweepMinimum, merge.sweepBatch) = callIndexSweep }
+                // Entries an earlier process's retention left without their records are not counted anywhere:
+                // one sweep goes along with this process's first batches of retention and finds them. Counted
+                // from this process's deletions alone, they would never be half an index that holds them too,
+                // and each restart would leave more.
+                if indexed > 0 { merge.startSweep(force: true) }
             }
         } catch {
             throw JournalError("cannot open the journal \(path): \(Self.reason(error))")
@@ -386,26 +391,43 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         guard let (after, lastDeleted) = callIndex.withLock({ m in m.sweepFrom.map { ($0, m.lastDeleted) } }) else {
             return (0, false)
         }
-        // An entry whose record this process deleted has an id at or before the last one it deleted: later ones
-        // are not looked up (orphans an earlier process left there go with a later sweep, once deletions pass them).
-        let orphaned = "(? IS NULL OR id <= ?) AND NOT EXISTS (SELECT 1 FROM events_done d WHERE d.id = call_legs.id)"
-        let last = try Row.fetchOne(
-            db, sql: "SELECT leg, id FROM call_legs WHERE (leg, id) > (?, ?) ORDER BY leg, id LIMIT 1 OFFSET ?",
-            arguments: [after.leg, after.id, entries - 1])
-        guard let last, let leg = last[0] as String?, let id = last[1] as String? else {
-            try db.execute(
-                sql: "DELETE FROM call_legs WHERE (leg, id) > (?, ?) AND \(orphaned)",
-                arguments: [after.leg, after.id, lastDeleted, lastDeleted])
-            let deleted = db.changesCount
-            callIndex.withLock { $0.swept(deleted, through: nil) }
-            return (deleted, false)
+        // An entry whose record retention deleted has an id at or before the last one it deleted (until this
+        // process deletes one, the newest staged at open, or any id when none was): later ones are not looked up.
+        let orphaned = "(?5 IS NULL OR id <= ?5) AND NOT EXISTS (SELECT 1 FROM events_done d WHERE d.id = call_legs.id)"
+        // Through SQLite's C API, not GRDB's values: a leg may hold a NUL byte, where GRDB would cut the cursor
+        // short, and the next slice would start before this one again (`DirectStatement.text`).
+        let select = DirectStatement(
+            try db.cachedStatement(
+                sql: "SELECT leg, id FROM call_legs WHERE (leg, id) > (?1, ?2) ORDER BY leg, id LIMIT 1 OFFSET ?3"),
+            in: db)
+        try select.bind(1, after.leg)
+        try select.bind(2, after.id)
+        try select.bind(3, entries - 1)
+        let last: (leg: String, id: String)? =
+            try select.step { row in row.text(0).flatMap { leg in row.text(1).map { (leg: leg, id: $0) } } } ?? nil
+        if let last, !CallIndexMerge.precedes(after, last) {
+            // A slice that would start where this one did (a cursor read back otherwise than SQLite orders it)
+            // ends the sweep rather than reading the same entries with every batch from now on.
+            callIndex.withLock { $0.swept(0, through: nil) }
+            return (0, false)
         }
-        try db.execute(
-            sql: "DELETE FROM call_legs WHERE (leg, id) > (?, ?) AND (leg, id) <= (?, ?) AND \(orphaned)",
-            arguments: [after.leg, after.id, leg, id, lastDeleted, lastDeleted])
+        let delete = DirectStatement(
+            try db.cachedStatement(
+                sql: last == nil
+                    ? "DELETE FROM call_legs WHERE (leg, id) > (?1, ?2) AND \(orphaned)"
+                    : "DELETE FROM call_legs WHERE (leg, id) > (?1, ?2) AND (leg, id) <= (?3, ?4) AND \(orphaned)"),
+            in: db)
+        try delete.bind(1, after.leg)
+        try delete.bind(2, after.id)
+        if let last {
+            try delete.bind(3, last.leg)
+            try delete.bind(4, last.id)
+        }
+        try delete.bind(5, lastDeleted)
+        try delete.step()
         let deleted = db.changesCount
-        callIndex.withLock { $0.swept(deleted, through: (leg, id)) }
-        return (deleted, true)
+        callIndex.withLock { $0.swept(deleted, through: last) }
+        return (deleted, last != nil)
     }
 
     /// One batch of retention: the done events `events` selects (ids; with `arguments`), their call-index

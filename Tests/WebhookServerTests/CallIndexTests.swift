@@ -364,6 +364,46 @@ import Testing
         #expect(try journal.callEvents(["leg-5"]).map(\.id) == ["w005"])
     }
 
+    /// Entries an earlier process's retention left without their records are not counted by the next one: a
+    /// sweep that starts at open goes with its first batch of retention, though the orphans it counted itself
+    /// (20) are far from its minimum (100,000). The calls' ids start with a NUL byte, which GRDB cuts a text
+    /// short at: the sweep's cursor is read and bound whole, so a sweep of 7 entries a slice gets past them.
+    @Test func aSweepAtOpenFindsTheEntriesAnEarlierProcessLeft() async throws {
+        let path = directory()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let ids = (0..<60).map { String(format: "o%03d", $0) }
+        do {
+            let journal = try EventJournal(directory: path, callIndexMerge: (10, 50, 32_768))
+            for (i, id) in ids.enumerated() { try await journal.append(entry(id, at: Double(i))) }
+            journal.markDone(ids.enumerated().map { mark($1, call: "\u{0}call-\($0 % 5)", otherLeg: "leg-\($0)") })
+            await journal.drain()
+        }
+        #expect(try rows("call_legs", in: path) == 120)
+        // The earlier process's retention deleted o000-o029; o030-o039 are old enough to go now.
+        try await DatabaseQueue(path: EventJournal.file(in: path)).write { db in
+            try db.execute(sql: "DELETE FROM events WHERE id < 'o030'; DELETE FROM events_done WHERE id < 'o030'")
+            try db.execute(sql: "UPDATE events_done SET done_at = 1 WHERE id < 'o040'")
+        }
+        #expect(try orphans(in: path) == 60)
+        let journal = try EventJournal(
+            directory: path, callIndexMerge: (10, 50, 32_768), callIndexSweep: (100_000, 1_000))
+        #expect(try journal.prune(olderThan: 3_600) == 10)
+        #expect(try orphans(in: path) == 0 && rows("call_legs", in: path) == 40)
+        #expect(try journal.callEvents(["leg-45"]).map(\.id) == ["o045"])
+
+        // Its ids are there to find: the legs' NUL bytes are in the index, not cut off.
+        let calls = try await DatabaseQueue(path: EventJournal.file(in: path)).read { db in
+            try Int.fetchOne(db, sql: "SELECT count(*) FROM call_legs WHERE hex(leg) LIKE '00%'") ?? 0
+        }
+        #expect(calls == 20)
+        try await DatabaseQueue(path: EventJournal.file(in: path)).write { db in
+            try db.execute(sql: "DELETE FROM events_done WHERE id >= 'o050'")
+        }
+        let small = try EventJournal(directory: path, callIndexMerge: (10, 50, 32_768), callIndexSweep: (1, 7))
+        #expect(try small.sweepCallIndex() == 20)
+        #expect(try orphans(in: path) == 0 && rows("call_legs", in: path) == 20)
+    }
+
     /// A journal written with the two old indexes (by an earlier version, or by one that opened this layout
     /// since: it creates them again, and writes no staged rows): its done records go into the index, once.
     @Test func aJournalWithTheOldIndexesGetsTheCallIndex() async throws {
