@@ -189,17 +189,18 @@ struct CallIndexMerge {
         (sorted, next, self.through) = (legs, 0, through)
     }
 
-    /// The slice just inserted committed (`committed`) or failed.
-    mutating func inserted(_ count: Int, committed: Bool) {
-        guard committed else {
+    /// The slice of `count` legs just inserted committed, `added` of them new entries (the others were there
+    /// already, or left out since their records were gone), or failed (`added` nil).
+    mutating func inserted(_ count: Int, added: Int?) {
+        guard let added else {
             // A full disk, say: the staged rows stay where they are, and lookups still find them there.
             (sorted, next, failedAt) = (MergeLegs(), 0, staged)
             return
         }
+        indexed += added
         next += count
         guard next == sorted.count else { return }
         staged = max(0, staged - sorted.count)
-        indexed += sorted.count
         (sorted, next, failedAt) = (MergeLegs(), 0, 0)
     }
 
@@ -315,11 +316,13 @@ extension EventJournal {
 
     /// Inserts legs `range` of a merge (in key order), and with the last, deletes the staged rows up to
     /// `through`, in one transaction. A leg whose event id sorts at or before `lastDeleted` goes in only if its
-    /// record is there (`CallIndexMerge`).
+    /// record is there (`CallIndexMerge`). Returns how many entries it added.
     static func insertSlice(
         _ legs: MergeLegs, _ range: Range<Int>, through: Int64, lastDeleted: String?, in db: Database
-    ) throws {
+    ) throws -> Int {
+        var added = 0
         try immediateTransaction(db) {
+            let before = db.totalChangesCount
             // Only ever run here, by the helper: GRDB never binds or steps them itself.
             let insert = try db.cachedStatement(sql: "INSERT OR IGNORE INTO call_legs (leg, id) VALUES (?, ?)")
             let checked =
@@ -341,10 +344,12 @@ extension EventJournal {
                     }
                 }
             }
+            added = db.totalChangesCount - before
             if range.upperBound == legs.count {
                 try db.cachedStatement(sql: "DELETE FROM call_legs_staged WHERE rowid <= ?").execute(
                     arguments: [through])
             }
         }
+        return added
     }
 }

@@ -196,6 +196,9 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     /// Where the part of the file released from the page cache ends (`LogCopier.releaseWrittenPages`; tests).
     package var releasedUpTo: Int { logCopier.releasedUpTo }
 
+    /// The entries the writer counts in the call index (`CallIndexMerge.indexed`; tests).
+    package var callIndexEntries: Int { callIndex.withLock { $0.indexed } }
+
     /// The most legs a call-index merge has read (`CallIndexMerge.largestRead`; tests).
     package var largestCallIndexMerge: Int { callIndex.withLock { $0.largestRead } }
 
@@ -842,9 +845,8 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
             }
         case .slice(let legs, let range, let through):
             let lastDeleted = callIndex.withLock { $0.lastDeleted }
-            let committed =
-                (try? Self.insertSlice(legs, range, through: through, lastDeleted: lastDeleted, in: db)) != nil
-            callIndex.withLock { $0.inserted(range.count, committed: committed) }
+            let added = try? Self.insertSlice(legs, range, through: through, lastDeleted: lastDeleted, in: db)
+            callIndex.withLock { $0.inserted(range.count, added: added) }
         }
     }
 

@@ -225,6 +225,7 @@ import Testing
             // 40 more legs: a merge of all 120, of which only the new records' go in.
             try await finish("t", 20, in: journal, from: 100)
             #expect(try rows("call_legs", in: path) == 40 && rows("call_legs_staged", in: path) == 0)
+            #expect(journal.callIndexEntries == 40)  // what went in, not the 120 legs merged
             #expect(try orphans(in: path) == 0)
             #expect(try journal.callEvents(["leg-t"]).count == 20)
             // And again, with the journal opened anew before the merge (the "t" records' entries swept).
@@ -235,6 +236,7 @@ import Testing
         let journal = try EventJournal(directory: path, callIndexMerge: (100, 16, 32_768), callIndexSweep: (1, 16))
         try await finish("v", 20, in: journal, from: 300)
         #expect(try rows("call_legs", in: path) == 40 && rows("call_legs_staged", in: path) == 0)
+        #expect(journal.callIndexEntries == 40)
         #expect(try orphans(in: path) == 0)
         #expect(try journal.callEvents(["leg-v"]).count == 20 && journal.callEvents(["leg-u", "leg-t"]).isEmpty)
     }
@@ -252,7 +254,7 @@ import Testing
         merge.read(legs, through: 9)
         guard case .slice(_, let first, _) = merge.nextStep else { return #expect(Bool(false), "a slice") }
         #expect(legs.ids(first) == ["e0", "e1", "e2"])
-        merge.inserted(3, committed: true)
+        merge.inserted(3, added: 3)
         merge.deleted(through: "e1", legs: 2)  // an older batch (an earlier id) leaves it where it was
         #expect(merge.lastDeleted == "e3")
         merge.deleted(through: "e30", legs: 2)  // bytes first: "e30" sorts after "e3"
@@ -260,7 +262,7 @@ import Testing
         #expect(merge.orphans == 8)
         guard case .slice(_, let second, 9) = merge.nextStep else { return #expect(Bool(false), "the last") }
         #expect(legs.ids(second) == ["e3", "e4"])
-        merge.inserted(2, committed: true)
+        merge.inserted(2, added: 2)
         #expect(merge.staged == 0 && merge.indexed == 5 && merge.nextStep == nil && !merge.busy)
         // A sweep is due once the orphans are half the index and at least the minimum; it starts from the
         // index's first entry, goes on from the last one each slice read, and ends at the index's end.
@@ -291,7 +293,7 @@ import Testing
         // 20 staged, 8 of them read: 12 wait behind, more than a merge takes.
         guard case .slice(_, let behind, 30) = merge.nextStep else { return #expect(Bool(false), "a slice") }
         #expect(behind == 0..<8)
-        merge.inserted(8, committed: true)
+        merge.inserted(8, added: 8)
         // 12 staged, 8 read: 4 behind, fewer than a merge takes.
         guard case .read = merge.nextStep else { return #expect(Bool(false), "read again") }
         merge.started()
