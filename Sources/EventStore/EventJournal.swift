@@ -835,8 +835,8 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
             guard let bounds, let first = bounds[0] as Int64?, let last = bounds[1] as Int64? else {
                 return callIndex.withLock { $0.read(MergeLegs(), through: 0) }
             }
-            // The oldest rows, up to a merge's worth: rows are staged in rowid order, and retention's deletions
-            // only leave fewer in the range.
+            // The oldest rows, up to a merge's worth: rows are staged in rowid order, and only merges delete
+            // them, the oldest first (`CallIndexMerge`).
             let through = min(last, first + callIndex.withLock { $0.rowsPerMerge } - 1)
             callIndex.withLock { $0.started() }
             logCopier.read({ try Self.stagedLegs(through: through, in: $0) }) { [self] legs in
