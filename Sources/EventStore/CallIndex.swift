@@ -222,18 +222,20 @@ struct CallIndexMerge {
         sweepFrom = last
     }
 
-    /// Whether entry `a` sorts before entry `b` in the index (SQLite's BINARY collation: the bytes, then the
-    /// length; Swift's `==` on strings would equate differently composed ones).
+    /// Whether text `a` sorts before `b` as the index's columns do, and as the C helpers compare
+    /// (`sb_compare_texts`): SQLite's BINARY collation, the bytes, then the length. Swift's own `<` and `==` on
+    /// strings compare differently composed ones as equal.
+    static func sortsBefore(_ a: String, _ b: String) -> Bool { a.utf8.lexicographicallyPrecedes(b.utf8) }
+
+    /// Whether entry `a` sorts before entry `b` in the index (`sortsBefore`, by leg, then by id).
     static func precedes(_ a: (leg: String, id: String), _ b: (leg: String, id: String)) -> Bool {
-        a.leg.utf8.elementsEqual(b.leg.utf8)
-            ? a.id.utf8.lexicographicallyPrecedes(b.id.utf8) : a.leg.utf8.lexicographicallyPrecedes(b.leg.utf8)
+        a.leg.utf8.elementsEqual(b.leg.utf8) ? sortsBefore(a.id, b.id) : sortsBefore(a.leg, b.leg)
     }
 
     /// Retention deleted done records with `legs` legs, the largest id among them `id`.
     mutating func deleted(through id: String, legs: Int) {
         orphans += legs
-        // SQLite's BINARY collation, as the C helper compares: the bytes, then the length.
-        if lastDeleted.map({ $0.utf8.lexicographicallyPrecedes(id.utf8) }) ?? true { lastDeleted = id }
+        if lastDeleted.map({ Self.sortsBefore($0, id) }) ?? true { lastDeleted = id }
     }
 }
 
