@@ -350,6 +350,28 @@ import WebhookServer
         #expect(counts.done < 250)
     }
 
+    @Test func retentionDeletesOnItsOwnQueueAndNotOnTheCallingTasksThread() async throws {
+        let path = directory()
+        let journal = try EventJournal(directory: path)
+        let rejected = RejectedStore(directory: URL(fileURLWithPath: path).appendingPathComponent("rejected"))
+        for i in 0..<20 { try await journal.append(entry("q\(i)")) }
+        for i in 0..<20 { journal.markDone("q\(i)") }
+        await journal.drain()
+        // Where each batch ran: its observer is called on the thread that deleted it.
+        let onQueue = Mutex<[Bool]>([])
+        journal.onPruneBatch { _ in
+            let here = Retention.isOnQueue
+            onQueue.withLock { $0.append(here) }
+        }
+        let retention = Retention(
+            journal: journal, rejected: rejected, maxAge: -1, interval: .seconds(3600), logger: .init(label: "test"))
+        let running = Task { try await retention.run() }
+        defer { running.cancel() }
+        #expect(await eventually { onQueue.withLock { !$0.isEmpty } })
+        #expect(onQueue.withLock { $0 }.allSatisfy { $0 })
+        #expect(try journal.counts() == (pending: 0, done: 0))
+    }
+
     @Test func retentionDeletesInBatchesAndAnAppendCommitsBetweenThem() async throws {
         let path = directory()
         let journal = try EventJournal(directory: path)
