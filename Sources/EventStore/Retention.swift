@@ -27,7 +27,13 @@ public final class Retention: Service, Sendable {
     /// asynchronous shares (the console, `/metrics`, the outbox, timers), for as long as they lasted: under a
     /// load that keeps the journal at its cap, back to back (`perf`, `wrk -t1 -c32` against `--journal-max-mb 200`:
     /// 17% of the server's samples, on a thread named `com.apple.root.default-qos`).
-    private let queue = DispatchQueue(label: "switchboard.retention", qos: .utility)
+    ///
+    /// At the default QoS, not `.utility`: libdispatch on Linux runs a queue's thread at the QoS's nice value
+    /// (2 for `.utility`, 0 here as on the cooperative pool's threads), and a batch preempted while it holds
+    /// SQLite's write lock keeps the journal's writer waiting. At `.utility`, under `wrk -t1 -c32` against a 200 MB
+    /// cap the 99th percentile read 34–43 ms against 31–39 ms before the move (`scripts/capped_journal.sh`, five
+    /// runs each, alternated); at the default, 32–41 ms against 32–36 ms (three runs each).
+    private let queue = DispatchQueue(label: "switchboard.retention", qos: .default)
     private static let queueKey = DispatchSpecificKey<Bool>()
     /// Whether the caller runs on a retention's queue (tests).
     package static var isOnQueue: Bool { DispatchQueue.getSpecific(key: queueKey) ?? false }
