@@ -59,6 +59,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     private let writerYield = Atomic(false)
     /// Called with each batch retention commits, before the next one is queued (`onPruneBatch`; tests).
     private let afterPruneBatch = Mutex<(@Sendable (Int) -> Void)?>(nil)
+    private let afterAgeSearch = Mutex<(@Sendable () -> Void)?>(nil)
     /// How long done marks that failed wait before they are tried again (appends go on meanwhile).
     static let doneRetryDelay = DispatchTimeInterval.milliseconds(200)
 
@@ -310,6 +311,10 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     /// Sets what is called with the rows each batch of retention deleted, once it committed (tests).
     package func onPruneBatch(_ observer: (@Sendable (Int) -> Void)?) { afterPruneBatch.withLock { $0 = observer } }
 
+    /// Sets what is called after each search of the age rule, before the batch that deletes what it found
+    /// (tests).
+    package func onAgeSearch(_ observer: (@Sendable () -> Void)?) { afterAgeSearch.withLock { $0 = observer } }
+
     /// Rows retention deletes in one transaction (of events, and again of forwards).
     package static let pruneBatch = 500
     /// The most, when deletions fall behind the appends (`prune(toFit:)`): with the accepted-event log no
@@ -334,9 +339,10 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     /// again: the log's files are closed first and deleted once their records are in SQLite (`closeLogFiles`),
     /// and an event done before that had its record in one of them. Events recorded later, in files opened
     /// since, are done later, and wait for the next pass.
-    /// `find`, when given, runs before each batch, outside its transaction.
+    /// `find`, when given, runs before each batch, outside its transaction; the pass ends when it returns false.
     private func pruneInBatches(
-        find: (_ doneBefore: Double) throws -> Void = { _ in }, _ batch: (Database, _ doneBefore: Double) throws -> Int
+        find: (_ doneBefore: Double) throws -> Bool = { _ in true },
+        _ batch: (Database, _ doneBefore: Double) throws -> Int
     ) throws -> Int {
         let doneBefore = Date().timeIntervalSince1970
         closeLogFiles()
@@ -362,15 +368,15 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     }
 
     /// Runs `batch` in a transaction of its own, the writer taking a turn between two (`writerYield`), until it
-    /// returns 0; `each` is given what each other one returned. Returns their sum.
+    /// returns 0 or `before` (run ahead of each, outside the transaction) returns false; `each` is given what each
+    /// other one returned. Returns their sum.
     private func inBatches(
-        before: () throws -> Void = {}, _ batch: (Database) throws -> Int, each: (Int) -> Void = { _ in }
+        before: () throws -> Bool = { true }, _ batch: (Database) throws -> Int, each: (Int) -> Void = { _ in }
     ) throws -> Int {
         // Also when a batch fails before its block ran (the writer would otherwise step aside after every turn).
         defer { writerYield.store(false, ordering: .relaxed) }
         var total = 0
-        while true {
-            try before()
+        while try before() {
             writerYield.store(true, ordering: .relaxed)
             let done = try pool.write { db -> Int in
                 writerYield.store(false, ordering: .relaxed)
@@ -380,6 +386,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
             total += done
             each(done)
         }
+        return total
     }
 
     /// Sweeps the call index now, whether a sweep is due or not: its entries whose records are gone, from its
@@ -444,10 +451,12 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     }
 
     /// The rows one batch of retention deletes: those a query selects (ids; with its arguments), or ids found
-    /// before the batch's transaction.
+    /// before the batch's transaction, each kept only if `check` (a query of the id, `?1`, with `arguments` from
+    /// `?2` on) still selects it: a row may have changed since (an operator's `redeliver` puts a delivered
+    /// forward back to pending).
     enum PruneSelection {
         case query(String, StatementArguments)
-        case ids([any DatabaseValueConvertible & Sendable])
+        case found([any DatabaseValueConvertible & Sendable], check: String, arguments: StatementArguments)
     }
 
     /// One batch of retention: the done events `events` selects, their call-index entries and records, and the
@@ -462,9 +471,9 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
             switch selection {
             case .query(let query, let arguments):
                 try db.execute(sql: "INSERT INTO pruning (id) \(query)", arguments: arguments)
-            case .ids(let ids):
-                let insert = try db.cachedStatement(sql: "INSERT OR IGNORE INTO pruning (id) VALUES (?)")
-                for id in ids { try insert.execute(arguments: [id]) }
+            case .found(let ids, let check, let arguments):
+                let insert = try db.cachedStatement(sql: "INSERT OR IGNORE INTO pruning (id) \(check)")
+                for id in ids { try insert.execute(arguments: [id] + arguments) }
             }
         }
         try select(events)
@@ -614,10 +623,19 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
                         arguments: [cutoff])
                     return (events, deliveries)
                 }
+                afterAgeSearch.withLock { $0 }?()
+                return !found.events.isEmpty || !found.deliveries.isEmpty
             }
         ) { db, _ in
-            guard !found.events.isEmpty || !found.deliveries.isEmpty else { return 0 }
-            return try deleteBatch(events: .ids(found.events), deliveries: .ids(found.deliveries), in: db)
+            try deleteBatch(
+                events: .found(
+                    found.events, check: "SELECT id FROM events_done WHERE id = ?1 AND done_at < ?2",
+                    arguments: [cutoff]),
+                deliveries: .found(
+                    found.deliveries,
+                    check: "SELECT id FROM deliveries WHERE id = ?1 AND state = 'delivered' AND updated_at < ?2",
+                    arguments: [cutoff]),
+                in: db)
         }
     }
 

@@ -301,6 +301,36 @@ import WebhookServer
         #expect(keep.prune() == 0)
     }
 
+    /// The age rule finds what to delete on a reader, before the batch's transaction: a forward an operator
+    /// redelivers in between is pending again, and stays, with its attempts.
+    @Test func ageRetentionKeepsAForwardRedeliveredAfterItsSearch() async throws {
+        let path = directory()
+        let journal = try EventJournal(directory: path)
+        try await journal.append(entry("e"))
+        journal.markDone(
+            "e", forwards: [NewDelivery(rule: "r", method: "POST", url: "http://a/1", headers: [], body: [])])
+        #expect(await eventually { (try? journal.deliveries(.pending).count) == 1 })
+        let id = try #require(try journal.deliveries(.pending).first).id
+        let ok = DeliveryAttempt(
+            number: 1, at: Date().timeIntervalSince1970, status: 200, latencyMs: 3, error: nil, excerpt: "ok")
+        try await journal.record(ok, of: id, result: .delivered)
+        let searches = Mutex(0)
+        journal.onAgeSearch {
+            guard
+                searches.withLock({ count in
+                    count += 1
+                    return count == 1
+                })
+            else { return }
+            _ = try? journal.redeliver([id])
+        }
+        defer { journal.onAgeSearch(nil) }
+        #expect(try journal.prune(olderThan: -1) == 1)  // the done event, not the forward
+        #expect(searches.withLock { $0 } == 2)  // the second found nothing, and ended the pass
+        #expect(try journal.deliveryCounts() == [.pending: 1])
+        #expect(try journal.attempts(id).count == 1)
+    }
+
     @Test func retentionBySizeDeletesTheOldestDoneEventsOnly() async throws {
         let path = directory()
         let journal = try EventJournal(directory: path)
