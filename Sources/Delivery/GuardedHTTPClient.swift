@@ -97,7 +97,7 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
             return try await pinned.execute(request, host: address.host, address: Self.text(address.bytes))
         }
         var outgoing = request
-        outgoing.url = address.urlWithAddress
+        outgoing.url = try address.urlWithAddress(request.url)
         if !outgoing.headers.contains(where: { $0.name.lowercased() == "host" }) {
             outgoing.headers.append(.init(name: "Host", value: address.hostHeader))
         }
@@ -112,10 +112,23 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
         var bytes: [UInt8]
         /// The URL already names an address (no DNS involved).
         var isLiteral: Bool
-        /// The request's URL with the host replaced by the address.
-        var urlWithAddress: String
+        /// The request's URL, parsed.
+        var components: URLComponents
         /// `name[:port]` for the `Host` header.
         var hostHeader: String { port.map { "\(host):\($0)" } ?? host }
+
+        /// `url` (the request's, which `components` parsed) with the host replaced by the address. Only a
+        /// plain-HTTP request to a name needs it, so only that one pays for the rewrite.
+        func urlWithAddress(_ url: String) throws -> String {
+            var rewritten = components
+            rewritten.percentEncodedHost =
+                bytes.count == 4 ? GuardedHTTPClient.text(bytes) : "[\(GuardedHTTPClient.text(bytes))]"
+            // Never fall back to the name: a URL that cannot be pinned is not sent (it would be resolved again).
+            guard let pinned = rewritten.string else {
+                throw OutboundHTTPError("cannot send \(url) to the checked address", permanent: true)
+            }
+            return pinned
+        }
     }
 
     /// Resolves the URL's host (unless it is an address), refuses it when any address it resolves to is
@@ -152,15 +165,9 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
             }
         }
         let chosen = addresses.first { $0.count == 4 } ?? addresses[0]
-        var rewritten = components
-        rewritten.percentEncodedHost = chosen.count == 4 ? Self.text(chosen) : "[\(Self.text(chosen))]"
-        // Never fall back to the name: a URL that cannot be pinned is not sent (it would be resolved again).
-        guard let pinned = rewritten.string else {
-            throw OutboundHTTPError("cannot send \(url) to the checked address", permanent: true)
-        }
         return CheckedAddress(
             scheme: scheme, host: bare, port: components.port, bytes: chosen, isLiteral: literal != nil,
-            urlWithAddress: pinned)
+            components: components)
     }
 
     static func text(_ address: [UInt8]) -> String {
