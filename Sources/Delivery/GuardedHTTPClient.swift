@@ -138,7 +138,11 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
         guard let components = URLComponents(string: url), let host = components.host, !host.isEmpty else {
             throw OutboundHTTPError("no host in \(url)", permanent: true)
         }
-        let scheme = components.scheme?.lowercased() ?? "http"
+        // Rules may only name http:// and https:// URLs, but a redirect may name any scheme, and AsyncHTTPClient
+        // also speaks `unix`, `http+unix` and `https+unix`: a Unix socket on this machine, whatever the host.
+        guard let scheme = components.scheme?.lowercased(), scheme == "http" || scheme == "https" else {
+            throw OutboundHTTPError("refused: \"\(url)\" is not an http:// or https:// URL", permanent: true)
+        }
         let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
         let addresses: [[UInt8]]
         let literal = CIDR.parseAddress(bare)

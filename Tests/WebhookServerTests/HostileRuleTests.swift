@@ -324,4 +324,25 @@ import WebhookServer
             #expect(error.message.contains("refused: inside.rebind.test is an internal address (10.1.2.3)"))
         }
     }
+
+    /// AsyncHTTPClient connects `unix://HOST/PATH` to the Unix socket at PATH, and `http+unix://` to the one its
+    /// host names: a redirect to either from a public upstream must not reach a socket on this machine.
+    @Test(arguments: ["unix://8.8.8.8/tmp/switchboard-none.sock", "http+unix://%2Ftmp%2Fswitchboard-none.sock/x"])
+    func aRedirectToAnotherSchemeIsRefused(location: String) async throws {
+        let upstream = try await LoopbackServer()
+        defer { Task { try? await upstream.stop() } }
+        let client = GuardedHTTPClient(
+            allowed: [CIDR("127.0.0.1/32")!], resolver: Self.resolver(["a.rebind.test": [127, 0, 0, 1]]))
+        defer { Task { try? await client.shutdown() } }
+        do {
+            _ = try await client.execute(
+                OutboundRequest(
+                    method: "GET", url: "http://a.rebind.test:\(upstream.port)/redirect?to=\(location)",
+                    timeout: .seconds(5)))
+            Issue.record("expected a refusal")
+        } catch let error as OutboundHTTPError {
+            #expect(error.message == "refused: \"\(location)\" is not an http:// or https:// URL")
+            #expect(error.permanent)
+        }
+    }
 }
