@@ -451,8 +451,8 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     }
 
     /// The rows one batch of retention deletes: those a query selects (ids; with its arguments), or ids found
-    /// before the batch's transaction, each kept only if `check` (a query of the id, `?1`, with `arguments` from
-    /// `?2` on) still selects it: a row may have changed since (an operator's `redeliver` puts a delivered
+    /// before the batch's transaction, each kept only if `check` (a query whose last parameter is the id, after
+    /// `arguments`) still selects it: a row may have changed since (an operator's `redeliver` puts a delivered
     /// forward back to pending).
     enum PruneSelection {
         case query(String, StatementArguments)
@@ -473,7 +473,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
                 try db.execute(sql: "INSERT INTO pruning (id) \(query)", arguments: arguments)
             case .found(let ids, let check, let arguments):
                 let insert = try db.cachedStatement(sql: "INSERT OR IGNORE INTO pruning (id) \(check)")
-                for id in ids { try insert.execute(arguments: [id] + arguments) }
+                for id in ids { try insert.execute(arguments: arguments + [id]) }
             }
         }
         try select(events)
@@ -603,24 +603,18 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         // every row of both tables. In the batch's transaction that held the writer for the whole of it: 42 ms
         // for 264,000 events in the page cache, 282 ms read from the disk (`sqlite3`, a journal of 527 MB), with
         // appends waiting behind it, and requests once `loggedLimit` of them did.
+        // What "old enough" is, once for the search and for the batch's check of each id it found.
+        let oldEvents = "SELECT id FROM events_done WHERE done_at < ?"
+        let oldForwards = "SELECT id FROM deliveries WHERE state = 'delivered' AND updated_at < ?"
         var found: (events: [String], deliveries: [Int64]) = ([], [])
         return try pruneInBatches(
             find: { doneBefore in
                 found = try pool.read { db in
                     let events = try String.fetchAll(
-                        db,
-                        sql: """
-                            SELECT id FROM events_done WHERE done_at < ? AND done_at <= ? ORDER BY id \
-                            LIMIT \(Self.pruneBatch)
-                            """,
+                        db, sql: "\(oldEvents) AND done_at <= ? ORDER BY id LIMIT \(Self.pruneBatch)",
                         arguments: [cutoff, doneBefore])
                     let deliveries = try Int64.fetchAll(
-                        db,
-                        sql: """
-                            SELECT id FROM deliveries WHERE state = 'delivered' AND updated_at < ? ORDER BY id \
-                            LIMIT \(Self.pruneBatch)
-                            """,
-                        arguments: [cutoff])
+                        db, sql: "\(oldForwards) ORDER BY id LIMIT \(Self.pruneBatch)", arguments: [cutoff])
                     return (events, deliveries)
                 }
                 afterAgeSearch.withLock { $0 }?()
@@ -628,13 +622,8 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
             }
         ) { db, _ in
             try deleteBatch(
-                events: .found(
-                    found.events, check: "SELECT id FROM events_done WHERE id = ?1 AND done_at < ?2",
-                    arguments: [cutoff]),
-                deliveries: .found(
-                    found.deliveries,
-                    check: "SELECT id FROM deliveries WHERE id = ?1 AND state = 'delivered' AND updated_at < ?2",
-                    arguments: [cutoff]),
+                events: .found(found.events, check: "\(oldEvents) AND id = ?", arguments: [cutoff]),
+                deliveries: .found(found.deliveries, check: "\(oldForwards) AND id = ?", arguments: [cutoff]),
                 in: db)
         }
     }
