@@ -43,4 +43,41 @@ import Testing
         }
         #expect(client.shardCount == 0)
     }
+
+    @Test func aResponseBodyPastTheCapIsAnErrorThatSaysSo() async throws {
+        let upstream = try await LoopbackServer()
+        let client = LiveHTTPClient(maxResponseBytes: 100)
+        defer {
+            Task {
+                try? await client.shutdown(); try? await upstream.stop()
+            }
+        }
+        let small = try await client.execute(
+            OutboundRequest(method: "POST", url: upstream.url("/echo"), body: Array("hi".utf8), timeout: .seconds(10)))
+        #expect(small.status == 200)
+        let error = await #expect(throws: OutboundHTTPError.self) {
+            try await client.execute(
+                OutboundRequest(
+                    method: "POST", url: upstream.url("/echo"), body: Array(repeating: UInt8(ascii: "x"), count: 200),
+                    timeout: .seconds(10)))
+        }
+        #expect(error?.message == "response body larger than 100 bytes")
+    }
+
+    @Test func cancellingTheCallerEndsAWaitingCall() async throws {
+        let upstream = try await LoopbackServer()
+        let client = LiveHTTPClient()
+        defer {
+            Task {
+                try? await client.shutdown(); try? await upstream.stop()
+            }
+        }
+        let call = Task {
+            try await client.execute(
+                OutboundRequest(method: "GET", url: upstream.url("/slow?ms=60000"), timeout: .seconds(90)))
+        }
+        #expect(await eventually(30) { upstream.maxConcurrent == 1 })
+        call.cancel()
+        await #expect(throws: OutboundHTTPError.self) { try await call.value }
+    }
 }
