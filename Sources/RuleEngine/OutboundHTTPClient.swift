@@ -106,6 +106,10 @@ public final class LiveHTTPClient: OutboundHTTPClient {
         configuration.dnsOverride = dnsOverride
         configuration.redirectConfiguration = followRedirects ? .follow(max: 5, allowCycles: false) : .disallow
         configuration.timeout = .init(connect: .seconds(5))
+        // Switchboard bootstraps no tracer. With the global no-op one AsyncHTTPClient still starts a span for
+        // every request and builds its attributes (a dictionary per attribute, the URL's path and query);
+        // nil skips all of it.
+        configuration.tracing.tracer = nil
         configuration.connectionPool = .init(
             idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: maxConnectionsPerHost)
         self.configuration = configuration
