@@ -241,9 +241,12 @@ final class PinnedClients: Sendable {
             if s.closed { return nil }
             if s.entries[key] == nil {
                 // AsyncHTTPClient looks the override up by the URL's host as it parsed it: give both spellings.
+                // Not as one dictionary literal: for a host already in lower case its two keys are the same, and
+                // a literal with a repeated key stops the process.
+                var override = [host: address]
+                override[host.lowercased()] = address
                 let client = LiveHTTPClient(
-                    followRedirects: false, maxConnectionsPerHost: maxConnectionsPerHost,
-                    dnsOverride: [host: address, host.lowercased(): address])
+                    followRedirects: false, maxConnectionsPerHost: maxConnectionsPerHost, dnsOverride: override)
                 s.entries[key] = Entry(client: client)
             }
             s.entries[key]!.inUse += 1

@@ -3,7 +3,9 @@ import Foundation
 import JSONCore
 import Logging
 import LuaRuntime
+import NIOCore
 import NIOHTTP1
+import NIOPosix
 import RuleEngine
 import Synchronization
 import TestSupport
@@ -343,6 +345,57 @@ import WebhookServer
         } catch let error as OutboundHTTPError {
             #expect(error.message == "refused: \"\(location)\" is not an http:// or https:// URL")
             #expect(error.permanent)
+        }
+    }
+
+    /// HTTPS to a name goes to the checked address, with TLS still naming the host: a listener on that
+    /// address (which speaks no TLS, so the call then fails) receives a TLS ClientHello whose server name is the
+    /// host. Only the test's resolver knows the name, so the connection cannot come from a second resolution.
+    @Test func httpsToANameConnectsToTheCheckedAddressAndNamesTheHost() async throws {
+        let hello = FirstBytes.Log()
+        let listener: any Channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(FirstBytes(into: hello))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        defer { listener.close(promise: nil) }
+        let port = listener.localAddress?.port ?? 0
+        let client = GuardedHTTPClient(
+            allowed: [CIDR("127.0.0.1/32")!], resolver: Self.resolver(["crm.pinned.test": [127, 0, 0, 1]]))
+        defer { Task { try? await client.shutdown() } }
+        await #expect(throws: OutboundHTTPError.self) {
+            _ = try await client.execute(
+                OutboundRequest(method: "GET", url: "https://crm.pinned.test:\(port)/x", timeout: .seconds(2)))
+        }
+        let bytes = hello.bytes.withLock { $0 }
+        // A TLS handshake record, and the host's name in it (the ClientHello's server_name).
+        #expect(bytes.count > 5 && bytes[0] == 0x16 && bytes[1] == 0x03)
+        let name = Array("crm.pinned.test".utf8)
+        #expect(bytes.indices.contains { bytes[$0...].starts(with: name) })
+    }
+}
+
+/// Keeps what a connection sends until it has one whole TLS record (or 16 KiB), then closes it.
+private final class FirstBytes: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    final class Log: Sendable { let bytes = Mutex<[UInt8]>([]) }
+    let received = Mutex<[UInt8]>([])
+    let log: Log
+
+    init(into log: Log) { self.log = log }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var buffer = unwrapInboundIn(data)
+        let bytes = received.withLock { kept in
+            kept += buffer.readBytes(length: buffer.readableBytes) ?? []
+            return kept
+        }
+        let whole = bytes.count >= 5 && bytes.count >= 5 + (Int(bytes[3]) << 8 | Int(bytes[4]))
+        if whole || bytes.count >= 16 << 10 {
+            log.bytes.withLock { $0 = bytes }
+            context.close(promise: nil)
         }
     }
 }
