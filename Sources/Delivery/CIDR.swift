@@ -9,7 +9,7 @@ public struct CIDR: Sendable, Hashable, CustomStringConvertible {
     /// Parses `a.b.c.d/n`, `a.b.c.d`, `x:y::z/n` or `x:y::z`.
     public init?(_ text: String) {
         let parts = text.split(separator: "/", maxSplits: 1).map(String.init)
-        guard let bytes = CIDR.parseAddress(parts[0]) else { return nil }
+        guard let first = parts.first, let bytes = CIDR.parseAddress(first) else { return nil }
         let maxPrefix = bytes.count * 8
         let prefix = parts.count == 2 ? Int(parts[1]) : maxPrefix
         guard let prefix, (0...maxPrefix).contains(prefix) else { return nil }

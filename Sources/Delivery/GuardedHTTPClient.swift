@@ -143,6 +143,11 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
         guard let scheme = components.scheme?.lowercased(), scheme == "http" || scheme == "https" else {
             throw OutboundHTTPError("refused: \"\(url)\" is not an http:// or https:// URL", permanent: true)
         }
+        // The URL parser takes any digits for a port; NIO stops the process on one past 65535 when it makes the
+        // socket address, and a redirect's Location is the upstream's to choose.
+        if let port = components.port, !(1...65_535).contains(port) {
+            throw OutboundHTTPError("refused: \"\(url)\" has port \(port) (a port is 1-65535)", permanent: true)
+        }
         let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
         let addresses: [[UInt8]]
         let literal = CIDR.parseAddress(bare)

@@ -13,7 +13,13 @@ public enum Durations {
         return n
     }
 
+    /// The longest duration a setting or a rule may give: 100 years (365-day ones). Past it, timers and
+    /// deadlines would overflow the integer clocks they are converted to.
+    public static let longest: Double = 100 * 365 * 86_400
+
     public static func format(_ seconds: Double) -> String {
+        // Whole units only below Int's range; anything larger (a check of a rule that asks for it) as a number.
+        guard seconds.isFinite, seconds < 1e15 else { return "\(seconds)s" }
         for (suffix, scale) in [("d", 86_400.0), ("h", 3600), ("m", 60), ("s", 1)]
         where seconds >= scale && seconds.truncatingRemainder(dividingBy: scale) == 0 {
             return "\(Int(seconds / scale))\(suffix)"

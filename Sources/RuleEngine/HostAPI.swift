@@ -469,17 +469,26 @@ package enum HostAPI {
 
     // MARK: kazoo
 
+    /// A time in whole seconds from a rule's number: NaN, infinities and values past ±9e18 (where the
+    /// conversion, or the epoch shift after it, would overflow) are the rule's error, not the process's.
+    static func wholeSeconds(_ value: Double, in name: String) throws -> Int64 {
+        guard value.isFinite, abs(value) < 9e18 else {
+            throw HostFunctionError("\(name): \(value) is not a time in seconds")
+        }
+        return Int64(value)
+    }
+
     package static func kazooTable() -> HostValue {
         .table([
             "unix": .function { args in
                 guard let g = args[1].doubleValue else {
                     throw args.badArgument(1, expected: "number (Gregorian seconds)")
                 }
-                return [.int(WebhookEvent.unixTime(fromGregorian: Int64(g)))]
+                return [.int(WebhookEvent.unixTime(fromGregorian: try wholeSeconds(g, in: "kazoo.unix")))]
             },
             "gregorian": .function { args in
                 guard let u = args[1].doubleValue else { throw args.badArgument(1, expected: "number (Unix seconds)") }
-                return [.int(WebhookEvent.gregorian(fromUnix: Int64(u)))]
+                return [.int(WebhookEvent.gregorian(fromUnix: try wholeSeconds(u, in: "kazoo.gregorian")))]
             },
             "e164": .function { args in
                 guard case .string(let number) = args[1] else { throw args.badArgument(1, expected: "string") }

@@ -182,13 +182,20 @@ public final class LiveHTTPClient: OutboundHTTPClient {
         >
     {
         var headers = HTTPHeaders()
-        for header in request.headers { headers.add(name: header.name, value: header.value) }
+        for header in request.headers {
+            // NIO stops the process on a name that is not ASCII (a precondition); AsyncHTTPClient checks the
+            // rest of a name's and a value's syntax when the request is made, and throws.
+            guard header.name.utf8.allSatisfy({ $0 < 0x80 }) else {
+                throw OutboundHTTPError("the header name \"\(header.name)\" is not ASCII", permanent: true)
+            }
+            headers.add(name: header.name, value: header.value)
+        }
         let outgoing = try HTTPClient.Request(
             url: request.url, method: HTTPMethod(rawValue: request.method), headers: headers,
             body: request.body.map { .byteBuffer(ByteBuffer(bytes: $0)) })
-        let nanoseconds =
-            request.timeout.components.seconds * 1_000_000_000
-            + request.timeout.components.attoseconds / 1_000_000_000
+        // At most a year, so the nanoseconds cannot overflow whatever timeout a caller passes.
+        let timeout = min(request.timeout, .seconds(31_536_000))
+        let nanoseconds = timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
         return client.execute(
             request: outgoing, delegate: ResponseAccumulator(request: outgoing, maxBodySize: maxResponseBytes),
             deadline: .now() + .nanoseconds(nanoseconds))
@@ -204,6 +211,8 @@ public final class LiveHTTPClient: OutboundHTTPClient {
 
     private func outboundError(_ error: any Error, timeout: Duration) -> OutboundHTTPError {
         switch error {
+        case let error as OutboundHTTPError:
+            return error
         case let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout:
             return OutboundHTTPError("timed out after \(timeout)")
         case is ResponseAccumulator.ResponseTooBigError:

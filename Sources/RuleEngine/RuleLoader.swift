@@ -324,12 +324,12 @@ package struct RuleLoader {
             case .string(let text): seconds = Durations.parse(text)
             default: seconds = nil
             }
-            if let seconds, seconds >= TickSchedule.minimumInterval, seconds.isFinite {
+            if let seconds, seconds >= TickSchedule.minimumInterval, seconds <= Durations.longest {
                 schedule = .every(seconds)
             } else {
                 problem(
                     "every",
-                    "every must be seconds (at least \(Int(TickSchedule.minimumInterval))) or a duration such as \"30s\", \"5m\", \"1h\", not \(HostAPI.render(every))"
+                    "every must be seconds (at least \(Int(TickSchedule.minimumInterval)), at most \(Durations.format(Durations.longest))) or a duration such as \"30s\", \"5m\", \"1h\", not \(HostAPI.render(every))"
                 )
             }
         }

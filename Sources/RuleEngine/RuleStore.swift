@@ -393,6 +393,10 @@ public struct StoreSession: Sendable {
             default:
                 throw StoreError("\"\(key)\" holds a \(current.typeName), not a number")
             }
+            // JSON has no infinity or NaN: the journal could not commit the write, nor anything after it.
+            if case .double(let d) = sum, !d.isFinite {
+                throw StoreError("\"\(key)\" would become \(d): only finite numbers can be stored")
+            }
             if existing == nil { try s.ensureRoom(in: namespace, limit: limit, now: now) }
             // An incr without a ttl keeps the key's expiry; with one, it sets it.
             s.write(slot, sum, expiresAt: ttl.map { now + $0 } ?? existing?.expiresAt, by: id)

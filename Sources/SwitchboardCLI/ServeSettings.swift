@@ -132,6 +132,9 @@ extension Setting {
                     throw ValidationError("\(origin): \"\(text)\" is not a duration like 30s, 15m, 24h or 7d")
                 }
                 if positive && seconds <= 0 { throw ValidationError("\(origin): \(name) must be more than 0") }
+                if seconds > Durations.longest {
+                    throw ValidationError("\(origin): \(name) must be at most \(Durations.format(Durations.longest))")
+                }
                 settings[keyPath: path] = seconds
             })
     }

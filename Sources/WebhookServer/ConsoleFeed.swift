@@ -166,7 +166,9 @@ public final class ConsoleFeed: Sendable {
     /// The tail after `seq` (oldest first, at most `limit`: the newest ones when more are waiting), the
     /// newest sequence number, and how many after `seq` are not in the answer (skipped or no longer kept).
     public func live(after seq: Int, limit: Int) -> (events: [LiveEvent], latest: Int, missed: Int) {
-        state.withLock { state in
+        // Sequence numbers start at 1: anything below 0 (a client may send any integer) means the start.
+        let seq = max(seq, 0)
+        return state.withLock { state in
             let newer = state.live.filter { $0.seq > seq }
             let shown = Array(newer.suffix(limit))
             return (shown, state.seq, max(0, state.seq - seq) - shown.count)

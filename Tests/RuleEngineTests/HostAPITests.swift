@@ -66,6 +66,18 @@ func outcome(
 }
 
 @Suite struct KazooAPITests {
+    /// Each of these stopped the process (a Double to Int64 conversion, or the epoch shift after it,
+    /// overflowed); an event's `timestamp` can carry any 64-bit integer.
+    @Test(arguments: [
+        "kazoo.unix(0/0)", "kazoo.unix(math.huge)", "kazoo.gregorian(-math.huge)", "kazoo.gregorian(9.2233720e18)",
+        "kazoo.unix(math.mininteger)",
+    ])
+    func timesOutOfRangeAreTheRulesError(call: String) async throws {
+        let out = try await outcome(of: "local t = \(call)")
+        #expect(out.outcome == .error)
+        #expect(out.error?.message.contains("is not a time in seconds") == true, "\(out.error?.message ?? "")")
+    }
+
     @Test func helpers() async throws {
         let out = try await outcome(
             of: """

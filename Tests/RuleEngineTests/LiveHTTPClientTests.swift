@@ -64,6 +64,27 @@ import Testing
         #expect(error?.message == "response body larger than 100 bytes")
     }
 
+    /// NIO stops the process on a header name that is not ASCII; a rule's or a forward's is refused instead,
+    /// for good (a forward becomes a dead letter at once), and nothing is sent.
+    @Test func aHeaderNameThatIsNotASCIIIsRefused() async throws {
+        let upstream = try await LoopbackServer()
+        let client = LiveHTTPClient()
+        defer {
+            Task {
+                try? await client.shutdown(); try? await upstream.stop()
+            }
+        }
+        let error = await #expect(throws: OutboundHTTPError.self) {
+            try await client.execute(
+                OutboundRequest(
+                    method: "GET", url: upstream.url("/echo"), headers: [.init(name: "X-Café", value: "1")],
+                    timeout: .seconds(10)))
+        }
+        #expect(error?.message == #"the header name "X-Café" is not ASCII"#)
+        #expect(error?.permanent == true)
+        #expect(upstream.requests.isEmpty)
+    }
+
     @Test func cancellingTheCallerEndsAWaitingCall() async throws {
         let upstream = try await LoopbackServer()
         let client = LiveHTTPClient()

@@ -85,6 +85,8 @@ final class TestClock: Sendable {
             (#"store.set("a", 1); store.set("b", 2); store.set("c", 3)"#, "the store holds 2 keys for rule t already"),
             (#"store.set("big", string.rep("x", 200))"#, "is 202 bytes as JSON, more than 100"),
             (#"store.set("s", "text"); store.incr("s")"#, #"store.incr: "s" holds a string, not a number"#),
+            (#"store.incr("n", 1e308); store.incr("n", 1e308)"#, #""n" would become inf: only finite numbers"#),
+            (#"store.incr("m", 0/0)"#, "only finite numbers can be stored"),
             (#"store.set("", 1)"#, "keys must not be empty"),
             (#"store.set("k", 1, { ttl = -5 })"#, "ttl must be a number of seconds"),
             (#"store.set("k", 1, { tll = 5 })"#, "unknown option 'tll'"),

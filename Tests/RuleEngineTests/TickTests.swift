@@ -215,6 +215,10 @@ final class RecordingJournal: EventJournaling {
             try await errors(#"return { every = 0.2, tick = function() end }"#)[0].hasPrefix("every must be seconds"))
         #expect(try await errors(#"return { every = "soon", tick = function() end }"#)[0].hasPrefix("every must be"))
         #expect(
+            try await errors(#"return { every = 1e300, tick = function() end }"#).first?.hasPrefix("every must be")
+                == true)
+        #expect(Durations.format(1e300) == "1e+300s")
+        #expect(
             try await errors(#"return { cron = "0 9 * * *", timezone = "Europe/Berln", tick = function() end }"#) == [
                 "unknown timezone \"Europe/Berln\" (did you mean Europe/Berlin?)"
             ])

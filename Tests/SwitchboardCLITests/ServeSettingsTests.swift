@@ -59,6 +59,18 @@ import WebhookServer
         } catch let error as ValidationError {
             #expect(error.message == #"--retention: "a week" is not a duration like 30s, 15m, 24h or 7d"#)
         }
+        // Each of these stopped the process (an empty network's address part, a timeout whose nanoseconds
+        // overflow) instead of being a mistake to fix.
+        do {
+            _ = try ServeCommand.parse(["--forward-timeout", "1e10"]).settings(environment: [:])
+            Issue.record("expected an error")
+        } catch let error as ValidationError {
+            #expect(error.message == "--forward-timeout: forward-timeout must be at most 36500d")
+        }
+        #expect(throws: ValidationError.self) {
+            try ServeCommand.parse(["--allow-source", "/"]).settings(environment: [:])
+        }
+        #expect(CIDR("/") == nil && CIDR("") == nil)
     }
 
     @Test func mistakesAreClearErrors() throws {

@@ -158,6 +158,10 @@ import WebhookServer
             let resumed = try Self.json(try await server.send(.GET, "/console/api/live?after=2").body)
             #expect(resumed["events"]?.arrayValue?.count == 1)
             #expect(resumed["latest"]?.intValue == 3)
+            // Any integer a client sends is an answer: below 0 (down to Int.min) is the start of the tail.
+            let fromStart = try await server.send(.GET, "/console/api/live?after=-9223372036854775808")
+            #expect(fromStart.status == 200)
+            #expect(try Self.json(fromStart.body)["events"]?.arrayValue?.count == 3)
             // A browser reconnecting after a restart sends an id from the old process: it gets the new tail.
             let reconnected = Received()
             let again = Task {

@@ -348,6 +348,28 @@ import WebhookServer
         }
     }
 
+    /// The URL parser takes any digits for a port, and NIO stops the process on one past 65535: a rule's URL
+    /// or an upstream's redirect with such a port is refused, for good.
+    @Test func aPortPast65535IsRefused() async throws {
+        let upstream = try await LoopbackServer()
+        defer { Task { try? await upstream.stop() } }
+        let client = GuardedHTTPClient(
+            allowed: [CIDR("127.0.0.1/32")!], resolver: Self.resolver(["a.rebind.test": [127, 0, 0, 1]]))
+        defer { Task { try? await client.shutdown() } }
+        for url in [
+            "http://127.0.0.1:70000/x",
+            "http://a.rebind.test:\(upstream.port)/redirect?to=http://127.0.0.1:65536/",
+        ] {
+            do {
+                _ = try await client.execute(OutboundRequest(method: "GET", url: url, timeout: .seconds(5)))
+                Issue.record("expected a refusal of \(url)")
+            } catch let error as OutboundHTTPError {
+                #expect(error.message.contains("(a port is 1-65535)"), "\(error.message)")
+                #expect(error.permanent)
+            }
+        }
+    }
+
     /// HTTPS to a name goes to the checked address, with TLS still naming the host: a listener on that
     /// address (which speaks no TLS, so the call then fails) receives a TLS ClientHello whose server name is the
     /// host. Only the test's resolver knows the name, so the connection cannot come from a second resolution.
