@@ -1,4 +1,5 @@
 import ArgumentParser
+import Delivery
 import Foundation
 import JSONCore
 import KazooEvents
@@ -120,7 +121,7 @@ func temporaryRules(_ files: [String: String]) throws -> String {
 @Suite struct LiveRunTests {
     @Test func liveForwardsAreSentAfterTheRule() async throws {
         let server = try await LoopbackServer()
-        let client = LiveHTTPClient()
+        let client = RunCommand.liveClient()
         defer {
             Task {
                 try? await client.shutdown()
@@ -150,5 +151,11 @@ func temporaryRules(_ files: [String: String]) throws -> String {
             request?.headers.contains {
                 $0.0.lowercased() == "content-type" && $0.1 == "application/x-www-form-urlencoded"
             } == true)
+        // A redirect the HTTP library cannot follow (NIO stops the process on a port past 65535) is an error.
+        await #expect(throws: OutboundHTTPError.self) {
+            try await client.execute(
+                OutboundRequest(
+                    method: "GET", url: server.url("/redirect?to=http://127.0.0.1:65536/"), timeout: .seconds(5)))
+        }
     }
 }
