@@ -176,11 +176,9 @@ public final class LiveHTTPClient: OutboundHTTPClient {
         }
     }
 
-    private func start(_ request: OutboundRequest, on client: HTTPClient) throws
-        -> HTTPClient.Task<
-            HTTPClient.Response
-        >
-    {
+    private typealias Call = HTTPClient.Task<HTTPClient.Response>
+
+    private func start(_ request: OutboundRequest, on client: HTTPClient) throws -> Call {
         var headers = HTTPHeaders()
         for header in request.headers {
             // NIO stops the process on a name that is not ASCII (a precondition); AsyncHTTPClient checks the
