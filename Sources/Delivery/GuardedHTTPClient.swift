@@ -25,6 +25,8 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
     let perRule = Mutex<[String: AsyncSemaphore]>([:])
     let resolver: Resolver
     let pinned: PinnedClients
+    /// False for `unrestricted()`: no network policy, nothing pinned.
+    let restricted: Bool
 
     /// - Parameters:
     ///   - allowed: networks rules may reach even though they are internal (`--allow-http-to`).
@@ -33,8 +35,9 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
     ///   - resolver: how host names are resolved (getaddrinfo; tests inject their own).
     public init(
         allowed: [CIDR], maxInFlight: Int = 2000, maxInFlightPerRule: Int = 1000,
-        resolver: @escaping Resolver = GuardedHTTPClient.resolve
+        resolver: @escaping Resolver = GuardedHTTPClient.resolve, restricted: Bool = true
     ) {
+        self.restricted = restricted
         self.inner = LiveHTTPClient(followRedirects: false, maxConnectionsPerHost: max(maxInFlight, 8))
         self.allowed = allowed
         self.global = AsyncSemaphore(maxInFlight)
@@ -43,9 +46,16 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
         self.pinned = PinnedClients(maxConnectionsPerHost: max(maxInFlight, 8))
     }
 
+    /// `switchboard run --live`'s client: the URL checks and the redirect handling, without the network policy.
+    /// An author trying rules calls their own machine's services, so names are left to the HTTP library, which
+    /// tries every address a name has (a `localhost` server may listen on `::1` alone).
+    public static func unrestricted() -> GuardedHTTPClient { GuardedHTTPClient(allowed: [], restricted: false) }
+
     public func shutdown() async throws {
-        try await inner.shutdown()
-        await pinned.shutdown()
+        var failure: (any Error)?
+        do { try await inner.shutdown() } catch { failure = error }
+        await pinned.shutdown()  // also when the first one failed
+        if let failure { throw failure }
     }
 
     func semaphore(for rule: String?) -> AsyncSemaphore? {
@@ -92,7 +102,7 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
 
     /// Sends the request to `address` (the one `check` approved), never to a second resolution of its host.
     func send(_ request: OutboundRequest, pinnedTo address: CheckedAddress) async throws -> OutboundResponse {
-        guard !address.isLiteral else { return try await inner.execute(request) }
+        guard !address.sentAsIs else { return try await inner.execute(request) }
         if address.scheme == "https" {
             return try await pinned.execute(request, host: address.host, address: Self.text(address.bytes))
         }
@@ -110,8 +120,9 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
         var host: String
         var port: Int?
         var bytes: [UInt8]
-        /// The URL already names an address (no DNS involved).
-        var isLiteral: Bool
+        /// The URL is sent as it is: it names an address already (no DNS involved), or the client is
+        /// `unrestricted()`.
+        var sentAsIs: Bool
         /// The request's URL, parsed.
         var components: URLComponents
         /// `name[:port]` for the `Host` header.
@@ -149,6 +160,10 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
             throw OutboundHTTPError("refused: \"\(url)\" has port \(port) (a port is 1-65535)", permanent: true)
         }
         let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
+        guard restricted else {
+            return CheckedAddress(
+                scheme: scheme, host: bare, port: components.port, bytes: [], sentAsIs: true, components: components)
+        }
         let addresses: [[UInt8]]
         let literal = CIDR.parseAddress(bare)
         if let literal {
@@ -175,7 +190,7 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
         }
         let chosen = addresses.first { $0.count == 4 } ?? addresses[0]
         return CheckedAddress(
-            scheme: scheme, host: bare, port: components.port, bytes: chosen, isLiteral: literal != nil,
+            scheme: scheme, host: bare, port: components.port, bytes: chosen, sentAsIs: literal != nil,
             components: components)
     }
 

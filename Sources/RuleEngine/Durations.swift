@@ -6,7 +6,7 @@ public enum Durations {
         let trimmed = text.trimmingCharacters(in: .whitespaces).lowercased()
         let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86_400)]
         for (suffix, scale) in units where trimmed.hasSuffix(suffix) {
-            guard let n = Double(trimmed.dropLast(suffix.count)), n >= 0, n.isFinite else { return nil }
+            guard let n = Double(trimmed.dropLast(suffix.count)), n >= 0, (n * scale).isFinite else { return nil }
             return n * scale
         }
         guard let n = Double(trimmed), n >= 0, n.isFinite else { return nil }
@@ -19,7 +19,7 @@ public enum Durations {
 
     public static func format(_ seconds: Double) -> String {
         // Whole units only below Int's range; anything larger (a check of a rule that asks for it) as a number.
-        guard seconds.isFinite, seconds < 1e15 else { return "\(seconds)s" }
+        guard seconds.isFinite, abs(seconds) < 1e15 else { return "\(seconds)s" }
         for (suffix, scale) in [("d", 86_400.0), ("h", 3600), ("m", 60), ("s", 1)]
         where seconds >= scale && seconds.truncatingRemainder(dividingBy: scale) == 0 {
             return "\(Int(seconds / scale))\(suffix)"

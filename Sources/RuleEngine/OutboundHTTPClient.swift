@@ -191,8 +191,8 @@ public final class LiveHTTPClient: OutboundHTTPClient {
         let outgoing = try HTTPClient.Request(
             url: request.url, method: HTTPMethod(rawValue: request.method), headers: headers,
             body: request.body.map { .byteBuffer(ByteBuffer(bytes: $0)) })
-        // At most a year, so the nanoseconds cannot overflow whatever timeout a caller passes.
-        let timeout = min(request.timeout, .seconds(31_536_000))
+        // At most `Durations.longest` (settings refuse more), so the nanoseconds cannot overflow.
+        let timeout = min(request.timeout, .seconds(Durations.longest))
         let nanoseconds = timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
         return client.execute(
             request: outgoing, delegate: ResponseAccumulator(request: outgoing, maxBodySize: maxResponseBytes),

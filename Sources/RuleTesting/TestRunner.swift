@@ -339,14 +339,19 @@ public actor TestRunner {
             .table([
                 "now": .function { [current] _ in [.double(current.clock.now)] },
                 "set": .function { [current] args in
-                    guard let unix = args[1].doubleValue, unix.isFinite else {
+                    // Within ±9e15 s: a tick takes the time's whole seconds as an integer.
+                    guard let unix = args[1].doubleValue, abs(unix) < 9e15 else {
                         throw args.badArgument(1, expected: "Unix time in seconds")
                     }
                     current.clock.set(unix)
                     return []
                 },
                 "advance": .function { [current] args in
-                    current.clock.set(current.clock.now + (try seconds(args, "clock.advance")))
+                    let later = current.clock.now + (try seconds(args, "clock.advance"))
+                    guard abs(later) < 9e15 else {
+                        throw HostFunctionError("clock.advance: the clock would pass \(Durations.format(9e15)) seconds")
+                    }
+                    current.clock.set(later)
                     return []
                 },
             ]))

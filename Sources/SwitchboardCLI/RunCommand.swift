@@ -1,5 +1,5 @@
 public import ArgumentParser
-public import Delivery
+import Delivery
 import EventStore
 import Foundation
 import JSONCore
@@ -96,20 +96,13 @@ public struct RunCommand: AsyncParsableCommand {
         }
     }
 
-    /// `--live`'s client: the server's (every redirect checked before it is followed, a URL the HTTP library
-    /// cannot take refused rather than sent), with every network allowed: an author trying rules on their own
-    /// machine calls their own services.
-    public static func liveClient() -> GuardedHTTPClient {
-        GuardedHTTPClient(allowed: [CIDR("0.0.0.0/0")!, CIDR("::/0")!])
-    }
-
     /// Loads the rules and runs every event once. Returns false when a rule errored or a file did not decode.
     func runOnce() async throws -> Bool {
         let source: RuleSource
         do { source = try RuleSource.read(directory: options.rules) } catch {
             throw ValidationError("\(error)")
         }
-        let client: any OutboundHTTPClient = live ? Self.liveClient() : DryRunHTTPClient()
+        let client: any OutboundHTTPClient = live ? GuardedHTTPClient.unrestricted() : DryRunHTTPClient()
         let worker = try RuleWorker(source: source, configuration: options.configuration, client: client)
         var ok = true
         let diagnostics = await worker.diagnostics

@@ -101,7 +101,7 @@ extension Setting {
     /// A whole number; `minimum` guards the ones where 0 or less makes no sense.
     static func number(
         _ name: String, _ valueName: String, _ help: String, _ path: any WritableKeyPath<ServeSettings, Int> & Sendable,
-        minimum: Int = 1, shownDefault: String? = nil
+        minimum: Int = 1, maximum: Int = .max, shownDefault: String? = nil
     ) -> Setting {
         Setting(
             name: name, valueName: valueName, help: help, shape: .scalar, isSecret: false, shownDefault: shownDefault,
@@ -113,6 +113,9 @@ extension Setting {
                 }
                 guard value >= minimum else {
                     throw ValidationError("\(origin): \(name) must be at least \(minimum), not \(value)")
+                }
+                guard value <= maximum else {
+                    throw ValidationError("\(origin): \(name) must be at most \(maximum), not \(value)")
                 }
                 settings[keyPath: path] = value
             })
@@ -198,7 +201,7 @@ extension ServeSettings {
     /// Every setting of `switchboard serve`, in the order `--help` lists them.
     static let all: [Setting] = [
         .text("host", "host", "Address to listen on.", \.server.host),
-        .number("port", "n", "Port to listen on.", \.server.port),
+        .number("port", "n", "Port to listen on.", \.server.port, maximum: 65_535),
         .text("rules", "dir", "The rules directory.", \.server.rulesDirectory),
         .number(
             "workers", "n", "Lua workers, each with every rule loaded.", \.server.workers,

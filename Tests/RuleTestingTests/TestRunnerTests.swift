@@ -203,12 +203,19 @@ let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
             test("tick of no rule", function() tick("beet") end)
             test("run of a rule that only ticks", function() run("beat", sample("channel_create__inbound")) end)
             test("advance by nonsense", function() clock.advance("soon") end)
+            test("a clock past a tick's seconds", function() clock.set(1e19) tick("beat") end)
+            test("advance past the clock", function() clock.advance(1e300) tick("beat") end)
+            test("a duration past Double", function() clock.advance("1e305d") end)
             """)
         let messages = r.results.map { $0.failure?.message ?? "passed" }
-        #expect(messages.count == 4)
+        #expect(messages.count == 7)
         #expect(messages[0].contains("rule \"count\" has no schedule"))
         #expect(messages[1].contains("no rule named \"beet\" (did you mean beat?)"))
         #expect(messages[2].contains("rule \"beat\" has no on: it only ticks (use tick(\"beat\"))"))
         #expect(messages[3].contains("clock.advance: give seconds or a duration such as \"11m\""))
+        // These stopped the process (a tick's whole seconds overflowed Int64) instead of failing their test.
+        #expect(messages[4].contains("bad argument #1 to 'clock.set' (Unix time in seconds expected"), "\(messages[4])")
+        #expect(messages[5].contains("clock.advance: the clock would pass"), "\(messages[5])")
+        #expect(messages[6].contains("clock.advance: give seconds or a duration"), "\(messages[6])")
     }
 }

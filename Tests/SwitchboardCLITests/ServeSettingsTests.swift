@@ -71,6 +71,12 @@ import WebhookServer
             try ServeCommand.parse(["--allow-source", "/"]).settings(environment: [:])
         }
         #expect(CIDR("/") == nil && CIDR("") == nil)
+        do {
+            _ = try ServeCommand.parse(["--port", "70000"]).settings(environment: [:])
+            Issue.record("expected an error")
+        } catch let error as ValidationError {
+            #expect(error.message == "--port: port must be at most 65535, not 70000")
+        }
     }
 
     @Test func mistakesAreClearErrors() throws {

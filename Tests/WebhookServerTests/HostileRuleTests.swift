@@ -389,7 +389,7 @@ import WebhookServer
         defer { Task { try? await client.shutdown() } }
         await #expect(throws: OutboundHTTPError.self) {
             _ = try await client.execute(
-                OutboundRequest(method: "GET", url: "https://crm.pinned.test:\(port)/x", timeout: .seconds(2)))
+                OutboundRequest(method: "GET", url: "https://crm.pinned.test:\(port)/x", timeout: .seconds(5)))
         }
         let bytes = hello.bytes.withLock { $0 }
         // A TLS handshake record, and the host's name in it (the ClientHello's server_name).
