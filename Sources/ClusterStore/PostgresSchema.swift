@@ -30,6 +30,10 @@ public struct PostgresURL: Sendable {
             throw JournalError("--store \(Self.redact(text)) names no database: write \(example)")
         }
         self.host = host
+        // The URL parser takes any digits; NIO stops the process on a port past 65535 when it connects.
+        if let port = url.port, !(1...65_535).contains(port) {
+            throw JournalError("--store \(Self.redact(text)) has port \(port): a port is 1-65535")
+        }
         self.port = url.port ?? 5432
         self.user = user.removingPercentEncoding ?? user
         self.password = url.password.map { $0.removingPercentEncoding ?? $0 } ?? environment["PGPASSWORD"]

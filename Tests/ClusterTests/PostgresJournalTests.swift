@@ -139,6 +139,13 @@ import Testing
         }
         #expect(try PostgresURL("postgres://u:secret@h:6000/db?sslmode=disable").redacted == "postgres://u@h:6000/db")
         do {
+            _ = try PostgresURL("postgres://u:secret@127.0.0.1:70000/db")
+            Issue.record("a port past 65535 was accepted (NIO stops the process on it)")
+        } catch {
+            #expect("\(error)".contains("has port 70000: a port is 1-65535"))
+            #expect(!"\(error)".contains("secret"))
+        }
+        do {
             _ = try await PostgresJournal.open(
                 url: "postgres://nobody@127.0.0.1:\(freeLoopbackPort())/x?sslmode=disable", node: "n",
                 spoolDirectory: nil, logger: TestPostgres.logger)
