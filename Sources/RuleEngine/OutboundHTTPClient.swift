@@ -177,6 +177,8 @@ public final class LiveHTTPClient: OutboundHTTPClient {
     }
 
     private typealias Call = HTTPClient.Task<HTTPClient.Response>
+    /// `Durations.longest` (settings refuse more), so a timeout's nanoseconds cannot overflow.
+    private static let longestTimeout = Duration.seconds(Durations.longest)
 
     private func start(_ request: OutboundRequest, on client: HTTPClient) throws -> Call {
         var headers = HTTPHeaders()
@@ -191,8 +193,7 @@ public final class LiveHTTPClient: OutboundHTTPClient {
         let outgoing = try HTTPClient.Request(
             url: request.url, method: HTTPMethod(rawValue: request.method), headers: headers,
             body: request.body.map { .byteBuffer(ByteBuffer(bytes: $0)) })
-        // At most `Durations.longest` (settings refuse more), so the nanoseconds cannot overflow.
-        let timeout = min(request.timeout, .seconds(Durations.longest))
+        let timeout = min(request.timeout, Self.longestTimeout)
         let nanoseconds = timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
         return client.execute(
             request: outgoing, delegate: ResponseAccumulator(request: outgoing, maxBodySize: maxResponseBytes),

@@ -47,11 +47,7 @@ import Testing
     @Test func aResponseBodyPastTheCapIsAnErrorThatSaysSo() async throws {
         let upstream = try await LoopbackServer()
         let client = LiveHTTPClient(maxResponseBytes: 100)
-        defer {
-            Task {
-                try? await client.shutdown(); try? await upstream.stop()
-            }
-        }
+        defer { close(upstream, client) }
         let small = try await client.execute(
             OutboundRequest(method: "POST", url: upstream.url("/echo"), body: Array("hi".utf8), timeout: .seconds(10)))
         #expect(small.status == 200)
@@ -67,13 +63,8 @@ import Testing
     /// NIO stops the process on a header name that is not ASCII; a rule's or a forward's is refused instead,
     /// for good (a forward becomes a dead letter at once), and nothing is sent.
     @Test func aHeaderNameThatIsNotASCIIIsRefused() async throws {
-        let upstream = try await LoopbackServer()
-        let client = LiveHTTPClient()
-        defer {
-            Task {
-                try? await client.shutdown(); try? await upstream.stop()
-            }
-        }
+        let (upstream, client) = try await liveFixture()
+        defer { close(upstream, client) }
         let error = await #expect(throws: OutboundHTTPError.self) {
             try await client.execute(
                 OutboundRequest(
@@ -86,13 +77,8 @@ import Testing
     }
 
     @Test func cancellingTheCallerEndsAWaitingCall() async throws {
-        let upstream = try await LoopbackServer()
-        let client = LiveHTTPClient()
-        defer {
-            Task {
-                try? await client.shutdown(); try? await upstream.stop()
-            }
-        }
+        let (upstream, client) = try await liveFixture()
+        defer { close(upstream, client) }
         let call = Task {
             try await client.execute(
                 OutboundRequest(method: "GET", url: upstream.url("/slow?ms=60000"), timeout: .seconds(90)))
