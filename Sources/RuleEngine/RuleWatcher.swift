@@ -20,6 +20,8 @@ public final class RuleWatcher: Sendable {
     /// The watch on the directory holding the rules directory: only events naming it count.
     private let parentWatch = Mutex<Int32>(-1)
     private let stopped = Atomic<Bool>(false)
+    /// A pipe `stop()` writes to, to wake the watching thread out of `poll`: read end, write end.
+    private let wake: (read: Int32, write: Int32)
 
     /// - Parameters:
     ///   - quiet: how long no further change must arrive before notifying. Default 30 ms.
@@ -35,46 +37,84 @@ public final class RuleWatcher: Sendable {
         self.pollEvery = pollEvery
         self.directoryName = Array(URL(fileURLWithPath: directory).lastPathComponent.utf8)
         self.fd = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
+        var ends: [Int32] = [-1, -1]
+        if pipe(&ends) == 0 {
+            for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
+            _ = fcntl(ends[1], F_SETFL, O_NONBLOCK)
+        }
+        self.wake = (ends[0], ends[1])
     }
 
     deinit {
         if fd >= 0 { close(fd) }
+        for end in [wake.read, wake.write] where end >= 0 { close(end) }
     }
 
-    public func stop() { stopped.store(true, ordering: .relaxed) }
+    /// Ends `changes()`: its thread wakes at once and returns.
+    public func stop() {
+        stopped.store(true, ordering: .relaxed)
+        var byte: UInt8 = 1
+        _ = write(wake.write, &byte, 1)
+    }
 
-    /// One element per (debounced) change; ends when the task is cancelled or `stop()` is called.
+    /// Whether `stop()` has been called (by the consumer going away, too).
+    var isStopped: Bool { stopped.load(ordering: .relaxed) }
+
+    /// One element per (debounced) change; ends when the consuming task is cancelled or `stop()` is called.
+    ///
+    /// The watch runs on a thread of its own that sleeps in `poll(2)` on the inotify descriptor until a change,
+    /// the next debounce deadline or the safety-net check, whichever comes first. The task it replaced woke
+    /// every 20 ms to look (every 5 ms in a burst), on Swift's pool and its timer thread: an idle `serve` with
+    /// 20 rules made about 2,170 context switches and used 70-120 ms of CPU every 10 s; now 110-140 and
+    /// 0-20 ms.
     public func changes() -> AsyncStream<Void> {
-        AsyncStream { continuation in
-            let task = Task { [self] in
-                addWatches()
-                var pending: ContinuousClock.Instant? = nil
-                var lastEvent = ContinuousClock.now
-                var lastPoll = ContinuousClock.now
-                var buffer = [UInt8](repeating: 0, count: 64 * 1024)  // one for the watcher's life, not per read
-                while !Task.isCancelled, !stopped.load(ordering: .relaxed) {
-                    let now = ContinuousClock.now
-                    if drainEvents(into: &buffer) {
-                        lastEvent = now
-                        if pending == nil { pending = now }
-                        addWatches()  // new directories, or a swapped symlink's new target
-                    } else if now - lastPoll >= pollEvery {
-                        lastPoll = now
-                        lastEvent = now
-                        if pending == nil { pending = now }
-                    }
-                    if let first = pending, now - lastEvent >= quiet || now - first >= maxDelay {
-                        pending = nil
-                        continuation.yield()
-                    }
-                    // Fine-grained while a burst is being debounced; coarser when idle, so an idle server does
-                    // not wake 200 times a second (it cost ~4.5% of a core) yet a save is seen within 20 ms.
-                    try? await Task.sleep(for: .milliseconds(pending == nil ? 20 : 5))
-                }
-                continuation.finish()
-            }
-            continuation.onTermination = { _ in task.cancel() }
+        let (stream, continuation) = AsyncStream.makeStream(of: Void.self)
+        continuation.onTermination = { [self] _ in stop() }
+        let thread = Thread { [self] in
+            watch { continuation.yield() }
+            continuation.finish()
         }
+        thread.name = "rule watcher"
+        thread.start()
+        return stream
+    }
+
+    private func watch(notify: () -> Void) {
+        addWatches()
+        var pending: ContinuousClock.Instant? = nil
+        var lastEvent = ContinuousClock.now
+        var nextPoll = lastEvent + pollEvery
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)  // one for the watcher's life, not per read
+        while !stopped.load(ordering: .relaxed) {
+            let now = ContinuousClock.now
+            if drainEvents(into: &buffer) {
+                lastEvent = now
+                if pending == nil { pending = now }
+                addWatches()  // new directories, or a swapped symlink's new target
+            } else if now >= nextPoll {
+                nextPoll = now + pollEvery
+                lastEvent = now
+                if pending == nil { pending = now }
+            }
+            if let first = pending, now - lastEvent >= quiet || now - first >= maxDelay {
+                pending = nil
+                notify()
+            }
+            let wakeAt = pending.map { min(lastEvent + quiet, $0 + maxDelay) } ?? nextPoll
+            var fds = [
+                pollfd(fd: fd, events: Int16(POLLIN), revents: 0),
+                pollfd(fd: wake.read, events: Int16(POLLIN), revents: 0),
+            ]
+            _ = poll(&fds, 2, Self.milliseconds(until: wakeAt))
+        }
+    }
+
+    /// Whole milliseconds from now until `instant`, rounded up (a wait that ends early only loops once more).
+    private static func milliseconds(until instant: ContinuousClock.Instant) -> Int32 {
+        let left = ContinuousClock.now.duration(to: instant)
+        guard left > .zero else { return 0 }
+        let (seconds, attoseconds) = left.components
+        return Int32(clamping: seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
     }
 
     /// Reads queued inotify events; true when any concerns the rules. Events in the parent directory count
