@@ -73,9 +73,13 @@ for i in $(seq 9); do
     "$i" >"$work/twenty/out$i.lua"
 done
 "$BIN" check --rules "$work/twenty" >"$work/check.txt" || { cat "$work/check.txt" >&2; exit 1; }
-# The kernel maps a binary's cached pages around each page fault, so how much of the binary is in the page cache
-# moves the idle RSS by most of a megabyte: read it all first, so that every run measures the same case.
-cat "$BIN" >/dev/null
+# Most of an idle server's RSS is the binary's own pages (about 32 of 38 MB; RssAnon is about 6), and how the
+# kernel holds the file in its page cache moves that by up to 5 MB. The same binary, 5 December 2026: 37.8-38.2
+# MB when its pages come from disk as the server touches them (the first start after a boot), 41.0-41.4 MB right
+# after `cp` wrote it, 42.4-43.0 MB after it was read whole (the kernel then maps large folios around each
+# fault). Every run measures the first case: the binary's pages are dropped from the page cache first.
+sync
+python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$BIN"
 "$BIN" serve --rules "$work/twenty" --port 18203 --data-dir "$work/var-20" --log-level warning & pid=$!; pids+=($pid)
 wait_up 18203
 sleep 2
