@@ -72,7 +72,8 @@ for i in $(seq "$N"); do
 done >"$work/urls.cfg"
 # received DB SINCE N: "FIRST LAST COUNT", the earliest and latest received_at of the journal's events received
 # since SINCE (Unix seconds), once N of them are in the journal's database (the server copies its accepted log
-# there in the background), or what is there after 10 s.
+# there in the background), or what is there after 10 s. Only accepted events are journaled: a round with
+# refused requests shows fewer, after that wait.
 received() {
   python3 - "$@" <<'PY'
 import sqlite3, sys, time

@@ -20,6 +20,8 @@ public final class RuleWatcher: Sendable {
     /// The watch on the directory holding the rules directory: only events naming it count.
     private let parentWatch = Mutex<Int32>(-1)
     private let stopped = Atomic<Bool>(false)
+    /// Watching threads running (0 or 1).
+    private let running = Atomic<Int>(0)
     /// A pipe `stop()` writes to, to wake the watching thread out of `poll`: read end, write end.
     private let wake: (read: Int32, write: Int32)
 
@@ -52,27 +54,30 @@ public final class RuleWatcher: Sendable {
 
     /// Ends `changes()`: its thread wakes at once and returns.
     public func stop() {
-        stopped.store(true, ordering: .relaxed)
+        stopped.store(true, ordering: .releasing)
         var byte: UInt8 = 1
         _ = write(wake.write, &byte, 1)
     }
 
-    /// Whether `stop()` has been called (by the consumer going away, too).
-    var isStopped: Bool { stopped.load(ordering: .relaxed) }
+    /// Whether the watching thread is running: from `changes()` until its stream has finished.
+    var isWatching: Bool { running.load(ordering: .acquiring) > 0 }
 
     /// One element per (debounced) change; ends when the consuming task is cancelled or `stop()` is called.
+    /// Once per watcher: the stream's end stops the watcher for good.
     ///
     /// The watch runs on a thread of its own that sleeps in `poll(2)` on the inotify descriptor until a change,
     /// the next debounce deadline or the safety-net check, whichever comes first. The task it replaced woke
     /// every 20 ms to look (every 5 ms in a burst), on Swift's pool and its timer thread: an idle `serve` with
-    /// 20 rules made about 2,170 context switches and used 70-120 ms of CPU every 10 s; now 110-140 and
+    /// 20 rules made about 2,170 context switches and used 70-120 ms of CPU every 10 s; now 110-165 and
     /// 0-20 ms.
     public func changes() -> AsyncStream<Void> {
         let (stream, continuation) = AsyncStream.makeStream(of: Void.self)
         continuation.onTermination = { [self] _ in stop() }
+        running.add(1, ordering: .relaxed)
         let thread = Thread { [self] in
             watch { continuation.yield() }
             continuation.finish()
+            running.subtract(1, ordering: .releasing)
         }
         thread.name = "rule watcher"
         thread.start()
@@ -85,7 +90,7 @@ public final class RuleWatcher: Sendable {
         var lastEvent = ContinuousClock.now
         var nextPoll = lastEvent + pollEvery
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)  // one for the watcher's life, not per read
-        while !stopped.load(ordering: .relaxed) {
+        while !stopped.load(ordering: .acquiring) {
             let now = ContinuousClock.now
             if drainEvents(into: &buffer) {
                 lastEvent = now
@@ -100,9 +105,12 @@ public final class RuleWatcher: Sendable {
                 pending = nil
                 notify()
             }
-            let wakeAt = pending.map { min(lastEvent + quiet, $0 + maxDelay) } ?? nextPoll
+            // While a burst is debounced, look again every 5 ms rather than at each event (a file written without
+            // pause would wake the thread at every write); otherwise sleep until inotify or the safety net.
+            let wakeAt =
+                pending.map { min(lastEvent + quiet, $0 + maxDelay, now + .milliseconds(5)) } ?? nextPoll
             var fds = [
-                pollfd(fd: fd, events: Int16(POLLIN), revents: 0),
+                pollfd(fd: pending == nil ? fd : -1, events: Int16(POLLIN), revents: 0),
                 pollfd(fd: wake.read, events: Int16(POLLIN), revents: 0),
             ]
             _ = poll(&fds, 2, Self.milliseconds(until: wakeAt))
@@ -114,7 +122,8 @@ public final class RuleWatcher: Sendable {
         let left = ContinuousClock.now.duration(to: instant)
         guard left > .zero else { return 0 }
         let (seconds, attoseconds) = left.components
-        return Int32(clamping: seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
+        return Int32(
+            clamping: min(seconds, 2_147_484) * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
     }
 
     /// Reads queued inotify events; true when any concerns the rules. Events in the parent directory count
