@@ -110,7 +110,7 @@ for round in 1 2 3; do
     "$(echo "$ended - $start" | bc)" "$(echo "$seen_done - $start" | bc)"
   # When the round's first and last webhooks reached the server: the journal's received_at (the server's clock,
   # taken as each request is read). curl reads its 1,000-transfer config and opens the bodies before the first
-  # request leaves, 35-40 ms on this machine, which the figure above counts.
+  # request leaves, 33-41 ms on this machine, which the figure above counts.
   read -r got_first got_last got < <(received "$work/var1/switchboard.sqlite" "$start" "$N") || true
   if [ -n "${got:-}" ]; then
     printf '         the server received %d of them, the first %.3f s and the last %.3f s after curl started: the last run ended %.3f s after the first webhook arrived\n' \

@@ -81,7 +81,7 @@ done
 # Most of an idle server's RSS is the binary's own pages (about 32 of 38 MB; RssAnon is about 6), and how the
 # kernel holds the file in its page cache moves that by up to 5 MB. The same binary, 5 December 2026: 37.8-38.2
 # MB when its pages come from disk as the server touches them (the first start after a boot), 41.0-41.4 MB right
-# after `cp` wrote it, 42.4-43.0 MB after it was read whole (the kernel then maps large folios around each
+# after `cp` wrote it, 42.4-43.0 MB after it was read whole (presumably the kernel mapping large folios whole on a
 # fault). Every run measures the first case: the binary's pages are dropped from the page cache first.
 sync
 python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$BIN"
