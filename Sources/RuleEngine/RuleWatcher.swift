@@ -69,7 +69,7 @@ public final class RuleWatcher: Sendable {
     /// the next debounce deadline or the safety-net check, whichever comes first. The task it replaced woke
     /// every 20 ms to look (every 5 ms in a burst), on Swift's pool and its timer thread: an idle `serve` with
     /// 20 rules made about 2,170 context switches and used 70-120 ms of CPU every 10 s; now 110-165 and
-    /// 0-20 ms.
+    /// 10-20 ms.
     public func changes() -> AsyncStream<Void> {
         let (stream, continuation) = AsyncStream.makeStream(of: Void.self)
         continuation.onTermination = { [self] _ in stop() }
