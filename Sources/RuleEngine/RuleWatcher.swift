@@ -117,13 +117,12 @@ public final class RuleWatcher: Sendable {
         }
     }
 
-    /// Whole milliseconds from now until `instant`, rounded up (a wait that ends early only loops once more).
+    /// Whole milliseconds from now until `instant`, rounded up (a wait that ends early only loops once more),
+    /// at most about 23 days (`poll` takes an Int32).
     private static func milliseconds(until instant: ContinuousClock.Instant) -> Int32 {
-        let left = ContinuousClock.now.duration(to: instant)
-        guard left > .zero else { return 0 }
-        let (seconds, attoseconds) = left.components
-        return Int32(
-            clamping: min(seconds, 2_147_484) * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
+        let left = ContinuousClock.now.duration(to: instant).inSeconds
+        guard left > 0 else { return 0 }
+        return Int32((min(left, 2_000_000) * 1000).rounded(.up))
     }
 
     /// Reads queued inotify events; true when any concerns the rules. Events in the parent directory count
