@@ -73,6 +73,16 @@ public struct ServeCommand: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "switchboard")
+        let descriptors = Descriptors.prepare()
+        // Each rule call in flight holds a descriptor, and so does each webhook arriving meanwhile.
+        let needed = 2 * configuration.maxHTTPInFlight + 64
+        if descriptors.limit < needed {
+            logger.warning(
+                "the open-file limit is \(descriptors.limit), below the \(needed) that \(configuration.maxHTTPInFlight) rule HTTP calls in flight (--max-http-in-flight) and as many webhooks arriving need: raise it (ulimit -n, or LimitNOFILE= in the systemd unit) or lower --max-http-in-flight"
+            )
+        } else if descriptors.limit > descriptors.limitBefore {
+            logger.debug("open-file limit raised from \(descriptors.limitBefore) to \(descriptors.limit)")
+        }
         let source: RuleSource
         do { source = try RuleSource.read(directory: configuration.rulesDirectory) } catch {
             throw ValidationError("\(error)")
