@@ -10,10 +10,11 @@ import Glibc
 /// - The kernel's descriptor table is grown once, now. Left alone it doubles as descriptors are opened, and
 ///   each doubling in a process with more than one thread waits for an RCU grace period
 ///   (`expand_fdtable` → `synchronize_rcu`), with every other thread that opens a descriptor meanwhile
-///   waiting on it. `perf sched` had both event loops asleep for 11–32 ms at a time, five doublings deep,
-///   while the first 1,000 slow-upstream webhooks after a start were arriving (`scripts/serve_bench.sh`,
-///   5 December 2026); the table never shrinks, so later bursts never paid it. It costs 8 bytes of kernel
-///   memory per slot (128 KiB for 16,384), and no process memory.
+///   waiting on it. A trace of context switches (`perf record -e sched:sched_switch`) had both event loops
+///   asleep for 11–32 ms at a time while the first 1,000 slow-upstream webhooks after a start arrived and
+///   the table grew from 256 slots to 2,048 (`scripts/serve_bench.sh`, 5 December 2026); the table never
+///   shrinks, so later bursts never paid it. It costs 8 bytes of kernel memory per slot (128 KiB for
+///   16,384), and no process memory.
 enum Descriptors {
     /// Slots the table is grown to (or the descriptor limit, if lower).
     static let reserved = 16_384
