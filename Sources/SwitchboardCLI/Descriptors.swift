@@ -9,11 +9,11 @@ import Glibc
 ///   would refuse such a burst with "too many open files"; the hard limit is the administrator's.
 /// - The kernel's descriptor table is grown once, now. Left alone it doubles as descriptors are opened, and
 ///   each doubling in a process with more than one thread waits for an RCU grace period
-///   (`expand_fdtable` → `synchronize_rcu`), with every other thread that opens a descriptor meanwhile
-///   waiting on it. A trace of context switches (`perf record -e sched:sched_switch`) had both event loops
-///   asleep for 11–32 ms at a time while the first 1,000 slow-upstream webhooks after a start arrived and
-///   the table grew from 256 slots to 2,048 (`scripts/serve_bench.sh`, 5 December 2026); the table never
-///   shrinks, so later bursts never paid it. It costs 8 bytes of kernel memory per slot (128 KiB for
+///   (`expand_fdtable` → `synchronize_rcu`), and every thread that needs a new descriptor meanwhile waits
+///   for it. A trace of context switches (`perf record -e sched:sched_switch`) had both event loops asleep
+///   for 11–32 ms at a time while the first 1,000 slow-upstream webhooks after a start arrived and the table
+///   grew from 256 slots to 2,048 (`scripts/serve_bench.sh`, 5 December 2026); the table never shrinks, so
+///   later bursts never paid it. It costs about 8 bytes of kernel memory per slot (about 130 KiB for
 ///   16,384), and no process memory.
 enum Descriptors {
     /// Slots the table is grown to (or the descriptor limit, if lower).
@@ -28,13 +28,12 @@ enum Descriptors {
         var tableSlots: Int?
     }
 
-    /// Raises the soft descriptor limit to the hard one and grows the table to `min(reserve, limit)` slots.
-    /// Failures leave things as they were: the server still runs, with the old limit or the lazy growth.
-    static func prepare(reserve: Int = reserved) -> Outcome {
+    /// Raises the soft descriptor limit to the hard one and grows the table to `min(reserve, limit)` slots;
+    /// nil if the limit cannot be read. Failures leave things as they were: the server still runs, with the
+    /// old limit or the lazy growth.
+    static func prepare(reserve: Int = reserved) -> Outcome? {
         var limits = rlimit()
-        guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limits) == 0 else {
-            return Outcome(limitBefore: 0, limit: 0, tableSlots: nil)
-        }
+        guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limits) == 0 else { return nil }
         let before = Int(clamping: limits.rlim_cur)
         if limits.rlim_cur < limits.rlim_max {
             var raised = limits
@@ -58,7 +57,7 @@ enum Descriptors {
 
     /// The descriptor table's current size, from the `FDSize:` line of /proc/self/status.
     static func tableSlots() -> Int? {
-        guard let file = fopen("/proc/self/status", "r") else { return nil }
+        guard let file = fopen("/proc/self/status", "re") else { return nil }
         defer { fclose(file) }
         var line: UnsafeMutablePointer<CChar>? = nil
         var capacity = 0

@@ -73,15 +73,18 @@ public struct ServeCommand: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "switchboard")
-        let descriptors = Descriptors.prepare()
-        // Each rule call in flight holds a descriptor, and so does each webhook arriving meanwhile.
-        let needed = 2 * configuration.maxHTTPInFlight + 64
-        if descriptors.limit < needed {
-            logger.warning(
-                "the open-file limit is \(descriptors.limit), below the \(needed) that \(configuration.maxHTTPInFlight) rule HTTP calls in flight (--max-http-in-flight) and as many webhooks arriving need: raise it (ulimit -n, or LimitNOFILE= in the systemd unit) or lower --max-http-in-flight"
-            )
-        } else if descriptors.limit > descriptors.limitBefore {
-            logger.debug("open-file limit raised from \(descriptors.limitBefore) to \(descriptors.limit)")
+        if let descriptors = Descriptors.prepare() {
+            // A descriptor for each rule call in flight and each webhook arriving meanwhile, and some for the
+            // event loops, the journal's files and the database's connections.
+            let needed = 2 * configuration.maxHTTPInFlight + 256
+            if descriptors.limit < needed {
+                logger.warning(
+                    "open-file limit \(descriptors.limit) is below the \(needed) that --max-http-in-flight \(configuration.maxHTTPInFlight) needs: raise it (LimitNOFILE= in a systemd unit, ulimit -n) or lower --max-http-in-flight"
+                )
+            } else if descriptors.limit > descriptors.limitBefore {
+                logger.info("open-file limit raised from \(descriptors.limitBefore) to \(descriptors.limit)")
+            }
+            logger.debug("descriptor table: \(descriptors.tableSlots.map(String.init) ?? "unknown") slots")
         }
         let source: RuleSource
         do { source = try RuleSource.read(directory: configuration.rulesDirectory) } catch {

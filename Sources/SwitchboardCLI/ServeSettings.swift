@@ -250,10 +250,13 @@ extension ServeSettings {
             \.server.rules.limits.instructionLimit),
         .number("time-limit-ms", "ms", "Lua running time one rule run may take.", \.timeLimitMilliseconds),
         .number("max-memory-mb", "mb", "Memory of each worker's Lua state.", \.maxMemoryMegabytes),
-        .number("max-http-in-flight", "n", "Rule HTTP calls in flight at once.", \.server.maxHTTPInFlight),
+        // Each call in flight holds a descriptor: Linux allows a process at most 1,048,576 by default.
+        .number(
+            "max-http-in-flight", "n", "Rule HTTP calls in flight at once.", \.server.maxHTTPInFlight,
+            maximum: 1_000_000),
         .number(
             "max-http-in-flight-per-rule", "n", "Rule HTTP calls in flight at once for one rule.",
-            \.server.maxHTTPInFlightPerRule),
+            \.server.maxHTTPInFlightPerRule, maximum: 1_000_000),
         .number(
             "max-events-in-flight", "n", "Accepted events whose rules still run; past it answers wait for room.",
             \.server.maxEventsInFlight),

@@ -8,8 +8,14 @@ import Testing
     /// step, so a burst of connections after a start does not wait on the kernel's table doublings.
     @Test func raisesTheSoftLimitAndGrowsTheTableInOneStep() throws {
         var limits = rlimit()
-        #expect(getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limits) == 0)
+        try #require(getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limits) == 0)
         let hard = Int(clamping: limits.rlim_max)
+        // The tests after this one get the soft limit they had.
+        let original = limits
+        defer {
+            var restored = original
+            _ = setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &restored)
+        }
         // One below the hard limit, so raising it is something to do (lowering the soft limit is always allowed).
         var lowered = limits
         lowered.rlim_cur = limits.rlim_max - 1
@@ -18,7 +24,7 @@ import Testing
         let before = try #require(Descriptors.tableSlots())
         let want = min(before * 4, hard)
         try #require(want > before, "the test process's table (\(before)) is already at the limit (\(hard))")
-        let outcome = Descriptors.prepare(reserve: want)
+        let outcome = try #require(Descriptors.prepare(reserve: want))
 
         #expect(outcome.limitBefore == hard - 1)
         #expect(outcome.limit == hard)

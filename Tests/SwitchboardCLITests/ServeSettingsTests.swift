@@ -77,6 +77,15 @@ import WebhookServer
         } catch let error as ValidationError {
             #expect(error.message == "--port: port must be at most 65535, not 70000")
         }
+        // Each call in flight holds a descriptor; a larger ceiling could only overflow the server's arithmetic.
+        do {
+            _ = try ServeCommand.parse(["--max-http-in-flight", "\(Int.max)"]).settings(environment: [:])
+            Issue.record("expected an error")
+        } catch let error as ValidationError {
+            #expect(
+                error.message
+                    == "--max-http-in-flight: max-http-in-flight must be at most 1000000, not \(Int.max)")
+        }
     }
 
     @Test func mistakesAreClearErrors() throws {
