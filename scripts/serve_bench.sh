@@ -3,8 +3,9 @@
 #  1. N events (default 1000), sent at once by one curl per 250, whose rule calls a loopback upstream answering
 #     after 1 s (nginx + lua-nginx-module, `ngx.sleep(1)`): time from curl's start until the last of the N rule
 #     runs ended (the server's `switchboard_rule_last_run_timestamp_seconds`, read once its metrics count N
-#     finished runs; issue 17's goal: <= 1.2 s), the same from the first webhook's arrival at the server (the journal's received_at), and
-#     when the upstream saw the first and the last of the N requests. `ONLY=slow` runs this section alone.
+#     finished runs; issue 17's goal: <= 1.2 s), the same from the first webhook's arrival at the server (the
+#     journal's received_at), and when the upstream saw the first and the last of the N requests. `ONLY=slow`
+#     runs this section alone.
 #  2. ../shared/bench/anchors.sh against a server running the anchor's rule, then a check that every
 #     accepted event's rule really ran, and how long the backlog took to drain after wrk stopped.
 #  3. hot reload; 4. ingest with the journal off and on; 5. ingest with the anchor rule alone and beside a
