@@ -27,6 +27,8 @@ if [ "${1:-}" = bench ]; then
   command -v valgrind >/dev/null || need+=(valgrind)
   command -v curl >/dev/null || need+=(curl)
   command -v bc >/dev/null || need+=(bc)
+  # serve_bench.sh times its senders with GNU time, and builds scripts/burst.c with cc (or the toolchain's clang).
+  [ -x /usr/bin/time ] || need+=(time)
   # The server benchmarks' load and their anchor (../shared/bench/anchors.sh installs the same when it runs).
   command -v wrk >/dev/null || need+=(wrk)
   command -v nginx >/dev/null || need+=(nginx-light)

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Benchmarks of `switchboard serve` (release build), on loopback only:
-#  1. N events (default 1000), sent at once by one curl per 250, whose rule calls a loopback upstream answering
-#     after 1 s (nginx + lua-nginx-module, `ngx.sleep(1)`): time from curl's start until the last of the N rule
-#     runs ended (the server's `switchboard_rule_last_run_timestamp_seconds`, read once its metrics count N
-#     finished runs; issue 17's goal: <= 1.2 s), the same from the first webhook's arrival at the server (the
-#     journal's received_at), and when the upstream saw the first and the last of the N requests. `ONLY=slow`
-#     runs this section alone.
+#  1. N events (default 1000), sent at once by scripts/burst.c (`SENDER=curl`: by one curl per 250, as until
+#     the thirty-third session), whose rule calls a loopback upstream answering after 1 s (nginx +
+#     lua-nginx-module, `ngx.sleep(1)`): time from the sender's start until the last of the N rule runs ended
+#     (the server's `switchboard_rule_last_run_timestamp_seconds`, read once its metrics count N finished runs;
+#     issue 17's goal: <= 1.2 s), the same from the first webhook's arrival at the server (the journal's
+#     received_at), when the upstream saw the first and the last of the N requests, and the CPU time the
+#     server and the sender spent in the round. `ONLY=slow` runs this section alone.
 #  2. ../shared/bench/anchors.sh against a server running the anchor's rule, then a check that every
 #     accepted event's rule really ran, and how long the backlog took to drain after wrk stopped.
 #  3. hot reload; 4. ingest with the journal off and on; 5. ingest with the anchor rule alone and beside a
@@ -19,7 +20,7 @@ source scripts/serve_common.sh
 
 echo "== slow upstream: $N events, each rule waits 1 s on a loopback upstream (nginx + lua, ngx.sleep(1))"
 # nginx, not scripts/slow_upstream.py: Python used 0.07-0.23 s of CPU per round (/proc/PID/stat) for the 1,000
-# connections, on the two cores the server and curl need; a real upstream runs elsewhere. /arrivals gives the
+# connections, on the two cores the server and the sender need; a real upstream runs elsewhere. /arrivals gives the
 # first and last time a request arrived since the previous look (and forgets them).
 mkdir -p "$work/upstream"
 cat >"$work/upstream/nginx.conf" <<'NGINX'
@@ -63,19 +64,52 @@ return { name = "slow", on = "channel_create", run = function()
 end }
 LUA
 "$BIN" serve --rules "$work/slow" --port 18182 --allow-http-to 127.0.0.1/32 --data-dir "$work/var1" --log-level warning & pids+=($!)
+server=$!
 wait_up 18182
-# Each event its own call (events of one call run one after another, as Kazoo's calls do). curl runs at most 300
-# transfers at once whatever --parallel-max says (1,000 requests to an endpoint answering after 0.5 s took
-# 2.09 s: four waves), so until the thirty-first session only 300 webhooks were ever in flight and the rest went
-# out as answers came back. Now one curl per 250 requests, all started together, sends all N at once.
-per=250
+# cpu_ms PID: the user and system time PID has used, in milliseconds.
+cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%d\n", ($14 + $15) * 1000 / hz }' "/proc/$1/stat"; }
+# Each event its own call (events of one call run one after another, as Kazoo's calls do).
+#
+# The sender shares the two cores with the server, where Kazoo would send from a machine of its own. Until the
+# thirty-third session four curls of 250 parallel transfers each sent the burst (one curl sends at most 300 at
+# once, whatever --parallel-max says): they spent 0.11-0.18 s of CPU per round of 1,000, about a third of what
+# the server spent, and the burst reached the server that much later. scripts/burst.c builds every request
+# before the clock starts and sends them all from one epoll loop, for 0.04-0.05 s of CPU per round.
+# `SENDER=curl` still sends with curl, to compare.
 mkdir -p "$work/bodies"
 for i in $(seq "$N"); do
   sed "s/\"call_id\": \"[^\"]*\"/\"call_id\": \"bench-$i\"/" samples/channel_create__inbound.json >"$work/bodies/$i.json"
-  part="$work/urls.$(( (i - 1) / per )).cfg"
-  [ $(( (i - 1) % per )) = 0 ] || echo next >>"$part"
-  printf 'url = "http://127.0.0.1:18182/hooks/channel_create"\noutput = "/dev/null"\nheader = "Content-Type: application/json"\ndata-binary = "@%s"\nwrite-out = "%%{http_code}\\n"\n' "$work/bodies/$i.json" >>"$part"
 done
+sender=${SENDER:-burst}
+label=$sender; [ "$sender" = curl ] && label=curls
+case "$sender" in
+  burst) "${CC:-$(command -v cc || command -v clang)}" -O2 -o "$work/burst" scripts/burst.c ;;
+  curl)
+    per=250
+    for i in $(seq "$N"); do
+      part="$work/urls.$(( (i - 1) / per )).cfg"
+      [ $(( (i - 1) % per )) = 0 ] || echo next >>"$part"
+      printf 'url = "http://127.0.0.1:18182/hooks/channel_create"\noutput = "/dev/null"\nheader = "Content-Type: application/json"\ndata-binary = "@%s"\nwrite-out = "%%{http_code}\\n"\n' "$work/bodies/$i.json" >>"$part"
+    done ;;
+  *) echo "SENDER must be burst or curl, not $sender" >&2; exit 2 ;;
+esac
+# send: the burst of N webhooks, each answer's status code on a line of $work/codes.txt, and the CPU time the
+# senders used in $work/sender.times (a "USER SYSTEM" line each).
+send() {
+  rm -f "$work/sender.times"
+  if [ "$sender" = burst ]; then
+    /usr/bin/time -a -o "$work/sender.times" -f '%U %S' "$work/burst" 18182 /hooks/channel_create "$N" "$work/bodies/" >"$work/codes.txt"
+    return
+  fi
+  local senders=() part
+  for part in "$work"/urls.*.cfg; do
+    /usr/bin/time -a -o "$work/sender.times" -f '%U %S' \
+      curl -s --no-progress-meter --parallel --parallel-immediate --parallel-max "$per" -K "$part" >"$part.codes" &
+    senders+=($!)
+  done
+  wait "${senders[@]}"
+  cat "$work"/urls.*.cfg.codes >"$work/codes.txt"
+}
 # received DB SINCE N: "FIRST LAST COUNT", the earliest and latest received_at of the journal's events received
 # since SINCE (Unix seconds), once N of them are in the journal's database (the server copies its accepted log
 # there in the background), or what is there after 10 s. Only accepted events are journaled: a round with
@@ -99,39 +133,37 @@ PY
 }
 for round in 1 2 3; do
   before=$(metric 18182 'switchboard_rule_runs_total{rule="slow",outcome="ok"}')
+  server_cpu=$(cpu_ms "$server")
   start=$(date +%s.%N)
-  senders=()
-  for part in "$work"/urls.*.cfg; do
-    curl -s --no-progress-meter --parallel --parallel-immediate --parallel-max "$per" -K "$part" >"$part.codes" &
-    senders+=($!)
-  done
-  wait "${senders[@]}"
+  send
   answered=$(date +%s.%N)
-  cat "$work"/urls.*.cfg.codes >"$work/codes.txt"
   while [ "$(metric 18182 'switchboard_rule_runs_total{rule="slow",outcome="ok"}')" -lt $((before + N)) ]; do
     sleep 0.005
     [ "$(echo "$(date +%s.%N) - $start > 30" | bc)" = 1 ] && break
   done
   seen_done=$(date +%s.%N)
+  server_cpu=$(( $(cpu_ms "$server") - server_cpu ))
   ok=$(( $(metric 18182 'switchboard_rule_runs_total{rule="slow",outcome="ok"}') - before ))
   # When the last run really ended, by the server's clock (the same machine's): the poll above sees it up to one
   # poll later (a curl, an awk and a bc: 10-20 ms on this machine).
   ended=$(metric 18182 'switchboard_rule_last_run_timestamp_seconds{rule="slow"}')
-  printf 'round %d: %d of %d answered 200 in %.3f s; %d/%d rule runs finished ok, the last %.3f s after curl started (issue 17 goal: <= 1.2 s every round); the poll saw it at %.3f s\n' \
+  printf 'round %d: %d of %d answered 200 in %.3f s; %d/%d rule runs finished ok, the last %.3f s after the %s started (issue 17 goal: <= 1.2 s every round); the poll saw it at %.3f s\n' \
     "$round" "$(grep -c '^200$' "$work/codes.txt")" "$N" "$(echo "$answered - $start" | bc)" "$ok" "$N" \
-    "$(echo "$ended - $start" | bc)" "$(echo "$seen_done - $start" | bc)"
+    "$(echo "$ended - $start" | bc)" "$label" "$(echo "$seen_done - $start" | bc)"
+  printf '         CPU time in the round: the server %d ms (until the poll saw the last run), the %s %d ms\n' \
+    "$server_cpu" "$label" "$(awk '{ s += $1 + $2 } END { printf "%d", s * 1000 }' "$work/sender.times")"
   # When the round's first and last webhooks reached the server: the journal's received_at (the server's clock,
-  # taken as each request is read). curl reads its 1,000-transfer config and opens the bodies before the first
-  # request leaves, 33-41 ms on this machine, which the figure above counts.
+  # taken as each request is read). The sender reads the bodies before the first request leaves (burst: about
+  # 30 ms on this machine; curl its 1,000-transfer config too, 33-41 ms), which the figure above counts.
   read -r got_first got_last got < <(received "$work/var1/switchboard.sqlite" "$start" "$N") || true
   if [ -n "${got:-}" ]; then
-    printf '         the server received %d of them, the first %.3f s and the last %.3f s after curl started: the last run ended %.3f s after the first webhook arrived\n' \
-      "$got" "$(echo "$got_first - $start" | bc)" "$(echo "$got_last - $start" | bc)" "$(echo "$ended - $got_first" | bc)"
+    printf '         the server received %d of them, the first %.3f s and the last %.3f s after the %s started: the last run ended %.3f s after the first webhook arrived\n' \
+      "$got" "$(echo "$got_first - $start" | bc)" "$(echo "$got_last - $start" | bc)" "$label" "$(echo "$ended - $got_first" | bc)"
   fi
   read -r first last seen < <(curl -s http://127.0.0.1:18181/arrivals) || true
   if [ -n "${seen:-}" ]; then
-    printf '         the upstream saw %d requests, the first %.3f s and the last %.3f s after curl started\n' \
-      "$seen" "$(echo "$first - $start" | bc)" "$(echo "$last - $start" | bc)"
+    printf '         the upstream saw %d requests, the first %.3f s and the last %.3f s after the %s started\n' \
+      "$seen" "$(echo "$first - $start" | bc)" "$(echo "$last - $start" | bc)" "$label"
   fi
 done
 # `ONLY=slow scripts/serve_bench.sh` stops here.
