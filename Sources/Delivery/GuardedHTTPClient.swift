@@ -87,7 +87,9 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
             let from = EventStore.Delivery.destination(of: current.url).lowercased()
             if EventStore.Delivery.destination(of: next).lowercased() != from {
                 // Credentials and the Host the rule set were meant for the first origin, not this one.
-                current.headers.removeAll { ["host", "authorization", "cookie"].contains($0.name.lowercased()) }
+                current.headers.removeAll {
+                    ["host", "authorization", "proxy-authorization", "cookie"].contains($0.name.lowercased())
+                }
             }
             if response.status == 303
                 || ((response.status == 301 || response.status == 302) && current.method == "POST")

@@ -312,8 +312,14 @@ import WebhookServer
             OutboundRequest(
                 method: "GET",
                 url: "http://a.rebind.test:\(upstream.port)/redirect?to=http://b.rebind.test:\(upstream.port)/echo",
-                headers: [.init(name: "Authorization", value: "Bearer secret")], timeout: .seconds(5)))
-        #expect(upstream.requests.last?.headers.contains { $0.0.lowercased() == "authorization" } == false)
+                headers: [
+                    .init(name: "Authorization", value: "Bearer secret"),
+                    .init(name: "Proxy-Authorization", value: "Basic c2VjcmV0"), .init(name: "Cookie", value: "s=1"),
+                    .init(name: "X-Kept", value: "yes"),
+                ], timeout: .seconds(5)))
+        let carried = Set(upstream.requests.last?.headers.map { $0.0.lowercased() } ?? [])
+        #expect(carried.isDisjoint(with: ["authorization", "proxy-authorization", "cookie"]))
+        #expect(carried.contains("x-kept"))
         // A redirect to a name that resolves inside is refused: the hop is checked like the first request.
         do {
             _ = try await client.execute(
