@@ -28,8 +28,6 @@ case "${CALLS:-same}" in
   *) echo "CALLS is same or new, not $CALLS" >&2; exit 2 ;;
 esac
 source scripts/serve_common.sh
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-ticks_per_second=$(getconf CLK_TCK)
 declare -A runs p90s p99s cpus bytes
 written() { awk '$1 == "write_bytes:" {print $2}' "/proc/$1/io"; }
 for round in $(seq "$ROUNDS"); do

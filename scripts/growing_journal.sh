@@ -18,8 +18,6 @@ case "${CALLS:-same}" in
   *) echo "CALLS is same or new, not $CALLS" >&2; exit 2 ;;
 esac
 source scripts/serve_common.sh
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-ticks_per_second=$(getconf CLK_TCK)
 for run in $(seq "$RUNS"); do
   for binary in "$@"; do
     rm -rf "$work/var"

@@ -19,9 +19,26 @@ N=${N:-1000}
 source scripts/serve_common.sh
 
 echo "== slow upstream: $N events, each rule waits 1 s on a loopback upstream (nginx + lua, ngx.sleep(1))"
+# The sender shares the two cores with the server, where Kazoo would send from a machine of its own. Until the
+# thirty-third session four curls of 250 parallel transfers each sent the burst (one curl sends at most 300 at
+# once, whatever --parallel-max says): they spent 110-180 ms of CPU per round of 1,000, about a third of what
+# the server spent, and the burst reached the server that much later. scripts/burst.c builds every request
+# before it opens any connection and sends them all from one epoll loop, for 40-60 ms of CPU per round.
+# `SENDER=curl` still sends with curl, to compare.
+sender=${SENDER:-burst}
+label=$sender; [ "$sender" = curl ] && label=curls
+case "$sender" in
+  burst)
+    cc=${CC:-$(command -v cc || command -v clang || true)}
+    [ -n "$cc" ] || { echo "serve_bench.sh: no C compiler for scripts/burst.c (set CC, or SENDER=curl)" >&2
+      exit 2; }
+    "$cc" -O2 -o "$work/burst" scripts/burst.c ;;
+  curl) per=250 ;;
+  *) echo "SENDER must be burst or curl, not $sender" >&2; exit 2 ;;
+esac
 # nginx, not scripts/slow_upstream.py: Python used 0.07-0.23 s of CPU per round (/proc/PID/stat) for the 1,000
-# connections, on the two cores the server and the sender need; a real upstream runs elsewhere. /arrivals gives the
-# first and last time a request arrived since the previous look (and forgets them).
+# connections, on the two cores the server and the sender need; a real upstream runs elsewhere. /arrivals gives
+# the first and last time a request arrived since the previous look (and forgets them).
 mkdir -p "$work/upstream"
 cat >"$work/upstream/nginx.conf" <<'NGINX'
 load_module /usr/lib/nginx/modules/ndk_http_module.so;
@@ -66,45 +83,30 @@ LUA
 "$BIN" serve --rules "$work/slow" --port 18182 --allow-http-to 127.0.0.1/32 --data-dir "$work/var1" --log-level warning & pids+=($!)
 server=$!
 wait_up 18182
-# cpu_ms PID: the user and system time PID has used, in milliseconds.
-cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%d\n", ($14 + $15) * 1000 / hz }' "/proc/$1/stat"; }
 # Each event its own call (events of one call run one after another, as Kazoo's calls do).
-#
-# The sender shares the two cores with the server, where Kazoo would send from a machine of its own. Until the
-# thirty-third session four curls of 250 parallel transfers each sent the burst (one curl sends at most 300 at
-# once, whatever --parallel-max says): they spent 0.11-0.18 s of CPU per round of 1,000, about a third of what
-# the server spent, and the burst reached the server that much later. scripts/burst.c builds every request
-# before the clock starts and sends them all from one epoll loop, for 0.04-0.05 s of CPU per round.
-# `SENDER=curl` still sends with curl, to compare.
 mkdir -p "$work/bodies"
 for i in $(seq "$N"); do
   sed "s/\"call_id\": \"[^\"]*\"/\"call_id\": \"bench-$i\"/" samples/channel_create__inbound.json >"$work/bodies/$i.json"
+  if [ "$sender" = curl ]; then
+    part="$work/urls.$(( (i - 1) / per )).cfg"
+    [ $(( (i - 1) % per )) = 0 ] || echo next >>"$part"
+    printf 'url = "http://127.0.0.1:18182/hooks/channel_create"\noutput = "/dev/null"\nheader = "Content-Type: application/json"\ndata-binary = "@%s"\nwrite-out = "%%{http_code}\\n"\n' "$work/bodies/$i.json" >>"$part"
+  fi
 done
-sender=${SENDER:-burst}
-label=$sender; [ "$sender" = curl ] && label=curls
-case "$sender" in
-  burst) "${CC:-$(command -v cc || command -v clang)}" -O2 -o "$work/burst" scripts/burst.c ;;
-  curl)
-    per=250
-    for i in $(seq "$N"); do
-      part="$work/urls.$(( (i - 1) / per )).cfg"
-      [ $(( (i - 1) % per )) = 0 ] || echo next >>"$part"
-      printf 'url = "http://127.0.0.1:18182/hooks/channel_create"\noutput = "/dev/null"\nheader = "Content-Type: application/json"\ndata-binary = "@%s"\nwrite-out = "%%{http_code}\\n"\n' "$work/bodies/$i.json" >>"$part"
-    done ;;
-  *) echo "SENDER must be burst or curl, not $sender" >&2; exit 2 ;;
-esac
+# timed COMMAND...: runs it, its user and system CPU time appended to $work/sender.times ("USER SYSTEM").
+timed() { /usr/bin/time -a -o "$work/sender.times" -f '%U %S' "$@"; }
 # send: the burst of N webhooks, each answer's status code on a line of $work/codes.txt, and the CPU time the
-# senders used in $work/sender.times (a "USER SYSTEM" line each).
+# senders used in $work/sender.times.
 send() {
   rm -f "$work/sender.times"
   if [ "$sender" = burst ]; then
-    /usr/bin/time -a -o "$work/sender.times" -f '%U %S' "$work/burst" 18182 /hooks/channel_create "$N" "$work/bodies/" >"$work/codes.txt"
+    timed "$work/burst" 18182 /hooks/channel_create "$N" "$work/bodies/" >"$work/codes.txt"
     return
   fi
   local senders=() part
   for part in "$work"/urls.*.cfg; do
-    /usr/bin/time -a -o "$work/sender.times" -f '%U %S' \
-      curl -s --no-progress-meter --parallel --parallel-immediate --parallel-max "$per" -K "$part" >"$part.codes" &
+    timed curl -s --no-progress-meter --parallel --parallel-immediate --parallel-max "$per" -K "$part" \
+      >"$part.codes" &
     senders+=($!)
   done
   wait "${senders[@]}"
@@ -133,7 +135,7 @@ PY
 }
 for round in 1 2 3; do
   before=$(metric 18182 'switchboard_rule_runs_total{rule="slow",outcome="ok"}')
-  server_cpu=$(cpu_ms "$server")
+  server_cpu=$(cpu_ticks "$server")
   start=$(date +%s.%N)
   send
   answered=$(date +%s.%N)
@@ -142,7 +144,7 @@ for round in 1 2 3; do
     [ "$(echo "$(date +%s.%N) - $start > 30" | bc)" = 1 ] && break
   done
   seen_done=$(date +%s.%N)
-  server_cpu=$(( $(cpu_ms "$server") - server_cpu ))
+  server_cpu=$(( ($(cpu_ticks "$server") - server_cpu) * 1000 / ticks_per_second ))
   ok=$(( $(metric 18182 'switchboard_rule_runs_total{rule="slow",outcome="ok"}') - before ))
   # When the last run really ended, by the server's clock (the same machine's): the poll above sees it up to one
   # poll later (a curl, an awk and a bc: 10-20 ms on this machine).

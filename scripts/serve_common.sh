@@ -2,7 +2,8 @@
 # processes to stop at exit, and helpers: `metric PORT NAME` sums a /metrics series, `wait_up PORT` waits for
 # /healthz, `post SECONDS URL [WRK OPTIONS...]` is wrk's requests/s for ../shared/bench/post.lua (1 thread,
 # 32 connections) and `wrk_post SECONDS URL [WRK OPTIONS...]` the same run's requests/s with its 90th and 99th
-# latency percentiles and its count of requests, `median N...` the median of its arguments.
+# latency percentiles and its count of requests, `median N...` the median of its arguments, `cpu_ticks PID` the
+# user and system time PID has used, in clock ticks of `ticks_per_second`.
 SHARED=${SHARED:-../shared}
 BIN=.build/release/switchboard
 ulimit -n "$(ulimit -Hn)"
@@ -12,6 +13,8 @@ work=$(mktemp -d); pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 # (Whole counts print as integers; a timestamp keeps 15 digits, not awk's default 6.)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+ticks_per_second=$(getconf CLK_TCK)
 metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" 'index($0, m) == 1 {s += $NF} END {printf "%.15g\n", s}'; }
 wait_up() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/healthz" && return 0; sleep 0.1; done; return 1; }
 # wrk_post SECONDS URL [WRK OPTIONS...]: "REQ/S P90 P99 REQUESTS" from the same wrk run, the latency percentiles
