@@ -39,10 +39,9 @@ read -r rate _ _ requests < <(wrk_post "$DURATION" http://127.0.0.1:18229/hooks/
 read -r total1 idle1 < <(machine)
 kill "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/null || true
 echo "journal $JOURNAL: $rate req/s ($requests requests in ${DURATION} s); the machine $(( 100 - 100 * (idle1 - idle0) / (total1 - total0) ))% busy"
-ticks=$(getconf CLK_TCK)
 # Each thread's share of a core, busiest first; then CPU a request by kind of thread.
 per_thread() {
-  awk -v ticks="$ticks" '{ if (!($1 in first)) first[$1] = $3; last[$1] = $3; name[$1] = $2 }
+  awk -v ticks="$ticks_per_second" '{ if (!($1 in first)) first[$1] = $3; last[$1] = $3; name[$1] = $2 }
     END { for (t in last) if (last[t] > first[t]) print t, name[t], (last[t] - first[t]) / ticks }' "$work/samples"
 }
 per_thread | sort -k3 -gr | awk -v seconds="$DURATION" '{printf "  %-8s %-28s %5.1f%% of a core\n", $1, $2, 100 * $3 / seconds}'
