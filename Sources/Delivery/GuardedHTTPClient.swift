@@ -75,10 +75,23 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
         await ruleSemaphore?.wait()
         defer { ruleSemaphore?.signal() }
 
+        // The request's timeout bounds the whole call, redirects and all, not each hop: five slow redirects must
+        // not hold a rule six times as long as it asked.
+        let deadline = ContinuousClock.now + request.timeout
         var current = request
-        for _ in 0...5 {
-            let address = try await check(current.url, timeout: current.timeout)
-            let response = try await send(current, pinnedTo: address)
+        for hop in 0...5 {
+            if hop > 0 { current.timeout = deadline - .now }
+            let response: OutboundResponse
+            do {
+                guard hop == 0 || current.timeout > .zero else { throw OutboundHTTPError("no time left") }
+                let address = try await check(current.url, timeout: current.timeout)
+                response = try await send(current, pinnedTo: address)
+            } catch let error as OutboundHTTPError where hop > 0 && !error.permanent && ContinuousClock.now >= deadline
+            {
+                // (The hop's own message would name the time it had left.)
+                throw OutboundHTTPError(
+                    "timed out after \(request.timeout), \(hop) redirect\(hop == 1 ? "" : "s") followed")
+            }
             guard [301, 302, 303, 307, 308].contains(response.status),
                 let location = response.headers.first(where: { $0.name.lowercased() == "location" })?.value,
                 let next = URL(string: location, relativeTo: URL(string: current.url))?.absoluteString

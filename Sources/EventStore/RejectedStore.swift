@@ -121,14 +121,43 @@ public final class RejectedStore: Sendable {
         return removed
     }
 
-    /// `?token=…` never reaches the disk.
-    package static func redact(_ path: String) -> String {
-        guard let range = path.range(of: "token=") else { return path }
-        let end = path[range.upperBound...].firstIndex(where: { $0 == "&" || $0 == "?" }) ?? path.endIndex
-        return path.replacingCharacters(in: range.upperBound..<end, with: "REDACTED")
+    /// Every query pair whose name says it holds a secret (`token=`, `api_key=`, `password=`…: `Secrets`) has
+    /// its value replaced, so it never reaches the disk; the path and the other pairs stay as they were.
+    package static func redact(_ target: String) -> String {
+        var out = ""
+        var rest = Substring(target)
+        while true {
+            // One piece of the target at a time: the path, then each pair up to the next `&` or `?`.
+            let end = rest.firstIndex(where: { $0 == "&" || $0 == "?" }) ?? rest.endIndex
+            let piece = rest[..<end]
+            if let equals = piece.firstIndex(of: "="), Secrets.isSecret(name: piece[..<equals]) {
+                out += piece[...equals] + "REDACTED"
+            } else {
+                out += piece
+            }
+            guard end < rest.endIndex else { return out }
+            out.append(rest[end])
+            rest = rest[rest.index(after: end)...]
+        }
     }
 
+    /// Credentials (`Authorization`, `Proxy-Authorization`, `Cookie`) and any header whose name says it holds
+    /// a secret (`X-Auth-Token`, `X-Api-Key`…) are kept as "REDACTED".
     static func redactHeader(_ name: String, _ value: String) -> String {
-        name.lowercased() == "authorization" ? "REDACTED" : value
+        let name = name.lowercased()
+        return ["authorization", "proxy-authorization", "cookie"].contains(name) || Secrets.isSecret(name: name)
+            ? "REDACTED" : value
+    }
+}
+
+/// The words that mark a name (a query pair's, a header's, a JSON key's) as holding a secret, for what is
+/// kept or shown to be redacted: the rejected requests on disk and the console's views.
+package enum Secrets {
+    package static let nameParts = ["token", "password", "secret", "api_key", "apikey"]
+
+    /// Whether `name` contains one of `nameParts`, ignoring case, with `-` read as `_` (`X-Api-Key`).
+    package static func isSecret(name: some StringProtocol) -> Bool {
+        let name = name.lowercased().replacingOccurrences(of: "-", with: "_")
+        return nameParts.contains { name.contains($0) }
     }
 }

@@ -77,4 +77,33 @@ import WebhookServer
         try RejectedCommand.parse(["--data-dir", directory]).run()
         try RejectedCommand.parse(["--json", "--data-dir", directory]).run()
     }
+
+    /// What a refused request carried as a secret is not written down: every query pair named for one (each of
+    /// two `token=`s, any case, `access_token`, `api_key`), the credential headers and any header named for a
+    /// secret. The rest stays as sent, to inspect.
+    @Test func rejectedRequestsKeepNoSecrets() throws {
+        let store = RejectedStore(directory: URL(fileURLWithPath: dataDirectory()).appendingPathComponent("rejected"))
+        store.keep(
+            body: Array("{oops".utf8), reason: "json body: invalid JSON", code: "syntax", method: "POST",
+            path: "/hooks/x?a=1&token=zq1&Token=zq2?access_token=zq3&api_key=zq4&call_id=c&empty&=",
+            headers: [
+                ("Authorization", "Bearer zq1"), ("Proxy-Authorization", "Basic zq2"), ("Cookie", "s=zq3"),
+                ("X-Api-Key", "zq4"), ("X-Auth-Token", "zq5"), ("Content-Type", "application/json"),
+            ], peer: nil)
+        let kept = try #require(store.list().first)
+        #expect(
+            kept["path"] as? String
+                == "/hooks/x?a=1&token=REDACTED&Token=REDACTED?access_token=REDACTED&api_key=REDACTED&call_id=c&empty&="
+        )
+        let headers = try #require(kept["headers"] as? [String: String])
+        #expect(
+            headers == [
+                "authorization": "REDACTED", "proxy-authorization": "REDACTED", "cookie": "REDACTED",
+                "x-api-key": "REDACTED", "x-auth-token": "REDACTED", "content-type": "application/json",
+            ])
+        let written = try FileManager.default.contentsOfDirectory(atPath: store.directory.path)
+            .filter { $0.hasSuffix(".json") }
+            .map { try String(contentsOf: store.directory.appendingPathComponent($0), encoding: .utf8) }.joined()
+        for secret in ["zq1", "zq2", "zq3", "zq4", "zq5"] { #expect(!written.contains(secret)) }
+    }
 }

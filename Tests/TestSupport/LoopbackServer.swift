@@ -11,6 +11,7 @@ import Synchronization
 ///   ANY  /slow?ms=N          answers after N ms (default 2000)
 ///   ANY  /switch             503 while `failing` is set, else 200 "ok"
 ///   ANY  /redirect?to=URL    302 to URL (not percent-decoded)
+///   ANY  /redirect-after?ms=N&to=URL   the same, N ms late
 /// Every request is recorded.
 public final class LoopbackServer: Sendable {
     public struct Request: Sendable {
@@ -125,6 +126,13 @@ public final class LoopbackServer: Sendable {
             } else if path == "/redirect" {
                 status = .found
                 location = request.uri.split(separator: "?", maxSplits: 1).last.map { String($0.dropFirst(3)) }
+            } else if path == "/redirect-after" {
+                // /redirect-after?ms=N&to=URL: a redirect to URL (which may have a query of its own), N ms late.
+                let query = request.uri.split(separator: "?", maxSplits: 1).last ?? ""
+                let parts = query.split(separator: "&", maxSplits: 1)
+                delay = .milliseconds(parts.first.flatMap { Int64($0.dropFirst(3)) } ?? 0)
+                status = .found
+                location = parts.count == 2 ? String(parts[1].dropFirst(3)) : nil
             } else if path == "/slow" {
                 let ms = request.uri.split(separator: "=").last.flatMap { Int64($0) } ?? 2000
                 delay = .milliseconds(ms)

@@ -333,6 +333,30 @@ import WebhookServer
         }
     }
 
+    /// A request's timeout bounds the whole call: two redirects 600 ms late each, under a 1 s timeout, time out
+    /// (each hop alone would be within it), and the error names the request's timeout, not the hop's remainder.
+    @Test func aTimeoutBoundsTheWholeRedirectChain() async throws {
+        let upstream = try await LoopbackServer()
+        defer { Task { try? await upstream.stop() } }
+        let client = GuardedHTTPClient(
+            allowed: [CIDR("127.0.0.1/32")!], resolver: Self.resolver(["a.rebind.test": [127, 0, 0, 1]]))
+        defer { Task { try? await client.shutdown() } }
+        let base = "http://a.rebind.test:\(upstream.port)"
+        let chain = "\(base)/redirect-after?ms=600&to=\(base)/redirect-after?ms=600&to=\(base)/echo"
+        do {
+            let answer = try await client.execute(OutboundRequest(method: "GET", url: chain, timeout: .seconds(1)))
+            Issue.record("expected a timeout, got \(answer.status) after \(upstream.requests.count) requests")
+        } catch let error as OutboundHTTPError {
+            // (", 1 redirect followed" unless this machine held the first hop past the deadline.)
+            #expect(error.message.hasPrefix("timed out after 1.0 seconds"))
+            #expect(!error.permanent)
+        }
+        // The same chain with time for both hops is followed to its end.
+        let followed = try await client.execute(OutboundRequest(method: "GET", url: chain, timeout: .seconds(10)))
+        #expect(followed.status == 200)
+        #expect(upstream.requests.last?.uri == "/echo")
+    }
+
     /// AsyncHTTPClient connects `unix://HOST/PATH` to the Unix socket at PATH, and `http+unix://` to the one its
     /// host names: a redirect to either from a public upstream must not reach a socket on this machine.
     @Test(arguments: ["unix://8.8.8.8/tmp/switchboard-none.sock", "http+unix://%2Ftmp%2Fswitchboard-none.sock/x"])
