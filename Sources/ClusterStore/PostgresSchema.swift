@@ -3,6 +3,7 @@ public import Foundation
 import Logging
 import NIOSSL
 import PostgresNIO
+import RuleEngine
 
 /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?sslmode=disable|prefer|require]` (also `postgresql://`).
 /// The password may come from `PGPASSWORD` instead of the URL.

@@ -184,16 +184,13 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
         if let literal {
             addresses = [literal]
         } else {
-            let resolver = self.resolver
-            addresses = try await withThrowingTaskGroup(of: [[UInt8]].self) { group in
-                group.addTask { try await resolver(bare) }
-                group.addTask {
-                    try await Task.sleep(for: timeout)
-                    throw OutboundHTTPError("timed out after \(timeout) resolving \(bare)")
-                }
-                defer { group.cancelAll() }
-                return try await group.next() ?? []
-            }
+            // Not waited for past the timeout: getaddrinfo cannot be cancelled, and with an unanswering DNS
+            // server it blocks for the system resolver's own timeouts (5 s a try, several tries and servers). (A
+            // task group, as until the thirty-fourth session, waits for every child before it returns: the call
+            // waited for getaddrinfo whatever its timeout said.)
+            addresses = try await Deadline.run(
+                timeout, expired: { OutboundHTTPError("timed out after \(timeout) resolving \(bare)") }
+            ) { [resolver] in try await resolver(bare) }
         }
         guard !addresses.isEmpty else { throw OutboundHTTPError("\(bare) did not resolve") }
         for address in addresses where CIDR.internalNetworks.contains(where: { $0.contains(address) }) {

@@ -1,4 +1,5 @@
 import Foundation
+import RuleEngine
 import Synchronization
 import TestSupport
 import Testing

@@ -333,6 +333,36 @@ import WebhookServer
         }
     }
 
+    /// A name whose DNS server never answers fails the call at its timeout: the lookup (getaddrinfo cannot be
+    /// cancelled) is not waited for. This resolver ignores cancellation, as getaddrinfo does, until the test
+    /// releases it (or 30 s pass): a call that waited for it would return after it had finished.
+    @Test func aLookupThatHangsFailsAtTheTimeout() async throws {
+        let released = Mutex(false)
+        let lookupsEnded = Atomic(0)
+        let hanging: GuardedHTTPClient.Resolver = { _ in
+            // Blocking, on NIO's thread pool as getaddrinfo is run (no cooperative thread blocks).
+            try await NIOThreadPool.singleton.runIfActive {
+                let start = ContinuousClock.now
+                while !released.withLock({ $0 }), ContinuousClock.now - start < .seconds(30) {
+                    usleep(10_000)
+                }
+                lookupsEnded.add(1, ordering: .sequentiallyConsistent)
+                return [[127, 0, 0, 1]]
+            }
+        }
+        let client = GuardedHTTPClient(allowed: [CIDR("127.0.0.1/32")!], resolver: hanging)
+        defer { Task { try? await client.shutdown() } }
+        do {
+            let answer = try await client.execute(
+                OutboundRequest(method: "GET", url: "http://dead-dns.test/x", timeout: .milliseconds(300)))
+            Issue.record("expected a timeout, got \(answer.status)")
+        } catch let error as OutboundHTTPError {
+            #expect(error.message == "timed out after 0.3 seconds resolving dead-dns.test")
+        }
+        #expect(lookupsEnded.load(ordering: .sequentiallyConsistent) == 0)
+        released.withLock { $0 = true }
+    }
+
     /// A request's timeout bounds the whole call: two redirects 600 ms late each, under a 1 s timeout, time out
     /// (each hop alone would be within it), and the error names the request's timeout, not the hop's remainder.
     @Test func aTimeoutBoundsTheWholeRedirectChain() async throws {
