@@ -19,6 +19,9 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
     public typealias Resolver = @Sendable (String) async throws -> [[UInt8]]
 
     let inner: LiveHTTPClient
+    /// `inner` without its retries of a failed connect: for each address of a name but its last, so that the
+    /// next is tried at once (`send(_:pinnedTo:deadline:)`). It makes no connection until one is needed.
+    let failingFast: LiveHTTPClient
     let allowed: [CIDR]
     let global: AsyncSemaphore
     let perRuleLimit: Int
@@ -39,6 +42,8 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
     ) {
         self.restricted = restricted
         self.inner = LiveHTTPClient(followRedirects: false, maxConnectionsPerHost: max(maxInFlight, 8))
+        self.failingFast = LiveHTTPClient(
+            followRedirects: false, maxConnectionsPerHost: max(maxInFlight, 8), retryConnecting: false)
         self.allowed = allowed
         self.global = AsyncSemaphore(maxInFlight)
         self.perRuleLimit = maxInFlightPerRule
@@ -54,6 +59,7 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
     public func shutdown() async throws {
         var failure: (any Error)?
         do { try await inner.shutdown() } catch { failure = error }
+        do { try await failingFast.shutdown() } catch { failure = failure ?? error }
         await pinned.shutdown()  // also when the first one failed
         if let failure { throw failure }
     }
@@ -85,7 +91,7 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
             do {
                 guard hop == 0 || current.timeout > .zero else { throw OutboundHTTPError("no time left") }
                 let address = try await check(current.url, timeout: current.timeout)
-                response = try await send(current, pinnedTo: address)
+                response = try await send(current, pinnedTo: address, deadline: deadline)
             } catch let error as OutboundHTTPError where hop > 0 && !error.permanent && ContinuousClock.now >= deadline
             {
                 // (The hop's own message would name the time it had left.)
@@ -115,26 +121,58 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
         throw OutboundHTTPError("too many redirects")
     }
 
-    /// Sends the request to `address` (the one `check` approved), never to a second resolution of its host.
-    func send(_ request: OutboundRequest, pinnedTo address: CheckedAddress) async throws -> OutboundResponse {
-        guard !address.sentAsIs else { return try await inner.execute(request) }
-        if address.scheme == "https" {
-            return try await pinned.execute(request, host: address.host, address: Self.text(address.bytes))
+    /// Sends the request to the addresses `check` approved, never to a second resolution of its host: to the
+    /// first, and to the next while one cannot be connected to (refused, no route, no answer to the connect:
+    /// nothing was sent), as long as `deadline` leaves time. A name with several addresses stays reachable
+    /// while one of them is down. Only the last address gets AsyncHTTPClient's retries of a failed connect
+    /// (until the deadline): with them, the first address took the whole timeout.
+    func send(_ request: OutboundRequest, pinnedTo checked: CheckedAddress, deadline: ContinuousClock.Instant)
+        async throws -> OutboundResponse
+    {
+        guard !checked.sentAsIs else { return try await inner.execute(request) }
+        var failed: [String] = []
+        for (index, address) in checked.addresses.enumerated() {
+            var outgoing = request
+            if !failed.isEmpty {
+                outgoing.timeout = deadline - .now
+                guard outgoing.timeout > .zero else { break }
+            }
+            do {
+                return try await send(
+                    outgoing, to: address, of: checked, retryConnecting: index == checked.addresses.count - 1)
+            } catch let error as OutboundHTTPError where error.notConnected {
+                failed.append("\(Self.text(address)): \(error.message)")
+            }
         }
-        var outgoing = request
-        outgoing.url = try address.urlWithAddress(request.url)
-        if !outgoing.headers.contains(where: { $0.name.lowercased() == "host" }) {
-            outgoing.headers.append(.init(name: "Host", value: address.hostHeader))
-        }
-        return try await inner.execute(outgoing)
+        throw OutboundHTTPError(
+            "cannot connect to \(checked.host) (\(failed.joined(separator: "; ")))", notConnected: true)
     }
 
-    /// A host that passed the internal-network check, with the one address requests to it are sent to.
+    /// One try of `send(_:pinnedTo:deadline:)`: to `address`, with the name in `Host` (HTTP) or in SNI and the
+    /// certificate check (HTTPS).
+    private func send(
+        _ request: OutboundRequest, to address: [UInt8], of checked: CheckedAddress, retryConnecting: Bool
+    ) async throws -> OutboundResponse {
+        if checked.scheme == "https" {
+            return try await pinned.execute(
+                request, host: checked.host, address: Self.text(address), retryConnecting: retryConnecting)
+        }
+        var outgoing = request
+        outgoing.url = try checked.url(request.url, at: address)
+        if !outgoing.headers.contains(where: { $0.name.lowercased() == "host" }) {
+            outgoing.headers.append(.init(name: "Host", value: checked.hostHeader))
+        }
+        return try await (retryConnecting ? inner : failingFast).execute(outgoing)
+    }
+
+    /// A host that passed the internal-network check, with the addresses requests to it are sent to.
     struct CheckedAddress {
         var scheme: String
         var host: String
         var port: Int?
-        var bytes: [UInt8]
+        /// Every address the name resolved to (all checked), in the order they are tried: IPv4 first, each
+        /// family in the resolver's order. Empty when `sentAsIs`.
+        var addresses: [[UInt8]]
         /// The URL is sent as it is: it names an address already (no DNS involved), or the client is
         /// `unrestricted()`.
         var sentAsIs: Bool
@@ -143,12 +181,12 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
         /// `name[:port]` for the `Host` header.
         var hostHeader: String { port.map { "\(host):\($0)" } ?? host }
 
-        /// `url` (the request's, which `components` parsed) with the host replaced by the address. Only a
+        /// `url` (the request's, which `components` parsed) with the host replaced by `address`. Only a
         /// plain-HTTP request to a name needs it, so only that one pays for the rewrite.
-        func urlWithAddress(_ url: String) throws -> String {
+        func url(_ url: String, at address: [UInt8]) throws -> String {
             var rewritten = components
             rewritten.percentEncodedHost =
-                bytes.count == 4 ? GuardedHTTPClient.text(bytes) : "[\(GuardedHTTPClient.text(bytes))]"
+                address.count == 4 ? GuardedHTTPClient.text(address) : "[\(GuardedHTTPClient.text(address))]"
             // Never fall back to the name: a URL that cannot be pinned is not sent (it would be resolved again).
             guard let pinned = rewritten.string else {
                 throw OutboundHTTPError("cannot send \(url) to the checked address", permanent: true)
@@ -177,7 +215,8 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
         let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
         guard restricted else {
             return CheckedAddress(
-                scheme: scheme, host: bare, port: components.port, bytes: [], sentAsIs: true, components: components)
+                scheme: scheme, host: bare, port: components.port, addresses: [], sentAsIs: true,
+                components: components)
         }
         let addresses: [[UInt8]]
         let literal = CIDR.parseAddress(bare)
@@ -200,10 +239,10 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
                     permanent: true)
             }
         }
-        let chosen = addresses.first { $0.count == 4 } ?? addresses[0]
         return CheckedAddress(
-            scheme: scheme, host: bare, port: components.port, bytes: chosen, sentAsIs: literal != nil,
-            components: components)
+            scheme: scheme, host: bare, port: components.port,
+            addresses: addresses.filter { $0.count == 4 } + addresses.filter { $0.count != 4 },
+            sentAsIs: literal != nil, components: components)
     }
 
     static func text(_ address: [UInt8]) -> String {
@@ -266,9 +305,12 @@ final class PinnedClients: Sendable {
 
     init(maxConnectionsPerHost: Int) { self.maxConnectionsPerHost = maxConnectionsPerHost }
 
-    /// Sends to `host` over a connection to `address`; TLS still names and verifies `host`.
-    func execute(_ request: OutboundRequest, host: String, address: String) async throws -> OutboundResponse {
-        let key = host + " " + address
+    /// Sends to `host` over a connection to `address`; TLS still names and verifies `host`. `retryConnecting`:
+    /// see `LiveHTTPClient.init`.
+    func execute(_ request: OutboundRequest, host: String, address: String, retryConnecting: Bool) async throws
+        -> OutboundResponse
+    {
+        let key = host + " " + address + (retryConnecting ? "" : " fast")
         let made = state.withLock { s -> (LiveHTTPClient, [LiveHTTPClient])? in
             if s.closed { return nil }
             if s.entries[key] == nil {
@@ -278,7 +320,8 @@ final class PinnedClients: Sendable {
                 var override = [host: address]
                 override[host.lowercased()] = address
                 let client = LiveHTTPClient(
-                    followRedirects: false, maxConnectionsPerHost: maxConnectionsPerHost, dnsOverride: override)
+                    followRedirects: false, maxConnectionsPerHost: maxConnectionsPerHost, dnsOverride: override,
+                    retryConnecting: retryConnecting)
                 s.entries[key] = Entry(client: client)
             }
             s.entries[key]!.inUse += 1

@@ -62,9 +62,13 @@ public struct OutboundHTTPError: Error, Sendable, CustomStringConvertible {
     /// Trying again cannot help (the address is refused by policy, the URL has no host): a forward that
     /// fails this way becomes a dead letter at once.
     public var permanent: Bool
-    public init(_ message: String, permanent: Bool = false) {
+    /// No connection could be made (refused, no route, no answer to the connect in time): nothing was sent, so
+    /// another address of the same host may be tried, whatever the method.
+    public var notConnected: Bool
+    public init(_ message: String, permanent: Bool = false, notConnected: Bool = false) {
         self.message = message
         self.permanent = permanent
+        self.notConnected = notConnected
     }
     public var description: String { message }
 }
@@ -98,9 +102,11 @@ public final class LiveHTTPClient: OutboundHTTPClient {
     ///   - followRedirects: follow up to 5 redirects; off when the caller checks each hop itself.
     ///   - maxConnectionsPerHost: concurrent connections to one host (calls to a slow upstream run in parallel).
     ///   - dnsOverride: host name → the address to connect to instead of resolving it (TLS still uses the name).
+    ///   - retryConnecting: a connect that fails is tried again until the request's deadline (AsyncHTTPClient's
+    ///     default); false fails the call at once, for a caller with another address to try.
     public init(
         maxResponseBytes: Int = 1 << 20, followRedirects: Bool = true, maxConnectionsPerHost: Int = 64,
-        dnsOverride: [String: String] = [:]
+        dnsOverride: [String: String] = [:], retryConnecting: Bool = true
     ) {
         var configuration = HTTPClient.Configuration()
         configuration.dnsOverride = dnsOverride
@@ -112,6 +118,7 @@ public final class LiveHTTPClient: OutboundHTTPClient {
         configuration.tracing.tracer = nil
         configuration.connectionPool = .init(
             idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: maxConnectionsPerHost)
+        configuration.connectionPool.retryConnectionEstablishment = retryConnecting
         self.configuration = configuration
         self.maxResponseBytes = maxResponseBytes
         maxShards = max(1, (maxConnectionsPerHost + Self.shardSize - 1) / Self.shardSize)
@@ -208,7 +215,19 @@ public final class LiveHTTPClient: OutboundHTTPClient {
             body: body.readBytes(length: body.readableBytes) ?? [])
     }
 
+    /// Why no connection could be made, when that is what `error` says (nothing was sent); nil for any other
+    /// error. Only a connect fails with these errnos: a connection that breaks later says so otherwise.
+    static func connectFailure(_ error: any Error) -> String? {
+        if let error = error as? IOError, [ECONNREFUSED, EHOSTUNREACH, ENETUNREACH].contains(error.errnoCode) {
+            return String(cString: strerror(error.errnoCode)).lowercased()
+        }
+        if let error = error as? HTTPClientError, error == .connectTimeout { return "no answer to the connect" }
+        if let error = error as? ChannelError, case .connectTimeout = error { return "no answer to the connect" }
+        return nil
+    }
+
     private func outboundError(_ error: any Error, timeout: Duration) -> OutboundHTTPError {
+        if let reason = Self.connectFailure(error) { return OutboundHTTPError(reason, notConnected: true) }
         switch error {
         case let error as OutboundHTTPError:
             return error

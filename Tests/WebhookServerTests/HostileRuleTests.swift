@@ -333,6 +333,39 @@ import WebhookServer
         }
     }
 
+    /// A name with several addresses stays reachable while one is down: an address that refuses the connection
+    /// (nothing listens on 127.0.0.2 or 127.0.0.3; the upstream is on 127.0.0.1) is passed over for the next,
+    /// a POST included (nothing was sent). When none connects, the error names each address and what it said
+    /// (the last is tried again until the timeout, as AsyncHTTPClient does for a single address).
+    @Test func anAddressThatRefusesIsPassedOverForTheNext() async throws {
+        let upstream = try await LoopbackServer()
+        defer { Task { try? await upstream.stop() } }
+        let client = GuardedHTTPClient(
+            allowed: [CIDR("127.0.0.0/8")!],
+            resolver: { host in
+                host == "two.rebind.test" ? [[127, 0, 0, 2], [127, 0, 0, 1]] : [[127, 0, 0, 2], [127, 0, 0, 3]]
+            })
+        defer { Task { try? await client.shutdown() } }
+        let response = try await client.execute(
+            OutboundRequest(
+                method: "POST", url: "http://two.rebind.test:\(upstream.port)/echo", body: Array("once".utf8),
+                timeout: .seconds(5)))
+        #expect(response.status == 200)
+        #expect(upstream.requests.map(\.body) == ["once"])
+        do {
+            let answer = try await client.execute(
+                OutboundRequest(
+                    method: "GET", url: "http://none.rebind.test:\(upstream.port)/echo", timeout: .seconds(1)))
+            Issue.record("expected a failure, got \(answer.status)")
+        } catch let error as OutboundHTTPError {
+            #expect(
+                error.message
+                    == "cannot connect to none.rebind.test (127.0.0.2: connection refused; 127.0.0.3: connection refused)"
+            )
+            #expect(error.notConnected)
+        }
+    }
+
     /// A name whose DNS server never answers fails the call at its timeout: the lookup (getaddrinfo cannot be
     /// cancelled) is not waited for. This resolver ignores cancellation, as getaddrinfo does, until the test
     /// releases it (or 30 s pass): a call that waited for it would return after it had finished.
