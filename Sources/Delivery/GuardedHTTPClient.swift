@@ -239,10 +239,14 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
                     permanent: true)
             }
         }
+        var order: [[UInt8]] = []  // IPv4 first; an address listed twice is tried once
+        for address in addresses.filter({ $0.count == 4 }) + addresses.filter({ $0.count != 4 })
+        where !order.contains(address) {
+            order.append(address)
+        }
         return CheckedAddress(
-            scheme: scheme, host: bare, port: components.port,
-            addresses: addresses.filter { $0.count == 4 } + addresses.filter { $0.count != 4 },
-            sentAsIs: literal != nil, components: components)
+            scheme: scheme, host: bare, port: components.port, addresses: order, sentAsIs: literal != nil,
+            components: components)
     }
 
     static func text(_ address: [UInt8]) -> String {
