@@ -19,7 +19,10 @@ final class Crossbar: Sendable {
     let base: String
     let account: String
     let credentials: Credentials
-    let http = HTTPClient(eventLoopGroupProvider: .singleton)
+    /// Redirects are not followed: AsyncHTTPClient would carry `X-Auth-Token` to another origin (it drops only
+    /// `Authorization`, `Cookie` and the like), and a 307 or 308 the credentials in a login's body too.
+    let http = HTTPClient(
+        eventLoopGroupProvider: .singleton, configuration: .init(redirectConfiguration: .disallow))
     let tokenBox = Mutex<String?>(nil)
     var token: String? {
         get { tokenBox.withLock { $0 } }
@@ -105,6 +108,11 @@ final class Crossbar: Sendable {
         let response: HTTPClientResponse
         do { response = try await http.execute(request, timeout: .seconds(30)) } catch {
             throw CommandFailure("Kazoo's API at \(base) did not answer \(method) \(path): \(error)")
+        }
+        if (300..<400).contains(response.status.code), let location = response.headers.first(name: "Location") {
+            throw CommandFailure(
+                "Kazoo's API at \(base) answered \(method) \(path) with \(response.status.code), a redirect to \(location);"
+                    + " not followed (it would take the credentials along): give the API's own URL as --api")
         }
         return (Int(response.status.code), try await response.body.collect(upTo: 16 << 20))
     }

@@ -180,6 +180,38 @@ import Testing
         #expect(shortKey.contains("api_key: String must be at least 64 characters"))
     }
 
+    /// An API URL that redirects (http to https, a moved host) is not followed: the login's credentials and
+    /// the token would go along to wherever it points. The error says so and names the place.
+    @Test func aRedirectingAPIIsNotFollowed() async throws {
+        let elsewhere = try await LoopbackServer()
+        let redirector = try await LoopbackServer()
+        defer {
+            Task {
+                try? await elsewhere.stop()
+                try? await redirector.stop()
+            }
+        }
+        let rules = try temporaryRules(Self.rules)
+        // LoopbackServer's /redirect answers 302 to what follows `to=`, the request's path included.
+        let api = "http://127.0.0.1:\(redirector.port)/redirect?to=http://127.0.0.1:\(elsewhere.port)"
+        do {
+            var command = try KazooCommand.parseAsRoot(
+                [
+                    "sync", "--api", api, "--account", "acct1", "--rules", rules, "--api-key", Self.apiKey,
+                    "--public-url", "https://s.example.com",
+                ])
+            guard var sync = command as? any AsyncParsableCommand else { throw CommandFailure("not async") }
+            try await sync.run()
+            command = sync
+            Issue.record("expected an error")
+        } catch {
+            #expect("\(error)".contains("with 302, a redirect to http://127.0.0.1:\(elsewhere.port)/v2/"))
+            #expect("\(error)".contains("not followed (it would take the credentials along): give the API's own URL"))
+        }
+        #expect(elsewhere.requests.isEmpty)
+        #expect(redirector.requests.count == 1)
+    }
+
     @Test func statusShowsDisabledHooksAndFailedAttempts() async throws {
         let mock = try Mock(seed: [
             "api_key": .string(Self.apiKey), "page_size": 1,
