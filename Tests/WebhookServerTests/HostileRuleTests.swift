@@ -333,6 +333,34 @@ import WebhookServer
         }
     }
 
+    /// An IPv6 address that stands for an IPv4 one reaches that address (a NAT64 gateway, a 6to4 relay, this
+    /// machine's IPv4 stack for a mapped one), so it is checked as that address: internal through any of them
+    /// is refused, a public one is not, and an allowed IPv4 network allows it whichever way it is written.
+    @Test(arguments: [
+        ("64:ff9b::a9fe:a9fe", true), ("64:ff9b::a00:1", true), ("2002:7f00:1::1", true), ("::ffff:10.1.2.3", true),
+        ("::10.0.0.1", true), ("64:ff9b:1::a00:1", true), ("64:ff9b::808:808", false), ("2002:808:808::1", false),
+        ("2001:4860:4860::8888", false), ("::ffff:8.8.8.8", false),
+    ])
+    func anIPv6AddressCarryingAnIPv4OneIsCheckedAsIt(address: String, isInternal: Bool) throws {
+        let bytes = try #require(CIDR.parseAddress(address))
+        #expect(CIDR.internalNetworks.contains { $0.contains(bytes) } == isInternal)
+    }
+
+    @Test func aNameResolvingToTheMetadataAddressThroughNAT64IsRefused() async throws {
+        let nat64 = try #require(CIDR.parseAddress("64:ff9b::a9fe:a9fe"))
+        let client = GuardedHTTPClient(allowed: [], resolver: { _ in [nat64] })
+        defer { Task { try? await client.shutdown() } }
+        do {
+            _ = try await client.execute(
+                OutboundRequest(method: "GET", url: "http://meta.rebind.test/latest/meta-data/", timeout: .seconds(5)))
+            Issue.record("expected a refusal")
+        } catch let error as OutboundHTTPError {
+            #expect(error.message.hasPrefix("refused: meta.rebind.test is an internal address (64:ff9b:"))
+            #expect(error.permanent)
+        }
+        #expect(CIDR("127.0.0.1/32")!.contains(try #require(CIDR.parseAddress("2002:7f00:1::"))))
+    }
+
     /// A name with several addresses stays reachable while one is down: an address that refuses the connection
     /// (nothing listens on 127.0.0.2 or 127.0.0.3; the upstream is on 127.0.0.1) is passed over for the next,
     /// a POST included (nothing was sent). When none connects, the error names each address and what it said
