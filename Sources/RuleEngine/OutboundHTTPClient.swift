@@ -190,21 +190,49 @@ public final class LiveHTTPClient: OutboundHTTPClient {
     private func start(_ request: OutboundRequest, on client: HTTPClient) throws -> Call {
         var headers = HTTPHeaders()
         for header in request.headers {
-            // NIO stops the process on a name that is not ASCII (a precondition); AsyncHTTPClient checks the
-            // rest of a name's and a value's syntax when the request is made, and throws.
+            // NIO stops the process on a name that is not ASCII (a precondition). AsyncHTTPClient would refuse
+            // the rest of a bad name or value too, but as an error a forward retries; these never go out, so
+            // they fail for good, saying what is wrong (a value with CR or LF in it would split the header).
             guard header.name.utf8.allSatisfy({ $0 < 0x80 }) else {
                 throw OutboundHTTPError("the header name \"\(header.name)\" is not ASCII", permanent: true)
             }
+            guard !header.name.isEmpty, header.name.utf8.allSatisfy(Self.isTokenByte) else {
+                throw OutboundHTTPError(
+                    "the header name \"\(header.name)\" is not a token (letters, digits and !#$%&'*+-.^_`|~)",
+                    permanent: true)
+            }
+            guard header.value.utf8.allSatisfy({ $0 == 0x09 || ($0 >= 0x20 && $0 != 0x7F) }) else {
+                throw OutboundHTTPError(
+                    "the value of the header \"\(header.name)\" holds a control character (CR, LF, NUL…)",
+                    permanent: true)
+            }
             headers.add(name: header.name, value: header.value)
         }
-        let outgoing = try HTTPClient.Request(
-            url: request.url, method: HTTPMethod(rawValue: request.method), headers: headers,
-            body: request.body.map { .byteBuffer(ByteBuffer(bytes: $0)) })
+        let outgoing: HTTPClient.Request
+        do {
+            outgoing = try HTTPClient.Request(
+                url: request.url, method: HTTPMethod(rawValue: request.method), headers: headers,
+                body: request.body.map { .byteBuffer(ByteBuffer(bytes: $0)) })
+        } catch {
+            // The URL cannot be sent (no host, say): trying again cannot help.
+            throw OutboundHTTPError("cannot send to \(request.url): \(error)", permanent: true)
+        }
         let timeout = min(request.timeout, Self.longestTimeout)
         let nanoseconds = timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
         return client.execute(
             request: outgoing, delegate: ResponseAccumulator(request: outgoing, maxBodySize: maxResponseBytes),
             deadline: .now() + .nanoseconds(nanoseconds))
+    }
+
+    /// RFC 9110's `tchar`: what a header name is made of.
+    private static func isTokenByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+            UInt8(ascii: "0")...UInt8(ascii: "9"):
+            return true
+        default:
+            return Array("!#$%&'*+-.^_`|~".utf8).contains(byte)
+        }
     }
 
     private static func outbound(_ response: HTTPClient.Response) -> OutboundResponse {

@@ -76,6 +76,28 @@ import Testing
         #expect(upstream.requests.isEmpty)
     }
 
+    /// A request that cannot be sent as it is fails for good, saying why (a forward becomes a dead letter at
+    /// once rather than being retried), and nothing is sent: a header value with CR and LF in it (it would
+    /// split the header), a name that is not a token, a URL with no host.
+    @Test(arguments: [
+        ("/echo", "X-Note", "a\r\nX-Injected: 1", #"the value of the header "X-Note" holds a control character"#),
+        ("/echo", "Bad Name", "1", #"the header name "Bad Name" is not a token"#),
+        ("", "X-Ok", "1", "cannot send to http:///echo: "),
+    ])
+    func aRequestThatCannotBeSentFailsForGood(path: String, name: String, value: String, message: String) async throws {
+        let (upstream, client) = try await liveFixture()
+        defer { close(upstream, client) }
+        let url = path.isEmpty ? "http:///echo" : upstream.url(path)
+        let error = await #expect(throws: OutboundHTTPError.self) {
+            try await client.execute(
+                OutboundRequest(
+                    method: "GET", url: url, headers: [.init(name: name, value: value)], timeout: .seconds(10)))
+        }
+        #expect(error?.message.hasPrefix(message) == true)
+        #expect(error?.permanent == true)
+        #expect(upstream.requests.isEmpty)
+    }
+
     @Test func cancellingTheCallerEndsAWaitingCall() async throws {
         let (upstream, client) = try await liveFixture()
         defer { close(upstream, client) }
