@@ -4,8 +4,8 @@
 //
 // scripts/serve_bench.sh's slow-upstream rounds use it to send 1,000 webhooks as one burst, for 40-60 ms of
 // CPU a round on this machine where four curls of 250 transfers took 110-180 ms (GNU time), on the two cores
-// the server needs. It reads the bodies in one read (1,000 files, one open and read each, took it 10-11 ms
-// before its first connection) and builds every request before it opens any connection, then opens the N
+// the server needs. It maps the bodies' one file (1,000 files, one open and read each, took it 10-11 ms
+// before its first connection) and builds every request head before it opens any connection, then opens the N
 // connections at once from one epoll loop, writes each request once its connection is up, reads each answer
 // to its Content-Length and closes. The status is "000" for a request that failed, had no whole answer within
 // 30 s, or whose answer was cut short or is over 8 KB (curl would print the status of a cut answer).

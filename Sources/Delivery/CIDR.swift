@@ -67,11 +67,12 @@ public struct CIDR: Sendable, Hashable, CustomStringConvertible {
 
     /// Where rule HTTP may not go unless allowed: loopback, private, link-local (cloud metadata included),
     /// carrier-grade NAT, unspecified, multicast, and their IPv6 counterparts; the deprecated IPv4-compatible
-    /// addresses (`::a.b.c.d`) and NAT64's local-use prefix (`64:ff9b:1::/48`, RFC 8215, where the IPv4 address
-    /// may sit anywhere). An IPv6 address that carries an IPv4 one is checked as that one (`embeddedIPv4`).
+    /// addresses (`::a.b.c.d`) and site-local ones (`fec0::/10`), IPv4-translated ones (`::ffff:0:a.b.c.d`,
+    /// RFC 2765) and NAT64's local-use prefix (`64:ff9b:1::/48`, RFC 8215, where the IPv4 address may sit
+    /// anywhere). An IPv6 address that carries an IPv4 one is checked as that one (`embeddedIPv4`).
     public static let internalNetworks: [CIDR] = [
         "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
         "192.168.0.0/16", "224.0.0.0/4", "240.0.0.0/4", "::/96", "::1/128", "fc00::/7", "fe80::/10", "ff00::/8",
-        "64:ff9b:1::/48",
+        "64:ff9b:1::/48", "fec0::/10", "::ffff:0:0:0/96",
     ].compactMap(CIDR.init)
 }

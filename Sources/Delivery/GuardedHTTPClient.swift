@@ -19,8 +19,9 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
     public typealias Resolver = @Sendable (String) async throws -> [[UInt8]]
 
     let inner: LiveHTTPClient
-    /// `inner` without its retries of a failed connect: for each address of a name but its last, so that the
-    /// next is tried at once (`send(_:pinnedTo:deadline:)`). It makes no connection until one is needed.
+    /// `inner` without its retries of a failed connect, and 1 s for a connect where `inner` waits 5: for each
+    /// address of a name but its last, so that the next is tried soon (`send(_:pinnedTo:deadline:)`; the
+    /// default timeout of a rule's call is 5 s). It makes no connection until one is needed.
     let failingFast: LiveHTTPClient
     let allowed: [CIDR]
     let global: AsyncSemaphore
@@ -43,13 +44,17 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
         self.restricted = restricted
         self.inner = LiveHTTPClient(followRedirects: false, maxConnectionsPerHost: max(maxInFlight, 8))
         self.failingFast = LiveHTTPClient(
-            followRedirects: false, maxConnectionsPerHost: max(maxInFlight, 8), retryConnecting: false)
+            followRedirects: false, maxConnectionsPerHost: max(maxInFlight, 8), retryConnecting: false,
+            connectTimeout: Self.fastConnectTimeout)
         self.allowed = allowed
         self.global = AsyncSemaphore(maxInFlight)
         self.perRuleLimit = maxInFlightPerRule
         self.resolver = resolver
         self.pinned = PinnedClients(maxConnectionsPerHost: max(maxInFlight, 8))
     }
+
+    /// How long a connect to an address that is not a name's last may take before the next is tried.
+    static let fastConnectTimeout = Duration.seconds(1)
 
     /// `switchboard run --live`'s client: the URL checks and the redirect handling, without the network policy.
     /// An author trying rules calls their own machine's services, so names are left to the HTTP library, which
@@ -81,20 +86,19 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
         await ruleSemaphore?.wait()
         defer { ruleSemaphore?.signal() }
 
-        // The request's timeout bounds the whole call, redirects and all, not each hop: five slow redirects must
-        // not hold a rule six times as long as it asked.
-        let deadline = ContinuousClock.now + request.timeout
+        // The request's timeout bounds the whole call: the lookups, every address tried and every redirect
+        // followed, not each of them (five slow redirects must not hold a rule six times as long as it asked).
+        let deadline = request.deadline ?? ContinuousClock.now + request.timeout
         var current = request
+        current.deadline = deadline
         for hop in 0...5 {
-            if hop > 0 { current.timeout = deadline - .now }
             let response: OutboundResponse
             do {
-                guard hop == 0 || current.timeout > .zero else { throw OutboundHTTPError("no time left") }
-                let address = try await check(current.url, timeout: current.timeout)
+                let address = try await check(current.url, deadline: deadline, timeout: request.timeout)
                 response = try await send(current, pinnedTo: address, deadline: deadline)
-            } catch let error as OutboundHTTPError where hop > 0 && !error.permanent && ContinuousClock.now >= deadline
+            } catch let error as OutboundHTTPError
+                where hop > 0 && !error.permanent && !error.notConnected && ContinuousClock.now >= deadline
             {
-                // (The hop's own message would name the time it had left.)
                 throw OutboundHTTPError(
                     "timed out after \(request.timeout), \(hop) redirect\(hop == 1 ? "" : "s") followed")
             }
@@ -105,9 +109,10 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
             // The outbox's notion of a destination (scheme://host:port) is the origin; host names ignore case.
             let from = EventStore.Delivery.destination(of: current.url).lowercased()
             if EventStore.Delivery.destination(of: next).lowercased() != from {
-                // Credentials and the Host the rule set were meant for the first origin, not this one.
+                // Credentials (and any header named for a secret: `X-Auth-Token`, `X-Api-Key`) and the Host the
+                // rule set were meant for the first origin, not this one.
                 current.headers.removeAll {
-                    ["host", "authorization", "proxy-authorization", "cookie"].contains($0.name.lowercased())
+                    $0.name.lowercased() == "host" || Secrets.isCredentialHeader($0.name)
                 }
             }
             if response.status == 303
@@ -132,14 +137,10 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
         guard !checked.sentAsIs else { return try await inner.execute(request) }
         var failed: [String] = []
         for (index, address) in checked.addresses.enumerated() {
-            var outgoing = request
-            if !failed.isEmpty {
-                outgoing.timeout = deadline - .now
-                guard outgoing.timeout > .zero else { break }
-            }
+            guard failed.isEmpty || ContinuousClock.now < deadline else { break }
             do {
                 return try await send(
-                    outgoing, to: address, of: checked, retryConnecting: index == checked.addresses.count - 1)
+                    request, to: address, of: checked, retryConnecting: index == checked.addresses.count - 1)
             } catch let error as OutboundHTTPError where error.notConnected {
                 failed.append("\(Self.text(address)): \(error.message)")
             }
@@ -196,9 +197,9 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
     }
 
     /// Resolves the URL's host (unless it is an address), refuses it when any address it resolves to is
-    /// internal and not allowed, and returns the address to connect to. Resolution counts against the
-    /// request's timeout.
-    func check(_ url: String, timeout: Duration) async throws -> CheckedAddress {
+    /// internal and not allowed, and returns the addresses to connect to. Resolution ends by `deadline`;
+    /// `timeout` is the whole call's, for the message.
+    func check(_ url: String, deadline: ContinuousClock.Instant, timeout: Duration) async throws -> CheckedAddress {
         guard let components = URLComponents(string: url), let host = components.host, !host.isEmpty else {
             throw OutboundHTTPError("no host in \(url)", permanent: true)
         }
@@ -223,12 +224,15 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
         if let literal {
             addresses = [literal]
         } else {
-            // Not waited for past the timeout: getaddrinfo cannot be cancelled, and with an unanswering DNS
-            // server it blocks for the system resolver's own timeouts (5 s a try, several tries and servers). (A
-            // task group, as until the thirty-fourth session, waits for every child before it returns: the call
-            // waited for getaddrinfo whatever its timeout said.)
+            // Not waited for past the deadline: a running getaddrinfo cannot be stopped, and with an unanswering
+            // DNS server it blocks for the system resolver's own timeouts (5 s a try, several tries and servers).
+            // The lookup is cancelled then, so one still queued for NIO's thread pool (a thread per core) never
+            // starts: during a DNS outage the calls do not pile lookups up behind the stuck ones. (A task group,
+            // as until the thirty-fourth session, waits for every child before it returns: the call waited for
+            // getaddrinfo whatever its timeout said.)
             addresses = try await Deadline.run(
-                timeout, expired: { OutboundHTTPError("timed out after \(timeout) resolving \(bare)") }
+                max(.zero, deadline - .now), cancelling: true,
+                expired: { OutboundHTTPError("timed out after \(timeout) resolving \(bare)") }
             ) { [resolver] in try await resolver(bare) }
         }
         guard !addresses.isEmpty else { throw OutboundHTTPError("\(bare) did not resolve") }
@@ -325,7 +329,8 @@ final class PinnedClients: Sendable {
                 override[host.lowercased()] = address
                 let client = LiveHTTPClient(
                     followRedirects: false, maxConnectionsPerHost: maxConnectionsPerHost, dnsOverride: override,
-                    retryConnecting: retryConnecting)
+                    retryConnecting: retryConnecting,
+                    connectTimeout: retryConnecting ? .seconds(5) : GuardedHTTPClient.fastConnectTimeout)
                 s.entries[key] = Entry(client: client)
             }
             s.entries[key]!.inUse += 1

@@ -124,29 +124,18 @@ public final class RejectedStore: Sendable {
     /// Every query pair whose name says it holds a secret (`token=`, `api_key=`, `password=`…: `Secrets`) has
     /// its value replaced, so it never reaches the disk; the path and the other pairs stay as they were.
     package static func redact(_ target: String) -> String {
-        var out = ""
-        var rest = Substring(target)
-        while true {
-            // One piece of the target at a time: the path, then each pair up to the next `&` or `?`.
-            let end = rest.firstIndex(where: { $0 == "&" || $0 == "?" }) ?? rest.endIndex
-            let piece = rest[..<end]
-            if let equals = piece.firstIndex(of: "="), Secrets.isSecret(name: piece[..<equals]) {
-                out += piece[...equals] + "REDACTED"
-            } else {
-                out += piece
+        QueryPieces.split(target).map { piece, separator in
+            guard let equals = piece.firstIndex(of: "="), Secrets.isSecret(name: piece[..<equals]) else {
+                return piece + separator
             }
-            guard end < rest.endIndex else { return out }
-            out.append(rest[end])
-            rest = rest[rest.index(after: end)...]
-        }
+            return piece[...equals] + "REDACTED" + separator
+        }.joined()
     }
 
     /// Credentials (`Authorization`, `Proxy-Authorization`, `Cookie`) and any header whose name says it holds
     /// a secret (`X-Auth-Token`, `X-Api-Key`…) are kept as "REDACTED".
     static func redactHeader(_ name: String, _ value: String) -> String {
-        let name = name.lowercased()
-        return ["authorization", "proxy-authorization", "cookie"].contains(name) || Secrets.isSecret(name: name)
-            ? "REDACTED" : value
+        Secrets.isCredentialHeader(name) ? "REDACTED" : value
     }
 }
 
@@ -159,5 +148,30 @@ package enum Secrets {
     package static func isSecret(name: some StringProtocol) -> Bool {
         let name = name.lowercased().replacingOccurrences(of: "-", with: "_")
         return nameParts.contains { name.contains($0) }
+    }
+
+    /// A header that carries credentials: `Authorization`, `Proxy-Authorization`, `Cookie`, or one named for a
+    /// secret (`isSecret`). Kept redacted with a rejected request; dropped from a redirect to another origin.
+    package static func isCredentialHeader(_ name: String) -> Bool {
+        ["authorization", "proxy-authorization", "cookie"].contains(name.lowercased()) || isSecret(name: name)
+    }
+}
+
+/// A request target or query cut into pieces at each `&` and `?`: the path, then each pair (Kazoo may follow
+/// a query with a literal `?`, so a `?` separates pairs too).
+package enum QueryPieces {
+    /// Each piece with the separator after it ("" after the last).
+    package static func split(_ text: String) -> [(piece: Substring, separator: Substring)] {
+        var out: [(Substring, Substring)] = []
+        var rest = Substring(text)
+        while true {
+            let end = rest.firstIndex(where: { $0 == "&" || $0 == "?" }) ?? rest.endIndex
+            guard end < rest.endIndex else {
+                out.append((rest, ""))
+                return out
+            }
+            out.append((rest[..<end], rest[end...end]))
+            rest = rest[rest.index(after: end)...]
+        }
     }
 }

@@ -34,6 +34,16 @@ package enum Deadline {
             }
         }
 
+        /// The wait has ended: the caller has its answer, or will have it as soon as it waits.
+        var isOver: Bool {
+            state.withLock { state in
+                switch state {
+                case .idle, .waiting: false
+                case .ended, .resumed: true
+                }
+            }
+        }
+
         /// Waits with `continuation`; false when the wait had already ended (it is resumed at once).
         fileprivate func wait(_ continuation: CheckedContinuation<T, any Error>) -> Bool {
             state.withLock { state in
@@ -49,21 +59,40 @@ package enum Deadline {
     }
 
     /// `work`'s result, or `expired()`'s error (default `Expired`) once `limit` has passed, whichever is first.
+    ///
+    /// `cancelling`: when the limit passes, or the caller is cancelled (which then ends the wait at once with
+    /// `CancellationError`), the work is cancelled too: work that notices (a lookup still queued for a thread)
+    /// stops, the rest still ends on its own. Off, as PostgreSQL's bounded waits run it, the work runs on
+    /// untouched and a cancelled caller waits as before.
     package static func run<T: Sendable>(
-        _ limit: Duration, outcome: Outcome<T> = Outcome(),
+        _ limit: Duration, outcome: Outcome<T> = Outcome(), cancelling: Bool = false,
         expired: @escaping @Sendable () -> any Error = { Expired() }, _ work: @escaping @Sendable () async throws -> T
     ) async throws -> T {
-        try await withCheckedThrowingContinuation { continuation in
-            // Ended already (its pool was replaced): the work is not started.
-            guard outcome.wait(continuation) else { return }
-            let timer = Task {
-                try? await Task.sleep(for: limit)
-                if !Task.isCancelled { outcome.finish(.failure(expired())) }
+        let started = Mutex<Task<Void, Never>?>(nil)
+        let stop: @Sendable () -> Void = { if cancelling { started.withLock { $0 }?.cancel() } }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                // Ended already (its pool was replaced, the caller cancelled): the work is not started.
+                guard outcome.wait(continuation) else { return }
+                let timer = Task {
+                    try? await Task.sleep(for: limit)
+                    if !Task.isCancelled {
+                        outcome.finish(.failure(expired()))
+                        stop()
+                    }
+                }
+                let task = Task {
+                    do { outcome.finish(.success(try await work())) } catch { outcome.finish(.failure(error)) }
+                    timer.cancel()
+                }
+                started.withLock { $0 = task }
+                // (The limit may have passed, or the caller been cancelled, before the task was kept for `stop`.)
+                if outcome.isOver { stop() }
             }
-            Task {
-                do { outcome.finish(.success(try await work())) } catch { outcome.finish(.failure(error)) }
-                timer.cancel()
-            }
+        } onCancel: {
+            guard cancelling else { return }
+            outcome.finish(.failure(CancellationError()))
+            stop()
         }
     }
 }

@@ -14,6 +14,10 @@ public struct OutboundRequest: Sendable, Hashable {
     public var timeout: Duration
     /// The rule making the call, for per-rule limits (nil for forwards).
     public var rule: String?
+    /// When the whole call must end (`timeout` after it began), set by a client that spends part of the time
+    /// before it sends (a lookup, redirects, another address): the send gets what is left, and a timeout is
+    /// still reported as `timeout`, the time the caller gave. Nil: `timeout` from the send.
+    public var deadline: ContinuousClock.Instant?
 
     public struct Header: Sendable, Hashable {
         public var name: String
@@ -104,14 +108,15 @@ public final class LiveHTTPClient: OutboundHTTPClient {
     ///   - dnsOverride: host name → the address to connect to instead of resolving it (TLS still uses the name).
     ///   - retryConnecting: a connect that fails is tried again until the request's deadline (AsyncHTTPClient's
     ///     default); false fails the call at once, for a caller with another address to try.
+    ///   - connectTimeout: how long one connect may take. Default 5 s.
     public init(
         maxResponseBytes: Int = 1 << 20, followRedirects: Bool = true, maxConnectionsPerHost: Int = 64,
-        dnsOverride: [String: String] = [:], retryConnecting: Bool = true
+        dnsOverride: [String: String] = [:], retryConnecting: Bool = true, connectTimeout: Duration = .seconds(5)
     ) {
         var configuration = HTTPClient.Configuration()
         configuration.dnsOverride = dnsOverride
         configuration.redirectConfiguration = followRedirects ? .follow(max: 5, allowCycles: false) : .disallow
-        configuration.timeout = .init(connect: .seconds(5))
+        configuration.timeout = .init(connect: .nanoseconds(Self.nanoseconds(connectTimeout)))
         // Switchboard bootstraps no tracer. With the global no-op one AsyncHTTPClient still starts a span for
         // every request and builds its attributes (a dictionary per attribute, the URL's path and query);
         // nil skips all of it.
@@ -170,8 +175,10 @@ public final class LiveHTTPClient: OutboundHTTPClient {
         defer { release(shard) }
         // Only the task crosses the wait: the request, its headers and the response are built and read in
         // synchronous functions, so the async frame a waiting call keeps stays small.
+        var delegate: SentNoting?
         do {
-            let task = try start(request, on: client)
+            let (task, noting) = try start(request, on: client)
+            delegate = noting
             return Self.outbound(
                 try await withTaskCancellationHandler {
                     try await task.futureResult.get()
@@ -179,7 +186,7 @@ public final class LiveHTTPClient: OutboundHTTPClient {
                     task.cancel()
                 })
         } catch {
-            throw outboundError(error, timeout: request.timeout)
+            throw outboundError(error, timeout: request.timeout, sent: delegate?.headSent ?? false)
         }
     }
 
@@ -187,7 +194,7 @@ public final class LiveHTTPClient: OutboundHTTPClient {
     /// `Durations.longest` (settings refuse more), so a timeout's nanoseconds cannot overflow.
     private static let longestTimeout = Duration.seconds(Durations.longest)
 
-    private func start(_ request: OutboundRequest, on client: HTTPClient) throws -> Call {
+    private func start(_ request: OutboundRequest, on client: HTTPClient) throws -> (Call, SentNoting) {
         var headers = HTTPHeaders()
         for header in request.headers {
             // NIO stops the process on a name that is not ASCII (a precondition). AsyncHTTPClient would refuse
@@ -214,14 +221,17 @@ public final class LiveHTTPClient: OutboundHTTPClient {
                 url: request.url, method: HTTPMethod(rawValue: request.method), headers: headers,
                 body: request.body.map { .byteBuffer(ByteBuffer(bytes: $0)) })
         } catch {
-            // The URL cannot be sent (no host, say): trying again cannot help.
-            throw OutboundHTTPError("cannot send to \(request.url): \(error)", permanent: true)
+            // The URL cannot be sent (no host, say): trying again cannot help. (Not quoted: a query may hold a
+            // secret, and this message is kept with a forward's dead letter.)
+            throw OutboundHTTPError("the URL cannot be sent: \(error)", permanent: true)
         }
-        let timeout = min(request.timeout, Self.longestTimeout)
-        let nanoseconds = timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
-        return client.execute(
-            request: outgoing, delegate: ResponseAccumulator(request: outgoing, maxBodySize: maxResponseBytes),
-            deadline: .now() + .nanoseconds(nanoseconds))
+        let timeout = max(.zero, min(request.deadline.map { $0 - .now } ?? request.timeout, Self.longestTimeout))
+        let delegate = SentNoting(ResponseAccumulator(request: outgoing, maxBodySize: maxResponseBytes))
+        return (
+            client.execute(
+                request: outgoing, delegate: delegate, deadline: .now() + .nanoseconds(Self.nanoseconds(timeout))),
+            delegate
+        )
     }
 
     /// RFC 9110's `tchar`: what a header name is made of.
@@ -235,6 +245,11 @@ public final class LiveHTTPClient: OutboundHTTPClient {
         }
     }
 
+    /// `duration` in whole nanoseconds (durations here are at most `longestTimeout`: no overflow).
+    private static func nanoseconds(_ duration: Duration) -> Int64 {
+        duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000
+    }
+
     private static func outbound(_ response: HTTPClient.Response) -> OutboundResponse {
         var body = response.body ?? ByteBuffer()
         return OutboundResponse(
@@ -243,8 +258,9 @@ public final class LiveHTTPClient: OutboundHTTPClient {
             body: body.readBytes(length: body.readableBytes) ?? [])
     }
 
-    /// Why no connection could be made, when that is what `error` says (nothing was sent); nil for any other
-    /// error. Only a connect fails with these errnos: a connection that breaks later says so otherwise.
+    /// Why no connection could be made, when that is what `error` says; nil for any other error. (A connection
+    /// that breaks after the request went out can fail with "no route" too: the caller also checks that its
+    /// head was never sent, `SentNoting`.)
     static func connectFailure(_ error: any Error) -> String? {
         if let error = error as? IOError, [ECONNREFUSED, EHOSTUNREACH, ENETUNREACH].contains(error.errnoCode) {
             return String(cString: strerror(error.errnoCode)).lowercased()
@@ -254,8 +270,8 @@ public final class LiveHTTPClient: OutboundHTTPClient {
         return nil
     }
 
-    private func outboundError(_ error: any Error, timeout: Duration) -> OutboundHTTPError {
-        if let reason = Self.connectFailure(error) { return OutboundHTTPError(reason, notConnected: true) }
+    private func outboundError(_ error: any Error, timeout: Duration, sent: Bool) -> OutboundHTTPError {
+        if !sent, let reason = Self.connectFailure(error) { return OutboundHTTPError(reason, notConnected: true) }
         switch error {
         case let error as OutboundHTTPError:
             return error
@@ -266,5 +282,42 @@ public final class LiveHTTPClient: OutboundHTTPClient {
         default:
             return OutboundHTTPError("\(error)")
         }
+    }
+}
+
+/// AsyncHTTPClient's `ResponseAccumulator`, noting whether the request's head went out: a call that failed
+/// before it did sent nothing, so another address may be tried whatever the method (`connectFailure`).
+final class SentNoting: HTTPClientResponseDelegate {
+    typealias Response = HTTPClient.Response
+    let accumulator: ResponseAccumulator
+    private let sent = Atomic(false)
+
+    init(_ accumulator: ResponseAccumulator) { self.accumulator = accumulator }
+
+    /// Read once the call has ended (its future completed, on any thread).
+    var headSent: Bool { sent.load(ordering: .acquiring) }
+
+    func didSendRequestHead(task: HTTPClient.Task<Response>, _ head: HTTPRequestHead) {
+        sent.store(true, ordering: .releasing)
+        accumulator.didSendRequestHead(task: task, head)
+    }
+    func didSendRequestPart(task: HTTPClient.Task<Response>, _ part: IOData) {
+        accumulator.didSendRequestPart(task: task, part)
+    }
+    func didSendRequest(task: HTTPClient.Task<Response>) { accumulator.didSendRequest(task: task) }
+    func didVisitURL(task: HTTPClient.Task<Response>, _ request: HTTPClient.Request, _ head: HTTPResponseHead) {
+        accumulator.didVisitURL(task: task, request, head)
+    }
+    func didReceiveHead(task: HTTPClient.Task<Response>, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {
+        accumulator.didReceiveHead(task: task, head)
+    }
+    func didReceiveBodyPart(task: HTTPClient.Task<Response>, _ buffer: ByteBuffer) -> EventLoopFuture<Void> {
+        accumulator.didReceiveBodyPart(task: task, buffer)
+    }
+    func didReceiveError(task: HTTPClient.Task<Response>, _ error: any Error) {
+        accumulator.didReceiveError(task: task, error)
+    }
+    func didFinishRequest(task: HTTPClient.Task<Response>) throws -> Response {
+        try accumulator.didFinishRequest(task: task)
     }
 }

@@ -485,11 +485,13 @@ struct ConsoleController: Sendable {
 /// `token=`, `password=`, `secret=`, `api_key=` pairs of form bodies and query strings (up to the next `&`,
 /// quote or space, so JSON around a URL stays whole) and the same names as JSON keys.
 enum ConsoleRedaction {
-    /// `token|password|…`: the words `Secrets` (the rejected requests' redaction) uses too.
-    static let secretWords = Secrets.nameParts.joined(separator: "|")
+    /// `token|password|api[-_]key…`: the words `Secrets` (the rejected requests' redaction) uses too, with `-`
+    /// for `_` as it reads them (`x-api-key`).
+    static let secretWords = Secrets.nameParts.map { $0.replacingOccurrences(of: "_", with: "[-_]") }.joined(
+        separator: "|")
     static let patterns: [NSRegularExpression] = [
-        #"((?:^|[&?])[A-Za-z_\[\]]*(?:\#(secretWords))[A-Za-z_\]]*=)[^&"\s]*"#,
-        #"("[A-Za-z_]*(?:\#(secretWords))[A-Za-z_]*"\s*:\s*")[^"]*""#,
+        #"((?:^|[&?])[A-Za-z0-9_\-\[\]]*(?:\#(secretWords))[A-Za-z0-9_\-\]]*=)[^&"\s]*"#,
+        #"("[A-Za-z0-9_\-]*(?:\#(secretWords))[A-Za-z0-9_\-]*"\s*:\s*")[^"]*""#,
     ].compactMap { try? NSRegularExpression(pattern: $0, options: [.caseInsensitive]) }
 
     static func redact(_ text: String) -> String {

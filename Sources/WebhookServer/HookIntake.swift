@@ -332,16 +332,7 @@ final class HookIntake: Sendable {
 
     /// The query without its `token=` pair, so the secret never becomes an event field.
     static func removingToken(_ query: String) -> String {
-        var out = ""
-        var rest = Substring(query)
-        while !rest.isEmpty {
-            let end = rest.firstIndex(where: { $0 == "&" || $0 == "?" }) ?? rest.endIndex
-            let pair = rest[..<end]
-            let separator = end < rest.endIndex ? String(rest[end]) : ""
-            if !pair.hasPrefix("token=") { out += pair + separator }
-            rest = end < rest.endIndex ? rest[rest.index(after: end)...] : ""
-        }
-        return out
+        QueryPieces.split(query).filter { !$0.piece.hasPrefix("token=") }.map { $0.piece + $0.separator }.joined()
     }
 
     /// The request target with any secret (path segment or query) replaced.

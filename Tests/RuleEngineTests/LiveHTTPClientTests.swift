@@ -82,7 +82,7 @@ import Testing
     @Test(arguments: [
         ("/echo", "X-Note", "a\r\nX-Injected: 1", #"the value of the header "X-Note" holds a control character"#),
         ("/echo", "Bad Name", "1", #"the header name "Bad Name" is not a token"#),
-        ("", "X-Ok", "1", "cannot send to http:///echo: "),
+        ("", "X-Ok", "1", "the URL cannot be sent: "),
     ])
     func aRequestThatCannotBeSentFailsForGood(path: String, name: String, value: String, message: String) async throws {
         let (upstream, client) = try await liveFixture()

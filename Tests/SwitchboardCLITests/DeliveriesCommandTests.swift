@@ -85,7 +85,7 @@ import WebhookServer
         let store = RejectedStore(directory: URL(fileURLWithPath: dataDirectory()).appendingPathComponent("rejected"))
         store.keep(
             body: Array("{oops".utf8), reason: "json body: invalid JSON", code: "syntax", method: "POST",
-            path: "/hooks/x?a=1&token=zq1&Token=zq2?access_token=zq3&api_key=zq4&call_id=c&empty&=",
+            path: "/hooks/x?a=1&token=zq1&Token=zq2?access_token=zq3&api_key=zq4&call_id=c&empty&=&x-api-key=zq6",
             headers: [
                 ("Authorization", "Bearer zq1"), ("Proxy-Authorization", "Basic zq2"), ("Cookie", "s=zq3"),
                 ("X-Api-Key", "zq4"), ("X-Auth-Token", "zq5"), ("Content-Type", "application/json"),
@@ -94,7 +94,7 @@ import WebhookServer
         #expect(
             kept["path"] as? String
                 == "/hooks/x?a=1&token=REDACTED&Token=REDACTED?access_token=REDACTED&api_key=REDACTED&call_id=c&empty&="
-        )
+                + "&x-api-key=REDACTED")
         let headers = try #require(kept["headers"] as? [String: String])
         #expect(
             headers == [
@@ -104,6 +104,6 @@ import WebhookServer
         let written = try FileManager.default.contentsOfDirectory(atPath: store.directory.path)
             .filter { $0.hasSuffix(".json") }
             .map { try String(contentsOf: store.directory.appendingPathComponent($0), encoding: .utf8) }.joined()
-        for secret in ["zq1", "zq2", "zq3", "zq4", "zq5"] { #expect(!written.contains(secret)) }
+        for secret in ["zq1", "zq2", "zq3", "zq4", "zq5", "zq6"] { #expect(!written.contains(secret)) }
     }
 }
