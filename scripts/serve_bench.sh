@@ -144,7 +144,8 @@ for round in 1 2 3; do
   answered=$(date +%s.%N)
   # No run can end before the upstream's 1 s sleep has: the poll (a curl, an awk and a bc every 5 ms) starts
   # then, not while the server is still opening upstream connections on the same two cores (until the
-  # thirty-fourth session it ran from the burst's end, and took 10-30% of the machine in round 1's last 100 ms).
+  # thirty-fourth session it ran from the burst's end, and took 10-30% of the machine in the last 100 ms of
+  # round 1's sending, which sets when the round ends).
   sleep "$(echo "x = 1 - ($(date +%s.%N) - $start); if (x > 0) x else 0" | bc)"
   while [ "$(metric 18182 'switchboard_rule_runs_total{rule="slow",outcome="ok"}')" -lt $((before + N)) ]; do
     sleep 0.005

@@ -778,7 +778,9 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
 
     /// The nodes' heartbeats (within 2 s: `/readyz` and the console ask while the database may be down).
     public func nodes() async throws -> [NodeStatus] {
-        try await Deadline.run(.seconds(2)) { [self] in try await Self.nodes(client, lease: lease, logger: logger) }
+        try await Deadline.run(.seconds(2), expired: { JournalError("PostgreSQL gave no answer in time") }) {
+            [self] in try await Self.nodes(client, lease: lease, logger: logger)
+        }
     }
 
     static func nodes(_ client: PostgresClient, lease: Double, logger: Logger) async throws -> [NodeStatus] {

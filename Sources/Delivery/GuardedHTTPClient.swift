@@ -53,8 +53,11 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
         self.pinned = PinnedClients(maxConnectionsPerHost: max(maxInFlight, 8))
     }
 
-    /// How long a connect to an address that is not a name's last may take before the next is tried.
+    /// How long a connect to an address that is not a name's last may take before the next is tried: 1 s over
+    /// HTTP; 3 s over HTTPS, where AsyncHTTPClient's connect time covers the TLS handshake too (two more
+    /// round trips with TLS 1.2).
     static let fastConnectTimeout = Duration.seconds(1)
+    static let fastTLSConnectTimeout = Duration.seconds(3)
 
     /// `switchboard run --live`'s client: the URL checks and the redirect handling, without the network policy.
     /// An author trying rules calls their own machine's services, so names are left to the HTTP library, which
@@ -96,11 +99,10 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
             do {
                 let address = try await check(current.url, deadline: deadline, timeout: request.timeout)
                 response = try await send(current, pinnedTo: address, deadline: deadline)
-            } catch let error as OutboundHTTPError
-                where hop > 0 && !error.permanent && !error.notConnected && ContinuousClock.now >= deadline
-            {
+            } catch let error as OutboundHTTPError where hop > 0 && error.timedOut {
                 throw OutboundHTTPError(
-                    "timed out after \(request.timeout), \(hop) redirect\(hop == 1 ? "" : "s") followed")
+                    "timed out after \(request.timeout), \(hop) redirect\(hop == 1 ? "" : "s") followed",
+                    timedOut: true)
             }
             guard [301, 302, 303, 307, 308].contains(response.status),
                 let location = response.headers.first(where: { $0.name.lowercased() == "location" })?.value,
@@ -232,7 +234,7 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
             // getaddrinfo whatever its timeout said.)
             addresses = try await Deadline.run(
                 max(.zero, deadline - .now), cancelling: true,
-                expired: { OutboundHTTPError("timed out after \(timeout) resolving \(bare)") }
+                expired: { OutboundHTTPError("timed out after \(timeout) resolving \(bare)", timedOut: true) }
             ) { [resolver] in try await resolver(bare) }
         }
         guard !addresses.isEmpty else { throw OutboundHTTPError("\(bare) did not resolve") }
@@ -330,7 +332,7 @@ final class PinnedClients: Sendable {
                 let client = LiveHTTPClient(
                     followRedirects: false, maxConnectionsPerHost: maxConnectionsPerHost, dnsOverride: override,
                     retryConnecting: retryConnecting,
-                    connectTimeout: retryConnecting ? .seconds(5) : GuardedHTTPClient.fastConnectTimeout)
+                    connectTimeout: retryConnecting ? .seconds(5) : GuardedHTTPClient.fastTLSConnectTimeout)
                 s.entries[key] = Entry(client: client)
             }
             s.entries[key]!.inUse += 1

@@ -17,7 +17,7 @@ public struct OutboundRequest: Sendable, Hashable {
     /// When the whole call must end (`timeout` after it began), set by a client that spends part of the time
     /// before it sends (a lookup, redirects, another address): the send gets what is left, and a timeout is
     /// still reported as `timeout`, the time the caller gave. Nil: `timeout` from the send.
-    public var deadline: ContinuousClock.Instant?
+    package var deadline: ContinuousClock.Instant?
 
     public struct Header: Sendable, Hashable {
         public var name: String
@@ -69,10 +69,13 @@ public struct OutboundHTTPError: Error, Sendable, CustomStringConvertible {
     /// No connection could be made (refused, no route, no answer to the connect in time): nothing was sent, so
     /// another address of the same host may be tried, whatever the method.
     public var notConnected: Bool
-    public init(_ message: String, permanent: Bool = false, notConnected: Bool = false) {
+    /// The call's time ran out (`timed out after …`).
+    public var timedOut: Bool
+    public init(_ message: String, permanent: Bool = false, notConnected: Bool = false, timedOut: Bool = false) {
         self.message = message
         self.permanent = permanent
         self.notConnected = notConnected
+        self.timedOut = timedOut
     }
     public var description: String { message }
 }
@@ -225,7 +228,9 @@ public final class LiveHTTPClient: OutboundHTTPClient {
             // secret, and this message is kept with a forward's dead letter.)
             throw OutboundHTTPError("the URL cannot be sent: \(error)", permanent: true)
         }
-        let timeout = max(.zero, min(request.deadline.map { $0 - .now } ?? request.timeout, Self.longestTimeout))
+        let timeout = min(request.deadline.map { $0 - .now } ?? request.timeout, Self.longestTimeout)
+        // No time left (a lookup or a redirect took it): nothing is started, not even a connection.
+        guard timeout > .zero else { throw OutboundHTTPError("timed out after \(request.timeout)", timedOut: true) }
         let delegate = SentNoting(ResponseAccumulator(request: outgoing, maxBodySize: maxResponseBytes))
         return (
             client.execute(
@@ -265,7 +270,11 @@ public final class LiveHTTPClient: OutboundHTTPClient {
         if let error = error as? IOError, [ECONNREFUSED, EHOSTUNREACH, ENETUNREACH].contains(error.errnoCode) {
             return String(cString: strerror(error.errnoCode)).lowercased()
         }
-        if let error = error as? HTTPClientError, error == .connectTimeout { return "no answer to the connect" }
+        if let error = error as? HTTPClientError {
+            // (A TLS handshake that runs past the connect's time is part of making the connection.)
+            if error == .connectTimeout || error == .tlsHandshakeTimeout { return "no answer to the connect" }
+            if error == .getConnectionFromPoolTimeout { return "no connection in time" }
+        }
         if let error = error as? ChannelError, case .connectTimeout = error { return "no answer to the connect" }
         return nil
     }
@@ -276,7 +285,7 @@ public final class LiveHTTPClient: OutboundHTTPClient {
         case let error as OutboundHTTPError:
             return error
         case let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout:
-            return OutboundHTTPError("timed out after \(timeout)")
+            return OutboundHTTPError("timed out after \(timeout)", timedOut: true)
         case is ResponseAccumulator.ResponseTooBigError:
             return OutboundHTTPError("response body larger than \(maxResponseBytes) bytes")
         default:

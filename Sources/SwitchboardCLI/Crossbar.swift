@@ -20,7 +20,8 @@ final class Crossbar: Sendable {
     let account: String
     let credentials: Credentials
     /// Redirects are not followed: AsyncHTTPClient would carry `X-Auth-Token` to another origin (it drops only
-    /// `Authorization`, `Cookie` and the like), and a 307 or 308 the credentials in a login's body too.
+    /// `Authorization`, `Cookie` and the like), and re-send a login's body with its credentials on a 307 or
+    /// 308, or on a 301 or 302 to anything but a POST (the login is a PUT).
     let http = HTTPClient(
         eventLoopGroupProvider: .singleton, configuration: .init(redirectConfiguration: .disallow))
     let tokenBox = Mutex<String?>(nil)

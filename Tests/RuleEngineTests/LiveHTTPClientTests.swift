@@ -98,6 +98,21 @@ import Testing
         #expect(upstream.requests.isEmpty)
     }
 
+    /// A request whose whole call has no time left (a lookup or a redirect took it) starts nothing, and fails
+    /// as a timeout of the time the caller gave; not even on an idle kept-alive connection, where its head
+    /// could be written before the HTTP library's deadline fired.
+    @Test func aRequestWithNoTimeLeftSendsNothing() async throws {
+        let (upstream, client) = try await liveFixture()
+        defer { close(upstream, client) }
+        _ = try await client.execute(OutboundRequest(method: "GET", url: upstream.url("/echo"), timeout: .seconds(10)))
+        var request = OutboundRequest(method: "POST", url: upstream.url("/echo"), body: [1], timeout: .seconds(2))
+        request.deadline = .now - .milliseconds(1)
+        let error = await #expect(throws: OutboundHTTPError.self) { try await client.execute(request) }
+        #expect(error?.message == "timed out after 2.0 seconds")
+        #expect(error?.timedOut == true)
+        #expect(upstream.requests.map(\.method) == ["GET"])
+    }
+
     @Test func cancellingTheCallerEndsAWaitingCall() async throws {
         let (upstream, client) = try await liveFixture()
         defer { close(upstream, client) }

@@ -367,7 +367,9 @@ import WebhookServer
     /// (nothing listens on 127.0.0.2 or 127.0.0.3; the upstream is on 127.0.0.1) is passed over for the next,
     /// a POST included (nothing was sent). When none connects, the error names each address and what it said
     /// (the last is tried again until the timeout, as AsyncHTTPClient does for a single address); an address
-    /// the resolver lists twice is tried once.
+    /// the resolver lists twice is tried once. (6 s: a connect to an address also waits for NIO's getaddrinfo
+    /// of it, run in turn on its event loop's queue behind any other test's slow lookup; with 1 s the first
+    /// address once used the whole time in a full run.)
     @Test func anAddressThatRefusesIsPassedOverForTheNext() async throws {
         let upstream = try await LoopbackServer()
         defer { Task { try? await upstream.stop() } }
@@ -387,7 +389,7 @@ import WebhookServer
         do {
             let answer = try await client.execute(
                 OutboundRequest(
-                    method: "GET", url: "http://none.rebind.test:\(upstream.port)/echo", timeout: .seconds(1)))
+                    method: "GET", url: "http://none.rebind.test:\(upstream.port)/echo", timeout: .seconds(6)))
             Issue.record("expected a failure, got \(answer.status)")
         } catch let error as OutboundHTTPError {
             #expect(
@@ -545,6 +547,34 @@ import WebhookServer
         #expect(bytes.count > 5 && bytes[0] == 0x16 && bytes[1] == 0x03)
         let name = Array("crm.pinned.test".utf8)
         #expect(bytes.indices.contains { bytes[$0...].starts(with: name) })
+    }
+
+    /// Over HTTPS the connect's time covers the TLS handshake: an address that accepts the connection but never
+    /// answers the handshake is passed over for the next when its time (3 s for a name's addresses but the
+    /// last) runs out, as one that refuses is. The next address here reads the ClientHello and hangs up.
+    @Test func anHTTPSAddressThatStallsTheHandshakeIsPassedOverForTheNext() async throws {
+        let silent: any Channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .bind(host: "127.0.0.2", port: 0).get()
+        defer { silent.close(promise: nil) }
+        let port = silent.localAddress?.port ?? 0
+        let hello = FirstBytes.Log()
+        let answering: any Channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(FirstBytes(into: hello))
+                }
+            }
+            .bind(host: "127.0.0.1", port: port).get()
+        defer { answering.close(promise: nil) }
+        let client = GuardedHTTPClient(
+            allowed: [CIDR("127.0.0.0/8")!], resolver: { _ in [[127, 0, 0, 2], [127, 0, 0, 1]] })
+        defer { Task { try? await client.shutdown() } }
+        await #expect(throws: OutboundHTTPError.self) {
+            _ = try await client.execute(
+                OutboundRequest(method: "GET", url: "https://two.pinned.test:\(port)/x", timeout: .seconds(10)))
+        }
+        let bytes = hello.bytes.withLock { $0 }
+        #expect(bytes.count > 5 && bytes[0] == 0x16 && bytes[1] == 0x03)
     }
 }
 
