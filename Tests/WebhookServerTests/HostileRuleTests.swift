@@ -526,13 +526,7 @@ import WebhookServer
     /// host. Only the test's resolver knows the name, so the connection cannot come from a second resolution.
     @Test func httpsToANameConnectsToTheCheckedAddressAndNamesTheHost() async throws {
         let hello = FirstBytes.Log()
-        let listener: any Channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(FirstBytes(into: hello))
-                }
-            }
-            .bind(host: "127.0.0.1", port: 0).get()
+        let listener = try await Self.keepingFirstBytes(into: hello, on: "127.0.0.1", port: 0)
         defer { listener.close(promise: nil) }
         let port = listener.localAddress?.port ?? 0
         let client = GuardedHTTPClient(
@@ -553,19 +547,14 @@ import WebhookServer
     /// answers the handshake is passed over for the next when its time (3 s for a name's addresses but the
     /// last) runs out, as one that refuses is. The next address here reads the ClientHello and hangs up.
     @Test func anHTTPSAddressThatStallsTheHandshakeIsPassedOverForTheNext() async throws {
-        let silent: any Channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .bind(host: "127.0.0.2", port: 0).get()
-        defer { silent.close(promise: nil) }
-        let port = silent.localAddress?.port ?? 0
         let hello = FirstBytes.Log()
-        let answering: any Channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(FirstBytes(into: hello))
-                }
-            }
-            .bind(host: "127.0.0.1", port: port).get()
+        let answering = try await Self.keepingFirstBytes(into: hello, on: "127.0.0.1", port: 0)
         defer { answering.close(promise: nil) }
+        let port = answering.localAddress?.port ?? 0
+        // (127.0.0.1's free port first: nothing else here listens on 127.0.0.2.)
+        let silent: any Channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .bind(host: "127.0.0.2", port: port).get()
+        defer { silent.close(promise: nil) }
         let client = GuardedHTTPClient(
             allowed: [CIDR("127.0.0.0/8")!], resolver: { _ in [[127, 0, 0, 2], [127, 0, 0, 1]] })
         defer { Task { try? await client.shutdown() } }
@@ -575,6 +564,21 @@ import WebhookServer
         }
         let bytes = hello.bytes.withLock { $0 }
         #expect(bytes.count > 5 && bytes[0] == 0x16 && bytes[1] == 0x03)
+    }
+}
+
+extension PinnedAddressTests {
+    /// A listener on `host`:`port` (0: any free port) whose connections keep what they are sent first in `log`.
+    fileprivate static func keepingFirstBytes(into log: FirstBytes.Log, on host: String, port: Int) async throws
+        -> any Channel
+    {
+        try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(FirstBytes(into: log))
+                }
+            }
+            .bind(host: host, port: port).get()
     }
 }
 
