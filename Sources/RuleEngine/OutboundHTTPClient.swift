@@ -246,9 +246,10 @@ public final class LiveHTTPClient: OutboundHTTPClient {
             UInt8(ascii: "0")...UInt8(ascii: "9"):
             return true
         default:
-            return Array("!#$%&'*+-.^_`|~".utf8).contains(byte)
+            return tokenPunctuation.contains(byte)
         }
     }
+    private static let tokenPunctuation = Array("!#$%&'*+-.^_`|~".utf8)
 
     /// `duration` in whole nanoseconds (durations here are at most `longestTimeout`: no overflow).
     private static func nanoseconds(_ duration: Duration) -> Int64 {

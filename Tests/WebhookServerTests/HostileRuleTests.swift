@@ -367,9 +367,8 @@ import WebhookServer
     /// (nothing listens on 127.0.0.2 or 127.0.0.3; the upstream is on 127.0.0.1) is passed over for the next,
     /// a POST included (nothing was sent). When none connects, the error names each address and what it said
     /// (the last is tried again until the timeout, as AsyncHTTPClient does for a single address); an address
-    /// the resolver lists twice is tried once. (6 s: a connect to an address also waits for NIO's getaddrinfo
-    /// of it, run in turn on its event loop's queue behind any other test's slow lookup; with 1 s the first
-    /// address once used the whole time in a full run.)
+    /// the resolver lists twice is tried once. (6 s for the call where every address refuses: with 1 s, in one
+    /// full run under load, its first address used the whole time; I did not find why.)
     @Test func anAddressThatRefusesIsPassedOverForTheNext() async throws {
         let upstream = try await LoopbackServer()
         defer { Task { try? await upstream.stop() } }
