@@ -1,4 +1,5 @@
 import Delivery
+import EventStore
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -75,10 +76,9 @@ struct Credentials {
 
     /// The `token=` pair of a query, which Kazoo may follow with a literal '?'.
     static func token(inQuery query: String) -> String? {
-        for pair in query.split(whereSeparator: { $0 == "&" || $0 == "?" }) where pair.hasPrefix("token=") {
-            return String(pair.dropFirst(6)).removingPercentEncoding
+        QueryPieces.split(query).first { $0.piece.hasPrefix("token=") }.flatMap {
+            String($0.piece.dropFirst(6)).removingPercentEncoding
         }
-        return nil
     }
 
     /// Compares without stopping at the first difference, so timing does not reveal the secret.

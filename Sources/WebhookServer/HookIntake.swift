@@ -335,11 +335,12 @@ final class HookIntake: Sendable {
         QueryPieces.split(query).filter { !$0.piece.hasPrefix("token=") }.map { $0.piece + $0.separator }.joined()
     }
 
-    /// The request target with any secret (path segment or query) replaced.
+    /// The request target with the `/hooks/{hook}/{token}` segment replaced; the rejected store redacts the
+    /// query's secrets as it keeps it.
     static func redactedPath(_ target: String) -> String {
         var (path, query) = splitURI(target)
         let parts = path.split(separator: "/")
         if parts.count == 3, parts[0] == "hooks" { path = "/hooks/\(parts[1])/REDACTED" }
-        return query.map { path + "?" + RejectedStore.redact($0) } ?? path
+        return query.map { path + "?" + $0 } ?? path
     }
 }

@@ -58,14 +58,19 @@ import Testing
     ]
 
     func sync(_ mock: Mock, _ extra: [String], rules: String) async throws {
-        var command = try KazooCommand.parseAsRoot(
+        try await Self.kazoo(
             [
                 "sync", "--api", mock.api, "--account", "acct1", "--rules", rules,
                 "--public-url", "https://switchboard.example.com", "--token", "s3cret",
             ] + extra)
-        guard var sync = command as? any AsyncParsableCommand else { throw CommandFailure("not async") }
-        try await sync.run()
-        command = sync
+    }
+
+    /// Runs `switchboard kazoo ARGUMENTS...` in this process.
+    static func kazoo(_ arguments: [String]) async throws {
+        guard var command = try KazooCommand.parseAsRoot(arguments) as? any AsyncParsableCommand else {
+            throw CommandFailure("not async")
+        }
+        try await command.run()
     }
 
     @Test func syncCreatesUpdatesAndDeletesOnlyItsOwnHooks() async throws {
@@ -155,11 +160,7 @@ import Testing
         let rules = try temporaryRules(Self.rules)
         func message(_ arguments: [String]) async -> String {
             do {
-                var command = try KazooCommand.parseAsRoot(
-                    ["sync", "--api", mock.api, "--account", "acct1", "--rules", rules] + arguments)
-                guard var sync = command as? any AsyncParsableCommand else { return "not async" }
-                try await sync.run()
-                command = sync
+                try await Self.kazoo(["sync", "--api", mock.api, "--account", "acct1", "--rules", rules] + arguments)
                 return "ok"
             } catch { return "\(error)" }
         }
@@ -195,14 +196,10 @@ import Testing
         // LoopbackServer's /redirect answers 302 to what follows `to=`, the request's path included.
         let api = "http://127.0.0.1:\(redirector.port)/redirect?to=http://127.0.0.1:\(elsewhere.port)"
         do {
-            var command = try KazooCommand.parseAsRoot(
-                [
-                    "sync", "--api", api, "--account", "acct1", "--rules", rules, "--api-key", Self.apiKey,
-                    "--public-url", "https://s.example.com",
-                ])
-            guard var sync = command as? any AsyncParsableCommand else { throw CommandFailure("not async") }
-            try await sync.run()
-            command = sync
+            try await Self.kazoo([
+                "sync", "--api", api, "--account", "acct1", "--rules", rules, "--api-key", Self.apiKey,
+                "--public-url", "https://s.example.com",
+            ])
             Issue.record("expected an error")
         } catch {
             #expect("\(error)".contains("with 302, a redirect to http://127.0.0.1:\(elsewhere.port)/v2/"))

@@ -525,7 +525,7 @@ import WebhookServer
     /// host. Only the test's resolver knows the name, so the connection cannot come from a second resolution.
     @Test func httpsToANameConnectsToTheCheckedAddressAndNamesTheHost() async throws {
         let hello = FirstBytes.Log()
-        let listener = try await Self.keepingFirstBytes(into: hello, on: "127.0.0.1", port: 0)
+        let listener = try await Self.keepingFirstBytes(into: hello)
         defer { listener.close(promise: nil) }
         let port = listener.localAddress?.port ?? 0
         let client = GuardedHTTPClient(
@@ -537,7 +537,7 @@ import WebhookServer
         }
         let bytes = hello.bytes.withLock { $0 }
         // A TLS handshake record, and the host's name in it (the ClientHello's server_name).
-        #expect(bytes.count > 5 && bytes[0] == 0x16 && bytes[1] == 0x03)
+        #expect(hello.isTLSHandshake)
         let name = Array("crm.pinned.test".utf8)
         #expect(bytes.indices.contains { bytes[$0...].starts(with: name) })
     }
@@ -547,7 +547,7 @@ import WebhookServer
     /// last) runs out, as one that refuses is. The next address here reads the ClientHello and hangs up.
     @Test func anHTTPSAddressThatStallsTheHandshakeIsPassedOverForTheNext() async throws {
         let hello = FirstBytes.Log()
-        let answering = try await Self.keepingFirstBytes(into: hello, on: "127.0.0.1", port: 0)
+        let answering = try await Self.keepingFirstBytes(into: hello)
         defer { answering.close(promise: nil) }
         let port = answering.localAddress?.port ?? 0
         // (127.0.0.1's free port first: nothing else here listens on 127.0.0.2.)
@@ -561,30 +561,31 @@ import WebhookServer
             _ = try await client.execute(
                 OutboundRequest(method: "GET", url: "https://two.pinned.test:\(port)/x", timeout: .seconds(10)))
         }
-        let bytes = hello.bytes.withLock { $0 }
-        #expect(bytes.count > 5 && bytes[0] == 0x16 && bytes[1] == 0x03)
+        #expect(hello.isTLSHandshake)
     }
 }
 
 extension PinnedAddressTests {
-    /// A listener on `host`:`port` (0: any free port) whose connections keep what they are sent first in `log`.
-    fileprivate static func keepingFirstBytes(into log: FirstBytes.Log, on host: String, port: Int) async throws
-        -> any Channel
-    {
+    /// A listener on a free port of 127.0.0.1 whose connections keep what they are sent first in `log`.
+    fileprivate static func keepingFirstBytes(into log: FirstBytes.Log) async throws -> any Channel {
         try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(FirstBytes(into: log))
                 }
             }
-            .bind(host: host, port: port).get()
+            .bind(host: "127.0.0.1", port: 0).get()
     }
 }
 
 /// Keeps what a connection sends until it has one whole TLS record (or 16 KiB), then closes it.
 private final class FirstBytes: ChannelInboundHandler, Sendable {
     typealias InboundIn = ByteBuffer
-    final class Log: Sendable { let bytes = Mutex<[UInt8]>([]) }
+    final class Log: Sendable {
+        let bytes = Mutex<[UInt8]>([])
+        /// What was kept starts as a TLS handshake record does (a ClientHello).
+        var isTLSHandshake: Bool { bytes.withLock { $0.count > 5 && $0[0] == 0x16 && $0[1] == 0x03 } }
+    }
     let received = Mutex<[UInt8]>([])
     let log: Log
 
