@@ -268,7 +268,7 @@ public final class LiveHTTPClient: OutboundHTTPClient {
     /// that breaks after the request went out can fail with "no route" too: the caller also checks that its
     /// head was never sent, `SentNoting`.)
     static func connectFailure(_ error: any Error) -> String? {
-        if let error = error as? IOError, [ECONNREFUSED, EHOSTUNREACH, ENETUNREACH].contains(error.errnoCode) {
+        if let error = error as? IOError, notConnectedErrors.contains(error.errnoCode) {
             return String(cString: strerror(error.errnoCode)).lowercased()
         }
         if let error = error as? HTTPClientError {
@@ -279,6 +279,11 @@ public final class LiveHTTPClient: OutboundHTTPClient {
         if let error = error as? ChannelError, case .connectTimeout = error { return "no answer to the connect" }
         return nil
     }
+
+    /// What the socket or its connect fail with when nothing could be sent: refused, no route, and what an
+    /// address of a family the host has no network for gives (IPv6 on a host without it: no usable source
+    /// address, the family not supported, the network down), so that the name's next address is tried.
+    static let notConnectedErrors = [ECONNREFUSED, EHOSTUNREACH, ENETUNREACH, EADDRNOTAVAIL, EAFNOSUPPORT, ENETDOWN]
 
     private func outboundError(_ error: any Error, timeout: Duration, sent: Bool) -> OutboundHTTPError {
         if !sent, let reason = Self.connectFailure(error) { return OutboundHTTPError(reason, notConnected: true) }

@@ -1,3 +1,5 @@
+import Glibc
+import NIOCore
 import TestSupport
 import Testing
 
@@ -111,6 +113,22 @@ import Testing
         #expect(error?.message == "timed out after 2.0 seconds")
         #expect(error?.timedOut == true)
         #expect(upstream.requests.map(\.method) == ["GET"])
+    }
+
+    /// The errors a connect gives when nothing could be sent mark the call as not connected, so the name's next
+    /// address is tried: among them those of an IPv6 address on a host without IPv6, which this machine (it has
+    /// IPv6) cannot produce for real. A reset can come after the request went out, and is not one of them.
+    @Test(arguments: [
+        (ECONNREFUSED, "connection refused"), (ENETUNREACH, "network is unreachable"),
+        (EADDRNOTAVAIL, "cannot assign requested address"), (EAFNOSUPPORT, "address family not supported by protocol"),
+        (ENETDOWN, "network is down"),
+    ])
+    func connectErrorsThatSentNothingAreNotConnected(code: Int32, reason: String) {
+        #expect(LiveHTTPClient.connectFailure(IOError(errnoCode: code, reason: "connect")) == reason)
+    }
+
+    @Test func aResetIsNotAFailureToConnect() {
+        #expect(LiveHTTPClient.connectFailure(IOError(errnoCode: ECONNRESET, reason: "read")) == nil)
     }
 
     @Test func cancellingTheCallerEndsAWaitingCall() async throws {
