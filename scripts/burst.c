@@ -67,8 +67,16 @@ int main(int argc, char **argv) {
     }
     int port = atoi(argv[1]);
     if (port <= 0) { fprintf(stderr, "burst: PORT must be positive\n"); return 2; }
-    int step = argc == 5 ? atoi(argv[4]) : 0;
-    if (argc == 5 && step <= 0) { fprintf(stderr, "burst: STEP must be positive\n"); return 2; }
+    long step = 0;
+    if (argc == 5) {
+        char *end;
+        errno = 0;
+        step = strtol(argv[4], &end, 10);
+        if (errno != 0 || *end != 0 || step <= 0) {
+            fprintf(stderr, "burst: STEP must be a positive number\n");
+            return 2;
+        }
+    }
     // A server that resets a connection mid-request makes that request's write fail, not the process stop.
     signal(SIGPIPE, SIG_IGN);
     size_t all_length;
@@ -102,14 +110,14 @@ int main(int argc, char **argv) {
     struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     int left = n, opened = 0;
-    if (step == 0) step = n;
+    if (step == 0 || step > n) step = n;
     struct timespec start;
     clock_gettime(CLOCK_MONOTONIC, &start);
     struct epoll_event events[256];
     while (left > 0) {
         // The next STEP connections (all of them, without STEP), then a look at those already open: without
         // waiting while some are still to be opened.
-        for (int end = opened + step < n ? opened + step : n; opened < end; opened++) {
+        for (int end = step < n - opened ? opened + (int)step : n; opened < end; opened++) {
             struct transfer *t = &transfers[opened];
             t->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
             if (t->fd < 0) { perror("socket"); t->status = -1; left--; continue; }

@@ -175,8 +175,8 @@ for round in 1 2 3; do
     "$server_cpu" "$label" "$(awk '{ s += $1 + $2 } END { printf "%d", s * 1000 }' "$work/sender.times")"
   # When the round's first and last webhooks reached the server: the journal's received_at (the server's clock,
   # taken as each request is read). The burst's first request reaches the server 24-39 ms after its start on
-  # this machine (its start, the bodies mapped, 1,000 connects; curl reads its 1,000-transfer config too,
-  # 33-41 ms), which the figure above counts.
+  # this machine (its start, the bodies mapped, 1,000 connects; 6-14 ms with BURST_STEP=16; curl reads its
+  # 1,000-transfer config too, 33-41 ms), which the figure above counts.
   read -r got_first got_last got < <(received "$work/var1/switchboard.sqlite" "$start" "$N") || true
   if [ -n "${got:-}" ]; then
     printf '         the server received %d of them, the first %.3f s and the last %.3f s after the %s started: the last run ended %.3f s after the first webhook arrived\n' \

@@ -280,9 +280,9 @@ public final class LiveHTTPClient: OutboundHTTPClient {
         return nil
     }
 
-    /// What the socket or its connect fail with when nothing could be sent: refused, no route, and what an
-    /// address of a family the host has no network for gives (IPv6 on a host without it: no usable source
-    /// address, the family not supported, the network down), so that the name's next address is tried.
+    /// What the socket or its connect fail with when nothing could be sent, so that the name's next address is
+    /// tried: refused, no route, no usable source address or no free local port, the address family not
+    /// supported (an IPv6 address on a host without IPv6 gives one of these), the network down.
     static let notConnectedErrors = [ECONNREFUSED, EHOSTUNREACH, ENETUNREACH, EADDRNOTAVAIL, EAFNOSUPPORT, ENETDOWN]
 
     private func outboundError(_ error: any Error, timeout: Duration, sent: Bool) -> OutboundHTTPError {

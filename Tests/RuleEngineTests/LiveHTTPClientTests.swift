@@ -119,7 +119,8 @@ import Testing
     /// address is tried: among them those of an IPv6 address on a host without IPv6, which this machine (it has
     /// IPv6) cannot produce for real. A reset can come after the request went out, and is not one of them.
     @Test(arguments: [
-        (ECONNREFUSED, "connection refused"), (ENETUNREACH, "network is unreachable"),
+        (ECONNREFUSED, "connection refused"), (EHOSTUNREACH, "no route to host"),
+        (ENETUNREACH, "network is unreachable"),
         (EADDRNOTAVAIL, "cannot assign requested address"), (EAFNOSUPPORT, "address family not supported by protocol"),
         (ENETDOWN, "network is down"),
     ])
