@@ -131,9 +131,9 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
     /// Sends the request to the addresses `check` approved, never to a second resolution of its host: to the
     /// first, and to the next while one cannot be connected to (refused, no route, no usable source address,
     /// the family not supported, the network down, no answer to the connect: nothing was sent;
-    /// `LiveHTTPClient.connectFailure`), as long as `deadline` leaves time. A name with several addresses stays reachable
-    /// while one of them is down. Only the last address gets AsyncHTTPClient's retries of a failed connect
-    /// (until the deadline): with them, the first address took the whole timeout.
+    /// `LiveHTTPClient.connectFailure`), as long as `deadline` leaves time. A name with several addresses
+    /// stays reachable while one of them is down. Only the last address gets AsyncHTTPClient's retries of a
+    /// failed connect (until the deadline): with them, the first address took the whole timeout.
     func send(_ request: OutboundRequest, pinnedTo checked: CheckedAddress, deadline: ContinuousClock.Instant)
         async throws -> OutboundResponse
     {
