@@ -333,7 +333,8 @@ final class PinnedClients: Sendable {
                 let client = LiveHTTPClient(
                     followRedirects: false, maxConnectionsPerHost: maxConnectionsPerHost, dnsOverride: override,
                     retryConnecting: retryConnecting,
-                    connectTimeout: retryConnecting ? .seconds(5) : GuardedHTTPClient.fastTLSConnectTimeout)
+                    connectTimeout: retryConnecting
+                        ? LiveHTTPClient.defaultConnectTimeout : GuardedHTTPClient.fastTLSConnectTimeout)
                 s.entries[key] = Entry(client: client)
             }
             s.entries[key]!.inUse += 1

@@ -101,6 +101,8 @@ public final class LiveHTTPClient: OutboundHTTPClient {
     let configuration: HTTPClient.Configuration
     /// Calls in flight at once on one instance before the next is used.
     static let shardSize = 64
+    /// How long one connect may take unless the caller says otherwise.
+    public static let defaultConnectTimeout = Duration.seconds(5)
     private let shards = Mutex<(clients: [(client: HTTPClient, inFlight: Int)], closed: Bool)>(([], false))
     private let maxShards: Int
 
@@ -111,10 +113,11 @@ public final class LiveHTTPClient: OutboundHTTPClient {
     ///   - dnsOverride: host name → the address to connect to instead of resolving it (TLS still uses the name).
     ///   - retryConnecting: a connect that fails is tried again until the request's deadline (AsyncHTTPClient's
     ///     default); false fails the call at once, for a caller with another address to try.
-    ///   - connectTimeout: how long one connect may take. Default 5 s.
+    ///   - connectTimeout: how long one connect may take (`defaultConnectTimeout`, 5 s).
     public init(
         maxResponseBytes: Int = 1 << 20, followRedirects: Bool = true, maxConnectionsPerHost: Int = 64,
-        dnsOverride: [String: String] = [:], retryConnecting: Bool = true, connectTimeout: Duration = .seconds(5)
+        dnsOverride: [String: String] = [:], retryConnecting: Bool = true,
+        connectTimeout: Duration = defaultConnectTimeout
     ) {
         var configuration = HTTPClient.Configuration()
         configuration.dnsOverride = dnsOverride
