@@ -9,8 +9,8 @@ import Synchronization
 /// every redirect), caps how many rule HTTP calls are in flight overall and per rule, then sends with
 /// AsyncHTTPClient.
 ///
-/// The address that was checked is the address that is connected to: the host is resolved once, here, and
-/// the request is pinned to that address (plain HTTP: the URL names the address and `Host` the name; HTTPS: a
+/// The address that was checked is the address that is connected to: the host is resolved here (at most once
+/// in `lookupLifetime`, however many calls name it: `HostLookups`), and the request is pinned to that address (plain HTTP: the URL names the address and `Host` the name; HTTPS: a
 /// client whose DNS override maps the name to the address, so SNI and the certificate check still use the
 /// name). A DNS answer that changes between the check and the connection (DNS rebinding) cannot reach an
 /// internal address.
@@ -27,7 +27,7 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
     let global: AsyncSemaphore
     let perRuleLimit: Int
     let perRule = Mutex<[String: AsyncSemaphore]>([:])
-    let resolver: Resolver
+    let lookups: HostLookups
     let pinned: PinnedClients
     /// False for `unrestricted()`: no network policy, nothing pinned.
     let restricted: Bool
@@ -37,9 +37,12 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
     ///   - maxInFlight: rule HTTP calls in flight at once, overall. Default 2,000.
     ///   - maxInFlightPerRule: in flight at once for one rule. Default 1,000.
     ///   - resolver: how host names are resolved (getaddrinfo; tests inject their own).
+    ///   - lookupLifetime: how long a name's addresses serve before it is looked up again (`lookupLifetime`).
     public init(
         allowed: [CIDR], maxInFlight: Int = 2000, maxInFlightPerRule: Int = 1000,
-        resolver: @escaping Resolver = GuardedHTTPClient.resolve, restricted: Bool = true
+        resolver: @escaping Resolver = GuardedHTTPClient.resolve,
+        lookupLifetime: Duration = GuardedHTTPClient.lookupLifetime,
+        restricted: Bool = true
     ) {
         self.restricted = restricted
         self.inner = LiveHTTPClient(followRedirects: false, maxConnectionsPerHost: max(maxInFlight, 8))
@@ -49,9 +52,15 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
         self.allowed = allowed
         self.global = AsyncSemaphore(maxInFlight)
         self.perRuleLimit = maxInFlightPerRule
-        self.resolver = resolver
+        self.lookups = HostLookups(lifetime: lookupLifetime, resolver: resolver)
         self.pinned = PinnedClients(maxConnectionsPerHost: max(maxInFlight, 8))
     }
+
+    /// How long a name's addresses are used before it is looked up again: 30 s. getaddrinfo gives no TTL; a
+    /// recursive resolver's cache already serves answers up to their TTL (often minutes), so this adds at
+    /// most 30 s to how long a moved host is still called at its old address, and a host that no address of
+    /// answers is looked up again at once (`HostLookups.forget`).
+    public static let lookupLifetime = Duration.seconds(30)
 
     /// How long a connect to an address that is not a name's last may take before the next is tried: 1 s over
     /// HTTP; 3 s over HTTPS, where AsyncHTTPClient's connect time covers the TLS handshake too (two more
@@ -148,6 +157,8 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
                 failed.append("\(Self.text(address)): \(error.message)")
             }
         }
+        // Looked up again on the next call: the name may point elsewhere now.
+        lookups.forget(checked.host)
         throw OutboundHTTPError(
             "cannot connect to \(checked.host) (\(failed.joined(separator: "; ")))", notConnected: true)
     }
@@ -229,14 +240,15 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
         } else {
             // Not waited for past the deadline: a running getaddrinfo cannot be stopped, and with an unanswering
             // DNS server it blocks for the system resolver's own timeouts (5 s a try, several tries and servers).
-            // The lookup is cancelled then, so one still queued for NIO's thread pool (a thread per core) never
-            // starts: during a DNS outage the calls do not pile lookups up behind the stuck ones. (A task group,
-            // as until the thirty-fourth session, waits for every child before it returns: the call waited for
-            // getaddrinfo whatever its timeout said.)
+            // The lookup is shared (`HostLookups`): during a DNS outage a name has one lookup running, whatever
+            // the number of calls waiting for it, and a call that gives up leaves it to the others. (A task
+            // group, as until the thirty-fourth session, waits for every child before it returns: the call
+            // waited for getaddrinfo whatever its timeout said.)
+            let lookup = lookups.lookup(bare)
             addresses = try await Deadline.run(
                 max(.zero, deadline - .now), cancelling: true,
                 expired: { OutboundHTTPError("timed out after \(timeout) resolving \(bare)", timedOut: true) }
-            ) { [resolver] in try await resolver(bare) }
+            ) { try await lookup.value }
         }
         guard !addresses.isEmpty else { throw OutboundHTTPError("\(bare) did not resolve") }
         for address in addresses where CIDR.internalNetworks.contains(where: { $0.contains(address) }) {
