@@ -17,8 +17,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-1000}
 # UPSTREAM_HOST=localhost: the rule calls the upstream by a name (looked up as the system resolver does, here
-# from /etc/hosts) instead of the address 127.0.0.1.
+# from /etc/hosts) instead of the address 127.0.0.1. The server may call 127.0.0.1 and ::1 (where /etc/hosts
+# also gives localhost that address; the upstream listens on 127.0.0.1, which is tried first).
 UPSTREAM_HOST=${UPSTREAM_HOST:-127.0.0.1}
+[[ $UPSTREAM_HOST =~ ^[A-Za-z0-9.-]+$ ]] || {
+  echo "UPSTREAM_HOST must be a host name or an IPv4 address (letters, digits, dots, hyphens), not $UPSTREAM_HOST" >&2
+  exit 2
+}
 source scripts/serve_common.sh
 
 echo "== slow upstream: $N events, each rule waits 1 s on a loopback upstream (nginx + lua, ngx.sleep(1)) at $UPSTREAM_HOST"
@@ -94,7 +99,7 @@ return { name = "slow", on = "channel_create", run = function()
   if not r then error(err) end
 end }
 LUA
-"$BIN" serve --rules "$work/slow" --port 18182 --allow-http-to 127.0.0.1/32 --data-dir "$work/var1" --log-level warning & pids+=($!)
+"$BIN" serve --rules "$work/slow" --port 18182 --allow-http-to 127.0.0.1/32 --allow-http-to ::1/128 --data-dir "$work/var1" --log-level warning & pids+=($!)
 server=$!
 wait_up 18182
 # Each event its own call (events of one call run one after another, as Kazoo's calls do).

@@ -9,10 +9,10 @@ import Synchronization
 /// every redirect), caps how many rule HTTP calls are in flight overall and per rule, then sends with
 /// AsyncHTTPClient.
 ///
-/// The address that was checked is the address that is connected to: the host is resolved here (at most once
-/// in `lookupLifetime`, however many calls name it: `HostLookups`), and the request is pinned to that address (plain HTTP: the URL names the address and `Host` the name; HTTPS: a
-/// client whose DNS override maps the name to the address, so SNI and the certificate check still use the
-/// name). A DNS answer that changes between the check and the connection (DNS rebinding) cannot reach an
+/// The address that was checked is the address that is connected to: the host is resolved here (normally once
+/// a `lookupLifetime`, however many calls name it: `HostLookups`), and the request is pinned to that address
+/// (plain HTTP: the URL names the address and `Host` the name; HTTPS: a client whose DNS override maps the
+/// name to the address, so SNI and the certificate check still use the name). A DNS answer that changes between the check and the connection (DNS rebinding) cannot reach an
 /// internal address.
 public final class GuardedHTTPClient: OutboundHTTPClient {
     /// Resolves a host name to IPv4 (4 bytes) and IPv6 (16 bytes) addresses.
@@ -58,8 +58,10 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
 
     /// How long a name's addresses are used before it is looked up again: 30 s. getaddrinfo gives no TTL; a
     /// recursive resolver's cache already serves answers up to their TTL (often minutes), so this adds at
-    /// most 30 s to how long a moved host is still called at its old address, and a host that no address of
-    /// answers is looked up again at once (`HostLookups.forget`).
+    /// most 30 s to how long a moved host is still called at its old address, and a name none of whose
+    /// addresses can be connected to (or whose call timed out) is looked up again by the next call
+    /// (`HostLookups.forget`). Meanwhile
+    /// the calls try the addresses in the kept answer's order.
     public static let lookupLifetime = Duration.seconds(30)
 
     /// How long a connect to an address that is not a name's last may take before the next is tried: 1 s over
@@ -147,20 +149,27 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
         async throws -> OutboundResponse
     {
         guard !checked.sentAsIs else { return try await inner.execute(request) }
-        var failed: [String] = []
-        for (index, address) in checked.addresses.enumerated() {
-            guard failed.isEmpty || ContinuousClock.now < deadline else { break }
-            do {
-                return try await send(
-                    request, to: address, of: checked, retryConnecting: index == checked.addresses.count - 1)
-            } catch let error as OutboundHTTPError where error.notConnected {
-                failed.append("\(Self.text(address)): \(error.message)")
+        do {
+            var failed: [String] = []
+            for (index, address) in checked.addresses.enumerated() {
+                guard failed.isEmpty || ContinuousClock.now < deadline else { break }
+                do {
+                    return try await send(
+                        request, to: address, of: checked, retryConnecting: index == checked.addresses.count - 1)
+                } catch let error as OutboundHTTPError where error.notConnected {
+                    failed.append("\(Self.text(address)): \(error.message)")
+                }
             }
+            throw OutboundHTTPError(
+                "cannot connect to \(checked.host) (\(failed.joined(separator: "; ")))", notConnected: true)
+        } catch let error as OutboundHTTPError where error.notConnected || error.timedOut {
+            // The name is looked up again by the next call: it may point elsewhere now. Also after a timeout:
+            // the HTTP library reports a last address that never connected before the deadline as one (on a
+            // busy machine, one that refused every try), and a call that timed out after all costs the next
+            // one a lookup, no more.
+            if let lookup = checked.lookup { lookups.forget(checked.host, lookup: lookup) }
+            throw error
         }
-        // Looked up again on the next call: the name may point elsewhere now.
-        lookups.forget(checked.host)
-        throw OutboundHTTPError(
-            "cannot connect to \(checked.host) (\(failed.joined(separator: "; ")))", notConnected: true)
     }
 
     /// One try of `send(_:pinnedTo:deadline:)`: to `address`, with the name in `Host` (HTTP) or in SNI and the
@@ -193,6 +202,8 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
         var sentAsIs: Bool
         /// The request's URL, parsed.
         var components: URLComponents
+        /// Which of `HostLookups`' lookups gave `addresses`; nil for an address.
+        var lookup: UInt64? = nil
         /// `name[:port]` for the `Host` header.
         var hostHeader: String { port.map { "\(host):\($0)" } ?? host }
 
@@ -234,6 +245,7 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
                 components: components)
         }
         let addresses: [[UInt8]]
+        var lookup: UInt64?
         let literal = CIDR.parseAddress(bare)
         if let literal {
             addresses = [literal]
@@ -241,14 +253,16 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
             // Not waited for past the deadline: a running getaddrinfo cannot be stopped, and with an unanswering
             // DNS server it blocks for the system resolver's own timeouts (5 s a try, several tries and servers).
             // The lookup is shared (`HostLookups`): during a DNS outage a name has one lookup running, whatever
-            // the number of calls waiting for it, and a call that gives up leaves it to the others. (A task
+            // the number of calls waiting for it; a call that gives up leaves it to the others, and when the
+            // last one gives up the lookup is cancelled (one still queued for NIO's thread pool, a thread per
+            // core, never starts), so stuck lookups do not pile up. (A task
             // group, as until the thirty-fourth session, waits for every child before it returns: the call
             // waited for getaddrinfo whatever its timeout said.)
-            let lookup = lookups.lookup(bare)
-            addresses = try await Deadline.run(
-                max(.zero, deadline - .now), cancelling: true,
-                expired: { OutboundHTTPError("timed out after \(timeout) resolving \(bare)", timedOut: true) }
-            ) { try await lookup.value }
+            let answer = try await lookups.addresses(
+                of: bare, within: max(.zero, deadline - .now),
+                expired: { OutboundHTTPError("timed out after \(timeout) resolving \(bare)", timedOut: true) })
+            addresses = answer.addresses
+            lookup = answer.lookup
         }
         guard !addresses.isEmpty else { throw OutboundHTTPError("\(bare) did not resolve") }
         for address in addresses where CIDR.internalNetworks.contains(where: { $0.contains(address) }) {
@@ -265,7 +279,7 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
         }
         return CheckedAddress(
             scheme: scheme, host: bare, port: components.port, addresses: order, sentAsIs: literal != nil,
-            components: components)
+            components: components, lookup: lookup)
     }
 
     static func text(_ address: [UInt8]) -> String {

@@ -61,7 +61,7 @@ package enum Deadline {
     /// `work`'s result, or `expired()`'s error (default `Expired`) once `limit` has passed, whichever is first.
     ///
     /// `cancelling`: when the limit passes, or the caller is cancelled (which then ends the wait at once with
-    /// `CancellationError`), the work is cancelled too: work that notices (a lookup still queued for a thread)
+    /// `CancellationError`), the work is cancelled too: work that notices (a job still queued for a thread)
     /// stops, the rest still ends on its own. Off, as PostgreSQL's bounded waits run it, the work runs on
     /// untouched and a cancelled caller waits as before.
     package static func run<T: Sendable>(
