@@ -12,8 +12,8 @@ import Synchronization
 /// The address that was checked is the address that is connected to: the host is resolved here (normally once
 /// a `lookupLifetime`, however many calls name it: `HostLookups`), and the request is pinned to that address
 /// (plain HTTP: the URL names the address and `Host` the name; HTTPS: a client whose DNS override maps the
-/// name to the address, so SNI and the certificate check still use the name). A DNS answer that changes between the check and the connection (DNS rebinding) cannot reach an
-/// internal address.
+/// name to the address, so SNI and the certificate check still use the name). A DNS answer that changes
+/// between the check and the connection (DNS rebinding) cannot reach an internal address.
 public final class GuardedHTTPClient: OutboundHTTPClient {
     /// Resolves a host name to IPv4 (4 bytes) and IPv6 (16 bytes) addresses.
     public typealias Resolver = @Sendable (String) async throws -> [[UInt8]]
@@ -60,8 +60,7 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
     /// recursive resolver's cache already serves answers up to their TTL (often minutes), so this adds at
     /// most 30 s to how long a moved host is still called at its old address, and a name none of whose
     /// addresses can be connected to (or whose call timed out) is looked up again by the next call
-    /// (`HostLookups.forget`). Meanwhile
-    /// the calls try the addresses in the kept answer's order.
+    /// (`HostLookups.forget`). Meanwhile the calls try the addresses in the kept answer's order.
     public static let lookupLifetime = Duration.seconds(30)
 
     /// How long a connect to an address that is not a name's last may take before the next is tried: 1 s over
@@ -255,9 +254,9 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
             // The lookup is shared (`HostLookups`): during a DNS outage a name has one lookup running, whatever
             // the number of calls waiting for it; a call that gives up leaves it to the others, and when the
             // last one gives up the lookup is cancelled (one still queued for NIO's thread pool, a thread per
-            // core, never starts), so stuck lookups do not pile up. (A task
-            // group, as until the thirty-fourth session, waits for every child before it returns: the call
-            // waited for getaddrinfo whatever its timeout said.)
+            // core, never starts), so stuck lookups do not pile up. (A task group, as until the thirty-fourth
+            // session, waits for every child before it returns: the call waited for getaddrinfo whatever its
+            // timeout said.)
             let answer = try await lookups.addresses(
                 of: bare, within: max(.zero, deadline - .now),
                 expired: { OutboundHTTPError("timed out after \(timeout) resolving \(bare)", timedOut: true) })

@@ -8,7 +8,7 @@ import Synchronization
 ///
 /// getaddrinfo gives no TTL, so an answer is kept for a fixed time (`GuardedHTTPClient.lookupLifetime`). A
 /// failed or empty lookup is not kept (the next call looks again), and `forget` drops an answer none of whose
-/// addresses could be connected to (the host may have moved). A lookup whose every caller has given up (its
+/// addresses could be connected to, or whose call timed out (the host may have moved). A lookup whose every caller has given up (its
 /// time ran out, or it was cancelled) is cancelled and forgotten: one still queued for NIO's thread pool never
 /// starts, so during a DNS outage lookups do not pile up behind the stuck ones, and one that hangs holds the
 /// name only while someone waits for it; the next call starts afresh.
@@ -49,13 +49,15 @@ package final class HostLookups: Sendable {
         of host: String, within limit: Duration, expired: @escaping @Sendable () -> any Error
     ) async throws -> Answer {
         try Task.checkCancellation()
+        // No time left: not even a kept answer (the call could not be sent), and no lookup started.
+        guard limit > .zero else { throw expired() }
         let key = Self.key(host)
         let now = ContinuousClock.now
         enum Found {
             case kept(Answer)
             case running(Task<[[UInt8]], any Error>, UInt64)
         }
-        let found = state.withLock { state -> Found? in
+        let found = state.withLock { state -> Found in
             if let entry = state.entries[key] {
                 if let kept = entry.kept {
                     if now < kept.until { return .kept(Answer(addresses: kept.addresses, lookup: entry.id)) }
@@ -64,12 +66,10 @@ package final class HostLookups: Sendable {
                     return .running(entry.lookup, entry.id)
                 }
             }
-            // No time left: no lookup is started for a call that cannot wait for it.
-            guard limit > .zero else { return nil }
             if state.entries.count >= Self.maxNames { Self.prune(&state.entries, now: now) }
             state.lastID &+= 1
             let id = state.lastID
-            // Only queued here: its first step waits for this lock, so `ended` finds the entry in place.
+            // Only queued here; `ended` takes this lock, so it finds the entry in place.
             let lookup = Task { [resolver] in
                 do {
                     let addresses = try await resolver(key)
@@ -84,8 +84,6 @@ package final class HostLookups: Sendable {
             return .running(lookup, id)
         }
         switch found {
-        case nil:
-            throw expired()
         case .kept(let answer):
             return answer
         case .running(let lookup, let id):
@@ -93,10 +91,10 @@ package final class HostLookups: Sendable {
                 let addresses = try await Deadline.run(limit, cancelling: true, expired: expired) {
                     try await lookup.value
                 }
-                stoppedWaiting(key, id: id, gaveUp: false)
+                // (`ended` has kept or dropped the entry by now: nothing to count down.)
                 return Answer(addresses: addresses, lookup: id)
             } catch {
-                stoppedWaiting(key, id: id, gaveUp: true)
+                gaveUp(key, id: id)
                 throw error
             }
         }
@@ -133,13 +131,14 @@ package final class HostLookups: Sendable {
         }
     }
 
-    /// One caller of lookup `id` no longer waits. When the last of them gave up on a lookup still running, the
-    /// lookup is cancelled (one still queued for a thread never starts) and the name forgotten.
-    private func stoppedWaiting(_ key: String, id: UInt64, gaveUp: Bool) {
+    /// One caller of lookup `id` gave up (its time ran out, or it was cancelled). When the last of them has, on
+    /// a lookup still running, the lookup is cancelled (one still queued for a thread never starts) and the
+    /// name forgotten.
+    private func gaveUp(_ key: String, id: UInt64) {
         let abandoned = state.withLock { state -> Task<[[UInt8]], any Error>? in
             guard let entry = state.entries[key], entry.id == id, entry.kept == nil else { return nil }
             state.entries[key]?.waiting -= 1
-            guard gaveUp, entry.waiting == 1 else { return nil }
+            guard entry.waiting == 1 else { return nil }
             state.entries[key] = nil
             return entry.lookup
         }

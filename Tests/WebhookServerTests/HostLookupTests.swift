@@ -123,7 +123,7 @@ import Testing
         let lookups = HostLookups(lifetime: .seconds(3600), resolver: resolver.resolve)
         let running = Task { try await Self.addresses(lookups, "crm.example.test") }
         #expect(await eventually(10) { lookups.waiting(for: "crm.example.test") == 1 })
-        lookups.forget("crm.example.test", lookup: 1)
+        lookups.forget("crm.example.test", lookup: 1)  // the running lookup's own id (ids count from 1)
         resolver.gate?.open()
         _ = try await running.value
         let answer = try await lookups.addresses(of: "crm.example.test", within: .seconds(20), expired: { Expired() })
@@ -161,6 +161,24 @@ import Testing
         #expect(lookups.count == 0)
         #expect(try await Self.addresses(lookups, "dead-dns.test") == Self.address)
         #expect(resolver.count == 2)
+    }
+
+    /// A caller that is cancelled stops waiting at once; it was the only one, so the lookup is cancelled too.
+    @Test func aCancelledCallerGivesUpItsLookup() async throws {
+        let cancelled = Atomic(0)
+        let lookups = HostLookups(lifetime: .seconds(3600)) { _ in
+            do { try await Task.sleep(for: .seconds(60)) } catch {
+                cancelled.add(1, ordering: .sequentiallyConsistent)
+                throw error
+            }
+            return Self.address
+        }
+        let call = Task { try await Self.addresses(lookups, "crm.example.test") }
+        #expect(await eventually(10) { lookups.waiting(for: "crm.example.test") == 1 })
+        call.cancel()
+        await #expect(throws: CancellationError.self) { try await call.value }
+        #expect(await eventually(10) { cancelled.load(ordering: .sequentiallyConsistent) == 1 })
+        #expect(lookups.count == 0)
     }
 
     /// A call that gives up leaves the lookup to the calls still waiting for it; a call with no time left
