@@ -8,10 +8,10 @@ import Synchronization
 ///
 /// getaddrinfo gives no TTL, so an answer is kept for a fixed time (`GuardedHTTPClient.lookupLifetime`). A
 /// failed or empty lookup is not kept (the next call looks again), and `forget` drops an answer none of whose
-/// addresses could be connected to, or whose call timed out (the host may have moved). A lookup whose every caller has given up (its
-/// time ran out, or it was cancelled) is cancelled and forgotten: one still queued for NIO's thread pool never
-/// starts, so during a DNS outage lookups do not pile up behind the stuck ones, and one that hangs holds the
-/// name only while someone waits for it; the next call starts afresh.
+/// addresses could be connected to, or whose call timed out (the host may have moved). A lookup whose every
+/// caller has given up (its time ran out, or it was cancelled) is cancelled and forgotten: one still queued
+/// for NIO's thread pool never starts, so during a DNS outage lookups do not pile up behind the stuck ones,
+/// and one that hangs holds the name only while someone waits for it; the next call starts afresh.
 package final class HostLookups: Sendable {
     /// A name's answer as one call sees it: the addresses, and which lookup gave them (for `forget`).
     package struct Answer: Sendable {
