@@ -194,15 +194,15 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
         var host: String
         var port: Int?
         /// Every address the name resolved to (all checked), in the order they are tried: IPv4 first, each
-        /// family in the resolver's order. Empty when `sentAsIs`.
+        /// family in the resolver's order. The address itself for a URL naming one; empty for `unrestricted()`.
         var addresses: [[UInt8]]
-        /// The URL is sent as it is: it names an address already (no DNS involved), or the client is
-        /// `unrestricted()`.
-        var sentAsIs: Bool
         /// The request's URL, parsed.
         var components: URLComponents
-        /// Which of `HostLookups`' lookups gave `addresses`; nil for an address.
+        /// Which of `HostLookups`' lookups gave `addresses`; nil when no lookup was made (see `sentAsIs`).
         var lookup: UInt64? = nil
+        /// The URL is sent as it is: it names an address already (no DNS involved), or the client is
+        /// `unrestricted()`. Only addresses a lookup gave need pinning.
+        var sentAsIs: Bool { lookup == nil }
         /// `name[:port]` for the `Host` header.
         var hostHeader: String { port.map { "\(host):\($0)" } ?? host }
 
@@ -240,13 +240,11 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
         let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
         guard restricted else {
             return CheckedAddress(
-                scheme: scheme, host: bare, port: components.port, addresses: [], sentAsIs: true,
-                components: components)
+                scheme: scheme, host: bare, port: components.port, addresses: [], components: components)
         }
         let addresses: [[UInt8]]
         var lookup: UInt64?
-        let literal = CIDR.parseAddress(bare)
-        if let literal {
+        if let literal = CIDR.parseAddress(bare) {
             addresses = [literal]
         } else {
             // Not waited for past the deadline: a running getaddrinfo cannot be stopped, and with an unanswering
@@ -277,8 +275,8 @@ public final class GuardedHTTPClient: OutboundHTTPClient {
             order.append(address)
         }
         return CheckedAddress(
-            scheme: scheme, host: bare, port: components.port, addresses: order, sentAsIs: literal != nil,
-            components: components, lookup: lookup)
+            scheme: scheme, host: bare, port: components.port, addresses: order, components: components,
+            lookup: lookup)
     }
 
     static func text(_ address: [UInt8]) -> String {
