@@ -11,6 +11,13 @@
 #
 #   [JOURNAL=on] scripts/count_request_instructions.sh [BINARY...]   (default: the release switchboard, built first)
 #
+# UPSTREAM=keepalive or UPSTREAM=close counts a rule's HTTP call too: the server runs a rule that GETs a
+# loopback nginx (an 11-byte answer) on every event, and the requests are one call's events (one call_id, each
+# its own timestamp), which run one after another, so the calls do too. With `keepalive` nginx keeps the
+# connection for the next call; with `close` it closes it after each answer, so every call opens a new
+# connection. The count is then the whole event with its call, and `close` less `keepalive` is the server's
+# side of a new upstream connection (the connect, the HTTP client's set-up of the connection, the close).
+#
 # Each BINARY is copied and stripped of its DWARF first: valgrind 3.19 gives up on Swift's debug info.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,31 +25,82 @@ SHARED=${SHARED:-../shared}
 N=${N:-1000}
 JOURNAL=${JOURNAL:-off}
 PORT=${PORT:-18309}
+UPSTREAM=${UPSTREAM:-}
+case "$UPSTREAM" in "" | keepalive | close) ;; *) echo "UPSTREAM is keepalive, close or unset, not $UPSTREAM" >&2; exit 2 ;; esac
 scripts/deps.sh bench
 if [ $# -eq 0 ]; then
   scripts/build_release.sh switchboard
   set -- .build/release/switchboard
 fi
-work=$(mktemp -d); server=
-trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$work"' EXIT
+work=$(mktemp -d); server=; upstream=
+trap '[ -n "$server" ] && kill "$server" 2>/dev/null; [ -n "$upstream" ] && kill "$upstream" 2>/dev/null; rm -rf "$work"' EXIT
+rules=scripts/anchor
+if [ -n "$UPSTREAM" ]; then
+  up_port=$((PORT + 1))
+  keepalive=60; [ "$UPSTREAM" = close ] && keepalive=0
+  mkdir -p "$work/upstream" "$work/rules"
+  cat >"$work/upstream/nginx.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid nginx.pid;
+error_log error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  server {
+    listen 127.0.0.1:$up_port;
+    keepalive_timeout $keepalive;
+    keepalive_requests 1000000;
+    location / { return 200 '{"ok":true}'; }
+  }
+}
+NGINX
+  nginx -c "$work/upstream/nginx.conf" -p "$work/upstream" >"$work/upstream/out" 2>&1 &
+  upstream=$!
+  for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$up_port/" && break; sleep 0.1; done
+  cat >"$work/rules/call.lua" <<LUA
+return { name = "call", on = "channel_create", run = function()
+  local r, err = http.get("http://127.0.0.1:$up_port/", { timeout = 30 })
+  if not r then error(err) end
+end }
+LUA
+  rules=$work/rules
+fi
 # count BINARY REQUESTS: the total instructions of a server that started, took REQUESTS requests and stopped.
 count() {
   rm -rf "$work/var"
-  valgrind --tool=callgrind --callgrind-out-file="$work/out" "$1" serve --rules scripts/anchor --port "$PORT" \
-    --data-dir "$work/var" --journal "$JOURNAL" --log-level warning >/dev/null 2>"$work/valgrind.txt" &
+  valgrind --tool=callgrind --callgrind-out-file="$work/out" "$1" serve --rules "$rules" --port "$PORT" \
+    --data-dir "$work/var" --journal "$JOURNAL" --log-level warning --allow-http-to 127.0.0.1/32 \
+    >/dev/null 2>"$work/valgrind.txt" &
   server=$!
   for _ in $(seq 300); do curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz" && break; sleep 0.2; done
-  python3 - "$2" "$PORT" "$SHARED/bench/event.json" <<'PY'
-import http.client, sys
-requests, port, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+  python3 - "$2" "$PORT" "$SHARED/bench/event.json" "$UPSTREAM" <<'PY'
+import http.client, re, sys, time, urllib.request
+requests, port, path, upstream = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 body = open(path, 'rb').read()
 connection = http.client.HTTPConnection('127.0.0.1', port)
-for _ in range(requests):
+for i in range(requests):
+    if upstream:
+        # One call's events, each its own (a resent one, with the same timestamp, would be dropped).
+        body = re.sub(rb'"timestamp": *"[0-9]+"', b'"timestamp": "%d"' % (63800000000 + i), body)
     connection.request('POST', '/hooks/channel_create', body, {'Content-Type': 'application/json'})
     answer = connection.getresponse()
     answer.read()
     if answer.status != 200:
         sys.exit(f'the server answered {answer.status}')
+def runs():
+    text = urllib.request.urlopen(f'http://127.0.0.1:{port}/metrics').read().decode()
+    return {m.group(1): float(m.group(2)) for m in
+            re.finditer(r'^switchboard_rule_runs_total\{rule="call",outcome="(\w+)"\} (\S+)$', text, re.M)}
+if upstream:
+    # Every call ends before the server stops (its instructions counted), and each must have succeeded.
+    deadline = time.time() + 600
+    while sum(runs().values()) < requests:
+        if time.time() > deadline:
+            sys.exit(f'the rule ran {sum(runs().values()):.0f} of {requests} times in 10 minutes')
+        time.sleep(0.2)
+    if runs().get('ok', 0) != requests:
+        sys.exit(f'not every call succeeded: {runs()}')
 PY
   kill -INT "$server"; wait "$server" || true; server=
   awk '/refs:/ {gsub(",", "", $4); print $4}' "$work/valgrind.txt"
@@ -51,5 +109,6 @@ for binary in "$@"; do
   cp "$binary" "$work/switchboard" && strip -g "$work/switchboard"
   a=$(count "$work/switchboard" "$N")
   b=$(count "$work/switchboard" $((3 * N)))
-  printf '%-48s %8d instructions per request\n' "$binary" $(((b - a) / (2 * N)))
+  printf '%-48s %8d instructions per request%s\n' "$binary" $(((b - a) / (2 * N))) \
+    "${UPSTREAM:+ (each with a call to an upstream, UPSTREAM=$UPSTREAM)}"
 done

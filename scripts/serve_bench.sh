@@ -6,7 +6,9 @@
 #     (the server's `switchboard_rule_last_run_timestamp_seconds`, read once its metrics count N finished runs;
 #     issue 17's goal: <= 1.2 s), the same from the first webhook's arrival at the server (the journal's
 #     received_at), when the upstream saw the first and the last of the N requests, and the CPU time the
-#     server and the sender spent in the round. `ONLY=slow` runs this section alone.
+#     server and the sender spent in the round; after each round, the same round for nginx + lua-nginx-module
+#     doing the rule's work by hand (scripts/slow_anchor.nginx.conf: the row's anchor, SENDER=burst only).
+#     `ONLY=slow` runs this section alone.
 #  2. ../shared/bench/anchors.sh against a server running the anchor's rule, then a check that every
 #     accepted event's rule really ran, and how long the backlog took to drain after wrk stopped.
 #  3. hot reload; 4. ingest with the journal off and on; 5. ingest with the anchor rule alone and beside a
@@ -117,12 +119,13 @@ for i in $(seq "$N"); do
 done
 # timed COMMAND...: runs it, its user and system CPU time appended to $work/sender.times ("USER SYSTEM").
 timed() { /usr/bin/time -a -o "$work/sender.times" -f '%U %S' "$@"; }
-# send: the burst of N webhooks, each answer's status code on a line of $work/codes.txt, and the CPU time the
-# senders used in $work/sender.times.
+# send [PORT]: the burst of N webhooks to the server (to PORT, with SENDER=burst), each answer's status code on
+# a line of $work/codes.txt, and the CPU time the senders used in $work/sender.times.
 send() {
   rm -f "$work/sender.times"
   if [ "$sender" = burst ]; then
-    timed "$work/burst" 18182 /hooks/channel_create "$work/bodies.nul" "${burst_step[@]}" >"$work/codes.txt"
+    timed "$work/burst" "${1:-18182}" /hooks/channel_create "$work/bodies.nul" "${burst_step[@]}" \
+      >"$work/codes.txt"
     return
   fi
   local senders=() part
@@ -155,17 +158,31 @@ if count:
     print(f"{first:.6f} {last:.6f} {count}")
 PY
 }
-for round in 1 2 3; do
+# until_upstream_slept START: sleeps until 1 s after START (Unix seconds). No run can end before the
+# upstream's 1 s sleep has: the polls for the round's end (a curl, an awk and a bc every 5 ms) start then, not
+# while the server is still opening upstream connections on the same two cores (until the thirty-fourth
+# session they ran from the burst's end, and took 10-30% of the machine in the last 100 ms of round 1's
+# sending, which sets when the round ends).
+until_upstream_slept() { sleep "$(echo "x = 1 - ($(date +%s.%N) - $1); if (x > 0) x else 0" | bc)"; }
+# upstream_saw START: how many requests the upstream saw since its previous look, and when the first and the last
+# arrived, after START.
+upstream_saw() {
+  local first last seen
+  read -r first last seen < <(curl -s http://127.0.0.1:18181/arrivals) || true
+  if [ -n "${seen:-}" ]; then
+    printf '         the upstream saw %d requests, the first %.3f s and the last %.3f s after the %s started\n' \
+      "$seen" "$(echo "$first - $1" | bc)" "$(echo "$last - $1" | bc)" "$label"
+  fi
+}
+# server_round N: round N of the server's: the burst, the wait for its N rule runs, and what they took.
+server_round() {
+  local round=$1 before server_cpu start answered seen_done ok ended got_first got_last got
   before=$(metric 18182 'switchboard_rule_runs_total{rule="slow",outcome="ok"}')
   server_cpu=$(cpu_ticks "$server")
   start=$(date +%s.%N)
   send
   answered=$(date +%s.%N)
-  # No run can end before the upstream's 1 s sleep has: the poll (a curl, an awk and a bc every 5 ms) starts
-  # then, not while the server is still opening upstream connections on the same two cores (until the
-  # thirty-fourth session it ran from the burst's end, and took 10-30% of the machine in the last 100 ms of
-  # round 1's sending, which sets when the round ends).
-  sleep "$(echo "x = 1 - ($(date +%s.%N) - $start); if (x > 0) x else 0" | bc)"
+  until_upstream_slept "$start"
   while [ "$(metric 18182 'switchboard_rule_runs_total{rule="slow",outcome="ok"}')" -lt $((before + N)) ]; do
     sleep 0.005
     [ "$(echo "$(date +%s.%N) - $start > 30" | bc)" = 1 ] && break
@@ -190,11 +207,43 @@ for round in 1 2 3; do
     printf '         the server received %d of them, the first %.3f s and the last %.3f s after the %s started: the last run ended %.3f s after the first webhook arrived\n' \
       "$got" "$(echo "$got_first - $start" | bc)" "$(echo "$got_last - $start" | bc)" "$label" "$(echo "$ended - $got_first" | bc)"
   fi
-  read -r first last seen < <(curl -s http://127.0.0.1:18181/arrivals) || true
-  if [ -n "${seen:-}" ]; then
-    printf '         the upstream saw %d requests, the first %.3f s and the last %.3f s after the %s started\n' \
-      "$seen" "$(echo "$first - $start" | bc)" "$(echo "$last - $start" | bc)" "$label"
-  fi
+  upstream_saw "$start"
+}
+# anchor_round N: the same round for nginx-lua doing the same by hand (scripts/slow_anchor.nginx.conf).
+anchor_round() {
+  local round=$1 before count last start answered cpu
+  read -r before _ < <(curl -s http://127.0.0.1:18183/done)
+  cpu=$(cpu_ticks "$anchor_worker")
+  start=$(date +%s.%N)
+  send 18183
+  answered=$(date +%s.%N)
+  until_upstream_slept "$start"
+  while read -r count last < <(curl -s http://127.0.0.1:18183/done) && [ "$count" -lt $((before + N)) ]; do
+    sleep 0.005
+    [ "$(echo "$(date +%s.%N) - $start > 30" | bc)" = 1 ] && break
+  done
+  cpu=$(( ($(cpu_ticks "$anchor_worker") - cpu) * 1000 / ticks_per_second ))
+  printf '  nginx-lua round %d: %d of %d answered 200 in %.3f s; %d/%d calls ended, the last %.3f s after the %s started; its CPU time %d ms, the %s %d ms\n' \
+    "$round" "$(grep -c '^200$' "$work/codes.txt")" "$N" "$(echo "$answered - $start" | bc)" "$((count - before))" "$N" \
+    "$(echo "$last - $start" | bc)" "$label" "$cpu" "$label" \
+    "$(awk '{ s += $1 + $2 } END { printf "%d", s * 1000 }' "$work/sender.times")"
+  upstream_saw "$start"
+}
+# The anchor for these rounds: nginx-lua doing the rule's work by hand, on the same upstream (by its address:
+# nginx resolves names only through a `resolver` it is given, not /etc/hosts), each of its rounds right after the
+# server's, with the burst alone (SENDER=curl leaves it out).
+if [ "$sender" = burst ]; then
+  mkdir -p "$work/anchor"
+  cp scripts/slow_anchor.nginx.conf "$work/anchor/nginx.conf"
+  nginx -c "$work/anchor/nginx.conf" -p "$work/anchor" >"$work/anchor/out" 2>&1 & pids+=($!)
+  anchor=$!
+  for _ in $(seq 50); do curl -s -o /dev/null http://127.0.0.1:18183/done && break; sleep 0.1; done
+  anchor_worker=$(pgrep -P "$anchor" nginx)  # (the master process only starts it)
+  echo "   each round of the server's is followed by the same round for nginx-lua doing the rule's work by hand (scripts/slow_anchor.nginx.conf, no journal)"
+fi
+for round in 1 2 3; do
+  server_round "$round"
+  if [ "$sender" = burst ]; then anchor_round "$round"; fi
 done
 # `ONLY=slow scripts/serve_bench.sh` stops here.
 [ "${ONLY:-}" = slow ] && exit 0
