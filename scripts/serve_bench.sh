@@ -193,6 +193,7 @@ server_round() {
   # When the last run really ended, by the server's clock (the same machine's): the poll above sees it up to one
   # poll later (a curl, an awk and a bc: 10-20 ms on this machine).
   ended=$(metric 18182 'switchboard_rule_last_run_timestamp_seconds{rule="slow"}')
+  server_took[$round]=$(printf '%.3f' "$(echo "$ended - $start" | bc)")
   printf 'round %d: %d of %d answered 200 in %.3f s; %d/%d rule runs finished ok, the last %.3f s after the %s started (issue 17 goal: <= 1.2 s every round); the poll saw it at %.3f s\n' \
     "$round" "$(grep -c '^200$' "$work/codes.txt")" "$N" "$(echo "$answered - $start" | bc)" "$ok" "$N" \
     "$(echo "$ended - $start" | bc)" "$label" "$(echo "$seen_done - $start" | bc)"
@@ -223,6 +224,7 @@ anchor_round() {
     [ "$(echo "$(date +%s.%N) - $start > 30" | bc)" = 1 ] && break
   done
   cpu=$(( ($(cpu_ticks "$anchor_worker") - cpu) * 1000 / ticks_per_second ))
+  anchor_took[$round]=$(printf '%.3f' "$(echo "$last - $start" | bc)")
   printf '  nginx-lua round %d: %d of %d answered 200 in %.3f s; %d/%d calls ended, the last %.3f s after the %s started; its CPU time %d ms, the %s %d ms\n' \
     "$round" "$(grep -c '^200$' "$work/codes.txt")" "$N" "$(echo "$answered - $start" | bc)" "$((count - before))" "$N" \
     "$(echo "$last - $start" | bc)" "$label" "$cpu" "$label" \
@@ -241,10 +243,18 @@ if [ "$sender" = burst ]; then
   anchor_worker=$(pgrep -P "$anchor" nginx)  # (the master process only starts it)
   echo "   each round of the server's is followed by the same round for nginx-lua doing the rule's work by hand (scripts/slow_anchor.nginx.conf, no journal)"
 fi
+declare -a server_took anchor_took
 for round in 1 2 3; do
   server_round "$round"
   if [ "$sender" = burst ]; then anchor_round "$round"; fi
 done
+# The row as the issue's table has it: each round's end, the server's beside the anchor's.
+printf 'slow upstream, the last run'"'"'s end after the %s started (issue 17: <= 1.2 s every round):' "$label"
+for round in 1 2 3; do
+  printf '%s round %d %s s' "$([ "$round" = 1 ] || echo ';')" "$round" "${server_took[$round]}"
+  if [ -n "${anchor_took[$round]:-}" ]; then printf ' (nginx-lua %s s)' "${anchor_took[$round]}"; fi
+done
+echo
 # `ONLY=slow scripts/serve_bench.sh` stops here.
 [ "${ONLY:-}" = slow ] && exit 0
 
