@@ -57,7 +57,12 @@ http {
 NGINX
   nginx -c "$work/upstream/nginx.conf" -p "$work/upstream" >"$work/upstream/out" 2>&1 &
   upstream=$!
-  for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$up_port/" && break; sleep 0.1; done
+  for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$up_port/" && break; sleep 0.1; done
+  curl -sf -o /dev/null "http://127.0.0.1:$up_port/" || {
+    echo "count_request_instructions.sh: the upstream nginx did not start on port $up_port:" >&2
+    cat "$work/upstream/out" "$work/upstream/error.log" >&2 2>/dev/null || true
+    exit 2
+  }
   cat >"$work/rules/call.lua" <<LUA
 return { name = "call", on = "channel_create", run = function()
   local r, err = http.get("http://127.0.0.1:$up_port/", { timeout = 30 })
@@ -74,14 +79,15 @@ count() {
     >/dev/null 2>"$work/valgrind.txt" &
   server=$!
   for _ in $(seq 300); do curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz" && break; sleep 0.2; done
-  python3 - "$2" "$PORT" "$SHARED/bench/event.json" "$UPSTREAM" <<'PY'
+  if ! python3 - "$2" "$PORT" "$SHARED/bench/event.json" "$UPSTREAM" <<'PY'
 import http.client, re, sys, time, urllib.request
 requests, port, path, upstream = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 body = open(path, 'rb').read()
 connection = http.client.HTTPConnection('127.0.0.1', port)
 for i in range(requests):
     if upstream:
-        # One call's events, each its own (a resent one, with the same timestamp, would be dropped).
+        # One call's events, each its own timestamp (so none would count as a resend if the server's
+        # --dedupe-window were on).
         body = re.sub(rb'"timestamp": *"[0-9]+"', b'"timestamp": "%d"' % (63800000000 + i), body)
     connection.request('POST', '/hooks/channel_create', body, {'Content-Type': 'application/json'})
     answer = connection.getresponse()
@@ -102,6 +108,10 @@ if upstream:
     if runs().get('ok', 0) != requests:
         sys.exit(f'not every call succeeded: {runs()}')
 PY
+  then
+    kill -INT "$server"; wait "$server" || true; server=
+    return 1  # (the caller's $(...) fails, and set -e stops the script)
+  fi
   kill -INT "$server"; wait "$server" || true; server=
   awk '/refs:/ {gsub(",", "", $4); print $4}' "$work/valgrind.txt"
 }

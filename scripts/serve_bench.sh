@@ -212,20 +212,22 @@ server_round() {
 }
 # anchor_round N: the same round for nginx-lua doing the same by hand (scripts/slow_anchor.nginx.conf).
 anchor_round() {
-  local round=$1 before count last start answered cpu
-  read -r before _ < <(curl -s http://127.0.0.1:18183/done)
-  cpu=$(cpu_ticks "$anchor_worker")
+  local round=$1 before=0 count=0 last=0 start answered cpu
+  read -r before _ < <(curl -sf http://127.0.0.1:18187/done) || true
+  count=$before
+  cpu=$(cpu_ticks "$anchor")
   start=$(date +%s.%N)
-  send 18183
+  send 18187
   answered=$(date +%s.%N)
   until_upstream_slept "$start"
-  while read -r count last < <(curl -s http://127.0.0.1:18183/done) && [ "$count" -lt $((before + N)) ]; do
+  # (A failed call is not counted: the wait then ends after 30 s, and the line says how many succeeded.)
+  while read -r count last < <(curl -sf http://127.0.0.1:18187/done) && [ "$count" -lt $((before + N)) ]; do
     sleep 0.005
     [ "$(echo "$(date +%s.%N) - $start > 30" | bc)" = 1 ] && break
   done
-  cpu=$(( ($(cpu_ticks "$anchor_worker") - cpu) * 1000 / ticks_per_second ))
+  cpu=$(( ($(cpu_ticks "$anchor") - cpu) * 1000 / ticks_per_second ))
   anchor_took[$round]=$(printf '%.3f' "$(echo "$last - $start" | bc)")
-  printf '  nginx-lua round %d: %d of %d answered 200 in %.3f s; %d/%d calls ended, the last %.3f s after the %s started; its CPU time %d ms, the %s %d ms\n' \
+  printf '  nginx-lua round %d: %d of %d answered 200 in %.3f s; %d/%d calls succeeded, the last %.3f s after the %s started; its CPU time %d ms, the %s %d ms\n' \
     "$round" "$(grep -c '^200$' "$work/codes.txt")" "$N" "$(echo "$answered - $start" | bc)" "$((count - before))" "$N" \
     "$(echo "$last - $start" | bc)" "$label" "$cpu" "$label" \
     "$(awk '{ s += $1 + $2 } END { printf "%d", s * 1000 }' "$work/sender.times")"
@@ -233,14 +235,18 @@ anchor_round() {
 }
 # The anchor for these rounds: nginx-lua doing the rule's work by hand, on the same upstream (by its address:
 # nginx resolves names only through a `resolver` it is given, not /etc/hosts), each of its rounds right after the
-# server's, with the burst alone (SENDER=curl leaves it out).
+# server's, with the burst alone (SENDER=curl leaves it out). Port 18187; stopped after the rounds.
 if [ "$sender" = burst ]; then
-  mkdir -p "$work/anchor"
-  cp scripts/slow_anchor.nginx.conf "$work/anchor/nginx.conf"
-  nginx -c "$work/anchor/nginx.conf" -p "$work/anchor" >"$work/anchor/out" 2>&1 & pids+=($!)
+  mkdir -p "$work/slow_anchor"
+  cp scripts/slow_anchor.nginx.conf "$work/slow_anchor/nginx.conf"
+  nginx -c "$work/slow_anchor/nginx.conf" -p "$work/slow_anchor" >"$work/slow_anchor/out" 2>&1 & pids+=($!)
   anchor=$!
-  for _ in $(seq 50); do curl -s -o /dev/null http://127.0.0.1:18183/done && break; sleep 0.1; done
-  anchor_worker=$(pgrep -P "$anchor" nginx)  # (the master process only starts it)
+  for _ in $(seq 50); do curl -sf -o /dev/null http://127.0.0.1:18187/done && break; sleep 0.1; done
+  if ! kill -0 "$anchor" 2>/dev/null || ! curl -sf -o /dev/null http://127.0.0.1:18187/done; then
+    echo "serve_bench.sh: the nginx-lua anchor (scripts/slow_anchor.nginx.conf) did not start on port 18187:" >&2
+    cat "$work/slow_anchor/out" "$work/slow_anchor/nginx-error.log" >&2 2>/dev/null || true
+    exit 2
+  fi
   echo "   each round of the server's is followed by the same round for nginx-lua doing the rule's work by hand (scripts/slow_anchor.nginx.conf, no journal)"
 fi
 declare -a server_took anchor_took
@@ -255,6 +261,7 @@ for round in 1 2 3; do
   if [ -n "${anchor_took[$round]:-}" ]; then printf ' (nginx-lua %s s)' "${anchor_took[$round]}"; fi
 done
 echo
+if [ "$sender" = burst ]; then kill "$anchor"; wait "$anchor" 2>/dev/null || true; fi
 # `ONLY=slow scripts/serve_bench.sh` stops here.
 [ "${ONLY:-}" = slow ] && exit 0
 

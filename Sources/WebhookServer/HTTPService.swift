@@ -122,11 +122,12 @@ struct Listener: Service {
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: Int32(clamping: backlog))
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            // Up to 64 connections accepted each time the listening socket is readable, not NIO's 4: every
-            // batch hands the connections that go to the other loop over with a wake-up of it, and a burst of
-            // 1,000 webhooks on new connections paid about 250 of them. Round 1 of the slow upstream
-            // (`scripts/serve_bench.sh`, 22 alternated pairs) ended earlier in 16 and the server spent
-            // about 40 ms less CPU on it (README, thirty-seventh session).
+            // Up to 64 connections accepted each time the listening socket is readable, not NIO's 4. NIO sets
+            // each accepted connection up on the loop it goes to: the connections of a batch that go to the
+            // other loop wake it when it is idle (a loop is woken once for the tasks queued before it runs
+            // them), and a burst of 1,000 new connections came in about 250 batches. Round 1 of the slow
+            // upstream (`scripts/serve_bench.sh`) ended earlier in 16 of 22 alternated pairs, and the server
+            // spent about 40 ms less CPU on it (README, thirty-seventh session).
             .serverChannelOption(.maxMessagesPerRead, value: 64)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .serverChannelInitializer { channel in
