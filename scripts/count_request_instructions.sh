@@ -79,7 +79,8 @@ count() {
     >/dev/null 2>"$work/valgrind.txt" &
   server=$!
   for _ in $(seq 300); do curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz" && break; sleep 0.2; done
-  if ! python3 - "$2" "$PORT" "$SHARED/bench/event.json" "$UPSTREAM" <<'PY'
+  local failed=
+  python3 - "$2" "$PORT" "$SHARED/bench/event.json" "$UPSTREAM" <<'PY' || failed=1
 import http.client, re, sys, time, urllib.request
 requests, port, path, upstream = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 body = open(path, 'rb').read()
@@ -108,11 +109,8 @@ if upstream:
     if runs().get('ok', 0) != requests:
         sys.exit(f'not every call succeeded: {runs()}')
 PY
-  then
-    kill -INT "$server"; wait "$server" || true; server=
-    return 1  # (the caller's $(...) fails, and set -e stops the script)
-  fi
   kill -INT "$server"; wait "$server" || true; server=
+  [ -z "$failed" ] || return 1  # (the caller's $(...) fails, and set -e stops the script)
   awk '/refs:/ {gsub(",", "", $4); print $4}' "$work/valgrind.txt"
 }
 for binary in "$@"; do

@@ -164,6 +164,10 @@ PY
 # session they ran from the burst's end, and took 10-30% of the machine in the last 100 ms of round 1's
 # sending, which sets when the round ends).
 until_upstream_slept() { sleep "$(echo "x = 1 - ($(date +%s.%N) - $1); if (x > 0) x else 0" | bc)"; }
+# past_30s START: whether 30 s have passed since START (a round's polls give up then).
+past_30s() { [ "$(echo "$(date +%s.%N) - $1 > 30" | bc)" = 1 ]; }
+# sender_ms: the CPU time the round's senders used, in ms ($work/sender.times, from `timed`).
+sender_ms() { awk '{ s += $1 + $2 } END { printf "%d", s * 1000 }' "$work/sender.times"; }
 # upstream_saw START: how many requests the upstream saw since its previous look, and when the first and the last
 # arrived, after START.
 upstream_saw() {
@@ -185,7 +189,7 @@ server_round() {
   until_upstream_slept "$start"
   while [ "$(metric 18182 'switchboard_rule_runs_total{rule="slow",outcome="ok"}')" -lt $((before + N)) ]; do
     sleep 0.005
-    [ "$(echo "$(date +%s.%N) - $start > 30" | bc)" = 1 ] && break
+    past_30s "$start" && break
   done
   seen_done=$(date +%s.%N)
   server_cpu=$(( ($(cpu_ticks "$server") - server_cpu) * 1000 / ticks_per_second ))
@@ -198,7 +202,7 @@ server_round() {
     "$round" "$(grep -c '^200$' "$work/codes.txt")" "$N" "$(echo "$answered - $start" | bc)" "$ok" "$N" \
     "$(echo "$ended - $start" | bc)" "$label" "$(echo "$seen_done - $start" | bc)"
   printf '         CPU time in the round: the server %d ms (until the poll saw the last run), the %s %d ms\n' \
-    "$server_cpu" "$label" "$(awk '{ s += $1 + $2 } END { printf "%d", s * 1000 }' "$work/sender.times")"
+    "$server_cpu" "$label" "$(sender_ms)"
   # When the round's first and last webhooks reached the server: the journal's received_at (the server's clock,
   # taken as each request is read). The burst's first request reaches the server 24-39 ms after its start on
   # this machine (its start, the bodies mapped, 1,000 connects; 6-14 ms with BURST_STEP=16; curl reads its
@@ -223,14 +227,14 @@ anchor_round() {
   # (A failed call is not counted: the wait then ends after 30 s, and the line says how many succeeded.)
   while read -r count last < <(curl -sf http://127.0.0.1:18187/done) && [ "$count" -lt $((before + N)) ]; do
     sleep 0.005
-    [ "$(echo "$(date +%s.%N) - $start > 30" | bc)" = 1 ] && break
+    past_30s "$start" && break
   done
   cpu=$(( ($(cpu_ticks "$anchor") - cpu) * 1000 / ticks_per_second ))
   anchor_took[$round]=$(printf '%.3f' "$(echo "$last - $start" | bc)")
   printf '  nginx-lua round %d: %d of %d answered 200 in %.3f s; %d/%d calls succeeded, the last %.3f s after the %s started; its CPU time %d ms, the %s %d ms\n' \
     "$round" "$(grep -c '^200$' "$work/codes.txt")" "$N" "$(echo "$answered - $start" | bc)" "$((count - before))" "$N" \
     "$(echo "$last - $start" | bc)" "$label" "$cpu" "$label" \
-    "$(awk '{ s += $1 + $2 } END { printf "%d", s * 1000 }' "$work/sender.times")"
+    "$(sender_ms)"
   upstream_saw "$start"
 }
 # The anchor for these rounds: nginx-lua doing the rule's work by hand, on the same upstream (by its address:
