@@ -87,6 +87,15 @@ lua_State *sb_newstate(size_t memory_limit) {
     *(const void **)lua_getextraspace(L) = NULL;  // threads copy it: only sb_mark_host_thread sets the marker
     // Threads inherit the hook from the thread that creates them, so every coroutine is budgeted too.
     lua_sethook(L, sb_hook, LUA_MASKCOUNT, SB_HOOK_STRIDE);
+    // Generational collection (Lua's own defaults: a minor collection each time memory grows 20%, a major
+    // one when it has doubled since the last major). What a rule allocates per event (the event's table, its
+    // coroutine's values, a forward's payload) dies young, while the loaded rules (functions, constants,
+    // module tables) live as long as the state. The incremental collector re-marks all of those every cycle
+    // and lets an event's garbage age until the heap has doubled, so the event's decoded members were freed
+    // (through the lazy table's __gc) long after they had left the cache. Measured on 6 December 2026, the
+    // engine row of `make bench` (20 rules): 214,600 -> 223,700 events/s, medians of 6 alternated runs;
+    // 58,183 -> 57,176 instructions an event. A memory error still gets an emergency full collection first.
+    lua_gc(L, LUA_GCGEN, 0, 0);
     return L;
 }
 
@@ -130,4 +139,11 @@ double sb_clock(void) { return sb_now(); }
 size_t sb_memory_used(lua_State *L) { return sb_rt(L)->used; }
 void sb_set_memory_limit(lua_State *L, size_t limit) { sb_rt(L)->limit = limit; }
 size_t sb_memory_limit(lua_State *L) { return sb_rt(L)->limit; }
-void sb_collect_garbage(lua_State *L) { lua_gc(L, LUA_GCCOLLECT); }
+void sb_collect_garbage(lua_State *L) {
+    lua_gc(L, LUA_GCCOLLECT);
+    // Lua 5.4.4 leaves a generational state's allowance as it was before a full collection, less what the
+    // collection freed, so the next minor collection would wait until that much more was allocated (fixed
+    // in 5.4.5: lua/lua a1f77a23). A basic step right after finds nothing young to collect and sets the
+    // allowance for the next minor collection from the memory in use now.
+    lua_gc(L, LUA_GCSTEP, 0);
+}

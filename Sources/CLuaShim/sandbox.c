@@ -89,7 +89,7 @@ static int sb_setmetatable(lua_State *L) {
 static int sb_collectgarbage(lua_State *L) {
     const char *option = luaL_optstring(L, 1, "collect");
     if (strcmp(option, "collect") == 0) {
-        lua_gc(L, LUA_GCCOLLECT);
+        sb_collect_garbage(L);
         lua_pushinteger(L, 0);
     } else if (strcmp(option, "step") == 0) {
         lua_pushboolean(L, lua_gc(L, LUA_GCSTEP, 0));
