@@ -93,8 +93,9 @@ lua_State *sb_newstate(size_t memory_limit) {
     // module tables) live as long as the state. The incremental collector re-marks all of those every cycle
     // and lets an event's garbage age until the heap has doubled, so the event's decoded members were freed
     // (through the lazy table's __gc) long after they had left the cache. Measured on 6 December 2026, the
-    // engine row of `make bench` (20 rules): 214,600 -> 223,700 events/s, medians of 6 alternated runs;
-    // 58,183 -> 57,176 instructions an event. A memory error still gets an emergency full collection first.
+    // engine row alone (SwitchboardEngineLoop, 20 rules): 214,600 -> 223,700 events/s, medians of 6 alternated
+    // runs; 58,183 -> 57,176 instructions an event. An allocation the memory cap refuses still gets an
+    // emergency full collection first. See sb_collect_garbage for what a full collection needs after it.
     lua_gc(L, LUA_GCGEN, 0, 0);
     return L;
 }
