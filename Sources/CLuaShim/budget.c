@@ -48,19 +48,23 @@ int sb_raise_kill(lua_State *L, int level) {
     return lua_error(L);
 }
 
-static void sb_hook(lua_State *L, lua_Debug *ar) {
-    (void)ar;
+void sb_charge(lua_State *L, int64_t instructions, int level) {
     sb_runtime *rt = sb_rt(L);
     if (!rt->enforcing) return;
     if (rt->killed == SB_KILL_NONE) {
-        rt->instructions_left -= SB_HOOK_STRIDE;
+        rt->instructions_left -= instructions;
         if (rt->instructions_left < 0) {
             rt->killed = SB_KILL_INSTRUCTIONS;
         } else if (rt->deadline > 0 && sb_now() > rt->deadline) {
             rt->killed = SB_KILL_DEADLINE;
         }
     }
-    if (rt->killed != SB_KILL_NONE) sb_raise_kill(L, 0);
+    if (rt->killed != SB_KILL_NONE) sb_raise_kill(L, level);
+}
+
+static void sb_hook(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    sb_charge(L, SB_HOOK_STRIDE, 0);
 }
 
 static int sb_panic(lua_State *L) {
@@ -141,10 +145,16 @@ size_t sb_memory_used(lua_State *L) { return sb_rt(L)->used; }
 void sb_set_memory_limit(lua_State *L, size_t limit) { sb_rt(L)->limit = limit; }
 size_t sb_memory_limit(lua_State *L) { return sb_rt(L)->limit; }
 void sb_collect_garbage(lua_State *L) {
-    lua_gc(L, LUA_GCCOLLECT);
-    // Lua 5.4.4 leaves a generational state's allowance as it was before a full collection, less what the
-    // collection freed, so the next minor collection would wait until that much more was allocated (fixed
-    // in 5.4.5: lua/lua a1f77a23). A basic step right after finds nothing young to collect and sets the
-    // allowance for the next minor collection from the memory in use now.
+    // A full collection made as a switch to the incremental collector and back: entering generational mode
+    // marks everything, frees the garbage and makes the rest old, whichever mode the collector was in. Lua's
+    // own (LUA_GCCOLLECT) does not always leave it generational: after major collections that freed too
+    // little (a heap growing fast, as a run on its way to a memory kill makes it) the collector has fallen
+    // back to incremental mode, where a full collection sets the next cycle for when the heap has doubled,
+    // and only the next step comes back to generational mode, marking everything once more.
+    lua_gc(L, LUA_GCINC, 0, 0, 0);
+    lua_gc(L, LUA_GCGEN, 0, 0);
+    // Entering generational mode, Lua 5.4.4 leaves the next young collection due at the memory level it was
+    // due at before, so it waits until what the full collection freed has been allocated again (fixed in
+    // 5.4.5: lua/lua a1f77a23). A basic step finds nothing young and sets it from the memory in use now.
     lua_gc(L, LUA_GCSTEP, 0);
 }

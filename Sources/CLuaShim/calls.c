@@ -16,6 +16,10 @@ static int sb_host_trampoline(lua_State *L) {
     rt->in_host++;
     int results = sb_dispatch(L, box);
     rt->in_host--;
+    // A kill first, before the run can suspend (a resume begins a new budget, which would forget it) or raise
+    // the host's own error in its place.
+    if (rt->enforcing && rt->killed == SB_KILL_NONE && rt->used > rt->limit) rt->killed = SB_KILL_MEMORY;
+    if (rt->killed != SB_KILL_NONE) return sb_raise_kill(L, 1);
     if (results == SB_SUSPEND) {
         lua_pushlightuserdata(L, (void *)&sb_suspend_sentinel);
         lua_insert(L, -2);
@@ -27,8 +31,6 @@ static int sb_host_trampoline(lua_State *L) {
         lua_concat(L, 2);
         return lua_error(L);
     }
-    if (rt->enforcing && rt->killed == SB_KILL_NONE && rt->used > rt->limit) rt->killed = SB_KILL_MEMORY;
-    if (rt->killed != SB_KILL_NONE) return sb_raise_kill(L, 1);
     return results;
 }
 

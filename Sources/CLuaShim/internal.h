@@ -64,6 +64,16 @@ static inline double sb_now(void) {
 /// Raises the kill's message, prefixed with the position at stack `level`. Never returns. (budget.c)
 int sb_raise_kill(lua_State *L, int level);
 
+/// What a rule's collectgarbage("collect") or ("step") is charged against its instruction budget: a full
+/// collection takes time the instruction count does not see, tens of milliseconds on a heap of tens of
+/// megabytes. With the default 10,000,000 instructions a run can make 100.
+#define SB_COLLECT_COST 100000
+
+/// Charges `instructions` to the running call's budget and checks its deadline; a kill (this one, or one
+/// already pending) is raised with the position at stack `level`. Nothing while no budgeted call runs.
+/// (budget.c)
+void sb_charge(lua_State *L, int64_t instructions, int level);
+
 /// A new environment table on top of the stack, from the template; may raise. (sandbox.c)
 int sb_new_environment_unprotected(lua_State *L);
 

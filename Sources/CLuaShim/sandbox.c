@@ -23,8 +23,10 @@ const char sb_object_mt_key = 0;
 
 /// pcall/xpcall continuation: a kill is re-raised, anything else behaves as Lua's own pcall.
 static int sb_finish_pcall(lua_State *L, int status, lua_KContext extra) {
+    // A kill the protected function outran too: an allocation the memory cap refused and Lua's emergency
+    // collection then let through, before the hook that raises it came round.
+    if (sb_rt(L)->killed != SB_KILL_NONE) return sb_raise_kill(L, 1);
     if (status != LUA_OK && status != LUA_YIELD) {
-        if (sb_rt(L)->killed != SB_KILL_NONE) return sb_raise_kill(L, 1);
         lua_pushboolean(L, 0);
         lua_pushvalue(L, -2);
         return 2;
@@ -86,13 +88,17 @@ static int sb_setmetatable(lua_State *L) {
 }
 
 /// collectgarbage limited to what cannot hurt the host: "collect" (default), "step", "count", "isrunning".
+/// A collection is charged to the run's budget (SB_COLLECT_COST), and its deadline is checked after it.
 static int sb_collectgarbage(lua_State *L) {
     const char *option = luaL_optstring(L, 1, "collect");
     if (strcmp(option, "collect") == 0) {
         sb_collect_garbage(L);
+        sb_charge(L, SB_COLLECT_COST, 1);
         lua_pushinteger(L, 0);
     } else if (strcmp(option, "step") == 0) {
-        lua_pushboolean(L, lua_gc(L, LUA_GCSTEP, 0));
+        int finished = lua_gc(L, LUA_GCSTEP, 0);
+        sb_charge(L, SB_COLLECT_COST, 1);
+        lua_pushboolean(L, finished);
     } else if (strcmp(option, "count") == 0) {
         int kb = lua_gc(L, LUA_GCCOUNT);
         int rest = lua_gc(L, LUA_GCCOUNTB);

@@ -100,15 +100,20 @@ extension LuaState {
         sb_budget_begin(L, Int64(limits.instructionLimit), timeLimitSeconds, 0)
         let status = sb_pcall_traceback(L, argumentCount, LUA_MULTRET)
         let killed = sb_budget_end(L)
-        guard status != LUA_OK else { return }
+        guard status != LUA_OK || killed != SB_KILL_NONE else { return }
 
-        let raw = stack.string(at: -1) ?? "(error object is not a string)"
+        let raw = status == LUA_OK ? Self.lateKill : stack.string(at: -1) ?? "(error object is not a string)"
         lua_settop(L, base)
-        throw failure(status: status, killed: killed, message: raw)
+        throw failure(status: status == LUA_OK ? LUA_ERRMEM : status, killed: killed, message: raw)
     }
 }
 
 extension LuaState {
+    /// What a kill says when the run returned, or suspended, before it could be stopped: its allocator refused
+    /// memory, Lua's emergency collection then let the allocation through, and the run ended before the hook
+    /// that raises the kill came round (it comes every `SB_HOOK_STRIDE` instructions). It fails as any kill.
+    static let lateKill = "the run went over the limit and ended before it could be stopped"
+
     /// The error for a call or resume that failed with `status` (and was killed for `killed`, SB_KILL_*).
     /// After a kill or an out-of-memory error the state is collected, and flagged `needsRebuild` when it
     /// still holds most of its memory cap.

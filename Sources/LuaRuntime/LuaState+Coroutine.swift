@@ -184,6 +184,10 @@ extension LuaState {
         coroutine.lastResumeEnded = sb_budget_last_clock(L)
         let killed = sb_budget_end(L)
         coroutine.instructionsLeft = Int(max(left, 0))
+        if killed != SB_KILL_NONE && (status == LUA_OK || status == LUA_YIELD) {
+            finish(coroutine)
+            throw failure(status: LUA_ERRMEM, killed: killed, message: Self.lateKill)
+        }
 
         switch status {
         case LUA_OK:

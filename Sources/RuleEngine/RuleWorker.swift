@@ -124,6 +124,11 @@ public final class RuleWorker: @unchecked Sendable {
         try state.installRequire(modules: modules)
         let loader = try RuleLoader(state: state, context: context, source: source, configuration: configuration)
         let (rules, diagnostics) = loader.loadAll()
+        // Loading leaves garbage, and module-level data grows the heap fast, after which Lua's generational
+        // collector falls back to incremental marking until a collection finds the heap steady (the first
+        // events' garbage would then wait for the heap to double). One full collection leaves the state
+        // compact, and generational from its first event.
+        state.collectGarbage()
         return Built(state: state, context: context, rules: rules, diagnostics: diagnostics)
     }
 
