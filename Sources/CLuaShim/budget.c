@@ -98,8 +98,9 @@ lua_State *sb_newstate(size_t memory_limit) {
     // and lets an event's garbage age until the heap has doubled, so the event's decoded members were freed
     // (through the lazy table's __gc) long after they had left the cache. Measured on 6 December 2026, the
     // engine row alone (SwitchboardEngineLoop, 20 rules): 214,600 -> 223,700 events/s, medians of 6 alternated
-    // runs; 58,183 -> 57,176 instructions an event. An allocation the memory cap refuses still gets an
-    // emergency full collection first. See sb_collect_garbage for what a full collection needs after it.
+    // runs; 58,183 -> 57,176 instructions an event. An allocation the memory cap refuses kills the run
+    // whatever Lua's emergency collection then frees (LuaState.lateKill). See sb_collect_garbage for how a
+    // full collection is made.
     lua_gc(L, LUA_GCGEN, 0, 0);
     return L;
 }

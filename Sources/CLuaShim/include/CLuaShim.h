@@ -69,7 +69,8 @@ size_t sb_memory_used(lua_State *L);
 /// Changes the memory cap (bytes) used by later budgeted calls.
 void sb_set_memory_limit(lua_State *L, size_t limit);
 size_t sb_memory_limit(lua_State *L);
-/// Runs a full garbage collection, then a basic step that sets when the next young collection comes (budget.c).
+/// Runs a full garbage collection that leaves the collector generational, with its next young collection set
+/// from the memory in use (budget.c).
 void sb_collect_garbage(lua_State *L);
 
 // MARK: - Sandbox
