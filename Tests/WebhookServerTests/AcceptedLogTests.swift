@@ -264,11 +264,7 @@ import Testing
         let path = directory()
         defer { removeAll(path) }
         let journal = try EventJournal(directory: path)
-        var configuration = Configuration()
-        configuration.allowsUnsafeTransactions = true
-        // Should the writer hold the lock at that moment, wait for it rather than fail.
-        configuration.busyMode = .timeout(5)
-        let blocker = try DatabaseQueue(path: EventJournal.file(in: path), configuration: configuration)
+        let blocker = try journalDatabase(in: path, unsafeTransactions: true)
         let limit = EventJournal.loggedLimit
         func hold() async throws {
             try await blocker.writeWithoutTransaction { try $0.execute(sql: "BEGIN IMMEDIATE") }

@@ -25,20 +25,10 @@ import Testing
                 name: "channel.channel_create", callID: call, otherLeg: otherLeg, accountID: "acct", outcomes: "[]"))
     }
 
-    /// The journal's file on a connection of the test's own that waits for SQLite's locks (up to 5 s, as the
-    /// journal's own connections do) instead of failing at once. A journal let go closes a moment later on a
-    /// queue of its own (its done marks' wake-up, or a writer turn, may hold the last reference), and the last
-    /// connection to close holds the file's exclusive lock while it checks the write-ahead log back in.
-    func database(_ path: String) throws -> DatabaseQueue {
-        var configuration = Configuration()
-        configuration.busyMode = .timeout(5)
-        return try DatabaseQueue(path: EventJournal.file(in: path), configuration: configuration)
-    }
-
     /// Index rows in `call_legs`, or legs staged in `call_legs_staged`.
     func rows(_ table: String, in path: String) throws -> Int {
         let count = table == "call_legs_staged" ? "count(call_id) + count(other_leg)" : "count(*)"
-        return try database(path).read { db in
+        return try journalDatabase(in: path).read { db in
             try Int.fetchOne(db, sql: "SELECT \(count) FROM \(table)") ?? 0
         }
     }
@@ -124,7 +114,7 @@ import Testing
             journal.markDone((0..<20).map { mark("m\($0)", call: "call-\($0 % 2)", otherLeg: nil) })
             await journal.drain()
         }
-        try await database(path).write { db in
+        try await journalDatabase(in: path).write { db in
             try db.execute(
                 sql: """
                     CREATE TABLE call_legs_merging (n INTEGER PRIMARY KEY, leg TEXT NOT NULL, id TEXT NOT NULL);
@@ -142,7 +132,7 @@ import Testing
         #expect(try rows("call_legs", in: path) == 20)
         #expect(try rows("call_legs_staged", in: path) == 1)
         #expect(try journal.callEvents(["call-0"]).count == 11)
-        let tables = try await database(path).read { db in
+        let tables = try await journalDatabase(in: path).read { db in
             try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'table'")
         }
         #expect(tables.contains("call_legs") && !tables.contains("call_legs_merging"))
@@ -194,7 +184,7 @@ import Testing
 
     /// Index entries whose done record is gone.
     func orphans(in path: String) throws -> Int {
-        try database(path).read { db in
+        try journalDatabase(in: path).read { db in
             try Int.fetchOne(db, sql: "SELECT count(*) FROM call_legs WHERE id NOT IN (SELECT id FROM events_done)")
                 ?? 0
         }
@@ -202,7 +192,7 @@ import Testing
 
     /// Staged legs whose done record is there.
     func stagedWithRecords(in path: String) throws -> Int {
-        try database(path).read { db in
+        try journalDatabase(in: path).read { db in
             try Int.fetchOne(
                 db,
                 sql: """
@@ -363,7 +353,7 @@ import Testing
         journal.markDone(ids.enumerated().map { mark($1, call: "call-\($0 % 9)", otherLeg: "leg-\($0)") })
         await journal.drain()
         // Retention's deletions, without its count of the legs left behind.
-        try await database(path).write { db in
+        try await journalDatabase(in: path).write { db in
             try db.execute(sql: "DELETE FROM events_done WHERE CAST(substr(id, 2) AS INTEGER) % 3 = 0")
         }
         let before = try orphans(in: path)
@@ -392,7 +382,7 @@ import Testing
         }
         #expect(try rows("call_legs", in: path) == 120)
         // The earlier process's retention deleted o000-o029; o030-o039 are old enough to go now.
-        try await database(path).write { db in
+        try await journalDatabase(in: path).write { db in
             try db.execute(sql: "DELETE FROM events WHERE id < 'o030'; DELETE FROM events_done WHERE id < 'o030'")
             try db.execute(sql: "UPDATE events_done SET done_at = 1 WHERE id < 'o040'")
         }
@@ -404,11 +394,11 @@ import Testing
         #expect(try journal.callEvents(["leg-45"]).map(\.id) == ["o045"])
 
         // Its ids are there to find: the legs' NUL bytes are in the index, not cut off.
-        let calls = try await database(path).read { db in
+        let calls = try await journalDatabase(in: path).read { db in
             try Int.fetchOne(db, sql: "SELECT count(*) FROM call_legs WHERE hex(leg) LIKE '00%'") ?? 0
         }
         #expect(calls == 20)
-        try await database(path).write { db in
+        try await journalDatabase(in: path).write { db in
             try db.execute(sql: "DELETE FROM events_done WHERE id >= 'o050'")
         }
         let small = try EventJournal(directory: path, callIndexMerge: (10, 50, 32_768), callIndexSweep: (1, 7))
@@ -427,7 +417,7 @@ import Testing
             journal.markDone([mark("new", call: "c1", otherLeg: nil)])
             await journal.drain()
         }
-        try await database(path).write { db in
+        try await journalDatabase(in: path).write { db in
             try db.execute(
                 sql: """
                     DROP TRIGGER events_done_legs;
@@ -441,7 +431,7 @@ import Testing
         let journal = try EventJournal(directory: path)
         #expect(try journal.callEvents(["c1"]).map(\.id) == ["new", "old"])
         #expect(try journal.callEvents(["c2"]).map(\.id) == ["old"])
-        let schema = try await database(path).read { db in
+        let schema = try await journalDatabase(in: path).read { db in
             try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type IN ('index', 'trigger')")
         }
         #expect(!schema.contains("events_done_call") && !schema.contains("events_done_other_leg"))
