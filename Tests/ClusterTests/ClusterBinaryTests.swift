@@ -66,7 +66,7 @@ import Testing
         try #require(
             FileManager.default.isExecutableFile(atPath: Self.binary),
             "build the binary first (make test runs swift build)")
-        let cluster = try TestPostgres.OwnCluster()
+        let cluster = try await TestPostgres.OwnCluster.create()
         defer { cluster.destroy() }
         let sink = try await LoopbackServer()
         let base = NSTemporaryDirectory() + "switchboard-cluster-" + UUID().uuidString.prefix(8)
@@ -173,10 +173,10 @@ import Testing
         // PostgreSQL stops for 5 s under load (new calls from here: their order is not asserted, see below).
         tally.phase.withLock { $0 = 2 }
         let beforeStop = tally.count
-        try cluster.stop()
+        try await cluster.stop()
         try await Task.sleep(for: .seconds(5))  // the outage itself, not a wait for a condition
         let duringStop = tally.count - beforeStop
-        try cluster.start()
+        try await cluster.start()
         _ = await eventually(60) { tally.count >= beforeStop + duringStop + 60 }
         tally.stop.withLock { $0 = true }
         await lanes.value

@@ -3,6 +3,7 @@ import EventStore
 import Foundation
 import Logging
 import PostgresNIO
+import TestSupport
 import Testing
 
 let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
@@ -49,22 +50,38 @@ enum TestPostgres {
     }
 
     /// A cluster of its own (scripts/pg_cluster.sh), for tests that stop the server.
+    ///
+    /// The script (initdb, pg_ctl) runs for seconds, and the test waits for it on a thread of its own
+    /// (`onOwnThread`): on one of the threads Swift's tasks share (two on a 2-core machine) it held that
+    /// thread while every other test ran, and with another test blocking the second one, a loopback HTTP
+    /// call elsewhere ran past its 5 s timeout.
     final class OwnCluster: Sendable {
         let directory: String
         let url: String
 
-        init() throws {
-            directory = NSTemporaryDirectory() + "switchboard-pg-" + UUID().uuidString.prefix(8)
-            url = try Self.script("start", directory)
+        private init(directory: String, url: String) {
+            self.directory = directory
+            self.url = url
         }
 
-        func stop() throws { _ = try Self.script("stop", directory) }
-        func start() throws { _ = try Self.script("start", directory) }
-        func destroy() { _ = try? Self.script("destroy", directory) }
+        /// Makes a cluster in a new directory and starts it.
+        static func create() async throws -> OwnCluster {
+            let directory = NSTemporaryDirectory() + "switchboard-pg-" + UUID().uuidString.prefix(8)
+            return OwnCluster(directory: directory, url: try await script("start", directory))
+        }
+
+        func stop() async throws { _ = try await Self.script("stop", directory) }
+        func start() async throws { _ = try await Self.script("start", directory) }
+        /// (Blocking: for a `defer`, once the test is over; `pg_ctl -m immediate` and a directory's removal.)
+        func destroy() { _ = try? Self.waitForScript("destroy", directory) }
+
+        static func script(_ command: String, _ directory: String) async throws -> String {
+            try await onOwnThread { try waitForScript(command, directory) }
+        }
 
         /// Runs the script with posix_spawn and waits for it with waitpid. (Foundation's `Process` lost track
         /// of it here: the script starts a server that outlives it, and `waitUntilExit` never returned.)
-        static func script(_ command: String, _ directory: String) throws -> String {
+        private static func waitForScript(_ command: String, _ directory: String) throws -> String {
             let output = directory + ".out"
             let arguments = [
                 "/bin/bash", "-c", "exec \"$0\" \"$1\" \"$2\" >\"$3\" </dev/null",

@@ -17,7 +17,7 @@ import Testing
     final class Mock {
         let process = Process()
         let port: Int
-        init(seed: JSONValue) throws {
+        init(seed: JSONValue) async throws {
             let file = FileManager.default.temporaryDirectory.appendingPathComponent(
                 "crossbar-\(UUID().uuidString).json")
             try Data(try JSONWriter.encode(seed)).write(to: file)
@@ -29,9 +29,12 @@ import Testing
             process.standardOutput = pipe
             process.standardError = FileHandle.nullDevice  // it must not hold the test runner's output open
             try process.run()
-            var line = Data()
-            while let byte = try pipe.fileHandleForReading.read(upToCount: 1), !byte.isEmpty, byte != Data("\n".utf8) {
-                line += byte
+            // Its first line is its port. (Waited for on a thread of its own, not one of those Swift's tasks share.)
+            let output = pipe.fileHandleForReading
+            let line = try await onOwnThread {
+                var line = Data()
+                while let byte = try output.read(upToCount: 1), !byte.isEmpty, byte != Data("\n".utf8) { line += byte }
+                return line
             }
             port = Int(String(decoding: line, as: UTF8.self)) ?? 0
         }
@@ -74,7 +77,7 @@ import Testing
     }
 
     @Test func syncCreatesUpdatesAndDeletesOnlyItsOwnHooks() async throws {
-        let mock = try Mock(seed: [
+        let mock = try await Mock(seed: [
             "api_key": .string(Self.apiKey), "page_size": 2, "token_requests": 3,
             "hooks": [
                 [
@@ -153,7 +156,7 @@ import Testing
     }
 
     @Test func errorsSayWhatKazooSaid() async throws {
-        let mock = try Mock(seed: [
+        let mock = try await Mock(seed: [
             "api_key": .string(Self.apiKey), "users": ["admin": "secret"], "account_name": "acme",
         ])
         defer { mock.stop() }
@@ -210,7 +213,7 @@ import Testing
     }
 
     @Test func statusShowsDisabledHooksAndFailedAttempts() async throws {
-        let mock = try Mock(seed: [
+        let mock = try await Mock(seed: [
             "api_key": .string(Self.apiKey), "page_size": 1,
             "hooks": [
                 [
@@ -248,7 +251,7 @@ import Testing
     @Test func theServerEnablesAgainTheHooksKazooDisabled() async throws {
         let binary = rulesDirectory + "/../.build/debug/switchboard"
         try #require(FileManager.default.isExecutableFile(atPath: binary), "build the binary first")
-        let mock = try KazooSyncTests.Mock(seed: [
+        let mock = try await KazooSyncTests.Mock(seed: [
             "api_key": .string(KazooSyncTests.apiKey),
             "hooks": [
                 [

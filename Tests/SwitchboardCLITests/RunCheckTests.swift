@@ -155,12 +155,12 @@ func temporaryRules(_ files: [String: String]) throws -> String {
         let refused = await #expect(throws: OutboundHTTPError.self) {
             try await client.execute(
                 OutboundRequest(
-                    method: "GET", url: server.url("/redirect?to=http://127.0.0.1:65536/"), timeout: .seconds(5)))
+                    method: "GET", url: server.url("/redirect?to=http://127.0.0.1:65536/"), timeout: answerTimeout))
         }
         #expect(refused?.message.contains("(a port is 1-65535)") == true)
         // Names are the HTTP library's to resolve (no network policy): localhost reaches the loopback server.
         let local = try await client.execute(
-            OutboundRequest(method: "GET", url: "http://localhost:\(server.port)/echo", timeout: .seconds(5)))
+            OutboundRequest(method: "GET", url: "http://localhost:\(server.port)/echo", timeout: answerTimeout))
         #expect(local.status == 200)
     }
 }

@@ -18,3 +18,9 @@ public func eventuallyAsync(_ seconds: Double = 20, _ condition: () async -> Boo
     }
     return await condition()
 }
+
+/// The time limit of an HTTP call a test expects to be answered (or refused), where the limit is not what the
+/// test checks. `make test` starts every suite at once, and synchronous tests hold the threads Swift's tasks
+/// share (two on a 2-core machine) for seconds at the start, so a loopback call's continuations can wait that
+/// long in line: 5 s ran out in CI. Long enough for a working call on a busy machine; a hang still fails.
+public let answerTimeout = Duration.seconds(60)

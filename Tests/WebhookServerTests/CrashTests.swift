@@ -170,7 +170,8 @@ import Testing
             let (pending, done) = try journal.counts()
             journaled = pending + done
             counts = Dictionary(
-                uniqueKeysWithValues: try runCLI(["store", "list", "--json", "--data-dir", data]).compactMap { row in
+                uniqueKeysWithValues: try await runCLI(["store", "list", "--json", "--data-dir", data]).compactMap {
+                    row in
                     row["key"]?.stringValue.map { ($0, row["value"] ?? .null) }
                 })
             if counts["events"] == .int(Int64(journaled)) && pending == 0 { break }
@@ -185,7 +186,7 @@ import Testing
         #expect(Set(acknowledged.map { "runs:" + $0 }).isSubset(of: perCall.keys))
 
         // `switchboard deliveries --json` reads the same outbox from another process while the server runs.
-        let listed = try runCLI(["deliveries", "--json", "--delivered", "--limit", "100000", "--data-dir", data])
+        let listed = try await runCLI(["deliveries", "--json", "--delivered", "--limit", "100000", "--data-dir", data])
         let listedCalls = Set(listed.compactMap { $0["body"]?.stringValue.flatMap(Self.callID(in:)) })
         #expect(listedCalls.isSuperset(of: acknowledged))
         print(
@@ -216,22 +217,24 @@ import Testing
         let http = HTTPClient(eventLoopGroupProvider: .singleton)
         var server = try start(rules: rules, data: data, port: port)
         try await waitUntilUp(http, port: port)
-        func committed() throws -> [String: JSONValue] {
+        func committed() async throws -> [String: JSONValue] {
             Dictionary(
-                uniqueKeysWithValues: try runCLI(["store", "list", "--rule", "beat", "--json", "--data-dir", data])
-                    .compactMap { row in row["key"]?.stringValue.map { ($0, row["value"] ?? .null) } })
+                uniqueKeysWithValues: try await runCLI([
+                    "store", "list", "--rule", "beat", "--json", "--data-dir", data,
+                ])
+                .compactMap { row in row["key"]?.stringValue.map { ($0, row["value"] ?? .null) } })
         }
         // The first tick is due a second after start; wait for two committed and a third under way.
         let clock = ContinuousClock()
         let deadline = clock.now + .seconds(30)
         while clock.now < deadline {
-            let done = try committed()["ticks"]?.intValue ?? 0
+            let done = try await committed()["ticks"]?.intValue ?? 0
             if done >= 2, sink.requests.filter({ $0.uri.hasPrefix("/slow") }).count > done { break }
             try await Task.sleep(for: .milliseconds(20))
         }
         kill(server.processIdentifier, SIGKILL)
         #expect(await eventually(30) { !server.isRunning }, "the killed server did not exit")
-        let before = try committed()
+        let before = try await committed()
         let count = try #require(before["ticks"]?.intValue)
         #expect(count >= 2)
         // Exactly the committed ticks' notes are there: the cut tick's incr and note were not committed.
@@ -245,7 +248,7 @@ import Testing
         try await waitUntilUp(http, port: port)
         var after: [String: JSONValue] = [:]
         while clock.now < deadline + .seconds(30) {
-            after = try committed()
+            after = try await committed()
             if (after["ticks"]?.intValue ?? 0) > count { break }
             try await Task.sleep(for: .milliseconds(20))
         }
@@ -258,20 +261,13 @@ import Testing
     }
 
     /// Runs the binary with `arguments`, expects exit 0 and a JSON array on standard output.
-    func runCLI(_ arguments: [String]) throws -> [JSONValue] {
-        let cli = Process()
-        cli.executableURL = URL(fileURLWithPath: Self.binary)
-        cli.arguments = arguments
-        let pipe = Pipe()
-        cli.standardOutput = pipe
-        try cli.run()
-        let output = pipe.fileHandleForReading.readDataToEndOfFile()
-        cli.waitUntilExit()
-        #expect(cli.terminationStatus == 0, "switchboard \(arguments.joined(separator: " "))")
-        return try JSONReader.parse([UInt8](output)).arrayValue ?? []
+    func runCLI(_ arguments: [String]) async throws -> [JSONValue] {
+        let cli = try await runToEnd(Self.binary, arguments)
+        #expect(cli.status == 0, "switchboard \(arguments.joined(separator: " "))")
+        return try JSONReader.parse(Array(cli.text.utf8)).arrayValue ?? []
     }
 
-    @Test func aReadOnlyDataDirectoryStopsServeWithAClearError() throws {
+    @Test func aReadOnlyDataDirectoryStopsServeWithAClearError() async throws {
         try #require(FileManager.default.isExecutableFile(atPath: Self.binary), "build the binary first")
         let base = FileManager.default.temporaryDirectory.appendingPathComponent(
             "switchboard-readonly-\(UUID().uuidString)"
@@ -284,23 +280,15 @@ import Testing
         try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: base)
         try FileManager.default.setAttributes([.posixPermissions: 0o555], ofItemAtPath: data)
         defer { try? FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: data) }
-        let process = Process()
         let arguments = ["serve", "--rules", rules, "--data-dir", data, "--port", "\(try freePort())"]
-        if geteuid() == 0 {
-            // root writes anywhere: run as nobody, for whom the directory really is read-only.
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-            process.arguments = ["--reuid=65534", "--regid=65534", "--clear-groups", Self.binary] + arguments
-        } else {
-            process.executableURL = URL(fileURLWithPath: Self.binary)
-            process.arguments = arguments
-        }
-        let errors = Pipe()
-        process.standardError = errors
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(process.terminationStatus != 0)
+        // root writes anywhere: run as nobody, for whom the directory really is read-only.
+        let (status, text) =
+            geteuid() == 0
+            ? try await runToEnd(
+                "/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", Self.binary] + arguments,
+                capturing: .errors)
+            : try await runToEnd(Self.binary, arguments, capturing: .errors)
+        #expect(status != 0)
         #expect(text.contains("cannot open the journal \(data)/switchboard.sqlite"), "\(text)")
         #expect(text.contains("writable"), "\(text)")
         #expect(!FileManager.default.fileExists(atPath: data + "/switchboard.sqlite"))

@@ -241,7 +241,7 @@ import Testing
             #expect(error.notConnected || error.timedOut, "\(error.message)")
         }
         for _ in 0..<3 {
-            let response = try await client.execute(OutboundRequest(method: "GET", url: url, timeout: .seconds(5)))
+            let response = try await client.execute(OutboundRequest(method: "GET", url: url, timeout: answerTimeout))
             #expect(response.status == 200)
         }
         #expect(resolver.count == 2)

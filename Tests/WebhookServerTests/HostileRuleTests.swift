@@ -268,7 +268,7 @@ import WebhookServer
             allowed: [CIDR("127.0.0.1/32")!], resolver: Self.resolver(["crm.rebind.test": [127, 0, 0, 1]]))
         defer { Task { try? await client.shutdown() } }
         let response = try await client.execute(
-            OutboundRequest(method: "GET", url: "http://crm.rebind.test:\(upstream.port)/echo", timeout: .seconds(5)))
+            OutboundRequest(method: "GET", url: "http://crm.rebind.test:\(upstream.port)/echo", timeout: answerTimeout))
         #expect(response.status == 200)
         #expect(
             upstream.requests.last?.headers.contains {
@@ -284,7 +284,7 @@ import WebhookServer
         await #expect(throws: OutboundHTTPError.self) {
             _ = try await client.execute(
                 OutboundRequest(
-                    method: "GET", url: "http://crm.rebind.test:\(upstream.port)/echo", timeout: .seconds(5)))
+                    method: "GET", url: "http://crm.rebind.test:\(upstream.port)/echo", timeout: answerTimeout))
         }
         #expect(upstream.requests.isEmpty)
     }
@@ -301,7 +301,7 @@ import WebhookServer
             OutboundRequest(
                 method: "GET",
                 url: "http://a.rebind.test:\(upstream.port)/redirect?to=http://b.rebind.test:\(upstream.port)/echo",
-                timeout: .seconds(5)))
+                timeout: answerTimeout))
         #expect(followed.status == 200)
         #expect(upstream.requests.last?.uri == "/echo")
         #expect(
@@ -317,7 +317,7 @@ import WebhookServer
                     .init(name: "Proxy-Authorization", value: "Basic c2VjcmV0"), .init(name: "Cookie", value: "s=1"),
                     .init(name: "X-Auth-Token", value: "t"), .init(name: "X-Api-Key", value: "k"),
                     .init(name: "X-Kept", value: "yes"),
-                ], timeout: .seconds(5)))
+                ], timeout: answerTimeout))
         let carried = Set(upstream.requests.last?.headers.map { $0.0.lowercased() } ?? [])
         #expect(
             carried.isDisjoint(with: ["authorization", "proxy-authorization", "cookie", "x-auth-token", "x-api-key"]))
@@ -328,7 +328,7 @@ import WebhookServer
                 OutboundRequest(
                     method: "GET",
                     url: "http://a.rebind.test:\(upstream.port)/redirect?to=http://inside.rebind.test/x",
-                    timeout: .seconds(5)))
+                    timeout: answerTimeout))
             Issue.record("expected a refusal")
         } catch let error as OutboundHTTPError {
             #expect(error.message.contains("refused: inside.rebind.test is an internal address (10.1.2.3)"))
@@ -354,7 +354,8 @@ import WebhookServer
         defer { Task { try? await client.shutdown() } }
         do {
             _ = try await client.execute(
-                OutboundRequest(method: "GET", url: "http://meta.rebind.test/latest/meta-data/", timeout: .seconds(5)))
+                OutboundRequest(method: "GET", url: "http://meta.rebind.test/latest/meta-data/", timeout: answerTimeout)
+            )
             Issue.record("expected a refusal")
         } catch let error as OutboundHTTPError {
             #expect(error.message.hasPrefix("refused: meta.rebind.test is an internal address (64:ff9b:"))
@@ -382,7 +383,7 @@ import WebhookServer
         let response = try await client.execute(
             OutboundRequest(
                 method: "POST", url: "http://two.rebind.test:\(upstream.port)/echo", body: Array("once".utf8),
-                timeout: .seconds(5)))
+                timeout: answerTimeout))
         #expect(response.status == 200)
         #expect(upstream.requests.map(\.body) == ["once"])
         do {
@@ -472,7 +473,7 @@ import WebhookServer
             #expect(!error.permanent)
         }
         // The same chain with time for both hops is followed to its end.
-        let followed = try await client.execute(OutboundRequest(method: "GET", url: chain, timeout: .seconds(10)))
+        let followed = try await client.execute(OutboundRequest(method: "GET", url: chain, timeout: answerTimeout))
         #expect(followed.status == 200)
         #expect(upstream.requests.last?.uri == "/echo")
     }
@@ -490,7 +491,7 @@ import WebhookServer
             _ = try await client.execute(
                 OutboundRequest(
                     method: "GET", url: "http://a.rebind.test:\(upstream.port)/redirect?to=\(location)",
-                    timeout: .seconds(5)))
+                    timeout: answerTimeout))
             Issue.record("expected a refusal")
         } catch let error as OutboundHTTPError {
             #expect(error.message == "refused: \"\(location)\" is not an http:// or https:// URL")
@@ -511,7 +512,7 @@ import WebhookServer
             "http://a.rebind.test:\(upstream.port)/redirect?to=http://127.0.0.1:65536/",
         ] {
             do {
-                _ = try await client.execute(OutboundRequest(method: "GET", url: url, timeout: .seconds(5)))
+                _ = try await client.execute(OutboundRequest(method: "GET", url: url, timeout: answerTimeout))
                 Issue.record("expected a refusal of \(url)")
             } catch let error as OutboundHTTPError {
                 #expect(error.message.contains("(a port is 1-65535)"), "\(error.message)")
