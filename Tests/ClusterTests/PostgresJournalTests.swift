@@ -37,7 +37,7 @@ import Testing
         // Past the window the key is free again.
         let brief = "hook|call|CHANNEL_CREATE|3"
         #expect(try await a.append(JournalBackendTests.event("e4"), duplicateKey: brief, window: 0.5))
-        let freed = await eventuallyAsync(10) {
+        let freed = await eventuallyAsync {
             (try? await b.append(JournalBackendTests.event("e5-\(UUID())"), duplicateKey: brief, window: 0.5)) == true
         }
         #expect(freed)
@@ -175,7 +175,7 @@ import Testing
         #expect(onA.list().count == 3)
         #expect(onB.list().isEmpty)
         var listed: [(meta: [String: Any], body: Data?)] = []
-        let arrived = await eventuallyAsync(10) {
+        let arrived = await eventuallyAsync {
             listed = await onB.listWithBodies()
             return listed.count == 3
         }

@@ -38,8 +38,8 @@ import Testing
         }
         #expect(changes.load(ordering: .relaxed) > 0, "no change reported after \(written) writes")
         watcher.stop()
-        #expect(await eventually(10) { ended.load(ordering: .relaxed) }, "the watch did not end after stop()")
-        #expect(await eventually(10) { !watcher.isWatching }, "the watching thread is still running")
+        #expect(await eventually { ended.load(ordering: .relaxed) }, "the watch did not end after stop()")
+        #expect(await eventually { !watcher.isWatching }, "the watching thread is still running")
         consumer.cancel()
     }
 
@@ -48,10 +48,10 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: (path as NSString).deletingLastPathComponent) }
         let watcher = RuleWatcher(directory: path, pollEvery: .seconds(3600))
         let consumer = Task { for await _ in watcher.changes() {} }
-        #expect(await eventually(10) { watcher.isWatching })
+        #expect(await eventually { watcher.isWatching })
         consumer.cancel()
         await consumer.value
-        #expect(await eventually(10) { !watcher.isWatching }, "the watching thread is still running")
+        #expect(await eventually { !watcher.isWatching }, "the watching thread is still running")
     }
 
     /// The safety net reports a change every `pollEvery` even when inotify says nothing.
@@ -63,7 +63,7 @@ import Testing
         let consumer = Task { for await _ in watcher.changes() { changes.add(1, ordering: .relaxed) } }
         #expect(await eventually(20) { changes.load(ordering: .relaxed) >= 3 })
         watcher.stop()
-        #expect(await eventually(10) { !watcher.isWatching }, "the watching thread is still running")
+        #expect(await eventually { !watcher.isWatching }, "the watching thread is still running")
         consumer.cancel()
     }
 }

@@ -71,7 +71,7 @@ import Testing
         let calls = (0..<20).map { index in
             Task { try await Self.addresses(lookups, index % 2 == 0 ? "crm.example.test" : "CRM.Example.Test") }
         }
-        #expect(await eventually(10) { lookups.waiting(for: "crm.example.test") == 20 })
+        #expect(await eventually { lookups.waiting(for: "crm.example.test") == 20 })
         resolver.gate?.open()
         for call in calls { #expect(try await call.value == Self.address) }
         #expect(resolver.count == 1)
@@ -122,7 +122,7 @@ import Testing
         let resolver = Resolver(gated: true)
         let lookups = HostLookups(lifetime: .seconds(3600), resolver: resolver.resolve)
         let running = Task { try await Self.addresses(lookups, "crm.example.test") }
-        #expect(await eventually(10) { lookups.waiting(for: "crm.example.test") == 1 })
+        #expect(await eventually { lookups.waiting(for: "crm.example.test") == 1 })
         lookups.forget("crm.example.test", lookup: 1)  // the running lookup's own id (ids count from 1)
         resolver.gate?.open()
         _ = try await running.value
@@ -157,7 +157,7 @@ import Testing
         await #expect(throws: Expired.self) {
             _ = try await lookups.addresses(of: "dead-dns.test", within: .milliseconds(50), expired: { Expired() })
         }
-        #expect(await eventually(10) { cancelled.load(ordering: .sequentiallyConsistent) == 1 })
+        #expect(await eventually { cancelled.load(ordering: .sequentiallyConsistent) == 1 })
         #expect(lookups.count == 0)
         #expect(try await Self.addresses(lookups, "dead-dns.test") == Self.address)
         #expect(resolver.count == 2)
@@ -174,10 +174,10 @@ import Testing
             return Self.address
         }
         let call = Task { try await Self.addresses(lookups, "crm.example.test") }
-        #expect(await eventually(10) { lookups.waiting(for: "crm.example.test") == 1 })
+        #expect(await eventually { lookups.waiting(for: "crm.example.test") == 1 })
         call.cancel()
         await #expect(throws: CancellationError.self) { try await call.value }
-        #expect(await eventually(10) { cancelled.load(ordering: .sequentiallyConsistent) == 1 })
+        #expect(await eventually { cancelled.load(ordering: .sequentiallyConsistent) == 1 })
         #expect(lookups.count == 0)
     }
 
@@ -196,7 +196,7 @@ import Testing
         }
         #expect(resolver.count == 0)
         let patient = Task { try await Self.addresses(lookups, "crm.example.test") }
-        #expect(await eventually(10) { lookups.waiting(for: "crm.example.test") == 1 })
+        #expect(await eventually { lookups.waiting(for: "crm.example.test") == 1 })
         await #expect(throws: Expired.self) {
             _ = try await lookups.addresses(of: "crm.example.test", within: .milliseconds(20), expired: { Expired() })
         }

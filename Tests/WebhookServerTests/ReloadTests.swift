@@ -41,11 +41,11 @@ struct RulesDirectory {
         try await withServer(directory: dir.path) { server in
             #expect(server.dispatcher.ruleNames == ["a1"])
             try dir.renameSave("a.lua", RulesDirectory.rule("a2"))
-            #expect(await server.eventually(10) { server.dispatcher.ruleNames == ["a2"] })
+            #expect(await server.eventually { server.dispatcher.ruleNames == ["a2"] })
             try dir.write("b.lua", RulesDirectory.rule("b1"))
-            #expect(await server.eventually(10) { server.dispatcher.ruleNames == ["a2", "b1"] })
+            #expect(await server.eventually { server.dispatcher.ruleNames == ["a2", "b1"] })
             try FileManager.default.removeItem(atPath: dir.path + "/a.lua")
-            #expect(await server.eventually(10) { server.dispatcher.ruleNames == ["b1"] })
+            #expect(await server.eventually { server.dispatcher.ruleNames == ["b1"] })
             #expect(server.metrics.value("switchboard_reloads_total", [("result", "ok")]) >= 3)
             let ready = try await server.send(.GET, "/readyz").body
             #expect(ready.contains(#""rules":["b1"]"#))
@@ -59,13 +59,13 @@ struct RulesDirectory {
         try await withServer(directory: dir.path) { server in
             try dir.write("a.lua", RulesDirectory.rule("a2"))
             try dir.write("b.lua", "return { name = \"b2\", on = \"*\", run = function() end\n")
-            #expect(await server.eventually(10) { server.dispatcher.lastReloadResult?.ok == false })
+            #expect(await server.eventually { server.dispatcher.lastReloadResult?.ok == false })
             #expect(server.dispatcher.ruleNames == ["a1", "b1"])  // not a2: all or nothing
             let ready = try await server.send(.GET, "/readyz").body
             #expect(ready.contains("b.lua:2: error"))
             #expect(server.logs.contains(.warning, "reload rejected, running rules kept"))
             try dir.write("b.lua", RulesDirectory.rule("b2"))
-            #expect(await server.eventually(10) { server.dispatcher.ruleNames == ["a2", "b2"] })
+            #expect(await server.eventually { server.dispatcher.ruleNames == ["a2", "b2"] })
         }
     }
 
@@ -90,7 +90,7 @@ struct RulesDirectory {
                 try await Task.sleep(for: .milliseconds(60))
                 try handle.write(contentsOf: text[20...])
                 try handle.close()
-                #expect(await server.eventually(10) { server.dispatcher.ruleNames == ["a\(version)"] })
+                #expect(await server.eventually { server.dispatcher.ruleNames == ["a\(version)"] })
             }
             watching.cancel()
             #expect(
@@ -112,7 +112,7 @@ struct RulesDirectory {
             // Atomic swap: a new symlink renamed over the old one, as Kubernetes does with ConfigMaps.
             try FileManager.default.createSymbolicLink(atPath: link + ".new", withDestinationPath: v2)
             #expect(rename(link + ".new", link) == 0)
-            #expect(await server.eventually(10) { server.dispatcher.ruleNames == ["two"] })
+            #expect(await server.eventually { server.dispatcher.ruleNames == ["two"] })
         }
     }
 
