@@ -64,10 +64,15 @@ enum TestPostgres {
             self.url = url
         }
 
-        /// Makes a cluster in a new directory and starts it.
+        /// Makes a cluster in a new directory and starts it (and deletes it again when that fails).
         static func create() async throws -> OwnCluster {
             let directory = NSTemporaryDirectory() + "switchboard-pg-" + UUID().uuidString.prefix(8)
-            return OwnCluster(directory: directory, url: try await script("start", directory))
+            do {
+                return OwnCluster(directory: directory, url: try await script("start", directory))
+            } catch {
+                _ = try? await script("destroy", directory)
+                throw error
+            }
         }
 
         func stop() async throws { _ = try await Self.script("stop", directory) }
@@ -80,11 +85,17 @@ enum TestPostgres {
         }
 
         /// Runs the script with posix_spawn and waits for it with waitpid. (Foundation's `Process` lost track
-        /// of it here: the script starts a server that outlives it, and `waitUntilExit` never returned.)
+        /// of it here: the script starts a server that outlives it, and `waitUntilExit` never returned.) The
+        /// script gets standard input, output and error only: a pipe another test has open at that moment
+        /// (`runToEnd`) would otherwise stay open in the server for as long as it runs, and that test's read
+        /// would wait for the server's end.
         private static func waitForScript(_ command: String, _ directory: String) throws -> String {
             let output = directory + ".out"
             let arguments = [
-                "/bin/bash", "-c", "exec \"$0\" \"$1\" \"$2\" >\"$3\" </dev/null",
+                "/bin/bash", "-c",
+                // (Swift's Glibc module does not offer posix_spawn_file_actions_addclosefrom_np: bash closes them.)
+                "for fd in /proc/$$/fd/*; do n=${fd##*/}; [ \"$n\" -gt 2 ] && eval \"exec $n>&-\"; done; "
+                    + "exec \"$0\" \"$1\" \"$2\" >\"$3\" </dev/null",
                 repositoryRoot.appendingPathComponent("scripts/pg_cluster.sh").path, command, directory, output,
             ]
             var argv = arguments.map { strdup($0) } + [nil]

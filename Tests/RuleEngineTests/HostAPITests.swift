@@ -190,10 +190,10 @@ func close(_ server: LoopbackServer, _ client: LiveHTTPClient) {
         defer { close(server, client) }
         let out = try await outcome(
             of: """
-                local c = http.get("\(server.url("/customer?phone=%2B1415"))")
-                local e = http.request{ method = "PUT", url = "\(server.url("/echo"))", json = { n = 1 }, headers = { ["X-A"] = "b" } }
-                local p = http.post("\(server.url("/echo"))", "raw body")
-                local s = http.get("\(server.url("/status/503"))")
+                local c = http.get("\(server.url("/customer?phone=%2B1415"))", { timeout = 60 })
+                local e = http.request{ method = "PUT", url = "\(server.url("/echo"))", json = { n = 1 }, headers = { ["X-A"] = "b" }, timeout = 60 }
+                local p = http.post("\(server.url("/echo"))", "raw body", { timeout = 60 })
+                local s = http.get("\(server.url("/status/503"))", { timeout = 60 })
                 log.info("r", { name = c.json.name, status = c.status, xtest = c.headers["x-test"],
                                method = e.json.method, body = e.json.body, xa = e.json.headers["x-a"],
                                ctype = e.json.headers["content-type"], raw = p.json.body, s = s.status, sbody = s.body })

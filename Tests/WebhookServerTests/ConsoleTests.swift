@@ -25,7 +25,7 @@ import WebhookServer
               forward = "\(sink)/echo",
               run = function(event)
                 log.info("hello from " .. event.call_id, { caller = event.caller_id_number })
-                local answer = http.get("\(sink)/customer?api_key=k3y&phone=1")
+                local answer = http.get("\(sink)/customer?api_key=k3y&phone=1", { timeout = 60 })
               end }
             """,
             "broken.lua": """

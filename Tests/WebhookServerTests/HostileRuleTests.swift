@@ -534,7 +534,7 @@ import WebhookServer
         defer { Task { try? await client.shutdown() } }
         await #expect(throws: OutboundHTTPError.self) {
             _ = try await client.execute(
-                OutboundRequest(method: "GET", url: "https://crm.pinned.test:\(port)/x", timeout: .seconds(5)))
+                OutboundRequest(method: "GET", url: "https://crm.pinned.test:\(port)/x", timeout: answerTimeout))
         }
         let bytes = hello.bytes.withLock { $0 }
         // A TLS handshake record, and the host's name in it (the ClientHello's server_name).
@@ -560,7 +560,7 @@ import WebhookServer
         defer { Task { try? await client.shutdown() } }
         await #expect(throws: OutboundHTTPError.self) {
             _ = try await client.execute(
-                OutboundRequest(method: "GET", url: "https://two.pinned.test:\(port)/x", timeout: .seconds(10)))
+                OutboundRequest(method: "GET", url: "https://two.pinned.test:\(port)/x", timeout: answerTimeout))
         }
         #expect(hello.isTLSHandshake)
     }

@@ -39,8 +39,8 @@ import WebhookServer
         c.outbox.initialBackoff = 0.05
         c.outbox.maxBackoff = 0.2
         // Long enough that no attempt times out on a loaded machine (a 1 s limit once turned a 503 into a
-        // timeout in a full parallel run); the tests whose upstream answers late set their own.
-        c.outbox.timeout = .seconds(10)
+        // timeout in a full parallel run).
+        c.outbox.timeout = answerTimeout
     }
 
     @Test func anUpstreamThatIsDownAndComesBackGetsEveryForward() async throws {
@@ -170,7 +170,6 @@ import WebhookServer
             rules: Self.forwardingRule(to: upstream.url("/slow?ms=1500")), journal: true,
             configure: {
                 Self.fast(&$0)
-                $0.outbox.timeout = .seconds(10)
                 $0.outbox.perDestination = 2
             }
         ) { server in
@@ -203,7 +202,6 @@ import WebhookServer
             rules: rules, journal: true,
             configure: {
                 Self.fast(&$0)
-                $0.outbox.timeout = .seconds(10)
                 $0.outbox.perDestination = 1
             }
         ) { server in

@@ -183,7 +183,7 @@ import WebhookServer
         defer { Task { try? await upstream.stop() } }
         let rule = """
             return { name = "ssrf", on = "channel_create", run = function()
-              local r, err = http.get("\(upstream.url("/customer?phone=1"))")
+              local r, err = http.get("\(upstream.url("/customer?phone=1"))", { timeout = 60 })
               log.info(r and ("status " .. r.status) or ("error " .. err))
               local m, merr = http.get("http://169.254.169.254/latest/meta-data/")
               log.info(m and "metadata reached" or ("metadata " .. merr))
