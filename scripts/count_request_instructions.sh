@@ -18,6 +18,10 @@
 # connection. The count is then the whole event with its call, and `close` less `keepalive` is the server's
 # side of a new upstream connection (the connect, the HTTP client's set-up of the connection, the close).
 #
+# CONNECTIONS=close sends each request on a new connection, with `Connection: close` (as curl and some webhook
+# senders do): the count is then the request with its connection's accept, set-up and close, and `close` less
+# the default is the server's side of a new inbound connection.
+#
 # Each BINARY is copied and stripped of its DWARF first: valgrind 3.19 gives up on Swift's debug info.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +31,8 @@ JOURNAL=${JOURNAL:-off}
 PORT=${PORT:-18309}
 UPSTREAM=${UPSTREAM:-}
 case "$UPSTREAM" in "" | keepalive | close) ;; *) echo "UPSTREAM is keepalive, close or unset, not $UPSTREAM" >&2; exit 2 ;; esac
+CONNECTIONS=${CONNECTIONS:-keepalive}
+case "$CONNECTIONS" in keepalive | close) ;; *) echo "CONNECTIONS is keepalive or close, not $CONNECTIONS" >&2; exit 2 ;; esac
 scripts/deps.sh bench
 if [ $# -eq 0 ]; then
   scripts/build_release.sh switchboard
@@ -80,17 +86,23 @@ count() {
   server=$!
   for _ in $(seq 300); do curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz" && break; sleep 0.2; done
   local failed=
-  python3 - "$2" "$PORT" "$SHARED/bench/event.json" "$UPSTREAM" <<'PY' || failed=1
+  python3 - "$2" "$PORT" "$SHARED/bench/event.json" "$UPSTREAM" "$CONNECTIONS" <<'PY' || failed=1
 import http.client, re, sys, time, urllib.request
-requests, port, path, upstream = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+requests, port, path, upstream, connections = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 body = open(path, 'rb').read()
+headers = {'Content-Type': 'application/json'}
+if connections == 'close':
+    headers['Connection'] = 'close'
 connection = http.client.HTTPConnection('127.0.0.1', port)
 for i in range(requests):
+    if connections == 'close':
+        connection.close()
+        connection = http.client.HTTPConnection('127.0.0.1', port)
     if upstream:
         # One call's events, each its own timestamp (so none would count as a resend if the server's
         # --dedupe-window were on).
         body = re.sub(rb'"timestamp": *"[0-9]+"', b'"timestamp": "%d"' % (63800000000 + i), body)
-    connection.request('POST', '/hooks/channel_create', body, {'Content-Type': 'application/json'})
+    connection.request('POST', '/hooks/channel_create', body, headers)
     answer = connection.getresponse()
     answer.read()
     if answer.status != 200:
@@ -117,6 +129,7 @@ for binary in "$@"; do
   cp "$binary" "$work/switchboard" && strip -g "$work/switchboard"
   a=$(count "$work/switchboard" "$N")
   b=$(count "$work/switchboard" $((3 * N)))
-  printf '%-48s %8d instructions per request%s\n' "$binary" $(((b - a) / (2 * N))) \
-    "${UPSTREAM:+ (each with a call to an upstream, UPSTREAM=$UPSTREAM)}"
+  printf '%-48s %8d instructions per request%s%s\n' "$binary" $(((b - a) / (2 * N))) \
+    "${UPSTREAM:+ (each with a call to an upstream, UPSTREAM=$UPSTREAM)}" \
+    "$([ "$CONNECTIONS" = close ] && echo " (each on a new connection)")"
 done

@@ -112,6 +112,7 @@ struct Listener: Service {
         let hooksHandler = self.hooksHandler
         let openRouter: @Sendable (any Channel) -> Void = { channel in
             do {
+                try Self.addRouterHandlers(channel, logger: logger)
                 // After the run (cancelled): nobody would serve the connection.
                 if case .terminated = open.yield(try router.wrap(channel)) { channel.close(promise: nil) }
             } catch {
@@ -161,11 +162,11 @@ struct Listener: Service {
         }
     }
 
-    /// Hummingbird's HTTP/1 child channel pipeline (`HTTP1Channel`'s, with its defaults) with a `HooksHandler` in
-    /// front of the connection's state handler (idle, quiescing) and the router. The hooks handler writes its
-    /// answers as bytes at the response encoder's place, and leaves the bodies out of the router's answers to
-    /// HEAD (see `HooksHandler`), so NIO's encoder and decoder are added unpaired rather than by
-    /// `configureHTTPServerPipeline`, which would pair them.
+    /// A new connection's pipeline: NIO's HTTP/1 response encoder and request decoder, and the `HooksHandler`.
+    /// The hooks handler writes its answers as bytes at the response encoder's place, and leaves the bodies out
+    /// of the router's answers to HEAD (see `HooksHandler`), so the encoder and decoder are added unpaired rather
+    /// than by `configureHTTPServerPipeline`, which would pair them. The rest of Hummingbird's HTTP/1 pipeline
+    /// (`addRouterHandlers`) is added when the router's side opens.
     static func configure(
         _ channel: any Channel, logger: Logger, hooksHandler: (ChannelHandlerContext) -> HooksHandler
     ) throws {
@@ -179,6 +180,16 @@ struct Listener: Service {
         try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(limitConfiguration: limits)))
         // The hooks handler reads NIO's HTTP/1 parts, before their conversion to HTTPTypes' for the router.
         try pipeline.addHandler(hooksHandler(try pipeline.context(handler: encoder)))
+    }
+
+    /// What Hummingbird's HTTP/1 pipeline (`HTTP1Channel`'s, with its defaults) has between the parser and the
+    /// router: the conversion to HTTPTypes' parts and the connection's state handler (idle, quiescing), added
+    /// behind the hooks handler when a connection's router side opens. A connection that only posts hooks never
+    /// needs them, and adding and removing them cost about 15,000 instructions a connection (callgrind,
+    /// `CONNECTIONS=close scripts/count_request_instructions.sh`); the hooks handler closes such a connection
+    /// itself when a graceful shutdown tells it to quiesce.
+    static func addRouterHandlers(_ channel: any Channel, logger: Logger) throws {
+        let pipeline = channel.pipeline.syncOperations
         try pipeline.addHandler(HTTP1ToHTTPServerCodec(secure: false))
         try pipeline.addHandler(HTTPConnectionStateHandler(idleTimeout: nil, logger: logger))
     }
@@ -195,7 +206,8 @@ struct RouterSide: HTTPChannelHandler {
         self.responder = responder
     }
 
-    /// Wraps `channel`, whose pipeline `Listener.configure` built, on its event loop.
+    /// Wraps `channel`, whose pipeline `Listener.configure` and `Listener.addRouterHandlers` built, on its event
+    /// loop.
     func wrap(_ channel: any Channel) throws -> Connection {
         try NIOAsyncChannel(
             wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))

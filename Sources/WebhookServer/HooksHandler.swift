@@ -23,17 +23,19 @@ import NIOHTTPTypes
 /// (callgrind, `scripts/count_request_instructions.sh`: 212,747 → 184,272) for a status line, four headers and
 /// a short JSON body. So that this works, the pipeline is:
 /// NIO's encoder and request decoder, unpaired; this handler, which reads NIO's HTTP/1 request parts (the
-/// router's are passed on as they came); the HTTPTypes codec, which converts those for the router (about
-/// 10,000 instructions a request that the hooks routes no longer pay); Hummingbird's connection state
-/// handler; the router. Two things follow:
+/// router's are passed on as they came); then, once the router's side is open, the HTTPTypes codec, which
+/// converts those for the router (about 10,000 instructions a request that the hooks routes no longer pay),
+/// Hummingbird's connection state handler, and the router. Three things follow:
+/// - The router's side of the connection (the codec, the state handler, a `NIOAsyncChannel` and its task, see
+///   `Listener`) exists only once this handler has passed it something: `openRouter` makes it, just before the
+///   first request or error for the router.
 /// - The state handler sees only the router's requests. A graceful shutdown's `ChannelShouldQuiesceEvent`
 ///   (on which it closes an idle connection) is held here while a hooks request is open or held, and passed
-///   on once it is answered.
-/// - The router's side of the connection (a `NIOAsyncChannel` and its task, see `Listener`) exists only once
-///   this handler has passed it something: `openRouter` makes it, just before the first request or error for
-///   the router. Until then, this handler also does what the router's side would do when the peer stops
-///   sending (`ChannelEvent.inputClosed`, which is also how a peer's full close arrives): it closes the
-///   connection, once the hooks answers owed on it are written.
+///   on once it is answered. Until the router's side is open, this handler closes the connection on it
+///   instead, once the hooks answers owed on it are written.
+/// - Until then, this handler also does what the router's side would do when the peer stops sending
+///   (`ChannelEvent.inputClosed`, which is also how a peer's full close arrives): it closes the connection,
+///   once the hooks answers owed on it are written.
 /// - The encoder no longer hears of request methods from the decoder (NIO pairs them to leave the body out of
 ///   answers to HEAD and CONNECT), so this handler leaves those bodies out of the router's answers itself.
 final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
@@ -97,7 +99,7 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var inputClosedHeld = false
     /// Opens the router's side of the connection; `nil` once it is open.
     private var openRouter: ((any Channel) -> Void)?
-    /// The peer's address as text, once read (about 2,800 instructions each time: `inet_ntop` and a String).
+    /// The peer's address as text, once read.
     private var peerAddress: String?? = .none
 
     /// `wire` is the context of the pipeline's `HTTPResponseEncoder`; `openRouter` adds the router's side at the
@@ -135,8 +137,9 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
             quiesceHeld = true
         } else if event as? ChannelEvent == .inputClosed, hooksRequestOpen {
             inputClosedHeld = true
-        } else if event as? ChannelEvent == .inputClosed, openRouter != nil {
-            // Nothing more can arrive, and nothing is owed: no router side waits for parts or writes answers.
+        } else if event is ChannelShouldQuiesceEvent || event as? ChannelEvent == .inputClosed, openRouter != nil {
+            // Closing now loses nothing: no hooks request is open, and no router side waits for parts or writes
+            // answers (nor is there a state handler to close the connection on a quiesce).
             onceWritten(context: context) { context.close(promise: nil) }
         } else {
             context.fireUserInboundEventTriggered(event)
@@ -163,9 +166,33 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// The connection's peer address (`127.0.0.1`), the same for every request on it.
     private func peer(_ context: ChannelHandlerContext) -> String? {
         if let known = peerAddress { return known }
-        let address = context.channel.remoteAddress?.ipAddress
+        let address = context.channel.remoteAddress.flatMap(Self.numericHost)
         peerAddress = .some(address)
         return address
+    }
+
+    /// An accepted connection's address as text: the `host` NIO wrote with `inet_ntop` when it accepted it
+    /// (`SocketAddress.init(sockaddr_in)`), not `ipAddress`, which runs `inet_ntop` again (about 3,200
+    /// instructions a connection, callgrind). An address named some other way (a host name) is formatted.
+    static func numericHost(_ address: SocketAddress) -> String? {
+        switch address {
+        case .v4(let v4): isNumeric(v4.host, colons: false) ? v4.host : address.ipAddress
+        case .v6(let v6): isNumeric(v6.host, colons: true) ? v6.host : address.ipAddress
+        case .unixDomainSocket: nil
+        }
+    }
+
+    /// Whether `host` is made of what `inet_ntop` writes: digits and dots, and for IPv6 hex digits and colons.
+    private static func isNumeric(_ host: String, colons: Bool) -> Bool {
+        !host.isEmpty
+            && host.utf8.allSatisfy { byte in
+                switch byte {
+                case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "."): true
+                case UInt8(ascii: "a")...UInt8(ascii: "f"), UInt8(ascii: "A")...UInt8(ascii: "F"), UInt8(ascii: ":"):
+                    colons
+                default: false
+                }
+            }
     }
 
     /// Whether a hooks request is being read or answered, or a request waits behind an answer.
@@ -408,7 +435,7 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
         defer {
             if quiesceHeld, !hooksRequestOpen {
                 quiesceHeld = false
-                context.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+                userInboundEventTriggered(context: context, event: ChannelShouldQuiesceEvent())
             }
             if inputClosedHeld, !hooksRequestOpen {
                 // Once the answers written have left: the router's side, when open, closes the connection on

@@ -1,3 +1,4 @@
+import NIOCore
 import NIOHTTP1
 import Testing
 
@@ -41,6 +42,22 @@ import Testing
     ])
     func aTargetsPathIsItsOwnOrTheAbsoluteFormsPath(target: String, path: String) {
         #expect(HookIntake.path(ofTarget: target) == path)
+    }
+
+    /// A connection's peer is the text NIO made of its address when it accepted it; an address that carries a
+    /// host name instead is formatted from its bytes.
+    @Test func aPeersAddressIsItsNumericText() throws {
+        // Made from bare addresses, as an accepted connection's are (NIO writes their text with `inet_ntop`).
+        guard case .v4(let v4) = try SocketAddress(ipAddress: "10.0.0.9", port: 1),
+            case .v6(let v6) = try SocketAddress(ipAddress: "fe80::1", port: 1)
+        else { Issue.record("not the address families asked for"); return }
+        #expect(HooksHandler.numericHost(SocketAddress(v4.address)) == "10.0.0.9")
+        #expect(HooksHandler.numericHost(SocketAddress(v6.address)) == "fe80::1")
+        // With a host name, or none (`init(ipAddress:port:)` leaves it empty): formatted from the bytes.
+        #expect(HooksHandler.numericHost(SocketAddress(v4.address, host: "example.com")) == "10.0.0.9")
+        #expect(HooksHandler.numericHost(SocketAddress(v6.address, host: "cafe.example")) == "fe80::1")
+        #expect(HooksHandler.numericHost(try SocketAddress(ipAddress: "::1", port: 1)) == "::1")
+        #expect(HooksHandler.numericHost(try SocketAddress(unixDomainSocketPath: "/tmp/s")) == nil)
     }
 
     @Test func otherMethodsGoToTheRouter() {
