@@ -1,14 +1,20 @@
-# Sourced by serve_bench.sh and console_bench.sh: the release binary (built), a scratch directory and the
+# Sourced by serve_bench.sh and console_bench.sh: the release binary (built; or SERVER's), a scratch directory and the
 # processes to stop at exit, and helpers: `metric PORT NAME` sums a /metrics series, `wait_up PORT` waits for
-# /healthz, `post SECONDS URL [WRK OPTIONS...]` is wrk's requests/s for ../shared/bench/post.lua (1 thread,
-# 32 connections) and `wrk_post SECONDS URL [WRK OPTIONS...]` the same run's requests/s with its 90th and 99th
-# latency percentiles and its count of requests, `median N...` the median of its arguments, `cpu_ticks PID` the
-# user and system time PID has used, in clock ticks of `ticks_per_second`.
+# /healthz, `post SECONDS URL [WRK OPTIONS...]` is wrk's requests/s for ../shared/bench/post.lua (1 thread, 32
+# connections) and `wrk_post SECONDS URL [WRK OPTIONS...]` the same run's requests/s with its 90th and 99th latency
+# percentiles and its count of requests, `median N...` the median of its arguments, `cpu_ticks PID` the user and
+# system time PID has used, in clock ticks of `ticks_per_second`.
 SHARED=${SHARED:-../shared}
-BIN=.build/release/switchboard
 ulimit -n "$(ulimit -Hn)"
 scripts/deps.sh bench
-scripts/build_release.sh switchboard
+# SERVER=PATH runs that binary (a copy of an earlier build, to compare side by side) instead of building.
+if [ -n "${SERVER:-}" ]; then
+  [ -x "$SERVER" ] || { echo "SERVER=$SERVER is not an executable file" >&2; exit 2; }
+  BIN=$SERVER
+else
+  BIN=.build/release/switchboard
+  scripts/build_release.sh switchboard
+fi
 work=$(mktemp -d); pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
