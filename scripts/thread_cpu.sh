@@ -5,8 +5,8 @@
 # the whole machine was (/proc/stat), requests a second, and CPU microseconds a request for the server and for
 # each kind of thread (NIO's event loops, libdispatch's workers: the journal's writer and its log copier).
 # libdispatch's threads come and go, so every one seen is counted; one that lived only between two samples is
-# missed. CALLS=new posts a new call on every request (scripts/wrk/new_calls.lua). BIN_UNDER_TEST: another binary
-# (default: the release build, built first).
+# missed. CALLS=new posts a new call on every request (scripts/wrk/new_calls.lua). SERVER: another binary
+# (default: the release build, built first; see scripts/serve_common.sh).
 #   scripts/thread_cpu.sh; JOURNAL=off scripts/thread_cpu.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +18,7 @@ case "${CALLS:-same}" in
   *) echo "CALLS is same or new, not $CALLS" >&2; exit 2 ;;
 esac
 source scripts/serve_common.sh
-binary=${BIN_UNDER_TEST:-$BIN}
+binary=$BIN
 "$binary" serve --rules "$RULES" --port 18229 --data-dir "$work/var" --journal "$JOURNAL" --log-level warning & pid=$!
 pids+=("$pid")
 wait_up 18229
