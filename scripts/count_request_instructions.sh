@@ -18,9 +18,9 @@
 # connection. The count is then the whole event with its call, and `close` less `keepalive` is the server's
 # side of a new upstream connection (the connect, the HTTP client's set-up of the connection, the close).
 #
-# CONNECTIONS=close sends each request on a new connection, with `Connection: close` (as curl and some webhook
-# senders do): the count is then the request with its connection's accept, set-up and close, and `close` less
-# the default is the server's side of a new inbound connection.
+# CONNECTIONS=close (as in compare_ingest.sh; default keep) sends each request on a new connection, with
+# `Connection: close` (as curl and some webhook senders do): the count is then the request with its connection's
+# accept, set-up and close, and `close` less the default is the server's side of a new inbound connection.
 #
 # Each BINARY is copied and stripped of its DWARF first: valgrind 3.19 gives up on Swift's debug info.
 set -euo pipefail
@@ -31,8 +31,8 @@ JOURNAL=${JOURNAL:-off}
 PORT=${PORT:-18309}
 UPSTREAM=${UPSTREAM:-}
 case "$UPSTREAM" in "" | keepalive | close) ;; *) echo "UPSTREAM is keepalive, close or unset, not $UPSTREAM" >&2; exit 2 ;; esac
-CONNECTIONS=${CONNECTIONS:-keepalive}
-case "$CONNECTIONS" in keepalive | close) ;; *) echo "CONNECTIONS is keepalive or close, not $CONNECTIONS" >&2; exit 2 ;; esac
+CONNECTIONS=${CONNECTIONS:-keep}
+case "$CONNECTIONS" in keep | close) ;; *) echo "CONNECTIONS is keep or close, not $CONNECTIONS" >&2; exit 2 ;; esac
 scripts/deps.sh bench
 if [ $# -eq 0 ]; then
   scripts/build_release.sh switchboard

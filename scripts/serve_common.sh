@@ -1,4 +1,4 @@
-# Sourced by serve_bench.sh and console_bench.sh: the release binary (built; or SERVER's), a scratch directory and the
+# Sourced by the benchmark scripts: the release binary (built; or SWITCHBOARD_BINARY's), a scratch directory and the
 # processes to stop at exit, and helpers: `metric PORT NAME` sums a /metrics series, `wait_up PORT` waits for
 # /healthz, `post SECONDS URL [WRK OPTIONS...]` is wrk's requests/s for ../shared/bench/post.lua (1 thread, 32
 # connections) and `wrk_post SECONDS URL [WRK OPTIONS...]` the same run's requests/s with its 90th and 99th latency
@@ -7,10 +7,12 @@
 SHARED=${SHARED:-../shared}
 ulimit -n "$(ulimit -Hn)"
 scripts/deps.sh bench
-# SERVER=PATH runs that binary (a copy of an earlier build, to compare side by side) instead of building.
-if [ -n "${SERVER:-}" ]; then
-  [ -x "$SERVER" ] || { echo "SERVER=$SERVER is not an executable file" >&2; exit 2; }
-  BIN=$SERVER
+# SWITCHBOARD_BINARY=PATH (relative to the repository's root) runs that binary, a copy of an earlier build to
+# compare side by side, instead of building.
+if [ -n "${SWITCHBOARD_BINARY:-}" ]; then
+  [ -f "$SWITCHBOARD_BINARY" ] && [ -x "$SWITCHBOARD_BINARY" ] || {
+    echo "SWITCHBOARD_BINARY=$SWITCHBOARD_BINARY is not an executable file (from $PWD)" >&2; exit 2; }
+  BIN=$(realpath -- "$SWITCHBOARD_BINARY")
 else
   BIN=.build/release/switchboard
   scripts/build_release.sh switchboard

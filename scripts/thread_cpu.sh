@@ -5,8 +5,8 @@
 # the whole machine was (/proc/stat), requests a second, and CPU microseconds a request for the server and for
 # each kind of thread (NIO's event loops, libdispatch's workers: the journal's writer and its log copier).
 # libdispatch's threads come and go, so every one seen is counted; one that lived only between two samples is
-# missed. CALLS=new posts a new call on every request (scripts/wrk/new_calls.lua). SERVER: another binary
-# (default: the release build, built first; see scripts/serve_common.sh).
+# missed. CALLS=new posts a new call on every request (scripts/wrk/new_calls.lua). SWITCHBOARD_BINARY:
+# another binary (default: the release build, built first; see scripts/serve_common.sh).
 #   scripts/thread_cpu.sh; JOURNAL=off scripts/thread_cpu.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +17,7 @@ case "${CALLS:-same}" in
   new) wrk_options+=(-s "$PWD/scripts/wrk/new_calls.lua") ;;
   *) echo "CALLS is same or new, not $CALLS" >&2; exit 2 ;;
 esac
+[ -z "${BIN_UNDER_TEST:-}" ] || { echo "BIN_UNDER_TEST is now SWITCHBOARD_BINARY" >&2; exit 2; }
 source scripts/serve_common.sh
 binary=$BIN
 "$binary" serve --rules "$RULES" --port 18229 --data-dir "$work/var" --journal "$JOURNAL" --log-level warning & pid=$!

@@ -25,14 +25,14 @@ import NIOHTTPTypes
 /// NIO's encoder and request decoder, unpaired; this handler, which reads NIO's HTTP/1 request parts (the
 /// router's are passed on as they came); then, once the router's side is open, the HTTPTypes codec, which
 /// converts those for the router (about 10,000 instructions a request that the hooks routes no longer pay),
-/// Hummingbird's connection state handler, and the router. Three things follow:
+/// Hummingbird's connection state handler, and the router. So:
 /// - The router's side of the connection (the codec, the state handler, a `NIOAsyncChannel` and its task, see
 ///   `Listener`) exists only once this handler has passed it something: `openRouter` makes it, just before the
 ///   first request or error for the router.
 /// - The state handler sees only the router's requests. A graceful shutdown's `ChannelShouldQuiesceEvent`
-///   (on which it closes an idle connection) is held here while a hooks request is open or held, and passed
-///   on once it is answered. Until the router's side is open, this handler closes the connection on it
-///   instead, once the hooks answers owed on it are written.
+///   (on which it closes an idle connection at once) is held here while a hooks request is open or held, and
+///   passed on once the hooks answers are written (`quiesce`). Until the router's side is open, this handler
+///   closes the connection on it instead.
 /// - Until then, this handler also does what the router's side would do when the peer stops sending
 ///   (`ChannelEvent.inputClosed`, which is also how a peer's full close arrives): it closes the connection,
 ///   once the hooks answers owed on it are written.
@@ -133,16 +133,31 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is ChannelShouldQuiesceEvent, hooksRequestOpen {
-            quiesceHeld = true
+        if event is ChannelShouldQuiesceEvent {
+            if hooksRequestOpen { quiesceHeld = true } else { quiesce(context: context) }
         } else if event as? ChannelEvent == .inputClosed, hooksRequestOpen {
             inputClosedHeld = true
-        } else if event is ChannelShouldQuiesceEvent || event as? ChannelEvent == .inputClosed, openRouter != nil {
-            // Closing now loses nothing: no hooks request is open, and no router side waits for parts or writes
-            // answers (nor is there a state handler to close the connection on a quiesce).
+        } else if event as? ChannelEvent == .inputClosed, openRouter != nil {
+            // Nothing more can arrive, and nothing is owed: no router side waits for parts or writes answers.
             onceWritten(context: context) { context.close(promise: nil) }
         } else {
             context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    /// A graceful shutdown's quiesce, with no hooks request open: once the hooks answers written have left
+    /// (closing at once would drop one still waiting in the socket's buffer), the connection closes, or the
+    /// router's side, when open, decides (its state handler closes an idle connection, and one busy with a
+    /// request once its answer is written). A request read in the meantime is answered first.
+    private func quiesce(context: ChannelHandlerContext) {
+        onceWritten(context: context) { [self] in
+            if hooksRequestOpen {
+                quiesceHeld = true
+            } else if openRouter != nil {
+                context.close(promise: nil)
+            } else {
+                context.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+            }
         }
     }
 
@@ -173,7 +188,7 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// An accepted connection's address as text: the `host` NIO wrote with `inet_ntop` when it accepted it
     /// (`SocketAddress.init(sockaddr_in)`), not `ipAddress`, which runs `inet_ntop` again (about 3,200
-    /// instructions a connection, callgrind). An address named some other way (a host name) is formatted.
+    /// instructions a connection, callgrind). An address that carries a host name instead is formatted.
     static func numericHost(_ address: SocketAddress) -> String? {
         switch address {
         case .v4(let v4): isNumeric(v4.host, colons: false) ? v4.host : address.ipAddress
@@ -182,9 +197,10 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// Whether `host` is made of what `inet_ntop` writes: digits and dots, and for IPv6 hex digits and colons.
+    /// Whether `host` is made of what `inet_ntop` writes: digits and dots; for IPv6 also hex digits, and at
+    /// least one colon (a name such as `bad.cafe` has none).
     private static func isNumeric(_ host: String, colons: Bool) -> Bool {
-        !host.isEmpty
+        !host.isEmpty && (!colons || host.utf8.contains(UInt8(ascii: ":")))
             && host.utf8.allSatisfy { byte in
                 switch byte {
                 case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "."): true
@@ -435,7 +451,7 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
         defer {
             if quiesceHeld, !hooksRequestOpen {
                 quiesceHeld = false
-                userInboundEventTriggered(context: context, event: ChannelShouldQuiesceEvent())
+                quiesce(context: context)
             }
             if inputClosedHeld, !hooksRequestOpen {
                 // Once the answers written have left: the router's side, when open, closes the connection on
