@@ -57,7 +57,10 @@ import Testing
         #expect(HooksHandler.numericHost(SocketAddress(v4.address, host: "example.com")) == "10.0.0.9")
         #expect(HooksHandler.numericHost(SocketAddress(v6.address, host: "cafe.example")) == "fe80::1")
         #expect(HooksHandler.numericHost(SocketAddress(v6.address, host: "bad.cafe")) == "fe80::1")
-        guard case .v6(let mapped) = try SocketAddress(ipAddress: "::ffff:10.0.0.9", port: 1) else { return }
+        guard case .v6(let mapped) = try SocketAddress(ipAddress: "::ffff:10.0.0.9", port: 1) else {
+            Issue.record("not an IPv6 address")
+            return
+        }
         #expect(HooksHandler.numericHost(SocketAddress(mapped.address)) == "::ffff:10.0.0.9")
         #expect(HooksHandler.numericHost(try SocketAddress(ipAddress: "::1", port: 1)) == "::1")
         #expect(HooksHandler.numericHost(try SocketAddress(unixDomainSocketPath: "/tmp/s")) == nil)
