@@ -1,3 +1,4 @@
+import Delivery
 import HTTPTypes
 import JSONCore
 import KazooEvents
@@ -188,27 +189,15 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// An accepted connection's address as text: the `host` NIO wrote with `inet_ntop` when it accepted it
     /// (`SocketAddress.init(sockaddr_in)`), not `ipAddress`, which runs `inet_ntop` again (about 3,200
-    /// instructions a connection, callgrind). An address that carries a host name instead is formatted.
+    /// instructions a connection, callgrind). An address whose `host` is not its family's numeric text (a host
+    /// name, or nothing) is formatted.
     static func numericHost(_ address: SocketAddress) -> String? {
         switch address {
-        case .v4(let v4): isNumeric(v4.host, colons: false) ? v4.host : address.ipAddress
-        case .v6(let v6): isNumeric(v6.host, colons: true) ? v6.host : address.ipAddress
+        case .v4(let v4): CIDR.parseAddress(v4.host)?.count == 4 ? v4.host : address.ipAddress
+        case .v6(let v6):
+            CIDR.parseAddress(v6.host)?.count == 16 && !v6.host.hasPrefix("[") ? v6.host : address.ipAddress
         case .unixDomainSocket: nil
         }
-    }
-
-    /// Whether `host` is made of what `inet_ntop` writes: digits and dots; for IPv6 also hex digits, and at
-    /// least one colon (a name such as `bad.cafe` has none).
-    private static func isNumeric(_ host: String, colons: Bool) -> Bool {
-        !host.isEmpty && (!colons || host.utf8.contains(UInt8(ascii: ":")))
-            && host.utf8.allSatisfy { byte in
-                switch byte {
-                case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "."): true
-                case UInt8(ascii: "a")...UInt8(ascii: "f"), UInt8(ascii: "A")...UInt8(ascii: "F"), UInt8(ascii: ":"):
-                    colons
-                default: false
-                }
-            }
     }
 
     /// Whether a hooks request is being read or answered, or a request waits behind an answer.
