@@ -32,6 +32,10 @@ public final class Metrics: Sendable {
     static let help: [(String, String, String)] = [
         ("switchboard_events_total", "counter", "Accepted events by hook (URL path) and event name."),
         ("switchboard_rejected_total", "counter", "Requests answered 4xx, by reason."),
+        (
+            "switchboard_connections_timed_out_total", "counter",
+            "Connections closed for a pause in sending: mid-request (--read-timeout) or between requests (--idle-timeout)."
+        ),
         ("switchboard_rule_runs_total", "counter", "Rule runs by rule and outcome (ok, skipped, dropped, error)."),
         ("switchboard_rule_http_requests_total", "counter", "Rule HTTP calls by status (or error)."),
         ("switchboard_forwards_total", "counter", "Forward attempts by status (or error)."),

@@ -289,6 +289,13 @@ extension ServeSettings {
         .duration(
             "call-state-keep", "How long a call's call.* state is kept after its channel_destroy.",
             \.server.rules.callStateKeep),
+        .duration(
+            "read-timeout",
+            "Cut off a client that pauses this long while it sends a request (its head or body): 408 once its head has come, then close. Also bounds how long a shutdown waits for it.",
+            \.server.readTimeout, positive: true),
+        .duration(
+            "idle-timeout", "Close a kept-alive connection that sends no new request for this long (0: never).",
+            \.server.idleTimeout),
         .number(
             "shutdown-grace-ms", "ms", "Time for running rules to finish after SIGTERM.", \.shutdownGraceMilliseconds),
         .flag(

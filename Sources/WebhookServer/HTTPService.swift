@@ -69,9 +69,10 @@ where Responder.Context: InitializableFromSource<ApplicationRequestContextSource
         let hooks = self.hooks
         let listener = Listener(
             host: host, port: port, backlog: backlog, router: router, onServerRunning: onServerRunning,
-            logger: logger
-        ) { wire, openRouter in
-            HooksHandler(intake: hooks, dates: dates, serverName: serverName, wire: wire, openRouter: openRouter)
+            logger: logger, timeouts: [hooks.readTimeout] + (hooks.idleTimeout.map { [$0] } ?? [])
+        ) { wire, watch, openRouter in
+            HooksHandler(
+                intake: hooks, dates: dates, serverName: serverName, wire: wire, watch: watch, openRouter: openRouter)
         }
         try await ServiceGroup(configuration: .init(services: services + [listener], logger: logger)).run()
     }
@@ -99,9 +100,11 @@ struct Listener: Service {
     let router: RouterSide
     let onServerRunning: @Sendable (any Channel) async -> Void
     let logger: Logger
-    /// Makes a connection's hooks handler, given the context of the response encoder it writes its answers at
-    /// and what opens the connection's router side.
-    let hooksHandler: @Sendable (ChannelHandlerContext, @escaping (any Channel) -> Void) -> HooksHandler
+    /// `--read-timeout` and `--idle-timeout`, for the watches' interval.
+    let timeouts: [TimeAmount]
+    /// Makes a connection's hooks handler, given the context of the response encoder it writes its answers at,
+    /// its loop's watch for pauses, and what opens the connection's router side.
+    let hooksHandler: @Sendable (ChannelHandlerContext, PauseWatch?, @escaping (any Channel) -> Void) -> HooksHandler
 
     func run() async throws {
         let group = MultiThreadedEventLoopGroup.singleton
@@ -110,6 +113,7 @@ struct Listener: Service {
         let router = self.router
         let logger = self.logger
         let hooksHandler = self.hooksHandler
+        let watches = PauseWatch.perLoop(of: group, timeouts: timeouts)
         let openRouter: @Sendable (any Channel) -> Void = { channel in
             do {
                 try Self.addRouterHandlers(channel, logger: logger)
@@ -138,7 +142,8 @@ struct Listener: Service {
             }
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try Self.configure(channel, logger: logger) { wire in hooksHandler(wire, openRouter) }
+                    let watch = watches[ObjectIdentifier(channel.eventLoop)]
+                    try Self.configure(channel, logger: logger) { wire in hooksHandler(wire, watch, openRouter) }
                 }
             }
             .bind(host: host, port: port).get()

@@ -4,6 +4,7 @@ import HTTPTypes
 import JSONCore
 import KazooEvents
 import Logging
+import NIOCore
 import NIOHTTP1
 import RuleEngine
 import Synchronization
@@ -32,6 +33,9 @@ final class HookIntake: Sendable {
     let decoder: EventDecoder
     let deduplicator: Deduplicator?
     let acceptedAnswers = AcceptedAnswers()
+    /// `--read-timeout` and `--idle-timeout` (nil: never), for `HooksHandler`.
+    let readTimeout: TimeAmount
+    let idleTimeout: TimeAmount?
 
     init(
         configuration: ServerConfiguration, engine: Engine, journal: (any Journal)?, metrics: Metrics, logger: Logger,
@@ -46,6 +50,13 @@ final class HookIntake: Sendable {
         self.failures = failures
         self.decoder = EventDecoder(limits: configuration.decoding)
         self.deduplicator = configuration.dedupeWindow > 0 ? Deduplicator(window: configuration.dedupeWindow) : nil
+        self.readTimeout = Self.timeAmount(configuration.readTimeout)
+        self.idleTimeout = configuration.idleTimeout > 0 ? Self.timeAmount(configuration.idleTimeout) : nil
+    }
+
+    /// Seconds as a `TimeAmount`, at least a millisecond and at most a century.
+    static func timeAmount(_ seconds: Double) -> TimeAmount {
+        .nanoseconds(Int64(min(max(seconds, 0.001), Durations.longest) * 1e9))
     }
 
     static let hookIDHeader = "X-Hook-ID"
@@ -173,6 +184,25 @@ final class HookIntake: Sendable {
         var error = reject(.contentTooLarge, code: "limit", reason: reason, body: [], head: head)
         error.headers[.connection] = "close"
         return Answer(error)
+    }
+
+    /// The 408 for a request whose body stopped arriving for `--read-timeout`; what arrived is kept.
+    func timedOut(_ head: Head, body: [UInt8]) -> Answer {
+        let expected = head.request.headers.first(name: "content-length").map { " of \($0)" } ?? ""
+        let pause = Durations.format(configuration.readTimeout)
+        let reason =
+            "the request stopped arriving: \(body.count)\(expected) bytes of its body, then nothing for \(pause)"
+        var error = reject(.requestTimeout, code: "timeout", reason: reason, body: body, head: head)
+        error.headers[.connection] = "close"
+        return Answer(error)
+    }
+
+    /// Counts (and logs) a connection timed out: `midRequest` for `--read-timeout`, else `--idle-timeout`.
+    func timingOut(midRequest: Bool, peer: String?) {
+        metrics.increment("switchboard_connections_timed_out_total", [("while", midRequest ? "request" : "idle")])
+        logger.debug(
+            midRequest ? "timed out a request that stopped arriving" : "closed an idle connection",
+            metadata: ["peer": "\(peer ?? "-")"])
     }
 
     /// Takes a whole request: `body` is what a POST or PUT sent (a GET's event is its query). `answer` is

@@ -39,6 +39,11 @@ import NIOHTTPTypes
 ///   once the hooks answers owed on it are written.
 /// - The encoder no longer hears of request methods from the decoder (NIO pairs them to leave the body out of
 ///   answers to HEAD and CONNECT), so this handler leaves those bodies out of the router's answers itself.
+///
+/// A peer that keeps the connection waiting is timed out (`pauseLimit`, looked at by the loop's `PauseWatch`):
+/// one that pauses mid-request for `--read-timeout` (a hooks request is answered 408, the router's side is
+/// closed), and one that sends no new request for `--idle-timeout`. While the server is the one that owes
+/// something (an answer, or room for requests held), no limit runs.
 final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
@@ -102,14 +107,31 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var openRouter: ((any Channel) -> Void)?
     /// The peer's address as text, once read.
     private var peerAddress: String?? = .none
+    /// `--read-timeout` and `--idle-timeout` (nil: never).
+    private let readTimeout: TimeAmount
+    private let idleTimeout: TimeAmount?
+    /// Where the connection is watched for pauses, and its place in the watch's list.
+    private let watch: PauseWatch?
+    var watchIndex: Int?
+    /// Since when the connection has waited on its peer: its last bytes, or the last answer written.
+    private var waitingSince = NIODeadline.now()
+    /// This handler's context while it is in the pipeline (for a timeout).
+    private var context: ChannelHandlerContext?
+    /// A part was read in the read under way.
+    private var partInRead = false
+    /// Bytes that made no part arrived between requests: a request's head is on its way.
+    private var headArriving = false
 
     /// `wire` is the context of the pipeline's `HTTPResponseEncoder`; `openRouter` adds the router's side at the
     /// end of the pipeline (synchronously, on the event loop).
     init(
-        intake: HookIntake, dates: HTTPDate, serverName: String?, wire: ChannelHandlerContext,
+        intake: HookIntake, dates: HTTPDate, serverName: String?, wire: ChannelHandlerContext, watch: PauseWatch?,
         openRouter: @escaping (any Channel) -> Void
     ) {
         self.intake = intake
+        self.watch = watch
+        readTimeout = intake.readTimeout
+        idleTimeout = intake.idleTimeout
         self.dates = dates
         self.wire = wire
         self.openRouter = openRouter
@@ -121,6 +143,8 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
+        partInRead = true
+        if case .head = part { headArriving = false }
         if held.isEmpty, canTake(part) {
             take(part, context: context)
         } else {
@@ -128,9 +152,66 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    /// The peer sent something: a pause is measured from now. Bytes between requests that made no part are
+    /// the start of a request's head (or blank lines).
+    func channelReadComplete(context: ChannelHandlerContext) {
+        waitingSince = .now()
+        if !partInRead, case .idle = state { headArriving = true }
+        partInRead = false
+        context.fireChannelReadComplete()
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        watch?.add(self)
+    }
+
     func handlerRemoved(context: ChannelHandlerContext) {
-        wire = nil  // the contexts would otherwise hold each other past the connection's end
+        // The contexts would otherwise hold each other past the connection's end.
+        wire = nil
+        self.context = nil
         openRouter = nil
+        watch?.remove(self)
+    }
+
+    /// How long the peer may keep the connection waiting now: `readTimeout` while a request is being read (or
+    /// its head is arriving), `idleTimeout` between requests; nil while this side owes something (an answer,
+    /// the router's included, or room for the requests held) or is closing.
+    private var pauseLimit: (limit: TimeAmount, midRequest: Bool)? {
+        switch state {
+        case .reading, .refused, .overLimit, .routing: return (readTimeout, true)
+        case .answering, .closing: return nil
+        case .idle:
+            guard held.isEmpty, routerAnswers.isEmpty else { return nil }
+            if headArriving { return (readTimeout, true) }
+            return idleTimeout.map { ($0, false) }
+        }
+    }
+
+    /// Called by the loop's `PauseWatch`: times the connection out if its peer has kept it waiting past the
+    /// limit. A hooks request is answered (408, or the refusal or 413 it was already getting) and the
+    /// connection closed once that is written; what arrived of its body is kept with the rejected ones. The
+    /// router's side cannot be answered from here (its request is under way), and a connection between
+    /// requests owes no answer: those are closed.
+    func checkPause(now: NIODeadline) {
+        guard let context, let (limit, midRequest) = pauseLimit, now - waitingSince >= limit else { return }
+        intake.timingOut(midRequest: midRequest, peer: peer(context))
+        switch state {
+        case .reading(let head, let body):
+            state = .answering
+            respond(intake.timedOut(head, body: body), to: head, context: context)
+        case .refused(let head, var answer):
+            state = .answering
+            answer.headers[.connection] = "close"
+            respond(answer, to: head, context: context)
+        case .overLimit(let head, _, _):
+            state = .answering
+            respond(intake.tooLarge(head), to: head, context: context)
+        default:
+            state = .closing
+            held.removeAll()
+            context.close(promise: nil)
+        }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -242,6 +323,7 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
             }
             guard !routerAnswers.isEmpty else { return }
             routerAnswers.removeFirst()
+            waitingSince = .now()
             if routerAnswers.isEmpty { takeHeld(context: context) }
         }
     }
@@ -384,6 +466,7 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let bytes = encode(answer, connection: connection, allocator: context.channel.allocator)
         guard closes else {
             wire?.writeAndFlush(NIOAny(bytes), promise: nil)
+            waitingSince = .now()
             state = .idle
             takeHeld(context: context)
             return

@@ -41,6 +41,14 @@ public struct ServerConfiguration: Sendable {
     public var nodeName = ""
     public var decoding = DecodingLimits()
     public var rules = RuleConfiguration()
+    /// Seconds a client may pause while it sends a request (its head or its body): past it a hooks request is
+    /// answered 408 (what arrived of its body is kept with the rejected ones) and the connection closed. It
+    /// also bounds how long a graceful shutdown waits for a client that stopped mid-request. Default 60, as
+    /// nginx's `client_header_timeout` and `client_body_timeout`.
+    public var readTimeout: Double = 60
+    /// Seconds a kept-alive connection may wait for its next request before it is closed; 0: never. Default
+    /// 75, as nginx's `keepalive_timeout`, longer than the 60 s its upstream connections are kept.
+    public var idleTimeout: Double = 75
     /// How long in-flight rule runs may take to finish after SIGTERM/SIGINT. Default 10 s.
     public var shutdownGrace: Duration = .seconds(10)
     /// Rule HTTP calls in flight at once, overall and per rule.

@@ -241,23 +241,8 @@ import WebhookServer
     /// request for the router came first) as on one that only posted hooks.
     @Test(arguments: [false, true])
     func aShutdownWaitsForAHeldHooksAnswerBeforeClosingItsConnection(routerSideOpen: Bool) async throws {
-        let upstream = try await LoopbackServer()
-        defer { Task { try? await upstream.stop() } }
-        let rule = """
-            return { name = "slow", on = "channel_create", run = function(event)
-              if event.call_id == "held-0" then http.get("\(upstream.url("/slow?ms=3000"))", { timeout = 20 }) end
-            end }
-            """
-        try await withServer(
-            rules: ["r.lua": rule],
-            configure: {
-                $0.allowHTTPTo = [CIDR("127.0.0.1/32")!]
-                $0.maxEventsInFlight = 1
-            }
-        ) { server in
+        try await Self.withFullEngine(holdingFor: 3000) { server in
             let port = Int(server.base.split(separator: ":").last!)!
-            let first = try sampleBody("channel_create__inbound.json", callID: "held-0")
-            #expect(try await server.send(.POST, "/hooks/channel_create", body: first).status == 200)
             // The second event's 200 waits for the first run (3 s on the upstream); the connection stays open.
             let second = String(
                 decoding: try sampleBody("channel_create__inbound.json", callID: "held-1"), as: UTF8.self)
@@ -268,6 +253,34 @@ import WebhookServer
             let text = try await exchange.value
             let expected = routerSideOpen ? [200, 200] : [200]
             #expect(Self.answers(text).map(\.status) == expected, "got: \(text.debugDescription)")
+        }
+    }
+
+    /// A server whose engine takes one event at a time, and a rule that holds call `held-0`'s event for `ms` on
+    /// a loopback upstream; `body` runs once that event has been sent and answered, so the next event's 200
+    /// waits for its run to end.
+    static func withFullEngine(
+        holdingFor ms: Int, configure: (inout ServerConfiguration) -> Void = { _ in },
+        _ body: (ServerFixture) async throws -> Void
+    ) async throws {
+        let upstream = try await LoopbackServer()
+        defer { Task { try? await upstream.stop() } }
+        let rule = """
+            return { name = "slow", on = "channel_create", run = function(event)
+              if event.call_id == "held-0" then http.get("\(upstream.url("/slow?ms=\(ms)"))", { timeout = 20 }) end
+            end }
+            """
+        try await withServer(
+            rules: ["r.lua": rule],
+            configure: {
+                $0.allowHTTPTo = [CIDR("127.0.0.1/32")!]
+                $0.maxEventsInFlight = 1
+                configure(&$0)
+            }
+        ) { server in
+            let first = try sampleBody("channel_create__inbound.json", callID: "held-0")
+            #expect(try await server.send(.POST, "/hooks/channel_create", body: first).status == 200)
+            try await body(server)
         }
     }
 

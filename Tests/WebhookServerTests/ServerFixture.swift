@@ -34,6 +34,8 @@ final class CapturedLogs: Sendable {
     func contains(_ level: Logger.Level, _ text: String) -> Bool {
         lines.withLock { $0.contains { $0.0 == level && $0.1.contains(text) } }
     }
+    /// Every line, for a failed expectation's message.
+    var all: String { lines.withLock { $0.map { "\($0.0): \($0.1)" }.joined(separator: "\n") } }
 }
 
 struct CapturingLogHandler: LogHandler {

@@ -202,8 +202,8 @@ import WebhookServer
             _ = try await server.send(
                 .POST, "/hooks/channel_create", body: try sampleBody("channel_create__inbound.json"))
             #expect(await server.eventually { server.metrics.value("switchboard_rule_runs_total") == 1 })
-            #expect(server.logs.contains(.info, "status 200"))
-            #expect(server.logs.contains(.info, "metadata refused"))
+            #expect(server.logs.contains(.info, "status 200"), "logs:\n\(server.logs.all)")
+            #expect(server.logs.contains(.info, "metadata refused"), "logs:\n\(server.logs.all)")
         }
         #expect(upstream.requests.count == 1)
     }
