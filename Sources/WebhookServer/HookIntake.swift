@@ -197,12 +197,12 @@ final class HookIntake: Sendable {
         return Answer(error)
     }
 
-    /// Counts (and logs) a connection timed out: `midRequest` for `--read-timeout`, else `--idle-timeout`.
-    func timingOut(midRequest: Bool, peer: String?) {
-        metrics.increment("switchboard_connections_timed_out_total", [("while", midRequest ? "request" : "idle")])
+    /// Counts (and logs) a connection timed out while it waited on its peer for `pause`: the rest of a request
+    /// (`--read-timeout`), a new one (`--idle-timeout`), or the reading of its last answer (`--read-timeout`).
+    func timingOut(_ pause: String, peer: String?) {
+        metrics.increment("switchboard_connections_timed_out_total", [("while", pause)])
         logger.debug(
-            midRequest ? "timed out a request that stopped arriving" : "closed an idle connection",
-            metadata: ["peer": "\(peer ?? "-")"])
+            "timed out a connection waiting for its peer", metadata: ["peer": "\(peer ?? "-")", "while": "\(pause)"])
     }
 
     /// Takes a whole request: `body` is what a POST or PUT sent (a GET's event is its query). `answer` is

@@ -67,6 +67,10 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case closing
         /// Passing a request's parts on to the router.
         case routing
+
+        var isClosing: Bool {
+            if case .closing = self { true } else { false }
+        }
     }
 
     /// An answer the router owes, and what this handler changes in it on its way out.
@@ -113,14 +117,22 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Where the connection is watched for pauses, and its place in the watch's list.
     private let watch: PauseWatch?
     var watchIndex: Int?
-    /// Since when the connection has waited on its peer: its last bytes, or the last answer written.
+    /// Since when the connection has waited on its peer: its last bytes, the last answer written, or the last
+    /// read asked for after the router's side had stopped asking.
     private var waitingSince = NIODeadline.now()
     /// This handler's context while it is in the pipeline (for a timeout).
     private var context: ChannelHandlerContext?
+    /// A read was asked for and has not completed: while none is, it is this side that is not reading (the
+    /// router's side is full, or requests are held), and the peer's pause does not count.
+    private var readAsked = false
     /// A part was read in the read under way.
     private var partInRead = false
-    /// Bytes that made no part arrived between requests: a request's head is on its way.
-    private var headArriving = false
+    /// A request's head is on its way: the connection is new, or bytes that made no part arrived between
+    /// requests. (Part of a head read together with the end of the request before it cannot be seen here:
+    /// NIO's decoder keeps it. That connection counts as idle.)
+    private var headArriving = true
+    /// An HTTP parse error went to the router, which answers 400 and waits for the peer to close.
+    private var parseFailed = false
 
     /// `wire` is the context of the pipeline's `HTTPResponseEncoder`; `openRouter` adds the router's side at the
     /// end of the pipeline (synchronously, on the event loop).
@@ -156,7 +168,13 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// the start of a request's head (or blank lines).
     func channelReadComplete(context: ChannelHandlerContext) {
         waitingSince = .now()
-        if !partInRead, case .idle = state { headArriving = true }
+        readAsked = false
+        if !partInRead {
+            switch state {
+            case .idle, .answering: headArriving = true
+            default: break
+            }
+        }
         partInRead = false
         context.fireChannelReadComplete()
     }
@@ -174,17 +192,33 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
         watch?.remove(self)
     }
 
+    /// What the connection waits for from its peer when it is timed out (a label of
+    /// `switchboard_connections_timed_out_total`).
+    enum Pause: String {
+        /// The rest of a request (its head or body), or its close after a malformed one.
+        case request
+        /// A new request.
+        case idle
+        /// That it reads the answer written before the connection closes.
+        case answer
+    }
+
     /// How long the peer may keep the connection waiting now: `readTimeout` while a request is being read (or
-    /// its head is arriving), `idleTimeout` between requests; nil while this side owes something (an answer,
-    /// the router's included, or room for the requests held) or is closing.
-    private var pauseLimit: (limit: TimeAmount, midRequest: Bool)? {
+    /// its head is arriving) or a closing answer is being written, `idleTimeout` between requests; nil while
+    /// this side owes something (an answer, the router's included) or is not reading (requests held, the
+    /// router's side full).
+    private var pauseLimit: (limit: TimeAmount, pause: Pause)? {
+        if state.isClosing { return (readTimeout, .answer) }
+        guard readAsked else { return nil }
+        // The router answers a malformed request 400 and waits for the peer to close.
+        if parseFailed, held.isEmpty, routerAnswers.isEmpty { return (readTimeout, .request) }
         switch state {
-        case .reading, .refused, .overLimit, .routing: return (readTimeout, true)
+        case .reading, .refused, .overLimit, .routing: return (readTimeout, .request)
         case .answering, .closing: return nil
         case .idle:
             guard held.isEmpty, routerAnswers.isEmpty else { return nil }
-            if headArriving { return (readTimeout, true) }
-            return idleTimeout.map { ($0, false) }
+            if headArriving { return (readTimeout, .request) }
+            return idleTimeout.map { ($0, .idle) }
         }
     }
 
@@ -194,8 +228,8 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// router's side cannot be answered from here (its request is under way), and a connection between
     /// requests owes no answer: those are closed.
     func checkPause(now: NIODeadline) {
-        guard let context, let (limit, midRequest) = pauseLimit, now - waitingSince >= limit else { return }
-        intake.timingOut(midRequest: midRequest, peer: peer(context))
+        guard let context, let (limit, pause) = pauseLimit, now - waitingSince >= limit else { return }
+        intake.timingOut(pause.rawValue, peer: peer(context))
         switch state {
         case .reading(let head, let body):
             state = .answering
@@ -316,14 +350,19 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .body:
             if bodiless { promise?.succeed() } else { context.write(data, promise: promise) }
         case .end:
+            // The peer's wait for its next request starts once the answer has been written (a slow reader of a
+            // long answer is not idle).
+            let written = context.eventLoop.makePromise(of: Void.self)
+            written.futureResult.assumeIsolated().whenComplete { [self] _ in waitingSince = .now() }
+            if let promise { written.futureResult.cascade(to: promise) }
+            waitingSince = .now()
             if bodiless, let wire {
-                wire.write(NIOAny(context.channel.allocator.buffer(capacity: 0)), promise: promise)
+                wire.write(NIOAny(context.channel.allocator.buffer(capacity: 0)), promise: written)
             } else {
-                context.write(data, promise: promise)
+                context.write(data, promise: written)
             }
             guard !routerAnswers.isEmpty else { return }
             routerAnswers.removeFirst()
-            waitingSince = .now()
             if routerAnswers.isEmpty { takeHeld(context: context) }
         }
     }
@@ -335,10 +374,21 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// taken.
     func read(context: ChannelHandlerContext) {
         if held.isEmpty {
-            context.read()
+            askRead(context)
         } else {
             readHeld = true
         }
+    }
+
+    /// Asks for a read. Once the router's side is open it may have stopped asking for a while (its buffer
+    /// full), and the peer's wait starts again from here; a hooks-only connection asks again as soon as a
+    /// read completes, so that costs it no clock reading.
+    private func askRead(_ context: ChannelHandlerContext) {
+        if !readAsked {
+            readAsked = true
+            if openRouter == nil { waitingSince = .now() }
+        }
+        context.read()
     }
 
     /// Whether `part` can be taken now, or must wait for the answers before it.
@@ -381,12 +431,18 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 return
             }
             let head = HookIntake.Head(request: request, route: route, target: target, peer: peer(context))
-            if let refusal = intake.refusal(head) {
-                state = .refused(head, refusal)
+            let expectsContinue = request.headers.first(name: "expect")?.lowercased() == "100-continue"
+            if var refusal = intake.refusal(head) {
+                guard expectsContinue else { return state = .refused(head, refusal) }
+                // The client waits for a 100 before it sends the body: it gets the refusal instead, and the
+                // connection closes (RFC 9110 §10.1.1), rather than waiting for a body that is not coming.
+                refusal.headers[.connection] = "close"
+                state = .answering
+                respond(refusal, to: head, context: context)
             } else {
                 state = .reading(head, body: [])
                 // curl sends `Expect: 100-continue` with a body over 1 KB and waits a second for this.
-                if request.headers.first(name: "expect")?.lowercased() == "100-continue", let wire {
+                if expectsContinue, let wire {
                     let line = context.channel.allocator.buffer(staticString: "HTTP/1.1 100 Continue\r\n\r\n")
                     wire.writeAndFlush(NIOAny(line), promise: nil)
                 }
@@ -436,6 +492,7 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func takeError(_ error: any Error, context: ChannelHandlerContext) {
+        if error is HTTPParserError { parseFailed = true }
         if openRouter != nil, !(error is HTTPParserError) {
             // The connection failed (reset, say): the router would only close it, so it is not opened for that.
             return context.close(promise: nil)
@@ -464,9 +521,9 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let connection: StaticString? =
             said != nil ? nil : closes ? "close" : head.request.keepAliveMustBeSaid ? "keep-alive" : nil
         let bytes = encode(answer, connection: connection, allocator: context.channel.allocator)
+        waitingSince = .now()
         guard closes else {
             wire?.writeAndFlush(NIOAny(bytes), promise: nil)
-            waitingSince = .now()
             state = .idle
             takeHeld(context: context)
             return
@@ -556,7 +613,7 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func readOn(context: ChannelHandlerContext) {
         if readHeld, held.isEmpty {
             readHeld = false
-            context.read()
+            askRead(context)
         }
     }
 }

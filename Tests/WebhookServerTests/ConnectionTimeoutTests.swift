@@ -82,6 +82,38 @@ import WebhookServer
         }
     }
 
+    /// A connection that sends nothing at all is closed after `--read-timeout`, even with `--idle-timeout`
+    /// off (as nginx's `client_header_timeout`). So is one whose malformed request was answered 400: the
+    /// router's side then closes its sending side (the read below ends there) and waits for the peer to close.
+    /// (The malformed request comes in one write behind a good one, so that no read of it is without a
+    /// request part.)
+    @Test(.timeLimit(.minutes(1)), arguments: [false, true])
+    func aSilentOrMalformedConnectionIsClosed(malformed: Bool) async throws {
+        try await Self.withConnection(readTimeout: 0.3) { server, fd in
+            if malformed { try Wire.write(fd, Wire.get("/healthz") + "NONSENSE\r\n\r\n") }
+            let text = try await onOwnThread { try Wire.read(fd) }
+            #expect(Wire.answers(text).map(\.status) == (malformed ? [200, 400] : []), "got: \(text.debugDescription)")
+            #expect(await server.eventually { Self.timedOut(server, while: "request") == 1 })
+        }
+    }
+
+    /// A refused request that waits for `100 Continue` before its body gets the refusal at once, and the
+    /// connection closes: no body is waited for.
+    @Test(.timeLimit(.minutes(1))) func aRefusalIsTheAnswerToExpectContinue() async throws {
+        try await withServer(configure: {
+            $0.token = "s3cret"
+            $0.readTimeout = 60
+        }) { server in
+            let fd = try connectLoopback(port: Self.port(server))
+            defer { close(fd) }
+            try Wire.write(fd, Self.head("/hooks/channel_create", length: 500, extra: "Expect: 100-continue\r\n"))
+            let text = try await onOwnThread { try Wire.read(fd) }
+            #expect(Wire.answers(text).map(\.status) == [401], "got: \(text.debugDescription)")
+            #expect(text.contains("Connection: close\r\n"), "got: \(text.debugDescription)")
+            #expect(Self.timedOut(server, while: "request") == 0)
+        }
+    }
+
     /// A request for the router whose body stops arriving is closed too (the router's answer, if it gave one
     /// before reading the body, may come first).
     @Test(.timeLimit(.minutes(1))) func aRouterBodyThatStopsArrivingIsClosed() async throws {
@@ -94,13 +126,13 @@ import WebhookServer
 
     /// A kept-alive connection is closed once it has sent nothing for `--idle-timeout`; while its answer is
     /// held back (a full engine, for longer than either timeout), it is the server that keeps it waiting, and it
-    /// is not timed out. (The idle timeout is 2 s, not less: the test client's own first connection must
-    /// send its request within it, on a machine busy with the other tests.)
+    /// is not timed out. (The timeouts are 2 s, not less: the test client's own first connection must send
+    /// its request within them, on a machine busy with the other tests; the hold, 4 s, outlasts them.)
     @Test(.timeLimit(.minutes(1))) func anIdleConnectionIsClosedButNotWhileItsAnswerIsHeld() async throws {
         try await Wire.withFullEngine(
-            holdingFor: 3000,
+            holdingFor: 4000,
             configure: {
-                $0.readTimeout = 0.3
+                $0.readTimeout = 2
                 $0.idleTimeout = 2
             }
         ) { server in
