@@ -113,7 +113,8 @@ struct Listener: Service {
         let router = self.router
         let logger = self.logger
         let hooksHandler = self.hooksHandler
-        let watches = PauseWatch.perLoop(of: group, timeouts: timeouts)
+        let watches = PauseWatch.perLoop(of: group)
+        let interval = PauseWatch.interval(timeouts: timeouts)
         let openRouter: @Sendable (any Channel) -> Void = { channel in
             do {
                 try Self.addRouterHandlers(channel, logger: logger)
@@ -150,10 +151,15 @@ struct Listener: Service {
         await withTaskCancellationHandler {
             await withGracefulShutdownHandler {
                 await onServerRunning(server)
-                await withDiscardingTaskGroup { tasks in
-                    for await connection in opened {
-                        tasks.addTask { await router.handle(value: connection, logger: logger) }
+                await withTaskGroup(of: Void.self) { sweeping in
+                    // Peers that keep a connection waiting are timed out until the last connection has closed.
+                    sweeping.addTask { await PauseWatch.sweep(Array(watches.values), every: interval) }
+                    await withDiscardingTaskGroup { tasks in
+                        for await connection in opened {
+                            tasks.addTask { await router.handle(value: connection, logger: logger) }
+                        }
                     }
+                    sweeping.cancelAll()
                 }
             } onGracefulShutdown: {
                 let closed = server.eventLoop.makePromise(of: Void.self)
