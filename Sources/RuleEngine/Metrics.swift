@@ -34,7 +34,7 @@ public final class Metrics: Sendable {
         ("switchboard_rejected_total", "counter", "Requests answered 4xx, by reason."),
         (
             "switchboard_connections_timed_out_total", "counter",
-            "Connections closed for their peer's pause: mid-request or not reading a closing answer (--read-timeout), between requests (--idle-timeout)."
+            "Connections closed for their peer's pause: mid-request, an answer unread or the connection ending (--read-timeout), between requests (--idle-timeout)."
         ),
         ("switchboard_rule_runs_total", "counter", "Rule runs by rule and outcome (ok, skipped, dropped, error)."),
         ("switchboard_rule_http_requests_total", "counter", "Rule HTTP calls by status (or error)."),

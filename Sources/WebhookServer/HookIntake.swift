@@ -198,7 +198,8 @@ final class HookIntake: Sendable {
     }
 
     /// Counts (and logs) a connection timed out while it waited on its peer for `pause`: the rest of a request
-    /// (`--read-timeout`), a new one (`--idle-timeout`), or the reading of its last answer (`--read-timeout`).
+    /// (`--read-timeout`), a new one (`--idle-timeout`), or the reading of an answer or the close of a connection
+    /// that is ending (`--read-timeout`).
     func timingOut(_ pause: String, peer: String?) {
         metrics.increment("switchboard_connections_timed_out_total", [("while", pause)])
         logger.debug(

@@ -42,8 +42,9 @@ import NIOHTTPTypes
 ///
 /// A peer that keeps the connection waiting is timed out (`pauseLimit`, looked at by the loop's `PauseWatch`):
 /// one that pauses mid-request for `--read-timeout` (a hooks request is answered 408, the router's side is
-/// closed), and one that sends no new request for `--idle-timeout`. While the server is the one that owes
-/// something (an answer, or room for requests held), no limit runs.
+/// closed), leaves an answer unread or an ending connection open for as long, or sends no new request for
+/// `--idle-timeout`. While the server is the one that owes something (an answer, or room for requests held),
+/// no limit runs.
 final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
@@ -131,8 +132,13 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// requests. (Part of a head read together with the end of the request before it cannot be seen here:
     /// NIO's decoder keeps it. That connection counts as idle.)
     private var headArriving = true
-    /// An HTTP parse error went to the router, which answers 400 and waits for the peer to close.
-    private var parseFailed = false
+    /// The request being passed to the router ends its connection: Hummingbird's request loop answers it,
+    /// closes its sending side and waits for the peer to close.
+    private var routingCloses = false
+    /// The router's answers handed to the socket whose writing has not finished.
+    private var answersUnwritten = 0
+    /// The peer has closed its sending side.
+    private var inputEnded = false
 
     /// `wire` is the context of the pipeline's `HTTPResponseEncoder`; `openRouter` adds the router's side at the
     /// end of the pipeline (synchronously, on the event loop).
@@ -167,7 +173,8 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// The peer sent something: a pause is measured from now. Bytes between requests that made no part are
     /// the start of a request's head (or blank lines).
     func channelReadComplete(context: ChannelHandlerContext) {
-        waitingSince = .now()
+        // While the peer owes the reading of an answer, what it sends does not make up for it.
+        if answersUnwritten == 0, !state.isClosing { waitingSince = .now() }
         readAsked = false
         if !partInRead {
             switch state {
@@ -195,23 +202,27 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// What the connection waits for from its peer when it is timed out (a label of
     /// `switchboard_connections_timed_out_total`).
     enum Pause: String {
-        /// The rest of a request (its head or body), or its close after a malformed one.
+        /// The rest of a request (its head or body).
         case request
         /// A new request.
         case idle
-        /// That it reads the answer written before the connection closes.
+        /// That it reads an answer written, or closes a connection that is ending.
         case answer
     }
 
-    /// How long the peer may keep the connection waiting now: `readTimeout` while a request is being read (or
-    /// its head is arriving) or a closing answer is being written, `idleTimeout` between requests; nil while
-    /// this side owes something (an answer, the router's included) or is not reading (requests held, the
-    /// router's side full).
+    /// How long the peer may keep the connection waiting now:
+    /// - `readTimeout` while it has not read an answer written, while the connection is ending (closing after
+    ///   an answer, or its input ended) and nothing more is owed, and while a request is being read (or its head
+    ///   is arriving);
+    /// - `idleTimeout` between requests;
+    /// - nil while this side owes something (an answer, the router's included) or is not reading (requests
+    ///   held, the router's side full).
     private var pauseLimit: (limit: TimeAmount, pause: Pause)? {
-        if state.isClosing { return (readTimeout, .answer) }
+        if answersUnwritten > 0 { return (readTimeout, .answer) }
+        if state.isClosing || inputEnded {
+            return hooksRequestOpen || !routerAnswers.isEmpty ? nil : (readTimeout, .answer)
+        }
         guard readAsked else { return nil }
-        // The router answers a malformed request 400 and waits for the peer to close.
-        if parseFailed, held.isEmpty, routerAnswers.isEmpty { return (readTimeout, .request) }
         switch state {
         case .reading, .refused, .overLimit, .routing: return (readTimeout, .request)
         case .answering, .closing: return nil
@@ -249,6 +260,7 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event as? ChannelEvent == .inputClosed { inputEnded = true }
         if event is ChannelShouldQuiesceEvent {
             if hooksRequestOpen { quiesceHeld = true } else { quiesce(context: context) }
         } else if event as? ChannelEvent == .inputClosed, hooksRequestOpen {
@@ -353,7 +365,11 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
             // The peer's wait for its next request starts once the answer has been written (a slow reader of a
             // long answer is not idle).
             let written = context.eventLoop.makePromise(of: Void.self)
-            written.futureResult.assumeIsolated().whenComplete { [self] _ in waitingSince = .now() }
+            answersUnwritten += 1
+            written.futureResult.assumeIsolated().whenComplete { [self] _ in
+                answersUnwritten -= 1
+                waitingSince = .now()
+            }
             if let promise { written.futureResult.cascade(to: promise) }
             waitingSince = .now()
             if bodiless, let wire {
@@ -421,6 +437,7 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
                         bodiless: request.method == .HEAD || request.method == .CONNECT,
                         saysKeepAlive: request.keepAliveMustBeSaid))
                 state = .routing
+                routingCloses = !request.isKeepAlive
                 guard !request.isKeepAlive else { return routerSide(context).fireChannelRead(wrapInboundOut(part)) }
                 // Hummingbird's request loop ends a connection only on exactly `Connection: close` (and it
                 // does not see the request's version): an HTTP/1.0 request without keep-alive, or one that
@@ -431,25 +448,22 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 return
             }
             let head = HookIntake.Head(request: request, route: route, target: target, peer: peer(context))
-            let expectsContinue = request.headers.first(name: "expect")?.lowercased() == "100-continue"
-            if var refusal = intake.refusal(head) {
-                guard expectsContinue else { return state = .refused(head, refusal) }
-                // The client waits for a 100 before it sends the body: it gets the refusal instead, and the
-                // connection closes (RFC 9110 §10.1.1), rather than waiting for a body that is not coming.
-                refusal.headers[.connection] = "close"
-                state = .answering
-                respond(refusal, to: head, context: context)
+            if let refusal = intake.refusal(head) {
+                state = .refused(head, refusal)
             } else {
                 state = .reading(head, body: [])
-                // curl sends `Expect: 100-continue` with a body over 1 KB and waits a second for this.
-                if expectsContinue, let wire {
-                    let line = context.channel.allocator.buffer(staticString: "HTTP/1.1 100 Continue\r\n\r\n")
-                    wire.writeAndFlush(NIOAny(line), promise: nil)
-                }
+            }
+            // curl sends `Expect: 100-continue` with a body over 1 KB and waits a second for this; other clients
+            // wait longer. A refused request gets it too: its body is read and dropped, then it is answered.
+            if request.headers.first(name: "expect")?.lowercased() == "100-continue", let wire {
+                let line = context.channel.allocator.buffer(staticString: "HTTP/1.1 100 Continue\r\n\r\n")
+                wire.writeAndFlush(NIOAny(line), promise: nil)
             }
         case (.routing, _):
             context.fireChannelRead(wrapInboundOut(part))
-            if case .end = part { state = .idle }
+            guard case .end = part else { return }
+            // After a request that ends the connection, what follows is not read by the router: it is dropped.
+            state = routingCloses ? .closing : .idle
         case (.reading(let head, var body), .body(let chunk)):
             guard head.request.method != .GET else { return }
             state = .answering  // so that `body` is the array's only reference and grows in place
@@ -492,7 +506,6 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func takeError(_ error: any Error, context: ChannelHandlerContext) {
-        if error is HTTPParserError { parseFailed = true }
         if openRouter != nil, !(error is HTTPParserError) {
             // The connection failed (reset, say): the router would only close it, so it is not opened for that.
             return context.close(promise: nil)
@@ -506,6 +519,11 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
         default: break
         }
         routerSide(context).fireErrorCaught(error)
+        if error is HTTPParserError {
+            // The router answers 400, closes its sending side and waits for the peer to close.
+            state = .closing
+            held.removeAll()
+        }
     }
 
     /// Writes the answer, then takes what waited behind it. It says `Connection: close` when the connection
