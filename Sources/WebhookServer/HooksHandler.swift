@@ -241,7 +241,7 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func checkPause(now: NIODeadline) {
         guard let context, let (limit, pause) = pauseLimit, now - waitingSince >= limit else { return }
         intake.timingOut(pause.rawValue, peer: peer(context))
-        switch state {
+        switch pause == .request ? state : .closing {
         case .reading(let head, let body):
             state = .answering
             respond(intake.timedOut(head, body: body), to: head, context: context)
@@ -355,32 +355,53 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
             // Unless the router's answer says otherwise itself (its 400 to a malformed request closes).
             if owed.saysKeepAlive, !head.headers.contains(name: "connection") {
                 head.headers.add(name: "connection", value: "keep-alive")
-                context.write(wrapOutboundOut(.head(head)), promise: promise)
+                context.write(wrapOutboundOut(.head(head)), promise: tracking(promise, context))
             } else {
-                context.write(data, promise: promise)
+                context.write(data, promise: tracking(promise, context))
             }
         case .body:
-            if bodiless { promise?.succeed() } else { context.write(data, promise: promise) }
+            if bodiless { promise?.succeed() } else { context.write(data, promise: tracking(promise, context)) }
         case .end:
-            // The peer's wait for its next request starts once the answer has been written (a slow reader of a
-            // long answer is not idle).
-            let written = context.eventLoop.makePromise(of: Void.self)
-            answersUnwritten += 1
-            written.futureResult.assumeIsolated().whenComplete { [self] _ in
-                answersUnwritten -= 1
-                waitingSince = .now()
-            }
-            if let promise { written.futureResult.cascade(to: promise) }
-            waitingSince = .now()
             if bodiless, let wire {
-                wire.write(NIOAny(context.channel.allocator.buffer(capacity: 0)), promise: written)
+                wire.write(NIOAny(context.channel.allocator.buffer(capacity: 0)), promise: tracking(promise, context))
             } else {
-                context.write(data, promise: written)
+                context.write(data, promise: tracking(promise, context))
             }
             guard !routerAnswers.isEmpty else { return }
             routerAnswers.removeFirst()
-            if routerAnswers.isEmpty { takeHeld(context: context) }
+            guard routerAnswers.isEmpty else { return }
+            if routingCloses, case .routing = state {
+                // The router answered a request that ends the connection before its body ended: it reads no
+                // more of it.
+                close(afterRouter: context)
+            }
+            takeHeld(context: context)
         }
+    }
+
+    /// A promise for a write of the router's answer, which `pauseLimit` counts until the write is done: the
+    /// peer's reading of the answer is then measured from each write's end (a slow reader of a long answer
+    /// that keeps reading is not cut off, one that stops is).
+    private func tracking(_ promise: EventLoopPromise<Void>?, _ context: ChannelHandlerContext)
+        -> EventLoopPromise<Void>
+    {
+        let written = context.eventLoop.makePromise(of: Void.self)
+        answersUnwritten += 1
+        written.futureResult.assumeIsolated().whenComplete { [self] _ in
+            answersUnwritten -= 1
+            waitingSince = .now()
+        }
+        if let promise { written.futureResult.cascade(to: promise) }
+        if answersUnwritten == 1 { waitingSince = .now() }
+        return written
+    }
+
+    /// The router's side ends the connection (it has answered a request that closes it, or a malformed one):
+    /// what arrives from now on is dropped, and the peer has `--read-timeout` to close.
+    private func close(afterRouter context: ChannelHandlerContext) {
+        state = .closing
+        held.removeAll()
+        waitingSince = .now()
     }
 
     /// Reading goes on while an answer is awaited, until something arrives behind it: a client that waits for
@@ -448,22 +469,28 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 return
             }
             let head = HookIntake.Head(request: request, route: route, target: target, peer: peer(context))
-            if let refusal = intake.refusal(head) {
-                state = .refused(head, refusal)
+            let expectsContinue = request.headers.first(name: "expect")?.lowercased() == "100-continue"
+            if var refusal = intake.refusal(head) {
+                guard expectsContinue else { return state = .refused(head, refusal) }
+                // The client waits for a 100 before it sends its body: it gets the refusal instead (RFC 9110
+                // §10.1.1), and the connection closes a second later, as after a body over the limit (what
+                // arrives meanwhile is dropped; closing at once could reset the connection under the answer).
+                refusal.headers[.connection] = "close"
+                state = .answering
+                respond(refusal, to: head, context: context, closeAfter: .seconds(1))
             } else {
                 state = .reading(head, body: [])
-            }
-            // curl sends `Expect: 100-continue` with a body over 1 KB and waits a second for this; other clients
-            // wait longer. A refused request gets it too: its body is read and dropped, then it is answered.
-            if request.headers.first(name: "expect")?.lowercased() == "100-continue", let wire {
-                let line = context.channel.allocator.buffer(staticString: "HTTP/1.1 100 Continue\r\n\r\n")
-                wire.writeAndFlush(NIOAny(line), promise: nil)
+                // curl sends `Expect: 100-continue` with a body over 1 KB and waits a second for this.
+                if expectsContinue, let wire {
+                    let line = context.channel.allocator.buffer(staticString: "HTTP/1.1 100 Continue\r\n\r\n")
+                    wire.writeAndFlush(NIOAny(line), promise: nil)
+                }
             }
         case (.routing, _):
             context.fireChannelRead(wrapInboundOut(part))
             guard case .end = part else { return }
             // After a request that ends the connection, what follows is not read by the router: it is dropped.
-            state = routingCloses ? .closing : .idle
+            if routingCloses { close(afterRouter: context) } else { state = .idle }
         case (.reading(let head, var body), .body(let chunk)):
             guard head.request.method != .GET else { return }
             state = .answering  // so that `body` is the array's only reference and grows in place
@@ -519,11 +546,8 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
         default: break
         }
         routerSide(context).fireErrorCaught(error)
-        if error is HTTPParserError {
-            // The router answers 400, closes its sending side and waits for the peer to close.
-            state = .closing
-            held.removeAll()
-        }
+        // The router answers 400, closes its sending side and waits for the peer to close.
+        if error is HTTPParserError { close(afterRouter: context) }
     }
 
     /// Writes the answer, then takes what waited behind it. It says `Connection: close` when the connection
