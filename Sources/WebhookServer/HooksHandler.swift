@@ -58,8 +58,10 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case idle
         /// Reading a hooks request's body (a GET's event is its query: its body is not kept).
         case reading(HookIntake.Head, body: [UInt8])
-        /// Reading to the end of a request that is refused whatever its body.
-        case refused(HookIntake.Head, HookIntake.Answer)
+        /// Reading to the end of a request that is refused whatever its body: `read` bytes of it so far, until
+        /// `lingerUntil` (as a body over the limit: past `lingerBytes` or that time, it is answered at once and
+        /// cut off).
+        case refused(HookIntake.Head, HookIntake.Answer, read: Int, lingerUntil: NIODeadline)
         /// Dropping the rest of a body over the limit: `read` bytes so far, until `lingerUntil`.
         case overLimit(HookIntake.Head, read: Int, lingerUntil: NIODeadline)
         /// Waiting for the answer (journal, engine); what arrives meanwhile is held.
@@ -245,7 +247,7 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .reading(let head, let body):
             state = .answering
             respond(intake.timedOut(head, body: body), to: head, context: context)
-        case .refused(let head, var answer):
+        case .refused(let head, var answer, _, _):
             state = .answering
             answer.headers[.connection] = "close"
             respond(answer, to: head, context: context)
@@ -471,7 +473,9 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
             let head = HookIntake.Head(request: request, route: route, target: target, peer: peer(context))
             let expectsContinue = request.headers.first(name: "expect")?.lowercased() == "100-continue"
             if var refusal = intake.refusal(head) {
-                guard expectsContinue else { return state = .refused(head, refusal) }
+                guard expectsContinue else {
+                    return state = .refused(head, refusal, read: 0, lingerUntil: .now() + Self.lingerTime)
+                }
                 // The client waits for a 100 before it sends its body: it gets the refusal instead (RFC 9110
                 // §10.1.1), and the connection closes a second later, as after a body over the limit (what
                 // arrives meanwhile is dropped; closing at once could reset the connection under the answer).
@@ -512,7 +516,17 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
                     loop.execute { bound.value.0.respond(answer, to: head, context: bound.value.1) }
                 }
             }
-        case (.refused(let head, let answer), .end):
+        case (.refused(let head, var answer, let read, let lingerUntil), .body(let chunk)):
+            let total = read + chunk.readableBytes
+            if total > lingerBytes || NIODeadline.now() > lingerUntil {
+                // Still sending a body nobody reads: answer now, and hang up a second later.
+                state = .answering
+                answer.headers[.connection] = "close"
+                respond(answer, to: head, context: context, closeAfter: .seconds(1))
+            } else {
+                state = .refused(head, answer, read: total, lingerUntil: lingerUntil)
+            }
+        case (.refused(let head, let answer, _, _), .end):
             state = .answering
             respond(answer, to: head, context: context)
         case (.overLimit(let head, let read, let lingerUntil), .body(let chunk)):
@@ -528,7 +542,7 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
             state = .answering
             respond(intake.tooLarge(head), to: head, context: context)
         default:
-            break  // the rest of a refused body, or anything after the answer that closes
+            break  // a GET's body, or anything after the answer that closes
         }
     }
 

@@ -114,6 +114,24 @@ import WebhookServer
         }
     }
 
+    /// A refused request's body is read and dropped (most clients send all of it before they read), but not
+    /// without end: past 64 MiB (or eight times `--max-body-bytes`), as a body over the limit, it is answered
+    /// at once, with `Connection: close`, and cut off a second later.
+    @Test(.timeLimit(.minutes(1))) func aRefusedBodyIsNotReadWithoutEnd() async throws {
+        try await withServer(configure: { $0.token = "s3cret" }) { server in
+            let fd = try connectLoopback(port: Self.port(server))
+            defer { close(fd) }
+            let length = 70 << 20
+            let text = try await onOwnThread {
+                try Wire.write(fd, Self.head("/hooks/channel_create", length: length))
+                try Wire.write(fd, String(repeating: "a", count: length))
+                return try Wire.read(fd) { Wire.answers($0).count == 1 && $0.hasSuffix("}") }
+            }
+            #expect(Wire.answers(text).map(\.status) == [401], "got: \(text.prefix(300).debugDescription)")
+            #expect(text.contains("Connection: close\r\n"), "got: \(text.prefix(300).debugDescription)")
+        }
+    }
+
     /// After a router request that ends the connection (`Connection: close`), the router's side answers it,
     /// closes its sending side and waits for the peer to close: a peer that leaves it open is closed after
     /// `--read-timeout`, even with `--idle-timeout` off; so is one whose request the router answered before
