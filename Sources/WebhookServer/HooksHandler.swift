@@ -247,10 +247,9 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .reading(let head, let body):
             state = .answering
             respond(intake.timedOut(head, body: body), to: head, context: context)
-        case .refused(let head, var answer, _, _):
+        case .refused(let head, let answer, _, _):
             state = .answering
-            answer.headers[.connection] = "close"
-            respond(answer, to: head, context: context)
+            respond(answer.closingConnection, to: head, context: context)
         case .overLimit(let head, _, _):
             state = .answering
             respond(intake.tooLarge(head), to: head, context: context)
@@ -472,16 +471,13 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
             }
             let head = HookIntake.Head(request: request, route: route, target: target, peer: peer(context))
             let expectsContinue = request.headers.first(name: "expect")?.lowercased() == "100-continue"
-            if var refusal = intake.refusal(head) {
+            if let refusal = intake.refusal(head) {
                 guard expectsContinue else {
                     return state = .refused(head, refusal, read: 0, lingerUntil: .now() + Self.lingerTime)
                 }
                 // The client waits for a 100 before it sends its body: it gets the refusal instead (RFC 9110
-                // §10.1.1), and the connection closes a second later, as after a body over the limit (what
-                // arrives meanwhile is dropped; closing at once could reset the connection under the answer).
-                refusal.headers[.connection] = "close"
-                state = .answering
-                respond(refusal, to: head, context: context, closeAfter: .seconds(1))
+                // §10.1.1), and the connection closes a second later, as after a body over the limit.
+                cutOff(refusal, to: head, context: context)
             } else {
                 state = .reading(head, body: [])
                 // curl sends `Expect: 100-continue` with a body over 1 KB and waits a second for this.
@@ -516,13 +512,10 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
                     loop.execute { bound.value.0.respond(answer, to: head, context: bound.value.1) }
                 }
             }
-        case (.refused(let head, var answer, let read, let lingerUntil), .body(let chunk)):
+        case (.refused(let head, let answer, let read, let lingerUntil), .body(let chunk)):
             let total = read + chunk.readableBytes
-            if total > lingerBytes || NIODeadline.now() > lingerUntil {
-                // Still sending a body nobody reads: answer now, and hang up a second later.
-                state = .answering
-                answer.headers[.connection] = "close"
-                respond(answer, to: head, context: context, closeAfter: .seconds(1))
+            if lingeredPast(dropped: total, until: lingerUntil) {
+                cutOff(answer, to: head, context: context)
             } else {
                 state = .refused(head, answer, read: total, lingerUntil: lingerUntil)
             }
@@ -531,10 +524,8 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
             respond(answer, to: head, context: context)
         case (.overLimit(let head, let read, let lingerUntil), .body(let chunk)):
             let total = read + chunk.readableBytes
-            if total - limit > lingerBytes || NIODeadline.now() > lingerUntil {
-                // Still sending past the linger cap: give the answer a moment to leave, then hang up.
-                state = .answering
-                respond(intake.tooLarge(head), to: head, context: context, closeAfter: .seconds(1))
+            if lingeredPast(dropped: total - limit, until: lingerUntil) {
+                cutOff(intake.tooLarge(head), to: head, context: context)
             } else {
                 state = .overLimit(head, read: total, lingerUntil: lingerUntil)
             }
@@ -544,6 +535,20 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
         default:
             break  // a GET's body, or anything after the answer that closes
         }
+    }
+
+    /// Whether a body nobody reads has gone on past the linger cap: `dropped` bytes over `lingerBytes`, or
+    /// past `until`.
+    private func lingeredPast(dropped: Int, until: NIODeadline) -> Bool {
+        dropped > lingerBytes || NIODeadline.now() > until
+    }
+
+    /// Answers a request whose body is not read (or not waited for) at once, with `Connection: close`, and
+    /// hangs up a second later: what arrives meanwhile is dropped, and closing at once could reset the
+    /// connection under the answer before the client has read it.
+    private func cutOff(_ answer: HookIntake.Answer, to head: HookIntake.Head, context: ChannelHandlerContext) {
+        state = .answering
+        respond(answer.closingConnection, to: head, context: context, closeAfter: .seconds(1))
     }
 
     private func takeError(_ error: any Error, context: ChannelHandlerContext) {
@@ -671,6 +676,15 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
             readHeld = false
             askRead(context)
         }
+    }
+}
+
+extension HookIntake.Answer {
+    /// The answer with `Connection: close`: the connection closes after it.
+    fileprivate var closingConnection: Self {
+        var answer = self
+        answer.headers[.connection] = "close"
+        return answer
     }
 }
 
