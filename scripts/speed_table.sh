@@ -36,13 +36,20 @@ declare -A runs
 # rounds SUFFIX "TARGET..." [WRK OPTIONS...]: ROUNDS alternating rounds over the targets; each rate is added to
 # runs[TARGETSUFFIX].
 rounds() {
-  local suffix=$1 targets=$2 round target rate
+  local suffix=$1 targets=$2 round target rate grown
   shift 2
   for round in $(seq "$ROUNDS"); do
     for target in $targets; do
       rate=$(post "$DURATION" "${url[$target]}" "$@")
       runs[$target$suffix]="${runs[$target$suffix]:-} $rate"
-      printf 'round %s %-12s %s req/s\n' "$round" "$target" "$rate"
+      # The journal-on server's cost a request grows with its file, and retention starts once the file passes
+      # --journal-max-mb (1,024): each round is printed with the file's size after it.
+      grown=
+      if [ "$target" = journal-on ]; then
+        grown=$(awk -v b="$(stat -c %s "$work/var-on/switchboard.sqlite" 2>/dev/null || echo 0)" \
+          'BEGIN {printf "   (journal file %d MB after it)", b / 1048576}')
+      fi
+      printf 'round %s %-12s %s req/s%s\n' "$round" "$target" "$rate" "$grown"
     done
   done
 }
