@@ -5,15 +5,18 @@
 #    journal on and off; ROUNDS alternating rounds, medians and the ratios to nginx-lua; then nginx-lua and the
 #    journal-on server again with `Connection: close` on every request (a connection per request, as curl
 #    and some webhook senders do; not an issue 17 row, a guard on what a new connection costs), and with a new
-#    call on every request (scripts/wrk/new_calls.lua: random call ids, as real traffic has; also a guard);
+#    call on every request (scripts/wrk/new_calls.lua: random call ids, as real traffic has; also a guard), and
+#    once more after the journal's file has reached its cap (1,024 MB, the default --journal-max-mb), where a
+#    production journal lives and retention deletes as much as comes in (filled for up to CAP_FILL s first);
 #  - the resident memory of `switchboard serve` with 20 rules loaded (the anchor's, 10 on other events, 9 on
 #    channel_create that decline it at `match`): idle after start, and after EVENTS accepted events (their
 #    rules all finished).
-# Environment: ROUNDS (3), DURATION (8), EVENTS (1000000), SHARED (../shared); ONLY=memory measures the memory
-# rows alone (about a minute: for judging a change to what the server keeps).
+# Environment: ROUNDS (3), DURATION (8), EVENTS (1000000), CAP_FILL (120), SHARED (../shared); ONLY=memory
+# measures the memory rows alone (about a minute: for judging a change to what the server keeps).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-8}; EVENTS=${EVENTS:-1000000}; ONLY=${ONLY:-}
+ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-8}; EVENTS=${EVENTS:-1000000}; ONLY=${ONLY:-}; CAP_FILL=${CAP_FILL:-120}
+[[ $CAP_FILL =~ ^[0-9]+$ ]] || { echo "CAP_FILL is a number of seconds, not $CAP_FILL" >&2; exit 2; }
 case "$ONLY" in "" | memory) ;; *) echo "ONLY is memory or unset, not $ONLY" >&2; exit 2 ;; esac
 source scripts/serve_common.sh
 # status_mb PID FIELD: a line of /proc/PID/status in MB. VmRSS is the resident memory, VmHWM its peak, RssAnon
@@ -62,6 +65,24 @@ nginx_close=$(median ${runs[nginx-lua-close]}); on_close=$(median ${runs[journal
 echo "== the same with a new call on every request (scripts/wrk/new_calls.lua)"
 rounds -calls "nginx-lua journal-on" -s "$PWD/scripts/wrk/new_calls.lua"
 nginx_calls=$(median ${runs[nginx-lua-calls]}); on_calls=$(median ${runs[journal-on-calls]})
+# A journal in production lives at its cap, where retention deletes as much as comes in; the journal-on rounds
+# above ran on a file growing from empty and reach it only in the later ones (README, forty-second session).
+# The same rounds again once the file has reached the cap (the default --journal-max-mb, 1,024 MB): the file
+# then stops growing there. Filled first if it has not, for up to CAP_FILL seconds.
+echo "== the same once the journal's file has reached its cap (1,024 MB; retention deletes as much as comes in)"
+cap_bytes=$((1024 * 1048576)); fill_until=$((SECONDS + CAP_FILL))
+journal_bytes() { stat -c %s "$work/var-on/switchboard.sqlite" 2>/dev/null || echo 0; }
+while [ "$(journal_bytes)" -lt "$cap_bytes" ] && [ "$SECONDS" -lt "$fill_until" ]; do
+  post 5 "${url[journal-on]}" >/dev/null
+done
+at_cap=yes
+if [ "$(journal_bytes)" -lt "$cap_bytes" ]; then
+  at_cap=no
+  echo "   the file is $(( $(journal_bytes) / 1048576 )) MB, still short of the cap after $CAP_FILL s:"
+  echo "   the row below is not at the cap"
+fi
+rounds -cap "nginx-lua journal-on"
+nginx_cap=$(median ${runs[nginx-lua-cap]}); on_cap=$(median ${runs[journal-on-cap]})
 # The memory server below starts from a binary with no pages in the page cache, and the kernel keeps the pages
 # of a file some process has mapped: the ingest servers go first.
 for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -122,6 +143,11 @@ printf '%-44s %12s %8.2f   %s\n' 'journal on, Connection: close, req/s' "$on_clo
 printf '%-44s %12s %8s   %s\n' 'nginx-lua, a new call per request, req/s' "$nginx_calls" 1.00 ''
 printf '%-44s %12s %8.2f   %s\n' 'journal on, a new call per request, req/s' "$on_calls" \
   "$(echo "$on_calls / $nginx_calls" | bc -l)" '(no goal: a guard)'
+printf '%-44s %12s %8s   %s\n' 'nginx-lua, beside the full journal, req/s' "$nginx_cap" 1.00 ''
+cap_label='journal on, its file at the cap, req/s'
+[ "$at_cap" = yes ] || cap_label='journal on, file short of the cap, req/s'
+printf '%-44s %12s %8.2f   %s\n' "$cap_label" "$on_cap" "$(echo "$on_cap / $nginx_cap" | bc -l)" \
+  '(no goal: the steady state of a full journal)'
 fi
 printf '%-44s %12s %8s   %s\n' 'RSS, 20 rules, idle, MB' "$idle" '' "<= 40 (anonymous: $idle_anon)"
 printf '%-44s %12s %8s   %s\n' "RSS after $accepted events, MB" "$after" '' "<= 60 (anonymous: $after_anon; peak RSS $peak)"
