@@ -162,6 +162,13 @@ final class HookIntake: Sendable {
             self.init(
                 error.status, ["error": .string(error.message), "code": .string(error.code)], headers: error.headers)
         }
+
+        /// The answer with `Connection: close`: the connection closes after it.
+        var closingConnection: Self {
+            var answer = self
+            answer.headers[.connection] = "close"
+            return answer
+        }
     }
 
     /// The answer for a request its sender may not make (`--allow-source`, `--token`, `--basic-auth`), nil when
@@ -181,9 +188,7 @@ final class HookIntake: Sendable {
     /// The 413 for a body over `maxBodyBytes` (its bytes are not kept).
     func tooLarge(_ head: Head) -> Answer {
         let reason = "body is over the limit of \(configuration.decoding.maxBodyBytes) bytes"
-        var error = reject(.contentTooLarge, code: "limit", reason: reason, body: [], head: head)
-        error.headers[.connection] = "close"
-        return Answer(error)
+        return Answer(reject(.contentTooLarge, code: "limit", reason: reason, body: [], head: head)).closingConnection
     }
 
     /// The 408 for a request whose body stopped arriving for `--read-timeout`; what arrived is kept.
@@ -192,9 +197,8 @@ final class HookIntake: Sendable {
         let pause = Durations.format(configuration.readTimeout)
         let reason =
             "the request stopped arriving: \(body.count)\(expected) bytes of its body, then nothing for \(pause)"
-        var error = reject(.requestTimeout, code: "timeout", reason: reason, body: body, head: head)
-        error.headers[.connection] = "close"
-        return Answer(error)
+        return Answer(reject(.requestTimeout, code: "timeout", reason: reason, body: body, head: head))
+            .closingConnection
     }
 
     /// Counts (and logs) a connection timed out while it waited on its peer for `pause`: the rest of a request

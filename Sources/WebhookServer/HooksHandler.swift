@@ -679,15 +679,6 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 }
 
-extension HookIntake.Answer {
-    /// The answer with `Connection: close`: the connection closes after it.
-    fileprivate var closingConnection: Self {
-        var answer = self
-        answer.headers[.connection] = "close"
-        return answer
-    }
-}
-
 extension HTTPRequestHead {
     /// An HTTP/1.0 request that asked to keep its connection (`Connection: keep-alive`): its answer must say
     /// so too, or the client takes the connection to be closing (HTTP/1.0 closes by default).
