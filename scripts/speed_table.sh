@@ -36,6 +36,8 @@ for _ in $(seq 50); do curl -s -o /dev/null http://127.0.0.1:18081/hooks && brea
 declare -A url=([nginx-lua]=http://127.0.0.1:18081/hooks [journal-on]=http://127.0.0.1:18201/hooks/channel_create
   [journal-off]=http://127.0.0.1:18202/hooks/channel_create)
 declare -A runs
+# journal_bytes: the size of the journal-on server's journal file (0 before it exists).
+journal_bytes() { stat -c %s "$work/var-on/switchboard.sqlite" 2>/dev/null || echo 0; }
 # rounds SUFFIX "TARGET..." [WRK OPTIONS...]: ROUNDS alternating rounds over the targets; each rate is added to
 # runs[TARGETSUFFIX].
 rounds() {
@@ -49,8 +51,7 @@ rounds() {
       # --journal-max-mb (1,024): each round is printed with the file's size after it.
       grown=
       if [ "$target" = journal-on ]; then
-        grown=$(awk -v b="$(stat -c %s "$work/var-on/switchboard.sqlite" 2>/dev/null || echo 0)" \
-          'BEGIN {printf "   (journal file %d MB after it)", b / 1048576}')
+        grown="   (journal file $(( $(journal_bytes) / 1048576 )) MB after it)"
       fi
       printf 'round %s %-12s %s req/s%s\n' "$round" "$target" "$rate" "$grown"
     done
@@ -71,7 +72,6 @@ nginx_calls=$(median ${runs[nginx-lua-calls]}); on_calls=$(median ${runs[journal
 # then stops growing there. Filled first if it has not, for up to CAP_FILL seconds.
 echo "== the same once the journal's file has reached its cap (1,024 MB; retention deletes as much as comes in)"
 cap_bytes=$((1024 * 1048576)); fill_until=$((SECONDS + CAP_FILL))
-journal_bytes() { stat -c %s "$work/var-on/switchboard.sqlite" 2>/dev/null || echo 0; }
 while [ "$(journal_bytes)" -lt "$cap_bytes" ] && [ "$SECONDS" -lt "$fill_until" ]; do
   post 5 "${url[journal-on]}" >/dev/null
 done
