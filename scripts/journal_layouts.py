@@ -12,13 +12,25 @@ each layout named:
             index at a time, 8,192 to 32,768 legs, 256 a slice)
   indexes   the schema before it: two indexes on `events_done(call_id)` and `(other_leg)`
   rowid     `indexes` with `events_done` keyed by the event's rowid instead
-  segments  `indexes` with bodies in an append-only file (one write per commit), `events` holding where they are
+  segments  `indexes` with bodies in append-only files (one write per commit), `events` holding where they are
+  current-segments  `current` with its bodies kept as `segments` keeps them
 
 CALLS=same (the default) gives every event the anchor's call ids; CALLS=new a new call id and other leg each,
 as real traffic has (random ids: each index entry lands on its own page).
 
+CAP=K replays a journal kept at its cap, as `--journal-max-mb` keeps one under a steady load: once it holds
+K events, each time it holds 500 more, retention deletes the oldest 500 done events in one transaction
+(EventJournal.pruneBatch): their done records and rows, and in the `current` layouts a slice of the call
+index's sweep (four entries read in key order an event deleted; a deleted event's staged legs are not
+merged). The figures printed are those of the events after the K-th alone. The `segments` layouts keep
+their bodies in files of SEGMENT events (default 25,000), each deleted whole once retention has deleted all
+its events. Freed pages are zeroed and written, as Debian's SQLite does (secure_delete); SECURE_DELETE=0
+turns that off, to compare.
+
 Python's own cost per statement is the same in every layout, so the differences are SQLite's and the
-kernel's. Usage: [N=…] [B=…] [CALLS=same|new] scripts/journal_layouts.py [LAYOUT...]
+kernel's. This machine's speed moves by a fifth from one run to the next: alternate the layouts, run each
+several times and compare the lowest CPU figures; the bytes written do not move.
+Usage: [N=…] [B=…] [CALLS=same|new] [CAP=K [SEGMENT=…] [SECURE_DELETE=0]] scripts/journal_layouts.py [LAYOUT...]
 """
 import json
 import os
@@ -41,8 +53,17 @@ CALL = "NDlkNGI3OTZlMDgzNWQxNGYxNTA3NjQ4NDZjNDFkOTc"
 ACCOUNT = "91eb05e5c68d7ca05e7618b6821d2d16"
 OTHER_LEG = "af1e1e12f1bcf519a96f2235ab8eeec4"
 CALLS = os.environ.get("CALLS", "same")
-LAYOUTS = ("current", "indexes", "rowid", "segments")
+LAYOUTS = ("current", "indexes", "rowid", "segments", "current-segments")
 SLICE = 256
+CAP = os.environ.get("CAP") or None
+SEGMENT = os.environ.get("SEGMENT", "25000")
+PRUNE_BATCH = 500
+if CAP is not None and not (CAP.isdigit() and 0 < int(CAP) < N):
+    sys.exit(f"CAP must be a number of events above 0 and below N ({N}), not {CAP}")
+if not (SEGMENT.isdigit() and int(SEGMENT) > 0):
+    sys.exit(f"SEGMENT must be a number of events above 0, not {SEGMENT}")
+CAP = CAP and int(CAP)
+SEGMENT = int(SEGMENT)
 
 
 def written():
@@ -59,7 +80,7 @@ def event_ids():
 
 
 def schema(db, layout):
-    if layout == "segments":
+    if layout.endswith("segments"):
         db.execute("CREATE TABLE events (id TEXT PRIMARY KEY, received_at REAL NOT NULL, hook TEXT, "
                    "format TEXT NOT NULL, segment INTEGER, offset INTEGER, length INTEGER, meta TEXT NOT NULL)")
     else:
@@ -70,7 +91,7 @@ def schema(db, layout):
     rowid = "" if layout == "rowid" else " WITHOUT ROWID"
     db.execute(f"CREATE TABLE events_done ({key}, done_at REAL NOT NULL, name TEXT, call_id TEXT, other_leg TEXT, "
                f"account_id TEXT, outcomes TEXT){rowid}")
-    if layout == "current":
+    if layout.startswith("current"):
         db.executescript("""
             CREATE TABLE call_legs (leg TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (leg, id)) WITHOUT ROWID;
             CREATE TABLE call_legs_staged (call_id TEXT, other_leg TEXT, id TEXT NOT NULL);
@@ -90,6 +111,23 @@ class Merge:
 
     def __init__(self):
         self.staged, self.indexed, self.legs, self.next, self.through = 0, 0, [], 0, 0
+        # The newest event id retention has deleted: legs at or before it are not merged (CallIndexMerge).
+        self.deleted_through = ""
+        # Where the call index's sweep stopped (its start again after its end).
+        self.swept_to = ("", "")
+
+    def sweep(self, db, entries):
+        orphaned = "id <= ? AND NOT EXISTS (SELECT 1 FROM events_done d WHERE d.id = call_legs.id)"
+        last = db.execute("SELECT leg, id FROM call_legs WHERE (leg, id) > (?, ?) ORDER BY leg, id LIMIT 1 OFFSET ?",
+                          (*self.swept_to, entries - 1)).fetchone()
+        if last is None:
+            db.execute(f"DELETE FROM call_legs WHERE (leg, id) > (?, ?) AND {orphaned}",
+                       (*self.swept_to, self.deleted_through))
+            self.swept_to = ("", "")
+        else:
+            db.execute(f"DELETE FROM call_legs WHERE (leg, id) > (?, ?) AND (leg, id) <= (?, ?) AND {orphaned}",
+                       (*self.swept_to, *last, self.deleted_through))
+            self.swept_to = tuple(last)
 
     def step(self, db):
         if self.next == len(self.legs):
@@ -107,9 +145,11 @@ class Merge:
                 return
         end = min(self.next + SLICE, len(self.legs))
         db.execute("BEGIN IMMEDIATE")
-        values = ", ".join(["(?, ?)"] * (end - self.next))
-        db.execute(f"INSERT OR IGNORE INTO call_legs (leg, id) VALUES {values}",
-                   [value for leg in self.legs[self.next:end] for value in leg])
+        kept = [leg for leg in self.legs[self.next:end] if leg[1] > self.deleted_through]
+        if kept:
+            values = ", ".join(["(?, ?)"] * len(kept))
+            db.execute(f"INSERT OR IGNORE INTO call_legs (leg, id) VALUES {values}",
+                       [value for leg in kept for value in leg])
         if end == len(self.legs):
             db.execute("DELETE FROM call_legs_staged WHERE rowid <= ?", (self.through,))
         db.execute("COMMIT")
@@ -124,8 +164,12 @@ def replay(layout, directory):
     db = sqlite3.connect(os.path.join(directory, "switchboard.sqlite"), isolation_level=None)
     for pragma in ("journal_mode = WAL", "synchronous = NORMAL", "wal_autocheckpoint = 4000", "temp_store = MEMORY"):
         db.execute("PRAGMA " + pragma)
+    if os.environ.get("SECURE_DELETE"):
+        db.execute("PRAGMA secure_delete = " + ("ON" if os.environ["SECURE_DELETE"] != "0" else "OFF"))
+    secure_delete = db.execute("PRAGMA secure_delete").fetchone()[0]
     schema(db, layout)
-    segment = os.open(os.path.join(directory, "segment"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    db.execute("CREATE TEMP TABLE pruning (id PRIMARY KEY) WITHOUT ROWID")
+    segments = Segments(directory)
     key = "event" if layout == "rowid" else "id"
     source = "rowid" if layout == "rowid" else "id"
     done_sql = (f"INSERT OR REPLACE INTO events_done ({key}, done_at, name, call_id, other_leg, account_id, outcomes) "
@@ -135,24 +179,28 @@ def replay(layout, directory):
                                                              "%032x" % random.getrandbits(128)) for ident in ids}
     merge = Merge()
     finished = []
-    offset = 0
-    before_bytes, before_cpu = written(), time.process_time()
+    deleted = 0
+    measured_from = CAP or 0
+    before_bytes = before_cpu = None
     for start in range(0, N, B):
+        if before_cpu is None and start >= measured_from:
+            measured_from = start
+            before_bytes, before_cpu = written(), time.process_time()
         batch = ids[start:start + B]
-        if layout == "segments":
-            os.write(segment, BODY * len(batch))
+        if layout.endswith("segments"):
+            number, offset = segments.append(start, len(batch))
         db.execute("BEGIN IMMEDIATE")
         for ident in batch:
-            if layout == "segments":
+            if layout.endswith("segments"):
                 db.execute("INSERT INTO events (id, received_at, hook, format, segment, offset, length, meta) "
                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                           (ident, 1.0, "channel_create", "json", 1, offset, len(BODY), META))
+                           (ident, 1.0, "channel_create", "json", number, offset, len(BODY), META))
                 offset += len(BODY)
             else:
                 db.execute("INSERT INTO events (id, received_at, hook, format, body, meta) VALUES (?, ?, ?, ?, ?, ?)",
                            (ident, 1.0, "channel_create", "json", BODY, META))
         db.execute("COMMIT")
-        if layout == "current":
+        if layout.startswith("current"):
             merge.step(db)
         finished += batch
         if len(finished) >= 128:
@@ -164,10 +212,72 @@ def replay(layout, directory):
             finished = []
         if start % 200 < B:
             db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        while CAP is not None and start + len(batch) - deleted >= CAP + PRUNE_BATCH:
+            deleted += prune(db, layout, merge)
+            segments.drop(deleted)
     cpu, written_bytes = time.process_time() - before_cpu, written() - before_bytes
     db.close()
-    os.close(segment)
-    print(f"{layout:9s} CALLS={CALLS} B={B}: {cpu / N * 1e6:6.1f} µs CPU an event, {written_bytes / N:7.0f} bytes written an event")
+    segments.close()
+    events = N - measured_from
+    capped = f" CAP={CAP} secure_delete={secure_delete}" if CAP is not None else ""
+    print(f"{layout:16s} CALLS={CALLS} B={B}{capped}: {cpu / events * 1e6:6.1f} µs CPU an event, "
+          f"{written_bytes / events:7.0f} bytes written an event ({events} events)")
+
+
+class Segments:
+    """The `segments` layout's bodies: a file of SEGMENT events after another, written once a commit, each
+    deleted whole once retention has deleted every event in it."""
+
+    def __init__(self, directory):
+        self.directory, self.files = directory, {}
+
+    def path(self, number):
+        return os.path.join(self.directory, f"segment{number}")
+
+    def append(self, first, count):
+        """Writes the bodies of events first…first+count-1 (one commit's, in the segment of the first);
+        returns the segment's number and where in it they start."""
+        number = first // SEGMENT
+        if number not in self.files:
+            self.files[number] = [os.open(self.path(number), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), 0]
+        entry = self.files[number]
+        offset = entry[1]
+        os.write(entry[0], BODY * count)
+        entry[1] += len(BODY) * count
+        return number, offset
+
+    def drop(self, deleted):
+        for number in [n for n in self.files if (n + 1) * SEGMENT <= deleted]:
+            os.close(self.files.pop(number)[0])
+            os.unlink(self.path(number))
+
+    def close(self):
+        for descriptor, _ in self.files.values():
+            os.close(descriptor)
+
+
+def prune(db, layout, merge):
+    """One batch of retention, as `EventJournal.deleteBatch` does it: the oldest done events' keys into a
+    temporary table, then their done records and rows; in `current`, a slice of the call index's sweep
+    (`sweepSlice`: four entries read in key order for each event deleted, from where the last slice stopped,
+    those whose done record is gone deleted)."""
+    db.execute("BEGIN IMMEDIATE")
+    if layout == "rowid":
+        db.execute(f"INSERT INTO pruning (id) SELECT event FROM events_done ORDER BY event LIMIT {PRUNE_BATCH}")
+        db.execute("DELETE FROM events_done WHERE event IN (SELECT id FROM pruning)")
+        db.execute("DELETE FROM events WHERE rowid IN (SELECT id FROM pruning)")
+    else:
+        db.execute(f"INSERT INTO pruning (id) SELECT id FROM events_done ORDER BY id LIMIT {PRUNE_BATCH}")
+        if layout.startswith("current"):
+            merge.deleted_through = db.execute("SELECT max(id) FROM pruning").fetchone()[0] or merge.deleted_through
+        db.execute("DELETE FROM events_done WHERE id IN (SELECT id FROM pruning)")
+        db.execute("DELETE FROM events WHERE id IN (SELECT id FROM pruning)")
+    count = db.execute("SELECT count(*) FROM pruning").fetchone()[0]
+    db.execute("DELETE FROM pruning")
+    if layout.startswith("current"):
+        merge.sweep(db, 4 * count)
+    db.execute("COMMIT")
+    return count
 
 
 def main():
