@@ -41,8 +41,20 @@ import sys
 import tempfile
 import time
 
-N = int(os.environ.get("N", 60000))
-B = int(os.environ.get("B", 6))
+
+def count(name, default=None):
+    """The environment's NAME as a number above 0 (`default` when unset; None when that is too), or the
+    script stops saying what it wants."""
+    text = os.environ.get(name) or default
+    if text is None:
+        return None
+    if not text.isdigit() or int(text) == 0:
+        sys.exit(f"{name} must be a number above 0, not {text}")
+    return int(text)
+
+
+N = count("N", "60000")
+B = count("B", "6")
 HERE = os.path.dirname(os.path.abspath(__file__))
 BODY = open(os.path.join(HERE, "..", "..", "shared", "bench", "event.json"), "rb").read()
 META = json.dumps({"id": "0" * 36, "received_at": 1.0, "hook": "channel_create", "method": "POST",
@@ -55,15 +67,11 @@ OTHER_LEG = "af1e1e12f1bcf519a96f2235ab8eeec4"
 CALLS = os.environ.get("CALLS", "same")
 LAYOUTS = ("current", "indexes", "rowid", "segments", "current-segments")
 SLICE = 256
-CAP = os.environ.get("CAP") or None
-SEGMENT = os.environ.get("SEGMENT", "25000")
+CAP = count("CAP")
+SEGMENT = count("SEGMENT", "25000")
 PRUNE_BATCH = 500
-if CAP is not None and not (CAP.isdigit() and 0 < int(CAP) < N):
-    sys.exit(f"CAP must be a number of events above 0 and below N ({N}), not {CAP}")
-if not (SEGMENT.isdigit() and int(SEGMENT) > 0):
-    sys.exit(f"SEGMENT must be a number of events above 0, not {SEGMENT}")
-CAP = CAP and int(CAP)
-SEGMENT = int(SEGMENT)
+if CAP is not None and CAP >= N:
+    sys.exit(f"CAP must be below N ({N}), not {CAP}")
 
 
 def written():
