@@ -242,16 +242,16 @@ class Segments:
     def path(self, number):
         return os.path.join(self.directory, f"segment{number}")
 
-    def append(self, first, count):
-        """Writes the bodies of events first…first+count-1 (one commit's, in the segment of the first);
+    def append(self, first, events):
+        """Writes the bodies of events first…first+events-1 (one commit's, in the segment of the first);
         returns the segment's number and where in it they start."""
         number = first // SEGMENT
         if number not in self.files:
             self.files[number] = [os.open(self.path(number), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), 0]
         entry = self.files[number]
         offset = entry[1]
-        os.write(entry[0], BODY * count)
-        entry[1] += len(BODY) * count
+        os.write(entry[0], BODY * events)
+        entry[1] += len(BODY) * events
         return number, offset
 
     def drop(self, deleted):
@@ -280,12 +280,12 @@ def prune(db, layout, merge):
             merge.deleted_through = db.execute("SELECT max(id) FROM pruning").fetchone()[0] or merge.deleted_through
         db.execute("DELETE FROM events_done WHERE id IN (SELECT id FROM pruning)")
         db.execute("DELETE FROM events WHERE id IN (SELECT id FROM pruning)")
-    count = db.execute("SELECT count(*) FROM pruning").fetchone()[0]
+    pruned = db.execute("SELECT count(*) FROM pruning").fetchone()[0]
     db.execute("DELETE FROM pruning")
     if layout.startswith("current"):
-        merge.sweep(db, 4 * count)
+        merge.sweep(db, 4 * pruned)
     db.execute("COMMIT")
-    return count
+    return pruned
 
 
 def main():
