@@ -7,7 +7,7 @@
 # Why static: calls into Swift's runtime (swift_retain, swift_release, the metadata caches) become direct calls
 # instead of going through the PLT, and the dynamic loader has far fewer relocations to apply at start. Measured
 # on 2 December 2026 against the same code linked dynamically: ingest +6-13%, the engine row 93k -> 112k
-# events/s, idle RSS with 20 rules 40.9 -> 37.5-39.0 MB (README, "Ingest and memory beside nginx-lua"). The
+# events/s, idle RSS with 20 rules 40.9 -> 37.5-39.0 MB (BENCHMARKS.md, "Ingest and memory beside nginx-lua"). The
 # binary then needs only Debian's libraries (libsqlite3, liblua5.4, libmimalloc2.0, libstdc++, zlib, glibc) at
 # run time, not the toolchain's, so it can be copied to a server as it is.
 #
@@ -23,7 +23,7 @@
 #
 # Linked with Debian's mimalloc (libmimalloc.so.2), which then serves every malloc and free in the process:
 # Swift's, SwiftNIO's, SQLite's and Lua's. ALLOCATOR=glibc leaves glibc's allocator in place. Measured on 3
-# December 2026, the same code linked both ways: README, "Release builds link mimalloc". `make test` runs the
+# December 2026, the same code linked both ways: BENCHMARKS.md, "Release builds link mimalloc". `make test` runs the
 # Swift tests on the same library (scripts/on_mimalloc.sh), so the release binary's allocator is the one the
 # tests ran on.
 #

@@ -38,7 +38,7 @@ echo "== slow upstream: $N events, each rule waits 1 s on a loopback upstream (n
 # the requests, so the server reads them in large batches; `BURST_STEP=16` opens 16 at a time and writes those
 # up between two steps, so the first request goes out about 20 ms sooner and the requests arrive spread over
 # the connects. The server then works in smaller batches and, in most runs, spends more CPU on the same round
-# (README, thirty-fifth session).
+# (BENCHMARKS.md, thirty-fifth session).
 sender=${SENDER:-burst}
 label=$sender; [ "$sender" = curl ] && label=curls
 burst_step=()

@@ -67,7 +67,7 @@ echo "== the same with a new call on every request (scripts/wrk/new_calls.lua)"
 rounds -calls "nginx-lua journal-on" -s "$PWD/scripts/wrk/new_calls.lua"
 nginx_calls=$(median ${runs[nginx-lua-calls]}); on_calls=$(median ${runs[journal-on-calls]})
 # A journal in production lives at its cap, where retention deletes as much as comes in; the journal-on rounds
-# above ran on a file growing from empty and reach it only in the later ones (README, forty-second session).
+# above ran on a file growing from empty and reach it only in the later ones (BENCHMARKS.md, forty-second session).
 # The same rounds again once the file has reached the cap (the default --journal-max-mb, 1,024 MB): the file
 # then stops growing there. Filled first if it has not, for up to CAP_FILL seconds.
 echo "== the same once the journal's file has reached its cap (1,024 MB; retention deletes as much as comes in)"

@@ -14,7 +14,7 @@ import Synchronization
 /// goes at once; the journal's writer puts the events into SQLite after, in batches. At the next start, the
 /// records left in the files go into SQLite first (`recoverable`; an event already there stays as it is), so
 /// none is lost between the two. Before this log each request waited for the transaction holding it, and under
-/// `wrk -t1 -c32` that wait, not the CPU, held the rate (README, Benchmark).
+/// `wrk -t1 -c32` that wait, not the CPU, held the rate (BENCHMARKS.md).
 ///
 /// Records go to `laneCount` files side by side (each writer takes the first lane free), and a lane moves to
 /// another file once its own holds `fileLimit` bytes. A file whose records are all in SQLite and that no lane

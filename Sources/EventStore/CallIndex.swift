@@ -9,7 +9,7 @@ import RuleEngine
 /// call ids are random, so every done record put its two index entries on two random leaf pages, and every
 /// commit wrote each page it touched to the log whole (and the checkpoint copied it again): with a new call id
 /// on every event, journal on, the server wrote 22,081 bytes a request against 7,141 with one call id for all,
-/// and took 12,295 requests/s against 23,774 (README, Benchmark, "The journal's call index"). Real traffic is
+/// and took 12,295 requests/s against 23,774 (BENCHMARKS.md, "The journal's call index"). Real traffic is
 /// the first case, not the second: a leg's four channel events come minutes apart, never in the same commit.
 ///
 /// Now a done record's legs are appended to `call_legs_staged` (one row for both) by a trigger, in the
@@ -20,7 +20,7 @@ import RuleEngine
 /// appends wait on one slice at most. Lookups read `call_legs` and the staged rows (few, read whole). Rows
 /// read into Swift and written back one statement each, on the writer, cost the server about 15 µs of CPU an
 /// event (a first version); a sorted copy in a table of the file (the fourteenth session's) wrote every leg
-/// once more and made the appends wait for the sort (README, Benchmark, "The journal's call index").
+/// once more and made the appends wait for the sort (BENCHMARKS.md, "The journal's call index").
 extension EventJournal {
     static let callIndexSchema = """
         CREATE TABLE IF NOT EXISTS call_legs (
@@ -101,7 +101,7 @@ extension EventJournal {
 /// changed a page of the index an entry, since call ids are random; it looks up the records of only the entries
 /// whose ids sort at or before `lastDeleted`. Under `wrk` with a new call a request and a 400 MB cap, deleting
 /// the entries with their records held ingest at 24,700-25,400 requests a second with a 99th percentile of 68-78 ms;
-/// without, 28,900-29,200 and 6 ms (README, Benchmark). Retention once also deleted the staged rows of the
+/// without, 28,900-29,200 and 6 ms (BENCHMARKS.md). Retention once also deleted the staged rows of the
 /// records it deleted and dropped the merge under way: under a sustained load every batch dropped it, no merge
 /// finished, and the staged rows grew by hundreds of thousands.
 struct CallIndexMerge {
@@ -111,8 +111,8 @@ struct CallIndexMerge {
     /// journal near its 1 GB cap) about half a page a row, where 8,192 at a time wrote 0.84. The upper bound
     /// keeps a merge's legs in memory small (32,768 legs of two 40-byte strings: a few MB, briefly): a merge
     /// takes no more rows than that (`rowsPerMerge`), however many are staged. Under a load the merges do not
-    /// keep up with, hundreds of thousands gather; a merge that read them all held 100 MB and more (README,
-    /// Benchmark).
+    /// keep up with, hundreds of thousands gather; a merge that read them all held 100 MB and more
+    /// (BENCHMARKS.md).
     var minimum = 8_192
     var maximum = 32_768
     /// The most legs a merge has read (tests).
@@ -167,7 +167,7 @@ struct CallIndexMerge {
         if next < sorted.count {
             // More than another whole merge waiting behind this one: the merges are not keeping up with the
             // legs staged (under `wrk -t1 -c32`, 256 a writer turn fell behind by thousands of rows a second), and
-            // four times as many a turn catch up (README, Benchmark).
+            // four times as many a turn catch up (BENCHMARKS.md).
             let behind = staged - sorted.count >= maximum
             let end = min(next + (behind ? 4 * sliceSize : sliceSize), sorted.count)
             return .slice(sorted, next..<end, through: through)
@@ -243,7 +243,7 @@ struct CallIndexMerge {
 /// (`CSQLiteTuning`): copied from the rows read, sorted, and bound into the writer's inserts without a Swift
 /// string or a GRDB value per leg. Through GRDB (a `String` per text, an argument array per slice) a merge's
 /// read and inserts took about 16,400 instructions a leg; with these about 10,700 (callgrind, 12,000 requests
-/// one at a time, 16,896 legs merged; README, Benchmark, "The journal's call index"). Immutable once read,
+/// one at a time, 16,896 legs merged; BENCHMARKS.md, "The journal's call index"). Immutable once read,
 /// and only the writer reads it then.
 final class MergeLegs: @unchecked Sendable {
     fileprivate var pairs = sb_pairs()

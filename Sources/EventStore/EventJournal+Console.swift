@@ -50,8 +50,8 @@ public struct StoredEvent: Sendable {
 extension EventJournal {
     /// The table of finished events: what each one's rules did, one row per event, written by its done mark.
     /// An event's own row is written once, when it is accepted, and never updated: a done mark that rewrote it
-    /// (its body and all, with its index entries moved) wrote the row's pages to the log a second time (README,
-    /// Benchmark). An event is unfinished while it has no row here.
+    /// (its body and all, with its index entries moved) wrote the row's pages to the log a second time
+    /// (BENCHMARKS.md). An event is unfinished while it has no row here.
     static let doneSchema = """
         CREATE TABLE IF NOT EXISTS events_done (
           id TEXT PRIMARY KEY,

@@ -98,7 +98,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
                 if let maxPages { try db.execute(sql: "PRAGMA max_page_count = \(maxPages)") }
                 // Copy the write-ahead log into the database every 4,000 pages (16 MB) rather than SQLite's 1,000:
                 // the pages every commit touches (the newest rows, the indexes' ends) are copied and synced once
-                // per checkpoint, so fewer checkpoints is less work per event (README, Benchmark).
+                // per checkpoint, so fewer checkpoints is less work per event (BENCHMARKS.md).
                 try db.execute(sql: "PRAGMA wal_autocheckpoint = \(Self.checkpointPages)")
                 // The log's file keeps the size it grew to: past 16 MB when checkpoints fall behind the writer
                 // (about 60 MB under `wrk -t1 -c32`), and to hundreds of MB behind a long transaction. When the log
@@ -187,7 +187,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     /// Once per process, before the first database opens: SQLite's memory statistics off. They take a
     /// process-wide mutex around each of SQLite's allocations (Debian's SQLite has no lookaside, so that is
     /// every small one), and nothing here reads them. Journal on, it took 329,082 → 313,735 instructions a
-    /// request and 59 → 53 µs of CPU (README, Benchmark). When something opened SQLite first, they stay on,
+    /// request and 59 → 53 µs of CPU (BENCHMARKS.md). When something opened SQLite first, they stay on,
     /// which changes nothing else.
     private static let tuneSQLite: Void = { _ = sb_sqlite_memstatus_off() }()
 
@@ -634,7 +634,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     /// of them (or at once when the journal is drained). Every commit writes each page it changed to the log
     /// in full, and a transaction of a few done records changes about as many pages as one of hundreds (the
     /// last leaf of `events_done` and of its indexes, the header page): in a replay of the journal's schema
-    /// with SQLite (README, Benchmark), appends and done records 11 per commit wrote 2.09 log frames per
+    /// with SQLite (BENCHMARKS.md), appends and done records 11 per commit wrote 2.09 log frames per
     /// event, and done records 50 per commit 1.29, 200 per commit 1.08. Larger commits hold the appends up
     /// longer, which mattered while requests waited for their commit: under `wrk -t1 -c32`, 512 marks or 20 ms
     /// answered 1% of requests after 11.6–13.1 ms, 128 or 10 ms after 9.4–11.4 ms, for about the same bytes
@@ -697,7 +697,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     /// commit of two or more, which says requests are arriving together, a commit of fewer than `target`
     /// sleeps `microseconds` (at least) first. On a quiet server only the first request after a burst is held
     /// (the commit before it held several); those after it follow a commit of one. Under `wrk -t1
-    /// -c32` (`JOURNAL=on ROUNDS=5 DURATION=8 scripts/compare_ingest.sh`, README, Benchmark), 50 µs and 16: the
+    /// -c32` (`JOURNAL=on ROUNDS=5 DURATION=8 scripts/compare_ingest.sh`, BENCHMARKS.md), 50 µs and 16: the
     /// same requests a second (35,988 → 36,332), 7,506 → 6,449 bytes written a request, its 99th percentile
     /// 11.3 → 6.5 ms (fewer, larger commits: fewer checkpoints and call-index merges an event). A longer wait
     /// saves more (150 µs and 24: 6,196 bytes, 37 → 33 µs of CPU a request) but costs requests a second here
@@ -995,7 +995,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         // retention already deleted, as an UPDATE of its row would have found nothing. The event is looked up
         // first rather than inserted from a SELECT: an INSERT … SELECT into a table with a row trigger (the
         // call index's, below) makes SQLite copy the selected row into a temporary B-tree before inserting
-        // it, and that B-tree's opening and closing was 8% of the done records' time (`perf`, README).
+        // it, and that B-tree's opening and closing was 8% of the done records' time (`perf`, BENCHMARKS.md).
         let exists = DirectStatement(try db.cachedStatement(sql: "SELECT 1 FROM events WHERE id = ?"), in: db)
         let markDone = DirectStatement(
             try db.cachedStatement(

@@ -103,7 +103,7 @@ package final class LogCopier: Sendable {
     /// (`CallIndex.swift`): off the writer, on a connection and a thread the journal has anyway. On a reader of
     /// the pool they brought three more threads, each with its allocator's heap: resident memory after a
     /// million events 56.8 MB (peak 62.1), against 52.3 (peak 55.4) here and 46.7 (48.8) when the writer sorted
-    /// them itself (README, Benchmark, "The journal's call index").
+    /// them itself (BENCHMARKS.md, "The journal's call index").
     func read<T: Sendable>(
         _ body: @escaping @Sendable (Database) throws -> T, then done: @escaping @Sendable (T?) -> Void
     ) {
@@ -129,7 +129,7 @@ package final class LogCopier: Sendable {
     /// a journal of 1 GB held 1 GB of the machine's memory (counted against a container's memory limit), and
     /// that memory came new for every page the file grew by: on a virtual machine that hands freed memory
     /// back to its host, as this one does, that cost 18–31 µs of CPU a page. Released pages return to the
-    /// kernel's free lists, where the next pages written take them (README, Benchmark). A page the writer
+    /// kernel's free lists, where the next pages written take them (BENCHMARKS.md). A page the writer
     /// needs again (an index page in the released part) is read back and then stays: its part is not released
     /// twice. The kernel drops only pages already on the disk: a checkpoint that copies the whole log syncs
     /// the database, and the writer's own does at least every `EventJournal.checkpointPages` pages (16 MB),

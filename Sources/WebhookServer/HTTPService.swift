@@ -133,7 +133,7 @@ struct Listener: Service {
             // other loop wake it when it is idle (a loop is woken once for the tasks queued before it runs
             // them), and a burst of 1,000 new connections came in about 250 batches. Round 1 of the slow
             // upstream (`scripts/serve_bench.sh`) ended earlier in 16 of 22 alternated pairs, and the server
-            // spent about 40 ms less CPU on it (README, thirty-seventh session).
+            // spent about 40 ms less CPU on it (BENCHMARKS.md, thirty-seventh session).
             .serverChannelOption(.maxMessagesPerRead, value: 64)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .serverChannelInitializer { channel in
