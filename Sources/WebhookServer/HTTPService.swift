@@ -30,6 +30,8 @@ struct HTTPService<Responder: HTTPResponder>: Service
 where Responder.Context: InitializableFromSource<ApplicationRequestContextSource> {
     let responder: Responder
     let hooks: HookIntake
+    /// The event loops of the listening socket and its connections.
+    let group: any EventLoopGroup
     let host: String
     let port: Int
     let backlog: Int
@@ -68,7 +70,7 @@ where Responder.Context: InitializableFromSource<ApplicationRequestContextSource
         }
         let hooks = self.hooks
         let listener = Listener(
-            host: host, port: port, backlog: backlog, router: router, onServerRunning: onServerRunning,
+            group: group, host: host, port: port, backlog: backlog, router: router, onServerRunning: onServerRunning,
             logger: logger, timeouts: [hooks.readTimeout] + (hooks.idleTimeout.map { [$0] } ?? [])
         ) { wire, watch, openRouter in
             HooksHandler(
@@ -94,6 +96,7 @@ where Responder.Context: InitializableFromSource<ApplicationRequestContextSource
 /// `ServerQuiescingHelper`; idle ones close at once, the others once their answer is written) and returns
 /// when the last has closed and the last router task has ended.
 struct Listener: Service {
+    let group: any EventLoopGroup
     let host: String
     let port: Int
     let backlog: Int
@@ -107,7 +110,7 @@ struct Listener: Service {
     let hooksHandler: @Sendable (ChannelHandlerContext, PauseWatch?, @escaping (any Channel) -> Void) -> HooksHandler
 
     func run() async throws {
-        let group = MultiThreadedEventLoopGroup.singleton
+        let group = self.group
         let (opened, open) = AsyncStream.makeStream(of: RouterSide.Connection.self)
         let quiescing = ServerQuiescingHelper(group: group)
         let router = self.router
@@ -115,6 +118,15 @@ struct Listener: Service {
         let hooksHandler = self.hooksHandler
         let watches = PauseWatch.perLoop(of: group)
         let interval = PauseWatch.interval(timeouts: timeouts)
+        // Each loop's bell for its sweeps (`PauseWatch`): opened before the first connection, closed once the
+        // server has stopped.
+        let bells = Array(watches.values)
+        for (index, watch) in bells.enumerated() {
+            do { try await watch.open() } catch {
+                for opened in bells[..<index] { await opened.close() }
+                throw error
+            }
+        }
         let openRouter: @Sendable (any Channel) -> Void = { channel in
             do {
                 try Self.addRouterHandlers(channel, logger: logger)
@@ -125,35 +137,42 @@ struct Listener: Service {
                 channel.close(promise: nil)
             }
         }
-        let server = try await ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: Int32(clamping: backlog))
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            // Up to 64 connections accepted each time the listening socket is readable, not NIO's 4. NIO sets
-            // each accepted connection up on the loop it goes to: the connections of a batch that go to the
-            // other loop wake it when it is idle (a loop is woken once for the tasks queued before it runs
-            // them), and a burst of 1,000 new connections came in about 250 batches. Round 1 of the slow
-            // upstream (`scripts/serve_bench.sh`) ended earlier in 16 of 22 alternated pairs, and the server
-            // spent about 40 ms less CPU on it (BENCHMARKS.md, thirty-seventh session).
-            .serverChannelOption(.maxMessagesPerRead, value: 64)
-            .childChannelOption(.allowRemoteHalfClosure, value: true)
-            .serverChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(quiescing.makeServerChannelHandler(channel: channel))
+        let server: any Channel
+        do {
+            server = try await ServerBootstrap(group: group)
+                .serverChannelOption(.backlog, value: Int32(clamping: backlog))
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                // Up to 64 connections accepted each time the listening socket is readable, not NIO's 4. NIO sets
+                // each accepted connection up on the loop it goes to: the connections of a batch that go to the
+                // other loop wake it when it is idle (a loop is woken once for the tasks queued before it runs
+                // them), and a burst of 1,000 new connections came in about 250 batches. Round 1 of the slow
+                // upstream (`scripts/serve_bench.sh`) ended earlier in 16 of 22 alternated pairs, and the server
+                // spent about 40 ms less CPU on it (BENCHMARKS.md, thirty-seventh session).
+                .serverChannelOption(.maxMessagesPerRead, value: 64)
+                .childChannelOption(.allowRemoteHalfClosure, value: true)
+                .serverChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(
+                            quiescing.makeServerChannelHandler(channel: channel))
+                    }
                 }
-            }
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let watch = watches[ObjectIdentifier(channel.eventLoop)]
-                    try Self.configure(channel, logger: logger) { wire in hooksHandler(wire, watch, openRouter) }
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        let watch = watches[ObjectIdentifier(channel.eventLoop)]
+                        try Self.configure(channel, logger: logger) { wire in hooksHandler(wire, watch, openRouter) }
+                    }
                 }
-            }
-            .bind(host: host, port: port).get()
+                .bind(host: host, port: port).get()
+        } catch {
+            for watch in bells { await watch.close() }
+            throw error
+        }
         await withTaskCancellationHandler {
             await withGracefulShutdownHandler {
                 await onServerRunning(server)
                 await withTaskGroup(of: Void.self) { sweeping in
                     // Peers that keep a connection waiting are timed out until the last connection has closed.
-                    sweeping.addTask { await PauseWatch.sweep(Array(watches.values), every: interval) }
+                    sweeping.addTask { await PauseWatch.sweep(bells, every: interval) }
                     await withDiscardingTaskGroup { tasks in
                         for await connection in opened {
                             tasks.addTask { await router.handle(value: connection, logger: logger) }
@@ -171,6 +190,7 @@ struct Listener: Service {
             // router's tasks are cancelled with this one, and close theirs).
             quiescing.initiateShutdown(promise: nil)
         }
+        for watch in bells { await watch.close() }
     }
 
     /// A new connection's pipeline: NIO's HTTP/1 response encoder and request decoder, and the `HooksHandler`.

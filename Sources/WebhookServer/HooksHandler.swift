@@ -236,10 +236,11 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// Called by the loop's `PauseWatch`: times the connection out if its peer has kept it waiting past the
-    /// limit. A hooks request is answered (408, or the refusal or 413 it was already getting) and the
-    /// connection closed once that is written; what arrived of its body is kept with the rejected ones. The
-    /// router's side cannot be answered from here (its request is under way), and a connection between
-    /// requests owes no answer: those are closed.
+    /// limit by `now`, the loop's last turn at its sockets (what had arrived by then has been read). A hooks
+    /// request is answered (408, or the refusal or 413 it was already getting) and the connection closed once
+    /// that is written; what arrived of its body is kept with the rejected ones. The router's side cannot be
+    /// answered from here (its request is under way), and a connection between requests owes no answer: those
+    /// are closed.
     func checkPause(now: NIODeadline) {
         guard let context, let (limit, pause) = pauseLimit, now - waitingSince >= limit else { return }
         intake.timingOut(pause.rawValue, peer: peer(context))
@@ -562,6 +563,11 @@ final class HooksHandler: ChannelDuplexHandler, RemovableChannelHandler {
             // The hooks request ends unanswered here: the router answers the error, so it owes that answer.
             routerAnswers.append(OwedAnswer())
             state = .routing
+        case .idle where error is HTTPParserError:
+            // Between requests, the router answers a malformed one 400 after the answers it owes already. Until
+            // it has, the connection waits on the router, not on its peer. (Were the wait the peer's, a router
+            // task slower than `--read-timeout`, on a busy machine, would see its connection closed unanswered.)
+            routerAnswers.append(OwedAnswer())
         default: break
         }
         routerSide(context).fireErrorCaught(error)

@@ -2,6 +2,7 @@ public import Delivery
 import EventStore
 public import Foundation
 public import KazooEvents
+public import NIOCore
 public import RuleEngine
 
 /// Everything `switchboard serve` can be told, with the defaults a first run needs.
@@ -66,6 +67,10 @@ public struct ServerConfiguration: Sendable {
     /// Repeats of a channel event or notification within this many seconds are answered 200 and not run
     /// again. Default 0: off.
     public var dedupeWindow: Double = 0
+    /// The event loops that accept and read the server's connections. Default (nil): NIO's shared loops
+    /// (`MultiThreadedEventLoopGroup.singleton`, a thread per core). A test that holds up a server's loops gives
+    /// that server loops of its own, so that no other server in the process is held up with them.
+    public var eventLoopGroup: (any EventLoopGroup)?
 
     /// Where requests answered 4xx are kept: `<data dir>/rejected`.
     public var rejectedDirectory: URL {

@@ -3,6 +3,7 @@ import Hummingbird
 import HummingbirdCore
 public import Logging
 public import NIOCore
+import NIOPosix
 public import RuleEngine
 public import ServiceLifecycle
 
@@ -39,6 +40,7 @@ public func buildApplication(
         rejected: rejected, failures: failures)
     return HTTPService(
         responder: router.buildResponder(), hooks: hooks,
+        group: configuration.eventLoopGroup ?? MultiThreadedEventLoopGroup.singleton,
         host: configuration.host, port: configuration.port, backlog: configuration.listenBacklog,
         serverName: "switchboard",
         services: services, onServerRunning: onServerRunning, logger: logger)
