@@ -14,12 +14,12 @@ import NIOPosix
 /// A pause is measured up to the loop's last turn at its sockets, not up to the moment of the look. The loop
 /// runs its tasks after the sockets' turn, and a loop held up longer than a limit (a machine short of CPU)
 /// has not read what arrived meanwhile: looked at from a task with the clock's time, a peer that did send in
-/// time was answered 408 or closed. Under `make test`'s load a new connection's head, in the socket since its
-/// connect, was timed out as a head that stopped arriving; a test holding both loops for 1.5 s while a body
-/// was sent got "0 of 1534 bytes of its body, then nothing for 1s". So the sweeper does not hand the loop the
-/// look: it hands it a byte to write into a pipe whose read end is a channel on the same loop (`open`, `ring`).
-/// The loop reads the byte back in its next turn at its sockets, which also reads whatever else was waiting,
-/// and the look runs as a task after that turn, with the time the byte was read.
+/// time was answered 408 or closed: with a server's loop held for 1.5 s while a body was sent after its
+/// `100 Continue` (`ConnectionTimeoutTests`), the answer was "0 of … bytes of its body, then nothing for 1s",
+/// and a kept-alive connection's next request sent meanwhile was closed as idle. So the sweeper does not hand
+/// the loop the look: it hands it a byte to write into a pipe whose read end is a channel on the same loop
+/// (`open`, `ring`). The loop reads the byte back in its next turn at its sockets, which also reads whatever
+/// else was waiting, and the look runs as a task after that turn, with the time the byte was read.
 ///
 /// Not a timer per connection: NIO cancels a scheduled task or callback by searching its loop's whole queue of
 /// them, so each closing connection would pay a pass over every other open one. Nor a timer on the loop: while
