@@ -119,14 +119,9 @@ struct Listener: Service {
         let watches = PauseWatch.perLoop(of: group)
         let interval = PauseWatch.interval(timeouts: timeouts)
         // Each loop's bell for its sweeps (`PauseWatch`): opened before the first connection, closed once the
-        // server has stopped.
+        // server has stopped or failed to start (closing one never opened does nothing).
         let bells = Array(watches.values)
-        for (index, watch) in bells.enumerated() {
-            do { try await watch.open() } catch {
-                for opened in bells[..<index] { await opened.close() }
-                throw error
-            }
-        }
+        let closeBells = { for watch in bells { await watch.close() } }
         let openRouter: @Sendable (any Channel) -> Void = { channel in
             do {
                 try Self.addRouterHandlers(channel, logger: logger)
@@ -139,6 +134,7 @@ struct Listener: Service {
         }
         let server: any Channel
         do {
+            for watch in bells { try await watch.open() }
             server = try await ServerBootstrap(group: group)
                 .serverChannelOption(.backlog, value: Int32(clamping: backlog))
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -164,7 +160,7 @@ struct Listener: Service {
                 }
                 .bind(host: host, port: port).get()
         } catch {
-            for watch in bells { await watch.close() }
+            await closeBells()
             throw error
         }
         await withTaskCancellationHandler {
@@ -190,7 +186,7 @@ struct Listener: Service {
             // router's tasks are cancelled with this one, and close theirs).
             quiescing.initiateShutdown(promise: nil)
         }
-        for watch in bells { await watch.close() }
+        await closeBells()
     }
 
     /// A new connection's pipeline: NIO's HTTP/1 response encoder and request decoder, and the `HooksHandler`.

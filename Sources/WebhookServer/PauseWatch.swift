@@ -65,12 +65,11 @@ final class PauseWatch: @unchecked Sendable {
 
     /// Opens the bell: a pipe, its read end a channel on the loop that sweeps after the turn that read it, its
     /// write end the same channel's output.
-    /// - Throws: what `pipe` or the channel's registration threw (no descriptors left, say).
+    /// - Throws: `IOError` when `pipe` fails (no descriptors left, say), or what the channel's registration threw.
     func open() async throws {
         var ends: [Int32] = [0, 0]
         guard pipe(&ends) == 0 else {
-            throw BellError(
-                description: "cannot make the pipe that times connections out: \(String(cString: strerror(errno)))")
+            throw IOError(errnoCode: errno, reason: "pipe (for the bell that times connections out)")
         }
         // Close-on-exec: not handed to a process the server starts. (Glibc's module has no `pipe2`.)
         for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
@@ -98,25 +97,19 @@ final class PauseWatch: @unchecked Sendable {
         try? await bell?.close()
     }
 
-    struct BellError: Error, CustomStringConvertible {
-        let description: String
-    }
-
-    /// Reads the bell's bytes; once a turn has read them, queues the sweep with the time they were read. The
+    /// Drops the bell's bytes; once a turn has read them, queues the sweep with the time they were read. The
     /// connections' bytes waiting when the turn began are read in the same turn, before or after these; the
-    /// sweep runs after all of them.
+    /// sweep runs after all of them. (Any sweep queued after a turn at the sockets is a right one: so a read
+    /// completing without a byte, were NIO to report one, would only sweep once more.)
     private final class Bell: ChannelInboundHandler {
         typealias InboundIn = ByteBuffer
         let watch: PauseWatch
-        var rang = false
 
         init(watch: PauseWatch) { self.watch = watch }
 
-        func channelRead(context: ChannelHandlerContext, data: NIOAny) { rang = true }
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
 
         func channelReadComplete(context: ChannelHandlerContext) {
-            guard rang else { return }
-            rang = false
             let turn = NIODeadline.now()
             let watch = watch
             context.eventLoop.assumeIsolated().execute { watch.sweep(at: turn) }
