@@ -18,14 +18,18 @@ public enum FuzzTargets {
 
     /// JSON reader: never crashes on any bytes; what it accepts, the writer writes as JSON the reader takes
     /// back to the same value; and reading with a shared interner, whatever key orders it remembers from the
-    /// inputs before, gives the same value, keys in the same order, or the same error.
+    /// inputs before, and with the thread's shared value Strings, whatever values they hold from the inputs
+    /// before, gives the same value, keys in the same order, or the same error.
     public static func jsonReader(_ bytes: UnsafeRawBufferPointer) {
         let input = bytes.bindMemory(to: UInt8.self)
         let plain = Result { () throws(JSONError) in try JSONReader.parse(buffer: input) }
-        let shared = Result { () throws(JSONError) in try JSONReader.parse(buffer: input, keys: keys) }
+        let shared = Result { () throws(JSONError) in
+            try JSONReader.parse(buffer: input, keys: keys, sharedValues: true)
+        }
         switch (plain, shared) {
         case (.success(let a), .success(let b)):
-            precondition(a == b && a.objectValue?.keys == b.objectValue?.keys, "the interner changed the value")
+            precondition(
+                a == b && a.objectValue?.keys == b.objectValue?.keys, "the interner or shared values changed the value")
         case (.failure(let a), .failure(let b)):
             precondition(a == b, "the interner changed the error: \(a) / \(b)")
         default:

@@ -21,13 +21,19 @@ public enum JSONReader {
     }
 
     /// Parses one JSON document held in `buffer`.
-    /// - Parameter keys: object keys to take from a shared set instead of building them (see `KeyInterner`).
+    /// - Parameters:
+    ///   - keys: object keys to take from a shared set instead of building them (see `KeyInterner`).
+    ///   - sharedValues: hand out the calling thread's String for a short string value it read before with the
+    ///     same bytes, instead of building a new one (see `ValueStrings`): for a stream of documents that
+    ///     repeat their values, as webhooks do.
     public static func parse(
-        buffer: UnsafeBufferPointer<UInt8>, limits: JSONLimits = .default, keys: KeyInterner? = nil
+        buffer: UnsafeBufferPointer<UInt8>, limits: JSONLimits = .default, keys: KeyInterner? = nil,
+        sharedValues: Bool = false
     ) throws(JSONError) -> JSONValue {
         let table = keys?.table
         defer { withExtendedLifetime(table) {} }
-        var reader = Cursor(bytes: buffer, limits: limits, interner: table?.view)
+        var reader = Cursor(
+            bytes: buffer, limits: limits, interner: table?.view, values: sharedValues ? .current : nil)
         if buffer.count >= 3, buffer[0] == 0xEF, buffer[1] == 0xBB, buffer[2] == 0xBF { reader.index = 3 }
         reader.skipWhitespace()
         let value = try reader.readValue(depth: 0, owner: KeyInterner.View.top)
@@ -47,11 +53,13 @@ private struct Cursor {
     var entries = 0
     var scratch: [UInt8] = []
     let interner: KeyInterner.View?
+    let values: ValueStrings?
 
-    init(bytes: UnsafeBufferPointer<UInt8>, limits: JSONLimits, interner: KeyInterner.View?) {
+    init(bytes: UnsafeBufferPointer<UInt8>, limits: JSONLimits, interner: KeyInterner.View?, values: ValueStrings?) {
         self.bytes = bytes
         self.limits = limits
         self.interner = interner
+        self.values = values
     }
 
     mutating func skipWhitespace() {
@@ -263,7 +271,8 @@ private struct Cursor {
             if index - start > limits.maxStringBytes { throw stringTooLong(open) }
             let slice = UnsafeBufferPointer(rebasing: bytes[start..<index])
             index += 1
-            return ascii ? String(decoding: slice, as: UTF8.self) : try makeString(slice, at: start)
+            guard ascii else { return try makeString(slice, at: start) }
+            return values?.string(slice) ?? String(decoding: slice, as: UTF8.self)
         }
         if bytes[index] < 0x20 { throw controlCharacter(at: index) }
         // Slow path: unescape into scratch.

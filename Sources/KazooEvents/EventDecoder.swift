@@ -124,7 +124,7 @@ public struct EventDecoder: Sendable {
         let value: JSONValue
         do {
             value = try body.withUnsafeBufferPointer { (p) throws(JSONError) -> JSONValue in
-                try JSONReader.parse(buffer: p, limits: limits.json, keys: catalog.keys)
+                try JSONReader.parse(buffer: p, limits: limits.json, keys: catalog.keys, sharedValues: true)
             }
         } catch {
             throw EventDecodingError(json: error)

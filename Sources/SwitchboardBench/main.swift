@@ -106,9 +106,35 @@ if !bridgeOnly {
         state.release(try state.makeReference(.object(event.fields)))
     }
 }
+// BENCH_UNIQUE_VALUES=1: each event of this row differs from every other in each string value but the three
+// that make it an inbound channel_create (`hook_event`, `call_direction`) or that Kazoo sends as a number's text
+// (`timestamp`): the event's number is appended. 4,096 such events are made first (the same number whatever N,
+// so that `scripts/count_instructions.sh`'s difference between two N leaves their making out) and taken in turn:
+// a value comes back only after 4,095 other events have been read, when the decoder's shared value Strings
+// (`ValueStrings`, 512 of them a thread) no longer hold it, as if every event came from a new account, device
+// and call.
+let bodies: [[UInt8]]
+if let unique = ProcessInfo.processInfo.environment["BENCH_UNIQUE_VALUES"], !unique.isEmpty {
+    let kept: Set<String> = ["hook_event", "call_direction", "timestamp"]
+    func numbered(_ value: JSONValue, _ i: Int, key: String?) -> JSONValue {
+        switch value {
+        case .string(let text) where !kept.contains(key ?? ""): return .string("\(text)-\(i)")
+        case .object(let object):
+            return .object(JSONObject(object.map { .init(key: $0.key, value: numbered($0.value, i, key: $0.key)) }))
+        case .array(let items): return .array(items.map { numbered($0, i, key: nil) })
+        default: return value
+        }
+    }
+    let parsed = try JSONReader.parse(body)
+    bodies = try (0..<4_096).map { try JSONWriter.encode(numbered(parsed, $0, key: nil)) }
+} else {
+    bodies = [body]
+}
+var next = 0
 // The event goes to the rule as the engine passes it: a lazy table (`LuaArgument.object`).
 let full = try measure("decode + Lua + rule + JSON out", n) {
-    let event = try decoder.decode(body, format: .json)
+    let event = try decoder.decode(bodies[next], format: .json)
+    next = next + 1 == bodies.count ? 0 : next + 1
     let results = try state.call(rule, arguments: [.object(event.fields, adding: [])])
     _ = try JSONWriter.encode(results.first ?? .null)
 }

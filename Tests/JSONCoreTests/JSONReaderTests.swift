@@ -598,3 +598,76 @@ struct SplitMix {
     }
     mutating func next(upTo bound: Int) -> Int { Int(next() % UInt64(bound)) }
 }
+
+/// `ValueStrings`: a string value read again is handed out as the String kept for it, and a value that differs
+/// from the kept one in any byte, or takes its slot over, still reads as itself.
+@Suite struct ValueStringsTests {
+    /// Reads `text` with the thread's shared values. (The tests are synchronous: each runs on one thread, so
+    /// its reads share one `ValueStrings`.)
+    func read(_ text: String) throws -> JSONValue {
+        try Array(text.utf8).withUnsafeBufferPointer { (p) throws(JSONError) in
+            try JSONReader.parse(buffer: p, sharedValues: true)
+        }
+    }
+
+    /// A String's two words: equal for two Strings that share their storage (or are the same small string).
+    func words(_ string: String?) -> [UInt64] {
+        guard let string else { return [] }
+        let pair = unsafeBitCast(string, to: (UInt64, UInt64).self)
+        return [pair.0, pair.1]
+    }
+
+    @Test func aValueReadAgainSharesTheStringReadBefore() throws {
+        let id = "91eb05e5c68d7ca05e7618b6821d2d16"
+        let first = try read(#"{"account_id":"\#(id)"}"#)
+        let again = try read(#"{"other":[1,{"owner_id":"\#(id)"}]}"#)
+        #expect(first["account_id"]?.stringValue == id)
+        #expect(again["other"]?.arrayValue?[1]["owner_id"]?.stringValue == id)
+        #expect(
+            words(first["account_id"]?.stringValue) == words(again["other"]?.arrayValue?[1]["owner_id"]?.stringValue))
+        // Without shared values each read makes its own.
+        let plain = try JSONReader.parse(Array(#"{"account_id":"\#(id)"}"#.utf8))
+        #expect(plain["account_id"]?.stringValue == id)
+        #expect(words(plain["account_id"]?.stringValue) != words(first["account_id"]?.stringValue))
+    }
+
+    /// Values that share a slot: the same length and the same first and last eight bytes (all the slot's hash
+    /// reads), or any two that the hash happens to put together; each read gives its own text, in any order.
+    @Test func valuesThatShareASlotEachReadAsThemselves() throws {
+        var sameSlot = ["aaaaaaaa-X-bbbbbbbb", "aaaaaaaa-Y-bbbbbbbb", "aaaaaaaa-Z-bbbbbbbb"]
+        // Two values of other lengths that land on one slot, found by trying (512 slots: at most 513 tries).
+        var seen: [Int: String] = [:]
+        for i in 0... {
+            let value = "caller-\(i)"
+            let slot = Array(value.utf8).withUnsafeBufferPointer { ValueStrings.slot($0.baseAddress!, $0.count) }
+            if let other = seen[slot] {
+                sameSlot += [other, value]
+                break
+            }
+            seen[slot] = value
+        }
+        for round in 0..<3 {
+            for value in round == 1 ? sameSlot.reversed() : sameSlot {
+                #expect(try read(#"{"v":"\#(value)"}"#)["v"]?.stringValue == value)
+                #expect(try read(#"["\#(value)"]"#).arrayValue?.first?.stringValue == value)
+            }
+        }
+    }
+
+    /// Short and empty values, values that differ only in their last byte or their length, escaped, non-ASCII
+    /// and long ones (never kept), each read twice.
+    @Test func everyKindOfStringReadsAsItselfTwice() throws {
+        let long = String(repeating: "x", count: ValueStrings.maxBytes) + "y"
+        let values: [(json: String, text: String)] = [
+            ("", ""), ("a", "a"), ("ab", "ab"), ("abc", "abc"), ("abd", "abd"), ("inbound", "inbound"),
+            ("inbound1", "inbound1"), ("inbound2", "inbound2"), ("+15556783945", "+15556783945"),
+            ("+155567839450", "+155567839450"), (#"a\"b"#, "a\"b"), (#"\u0041BC"#, "ABC"), ("ABC", "ABC"),
+            ("é-é", "é-é"), (long, long), (String(long.dropLast()), String(long.dropLast())),
+        ]
+        for _ in 0..<2 {
+            for (json, text) in values {
+                #expect(try read(#"{"k":"\#(json)"}"#)["k"]?.stringValue == text, "\(json)")
+            }
+        }
+    }
+}
