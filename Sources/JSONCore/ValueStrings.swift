@@ -52,7 +52,7 @@ final class ValueStrings {
         }
         let slot = Self.slot(base, count)
         let kept = bytes + slot * Self.maxBytes
-        if lengths[slot] == count, memcmp(kept, base, count) == 0 { return strings[slot] }
+        if lengths[slot] == count, Self.equal(kept, base, count) { return strings[slot] }
         let made = String(decoding: value, as: UTF8.self)
         lengths[slot] = count
         kept.update(from: base, count: count)
@@ -74,6 +74,31 @@ final class ValueStrings {
         }
         let mixed = (first ^ (last >> 32 | last << 32) ^ UInt64(count)) &* 0x9E37_79B9_7F4A_7C15
         return Int(truncatingIfNeeded: mixed >> 55)  // 9 bits: `slotCount`
+    }
+
+    /// Whether the `count` bytes at `a` and `b` are equal: eight at a time, the last eight read where they end
+    /// (a call to `memcmp` cost as much again as the whole comparison).
+    @inline(__always)
+    private static func equal(_ a: UnsafePointer<UInt8>, _ b: UnsafePointer<UInt8>, _ count: Int) -> Bool {
+        let a = UnsafeRawPointer(a)
+        let b = UnsafeRawPointer(b)
+        guard count >= 8 else {
+            for i in 0..<count
+            where a.load(fromByteOffset: i, as: UInt8.self) != b.load(fromByteOffset: i, as: UInt8.self) {
+                return false
+            }
+            return true
+        }
+        var i = 0
+        while i + 8 < count {
+            guard
+                a.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+                    == b.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+            else { return false }
+            i += 8
+        }
+        return a.loadUnaligned(fromByteOffset: count - 8, as: UInt64.self)
+            == b.loadUnaligned(fromByteOffset: count - 8, as: UInt64.self)
     }
 
     /// The calling thread's, made on its first use and freed when the thread ends.
