@@ -9,6 +9,10 @@
 #   scripts/count_instructions.sh [BINARY...]   (default: the release SwitchboardBench, built first; the
 #                                                engine row only then)
 #
+# UNIQUE_VALUES=1 counts the first row on events none of whose string values repeat (SwitchboardBench's
+# BENCH_UNIQUE_VALUES: 4,096 events taken in turn, each value with the event's number appended), where the JSON
+# reader's shared value Strings never hit: the cost of a stream of new values, against the repeated event's.
+#
 # Each BINARY is copied and stripped of its DWARF first: valgrind 3.19 gives up on Swift's debug info.
 set -euo pipefail
 cd "$(dirname "$0")/.."
