@@ -9,9 +9,11 @@
 #   scripts/count_instructions.sh [BINARY...]   (default: the release SwitchboardBench, built first; the
 #                                                engine row only then)
 #
-# UNIQUE_VALUES=1 counts the first row on events none of whose string values repeat (SwitchboardBench's
-# BENCH_UNIQUE_VALUES: 4,096 events taken in turn, each value with the event's number appended), where the JSON
-# reader's shared value Strings never hit: the cost of a stream of new values, against the repeated event's.
+# UNIQUE_VALUES=1 counts the first row on events whose string values differ from every other event's
+# (SwitchboardBench's BENCH_UNIQUE_VALUES: 4,096 events taken in turn, each value with the event's number
+# appended), where the JSON reader's shared value Strings hit only on a value repeated inside one event: the
+# cost of a stream of new values. Those bodies are also written compactly and their values are longer, so
+# compare two builds on the same setting, not one setting's count with the other's.
 #
 # Each BINARY is copied and stripped of its DWARF first: valgrind 3.19 gives up on Swift's debug info.
 set -euo pipefail

@@ -17,14 +17,14 @@
 /// its first and last eight bytes. The slot keeps the bytes its String was made from, and hands the String
 /// out only for the same bytes, compared in full; a different value that lands on the slot takes it over.
 /// Only ASCII values without escapes of up to `maxBytes` are kept (the reader checks that), so what a slot
-/// holds is bounded: `slotCount` × (`maxBytes` + a String), under 100 KB for each thread that reads events.
+/// holds is bounded: `slotCount` × (`maxBytes` + a String), about 100 KB for each thread that reads events.
 final class ValueStrings {
     static let slotCount = 512
     static let maxBytes = 64
 
     /// Each slot's length, -1 while it holds nothing.
     private let lengths: UnsafeMutablePointer<Int>
-    /// Each slot's bytes, `maxBytes` apart.
+    /// Each slot's bytes, `maxBytes` apart; a slot's are initialized when it is first filled.
     private let bytes: UnsafeMutablePointer<UInt8>
     private let strings: UnsafeMutablePointer<String>
 
@@ -55,7 +55,7 @@ final class ValueStrings {
         if lengths[slot] == count, Self.equal(kept, base, count) { return strings[slot] }
         let made = String(decoding: value, as: UTF8.self)
         lengths[slot] = count
-        kept.update(from: base, count: count)
+        kept.initialize(from: base, count: count)
         strings[slot] = made
         return made
     }
@@ -107,7 +107,9 @@ final class ValueStrings {
             return Unmanaged<ValueStrings>.fromOpaque(kept).takeUnretainedValue()
         }
         let made = ValueStrings()
-        pthread_setspecific(threadKey, Unmanaged.passRetained(made).toOpaque())
+        // Kept for the thread's later documents; if it cannot be, it goes with this one's reader.
+        let kept = Unmanaged.passRetained(made)
+        if pthread_setspecific(threadKey, kept.toOpaque()) != 0 { kept.release() }
         return made
     }
 

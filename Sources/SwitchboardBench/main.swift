@@ -112,7 +112,8 @@ if !bridgeOnly {
 // so that `scripts/count_instructions.sh`'s difference between two N leaves their making out) and taken in turn:
 // a value comes back only after 4,095 other events have been read, when the decoder's shared value Strings
 // (`ValueStrings`, 512 of them a thread) no longer hold it, as if every event came from a new account, device
-// and call.
+// and call. (They still hit on a value the event repeats itself: its `account_id` inside `custom_channel_vars`,
+// say. The bodies are written anew by `JSONWriter`, without the file's spaces.)
 let bodies: [[UInt8]]
 if let unique = ProcessInfo.processInfo.environment["BENCH_UNIQUE_VALUES"], !unique.isEmpty {
     let kept: Set<String> = ["hook_event", "call_direction", "timestamp"]

@@ -631,21 +631,29 @@ struct SplitMix {
         #expect(words(plain["account_id"]?.stringValue) != words(first["account_id"]?.stringValue))
     }
 
-    /// Values that share a slot: the same length and the same first and last eight bytes (all the slot's hash
-    /// reads), or any two that the hash happens to put together; each read gives its own text, in any order.
-    @Test func valuesThatShareASlotEachReadAsThemselves() throws {
-        var sameSlot = ["aaaaaaaa-X-bbbbbbbb", "aaaaaaaa-Y-bbbbbbbb", "aaaaaaaa-Z-bbbbbbbb"]
-        // Two values of other lengths that land on one slot, found by trying (512 slots: at most 513 tries).
+    /// Two values of one length that land on one slot, found by trying `make(0)`, `make(1)`… (512 slots: at most
+    /// 513 tries).
+    func twoOfOneSlot(_ make: (Int) -> String) -> [String] {
         var seen: [Int: String] = [:]
-        for i in 0... {
-            let value = "caller-\(i)"
+        for i in 0..<1_000 {
+            let value = make(i)
             let slot = Array(value.utf8).withUnsafeBufferPointer { ValueStrings.slot($0.baseAddress!, $0.count) }
-            if let other = seen[slot] {
-                sameSlot += [other, value]
-                break
-            }
+            if let other = seen[slot] { return [other, value] }
             seen[slot] = value
         }
+        Issue.record("no two values on one slot in 1,000 tries")
+        return []
+    }
+
+    /// Values that share a slot and a length, so that only their bytes tell them apart: the same first and last
+    /// eight bytes (all the slot's hash reads) and different bytes between; and, found by trying, two of five
+    /// bytes (compared one by one) and two of twelve with the same first eight (told apart only by the last
+    /// eight, read where they end). Each read gives its own text, in any order.
+    @Test func valuesThatShareASlotEachReadAsThemselves() throws {
+        var sameSlot = ["aaaaaaaa-X-bbbbbbbb", "aaaaaaaa-Y-bbbbbbbb", "aaaaaaaa-Z-bbbbbbbb"]
+        sameSlot += twoOfOneSlot { "s\(1_000 + $0)" }
+        sameSlot += twoOfOneSlot { "abcdefgh\(1_000 + $0)" }
+        #expect(sameSlot.count == 7)
         for round in 0..<3 {
             for value in round == 1 ? sameSlot.reversed() : sameSlot {
                 #expect(try read(#"{"v":"\#(value)"}"#)["v"]?.stringValue == value)
