@@ -214,6 +214,14 @@ func decodingError(
         let other = try decode("x%5By%5D=1&z[=2", .form)
         #expect(other["x"]?["y"] == "1")
         #expect(other["z["] == "2")
+        // Keys split on their bytes: parts in any script, a bracket followed by a combining mark still a bracket; a
+        // key that starts with one, or has text after its last `]`, literal.
+        let split = try decode("caf%C3%A9[n%C3%BA][]=1&a[%CC%81b]=2&[c]=3&d[e]f=4&g[h][=5", .form)
+        #expect(split["café"]?["nú"] == ["1"])
+        #expect(split["a"]?["\u{301}b"] == "2")
+        #expect(split["[c]"] == "3")
+        #expect(split["d[e]f"] == "4")
+        #expect(split["g[h]["] == "5")
         // %00 decodes to a NUL character inside the value.
         #expect(try decode("a=x%00y", .form)["a"] == "x\u{0}y")
     }
