@@ -86,6 +86,8 @@ public enum FormDecoder {
 
     /// `%XX` to a byte and `+` to a space.
     static func percentDecode(_ bytes: some Collection<UInt8>, at offset: Int) throws(EventDecodingError) -> [UInt8] {
+        // Most keys and values have nothing to decode: copied whole.
+        if !bytes.contains(where: { $0 == UInt8(ascii: "%") || $0 == UInt8(ascii: "+") }) { return Array(bytes) }
         var out: [UInt8] = []
         out.reserveCapacity(bytes.count)
         var it = bytes.makeIterator()
@@ -116,10 +118,14 @@ public enum FormDecoder {
         }
     }
 
-    static func utf8(_ bytes: [UInt8], what: String, at offset: Int) throws(EventDecodingError) -> String {
+    /// `what` names the text in the error; it is made only for an error (an interpolated name for every pair cost
+    /// about 500 instructions a pair).
+    static func utf8(_ bytes: [UInt8], what: @autoclosure () -> String, at offset: Int) throws(EventDecodingError)
+        -> String
+    {
         // Not `String(validating:as:)`: see `UTF8Validation.string`.
         if let s = bytes.withUnsafeBufferPointer(UTF8Validation.string) { return s }
-        throw EventDecodingError.invalidUTF8("\(what) is not valid UTF-8", offset: offset)
+        throw EventDecodingError.invalidUTF8("\(what()) is not valid UTF-8", offset: offset)
     }
 }
 
@@ -177,21 +183,36 @@ private final class Node {
         case .array(let nodes): .array(nodes.map(\.value))
         case .object(let o):
             .object(
-                JSONObject(uniqueMembersUnchecked: o.keys.map { JSONObject.Member(key: $0, value: o.nodes[$0]!.value) })
-            )
+                JSONObject(
+                    uniqueMembersUnchecked: zip(o.keys, o.nodes).map { JSONObject.Member(key: $0, value: $1.value) }))
         }
     }
 }
 
 private final class ObjectNode {
+    /// The keys in the order they first came, and their nodes at the same positions.
     var keys: [String] = []
-    var nodes: [String: Node] = [:]
+    var nodes: [Node] = []
+    /// Positions by key, made once the object holds more than `linearLimit` keys. Below that a search of
+    /// `keys` is cheaper: a Kazoo body's two dozen top-level keys cost a hash each and a table that grew five
+    /// times, about half of a form body's decoding.
+    var index: [String: Int]? = nil
+    static let linearLimit = 32
 
     func child(_ key: String) -> Node {
-        if let existing = nodes[key] { return existing }
+        if let index {
+            if let at = index[key] { return nodes[at] }
+        } else if let at = keys.firstIndex(of: key) {
+            return nodes[at]
+        }
         let node = Node(.leaf(.null))
-        nodes[key] = node
         keys.append(key)
+        nodes.append(node)
+        if index != nil {
+            index?[key] = keys.count - 1
+        } else if keys.count > Self.linearLimit {
+            index = Dictionary(uniqueKeysWithValues: keys.enumerated().map { ($1, $0) })
+        }
         return node
     }
 }

@@ -222,6 +222,19 @@ func decodingError(
         #expect(split["[c]"] == "3")
         #expect(split["d[e]f"] == "4")
         #expect(split["g[h]["] == "5")
+        // A key given again keeps its first place and takes its last value, in an object of a few keys and in one
+        // past the 32 that are searched in order before they are indexed.
+        let many = (0..<40).map { "k\($0)=\($0)" } + ["k3=x", "k39=y", "k40=z", "k3=w", "k40=v"]
+        let wide = try decode("hook_event=channel_create&" + many.joined(separator: "&"), .form)
+        #expect(wide.fields.keys == ["hook_event"] + (0...40).map { "k\($0)" })
+        #expect(wide["k3"] == "w" && wide["k39"] == "y" && wide["k40"] == "v" && wide["k38"] == "38")
+        let few = try decode("hook_event=channel_create&a=1&b=2&a=3", .form)
+        #expect(few.fields.keys == ["hook_event", "a", "b"] && few["a"] == "3")
+        // Bytes that are not UTF-8 are refused, the error naming the key or the value.
+        #expect(
+            decodingError(Array("a=1&caller_id_name=%FF".utf8), .form)?.message
+                == "the value of caller_id_name is not valid UTF-8")
+        #expect(decodingError(Array("a%FF=1".utf8), .form)?.message == "a form key is not valid UTF-8")
         // %00 decodes to a NUL character inside the value.
         #expect(try decode("a=x%00y", .form)["a"] == "x\u{0}y")
     }
