@@ -69,6 +69,27 @@ import Testing
         }
     }
 
+    /// The record's bytes are the layout files already written hold (`AcceptedLog`'s comment): its payload's
+    /// length, its check, then `receivedAt`'s bits and each field as its length and its bytes (no hook:
+    /// `0xFFFFFFFF`), all little-endian. A record written any other way would not read back from the files a
+    /// previous version left.
+    @Test func aRecordIsLaidOutAsTheFilesAlreadyWrittenAre() {
+        func le<T: FixedWidthInteger>(_ value: T) -> [UInt8] { withUnsafeBytes(of: value.littleEndian) { Array($0) } }
+        for hook in [nil, "ch"] as [String?] {
+            let event = AcceptedEvent(
+                id: "id", receivedAt: 1.5, hook: hook, format: "json", body: [7, 8, 9], meta: "{}")
+            var payload = le((1.5 as Double).bitPattern) + le(UInt32(2)) + Array("id".utf8)
+            payload += hook.map { le(UInt32($0.utf8.count)) + Array($0.utf8) } ?? le(UInt32.max)
+            payload += le(UInt32(4)) + Array("json".utf8) + le(UInt32(2)) + Array("{}".utf8)
+            payload += le(UInt32(3)) + [7, 8, 9]
+            let record = AcceptedLog.record(event)
+            #expect(Array(record[12...]) == payload)
+            #expect(Array(record[0..<4]) == le(UInt32(payload.count)))
+            let check = payload.withUnsafeBytes { RecordCheck.payload($0) }
+            #expect(Array(record[4..<12]) == le(check))
+        }
+    }
+
     /// A file cut anywhere gives the whole records before the cut, and says it was cut; a changed byte ends
     /// the reading at its record (nothing after a damaged record was acknowledged).
     @Test func aCutOrDamagedRecordEndsTheFile() {
