@@ -195,34 +195,41 @@ public struct JSONTextWriter: ~Copyable {
 
     /// A quoted string: plain runs copied whole (found eight bytes at a time), the rest escaped.
     mutating func quoted(_ s: String) {
-        var s = s
-        s.withUTF8 { bytes in
-            // Room for the whole string and its quotes when nothing needs escaping (the usual case).
-            reserve(bytes.count + 2)
-            putReserved(UInt8(ascii: "\""))
-            var runStart = 0
-            while true {
-                let stop = JSONText.plainEnd(in: bytes, from: runStart)
-                if runStart < stop { put(UnsafeBufferPointer(rebasing: bytes[runStart..<stop])) }
-                guard stop < bytes.count else { break }
-                reserve(6)
-                putReserved(0x5C)
-                switch bytes[stop] {
-                case 0x22: putReserved(0x22)
-                case 0x5C: putReserved(0x5C)
-                case 0x0A: putReserved(UInt8(ascii: "n"))
-                case 0x0D: putReserved(UInt8(ascii: "r"))
-                case 0x09: putReserved(UInt8(ascii: "t"))
-                case let b:
-                    let hex: StaticString = "0123456789abcdef"
-                    putReserved(UInt8(ascii: "u"))
-                    putReserved(UInt8(ascii: "0"))
-                    putReserved(UInt8(ascii: "0"))
-                    putReserved(hex.utf8Start[Int(b >> 4)])
-                    putReserved(hex.utf8Start[Int(b & 0xF)])
-                }
-                runStart = stop + 1
+        // In place when the string's bytes are at hand (native strings, small ones too); `withUTF8` needs a
+        // mutable copy.
+        let written: Void? = s.utf8.withContiguousStorageIfAvailable { quoted(bytes: $0) }
+        if written == nil {
+            var s = s
+            s.withUTF8 { quoted(bytes: $0) }
+        }
+    }
+
+    private mutating func quoted(bytes: UnsafeBufferPointer<UInt8>) {
+        // Room for the whole string and its quotes when nothing needs escaping (the usual case).
+        reserve(bytes.count + 2)
+        putReserved(UInt8(ascii: "\""))
+        var runStart = 0
+        while true {
+            let stop = JSONText.plainEnd(in: bytes, from: runStart)
+            if runStart < stop { put(UnsafeBufferPointer(rebasing: bytes[runStart..<stop])) }
+            guard stop < bytes.count else { break }
+            reserve(6)
+            putReserved(0x5C)
+            switch bytes[stop] {
+            case 0x22: putReserved(0x22)
+            case 0x5C: putReserved(0x5C)
+            case 0x0A: putReserved(UInt8(ascii: "n"))
+            case 0x0D: putReserved(UInt8(ascii: "r"))
+            case 0x09: putReserved(UInt8(ascii: "t"))
+            case let b:
+                let hex: StaticString = "0123456789abcdef"
+                putReserved(UInt8(ascii: "u"))
+                putReserved(UInt8(ascii: "0"))
+                putReserved(UInt8(ascii: "0"))
+                putReserved(hex.utf8Start[Int(b >> 4)])
+                putReserved(hex.utf8Start[Int(b & 0xF)])
             }
+            runStart = stop + 1
         }
         put(UInt8(ascii: "\""))
     }
