@@ -7,7 +7,9 @@
 # request: HTTP parsing, decoding, the engine's hand-off, the rule's run on the loop, the answer's encoding,
 # metrics and the console feed; the kernel's share (the sockets) is not counted. Counts move by a few hundred
 # between runs where req/s on this 2-core machine moves by a tenth or more: use it to judge a change to the
-# request path.
+# request path. A second line gives the event loops' share (everything under SwiftNIO's loops). With the journal
+# on, the whole count moves by thousands between runs of one build (how the writer's commits and the log's copies
+# fall depends on timing), and the loops' share does not: judge a change to the loops' side by that line.
 #
 #   [JOURNAL=on] scripts/count_request_instructions.sh [BINARY...]   (default: the release switchboard, built first)
 #
@@ -77,7 +79,8 @@ end }
 LUA
   rules=$work/rules
 fi
-# count BINARY REQUESTS: the total instructions of a server that started, took REQUESTS requests and stopped.
+# count BINARY REQUESTS: the total instructions of a server that started, took REQUESTS requests and stopped,
+# and those of its event loops.
 count() {
   rm -rf "$work/var"
   valgrind --tool=callgrind --callgrind-out-file="$work/out" "$1" serve --rules "$rules" --port "$PORT" \
@@ -123,13 +126,17 @@ if upstream:
 PY
   kill -INT "$server"; wait "$server" || true; server=
   [ -z "$failed" ] || return 1  # (the caller's $(...) fails, and set -e stops the script)
-  awk '/refs:/ {gsub(",", "", $4); print $4}' "$work/valgrind.txt"
+  # The whole process's count, then the event loops' (everything under SwiftNIO's loop, inclusive).
+  printf '%s %s\n' "$(awk '/refs:/ {gsub(",", "", $4); print $4}' "$work/valgrind.txt")" \
+    "$(callgrind_annotate --inclusive=yes --threshold=100 "$work/out" 2>/dev/null |
+      awk '/SelectableEventLoopC3runyyKF / {gsub(",", "", $1); print $1; exit}')"
 }
 for binary in "$@"; do
   cp "$binary" "$work/switchboard" && strip -g "$work/switchboard"
-  a=$(count "$work/switchboard" "$N")
-  b=$(count "$work/switchboard" $((3 * N)))
+  read -r a loops_a <<<"$(count "$work/switchboard" "$N")"
+  read -r b loops_b <<<"$(count "$work/switchboard" $((3 * N)))"
   printf '%-48s %8d instructions per request%s%s\n' "$binary" $(((b - a) / (2 * N))) \
     "${UPSTREAM:+ (each with a call to an upstream, UPSTREAM=$UPSTREAM)}" \
     "$([ "$CONNECTIONS" = close ] && echo " (each on a new connection)")"
+  printf '%-48s %8d of them on the event loops\n' "" $(((${loops_b:-0} - ${loops_a:-0}) / (2 * N)))
 done
