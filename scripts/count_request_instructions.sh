@@ -133,10 +133,16 @@ PY
 }
 for binary in "$@"; do
   cp "$binary" "$work/switchboard" && strip -g "$work/switchboard"
-  read -r a loops_a <<<"$(count "$work/switchboard" "$N")"
-  read -r b loops_b <<<"$(count "$work/switchboard" $((3 * N)))"
+  # Each count in a variable first: a failed `count` stops the script there (a failure inside a here-string's
+  # substitution would not).
+  first=$(count "$work/switchboard" "$N")
+  third=$(count "$work/switchboard" $((3 * N)))
+  read -r a loops_a <<<"$first"
+  read -r b loops_b <<<"$third"
+  : "${a:?valgrind printed no instruction count}" "${b:?valgrind printed no instruction count}"
+  : "${loops_a:?no event loop in callgrind_annotate's output}" "${loops_b:?no event loop in callgrind_annotate's output}"
   printf '%-48s %8d instructions per request%s%s\n' "$binary" $(((b - a) / (2 * N))) \
     "${UPSTREAM:+ (each with a call to an upstream, UPSTREAM=$UPSTREAM)}" \
     "$([ "$CONNECTIONS" = close ] && echo " (each on a new connection)")"
-  printf '%-48s %8d of them on the event loops\n' "" $(((${loops_b:-0} - ${loops_a:-0}) / (2 * N)))
+  printf '%-48s %8d of them on the event loops\n' "" $(((loops_b - loops_a) / (2 * N)))
 done

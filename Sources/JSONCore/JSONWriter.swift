@@ -31,7 +31,7 @@ public enum JSONWriter {
     }
 
     /// Shortest text that reads back as the same float, always with a '.' or exponent (`20.0`, `1e-07`);
-    /// `inf`, `-inf` and `nan` for the floats JSON has no text for.
+    /// `inf`, `-inf` or `nan` (whatever a NaN's sign bit) for the floats JSON has no text for.
     public static func formatDouble(_ d: Double) -> String {
         guard d.isFinite else { return d.description }
         var writer = JSONTextWriter(capacity: 32)

@@ -190,6 +190,11 @@ func parseError(_ bytes: [UInt8], limits: JSONLimits = .default, sourceLocation:
         #expect(JSONWriter.formatDouble(1_764_858_000.123456) == "1764858000.123456")
         #expect(JSONWriter.formatDouble(1e300) == "1e+300")
         #expect((try? JSONWriter.string([.double(2.5), .double(1e21)])) == "[2.5,1e+21]")
+        // Floats JSON has no text for (a Lua table key of `math.huge`, a NaN in a log line): their names.
+        #expect(JSONWriter.formatDouble(.infinity) == "inf")
+        #expect(JSONWriter.formatDouble(-.infinity) == "-inf")
+        #expect(JSONWriter.formatDouble(.nan) == "nan")
+        #expect(JSONWriter.formatDouble(Double(bitPattern: Double.nan.bitPattern | 1 << 63)) == "nan")  // x86's 0/0
     }
 
     /// Every ASCII byte, and a two-byte character, at every position of strings of 1 to 24 bytes (the word
