@@ -18,13 +18,37 @@ if [ ! -x "$bin/initdb" ]; then
 fi
 as=()
 if [ "$(id -u)" = 0 ]; then as=(runuser -u postgres --); fi
+# PostgreSQL's own reason, where whoever ran this sees it.
+failed_start() {
+  echo "pg_cluster.sh: PostgreSQL did not start in $dir; the end of its log ($dir/log):" >&2
+  tail -n 20 "$dir/log" >&2 || true
+  exit 1
+}
 case "$cmd" in
 start)
   if [ ! -f "$dir/port" ]; then
     mkdir -p "$dir"
     chmod 755 "$dir"
     [ "$(id -u)" = 0 ] && chown postgres "$dir"
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    # A free port below the kernel's ephemeral range (32768 and up): a port the kernel handed out for port 0 was
+    # free when asked and could be another process's by the time PostgreSQL bound it (a full test run, with
+    # servers on port 0 starting in parallel, once saw "could not start server"), and again while a test keeps
+    # the cluster stopped. No bind to port 0 is given one below the range.
+    port=$(python3 - <<'PY'
+import random, socket
+for _ in range(500):
+    port = random.randrange(20000, 32000)
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+    print(port)
+    break
+else:
+    raise SystemExit("pg_cluster.sh: no free port between 20000 and 32000 on 127.0.0.1")
+PY
+)
     "${as[@]}" "$bin/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --no-sync >/dev/null
     # fsync off: a test cluster needs no durability across power loss, and slow disks stay fast.
     cat >>"$dir/data/postgresql.conf" <<CONF
@@ -34,13 +58,13 @@ unix_socket_directories = '$dir'
 fsync = off
 max_connections = 300
 CONF
-    "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w start >/dev/null
+    "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w start >/dev/null || failed_start
     "${as[@]}" "$bin/psql" -q -h 127.0.0.1 -p "$port" -U postgres -c "CREATE ROLE switchboard LOGIN SUPERUSER" \
       -c "CREATE DATABASE switchboard OWNER switchboard" >/dev/null
     echo "$port" >"$dir/port"
   else
     port=$(cat "$dir/port")
-    "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w start >/dev/null
+    "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w start >/dev/null || failed_start
   fi
   echo "postgres://switchboard@127.0.0.1:$port/switchboard?sslmode=disable"
   ;;
