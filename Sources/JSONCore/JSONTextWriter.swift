@@ -75,8 +75,7 @@ public struct JSONTextWriter: ~Copyable {
         reserve(length + 4)
         if !first { putReserved(UInt8(ascii: ",")) }
         putReserved(UInt8(ascii: "\""))
-        (base + count).initialize(from: key.utf8Start, count: length)
-        count += length
+        putReserved(key)
         putReserved(UInt8(ascii: "\""))
         putReserved(UInt8(ascii: ":"))
         first = true
@@ -307,6 +306,12 @@ public struct JSONTextWriter: ~Copyable {
 
     private mutating func put(_ text: StaticString) {
         reserve(text.utf8CodeUnitCount)
+        putReserved(text)
+    }
+
+    /// A literal's bytes, their room made already.
+    @inline(__always)
+    private mutating func putReserved(_ text: StaticString) {
         (base + count).initialize(from: text.utf8Start, count: text.utf8CodeUnitCount)
         count += text.utf8CodeUnitCount
     }
