@@ -14,7 +14,8 @@
 /// the writer goes.
 public struct JSONTextWriter: ~Copyable {
     private var base: UnsafeMutablePointer<UInt8>
-    private var count = 0
+    /// The bytes written so far.
+    public private(set) var count = 0
     private var capacity: Int
     /// Nothing written yet in the current array or object, or a key was just written: no comma before the next.
     private var first = true

@@ -15,6 +15,14 @@ public enum JSONWriter {
         return writer.text
     }
 
+    /// The size in bytes of `value`'s text, for a limit on it: `encode(value).count` without copying the text
+    /// into an array.
+    public static func byteCount(_ value: JSONValue) throws(JSONError) -> Int {
+        var writer = JSONTextWriter()
+        try write(value, with: &writer)
+        return writer.count
+    }
+
     private static func write(_ value: JSONValue, with writer: inout JSONTextWriter) throws(JSONError) {
         do { try writer.write(value) } catch {
             let path = "$" + error.path.reversed().joined()

@@ -466,7 +466,7 @@ public struct StoreSession: Sendable {
 
     func check(value: JSONValue, key: String) throws(StoreError) {
         let size: Int
-        do { size = try JSONWriter.encode(value).count } catch {
+        do { size = try JSONWriter.byteCount(value) } catch {
             throw StoreError("the value for \"\(key)\" cannot be stored: \(error)")
         }
         guard size <= store.limits.maxValueBytes else {

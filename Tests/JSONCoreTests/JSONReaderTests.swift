@@ -253,6 +253,16 @@ func parseError(_ bytes: [UInt8], limits: JSONLimits = .default, sourceLocation:
     @Test func refusesWhatJSONCannotSay() {
         #expect(throws: JSONError.self) { try JSONWriter.encode(.bytes([0xFF])) }
         #expect(throws: JSONError.self) { try JSONWriter.encode(["x": .double(.nan)]) }
+        #expect(throws: JSONError.self) { try JSONWriter.byteCount(["x": .double(.nan)]) }
+    }
+
+    /// `byteCount` is the size of the text `encode` writes (what the store's limit on a value measures).
+    @Test func byteCountIsTheEncodedTextsSize() throws {
+        let values: [JSONValue] = [
+            .null, "", "é \"q\" \n\u{1}", .int(-12_345), 0.1, [], [:], ["a": [1, 2, ["b": .null]], "☎": true],
+            .string(String(repeating: "x\u{7}", count: 400)),
+        ]
+        for value in values { #expect(try JSONWriter.byteCount(value) == JSONWriter.encode(value).count) }
     }
 
     /// The error names where the value is, as a path from the root.
