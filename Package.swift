@@ -186,7 +186,7 @@ let package = Package(
         .target(
             name: "FuzzTargets", dependencies: ["JSONCore", "KazooEvents", "LuaRuntime"], swiftSettings: swiftSettings),
         .executableTarget(name: "SwitchboardFuzz", dependencies: ["FuzzTargets"], swiftSettings: swiftSettings),
-        // Test helpers shared by test targets: a real HTTP server on 127.0.0.1.
+        // Test helpers shared by test targets: a real HTTP server on 127.0.0.1, a seeded random generator.
         .target(
             name: "TestSupport",
             dependencies: [
@@ -197,14 +197,14 @@ let package = Package(
             path: "Tests/TestSupport",
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "JSONCoreTests", dependencies: ["JSONCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "JSONCoreTests", dependencies: ["JSONCore", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "FuzzRegressionTests", dependencies: ["FuzzTargets"], exclude: ["inputs"],
             swiftSettings: swiftSettings),
         .testTarget(name: "LuaRuntimeTests", dependencies: ["LuaRuntime", "JSONCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "KazooEventsTests",
-            dependencies: ["KazooEvents", "JSONCore"],
+            dependencies: ["KazooEvents", "JSONCore", "TestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

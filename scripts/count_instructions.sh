@@ -15,6 +15,8 @@
 # cost of a stream of new values. Those bodies are also written compactly and their values are longer, so
 # compare two builds on the same setting, not one setting's count with the other's.
 #
+# FORMAT=form counts the first row on the event posted as a form body (SwitchboardBench's BENCH_FORMAT).
+#
 # Each BINARY is copied and stripped of its DWARF first: valgrind 3.19 gives up on Swift's debug info.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,7 +44,7 @@ per_event() {
 for binary in "$@"; do
   cp "$binary" "$work/bench" && strip -g "$work/bench"
   # SwitchboardBench warms up with N/10 events before measuring N: 1.1 × N events per run.
-  BENCH_BRIDGE_ONLY=1 BENCH_UNIQUE_VALUES=${UNIQUE_VALUES:-} per_event "$binary" $((N + N / 10)) "$work/bench"
+  BENCH_BRIDGE_ONLY=1 BENCH_UNIQUE_VALUES=${UNIQUE_VALUES:-} BENCH_FORMAT=${FORMAT:-json} per_event "$binary" $((N + N / 10)) "$work/bench"
 done
 per_event "lua5.4 + lua-cjson (inproc.lua)" "$N" lua5.4 "$SHARED/bench/inproc.lua"
 if [ -n "$engine" ]; then

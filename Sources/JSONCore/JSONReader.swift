@@ -515,11 +515,13 @@ public enum UTF8Validation {
 /// every key: 7% of decoding in `perf`.) Past 64 keys: a Swift dictionary of the keys themselves, whose hashing
 /// is seeded per process, so keys crafted to collide under `KeyTable.hash` (easy: it is not keyed) cannot make
 /// reading a large object quadratic.
-struct KeyIndex {
+package struct KeyIndex {
     var filter: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
     var table: [String: Int]? = nil
 
-    func find(_ hash: UInt64, _ key: String, in members: [JSONObject.Member]) -> Int? {
+    package init() {}
+
+    package func find(_ hash: UInt64, _ key: String, in members: [JSONObject.Member]) -> Int? {
         if let table { return table[key] }
         let (word, bit) = Self.slot(hash)
         guard filterWord(word) & bit != 0 else { return nil }
@@ -527,7 +529,7 @@ struct KeyIndex {
     }
 
     /// Records `key`, about to be appended to `members` (which it is not in).
-    mutating func insert(_ key: String, hash: UInt64, before members: [JSONObject.Member]) {
+    package mutating func insert(_ key: String, hash: UInt64, before members: [JSONObject.Member]) {
         let position = members.count
         if table != nil {
             table![key] = position

@@ -28,6 +28,33 @@ public struct KeyInterner: Sendable {
 
     public var count: Int { table.entries.count }
 
+    /// A key read by a reader outside this module (`FormDecoder`), recognised as `JSONReader` recognises keys: the
+    /// key `slot` predicts when `key` has its bytes, else looked up by `hash` (computed only then), and then
+    /// remembered in `slot` (-1: none). Returns the shared String, its hash and its position, or nil for a key not in the set.
+    /// The slots are those `JSONReader` uses (`View.slot(inside:)`, `slot(after:within:)`), so one kind of event
+    /// read as JSON or as a form teaches the same predictions.
+    package func recognize(_ key: UnsafeRawBufferPointer, slot: Int) -> (string: String, hash: UInt64, position: Int)? {
+        let view = table.view
+        let predicted = slot >= 0 ? view.prediction(slot) : -1
+        if predicted >= 0, view.entries[predicted].count == key.count,
+            key.count == 0 || memcmp(view.bytes + view.entries[predicted].offset, key.baseAddress!, key.count) == 0
+        {
+            return (view.entries[predicted].string, view.entries[predicted].hash, predicted)
+        }
+        let hash = KeyTable<Int>.hash(bytes: key)
+        guard let found = view.position(for: key, hash: hash) else { return nil }
+        if slot >= 0 { view.remember(found, in: slot) }
+        return (view.entries[found].string, hash, found)
+    }
+
+    /// `View.slot(inside:)` and `View.slot(after:within:)`, for `recognize`.
+    package func slot(inside position: Int) -> Int { table.view.slot(inside: position) }
+    package func slot(after position: Int, within object: Int) -> Int {
+        table.view.slot(after: position, within: object)
+    }
+    /// The position standing for the whole document in `slot(inside:)`.
+    package static var document: Int { View.top }
+
     /// The shared String for `key` (raw UTF-8 whose `KeyTable.hash` is `hash`), or nil when it is not in the set.
     public func string(for key: UnsafeRawBufferPointer, hash: UInt64) -> String? {
         table.view.position(for: key, hash: hash).map { table.entries[$0].string }

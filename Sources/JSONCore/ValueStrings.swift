@@ -18,7 +18,7 @@
 /// out only for the same bytes, compared in full; a different value that lands on the slot takes it over.
 /// Only ASCII values without escapes of up to `maxBytes` are kept (the reader checks that), so what a slot
 /// holds is bounded: `slotCount` × (`maxBytes` + a String), about 100 KB for each thread that reads events.
-final class ValueStrings {
+package final class ValueStrings {
     static let slotCount = 512
     static let maxBytes = 64
 
@@ -45,7 +45,7 @@ final class ValueStrings {
 
     /// The String of `value`'s bytes, which must be ASCII: the one kept for them when there is one, else a new
     /// one, kept in its slot when it is short enough.
-    func string(_ value: UnsafeBufferPointer<UInt8>) -> String {
+    package func string(_ value: UnsafeBufferPointer<UInt8>) -> String {
         let count = value.count
         guard count <= Self.maxBytes, count > 0, let base = value.baseAddress else {
             return String(decoding: value, as: UTF8.self)
@@ -102,7 +102,7 @@ final class ValueStrings {
     }
 
     /// The calling thread's, made on its first use and freed when the thread ends.
-    static var current: ValueStrings {
+    package static var current: ValueStrings {
         if let kept = pthread_getspecific(threadKey) {
             return Unmanaged<ValueStrings>.fromOpaque(kept).takeUnretainedValue()
         }

@@ -139,7 +139,7 @@ public struct EventDecoder: Sendable {
     }
 
     private func decodeForm(_ body: ArraySlice<UInt8>) throws(EventDecodingError) -> JSONObject {
-        let object = try FormDecoder.decode(body, limits: limits.json)
+        let object = try FormDecoder.decode(body, limits: limits.json, keys: catalog.keys)
         if object.isEmpty {
             throw EventDecodingError(.emptyBody, "the body has no fields; expected key=value pairs")
         }

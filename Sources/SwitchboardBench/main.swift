@@ -131,11 +131,19 @@ if let unique = ProcessInfo.processInfo.environment["BENCH_UNIQUE_VALUES"], !uni
 } else {
     bodies = [body]
 }
+// BENCH_FORMAT=form: the row's bodies are posted as Kazoo's default `form-data` format (`FormEncoder`, as
+// `kz_http_util:json_to_querystring/1` writes them: `custom_channel_vars[owner_id]=…`, `+` for spaces) and
+// decoded as such.
+let wireFormat: WireFormat = ProcessInfo.processInfo.environment["BENCH_FORMAT"] == "form" ? .form : .json
+let rowBodies =
+    wireFormat == .json
+    ? bodies
+    : try bodies.map { Array(FormEncoder.encode(try decoder.decode($0, format: .json).fields).utf8) }
 var next = 0
 // The event goes to the rule as the engine passes it: a lazy table (`LuaArgument.object`).
 let full = try measure("decode + Lua + rule + JSON out", n) {
-    let event = try decoder.decode(bodies[next], format: .json)
-    next = next + 1 == bodies.count ? 0 : next + 1
+    let event = try decoder.decode(rowBodies[next], format: wireFormat)
+    next = next + 1 == rowBodies.count ? 0 : next + 1
     let results = try state.call(rule, arguments: [.object(event.fields, adding: [])])
     _ = try JSONWriter.encode(results.first ?? .null)
 }

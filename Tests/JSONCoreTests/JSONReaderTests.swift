@@ -1,3 +1,4 @@
+import TestSupport
 import Testing
 
 @testable import JSONCore
@@ -598,20 +599,6 @@ func parseError(_ bytes: [UInt8], limits: JSONLimits = .default, sourceLocation:
         }
         #expect(table.values == [0, 1, 2, 3, 4])
     }
-}
-
-/// A small deterministic generator (SplitMix64), so a failing random document can be reproduced.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func next(upTo bound: Int) -> Int { Int(next() % UInt64(bound)) }
 }
 
 /// `ValueStrings`: a string value read again is handed out as the String kept for it, and a value that differs

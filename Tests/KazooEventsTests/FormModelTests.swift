@@ -1,0 +1,230 @@
+import JSONCore
+import KazooEvents
+import TestSupport
+import Testing
+
+/// Kazoo's form format (delivery.md §2) written as plainly as it reads, without regard for speed: the model
+/// `FormDecoder` is checked against. Pairs split on `&` and `?`; `+` is a space and `%XX` a byte; a key splits
+/// into parts on its brackets (taken whole when they do not balance, when it starts with one, or when text
+/// follows its last `]`); a part names a member of an object, an empty part after the first appends to a list,
+/// and whatever of another kind stands in the way is replaced; a key given again keeps its first place and
+/// takes its last value; a list element that reads as a JSON object is one.
+enum FormModel {
+    indirect enum Tree {
+        case value(JSONValue)
+        case object([(key: [UInt8], tree: Tree)])
+        case list([Tree])
+
+        var json: JSONValue {
+            switch self {
+            case .value(let value): value
+            case .object(let members):
+                .object(
+                    JSONObject(
+                        uniqueMembersUnchecked: members.map {
+                            JSONObject.Member(key: String(decoding: $0.key, as: UTF8.self), value: $0.tree.json)
+                        }))
+            case .list(let elements): .array(elements.map(\.json))
+            }
+        }
+    }
+
+    static func decode(_ body: [UInt8], limits: JSONLimits) -> Result<JSONValue, EventDecodingError> {
+        var root = Tree.object([])
+        var pairs = 0
+        var start = 0
+        for end in body.indices.filter({ body[$0] == UInt8(ascii: "&") || body[$0] == UInt8(ascii: "?") })
+            + [body.count]
+        {
+            defer { start = end + 1 }
+            guard start < end else { continue }
+            pairs += 1
+            if pairs > limits.maxKeys {
+                return .failure(EventDecodingError(.limit, "too many form fields (limit \(limits.maxKeys))"))
+            }
+            let pair = Array(body[start..<end])
+            let equals = pair.firstIndex(of: UInt8(ascii: "=")) ?? pair.count
+            let rawKey = Array(pair[..<equals])
+            let rawValue = equals < pair.count ? Array(pair[(equals + 1)...]) : []
+            guard case .success(let keyBytes) = unescape(rawKey, at: start) else {
+                return .failure(unescape(rawKey, at: start).error!)
+            }
+            guard let key = String(validating: keyBytes, as: UTF8.self) else {
+                return .failure(EventDecodingError(.invalidUTF8, "a form key is not valid UTF-8", offset: start))
+            }
+            let parts = split(keyBytes)
+            if parts.count > limits.maxDepth {
+                return .failure(
+                    EventDecodingError(
+                        .limit, "form key \(key.prefix(80)) nests deeper than \(limits.maxDepth) levels"))
+            }
+            let valueAt = start + rawKey.count + 1
+            guard case .success(let valueBytes) = unescape(rawValue, at: valueAt) else {
+                return .failure(unescape(rawValue, at: valueAt).error!)
+            }
+            if valueBytes.count > limits.maxStringBytes {
+                let name = String(decoding: parts[0], as: UTF8.self)
+                return .failure(
+                    EventDecodingError(.limit, "form value of \(name) is longer than \(limits.maxStringBytes) bytes"))
+            }
+            guard let value = String(validating: valueBytes, as: UTF8.self) else {
+                return .failure(
+                    EventDecodingError(.invalidUTF8, "the value of \(key) is not valid UTF-8", offset: start))
+            }
+            put(value, at: parts[...], into: &root, first: true, limits: limits)
+        }
+        return .success(root.json)
+    }
+
+    static func unescape(_ bytes: [UInt8], at offset: Int) -> Result<[UInt8], EventDecodingError> {
+        var out: [UInt8] = []
+        var i = 0
+        while i < bytes.count {
+            if bytes[i] == UInt8(ascii: "+") {
+                out.append(UInt8(ascii: " "))
+            } else if bytes[i] == UInt8(ascii: "%") {
+                guard i + 2 < bytes.count,
+                    let byte = UInt8(String(decoding: bytes[(i + 1)...(i + 2)], as: UTF8.self), radix: 16),
+                    bytes[i + 1] != UInt8(ascii: "+"), bytes[i + 1] != UInt8(ascii: "-")
+                else {
+                    return .failure(
+                        EventDecodingError(.syntax, "invalid percent-encoding (expected %XX)", offset: offset + i))
+                }
+                out.append(byte)
+                i += 2
+            } else {
+                out.append(bytes[i])
+            }
+            i += 1
+        }
+        return .success(out)
+    }
+
+    static func split(_ key: [UInt8]) -> [[UInt8]] {
+        guard let open = key.firstIndex(of: UInt8(ascii: "[")), open > 0 else { return [key] }
+        var parts = [Array(key[..<open])]
+        var rest = key[open...]
+        while !rest.isEmpty {
+            guard rest.first == UInt8(ascii: "["), let close = rest.dropFirst().firstIndex(of: UInt8(ascii: "]")) else {
+                return [key]
+            }
+            parts.append(Array(rest[(rest.startIndex + 1)..<close]))
+            rest = rest[(close + 1)...]
+        }
+        return parts
+    }
+
+    static func put(
+        _ value: String, at parts: ArraySlice<[UInt8]>, into tree: inout Tree, first: Bool, limits: JSONLimits
+    ) {
+        guard let part = parts.first else {
+            tree = .value(.string(value))
+            return
+        }
+        let rest = parts.dropFirst()
+        if part.isEmpty, !first {
+            guard case .list(var elements) = tree else {
+                tree = .list([])
+                return put(value, at: parts, into: &tree, first: first, limits: limits)
+            }
+            var element = Tree.object([])
+            if rest.isEmpty {
+                element = .value(listElement(value, limits: limits))
+            } else {
+                put(value, at: rest, into: &element, first: false, limits: limits)
+            }
+            elements.append(element)
+            tree = .list(elements)
+            return
+        }
+        guard case .object(var members) = tree else {
+            tree = .object([])
+            return put(value, at: parts, into: &tree, first: first, limits: limits)
+        }
+        let at = members.firstIndex { $0.key == part } ?? members.count
+        if at == members.count { members.append((part, .value(.null))) }
+        put(value, at: rest, into: &members[at].tree, first: false, limits: limits)
+        tree = .object(members)
+    }
+
+    static func listElement(_ value: String, limits: JSONLimits) -> JSONValue {
+        guard value.hasPrefix("{"), let parsed = try? JSONReader.parse(Array(value.utf8), limits: limits),
+            case .object = parsed
+        else { return .string(value) }
+        return parsed
+    }
+}
+
+extension Result {
+    var error: Failure? {
+        if case .failure(let error) = self { error } else { nil }
+    }
+}
+
+@Suite struct FormModelTests {
+    /// Pieces the bodies are made of: keys the interner holds and others, brackets, separators, escapes (good,
+    /// cut short, not hex, not UTF-8), JSON objects for lists, raw UTF-8, and runs long enough to cross the
+    /// decoder's eight-byte words at every offset.
+    static let pieces = [
+        "call_id", "custom_channel_vars", "account_id", "owner_id", "k", "a", "b", "Resource-Type", "[", "]", "[]",
+        "=", "=", "&", "&", "?", "+", "%", "%2", "%2B", "%5B", "%5D", "%26", "%3D", "%C3%A9", "%FF", "%zz", "%7B%7D",
+        "{\"x\":1}", "{", "é", "\u{301}", "12345678", "abcdefghijklmnopq", "x",
+    ]
+
+    static func body(_ random: inout SplitMix) -> [UInt8] {
+        let count = Int.random(in: 0...24, using: &random)
+        return Array((0..<count).map { _ in pieces.randomElement(using: &random)! }.joined().utf8)
+    }
+
+    /// Two renderings agree when they are the same text: the members in the same order.
+    static func text(_ result: Result<JSONValue, EventDecodingError>) -> String {
+        switch result {
+        case .success(let value): (try? JSONWriter.string(value)) ?? "unwritable"
+        case .failure(let error): "error \(error.kind) \(error.message) at \(error.offset.map(String.init) ?? "-")"
+        }
+    }
+
+    static func decoded(_ body: [UInt8], limits: JSONLimits, keys: KeyInterner?) -> Result<
+        JSONValue, EventDecodingError
+    > {
+        Result { () throws(EventDecodingError) in .object(try FormDecoder.decode(body, limits: limits, keys: keys)) }
+    }
+
+    @Test func theDecoderAgreesWithTheModelOnRandomBodies() {
+        var random = SplitMix(seed: 17)
+        let keys = KeyInterner(["call_id", "custom_channel_vars", "account_id", "owner_id", "k"])
+        let small = JSONLimits(maxDepth: 3, maxKeys: 6, maxStringBytes: 12)
+        var disagreements: [String] = []
+        for round in 0..<6_000 {
+            let body = Self.body(&random)
+            let limits = round % 3 == 0 ? small : .default
+            let expected = Self.text(FormModel.decode(body, limits: limits))
+            // With the interner (twice: its predictions learnt from the first) and without.
+            for interner in [keys, keys, nil] {
+                let got = Self.text(Self.decoded(body, limits: limits, keys: interner))
+                if got != expected, disagreements.count < 5 {
+                    disagreements.append("\(String(decoding: body, as: UTF8.self)): \(got) instead of \(expected)")
+                }
+            }
+        }
+        #expect(disagreements.isEmpty, "\(disagreements.joined(separator: "\n"))")
+    }
+
+    /// Objects with more keys than are searched in order (`KeyIndex` then indexes them), keys given again.
+    @Test func theDecoderAgreesWithTheModelOnWideObjects() {
+        var random = SplitMix(seed: 4)
+        for _ in 0..<200 {
+            let pairs = (0..<Int.random(in: 30...150, using: &random)).map { _ in
+                let key = "k\(Int.random(in: 0..<90, using: &random))"
+                return switch Int.random(in: 0..<3, using: &random) {
+                case 0: "\(key)=\(Int.random(in: 0..<9, using: &random))"
+                case 1: "o[\(key)]=1"
+                default: "\(key)[]=2"
+                }
+            }
+            let body = Array(pairs.joined(separator: "&").utf8)
+            let expected = Self.text(FormModel.decode(body, limits: .default))
+            #expect(Self.text(Self.decoded(body, limits: .default, keys: nil)) == expected)
+        }
+    }
+}
