@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make bench`: events/s for decode + conversion into Lua + one trivial rule call (+ JSON of its result) on
 # ../shared/bench/event.json, beside lua5.4 + lua-cjson running ../shared/bench/inproc.lua, in the same run;
-# the same with the event form-encoded (Kazoo's default format); the engine with 20 rules; store operations inside a rule; and `switchboard replay` (whole command, wall time)
-# on a journal of N accepted events with the anchor's rule.
+# the same with the event form-encoded (Kazoo's default format); the engine with 20 rules; store operations
+# inside a rule; and `switchboard replay` (whole command, wall time) on a journal of N accepted events with the
+# anchor's rule.
 # The two alternate for ROUNDS rounds (default 3) and the medians are compared.
 # Environment: SHARED (default ../shared), N events per round (default 200000), ROUNDS.
 set -euo pipefail
@@ -48,7 +49,7 @@ printf '%-42s %10s   %s\n' 'lua5.4 + lua-cjson (inproc.lua)' "$lua" "${lua_runs[
 printf '%-42s %10s   %s\n' 'store operations/s inside a rule' "$store" "${store_runs[*]}"
 printf '%-42s %10s   %s\n' "switchboard replay, $N events, anchor rule" "$replay" "${replay_runs[*]}  (goal >= 50000)"
 awk -v s="$sb" -v l="$lua" 'BEGIN {printf "ratio decode+Lua+rule / lua5.4+cjson: %.2f (goal: >= 1.00)\n", s / l}'
-awk -v f="$form" -v l="$lua" -v s="$sb" \
-  'BEGIN {printf "ratio decode+Lua+rule, form body / lua5.4+cjson: %.2f (%.2f of the JSON body; no goal)\n", f / l, f / s}'
+awk -v f="$form" -v l="$lua" -v s="$sb" 'BEGIN {
+  printf "ratio decode+Lua+rule, form body / lua5.4+cjson: %.2f (%.2f of the JSON body; no goal)\n", f / l, f / s}'
 awk -v s="$task" -v l="$lua" 'BEGIN {printf "ratio engine (20 rules) / lua5.4+cjson: %.2f\n", s / l}'
 awk -v t="$task" -v s="$sb" 'BEGIN {printf "ratio engine from a task (20 rules) / decode+Lua+rule: %.2f (issue 17 goal: >= 0.80)\n", t / s}'

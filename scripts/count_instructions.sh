@@ -44,7 +44,8 @@ per_event() {
 for binary in "$@"; do
   cp "$binary" "$work/bench" && strip -g "$work/bench"
   # SwitchboardBench warms up with N/10 events before measuring N: 1.1 × N events per run.
-  BENCH_BRIDGE_ONLY=1 BENCH_UNIQUE_VALUES=${UNIQUE_VALUES:-} BENCH_FORMAT=${FORMAT:-json} per_event "$binary" $((N + N / 10)) "$work/bench"
+  BENCH_BRIDGE_ONLY=1 BENCH_UNIQUE_VALUES=${UNIQUE_VALUES:-} BENCH_FORMAT=${FORMAT:-json} \
+    per_event "$binary" $((N + N / 10)) "$work/bench"
 done
 per_event "lua5.4 + lua-cjson (inproc.lua)" "$N" lua5.4 "$SHARED/bench/inproc.lua"
 if [ -n "$engine" ]; then

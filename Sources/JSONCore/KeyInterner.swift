@@ -29,8 +29,9 @@ public struct KeyInterner: Sendable {
     public var count: Int { table.entries.count }
 
     /// A key read by a reader outside this module (`FormDecoder`), recognised as `JSONReader` recognises keys: the
-    /// key `slot` predicts when `key` has its bytes, else looked up by `hash` (computed only then), and then
-    /// remembered in `slot` (-1: none). Returns the shared String, its hash and its position, or nil for a key not in the set.
+    /// key `slot` predicts when `key` has its bytes, else looked up by its hash (computed only then), and then
+    /// remembered in `slot` (-1: none). Returns the shared String, its hash and its position, or nil for a key
+    /// not in the set.
     /// The slots are those `JSONReader` uses (`View.slot(inside:)`, `slot(after:within:)`), so one kind of event
     /// read as JSON or as a form teaches the same predictions.
     package func recognize(_ key: UnsafeRawBufferPointer, slot: Int) -> (string: String, hash: UInt64, position: Int)? {
