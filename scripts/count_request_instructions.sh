@@ -24,6 +24,9 @@
 # `Connection: close` (as curl and some webhook senders do): the count is then the request with its connection's
 # accept, set-up and close, and `close` less the default is the server's side of a new inbound connection.
 #
+# BODY=form (default json) posts the event form-encoded, as Kazoo's default `form-data` format writes it
+# (`custom_channel_vars[owner_id]=…`, values percent-encoded with `+` for a space).
+#
 # Each BINARY is copied and stripped of its DWARF first: valgrind 3.19 gives up on Swift's debug info.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +36,8 @@ JOURNAL=${JOURNAL:-off}
 PORT=${PORT:-18309}
 UPSTREAM=${UPSTREAM:-}
 case "$UPSTREAM" in "" | keepalive | close) ;; *) echo "UPSTREAM is keepalive, close or unset, not $UPSTREAM" >&2; exit 2 ;; esac
+BODY=${BODY:-json}
+case "$BODY" in json | form) ;; *) echo "BODY is json or form, not $BODY" >&2; exit 2 ;; esac
 CONNECTIONS=${CONNECTIONS:-keep}
 case "$CONNECTIONS" in keep | close) ;; *) echo "CONNECTIONS is keep or close, not $CONNECTIONS" >&2; exit 2 ;; esac
 scripts/deps.sh bench
@@ -89,11 +94,21 @@ count() {
   server=$!
   for _ in $(seq 300); do curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz" && break; sleep 0.2; done
   local failed=
-  python3 - "$2" "$PORT" "$SHARED/bench/event.json" "$UPSTREAM" "$CONNECTIONS" <<'PY' || failed=1
-import http.client, re, sys, time, urllib.request
+  python3 - "$2" "$PORT" "$SHARED/bench/event.json" "$UPSTREAM" "$CONNECTIONS" "$BODY" <<'PY' || failed=1
+import http.client, json, re, sys, time, urllib.parse, urllib.request
 requests, port, path, upstream, connections = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 body = open(path, 'rb').read()
 headers = {'Content-Type': 'application/json'}
+if sys.argv[6] == 'form':
+    def pairs(value, key):
+        if isinstance(value, dict):
+            return [p for k, v in value.items() for p in pairs(v, f'{key}[{k}]')] or ['']
+        if isinstance(value, list):
+            return [p for v in value for p in pairs(v, f'{key}[]')] or ['']
+        text = {True: 'true', False: 'false'}.get(value, value) if isinstance(value, bool) else str(value)
+        return [f'{key}={urllib.parse.quote_plus(text, safe="~")}']
+    body = '&'.join(p for k, v in json.loads(body).items() for p in pairs(v, k)).encode()
+    headers = {'Content-Type': 'application/x-www-form-urlencoded'}
 if connections == 'close':
     headers['Connection'] = 'close'
 connection = http.client.HTTPConnection('127.0.0.1', port)
