@@ -23,6 +23,7 @@ cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared}
 N=${N:-10000}
 event="$SHARED/bench/event.json"
+case "${FORMAT:-json}" in json | form) ;; *) echo "FORMAT is json or form, not $FORMAT" >&2; exit 2 ;; esac
 scripts/deps.sh bench
 engine=
 if [ $# -eq 0 ]; then

@@ -100,13 +100,25 @@ requests, port, path, upstream, connections = int(sys.argv[1]), int(sys.argv[2])
 body = open(path, 'rb').read()
 headers = {'Content-Type': 'application/json'}
 if sys.argv[6] == 'form':
+    # As FormEncoder (and Kazoo's kz_http_util:json_to_querystring/1) writes it: nulls left out, an empty object
+    # or list an empty segment, objects inside lists JSON-encoded, nested lists joined into one.
+    def escape(value):
+        text = {True: 'true', False: 'false'}[value] if isinstance(value, bool) else str(value)
+        return urllib.parse.quote_plus(text, safe='~')
+    def elements(value, key):
+        if isinstance(value, list):
+            return [p for v in value for p in elements(v, key)]
+        if value is None:
+            return []
+        if isinstance(value, dict):
+            return [f'{key}[]={escape(json.dumps(value, separators=(",", ":")))}']
+        return [f'{key}[]={escape(value)}']
     def pairs(value, key):
         if isinstance(value, dict):
             return [p for k, v in value.items() for p in pairs(v, f'{key}[{k}]')] or ['']
         if isinstance(value, list):
-            return [p for v in value for p in pairs(v, f'{key}[]')] or ['']
-        text = {True: 'true', False: 'false'}.get(value, value) if isinstance(value, bool) else str(value)
-        return [f'{key}={urllib.parse.quote_plus(text, safe="~")}']
+            return elements(value, key) or ['']
+        return [] if value is None else [f'{key}={escape(value)}']
     body = '&'.join(p for k, v in json.loads(body).items() for p in pairs(v, k)).encode()
     headers = {'Content-Type': 'application/x-www-form-urlencoded'}
 if connections == 'close':

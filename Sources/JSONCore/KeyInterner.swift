@@ -44,7 +44,11 @@ public struct KeyInterner: Sendable {
         }
         let hash = KeyTable<Int>.hash(bytes: key)
         guard let found = view.position(for: key, hash: hash) else { return nil }
-        if slot >= 0 { view.remember(found, in: slot) }
+        // Only a key JSON writes without escapes, as `remember` requires: `JSONReader` compares a remembered
+        // key's bytes with its input's raw text.
+        if slot >= 0, !key.contains(where: { $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") || $0 < 0x20 }) {
+            view.remember(found, in: slot)
+        }
         return (view.entries[found].string, hash, found)
     }
 
@@ -180,8 +184,9 @@ public struct KeyInterner: Sendable {
         /// The position of the key `slot` remembers, or -1.
         func prediction(_ slot: Int) -> Int { Int(predictions[slot].load(ordering: .relaxed)) }
 
-        /// Remembers the key at `position` in `slot`. The reader remembers only keys it found from their raw
-        /// bytes (no escapes), so a remembered key's UTF-8 is its JSON text too, and `matches` can compare them.
+        /// Remembers the key at `position` in `slot`. Only keys JSON writes without escapes are remembered (the
+        /// reader's found from their raw bytes, `recognize`'s checked), so a remembered key's UTF-8 is its JSON
+        /// text too, and `matches` can compare them.
         func remember(_ position: Int, in slot: Int) {
             guard predictions[slot].load(ordering: .relaxed) != position else { return }
             predictions[slot].store(Int32(position), ordering: .relaxed)

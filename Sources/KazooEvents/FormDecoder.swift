@@ -37,7 +37,8 @@ public enum FormDecoder {
         let scratch = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: body.count)
         defer { scratch.deallocate() }
         // A key has at most one part more than it has bytes.
-        let parts = UnsafeMutableBufferPointer<Range<Int>>.allocate(capacity: min(limits.maxDepth, body.count) + 1)
+        let parts = UnsafeMutableBufferPointer<Range<Int>>.allocate(
+            capacity: max(0, min(limits.maxDepth, body.count)) + 1)
         defer { parts.deallocate() }
         var reader = PairReader(
             body: body, scratch: scratch, parts: parts, limits: limits, keys: keys, values: ValueStrings.current)
@@ -159,7 +160,7 @@ private struct PairReader {
     }
 
     private mutating func addPart(_ part: Range<Int>) {
-        if partCount < parts.count { parts[partCount] = part }
+        if partCount < parts.count { (parts.baseAddress! + partCount).initialize(to: part) }
         partCount += 1
     }
 

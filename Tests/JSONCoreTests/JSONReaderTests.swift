@@ -391,6 +391,37 @@ func parseError(_ bytes: [UInt8], limits: JSONLimits = .default, sourceLocation:
 }
 
 @Suite struct KeyInternerTests {
+    /// A key another reader recognizes (`recognize`, as the form decoder does after percent-decoding) is
+    /// remembered for the JSON reader only when JSON writes it without escapes: the reader compares a remembered
+    /// key's bytes with its input's raw text, and would otherwise take `{"a"b":1}` for the key `a"b`.
+    @Test func aKeyJSONWouldEscapeIsRecognizedButNotRemembered() throws {
+        let keys = KeyInterner(["a\"b", "plain"])
+        let slot = keys.slot(inside: KeyInterner.document)
+        for key in ["a\"b", "plain"] {
+            var bytes = Array(key.utf8)
+            let found = bytes.withUnsafeMutableBytes { keys.recognize(UnsafeRawBufferPointer($0), slot: slot) }
+            #expect(found?.string == key)
+        }
+        // "plain" was remembered last: the reader still reads it, and a quote inside a key is still refused.
+        func read(_ text: String) throws(JSONError) -> JSONValue {
+            try Array(text.utf8).withUnsafeBufferPointer { (p) throws(JSONError) in
+                try JSONReader.parse(buffer: p, keys: keys)
+            }
+        }
+        #expect(try read(#"{"plain":1}"#) == ["plain": 1])
+        let keysOnly = KeyInterner(["a\"b"])
+        var bytes = Array("a\"b".utf8)
+        _ = bytes.withUnsafeMutableBytes {
+            keysOnly.recognize(UnsafeRawBufferPointer($0), slot: keysOnly.slot(inside: KeyInterner.document))
+        }
+        #expect(throws: JSONError.self) {
+            try Array(#"{"a"b":1}"#.utf8).withUnsafeBufferPointer { (p) throws(JSONError) in
+                try JSONReader.parse(buffer: p, keys: keysOnly)
+            }
+        }
+        #expect(try read(#"{"a\"b":1}"#) == ["a\"b": 1])
+    }
+
     let interner = KeyInterner(["call_id", "a", "custom_channel_vars", "", "owner_id", "call_id"])
 
     func intern(_ key: String) -> String? {

@@ -190,32 +190,102 @@ extension Result {
         Result { () throws(EventDecodingError) in .object(try FormDecoder.decode(body, limits: limits, keys: keys)) }
     }
 
+    /// Bodies made pair by pair, with no error in them unless a limit is passed: a key (interned or not, empty,
+    /// percent-encoded, brackets included) with up to three parts after it (named, `[]`, or left unbalanced),
+    /// then `=` and a value (empty, spaces, escapes, a JSON object as a list's element would be, raw or encoded),
+    /// or no `=` at all; separated by `&`, `&&` or `?`. So nesting, lists, and values of one kind replaced by
+    /// another are common.
+    static func structuredBody(_ random: inout SplitMix) -> [UInt8] {
+        let names = [
+            "call_id", "custom_channel_vars", "account_id", "owner_id", "k", "a", "b", "Resource-Type", "caf%C3%A9",
+            "x%5By%5D", "", "a_name_long_enough_to_cross_words",
+        ]
+        let values = [
+            "", "1", "Test+Man", "%2B15556783945", "%7B%22x%22%3A1%7D", "{\"y\":2}", "%C3%A9t%C3%A9",
+            "abcdefghijklmnopq", "a%26b%3Dc", "%7B",
+        ]
+        let pairs = (0..<Int.random(in: 1...12, using: &random)).map { _ in
+            var key = names.randomElement(using: &random)!
+            for _ in 0..<Int.random(in: 0...3, using: &random) {
+                key += Bool.random(using: &random) ? "[\(names.randomElement(using: &random)!)]" : "[]"
+            }
+            if Int.random(in: 0..<12, using: &random) == 0 { key += ["[", "]", "x"].randomElement(using: &random)! }
+            if Int.random(in: 0..<10, using: &random) == 0 { return key }
+            return key + "=" + values.randomElement(using: &random)!
+        }
+        var body = ""
+        for (i, pair) in pairs.enumerated() {
+            if i > 0 { body += ["&", "&", "&", "&&", "?"].randomElement(using: &random)! }
+            body += pair
+        }
+        return Array(body.utf8)
+    }
+
+    /// Whether the decoder gives the model's result or error for `body` under `limits`, with the interner (twice:
+    /// its predictions learnt from the first) and without; the first few disagreements are added to `found`.
+    static func check(_ body: [UInt8], limits: JSONLimits, keys: KeyInterner, into found: inout [String]) {
+        let expected = text(FormModel.decode(body, limits: limits))
+        for interner in [keys, keys, nil] {
+            let got = text(decoded(body, limits: limits, keys: interner))
+            if got != expected, found.count < 5 {
+                found.append("\(String(decoding: body, as: UTF8.self)): \(got) instead of \(expected)")
+            }
+        }
+    }
+
+    static let keys = KeyInterner(["call_id", "custom_channel_vars", "account_id", "owner_id", "k"])
+
     @Test func theDecoderAgreesWithTheModelOnRandomBodies() {
         var random = SplitMix(seed: 17)
-        let keys = KeyInterner(["call_id", "custom_channel_vars", "account_id", "owner_id", "k"])
         let small = JSONLimits(maxDepth: 3, maxKeys: 6, maxStringBytes: 12)
         var disagreements: [String] = []
         for round in 0..<6_000 {
-            let body = Self.body(&random)
-            let limits = round % 3 == 0 ? small : .default
-            let expected = Self.text(FormModel.decode(body, limits: limits))
-            // With the interner (twice: its predictions learnt from the first) and without.
-            for interner in [keys, keys, nil] {
-                let got = Self.text(Self.decoded(body, limits: limits, keys: interner))
-                if got != expected, disagreements.count < 5 {
-                    disagreements.append("\(String(decoding: body, as: UTF8.self)): \(got) instead of \(expected)")
-                }
-            }
+            Self.check(
+                Self.body(&random), limits: round % 3 == 0 ? small : .default, keys: Self.keys, into: &disagreements)
         }
         #expect(disagreements.isEmpty, "\(disagreements.joined(separator: "\n"))")
+    }
+
+    @Test func theDecoderAgreesWithTheModelOnStructuredBodies() {
+        var random = SplitMix(seed: 5)
+        let limits = [
+            JSONLimits.default, JSONLimits(maxDepth: 3, maxKeys: 6, maxStringBytes: 12),
+            JSONLimits(maxDepth: 1, maxKeys: 100, maxStringBytes: 100),
+            JSONLimits(maxDepth: 0, maxKeys: 100, maxStringBytes: 100),
+        ]
+        var disagreements: [String] = []
+        var decodedWhole = 0
+        for round in 0..<6_000 {
+            let body = Self.structuredBody(&random)
+            Self.check(body, limits: limits[round % 4], keys: Self.keys, into: &disagreements)
+            if round % 4 == 0, case .success = FormModel.decode(body, limits: .default) { decodedWhole += 1 }
+        }
+        #expect(disagreements.isEmpty, "\(disagreements.joined(separator: "\n"))")
+        // Most bodies decode under the default limits: the comparison is of results, not only of errors.
+        #expect(decodedWhole > 1_000)
+    }
+
+    /// A body that is not in contiguous memory is copied first, and reads the same.
+    @Test func aBodyNotInContiguousMemoryReadsTheSame() {
+        var random = SplitMix(seed: 9)
+        for _ in 0..<300 {
+            let body = Self.structuredBody(&random)
+            let scattered = Result { () throws(EventDecodingError) in
+                JSONValue.object(try FormDecoder.decode(body.lazy.map { $0 }, keys: Self.keys))
+            }
+            #expect(Self.text(scattered) == Self.text(FormModel.decode(body, limits: .default)))
+        }
     }
 
     /// Objects with more keys than are searched in order (`KeyIndex` then indexes them), keys given again.
     @Test func theDecoderAgreesWithTheModelOnWideObjects() {
         var random = SplitMix(seed: 4)
+        let keys = KeyInterner((0..<40).map { "k\($0)" })
+        var disagreements: [String] = []
+        var widest = 0
         for _ in 0..<200 {
-            let pairs = (0..<Int.random(in: 30...150, using: &random)).map { _ in
-                let key = "k\(Int.random(in: 0..<90, using: &random))"
+            let pairs = (0..<Int.random(in: 100...400, using: &random)).map { _ in
+                let key = "k\(Int.random(in: 0..<200, using: &random))"
                 return switch Int.random(in: 0..<3, using: &random) {
                 case 0: "\(key)=\(Int.random(in: 0..<9, using: &random))"
                 case 1: "o[\(key)]=1"
@@ -223,8 +293,13 @@ extension Result {
                 }
             }
             let body = Array(pairs.joined(separator: "&").utf8)
-            let expected = Self.text(FormModel.decode(body, limits: .default))
-            #expect(Self.text(Self.decoded(body, limits: .default, keys: nil)) == expected)
+            Self.check(body, limits: .default, keys: keys, into: &disagreements)
+            if case .success(.object(let top)) = FormModel.decode(body, limits: .default) {
+                widest = max(widest, top.count, top["o"]?.objectValue?.count ?? 0)
+            }
         }
+        #expect(disagreements.isEmpty, "\(disagreements.joined(separator: "\n"))")
+        // Past the 64 keys `KeyIndex` searches before it makes a table.
+        #expect(widest > 64)
     }
 }
