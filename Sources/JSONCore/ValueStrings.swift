@@ -17,7 +17,8 @@
 /// its first and last eight bytes. The slot keeps the bytes its String was made from, and hands the String
 /// out only for the same bytes, compared in full; a different value that lands on the slot takes it over.
 /// Only ASCII values of up to `maxBytes` are kept (the JSON reader's without escapes; the form decoder's after
-/// percent-decoding), so what a slot holds is bounded: `slotCount` × (`maxBytes` + a String), about 100 KB for each thread that reads events.
+/// percent-decoding), so what a slot holds is bounded: `slotCount` × (`maxBytes` + a String), about 100 KB for
+/// each thread that reads events.
 package final class ValueStrings {
     static let slotCount = 512
     static let maxBytes = 64
