@@ -36,7 +36,8 @@ public enum FormDecoder {
         // Decoded bytes are never more than encoded ones: a pair's key and value fit in it side by side.
         let scratch = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: body.count)
         defer { scratch.deallocate() }
-        // A key has at most one part more than it has bytes.
+        // Room for the parts of any key that passes the depth check: at most `maxDepth` of them, and at most one
+        // more than the key has bytes.
         let parts = UnsafeMutableBufferPointer<Range<Int>>.allocate(
             capacity: max(0, min(limits.maxDepth, body.count)) + 1)
         defer { parts.deallocate() }
