@@ -101,7 +101,8 @@ body = open(path, 'rb').read()
 headers = {'Content-Type': 'application/json'}
 if sys.argv[6] == 'form':
     # As FormEncoder (and Kazoo's kz_http_util:json_to_querystring/1) writes it: nulls left out, an empty object
-    # or list an empty segment, objects inside lists JSON-encoded, nested lists joined into one.
+    # or list an empty segment, objects inside lists JSON-encoded, nested lists joined into one. (Floats are
+    # written as Python writes them; event.json has none.)
     def escape(value):
         text = {True: 'true', False: 'false'}[value] if isinstance(value, bool) else str(value)
         return urllib.parse.quote_plus(text, safe='~')
@@ -111,7 +112,7 @@ if sys.argv[6] == 'form':
         if value is None:
             return []
         if isinstance(value, dict):
-            return [f'{key}[]={escape(json.dumps(value, separators=(",", ":")))}']
+            return [f'{key}[]={escape(json.dumps(value, separators=(",", ":"), ensure_ascii=False))}']
         return [f'{key}[]={escape(value)}']
     def pairs(value, key):
         if isinstance(value, dict):

@@ -30,26 +30,27 @@ public struct KeyInterner: Sendable {
 
     /// A key read by a reader outside this module (`FormDecoder`), recognised as `JSONReader` recognises keys: the
     /// key `slot` predicts when `key` has its bytes, else looked up by its hash (computed only then), and then
-    /// remembered in `slot` (-1: none). Returns the shared String, its hash and its position, or nil for a key
-    /// not in the set.
-    /// The slots are those `JSONReader` uses (`View.slot(inside:)`, `slot(after:within:)`), so one kind of event
-    /// read as JSON or as a form teaches the same predictions.
-    package func recognize(_ key: UnsafeRawBufferPointer, slot: Int) -> (string: String, hash: UInt64, position: Int)? {
+    /// remembered in `slot` (-1: none). Returns the key's hash, and the shared String and its position, or nil
+    /// for a key not in the set. The slots are those `JSONReader` uses (`View.slot(inside:)`,
+    /// `slot(after:within:)`): a reader giving the same slots for the same places shares its predictions.
+    package func recognize(_ key: UnsafeRawBufferPointer, slot: Int) -> (
+        hash: UInt64, shared: (string: String, position: Int)?
+    ) {
         let view = table.view
         let predicted = slot >= 0 ? view.prediction(slot) : -1
         if predicted >= 0, view.entries[predicted].count == key.count,
-            key.count == 0 || memcmp(view.bytes + view.entries[predicted].offset, key.baseAddress!, key.count) == 0
+            view.equal(view.entries[predicted].offset, key.baseAddress, key.count)
         {
-            return (view.entries[predicted].string, view.entries[predicted].hash, predicted)
+            return (view.entries[predicted].hash, (view.entries[predicted].string, predicted))
         }
         let hash = KeyTable<Int>.hash(bytes: key)
-        guard let found = view.position(for: key, hash: hash) else { return nil }
+        guard let found = view.position(for: key, hash: hash) else { return (hash, nil) }
         // Only a key JSON writes without escapes, as `remember` requires: `JSONReader` compares a remembered
         // key's bytes with its input's raw text.
-        if slot >= 0, !key.contains(where: { $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") || $0 < 0x20 }) {
+        if slot >= 0, JSONText.plainEnd(in: key.assumingMemoryBound(to: UInt8.self), from: 0) == key.count {
             view.remember(found, in: slot)
         }
-        return (view.entries[found].string, hash, found)
+        return (hash, (view.entries[found].string, found))
     }
 
     /// `View.slot(inside:)` and `View.slot(after:within:)`, for `recognize`.
@@ -162,7 +163,7 @@ public struct KeyInterner: Sendable {
             }
         }
 
-        private func equal(_ offset: Int, _ key: UnsafeRawPointer?, _ count: Int) -> Bool {
+        func equal(_ offset: Int, _ key: UnsafeRawPointer?, _ count: Int) -> Bool {
             guard let key else { return count == 0 }
             return memcmp(bytes + offset, key, count) == 0
         }

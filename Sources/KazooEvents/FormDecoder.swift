@@ -39,7 +39,7 @@ public enum FormDecoder {
         // Room for the parts of any key that passes the depth check: at most `maxDepth` of them, and at most one
         // more than the key has bytes.
         let parts = UnsafeMutableBufferPointer<Range<Int>>.allocate(
-            capacity: max(0, min(limits.maxDepth, body.count)) + 1)
+            capacity: max(1, min(limits.maxDepth, body.count + 1)))
         defer { parts.deallocate() }
         var reader = PairReader(
             body: body, scratch: scratch, parts: parts, limits: limits, keys: keys, values: ValueStrings.current)
@@ -301,9 +301,9 @@ private struct FormTree {
                 } else if inside >= 0, lastShared >= 0 {
                     slot = keys.slot(after: lastShared, within: inside)
                 }
-                if let (name, hash, shared) = keys.recognize(key, slot: slot) {
-                    return position(of: name, hash: hash, shared: shared)
-                }
+                let (hash, shared) = keys.recognize(key, slot: slot)
+                if let (name, at) = shared { return position(of: name, hash: hash, shared: at) }
+                return position(of: String(decoding: key, as: UTF8.self), hash: hash, shared: -1)
             }
             return position(of: String(decoding: key, as: UTF8.self), hash: KeyTable<Int>.hash(bytes: key), shared: -1)
         }
@@ -379,8 +379,9 @@ private struct FormTree {
     }
 }
 
-/// Searches of a body's bytes eight at a time (a byte at a time, finding a form's separators and checking its keys
-/// and values took about 20,000 instructions of an event's 70,000 in callgrind).
+/// Searches of a body's bytes eight at a time. A byte at a time, finding a form's separators and checking its keys
+/// and values cost about 14,600 instructions an event: `make bench`'s event as a form took 103,945 that way and
+/// 89,336 with these (BENCHMARKS.md).
 enum ByteSearch {
     static let ones: UInt64 = 0x0101_0101_0101_0101
     static let highs: UInt64 = 0x8080_8080_8080_8080

@@ -30,6 +30,10 @@ enum FormModel {
     }
 
     static func decode(_ body: [UInt8], limits: JSONLimits) -> Result<JSONValue, EventDecodingError> {
+        Result { () throws(EventDecodingError) in try read(body, limits: limits) }
+    }
+
+    static func read(_ body: [UInt8], limits: JSONLimits) throws(EventDecodingError) -> JSONValue {
         var root = Tree.object([])
         var pairs = 0
         var start = 0
@@ -40,43 +44,36 @@ enum FormModel {
             guard start < end else { continue }
             pairs += 1
             if pairs > limits.maxKeys {
-                return .failure(EventDecodingError(.limit, "too many form fields (limit \(limits.maxKeys))"))
+                throw EventDecodingError(.limit, "too many form fields (limit \(limits.maxKeys))")
             }
             let pair = Array(body[start..<end])
             let equals = pair.firstIndex(of: UInt8(ascii: "=")) ?? pair.count
             let rawKey = Array(pair[..<equals])
             let rawValue = equals < pair.count ? Array(pair[(equals + 1)...]) : []
-            guard case .success(let keyBytes) = unescape(rawKey, at: start) else {
-                return .failure(unescape(rawKey, at: start).error!)
-            }
+            let keyBytes = try unescape(rawKey, at: start)
             guard let key = String(validating: keyBytes, as: UTF8.self) else {
-                return .failure(EventDecodingError(.invalidUTF8, "a form key is not valid UTF-8", offset: start))
+                throw EventDecodingError(.invalidUTF8, "a form key is not valid UTF-8", offset: start)
             }
             let parts = split(keyBytes)
             if parts.count > limits.maxDepth {
-                return .failure(
-                    EventDecodingError(
-                        .limit, "form key \(key.prefix(80)) nests deeper than \(limits.maxDepth) levels"))
+                throw EventDecodingError(
+                    .limit, "form key \(key.prefix(80)) nests deeper than \(limits.maxDepth) levels")
             }
             let valueAt = start + rawKey.count + 1
-            guard case .success(let valueBytes) = unescape(rawValue, at: valueAt) else {
-                return .failure(unescape(rawValue, at: valueAt).error!)
-            }
+            let valueBytes = try unescape(rawValue, at: valueAt)
             if valueBytes.count > limits.maxStringBytes {
                 let name = String(decoding: parts[0], as: UTF8.self)
-                return .failure(
-                    EventDecodingError(.limit, "form value of \(name) is longer than \(limits.maxStringBytes) bytes"))
+                throw EventDecodingError(.limit, "form value of \(name) is longer than \(limits.maxStringBytes) bytes")
             }
             guard let value = String(validating: valueBytes, as: UTF8.self) else {
-                return .failure(
-                    EventDecodingError(.invalidUTF8, "the value of \(key) is not valid UTF-8", offset: start))
+                throw EventDecodingError(.invalidUTF8, "the value of \(key) is not valid UTF-8", offset: start)
             }
             put(value, at: parts[...], into: &root, first: true, limits: limits)
         }
-        return .success(root.json)
+        return root.json
     }
 
-    static func unescape(_ bytes: [UInt8], at offset: Int) -> Result<[UInt8], EventDecodingError> {
+    static func unescape(_ bytes: [UInt8], at offset: Int) throws(EventDecodingError) -> [UInt8] {
         var out: [UInt8] = []
         var i = 0
         while i < bytes.count {
@@ -87,8 +84,7 @@ enum FormModel {
                     let byte = UInt8(String(decoding: bytes[(i + 1)...(i + 2)], as: UTF8.self), radix: 16),
                     bytes[i + 1] != UInt8(ascii: "+"), bytes[i + 1] != UInt8(ascii: "-")
                 else {
-                    return .failure(
-                        EventDecodingError(.syntax, "invalid percent-encoding (expected %XX)", offset: offset + i))
+                    throw EventDecodingError(.syntax, "invalid percent-encoding (expected %XX)", offset: offset + i)
                 }
                 out.append(byte)
                 i += 2
@@ -97,7 +93,7 @@ enum FormModel {
             }
             i += 1
         }
-        return .success(out)
+        return out
     }
 
     static func split(_ key: [UInt8]) -> [[UInt8]] {
@@ -152,12 +148,6 @@ enum FormModel {
             case .object = parsed
         else { return .string(value) }
         return parsed
-    }
-}
-
-extension Result {
-    var error: Failure? {
-        if case .failure(let error) = self { error } else { nil }
     }
 }
 
