@@ -14,6 +14,10 @@ each layout named:
   rowid     `indexes` with `events_done` keyed by the event's rowid instead
   segments  `indexes` with bodies in append-only files (one write per commit), `events` holding where they are
   current-segments  `current` with its bodies kept as `segments` keeps them
+  batched   `current` with the call index keyed by (batch, leg, id): each merge's sorted legs go in under a batch
+            number one above the last, so they are appended at the index's end whatever the call ids; retention
+            drops a batch whole (after checking none of its events is left) once its newest event is deleted,
+            instead of sweeping; orphans wait for their batch (a plan, not the server's layout)
 
 CALLS=same (the default) gives every event the anchor's call ids; CALLS=new a new call id and other leg each,
 as real traffic has (random ids: each index entry lands on its own page).
@@ -65,7 +69,7 @@ CALL = "NDlkNGI3OTZlMDgzNWQxNGYxNTA3NjQ4NDZjNDFkOTc"
 ACCOUNT = "91eb05e5c68d7ca05e7618b6821d2d16"
 OTHER_LEG = "af1e1e12f1bcf519a96f2235ab8eeec4"
 CALLS = os.environ.get("CALLS", "same")
-LAYOUTS = ("current", "indexes", "rowid", "segments", "current-segments")
+LAYOUTS = ("current", "indexes", "rowid", "segments", "current-segments", "batched")
 SLICE = 256
 CAP = count("CAP")
 SEGMENT = count("SEGMENT", "25000")
@@ -99,7 +103,12 @@ def schema(db, layout):
     rowid = "" if layout == "rowid" else " WITHOUT ROWID"
     db.execute(f"CREATE TABLE events_done ({key}, done_at REAL NOT NULL, name TEXT, call_id TEXT, other_leg TEXT, "
                f"account_id TEXT, outcomes TEXT){rowid}")
-    if layout.startswith("current"):
+    if layout == "batched":
+        db.executescript("""
+            CREATE TABLE call_index (batch INTEGER NOT NULL, leg TEXT NOT NULL, id TEXT NOT NULL,
+              PRIMARY KEY (batch, leg, id)) WITHOUT ROWID;
+            CREATE TABLE call_batches (batch INTEGER PRIMARY KEY, newest TEXT NOT NULL);""")
+    if layout.startswith("current") or layout == "batched":
         db.executescript("""
             CREATE TABLE call_legs (leg TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (leg, id)) WITHOUT ROWID;
             CREATE TABLE call_legs_staged (call_id TEXT, other_leg TEXT, id TEXT NOT NULL);
@@ -117,8 +126,10 @@ class Merge:
     connection, sorted by a C helper; here by SQLite), inserted a slice per writer turn from memory; the last
     slice deletes the staged rows it covered."""
 
-    def __init__(self):
+    def __init__(self, batched=False):
         self.staged, self.indexed, self.legs, self.next, self.through = 0, 0, [], 0, 0
+        # `batched`: the legs go into `call_index` under batch number `batch`, and no leg is left out.
+        self.batched, self.batch = batched, 0
         # The newest event id retention has deleted: legs at or before it are not merged (CallIndexMerge).
         self.deleted_through = ""
         # Where the call index's sweep stopped (its start again after its end).
@@ -153,13 +164,23 @@ class Merge:
                 return
         end = min(self.next + SLICE, len(self.legs))
         db.execute("BEGIN IMMEDIATE")
-        kept = [leg for leg in self.legs[self.next:end] if leg[1] > self.deleted_through]
-        if kept:
-            values = ", ".join(["(?, ?)"] * len(kept))
-            db.execute(f"INSERT OR IGNORE INTO call_legs (leg, id) VALUES {values}",
-                       [value for leg in kept for value in leg])
+        if self.batched:
+            kept = self.legs[self.next:end]
+            values = ", ".join(["(?, ?, ?)"] * len(kept))
+            db.execute(f"INSERT OR IGNORE INTO call_index (batch, leg, id) VALUES {values}",
+                       [value for leg in kept for value in (self.batch, *leg)])
+        else:
+            kept = [leg for leg in self.legs[self.next:end] if leg[1] > self.deleted_through]
+            if kept:
+                values = ", ".join(["(?, ?)"] * len(kept))
+                db.execute(f"INSERT OR IGNORE INTO call_legs (leg, id) VALUES {values}",
+                           [value for leg in kept for value in leg])
         if end == len(self.legs):
             db.execute("DELETE FROM call_legs_staged WHERE rowid <= ?", (self.through,))
+            if self.batched:
+                db.execute("INSERT INTO call_batches (batch, newest) VALUES (?, ?)",
+                           (self.batch, max(leg[1] for leg in self.legs)))
+                self.batch += 1
         db.execute("COMMIT")
         self.next = end
         if end == len(self.legs):
@@ -185,7 +206,7 @@ def replay(layout, directory):
     ids = event_ids()
     legs = {ident: (CALL, OTHER_LEG) if CALLS == "same" else ("%032x" % random.getrandbits(128),
                                                              "%032x" % random.getrandbits(128)) for ident in ids}
-    merge = Merge()
+    merge = Merge(batched=layout == "batched")
     finished = []
     deleted = 0
     measured_from = CAP or 0
@@ -208,7 +229,7 @@ def replay(layout, directory):
                 db.execute("INSERT INTO events (id, received_at, hook, format, body, meta) VALUES (?, ?, ?, ?, ?, ?)",
                            (ident, 1.0, "channel_create", "json", BODY, META))
         db.execute("COMMIT")
-        if layout.startswith("current"):
+        if layout.startswith("current") or layout == "batched":
             merge.step(db)
         finished += batch
         if len(finished) >= 128:
@@ -276,7 +297,7 @@ def prune(db, layout, merge):
         db.execute("DELETE FROM events WHERE rowid IN (SELECT id FROM pruning)")
     else:
         db.execute(f"INSERT INTO pruning (id) SELECT id FROM events_done ORDER BY id LIMIT {PRUNE_BATCH}")
-        if layout.startswith("current"):
+        if layout.startswith("current") or layout == "batched":
             merge.deleted_through = db.execute("SELECT max(id) FROM pruning").fetchone()[0] or merge.deleted_through
         db.execute("DELETE FROM events_done WHERE id IN (SELECT id FROM pruning)")
         db.execute("DELETE FROM events WHERE id IN (SELECT id FROM pruning)")
@@ -284,6 +305,15 @@ def prune(db, layout, merge):
     db.execute("DELETE FROM pruning")
     if layout.startswith("current"):
         merge.sweep(db, 4 * pruned)
+    elif layout == "batched":
+        # Batches whose newest event retention has passed, dropped whole once none of their events is left.
+        for (batch,) in db.execute("SELECT batch FROM call_batches WHERE newest <= ?",
+                                   (merge.deleted_through,)).fetchall():
+            if db.execute("SELECT EXISTS (SELECT 1 FROM call_index l JOIN events_done d ON d.id = l.id "
+                          "WHERE l.batch = ?)", (batch,)).fetchone()[0]:
+                continue
+            db.execute("DELETE FROM call_index WHERE batch = ?", (batch,))
+            db.execute("DELETE FROM call_batches WHERE batch = ?", (batch,))
     db.execute("COMMIT")
     return pruned
 
