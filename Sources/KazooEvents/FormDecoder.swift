@@ -293,6 +293,7 @@ private struct FormTree {
         /// The position of the member whose key has the bytes `key`, added as null when new: a key given again
         /// keeps its first place. The key's String is the one `keys` shares when it holds the key.
         mutating func member(named key: UnsafeRawBufferPointer, _ keys: KeyInterner?) -> Int {
+            let hash: UInt64
             if let keys {
                 // The interner's slot predicting the key read next here.
                 var slot = -1
@@ -301,11 +302,13 @@ private struct FormTree {
                 } else if inside >= 0, lastShared >= 0 {
                     slot = keys.slot(after: lastShared, within: inside)
                 }
-                let (hash, shared) = keys.recognize(key, slot: slot)
-                if let (name, at) = shared { return position(of: name, hash: hash, shared: at) }
-                return position(of: String(decoding: key, as: UTF8.self), hash: hash, shared: -1)
+                let recognized = keys.recognize(key, slot: slot)
+                if let (name, at) = recognized.shared { return position(of: name, hash: recognized.hash, shared: at) }
+                hash = recognized.hash
+            } else {
+                hash = KeyTable<Int>.hash(bytes: key)
             }
-            return position(of: String(decoding: key, as: UTF8.self), hash: KeyTable<Int>.hash(bytes: key), shared: -1)
+            return position(of: String(decoding: key, as: UTF8.self), hash: hash, shared: -1)
         }
 
         /// The position of the member `key` (whose `KeyTable.hash` is `hash`, and its interner position `shared`),
