@@ -7,9 +7,9 @@ passive checkpoint every 200 events (LogCopier.everyEvents), in WAL mode with sy
 journal's checkpoint size. Prints the process's CPU time and the bytes written (/proc/self/io) per event for
 each layout named:
 
-  current   the journal's schema: the body in `events`, `events_done` keyed by the event's text id, the call
-            index staged by a trigger and merged in key order (EventStore/CallIndex.swift: a sixteenth of the
-            index at a time, 8,192 to 32,768 legs, 256 a slice)
+  current   the journal's schema until the fiftieth session: the body in `events`, `events_done` keyed by the
+            event's text id, the call index (leg, id) staged by a trigger and merged in key order
+            (EventStore/CallIndex.swift: a sixteenth of the index at a time, 8,192 to 32,768 legs, 256 a slice)
   indexes   the schema before it: two indexes on `events_done(call_id)` and `(other_leg)`
   rowid     `indexes` with `events_done` keyed by the event's rowid instead
   segments  `indexes` with bodies in append-only files (one write per commit), `events` holding where they are
@@ -18,6 +18,8 @@ each layout named:
             number one above the last, so they are appended at the index's end whatever the call ids; retention
             drops a batch whole (after checking none of its events is left) once its newest event is deleted,
             instead of sweeping; orphans wait for their batch (a plan, not the server's layout)
+  batched-sweep  the server's layout since the fiftieth session: `batched`'s keys, and `current`'s sweep of
+            orphans along the index in key order (batch, leg, id) instead of dropping batches
 
 CALLS=same (the default) gives every event the anchor's call ids; CALLS=new a new call id and other leg each,
 as real traffic has (random ids: each index entry lands on its own page).
@@ -69,7 +71,7 @@ CALL = "NDlkNGI3OTZlMDgzNWQxNGYxNTA3NjQ4NDZjNDFkOTc"
 ACCOUNT = "91eb05e5c68d7ca05e7618b6821d2d16"
 OTHER_LEG = "af1e1e12f1bcf519a96f2235ab8eeec4"
 CALLS = os.environ.get("CALLS", "same")
-LAYOUTS = ("current", "indexes", "rowid", "segments", "current-segments", "batched")
+LAYOUTS = ("current", "indexes", "rowid", "segments", "current-segments", "batched", "batched-sweep")
 SLICE = 256
 CAP = count("CAP")
 SEGMENT = count("SEGMENT", "25000")
@@ -103,12 +105,12 @@ def schema(db, layout):
     rowid = "" if layout == "rowid" else " WITHOUT ROWID"
     db.execute(f"CREATE TABLE events_done ({key}, done_at REAL NOT NULL, name TEXT, call_id TEXT, other_leg TEXT, "
                f"account_id TEXT, outcomes TEXT){rowid}")
-    if layout == "batched":
+    if layout.startswith("batched"):
         db.executescript("""
             CREATE TABLE call_index (batch INTEGER NOT NULL, leg TEXT NOT NULL, id TEXT NOT NULL,
               PRIMARY KEY (batch, leg, id)) WITHOUT ROWID;
             CREATE TABLE call_batches (batch INTEGER PRIMARY KEY, newest TEXT NOT NULL);""")
-    if layout.startswith("current") or layout == "batched":
+    if layout.startswith("current") or layout.startswith("batched"):
         db.executescript("""
             CREATE TABLE call_legs (leg TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (leg, id)) WITHOUT ROWID;
             CREATE TABLE call_legs_staged (call_id TEXT, other_leg TEXT, id TEXT NOT NULL);
@@ -134,6 +136,21 @@ class Merge:
         self.deleted_through = ""
         # Where the call index's sweep stopped (its start again after its end).
         self.swept_to = ("", "")
+        self.swept_batched = (-1, "", "")
+
+    def sweep_batched(self, db, entries):
+        """`sweep` over `call_index`, in (batch, leg, id) order."""
+        orphaned = "id <= ? AND NOT EXISTS (SELECT 1 FROM events_done d WHERE d.id = call_index.id)"
+        last = db.execute("SELECT batch, leg, id FROM call_index WHERE (batch, leg, id) > (?, ?, ?) "
+                          "ORDER BY batch, leg, id LIMIT 1 OFFSET ?", (*self.swept_batched, entries - 1)).fetchone()
+        if last is None:
+            db.execute(f"DELETE FROM call_index WHERE (batch, leg, id) > (?, ?, ?) AND {orphaned}",
+                       (*self.swept_batched, self.deleted_through))
+            self.swept_batched = (-1, "", "")
+        else:
+            db.execute(f"DELETE FROM call_index WHERE (batch, leg, id) > (?, ?, ?) AND (batch, leg, id) <= (?, ?, ?) "
+                       f"AND {orphaned}", (*self.swept_batched, *last, self.deleted_through))
+            self.swept_batched = tuple(last)
 
     def sweep(self, db, entries):
         orphaned = "id <= ? AND NOT EXISTS (SELECT 1 FROM events_done d WHERE d.id = call_legs.id)"
@@ -206,7 +223,7 @@ def replay(layout, directory):
     ids = event_ids()
     legs = {ident: (CALL, OTHER_LEG) if CALLS == "same" else ("%032x" % random.getrandbits(128),
                                                              "%032x" % random.getrandbits(128)) for ident in ids}
-    merge = Merge(batched=layout == "batched")
+    merge = Merge(batched=layout.startswith("batched"))
     finished = []
     deleted = 0
     measured_from = CAP or 0
@@ -229,7 +246,7 @@ def replay(layout, directory):
                 db.execute("INSERT INTO events (id, received_at, hook, format, body, meta) VALUES (?, ?, ?, ?, ?, ?)",
                            (ident, 1.0, "channel_create", "json", BODY, META))
         db.execute("COMMIT")
-        if layout.startswith("current") or layout == "batched":
+        if layout.startswith("current") or layout.startswith("batched"):
             merge.step(db)
         finished += batch
         if len(finished) >= 128:
@@ -297,7 +314,7 @@ def prune(db, layout, merge):
         db.execute("DELETE FROM events WHERE rowid IN (SELECT id FROM pruning)")
     else:
         db.execute(f"INSERT INTO pruning (id) SELECT id FROM events_done ORDER BY id LIMIT {PRUNE_BATCH}")
-        if layout.startswith("current") or layout == "batched":
+        if layout.startswith("current") or layout.startswith("batched"):
             merge.deleted_through = db.execute("SELECT max(id) FROM pruning").fetchone()[0] or merge.deleted_through
         db.execute("DELETE FROM events_done WHERE id IN (SELECT id FROM pruning)")
         db.execute("DELETE FROM events WHERE id IN (SELECT id FROM pruning)")
@@ -305,6 +322,8 @@ def prune(db, layout, merge):
     db.execute("DELETE FROM pruning")
     if layout.startswith("current"):
         merge.sweep(db, 4 * pruned)
+    elif layout == "batched-sweep":
+        merge.sweep_batched(db, 4 * pruned)
     elif layout == "batched":
         # Batches whose newest event retention has passed, dropped whole once none of their events is left.
         for (batch,) in db.execute("SELECT batch FROM call_batches WHERE newest <= ?",

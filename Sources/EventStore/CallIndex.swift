@@ -15,19 +15,31 @@ import RuleEngine
 /// Now a done record's legs are appended to `call_legs_staged` (one row for both) by a trigger, in the
 /// record's own statement (rows in arrival order: the table's last page, like the events'). Once enough have
 /// gathered, the log copier's connection reads them and sorts them by key, off the writer's thread, and the
-/// writer moves them into `call_legs`, keyed by (leg, event id), in key order, a slice of `sliceSize` a turn:
-/// a page of the index is written once for all the entries a slice puts on it rather than once per event, and
-/// appends wait on one slice at most. Lookups read `call_legs` and the staged rows (few, read whole). Rows
-/// read into Swift and written back one statement each, on the writer, cost the server about 15 µs of CPU an
-/// event (a first version); a sorted copy in a table of the file (the fourteenth session's) wrote every leg
-/// once more and made the appends wait for the sort (BENCHMARKS.md, "The journal's call index").
+/// writer moves them into `call_index` in that order, a slice of `sliceSize` a turn, appends waiting on one
+/// slice at most. Rows read into Swift and written back one statement each, on the writer, cost the server
+/// about 15 µs of CPU an event (a first version); a sorted copy in a table of the file (the fourteenth
+/// session's) wrote every leg once more and made the appends wait for the sort (BENCHMARKS.md, "The journal's
+/// call index").
+///
+/// The index is keyed by (batch, leg, event id), `batch` a number each merge takes one above the last
+/// (`call_batches` lists those in use). A merge's sorted legs then go in at the index's end, one page after
+/// another, whatever the call ids. Keyed by (leg, event id) alone until the fiftieth session, a merge with
+/// Kazoo's random call ids put its legs all over the index: a page for every few, each written to the log
+/// whole and again at the checkpoint. In a replay of the journal's writes with a new call every event
+/// (`scripts/journal_layouts.py current batched-sweep`, BENCHMARKS.md), 300,000 events at a cap of 150,000:
+/// 31.2–34.7 µs of CPU and 17,422 bytes written an event before, 24.2–28.1 µs and 12,395 bytes after. In the
+/// server, under `wrk` with a new call a request and no cap, the merges had fallen behind by 90,950 staged legs
+/// after 30 s, which a lookup reads whole (26–32 ms); now 204 (3–5 ms). A lookup seeks once per batch
+/// (`eventsOfLegs`): those 30 s made 62.
 extension EventJournal {
     static let callIndexSchema = """
-        CREATE TABLE IF NOT EXISTS call_legs (
+        CREATE TABLE IF NOT EXISTS call_index (
+          batch INTEGER NOT NULL,
           leg TEXT NOT NULL,
           id TEXT NOT NULL,
-          PRIMARY KEY (leg, id)
+          PRIMARY KEY (batch, leg, id)
         ) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS call_batches (batch INTEGER PRIMARY KEY);
         CREATE TABLE IF NOT EXISTS call_legs_staged (call_id TEXT, other_leg TEXT, id TEXT NOT NULL);
         DROP TABLE IF EXISTS call_legs_merging;
         CREATE TRIGGER IF NOT EXISTS events_done_legs AFTER INSERT ON events_done
@@ -36,25 +48,45 @@ extension EventJournal {
         END;
         """
 
-    /// Brings the call index up to date when the file was written with the two old indexes (by an earlier
-    /// version, or by one opening it since: its schema creates them again): every done record's legs go into
-    /// `call_legs` (those already there are kept), and the old indexes go. Also fills it for done records just
-    /// copied from an older layout (`copied`).
+    /// Brings the call index up to date when the file was written by an earlier version (or by one opening it
+    /// since, whose schema creates its own again), as one batch above the others:
+    /// - with `call_legs`, the index keyed by (leg, event id) alone (the fourteenth to the forty-ninth sessions):
+    ///   its entries go into `call_index`, and it goes;
+    /// - with the two old indexes on `events_done`: every done record's legs go into `call_index`, and the old
+    ///   indexes go. Also done for done records just copied from an older layout (`copied`).
     static func migrateCallIndex(_ db: Database, copied: Bool) throws {
         let old = try String.fetchAll(
             db,
             sql: """
-                SELECT name FROM sqlite_master WHERE type = 'index'
-                AND name IN ('events_done_call', 'events_done_other_leg')
+                SELECT name FROM sqlite_master WHERE (type = 'index'
+                AND name IN ('events_done_call', 'events_done_other_leg')) OR (type = 'table' AND name = 'call_legs')
                 """)
         guard copied || !old.isEmpty else { return }
+        let batch = try nextBatch(db)
+        var sources: [String] = []
+        if old.contains("call_legs") { sources.append("SELECT leg, id FROM call_legs") }
+        if copied || old.contains(where: { $0.hasPrefix("events_done_") }) {
+            sources.append(bothLegs("events_done", where: "1"))
+        }
+        // Entries the index holds already are left out: a lookup would find them twice, and the sweep would take
+        // the second only once its record is gone.
         try db.execute(
             sql: """
-                INSERT OR IGNORE INTO call_legs (leg, id)
-                SELECT leg, id FROM (\(bothLegs("events_done", where: "1"))) ORDER BY leg, id;
+                INSERT OR IGNORE INTO call_index (batch, leg, id)
+                SELECT \(batch), leg, id FROM (\(sources.joined(separator: " UNION ALL "))) AS l
+                WHERE NOT EXISTS (SELECT 1 FROM call_index i WHERE i.batch IN (SELECT batch FROM call_batches)
+                                  AND i.leg = l.leg AND i.id = l.id)
+                ORDER BY leg, id;
+                INSERT OR IGNORE INTO call_batches (batch) SELECT \(batch) WHERE changes() > 0;
+                DROP TABLE IF EXISTS call_legs;
                 DROP INDEX IF EXISTS events_done_call;
                 DROP INDEX IF EXISTS events_done_other_leg;
                 """)
+    }
+
+    /// The number the next batch of the index takes: one above the largest in use.
+    static func nextBatch(_ db: Database) throws -> Int64 {
+        try Int64.fetchOne(db, sql: "SELECT coalesce(max(batch) + 1, 0) FROM call_batches") ?? 0
     }
 
     /// How many index rows a done record just written stages (in one staged row).
@@ -62,11 +94,12 @@ extension EventJournal {
         (record?.callID == nil ? 0 : 1) + (record?.otherLeg == nil ? 0 : 1)
     }
 
-    /// SQL for the ids of the events naming one of `count` legs (the `?`s to bind: the legs, three times).
+    /// SQL for the ids of the events naming one of `count` legs (the `?`s to bind: the legs, three times): a
+    /// seek into the index for each batch and leg, and the staged rows.
     static func eventsOfLegs(_ count: Int) -> String {
         let marks = Array(repeating: "?", count: count).joined(separator: ", ")
         return """
-            SELECT id FROM call_legs WHERE leg IN (\(marks))
+            SELECT id FROM call_index WHERE batch IN (SELECT batch FROM call_batches) AND leg IN (\(marks))
             UNION SELECT id FROM call_legs_staged WHERE call_id IN (\(marks)) OR other_leg IN (\(marks))
             """
     }
@@ -81,14 +114,15 @@ extension EventJournal {
     }
 }
 
-/// The writer's progress moving staged legs into `call_legs` (see `EventJournal.callIndexSchema`).
+/// The writer's progress moving staged legs into `call_index` (see `EventJournal.callIndexSchema`).
 ///
 /// A merge has two steps. The writer notes the last staged row it takes (`through`: at most `maximum` legs'
 /// worth, `rowsPerMerge`, from the oldest), and the log copier's connection
 /// reads the legs of the rows up to it and sorts them by key, on the copier's thread (`LogCopier.read`,
 /// `stagedLegs`): the appends do not wait for it. Then the writer inserts them a slice a turn (`insertSlice`),
 /// and the last slice deletes the staged rows it covered. A process stopped in between leaves the staged rows
-/// where they were, and the next merge reads them again (entries already in the index are kept once).
+/// where they were, and the next merge reads them again: the first merge of a process goes into the largest
+/// batch there is, so that entries already in the index are kept once.
 ///
 /// Retention deletes records but leaves their legs: lookups join the index with the records, and find nothing
 /// for an entry whose record is gone. Staged rows stay for the merges: only merges delete staged rows, always the
@@ -101,14 +135,16 @@ extension EventJournal {
 /// changed a page of the index an entry, since call ids are random; it looks up the records of only the entries
 /// whose ids sort at or before `lastDeleted`. Under `wrk` with a new call a request and a 400 MB cap, deleting
 /// the entries with their records held ingest at 24,700-25,400 requests a second with a 99th percentile of 68-78 ms;
-/// without, 28,900-29,200 and 6 ms (BENCHMARKS.md). Retention once also deleted the staged rows of the
-/// records it deleted and dropped the merge under way: under a sustained load every batch dropped it, no merge
-/// finished, and the staged rows grew by hundreds of thousands.
+/// without, 28,900-29,200 and 6 ms (BENCHMARKS.md). Retention deletes the oldest events first, so the orphans
+/// gather in the oldest batches; a batch the sweep leaves empty goes from `call_batches` at the sweep's end.
+/// Retention once also deleted the staged rows of the records it deleted and dropped the merge under way: under
+/// a sustained load every batch dropped it, no merge finished, and the staged rows grew by hundreds of thousands.
 struct CallIndexMerge {
-    /// Staged legs that gather before a merge starts: a sixteenth of the index, within these bounds. A batch
-    /// of B rows into an index of M pages changes about M·(1 − e^(−B/M)) of them, so a batch that grows with
-    /// the index writes fewer pages a row than a fixed one once the index is large: at a million rows (a
-    /// journal near its 1 GB cap) about half a page a row, where 8,192 at a time wrote 0.84. The upper bound
+    /// Staged legs that gather before a merge starts: a sixteenth of the index, within these bounds. Each merge
+    /// is a batch of the index, and a lookup seeks into every batch: merges that grow with the index keep the
+    /// batches to a few dozen (62 after 30 s of `wrk` with a new call a request, 1.9 million entries). (Before
+    /// the batches, a merge of B legs into an index of M pages changed about M·(1 − e^(−B/M)) of them, and this
+    /// growth was what kept that near half a page a leg at a million entries.) The upper bound
     /// keeps a merge's legs in memory small (32,768 legs of two 40-byte strings: a few MB, briefly): a merge
     /// takes no more rows than that (`rowsPerMerge`), however many are staged. Under a load the merges do not
     /// keep up with, hundreds of thousands gather; a merge that read them all held 100 MB and more
@@ -122,9 +158,12 @@ struct CallIndexMerge {
 
     /// Legs in `call_legs_staged` (counted when the journal opens, then kept up to date by the writer).
     var staged = 0
-    /// Entries in `call_legs` (counted when the journal opens, then kept up to date by the writer; retention's
+    /// Entries in `call_index` (counted when the journal opens, then kept up to date by the writer; retention's
     /// deletions are not subtracted, which only makes merges somewhat larger).
     var indexed = 0
+    /// The batch the next merge's legs go into: at open the largest there is (a merge an earlier process left
+    /// unfinished is then finished in its own batch), one more after each merge that finished.
+    var batch: Int64 = 0
     /// After a failure, the merge waits until `mergeAt` more legs are staged.
     var failedAt = 0
 
@@ -138,7 +177,7 @@ struct CallIndexMerge {
     /// The largest event id retention has deleted, or at open the largest staged (whose records an earlier
     /// process may have deleted): a staged leg whose id sorts after it names a record that is there.
     var lastDeleted: String?
-    /// Legs of the records retention deleted since the last sweep: entries of `call_legs` without their record
+    /// Legs of the records retention deleted since the last sweep: entries of `call_index` without their record
     /// (or staged rows, which the merges leave out; these count too, which only starts a sweep sooner). Not
     /// known at open: a sweep starts then, for those an earlier process left.
     var orphans = 0
@@ -146,16 +185,38 @@ struct CallIndexMerge {
     var sweepMinimum = 50_000
     /// Index entries a sweep reads in one transaction at least (`EventJournal.sweepSlice`).
     var sweepBatch = 4_096
-    /// The last entry the sweep under way has read (`("", "")` before its first slice: no entry sorts at or
-    /// before it, since an id is never empty); nil when none is under way.
-    private(set) var sweepFrom: (leg: String, id: String)?
+    /// The last entry the sweep under way has read (`Entry.beforeAll` before its first slice); nil when none is
+    /// under way.
+    private(set) var sweepFrom: Entry?
+
+    /// An entry of the index: its key.
+    struct Entry: Equatable {
+        var batch: Int64
+        var leg: String
+        var id: String
+
+        /// Sorts before every entry: batches are never negative.
+        static let beforeAll = Entry(batch: -1, leg: "", id: "")
+
+        /// Whether this entry sorts before `other` in the index (`sortsBefore`: by batch, leg, then id).
+        func precedes(_ other: Entry) -> Bool {
+            guard batch == other.batch else { return batch < other.batch }
+            return leg.utf8.elementsEqual(other.leg.utf8)
+                ? CallIndexMerge.sortsBefore(id, other.id) : CallIndexMerge.sortsBefore(leg, other.leg)
+        }
+
+        static func == (a: Entry, b: Entry) -> Bool {
+            a.batch == b.batch && a.leg.utf8.elementsEqual(b.leg.utf8) && a.id.utf8.elementsEqual(b.id.utf8)
+        }
+    }
 
     /// The writer's next step in a merge, if any.
     enum Step {
         /// Note the last staged row and read the legs up to it (`read`).
         case read
-        /// Insert these of the legs (`insertSlice`), and after the last, delete the staged rows up to `through`.
-        case slice(MergeLegs, Range<Int>, through: Int64)
+        /// Insert these of the legs into `batch` (`insertSlice`), and after the last, delete the staged rows up to
+        /// `through`.
+        case slice(MergeLegs, Range<Int>, through: Int64, batch: Int64)
     }
 
     var mergeAt: Int { min(max(indexed / 16, minimum), maximum) }
@@ -170,7 +231,7 @@ struct CallIndexMerge {
             // four times as many a turn catch up (BENCHMARKS.md).
             let behind = staged - sorted.count >= maximum
             let end = min(next + (behind ? 4 * sliceSize : sliceSize), sorted.count)
-            return .slice(sorted, next..<end, through: through)
+            return .slice(sorted, next..<end, through: through, batch: batch)
         }
         return !reading && staged >= failedAt + mergeAt ? .read : nil
     }
@@ -202,6 +263,7 @@ struct CallIndexMerge {
         guard next == sorted.count else { return }
         staged = max(0, staged - sorted.count)
         (sorted, next, failedAt) = (MergeLegs(), 0, 0)
+        batch += 1
     }
 
     /// The orphans are due for a sweep.
@@ -211,13 +273,13 @@ struct CallIndexMerge {
     /// are for the next one (some of them this one will find after all, which only makes the next later).
     mutating func startSweep(force: Bool = false) {
         guard sweepFrom == nil, force || sweepDue else { return }
-        sweepFrom = ("", "")
+        sweepFrom = .beforeAll
         orphans = 0
     }
 
     /// A slice of the sweep deleted `removed` entries whose records were gone, and read up to `last` (nil: to the
     /// index's end, and the sweep is over).
-    mutating func swept(_ removed: Int, through last: (leg: String, id: String)?) {
+    mutating func swept(_ removed: Int, through last: Entry?) {
         indexed = max(0, indexed - removed)
         sweepFrom = last
     }
@@ -226,11 +288,6 @@ struct CallIndexMerge {
     /// (`sb_compare_texts`): SQLite's BINARY collation, the bytes, then the length. Swift's own `<` and `==` on
     /// strings compare differently composed ones as equal.
     static func sortsBefore(_ a: String, _ b: String) -> Bool { a.utf8.lexicographicallyPrecedes(b.utf8) }
-
-    /// Whether entry `a` sorts before entry `b` in the index (`sortsBefore`, by leg, then by id).
-    static func precedes(_ a: (leg: String, id: String), _ b: (leg: String, id: String)) -> Bool {
-        a.leg.utf8.elementsEqual(b.leg.utf8) ? sortsBefore(a.id, b.id) : sortsBefore(a.leg, b.leg)
-    }
 
     /// Retention deleted done records with `legs` legs, the largest id among them `id`.
     mutating func deleted(through id: String, legs: Int) {
@@ -316,25 +373,32 @@ extension EventJournal {
         return legs
     }
 
-    /// Inserts legs `range` of a merge (in key order), and with the last, deletes the staged rows up to
-    /// `through`, in one transaction. A leg whose event id sorts at or before `lastDeleted` goes in only if its
-    /// record is there (`CallIndexMerge`). Returns how many entries it added.
+    /// Inserts legs `range` of a merge (in key order) into `batch`, and with the last, deletes the staged rows up
+    /// to `through`, in one transaction. A leg whose event id sorts at or before `lastDeleted` goes in only if
+    /// its record is there (`CallIndexMerge`). Returns how many entries it added.
     static func insertSlice(
-        _ legs: MergeLegs, _ range: Range<Int>, through: Int64, lastDeleted: String?, in db: Database
+        _ legs: MergeLegs, _ range: Range<Int>, through: Int64, batch: Int64, lastDeleted: String?, in db: Database
     ) throws -> Int {
         var added = 0
         try immediateTransaction(db) {
+            // With every slice: a sweep's end may have found the batch empty and taken it out of the list.
+            try db.cachedStatement(sql: "INSERT OR IGNORE INTO call_batches (batch) VALUES (?)").execute(
+                arguments: [batch])
             let before = db.totalChangesCount
-            // Only ever run here, by the helper: GRDB never binds or steps them itself.
-            let insert = try db.cachedStatement(sql: "INSERT OR IGNORE INTO call_legs (leg, id) VALUES (?, ?)")
+            // Only ever stepped here, by the helper, which binds each leg (`?1`, `?2`): GRDB never binds or steps
+            // them itself. The batch (`?3`) is bound here, and stays bound until the helper clears them all.
+            let insert = try db.cachedStatement(
+                sql: "INSERT OR IGNORE INTO call_index (batch, leg, id) VALUES (?3, ?1, ?2)")
+            try DirectStatement(insert, in: db).bind(3, Int(batch))
             let checked =
                 lastDeleted == nil
                 ? nil
                 : try db.cachedStatement(
                     sql: """
-                        INSERT OR IGNORE INTO call_legs (leg, id)
-                        SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM events_done WHERE id = ?2)
+                        INSERT OR IGNORE INTO call_index (batch, leg, id)
+                        SELECT ?3, ?1, ?2 WHERE EXISTS (SELECT 1 FROM events_done WHERE id = ?2)
                         """)
+            if let checked { try DirectStatement(checked, in: db).bind(3, Int(batch)) }
             let checkedStatement = checked.map { UnsafeMutableRawPointer($0.sqliteStatement) }
             var last = lastDeleted ?? ""
             try last.withUTF8 { last in

@@ -87,6 +87,9 @@ struct DirectStatement {
         }
     }
 
+    /// Column `index` (from 0) of the row just stepped to, as an integer.
+    func integer(_ index: Int32) -> Int64 { sqlite3_column_int64(statement, index) }
+
     /// Column `index` (from 0) of the row just stepped to, all its bytes: GRDB reads a text up to its first NUL
     /// byte (and binds one the same way), and a leg is the sender's call id, which JSON lets hold one.
     func text(_ index: Int32) -> String? {

@@ -130,15 +130,17 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
                         """)
                 try Self.migrateDoneRecords(db)
             }
-            let (indexed, staged, newestStaged) = try pool.read { db in
+            let (indexed, staged, newestStaged, batch) = try pool.read { db in
                 (
-                    try Int.fetchOne(db, sql: "SELECT count(*) FROM call_legs") ?? 0,
+                    try Int.fetchOne(db, sql: "SELECT count(*) FROM call_index") ?? 0,
                     try Int.fetchOne(db, sql: "SELECT count(call_id) + count(other_leg) FROM call_legs_staged") ?? 0,
-                    try String.fetchOne(db, sql: "SELECT max(id) FROM call_legs_staged")
+                    try String.fetchOne(db, sql: "SELECT max(id) FROM call_legs_staged"),
+                    max(0, try Self.nextBatch(db) - 1)
                 )
             }
             callIndex.withLock { merge in
                 merge.indexed = indexed
+                merge.batch = batch
                 merge.staged = staged
                 // An earlier process's retention may have deleted records of rows staged now.
                 merge.lastDeleted = newestStaged
@@ -413,19 +415,28 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         }
         // An entry whose record retention deleted has an id at or before the last one it deleted (until this
         // process deletes one, the newest staged at open, or any id when none was): later ones are not looked up.
-        let orphaned = "(?5 IS NULL OR id <= ?5) AND NOT EXISTS (SELECT 1 FROM events_done d WHERE d.id = call_legs.id)"
+        let orphaned =
+            "(?7 IS NULL OR id <= ?7) AND NOT EXISTS (SELECT 1 FROM events_done d WHERE d.id = call_index.id)"
         // Through SQLite's C API, not GRDB's values: a leg may hold a NUL byte, where GRDB would cut the cursor
         // short, and the next slice would start before this one again (`DirectStatement.text`).
         let select = DirectStatement(
             try db.cachedStatement(
-                sql: "SELECT leg, id FROM call_legs WHERE (leg, id) > (?1, ?2) ORDER BY leg, id LIMIT 1 OFFSET ?3"),
+                sql: """
+                    SELECT batch, leg, id FROM call_index WHERE (batch, leg, id) > (?1, ?2, ?3)
+                    ORDER BY batch, leg, id LIMIT 1 OFFSET ?4
+                    """),
             in: db)
-        try select.bind(1, after.leg)
-        try select.bind(2, after.id)
-        try select.bind(3, entries - 1)
-        let last: (leg: String, id: String)? =
-            try select.step { row in row.text(0).flatMap { leg in row.text(1).map { (leg: leg, id: $0) } } } ?? nil
-        if let last, !CallIndexMerge.precedes(after, last) {
+        try select.bind(1, Int(after.batch))
+        try select.bind(2, after.leg)
+        try select.bind(3, after.id)
+        try select.bind(4, entries - 1)
+        let last: CallIndexMerge.Entry? =
+            try select.step { row in
+                row.text(1).flatMap { leg in
+                    row.text(2).map { CallIndexMerge.Entry(batch: row.integer(0), leg: leg, id: $0) }
+                }
+            } ?? nil
+        if let last, !after.precedes(last) {
             // A slice that would start where this one did (a cursor read back otherwise than SQLite orders it)
             // ends the sweep rather than reading the same entries with every batch from now on.
             callIndex.withLock { $0.swept(0, through: nil) }
@@ -434,18 +445,31 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         let delete = DirectStatement(
             try db.cachedStatement(
                 sql: last == nil
-                    ? "DELETE FROM call_legs WHERE (leg, id) > (?1, ?2) AND \(orphaned)"
-                    : "DELETE FROM call_legs WHERE (leg, id) > (?1, ?2) AND (leg, id) <= (?3, ?4) AND \(orphaned)"),
+                    ? "DELETE FROM call_index WHERE (batch, leg, id) > (?1, ?2, ?3) AND \(orphaned)"
+                    : """
+                    DELETE FROM call_index WHERE (batch, leg, id) > (?1, ?2, ?3) AND (batch, leg, id) <= (?4, ?5, ?6)
+                    AND \(orphaned)
+                    """),
             in: db)
-        try delete.bind(1, after.leg)
-        try delete.bind(2, after.id)
+        try delete.bind(1, Int(after.batch))
+        try delete.bind(2, after.leg)
+        try delete.bind(3, after.id)
         if let last {
-            try delete.bind(3, last.leg)
-            try delete.bind(4, last.id)
+            try delete.bind(4, Int(last.batch))
+            try delete.bind(5, last.leg)
+            try delete.bind(6, last.id)
         }
-        try delete.bind(5, lastDeleted)
+        try delete.bind(7, lastDeleted)
         try delete.step()
         let deleted = db.changesCount
+        // At the sweep's end, the batches it left empty go from the list that lookups seek into.
+        if last == nil {
+            try db.execute(
+                sql: """
+                    DELETE FROM call_batches
+                    WHERE NOT EXISTS (SELECT 1 FROM call_index i WHERE i.batch = call_batches.batch)
+                    """)
+        }
         callIndex.withLock { $0.swept(deleted, through: last) }
         return (deleted, last != nil)
     }
@@ -889,9 +913,10 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
                 callIndex.withLock { $0.read(legs, through: through) }
                 scheduleFlush()
             }
-        case .slice(let legs, let range, let through):
+        case .slice(let legs, let range, let through, let batch):
             let lastDeleted = callIndex.withLock { $0.lastDeleted }
-            let added = try? Self.insertSlice(legs, range, through: through, lastDeleted: lastDeleted, in: db)
+            let added = try? Self.insertSlice(
+                legs, range, through: through, batch: batch, lastDeleted: lastDeleted, in: db)
             callIndex.withLock { $0.inserted(range.count, added: added) }
         }
     }

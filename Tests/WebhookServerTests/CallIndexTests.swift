@@ -25,7 +25,7 @@ import Testing
                 name: "channel.channel_create", callID: call, otherLeg: otherLeg, accountID: "acct", outcomes: "[]"))
     }
 
-    /// Index rows in `call_legs`, or legs staged in `call_legs_staged`.
+    /// Index rows in `call_index`, or legs staged in `call_legs_staged`.
     func rows(_ table: String, in path: String) throws -> Int {
         let count = table == "call_legs_staged" ? "count(call_id) + count(other_leg)" : "count(*)"
         return try journalDatabase(in: path).read { db in
@@ -45,7 +45,7 @@ import Testing
         ])
         await journal.drain()
         #expect(try journal.counts() == (pending: 0, done: 1))
-        #expect(try rows("call_legs", in: path) + rows("call_legs_staged", in: path) == 1)
+        #expect(try rows("call_index", in: path) + rows("call_legs_staged", in: path) == 1)
         #expect(try journal.callEvents(["call-1"]).map(\.id) == ["kept"])
         #expect(try journal.callEvents(["call-gone", "leg-gone"]).isEmpty)
     }
@@ -86,8 +86,8 @@ import Testing
             try expectEveryLegFound(done: start + 12)
         }
         let legs = 60 + ids.indices.filter { other($0) != nil }.count
-        #expect(try rows("call_legs", in: path) + rows("call_legs_staged", in: path) >= legs)
-        #expect(try rows("call_legs", in: path) >= 40)  // merged, not left staged
+        #expect(try rows("call_index", in: path) + rows("call_legs_staged", in: path) >= legs)
+        #expect(try rows("call_index", in: path) >= 40)  // merged, not left staged
         #expect(try rows("call_legs_staged", in: path) < legs / 2)
 
         // Opened again: the staged rows are counted and still found.
@@ -98,7 +98,7 @@ import Testing
         #expect(try journal.prune(olderThan: -1) == 60)
         #expect(try journal.callEvents(["call-1"]).isEmpty)
         #expect(try journal.sweepCallIndex() > 0)
-        #expect(try rows("call_legs", in: path) == 0 && stagedWithRecords(in: path) == 0)
+        #expect(try rows("call_index", in: path) == 0 && stagedWithRecords(in: path) == 0)
     }
 
     /// A process stopped in the middle of a merge leaves some of its legs in the index and every staged row the
@@ -119,7 +119,8 @@ import Testing
                 sql: """
                     CREATE TABLE call_legs_merging (n INTEGER PRIMARY KEY, leg TEXT NOT NULL, id TEXT NOT NULL);
                     INSERT INTO call_legs_merging (leg, id) SELECT call_id, id FROM call_legs_staged LIMIT 7;
-                    INSERT INTO call_legs SELECT call_id, id FROM call_legs_staged ORDER BY call_id, id LIMIT 3;
+                    INSERT INTO call_index SELECT 0, call_id, id FROM call_legs_staged ORDER BY call_id, id LIMIT 3;
+                    INSERT INTO call_batches (batch) VALUES (0);
                     """)
         }
         let journal = try EventJournal(directory: path, callIndexMerge: (10, 4, 32_768))
@@ -129,13 +130,13 @@ import Testing
         await journal.drain()
         // The 20 staged before merged (the 3 already in the index kept once); m20's leg, staged after the merge
         // began, waits for the next.
-        #expect(try rows("call_legs", in: path) == 20)
+        #expect(try rows("call_index", in: path) == 20)
         #expect(try rows("call_legs_staged", in: path) == 1)
         #expect(try journal.callEvents(["call-0"]).count == 11)
         let tables = try await journalDatabase(in: path).read { db in
             try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'table'")
         }
-        #expect(tables.contains("call_legs") && !tables.contains("call_legs_merging"))
+        #expect(tables.contains("call_index") && !tables.contains("call_legs_merging"))
     }
 
     /// Legs staged faster than merges take them (hundreds of thousands under a sustained load) are merged
@@ -152,7 +153,7 @@ import Testing
         await journal.drain()
         #expect(journal.largestCallIndexMerge == 16)
         // Merged down to fewer than a merge waits for, with every entry found.
-        let (indexed, staged) = (try rows("call_legs", in: path), try rows("call_legs_staged", in: path))
+        let (indexed, staged) = (try rows("call_index", in: path), try rows("call_legs_staged", in: path))
         #expect(indexed + staged == 100 && staged < 10, "\(indexed) indexed, \(staged) staged")
         for id in ids { #expect(try journal.callEvents(["call-\(id)", "leg-\(id)"]).map(\.id) == [id]) }
     }
@@ -176,16 +177,16 @@ import Testing
         #expect(try journal.callEvents(["leg-11"]).count == 30)
         #expect(try journal.callEvents(["call-r11-7"]).map(\.id) == ["r11-7"])
         let kept = try journal.counts().done
-        #expect(try rows("call_legs", in: path) - orphans(in: path) + stagedWithRecords(in: path) == 2 * kept)
+        #expect(try rows("call_index", in: path) - orphans(in: path) + stagedWithRecords(in: path) == 2 * kept)
         try journal.sweepCallIndex()
         #expect(try orphans(in: path) == 0)
-        #expect(try rows("call_legs", in: path) + stagedWithRecords(in: path) == 2 * kept)
+        #expect(try rows("call_index", in: path) + stagedWithRecords(in: path) == 2 * kept)
     }
 
     /// Index entries whose done record is gone.
     func orphans(in path: String) throws -> Int {
         try journalDatabase(in: path).read { db in
-            try Int.fetchOne(db, sql: "SELECT count(*) FROM call_legs WHERE id NOT IN (SELECT id FROM events_done)")
+            try Int.fetchOne(db, sql: "SELECT count(*) FROM call_index WHERE id NOT IN (SELECT id FROM events_done)")
                 ?? 0
         }
     }
@@ -220,22 +221,22 @@ import Testing
                 directory: path, callIndexMerge: (100, 16, 32_768), callIndexSweep: (1, 16))
             try await finish("s", 40, in: journal, from: 0)
             #expect(try journal.prune(toFit: 0) == 40)
-            #expect(try rows("call_legs", in: path) == 0 && rows("call_legs_staged", in: path) == 80)
+            #expect(try rows("call_index", in: path) == 0 && rows("call_legs_staged", in: path) == 80)
             #expect(try journal.callEvents(["leg-s", "call-s3"]).isEmpty)
             // 40 more legs: a merge of all 120, of which only the new records' go in.
             try await finish("t", 20, in: journal, from: 100)
-            #expect(try rows("call_legs", in: path) == 40 && rows("call_legs_staged", in: path) == 0)
+            #expect(try rows("call_index", in: path) == 40 && rows("call_legs_staged", in: path) == 0)
             #expect(journal.callIndexEntries == 40)  // what went in, not the 120 legs merged
             #expect(try orphans(in: path) == 0)
             #expect(try journal.callEvents(["leg-t"]).count == 20)
             // And again, with the journal opened anew before the merge (the "t" records' entries swept).
             try await finish("u", 40, in: journal, from: 200)
             #expect(try journal.prune(toFit: 0) == 60)
-            #expect(try rows("call_legs", in: path) == 0 && rows("call_legs_staged", in: path) == 80)
+            #expect(try rows("call_index", in: path) == 0 && rows("call_legs_staged", in: path) == 80)
         }
         let journal = try EventJournal(directory: path, callIndexMerge: (100, 16, 32_768), callIndexSweep: (1, 16))
         try await finish("v", 20, in: journal, from: 300)
-        #expect(try rows("call_legs", in: path) == 40 && rows("call_legs_staged", in: path) == 0)
+        #expect(try rows("call_index", in: path) == 40 && rows("call_legs_staged", in: path) == 0)
         #expect(journal.callIndexEntries == 40)
         #expect(try orphans(in: path) == 0)
         #expect(try journal.callEvents(["leg-v"]).count == 20 && journal.callEvents(["leg-u", "leg-t"]).isEmpty)
@@ -252,7 +253,7 @@ import Testing
         merge.deleted(through: "e3", legs: 4)  // retention, while the reader reads
         let legs = try MergeLegs((0..<5).map { (leg: "c", id: "e\($0)") })
         merge.read(legs, through: 9)
-        guard case .slice(_, let first, _) = merge.nextStep else { return #expect(Bool(false), "a slice") }
+        guard case .slice(_, let first, _, _) = merge.nextStep else { return #expect(Bool(false), "a slice") }
         #expect(legs.ids(first) == ["e0", "e1", "e2"])
         merge.inserted(3, added: 3)
         merge.deleted(through: "e1", legs: 2)  // an older batch (an earlier id) leaves it where it was
@@ -260,7 +261,7 @@ import Testing
         merge.deleted(through: "e30", legs: 2)  // bytes first: "e30" sorts after "e3"
         #expect(merge.lastDeleted == "e30")
         #expect(merge.orphans == 8)
-        guard case .slice(_, let second, 9) = merge.nextStep else { return #expect(Bool(false), "the last") }
+        guard case .slice(_, let second, 9, _) = merge.nextStep else { return #expect(Bool(false), "the last") }
         #expect(legs.ids(second) == ["e3", "e4"])
         merge.inserted(2, added: 2)
         #expect(merge.staged == 0 && merge.indexed == 5 && merge.nextStep == nil && !merge.busy)
@@ -272,12 +273,13 @@ import Testing
         merge.deleted(through: "e4", legs: 1)
         #expect(merge.sweepDue)
         merge.startSweep()
-        #expect(merge.orphans == 0 && !merge.sweepDue && merge.sweepFrom! == ("", ""))
-        merge.swept(2, through: ("c", "e2"))
-        #expect(merge.indexed == 3 && merge.sweepFrom! == ("c", "e2"))
+        #expect(merge.orphans == 0 && !merge.sweepDue && merge.sweepFrom == .beforeAll)
+        let e2 = CallIndexMerge.Entry(batch: 0, leg: "c", id: "e2")
+        merge.swept(2, through: e2)
+        #expect(merge.indexed == 3 && merge.sweepFrom == e2)
         merge.deleted(through: "e5", legs: 9)
         merge.startSweep()  // one is under way: it goes on from where it was
-        #expect(merge.sweepFrom! == ("c", "e2") && merge.orphans == 9)
+        #expect(merge.sweepFrom == e2 && merge.orphans == 9)
         merge.swept(1, through: nil)
         #expect(merge.indexed == 2 && merge.sweepFrom == nil)
     }
@@ -291,14 +293,14 @@ import Testing
         merge.started()
         merge.read(try MergeLegs((0..<8).map { (leg: "d", id: "f\($0)") }), through: 30)
         // 20 staged, 8 of them read: 12 wait behind, more than a merge takes.
-        guard case .slice(_, let behind, 30) = merge.nextStep else { return #expect(Bool(false), "a slice") }
+        guard case .slice(_, let behind, 30, _) = merge.nextStep else { return #expect(Bool(false), "a slice") }
         #expect(behind == 0..<8)
         merge.inserted(8, added: 8)
         // 12 staged, 8 read: 4 behind, fewer than a merge takes.
         guard case .read = merge.nextStep else { return #expect(Bool(false), "read again") }
         merge.started()
         merge.read(try MergeLegs((0..<8).map { (leg: "d", id: "g\($0)") }), through: 40)
-        guard case .slice(_, let caughtUp, _) = merge.nextStep else { return #expect(Bool(false), "a slice") }
+        guard case .slice(_, let caughtUp, _, _) = merge.nextStep else { return #expect(Bool(false), "a slice") }
         #expect(caughtUp == 0..<3)
     }
 
@@ -333,7 +335,7 @@ import Testing
             for i in 0..<40 { try await journal.append(entry("s\(i)", at: Double(i))) }
             journal.markDone((0..<40).map { mark("s\($0)", call: "call-\($0 % 4)", otherLeg: "leg-\($0)") })
             await journal.drain()
-            let indexed = try rows("call_legs", in: path)
+            let indexed = try rows("call_index", in: path)
             #expect(indexed > 0)
             #expect(try journal.prune(toFit: 0) == 40)
             #expect(try journal.callEvents(["call-0", "leg-3"]).isEmpty)
@@ -357,10 +359,10 @@ import Testing
             try db.execute(sql: "DELETE FROM events_done WHERE CAST(substr(id, 2) AS INTEGER) % 3 = 0")
         }
         let before = try orphans(in: path)
-        let kept = try rows("call_legs", in: path) - before
+        let kept = try rows("call_index", in: path) - before
         #expect(before > 20)
         #expect(try journal.sweepCallIndex() == before)
-        #expect(try orphans(in: path) == 0 && rows("call_legs", in: path) == kept)
+        #expect(try orphans(in: path) == 0 && rows("call_index", in: path) == kept)
         #expect(try journal.callEvents(["call-1"]).count == 11)  // w001, w010, …, w091: none deleted
         #expect(try journal.callEvents(["call-3"]).isEmpty)  // w003, w012, …: all deleted
         #expect(try journal.callEvents(["leg-5"]).map(\.id) == ["w005"])
@@ -380,7 +382,7 @@ import Testing
             journal.markDone(ids.enumerated().map { mark($1, call: "\u{0}call-\($0 % 5)", otherLeg: "leg-\($0)") })
             await journal.drain()
         }
-        #expect(try rows("call_legs", in: path) == 120)
+        #expect(try rows("call_index", in: path) == 120)
         // The earlier process's retention deleted o000-o029; o030-o039 are old enough to go now.
         try await journalDatabase(in: path).write { db in
             try db.execute(sql: "DELETE FROM events WHERE id < 'o030'; DELETE FROM events_done WHERE id < 'o030'")
@@ -390,12 +392,12 @@ import Testing
         let journal = try EventJournal(
             directory: path, callIndexMerge: (10, 50, 32_768), callIndexSweep: (100_000, 1_000))
         #expect(try journal.prune(olderThan: 3_600) == 10)
-        #expect(try orphans(in: path) == 0 && rows("call_legs", in: path) == 40)
+        #expect(try orphans(in: path) == 0 && rows("call_index", in: path) == 40)
         #expect(try journal.callEvents(["leg-45"]).map(\.id) == ["o045"])
 
         // Its ids are there to find: the legs' NUL bytes are in the index, not cut off.
         let calls = try await journalDatabase(in: path).read { db in
-            try Int.fetchOne(db, sql: "SELECT count(*) FROM call_legs WHERE hex(leg) LIKE '00%'") ?? 0
+            try Int.fetchOne(db, sql: "SELECT count(*) FROM call_index WHERE hex(leg) LIKE '00%'") ?? 0
         }
         #expect(calls == 20)
         try await journalDatabase(in: path).write { db in
@@ -403,7 +405,7 @@ import Testing
         }
         let small = try EventJournal(directory: path, callIndexMerge: (10, 50, 32_768), callIndexSweep: (1, 7))
         #expect(try small.sweepCallIndex() == 20)
-        #expect(try orphans(in: path) == 0 && rows("call_legs", in: path) == 20)
+        #expect(try orphans(in: path) == 0 && rows("call_index", in: path) == 20)
     }
 
     /// A journal written with the two old indexes (by an earlier version, or by one that opened this layout
@@ -421,7 +423,7 @@ import Testing
             try db.execute(
                 sql: """
                     DROP TRIGGER events_done_legs;
-                    DELETE FROM call_legs; DELETE FROM call_legs_staged;
+                    DELETE FROM call_index; DELETE FROM call_legs_staged;
                     CREATE INDEX events_done_call ON events_done(call_id) WHERE call_id IS NOT NULL;
                     CREATE INDEX events_done_other_leg ON events_done(other_leg) WHERE other_leg IS NOT NULL;
                     INSERT INTO events (id, received_at, hook, format, body, meta) VALUES ('old', 2, 'h', 'json', x'7b7d', '{}');
@@ -436,8 +438,123 @@ import Testing
         }
         #expect(!schema.contains("events_done_call") && !schema.contains("events_done_other_leg"))
         #expect(schema.contains("events_done_legs"))
-        #expect(try rows("call_legs", in: path) == 3)
+        #expect(try rows("call_index", in: path) == 3)
     }
+}
+
+extension CallIndexTests {
+    /// The index's batches: the number of each entry, and those `call_batches` lists.
+    func batches(in path: String) throws -> (entries: [Int64], listed: [Int64]) {
+        try journalDatabase(in: path).read { db in
+            (
+                try Int64.fetchAll(db, sql: "SELECT DISTINCT batch FROM call_index ORDER BY batch"),
+                try Int64.fetchAll(db, sql: "SELECT batch FROM call_batches ORDER BY batch")
+            )
+        }
+    }
+
+    /// Each merge puts its legs in a batch one above the last, so that they go in at the index's end; the first
+    /// merge of a journal opened again goes into the largest batch, and the index still holds each leg once.
+    /// Every batch with entries is listed for lookups, which find a call's events across batches; the sweep's end
+    /// takes the batches it left empty out of the list.
+    @Test func eachMergeTakesTheNextBatchAndLookupsFindEveryBatch() async throws {
+        let path = directory()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        func finish(_ ids: [String], in journal: EventJournal) async throws {
+            for id in ids { try await journal.append(entry(id, at: 1)) }
+            journal.markDone(ids.map { mark($0, call: "call-\($0.last!)", otherLeg: "leg-\($0)") })
+            await journal.drain()
+        }
+        do {
+            let journal = try EventJournal(directory: path, callIndexMerge: (10, 4, 32_768))
+            // Three merges of 10 events (20 legs) each: the first of 20 legs waits for its minimum of 10.
+            for round in 0..<3 { try await finish((0..<10).map { "b\(round)-\($0)" }, in: journal) }
+            #expect(try rows("call_legs_staged", in: path) == 0 && rows("call_index", in: path) == 60)
+            #expect(try batches(in: path) == ([0, 1, 2], [0, 1, 2]))
+            // Each call's events from all three batches.
+            #expect(try journal.callEvents(["call-4"]).map(\.id) == ["b0-4", "b1-4", "b2-4"])
+            #expect(try journal.callEvents(["leg-b1-7", "leg-b2-3"]).map(\.id) == ["b1-7", "b2-3"])
+        }
+        // Staged rows a merge in batch 2 had taken when the process stopped, 3 of them already in the index.
+        try await journalDatabase(in: path).write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO call_legs_staged (call_id, other_leg, id) SELECT call_id, other_leg, id
+                    FROM events_done WHERE id LIKE 'b2-%' ORDER BY id;
+                    DELETE FROM call_index WHERE batch = 2 AND id > 'b2-2';
+                    """)
+        }
+        let journal = try EventJournal(directory: path, callIndexMerge: (10, 4, 32_768))
+        try await finish(["b3-0"], in: journal)
+        #expect(try batches(in: path) == ([0, 1, 2], [0, 1, 2]))
+        // The 20 staged legs merged into batch 2 (the 6 already there kept once); b3-0's, staged after that merge
+        // began, wait for the next.
+        #expect(try rows("call_index", in: path) == 60)
+        #expect(try rows("call_legs_staged", in: path) == 2)
+        try await finish((1..<6).map { "b4-\($0)" }, in: journal)
+        #expect(try batches(in: path) == ([0, 1, 2, 3], [0, 1, 2, 3]))
+        #expect(try journal.callEvents(["call-3"]).map(\.id) == ["b0-3", "b1-3", "b2-3", "b4-3"])
+
+        // Retention deletes the first two rounds' records; the sweep takes their entries, and their batches.
+        try await journalDatabase(in: path).write { db in
+            try db.execute(sql: "UPDATE events_done SET done_at = 1 WHERE id < 'b2'")
+        }
+        #expect(try journal.prune(olderThan: 3_600) == 20)
+        try journal.sweepCallIndex()
+        #expect(try batches(in: path) == ([2, 3], [2, 3]))
+        #expect(try journal.callEvents(["call-3"]).map(\.id) == ["b2-3", "b4-3"])
+        // Merges go on above them.
+        try await finish((0..<10).map { "b5-\($0)" }, in: journal)
+        #expect(try batches(in: path).listed == [2, 3, 4])
+    }
+
+    /// A journal keyed by (leg, event id) alone (`call_legs`, the fourteenth to the forty-ninth sessions) gets
+    /// its entries moved into a batch of `call_index` when it opens, once; so does a `call_legs` an earlier
+    /// version made again and filled after that, into the next batch, leaving out what the index holds already.
+    @Test func aJournalWithTheUnbatchedIndexHasItMovedIntoABatch() async throws {
+        let path = directory()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        do {
+            let journal = try EventJournal(directory: path)
+            for i in 0..<6 { try await journal.append(entry("u\(i)", at: Double(i))) }
+            journal.markDone((0..<6).map { mark("u\($0)", call: "call-\($0 % 2)", otherLeg: nil) })
+            await journal.drain()
+        }
+        // The layout before: the index keyed by (leg, id), holding u0-u3; u4 and u5 still staged.
+        try await journalDatabase(in: path).write { db in
+            try db.execute(
+                sql: """
+                    DROP TABLE call_index; DROP TABLE call_batches;
+                    CREATE TABLE call_legs (leg TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (leg, id)) WITHOUT ROWID;
+                    INSERT INTO call_legs SELECT call_id, id FROM call_legs_staged WHERE id < 'u4';
+                    DELETE FROM call_legs_staged WHERE id < 'u4';
+                    """)
+        }
+        do {
+            let journal = try EventJournal(directory: path)
+            #expect(try journal.callEvents(["call-0"]).map(\.id) == ["u0", "u2", "u4"])
+            #expect(try batches(in: path) == ([0], [0]))
+            #expect(try rows("call_index", in: path) == 4 && rows("call_legs_staged", in: path) == 2)
+        }
+        let tables = try await journalDatabase(in: path).read { db in
+            try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        #expect(!tables.contains("call_legs"))
+        // An earlier version opened it since, and indexed u1 again and u4 and u5 in a `call_legs` of its own.
+        try await journalDatabase(in: path).write { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE call_legs (leg TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (leg, id)) WITHOUT ROWID;
+                    INSERT INTO call_legs SELECT call_id, id FROM events_done WHERE id IN ('u1', 'u4', 'u5');
+                    DELETE FROM call_legs_staged;
+                    """)
+        }
+        let journal = try EventJournal(directory: path)
+        #expect(try journal.callEvents(["call-1"]).map(\.id) == ["u1", "u3", "u5"])
+        #expect(try batches(in: path) == ([0, 1], [0, 1]))
+        #expect(try rows("call_index", in: path) == 6)
+    }
+
 }
 
 extension CallIndexTests {
