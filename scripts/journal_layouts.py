@@ -18,8 +18,9 @@ each layout named:
             number one above the last, so they are appended at the index's end whatever the call ids; retention
             drops a batch whole (after checking none of its events is left) once its newest event is deleted,
             instead of sweeping; orphans wait for their batch (a plan, not the server's layout)
-  batched-sweep  the server's layout since the fiftieth session: `batched`'s keys, and `current`'s sweep of
-            orphans along the index in key order (batch, leg, id) instead of dropping batches
+  batched-sweep  the server's layout since the fiftieth session: `batched`'s keys, with `current`'s merges
+            (legs at or before the newest id deleted left out) and its sweep of orphans along the index in key
+            order (batch, leg, id), the batches it leaves empty dropped at its end, instead of dropping batches
 
 CALLS=same (the default) gives every event the anchor's call ids; CALLS=new a new call id and other leg each,
 as real traffic has (random ids: each index entry lands on its own page).
@@ -128,10 +129,11 @@ class Merge:
     connection, sorted by a C helper; here by SQLite), inserted a slice per writer turn from memory; the last
     slice deletes the staged rows it covered."""
 
-    def __init__(self, batched=False):
+    def __init__(self, batched=False, leave_out=True):
         self.staged, self.indexed, self.legs, self.next, self.through = 0, 0, [], 0, 0
-        # `batched`: the legs go into `call_index` under batch number `batch`, and no leg is left out.
-        self.batched, self.batch = batched, 0
+        # `batched`: the legs go into `call_index` under batch number `batch`; with `leave_out` (as the server
+        # does), those at or before the newest id retention deleted are left out.
+        self.batched, self.batch, self.leave_out = batched, 0, leave_out
         # The newest event id retention has deleted: legs at or before it are not merged (CallIndexMerge).
         self.deleted_through = ""
         # Where the call index's sweep stopped (its start again after its end).
@@ -146,6 +148,8 @@ class Merge:
         if last is None:
             db.execute(f"DELETE FROM call_index WHERE (batch, leg, id) > (?, ?, ?) AND {orphaned}",
                        (*self.swept_batched, self.deleted_through))
+            db.execute("DELETE FROM call_batches WHERE NOT EXISTS "
+                       "(SELECT 1 FROM call_index i WHERE i.batch = call_batches.batch)")
             self.swept_batched = (-1, "", "")
         else:
             db.execute(f"DELETE FROM call_index WHERE (batch, leg, id) > (?, ?, ?) AND (batch, leg, id) <= (?, ?, ?) "
@@ -183,9 +187,12 @@ class Merge:
         db.execute("BEGIN IMMEDIATE")
         if self.batched:
             kept = self.legs[self.next:end]
-            values = ", ".join(["(?, ?, ?)"] * len(kept))
-            db.execute(f"INSERT OR IGNORE INTO call_index (batch, leg, id) VALUES {values}",
-                       [value for leg in kept for value in (self.batch, *leg)])
+            if self.leave_out:
+                kept = [leg for leg in kept if leg[1] > self.deleted_through]
+            if kept:
+                values = ", ".join(["(?, ?, ?)"] * len(kept))
+                db.execute(f"INSERT OR IGNORE INTO call_index (batch, leg, id) VALUES {values}",
+                           [value for leg in kept for value in (self.batch, *leg)])
         else:
             kept = [leg for leg in self.legs[self.next:end] if leg[1] > self.deleted_through]
             if kept:
@@ -195,7 +202,7 @@ class Merge:
         if end == len(self.legs):
             db.execute("DELETE FROM call_legs_staged WHERE rowid <= ?", (self.through,))
             if self.batched:
-                db.execute("INSERT INTO call_batches (batch, newest) VALUES (?, ?)",
+                db.execute("INSERT OR REPLACE INTO call_batches (batch, newest) VALUES (?, ?)",
                            (self.batch, max(leg[1] for leg in self.legs)))
                 self.batch += 1
         db.execute("COMMIT")
@@ -223,7 +230,7 @@ def replay(layout, directory):
     ids = event_ids()
     legs = {ident: (CALL, OTHER_LEG) if CALLS == "same" else ("%032x" % random.getrandbits(128),
                                                              "%032x" % random.getrandbits(128)) for ident in ids}
-    merge = Merge(batched=layout.startswith("batched"))
+    merge = Merge(batched=layout.startswith("batched"), leave_out=layout != "batched")
     finished = []
     deleted = 0
     measured_from = CAP or 0

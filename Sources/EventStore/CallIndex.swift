@@ -27,7 +27,7 @@ import RuleEngine
 /// Kazoo's random call ids put its legs all over the index: a page for every few, each written to the log
 /// whole and again at the checkpoint. In a replay of the journal's writes with a new call every event
 /// (`scripts/journal_layouts.py current batched-sweep`, BENCHMARKS.md), 300,000 events at a cap of 150,000:
-/// 31.2–34.7 µs of CPU and 17,422 bytes written an event before, 24.2–28.1 µs and 12,395 bytes after. In the
+/// 36.4–36.9 µs of CPU and 17,427–17,433 bytes written an event before, 29.6–32.2 µs and 12,394 after. In the
 /// server, under `wrk` with a new call a request and no cap, the merges had fallen behind by 90,950 staged legs
 /// after 30 s, which a lookup reads whole (26–32 ms); now 204 (3–5 ms). A lookup seeks once per batch
 /// (`eventsOfLegs`): those 30 s made 62.
@@ -68,15 +68,13 @@ extension EventJournal {
         if copied || old.contains(where: { $0.hasPrefix("events_done_") }) {
             sources.append(bothLegs("events_done", where: "1"))
         }
-        // Entries the index holds already are left out: a lookup would find them twice, and the sweep would take
-        // the second only once its record is gone.
+        // An entry another batch holds already goes in again: looking for it would seek into every batch for
+        // each leg (millions of seeks for a journal's done records). A lookup finds its event once all the same
+        // (`eventsOfLegs` is a UNION), and the sweep takes both once the record is gone.
         try db.execute(
             sql: """
                 INSERT OR IGNORE INTO call_index (batch, leg, id)
-                SELECT \(batch), leg, id FROM (\(sources.joined(separator: " UNION ALL "))) AS l
-                WHERE NOT EXISTS (SELECT 1 FROM call_index i WHERE i.batch IN (SELECT batch FROM call_batches)
-                                  AND i.leg = l.leg AND i.id = l.id)
-                ORDER BY leg, id;
+                SELECT \(batch), leg, id FROM (\(sources.joined(separator: " UNION ALL "))) ORDER BY leg, id;
                 INSERT OR IGNORE INTO call_batches (batch) SELECT \(batch) WHERE changes() > 0;
                 DROP TABLE IF EXISTS call_legs;
                 DROP INDEX IF EXISTS events_done_call;
@@ -141,14 +139,15 @@ extension EventJournal {
 /// a sustained load every batch dropped it, no merge finished, and the staged rows grew by hundreds of thousands.
 struct CallIndexMerge {
     /// Staged legs that gather before a merge starts: a sixteenth of the index, within these bounds. Each merge
-    /// is a batch of the index, and a lookup seeks into every batch: merges that grow with the index keep the
-    /// batches to a few dozen (62 after 30 s of `wrk` with a new call a request, 1.9 million entries). (Before
-    /// the batches, a merge of B legs into an index of M pages changed about M·(1 − e^(−B/M)) of them, and this
-    /// growth was what kept that near half a page a leg at a million entries.) The upper bound
-    /// keeps a merge's legs in memory small (32,768 legs of two 40-byte strings: a few MB, briefly): a merge
-    /// takes no more rows than that (`rowsPerMerge`), however many are staged. Under a load the merges do not
-    /// keep up with, hundreds of thousands gather; a merge that read them all held 100 MB and more
-    /// (BENCHMARKS.md).
+    /// is a batch of the index, and a lookup seeks into every batch. Past 524,288 entries every merge takes the
+    /// most, so the batches grow with the index: 62 after 30 s of `wrk` with a new call a request (1.9 million
+    /// entries, the default 1 GB cap), and some 600 for a journal ten times as large, which a lookup seeks into
+    /// 600 times (folding old batches together is not built). (Before the batches, a merge of B legs into an
+    /// index of M pages changed about M·(1 − e^(−B/M)) of them, and this growth was what kept that near half a
+    /// page a leg at a million entries.) The upper bound keeps a merge's legs in memory small (32,768 legs of two
+    /// 40-byte strings: a few MB, briefly): a merge takes no more rows than that (`rowsPerMerge`), however many
+    /// are staged. Under a load the merges do not keep up with, hundreds of thousands gather; a merge that read
+    /// them all held 100 MB and more (BENCHMARKS.md).
     var minimum = 8_192
     var maximum = 32_768
     /// The most legs a merge has read (tests).
