@@ -40,8 +40,9 @@ int sb_pairs_sort(sb_pairs *pairs);
 /// Runs `statement` (a `sqlite3_stmt *`: a call-index merge's INSERT) once for each of the pairs `from` ..< `to`
 /// (in `order` once sorted), each bound to parameters 1 and 2 without copying (parameters the caller bound
 /// stay bound meanwhile); then resets it and clears all its bindings. A pair whose second text sorts at or
-/// before `last_deleted` (BINARY collation) goes to `checked` instead (bound the same way), unless that is NULL. Returns SQLITE_DONE, or the first error's
-/// code (the rows changed before it stay, for the caller's transaction to roll back).
+/// before `last_deleted` (BINARY collation) goes to `checked` instead (bound the same way), unless that is NULL.
+/// Returns SQLITE_DONE, or the first error's code (the rows changed before it stay, for the caller's transaction
+/// to roll back).
 int sb_pairs_run(void *statement, void *checked, const char *last_deleted, int last_deleted_length,
                  const sb_pairs *pairs, int from, int to);
 
