@@ -27,8 +27,8 @@ as real traffic has (random ids: each index entry lands on its own page).
 
 CAP=K replays a journal kept at its cap, as `--journal-max-mb` keeps one under a steady load: once it holds
 K events, each time it holds 500 more, retention deletes the oldest 500 done events in one transaction
-(EventJournal.pruneBatch): their done records and rows, and in the `current` layouts a slice of the call
-index's sweep (four entries read in key order an event deleted; a deleted event's staged legs are not
+(EventJournal.pruneBatch): their done records and rows, and in the `current` layouts and `batched-sweep` a
+slice of the call index's sweep (four entries read in key order an event deleted; a deleted event's staged legs are not
 merged). The figures printed are those of the events after the K-th alone. The `segments` layouts keep
 their bodies in files of SEGMENT events (default 25,000), each deleted whole once retention has deleted all
 its events. Freed pages are zeroed and written, as Debian's SQLite does (secure_delete); SECURE_DELETE=0
@@ -125,9 +125,9 @@ def schema(db, layout):
 
 
 class Merge:
-    """The journal's merge of staged legs into `call_legs`: read and sorted (in the server on the log copier's
-    connection, sorted by a C helper; here by SQLite), inserted a slice per writer turn from memory; the last
-    slice deletes the staged rows it covered."""
+    """The journal's merge of staged legs into `call_legs` (or `call_index`, batched): read and sorted (in the
+    server on the log copier's connection, sorted by a C helper; here by SQLite), inserted a slice per writer
+    turn from memory; the last slice deletes the staged rows it covered."""
 
     def __init__(self, batched=False, leave_out=True):
         self.staged, self.indexed, self.legs, self.next, self.through = 0, 0, [], 0, 0
@@ -311,9 +311,9 @@ class Segments:
 
 def prune(db, layout, merge):
     """One batch of retention, as `EventJournal.deleteBatch` does it: the oldest done events' keys into a
-    temporary table, then their done records and rows; in `current`, a slice of the call index's sweep
-    (`sweepSlice`: four entries read in key order for each event deleted, from where the last slice stopped,
-    those whose done record is gone deleted)."""
+    temporary table, then their done records and rows; in `current` and `batched-sweep`, a slice of the call
+    index's sweep (`sweepSlice`: four entries read in key order for each event deleted, from where the last
+    slice stopped, those whose done record is gone deleted)."""
     db.execute("BEGIN IMMEDIATE")
     if layout == "rowid":
         db.execute(f"INSERT INTO pruning (id) SELECT event FROM events_done ORDER BY event LIMIT {PRUNE_BATCH}")

@@ -28,9 +28,9 @@ import RuleEngine
 /// whole and again at the checkpoint. In a replay of the journal's writes with a new call every event
 /// (`scripts/journal_layouts.py current batched-sweep`, BENCHMARKS.md), 300,000 events at a cap of 150,000:
 /// 36.4–36.9 µs of CPU and 17,427–17,433 bytes written an event before, 29.6–32.2 µs and 12,394 after. In the
-/// server, under `wrk` with a new call a request and no cap, the merges had fallen behind by 90,950 staged legs
-/// after 30 s, which a lookup reads whole (26–32 ms); now 204 (3–5 ms). A lookup seeks once per batch
-/// (`eventsOfLegs`): those 30 s made 62.
+/// server, under `wrk` with a new call a request (no cap given: the default 1 GB), the merges had fallen
+/// behind by 90,950 staged legs after 30 s, which a lookup reads whole (26–32 ms); now 204 (3–5 ms). A lookup
+/// seeks once per batch (`eventsOfLegs`): those 30 s made 62.
 extension EventJournal {
     static let callIndexSchema = """
         CREATE TABLE IF NOT EXISTS call_index (
@@ -161,7 +161,8 @@ struct CallIndexMerge {
     /// deletions are not subtracted, which only makes merges somewhat larger).
     var indexed = 0
     /// The batch the next merge's legs go into: at open the largest there is (a merge an earlier process left
-    /// unfinished is then finished in its own batch), one more after each merge that finished.
+    /// unfinished is then finished in its own batch), one more after each merge that finished. Right after an
+    /// upgrade the largest holds the whole old index, and that first merge lands all over it, once.
     var batch: Int64 = 0
     /// After a failure, the merge waits until `mergeAt` more legs are staged.
     var failedAt = 0

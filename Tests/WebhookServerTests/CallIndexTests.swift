@@ -467,7 +467,7 @@ extension CallIndexTests {
         }
         do {
             let journal = try EventJournal(directory: path, callIndexMerge: (10, 4, 32_768))
-            // Three merges of 10 events (20 legs) each: the first of 20 legs waits for its minimum of 10.
+            // A round of 10 events stages 20 legs, past the merges' minimum of 10: a merge each round.
             for round in 0..<3 { try await finish((0..<10).map { "b\(round)-\($0)" }, in: journal) }
             #expect(try rows("call_legs_staged", in: path) == 0 && rows("call_index", in: path) == 60)
             #expect(try batches(in: path) == ([0, 1, 2], [0, 1, 2]))
@@ -475,7 +475,8 @@ extension CallIndexTests {
             #expect(try journal.callEvents(["call-4"]).map(\.id) == ["b0-4", "b1-4", "b2-4"])
             #expect(try journal.callEvents(["leg-b1-7", "leg-b2-3"]).map(\.id) == ["b1-7", "b2-3"])
         }
-        // Staged rows a merge in batch 2 had taken when the process stopped, 3 of them already in the index.
+        // Staged rows a merge in batch 2 had taken when the process stopped, 3 of them (6 legs) already in the
+        // index.
         try await journalDatabase(in: path).write { db in
             try db.execute(
                 sql: """
@@ -554,6 +555,19 @@ extension CallIndexTests {
         #expect(try journal.callEvents(["call-1"]).map(\.id) == ["u1", "u3", "u5"])
         #expect(try batches(in: path) == ([0, 1], [0, 1]))
         #expect(try rows("call_index", in: path) == 7)
+        #expect(try journal.callEvents(["call-0"]).map(\.id) == ["u0", "u2", "u4"])
+        // An empty `call_legs` goes, and makes no batch.
+        try await journalDatabase(in: path).write { db in
+            try db.execute(
+                sql: "CREATE TABLE call_legs (leg TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (leg, id)) WITHOUT ROWID"
+            )
+        }
+        _ = try EventJournal(directory: path)
+        #expect(try batches(in: path) == ([0, 1], [0, 1]))
+        let left = try await journalDatabase(in: path).read { db in
+            try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE name = 'call_legs'")
+        }
+        #expect(left.isEmpty)
     }
 
 }
