@@ -29,8 +29,10 @@ import RuleEngine
 /// (`scripts/journal_layouts.py current batched-sweep`, BENCHMARKS.md), 300,000 events at a cap of 150,000:
 /// 36.4–36.9 µs of CPU and 17,427–17,433 bytes written an event before, 29.6–32.2 µs and 12,394 after. In the
 /// server, under `wrk` with a new call a request (no cap given: the default 1 GB), the merges had fallen
-/// behind by 90,950 staged legs after 30 s, which a lookup reads whole (26–32 ms); now 204 (3–5 ms). A lookup
-/// seeks once per batch (`eventsOfLegs`): those 30 s made 62.
+/// behind by 90,950 and 72,828 staged legs after 30 s in two runs, which a lookup reads whole (26–32 ms); now
+/// by 204 and 16,247 (3–5 ms). (Under the same load at a 200 MB cap, where retention takes the writer's turns
+/// too, both fall behind by tens of thousands.) A lookup seeks once per batch (`eventsOfLegs`): those 30 s
+/// made 61 and 62.
 extension EventJournal {
     static let callIndexSchema = """
         CREATE TABLE IF NOT EXISTS call_index (
