@@ -25,6 +25,17 @@ import Testing
                 name: "channel.channel_create", callID: call, otherLeg: otherLeg, accountID: "acct", outcomes: "[]"))
     }
 
+    /// Appends the events `ids` (received at `time`, `time + 1`, …), marks them done naming the calls `legs`
+    /// gives for each id, and waits for the writer.
+    func finish(
+        _ ids: [String], in journal: EventJournal, from time: Double = 0,
+        legs: (String) -> (call: String?, other: String?)
+    ) async throws {
+        for (i, id) in ids.enumerated() { try await journal.append(entry(id, at: time + Double(i))) }
+        journal.markDone(ids.map { mark($0, call: legs($0).call, otherLeg: legs($0).other) })
+        await journal.drain()
+    }
+
     /// Index rows in `call_index`, or legs staged in `call_legs_staged`.
     func rows(_ table: String, in path: String) throws -> Int {
         let count = table == "call_legs_staged" ? "count(call_id) + count(other_leg)" : "count(*)"
@@ -110,9 +121,7 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: path) }
         do {
             let journal = try EventJournal(directory: path, callIndexMerge: (1000, 4, 32_768))
-            for i in 0..<20 { try await journal.append(entry("m\(i)", at: Double(i))) }
-            journal.markDone((0..<20).map { mark("m\($0)", call: "call-\($0 % 2)", otherLeg: nil) })
-            await journal.drain()
+            try await finish((0..<20).map { "m\($0)" }, in: journal) { ("call-\(Int($0.dropFirst())! % 2)", nil) }
         }
         try await journalDatabase(in: path).write { db in
             try db.execute(
@@ -211,10 +220,9 @@ import Testing
         let path = directory()
         defer { try? FileManager.default.removeItem(atPath: path) }
         func finish(_ prefix: String, _ count: Int, in journal: EventJournal, from time: Double) async throws {
-            let ids = (0..<count).map { "\(prefix)\($0)" }
-            for (i, id) in ids.enumerated() { try await journal.append(entry(id, at: time + Double(i))) }
-            journal.markDone(ids.map { mark($0, call: "call-\($0)", otherLeg: "leg-\(prefix)") })
-            await journal.drain()
+            try await self.finish((0..<count).map { "\(prefix)\($0)" }, in: journal, from: time) {
+                ("call-\($0)", "leg-\(prefix)")
+            }
         }
         do {
             let journal = try EventJournal(
@@ -460,10 +468,11 @@ extension CallIndexTests {
     @Test func eachMergeTakesTheNextBatchAndLookupsFindEveryBatch() async throws {
         let path = directory()
         defer { try? FileManager.default.removeItem(atPath: path) }
+        // Each event received after the one before, whichever journal appends it.
+        var received = 0.0
         func finish(_ ids: [String], in journal: EventJournal) async throws {
-            for id in ids { try await journal.append(entry(id, at: 1)) }
-            journal.markDone(ids.map { mark($0, call: "call-\($0.last!)", otherLeg: "leg-\($0)") })
-            await journal.drain()
+            try await self.finish(ids, in: journal, from: received) { ("call-\($0.last!)", "leg-\($0)") }
+            received += Double(ids.count)
         }
         do {
             let journal = try EventJournal(directory: path, callIndexMerge: (10, 4, 32_768))
@@ -518,9 +527,7 @@ extension CallIndexTests {
         defer { try? FileManager.default.removeItem(atPath: path) }
         do {
             let journal = try EventJournal(directory: path)
-            for i in 0..<6 { try await journal.append(entry("u\(i)", at: Double(i))) }
-            journal.markDone((0..<6).map { mark("u\($0)", call: "call-\($0 % 2)", otherLeg: nil) })
-            await journal.drain()
+            try await finish((0..<6).map { "u\($0)" }, in: journal) { ("call-\($0.last!.wholeNumberValue! % 2)", nil) }
         }
         // The layout before: the index keyed by (leg, id), holding u0-u3; u4 and u5 still staged.
         try await journalDatabase(in: path).write { db in
