@@ -233,13 +233,20 @@ public final class ClusterNode: Service, Sendable {
                 }
                 if !inOrder {
                     // The whole backlog in arrival order (after a takeover too: the old holder's unfinished
-                    // events and those its spool moved), a page at a time, then back to following `seq`.
+                    // events and those its spool moved), a page at a time, then back to following `seq`
+                    // (`EventFeed.beginBacklog` says why the pass stops at the `seq` it began at). A pass cut
+                    // short (the lease paused, the database failed) begins again; what it handed over is
+                    // skipped as running.
                     logger.debug("running the backlog in arrival order")
-                    var last: (receivedAt: Double, seq: Int64)? = nil
+                    try await feed.beginBacklog(from: journal)
+                    var finished = false
                     paging: while true {
                         journal.releaseSettled()
-                        let backlog = try await journal.backlog(after: last, limit: page)
-                        if backlog.isEmpty { break }
+                        let backlog = try await feed.backlogPage(from: journal, limit: page)
+                        if backlog.isEmpty {
+                            finished = true
+                            break
+                        }
                         for (seq, entry) in backlog {
                             guard journal.isProcessing, term.withLock({ $0 }) == current, !isStopping else {
                                 break paging
@@ -247,11 +254,13 @@ public final class ClusterNode: Service, Sendable {
                             if journal.dispatched.withLock({ $0.insert(entry.id) }) {
                                 await engine.submit(entry, decoder: decoder)
                             }
-                            feed.passed(seq)
-                            last = (entry.receivedAt, seq)
+                            feed.passed(seq, receivedAt: entry.receivedAt)
                         }
                     }
-                    inOrder = true
+                    if finished {
+                        feed.endBacklog()
+                        inOrder = true
+                    }
                     continue
                 }
                 journal.releaseSettled()

@@ -67,10 +67,13 @@ struct EventFeed {
             }
             position = seq
         }
-        if holes.count > Self.maximumHoles {
-            // The lowest ones are the oldest.
-            for seq in holes.keys.sorted().prefix(holes.count - Self.maximumHoles) { holes[seq] = nil }
-        }
+        trimHoles()
+    }
+
+    /// Keeps the highest `maximumHoles` holes (the lowest ones are the oldest).
+    private mutating func trimHoles() {
+        guard holes.count > Self.maximumHoles else { return }
+        for seq in holes.keys.sorted().prefix(holes.count - Self.maximumHoles) { holes[seq] = nil }
     }
 
     /// Asks for these `seq`s (read but not run: the feed stopped partway through a batch) again in the next
@@ -79,10 +82,56 @@ struct EventFeed {
         for seq in seqs where seq <= position { holes[seq] = now }
     }
 
-    /// Moves past `seq` without holes (the backlog after a takeover or an outage, read in arrival order).
-    mutating func passed(_ seq: Int64) {
-        position = max(position, seq)
-        holes.removeAll()
+    // MARK: the backlog
+
+    /// A pass over the backlog (after a takeover or an outage), read in arrival order: the highest `seq` that
+    /// had committed when it began, where it is in (`receivedAt`, `seq`) order, and the `seq`s it read just
+    /// below the top.
+    struct Backlog {
+        let top: Int64
+        var last: (receivedAt: Double, seq: Int64)? = nil
+        var readNearTop: Set<Int64> = []
+    }
+    private(set) var backlog: Backlog? = nil
+
+    /// Begins a pass over every unfinished event up to the highest `seq` committed now. Events accepted after
+    /// that wait for the pass to end, then come in `seq` order: an event of a call that another node was
+    /// still committing when the pass began commits before that call's next event is even sent, so the next
+    /// one always has a later `seq` than the top and runs after it.
+    mutating func beginBacklog(from journal: PostgresJournal) async throws {
+        beginBacklog(top: try await journal.highestSeq())
+    }
+
+    mutating func beginBacklog(top: Int64) { backlog = Backlog(top: top) }
+
+    /// The pass's next page (empty: the pass is over; call `endBacklog`).
+    func backlogPage(from journal: PostgresJournal, limit: Int) async throws -> [(seq: Int64, entry: AcceptedEvent)] {
+        guard let backlog else { return [] }
+        return try await journal.backlog(after: backlog.last, upTo: backlog.top, limit: limit)
+    }
+
+    /// Takes note that the pass handed this event over (or skipped it as running already).
+    mutating func passed(_ seq: Int64, receivedAt: Double) {
+        guard backlog != nil else { return }
+        backlog!.last = (receivedAt, seq)
+        if seq > backlog!.top - Int64(Self.maximumHoles) { backlog!.readNearTop.insert(seq) }
+    }
+
+    /// Ends the pass: the feed goes on in `seq` order from its top. An insert still committing when the pass
+    /// began has a `seq` just below the top and no page of the pass saw it (a page reads from where the last
+    /// one ended in arrival order): the `seq`s below the top that the pass did not read are holes, asked for
+    /// first in the next reads, so such an event still runs before its call's next one.
+    mutating func endBacklog(now: ContinuousClock.Instant = .now) {
+        guard let pass = backlog else { return }
+        backlog = nil
+        var seq = max(1, pass.top - Int64(Self.maximumHoles) + 1, position + 1)
+        while seq <= pass.top {
+            if !pass.readNearTop.contains(seq) { holes[seq] = holes[seq] ?? now }
+            seq += 1
+        }
+        for seq in pass.readNearTop { holes[seq] = nil }
+        position = max(position, pass.top)
+        trimHoles()
     }
 
     mutating func expire(now: ContinuousClock.Instant) {

@@ -400,18 +400,24 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
             """)
     }
 
-    /// Every unfinished event, in the order the nodes received them (after a takeover or an outage: events
-    /// moved from spools got later `seq`s than the order they arrived in).
+    /// Every unfinished event up to `top`, in the order the nodes received them (after a takeover or an outage:
+    /// events moved from spools got later `seq`s than the order they arrived in).
     /// A page at a time, after (`receivedAt`, `seq`) of the last one.
-    public func backlog(after last: (receivedAt: Double, seq: Int64)?, limit: Int) async throws
-        -> [(seq: Int64, entry: AcceptedEvent)]
+    public func backlog(after last: (receivedAt: Double, seq: Int64)?, upTo top: Int64 = .max, limit: Int)
+        async throws -> [(seq: Int64, entry: AcceptedEvent)]
     {
         let (at, seq) = last ?? (-Double.infinity, Int64.min)
         return try await entries(
             """
             SELECT seq, id, received_at, hook, format, body, meta FROM events
-            WHERE NOT done AND (received_at, seq) > (\(at), \(seq)) ORDER BY received_at, seq LIMIT \(limit)
+            WHERE NOT done AND seq <= \(top) AND (received_at, seq) > (\(at), \(seq))
+            ORDER BY received_at, seq LIMIT \(limit)
             """)
+    }
+
+    /// The highest `seq` of a committed event (0: none).
+    func highestSeq() async throws -> Int64 {
+        try await rows("SELECT coalesce(max(seq), 0)::int8 FROM events") { try $0.decode(Int64.self) }.first ?? 0
     }
 
     /// Whether every node that was live when the outage began has written a heartbeat since `since`

@@ -58,6 +58,44 @@ import Testing
         #expect(feed.position == 3 && feed.holes.isEmpty)
     }
 
+    /// The backlog pass after a takeover reads in arrival order, each page after the last one's arrival: an
+    /// insert another node was still committing when the pass began is in no page. Its call's next event,
+    /// sent after its 200, must still not run before it (the cluster test once saw a call out of order right
+    /// after a takeover, when the pass read the next event and the earlier one came a second later, below the
+    /// feed's position).
+    @Test func anEventStillCommittingWhenTheBacklogPassBeganRunsBeforeItsCallsNextEvent() async throws {
+        let (journal, url) = try await journal()
+        defer { journal.close() }
+        var feed = EventFeed(now: Self.start)
+        try await journal.append(JournalBackendTests.event("e1"))  // seq 1
+        let held = try await holdInsert("call-1#1", url: url)  // seq 2, arrived first, not committed
+        try await journal.append(JournalBackendTests.event("e3"))  // seq 3
+        try await feed.beginBacklog(from: journal)
+        #expect(feed.backlog?.top == 3)
+
+        var passed: [String] = []
+        func page() async throws -> Bool {
+            let page = try await feed.backlogPage(from: journal, limit: 1)
+            for (seq, entry) in page {
+                passed.append(entry.id)
+                feed.passed(seq, receivedAt: entry.receivedAt)
+            }
+            return !page.isEmpty
+        }
+        #expect(try await page())  // e1
+        // The insert commits (its 200 goes out) and its call's next event arrives, while the pass goes on.
+        try await held.query("COMMIT", logger: TestPostgres.logger)
+        try await held.close()
+        try await journal.append(JournalBackendTests.event("call-1#2"))  // seq 4
+        while try await page() {}
+        // The pass read neither: #1 arrived before the page it would be in, #2 after the pass began.
+        #expect(passed == ["e1", "e3"])
+        feed.endBacklog(now: Self.start)
+        #expect(feed.position == 3 && Array(feed.holes.keys) == [2])
+        #expect(try await next(&feed, journal, at: 0.1, running: passed) == ["call-1#1", "call-1#2"])
+        #expect(feed.holes.isEmpty && feed.position == 4)
+    }
+
     /// A backlog page read while an event's done mark was queued still lists the event; the mark commits while
     /// the feed works through the page. The feed must still skip the event (it ran), until a query that begins
     /// after the commit no longer lists it. Forgetting it at the commit ran such events twice after an outage.
@@ -129,10 +167,28 @@ import Testing
         // Events read but not run (the feed stopped partway) are asked for again; nothing above the position.
         feed.reread([9_000, 10_000, 10_001], now: Self.start)
         #expect(feed.holes[9_000] != nil && feed.holes[10_000] != nil && feed.holes[10_001] == nil)
-        // The backlog moves past without holes.
-        feed.passed(20_000)
-        #expect(feed.holes.isEmpty && feed.position == 20_000)
-        feed.passed(5)
-        #expect(feed.position == 20_000)
+    }
+
+    @Test func theBacklogPassLeavesHolesForTheSeqsJustBelowItsTopThatItDidNotRead() {
+        var feed = EventFeed(now: Self.start)
+        feed.read([1, 2, 3, 7], now: Self.start)
+        #expect(feed.holes.keys.sorted() == [4, 5, 6])
+        // The pass (seqs up to 10_000) reads 5 and the top; the seqs it did not read near the top become holes,
+        // those already read before the pass do not, and holes from before stay unless the pass read them.
+        feed.beginBacklog(top: 10_000)
+        feed.passed(5, receivedAt: 1)
+        feed.passed(10_000, receivedAt: 2)
+        feed.endBacklog(now: Self.start)
+        #expect(feed.position == 10_000 && feed.backlog == nil)
+        let holes = feed.holes.keys.sorted()
+        #expect(holes.count == EventFeed.maximumHoles)
+        #expect(holes.last == 9_999 && !holes.contains(5) && !holes.contains(10_000))
+        // A short history: holes from 1, none at or below the position before the pass.
+        var short = EventFeed(now: Self.start)
+        short.read([1, 2], now: Self.start)
+        short.beginBacklog(top: 6)
+        short.passed(4, receivedAt: 1)
+        short.endBacklog(now: Self.start)
+        #expect(short.holes.keys.sorted() == [3, 5, 6] && short.position == 6)
     }
 }
