@@ -242,19 +242,17 @@ public final class ClusterNode: Service, Sendable {
                     var finished = false
                     paging: while true {
                         journal.releaseSettled()
-                        let backlog = try await feed.backlogPage(from: journal, limit: page)
-                        if backlog.isEmpty {
+                        guard let backlog = try await feed.backlogPage(from: journal, limit: page) else {
                             finished = true
                             break
                         }
-                        for (seq, entry) in backlog {
+                        for (_, entry) in backlog {
                             guard journal.isProcessing, term.withLock({ $0 }) == current, !isStopping else {
                                 break paging
                             }
                             if journal.dispatched.withLock({ $0.insert(entry.id) }) {
                                 await engine.submit(entry, decoder: decoder)
                             }
-                            feed.passed(seq, receivedAt: entry.receivedAt)
                         }
                     }
                     if finished {

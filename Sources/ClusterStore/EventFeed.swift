@@ -84,13 +84,12 @@ struct EventFeed {
 
     // MARK: the backlog
 
-    /// A pass over the backlog (after a takeover or an outage), read in arrival order: the highest `seq` that
-    /// had committed when it began, where it is in (`receivedAt`, `seq`) order, and the `seq`s it read just
-    /// below the top.
+    /// A pass over the backlog (after a takeover or an outage), in arrival order: the highest `seq` that had
+    /// committed when it began, the unfinished events up to it in arrival order, and how far the pass is.
     struct Backlog {
         let top: Int64
-        var last: (receivedAt: Double, seq: Int64)? = nil
-        var readNearTop: Set<Int64> = []
+        let order: [Int64]
+        var next = 0
     }
     private(set) var backlog: Backlog? = nil
 
@@ -99,37 +98,42 @@ struct EventFeed {
     /// still committing when the pass began commits before that call's next event is even sent, so the next
     /// one always has a later `seq` than the top and runs after it.
     mutating func beginBacklog(from journal: PostgresJournal) async throws {
-        beginBacklog(top: try await journal.highestSeq())
+        let top = try await journal.highestSeq()
+        beginBacklog(top: top, order: try await journal.arrivalOrder(upTo: top))
     }
 
-    mutating func beginBacklog(top: Int64) { backlog = Backlog(top: top) }
+    mutating func beginBacklog(top: Int64, order: [Int64]) { backlog = Backlog(top: top, order: order) }
 
-    /// The pass's next page (empty: the pass is over; call `endBacklog`).
-    func backlogPage(from journal: PostgresJournal, limit: Int) async throws -> [(seq: Int64, entry: AcceptedEvent)] {
-        guard let backlog else { return [] }
-        return try await journal.backlog(after: backlog.last, upTo: backlog.top, limit: limit)
-    }
-
-    /// Takes note that the pass handed this event over (or skipped it as running already).
-    mutating func passed(_ seq: Int64, receivedAt: Double) {
-        guard backlog != nil else { return }
-        backlog!.last = (receivedAt, seq)
-        if seq > backlog!.top - Int64(Self.maximumHoles) { backlog!.readNearTop.insert(seq) }
+    /// The pass's next page: the events of up to `limit` of its `seq`s that are still unfinished, in arrival
+    /// order (it can be empty). Nil when the pass is over: call `endBacklog`.
+    mutating func backlogPage(from journal: PostgresJournal, limit: Int) async throws -> [(
+        seq: Int64, entry: AcceptedEvent
+    )]? {
+        guard let pass = backlog, pass.next < pass.order.count else { return nil }
+        let end = min(pass.next + limit, pass.order.count)
+        let page = try await journal.unfinished(at: Array(pass.order[pass.next..<end]))
+        backlog?.next = end
+        return page
     }
 
     /// Ends the pass: the feed goes on in `seq` order from its top. An insert still committing when the pass
-    /// began has a `seq` just below the top and no page of the pass saw it (a page reads from where the last
-    /// one ended in arrival order): the `seq`s below the top that the pass did not read are holes, asked for
-    /// first in the next reads, so such an event still runs before its call's next one.
+    /// began has a `seq` just below the top, and the pass did not list it: the `seq`s below the top that the
+    /// pass did not list are holes, asked for first in the next reads, so such an event still runs before its
+    /// call's next one.
     mutating func endBacklog(now: ContinuousClock.Instant = .now) {
         guard let pass = backlog else { return }
         backlog = nil
-        var seq = max(1, pass.top - Int64(Self.maximumHoles) + 1, position + 1)
+        let low = max(1, pass.top - Int64(Self.maximumHoles) + 1, position + 1)
+        var listed = Set<Int64>()
+        for seq in pass.order {
+            if seq >= low { listed.insert(seq) }
+            if !holes.isEmpty { holes[seq] = nil }
+        }
+        var seq = low
         while seq <= pass.top {
-            if !pass.readNearTop.contains(seq) { holes[seq] = holes[seq] ?? now }
+            if !listed.contains(seq) { holes[seq] = holes[seq] ?? now }
             seq += 1
         }
-        for seq in pass.readNearTop { holes[seq] = nil }
         position = max(position, pass.top)
         trimHoles()
     }

@@ -400,19 +400,42 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
             """)
     }
 
-    /// Every unfinished event up to `top`, in the order the nodes received them (after a takeover or an outage:
-    /// events moved from spools got later `seq`s than the order they arrived in).
-    /// A page at a time, after (`receivedAt`, `seq`) of the last one.
-    public func backlog(after last: (receivedAt: Double, seq: Int64)?, upTo top: Int64 = .max, limit: Int)
-        async throws -> [(seq: Int64, entry: AcceptedEvent)]
-    {
-        let (at, seq) = last ?? (-Double.infinity, Int64.min)
-        return try await entries(
-            """
-            SELECT seq, id, received_at, hook, format, body, meta FROM events
-            WHERE NOT done AND seq <= \(top) AND (received_at, seq) > (\(at), \(seq))
-            ORDER BY received_at, seq LIMIT \(limit)
-            """)
+    /// The unfinished events up to `top`, as their `seq`s in the order the nodes received them (after a takeover
+    /// or an outage: events moved from spools got later `seq`s than the order they arrived in).
+    ///
+    /// Read in `seq` order a page at a time (the partial index `events_pending`), sorted here. A page of events
+    /// in arrival order straight from the database sorted every unfinished row for each page (there is no index
+    /// on arrival), so a pass cost the square of the backlog: 0.92 s for 10,000 events and 28.6 s for 50,000
+    /// (beside 200,000 done ones). This costs 16 bytes an event while it sorts, and 8 while the pass lasts.
+    public func arrivalOrder(upTo top: Int64) async throws -> [Int64] {
+        var pending: [(receivedAt: Double, seq: Int64)] = []
+        var after = Int64.min
+        while true {
+            let page = try await rows(
+                """
+                SELECT received_at, seq FROM events WHERE NOT done AND seq > \(after) AND seq <= \(top)
+                ORDER BY seq LIMIT \(Self.orderPage)
+                """
+            ) { try $0.decode((Double, Int64).self) }
+            pending += page.map { (receivedAt: $0.0, seq: $0.1) }
+            guard page.count == Self.orderPage, let last = page.last else { break }
+            after = last.1
+        }
+        pending.sort { ($0.receivedAt, $0.seq) < ($1.receivedAt, $1.seq) }
+        return pending.map(\.seq)
+    }
+
+    /// Rows of (`received_at`, `seq`) read per query: 16 KB on the wire, as small as a page of events (see
+    /// `entries`).
+    static let orderPage = 512
+
+    /// The events at these `seq`s that are still unfinished, in the order given.
+    public func unfinished(at seqs: [Int64]) async throws -> [(seq: Int64, entry: AcceptedEvent)] {
+        guard !seqs.isEmpty else { return [] }
+        let found = try await entries(
+            "SELECT seq, id, received_at, hook, format, body, meta FROM events WHERE NOT done AND seq = ANY(\(seqs))")
+        let bySeq = Dictionary(found.map { ($0.seq, $0) }, uniquingKeysWith: { first, _ in first })
+        return seqs.compactMap { bySeq[$0] }
     }
 
     /// The highest `seq` of a committed event (0: none).
