@@ -3,6 +3,7 @@ import EventStore
 import Foundation
 import JSONCore
 import RuleEngine
+import Synchronization
 import TestSupport
 import Testing
 
@@ -41,6 +42,41 @@ import Testing
             (try? await b.append(JournalBackendTests.event("e5-\(UUID())"), duplicateKey: brief, window: 0.5)) == true
         }
         #expect(freed)
+    }
+
+    /// Appends that queue while a statement runs go in the next one together: in the order they came, each
+    /// answered for itself, a repeat among them caught as one across nodes is.
+    @Test func appendsQueuedTogetherAreWrittenInOrderAndEachAnsweredForItself() async throws {
+        let url = try await TestPostgres.freshDatabase()
+        let a = try await node(url, "a")
+        let answers = Mutex<[String: Bool]>([:])
+        let count = 300  // more than one statement takes
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            for i in 0..<count {
+                var event = JournalBackendTests.event("e\(i)")
+                if i == 7 { event.hook = nil }
+                // e1 repeats e0 (one key); e200 repeats e5, in a later statement or the same.
+                let key: String? = i == 1 ? "k0" : i == 200 ? "k5" : i % 5 == 0 ? "k\(i)" : nil
+                a.append(event, duplicateKey: key, window: 600) { result in
+                    let finished = answers.withLock { answers -> Bool in
+                        answers["e\(i)"] = (try? result.get()) ?? false
+                        return answers.count == count
+                    }
+                    if finished { done.resume() }
+                }
+            }
+        }
+        let got = answers.withLock { $0 }
+        #expect(got["e0"] == true && got["e1"] == false && got["e5"] == true && got["e200"] == false)
+        #expect(got.filter { !$0.value }.count == 2)
+        let kept = (0..<count).filter { $0 != 1 && $0 != 200 }.map { "e\($0)" }
+        #expect(try await a.unfinished().map(\.id) == kept)
+        #expect(try await a.storedEvent("e7")?.hook == nil)
+        #expect(try await a.storedEvent("e8")?.hook == "channel_create")
+        // The same event again (a retry of an append that had committed after all) is accepted, not a repeat.
+        #expect(try await a.append(JournalBackendTests.event("e0"), duplicateKey: "k0", window: 600))
+        #expect(!(try await a.append(JournalBackendTests.event("e0b"), duplicateKey: "k0", window: 600)))
+        #expect(try await a.unfinished().count == kept.count)
     }
 
     @Test func aNodeThatLostTheLeaseCommitsNothingAndTheNewHolderRunsTheEvent() async throws {
