@@ -17,7 +17,7 @@ import RuleEngine
 /// that lost a race on its id; after `patience` it is dropped, and the scan once a second below the position
 /// (`stragglers`) still finds an insert that committed later than that, as before.
 struct EventFeed {
-    /// The highest `seq` read.
+    /// The highest `seq` read, or the top of the last backlog pass.
     private(set) var position: Int64 = 0
     /// `seq`s below `position` that no read returned, with when they were first missed.
     private(set) var holes: [Int64: ContinuousClock.Instant] = [:]
@@ -26,8 +26,10 @@ struct EventFeed {
     /// How long a hole is asked for before it is taken to be a rolled-back insert.
     static let patience: Duration = .seconds(10)
     /// Most holes kept: one jump keeps the `seq`s just below it (a commit in flight sits there; a longer
-    /// run is a batch that failed, or the sequence skipping ahead after a crash).
-    static let maximumHoles = 256
+    /// run is a batch that failed, or the sequence skipping ahead after a crash). Each node writes up to
+    /// `PostgresJournal.appendBatchMost` events a statement, so with several nodes the commits in flight can
+    /// span a few hundred `seq`s: this covers eight nodes' statements.
+    static let maximumHoles = 1024
     /// How often the feed looks below its position for events that committed after their hole was dropped.
     static let lookBelowEvery: Duration = .seconds(1)
 
@@ -85,9 +87,11 @@ struct EventFeed {
     // MARK: the backlog
 
     /// A pass over the backlog (after a takeover or an outage), in arrival order: the highest `seq` that had
-    /// committed when it began, the unfinished events up to it in arrival order, and how far the pass is.
+    /// committed when it began, the `seq`s that existed then just below it (done or not), the unfinished events
+    /// up to it in arrival order, and how far the pass is.
     struct Backlog {
         let top: Int64
+        let existing: Set<Int64>
         let order: [Int64]
         var next = 0
     }
@@ -98,11 +102,13 @@ struct EventFeed {
     /// still committing when the pass began commits before that call's next event is even sent, so the next
     /// one always has a later `seq` than the top and runs after it.
     mutating func beginBacklog(from journal: PostgresJournal) async throws {
-        let top = try await journal.highestSeq()
-        beginBacklog(top: top, order: try await journal.arrivalOrder(upTo: top))
+        let (top, existing) = try await journal.highestSeqs(Self.maximumHoles)
+        beginBacklog(top: top, existing: existing, order: try await journal.arrivalOrder(upTo: top))
     }
 
-    mutating func beginBacklog(top: Int64, order: [Int64]) { backlog = Backlog(top: top, order: order) }
+    mutating func beginBacklog(top: Int64, existing: [Int64], order: [Int64]) {
+        backlog = Backlog(top: top, existing: Set(existing), order: order)
+    }
 
     /// The pass's next page: the events of up to `limit` of its `seq`s that are still unfinished, in arrival
     /// order (it can be empty). Nil when the pass is over: call `endBacklog`.
@@ -117,9 +123,10 @@ struct EventFeed {
     }
 
     /// Ends the pass: the feed goes on in `seq` order from its top. An insert still committing when the pass
-    /// began has a `seq` just below the top, and the pass did not list it: the `seq`s below the top that the
-    /// pass did not list are holes, asked for first in the next reads, so such an event still runs before its
-    /// call's next one.
+    /// began has a `seq` just below the top that did not exist yet: the `seq`s just below the top that neither
+    /// existed then nor were listed by the pass are holes, asked for first in the next reads, so such an
+    /// event still runs before its call's next one. (A `seq` that existed then is no hole: its event was
+    /// listed, or done.)
     mutating func endBacklog(now: ContinuousClock.Instant = .now) {
         guard let pass = backlog else { return }
         backlog = nil
@@ -131,7 +138,7 @@ struct EventFeed {
         }
         var seq = low
         while seq <= pass.top {
-            if !listed.contains(seq) { holes[seq] = holes[seq] ?? now }
+            if !listed.contains(seq), !pass.existing.contains(seq) { holes[seq] = holes[seq] ?? now }
             seq += 1
         }
         position = max(position, pass.top)

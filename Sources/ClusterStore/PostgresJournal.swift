@@ -253,15 +253,17 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
         }
     }
 
-    /// Appends are written together: each turn of `appender` takes every append that queued while the last
-    /// statement ran (up to `appendBatchMost`) and writes them with one statement. One statement an append,
-    /// each awaited by a task of its own with a deadline of its own, cost the node 127–143 µs of CPU a request
-    /// and PostgreSQL 111–118 (`wrk`, the anchor rule, one node), much of it threads waking one another.
+    /// Appends are written together: each turn of `appender` takes what queued while the last statement ran
+    /// (`statementCount`) and writes it with one statement. One statement an append, each awaited by a task
+    /// of its own with a deadline of its own, cost the node 145–166 µs of CPU a request and PostgreSQL 131–157
+    /// (two `wrk -t1 -c16`, the anchor rule, one node), much of it threads waking one another; batched, 75–100
+    /// and 75–90.
     public func append(
         _ event: AcceptedEvent, duplicateKey: String?, window: Double,
         completion: @escaping @Sendable (Result<Bool, any Error>) -> Void
     ) {
-        let append = PendingAppend(event: event, duplicateKey: duplicateKey, window: window, completion: completion)
+        let append = PendingAppend(
+            event: event, duplicateKey: duplicateKey, window: window, queuedAt: .now, completion: completion)
         if spool != nil, unreachableUntil.withLock({ $0.map { ContinuousClock.now < $0 } ?? false }) {
             toSpool(append)
             return
@@ -275,25 +277,44 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
         let event: AcceptedEvent
         let duplicateKey: String?
         let window: Double
+        let queuedAt: ContinuousClock.Instant
         let completion: @Sendable (Result<Bool, any Error>) -> Void
     }
 
-    /// Most appends written by one statement (a result of up to this many ids stays within one socket read:
-    /// see `entries`).
+    /// Most events one statement writes (a result of up to this many ids stays within one socket read: see
+    /// `entries`).
     static let appendBatchMost = 128
+    /// Most body bytes one statement carries, unless its first event alone is larger.
+    static let appendBatchBytes = 4 << 20
 
-    /// One turn of `appender`: what queued, in one statement, within `appendTimeout` (tried once more on
-    /// another connection: after the server restarted, each pooled connection fails its next query once; the
-    /// statement is idempotent). When it fails, this batch and whatever queued behind it go to the spool.
+    /// How many of the events whose bodies have these sizes (in order) the next statement takes: up to
+    /// `appendBatchMost`, and up to `appendBatchBytes` of bodies; at least one.
+    static func statementCount(_ sizes: some Sequence<Int>) -> Int {
+        var count = 0
+        var bytes = 0
+        for size in sizes {
+            bytes += size
+            if count == appendBatchMost || (count > 0 && bytes > appendBatchBytes) { break }
+            count += 1
+        }
+        return count
+    }
+
+    /// One turn of `appender`: what queued, in one statement, tried once more on another connection (after
+    /// the server restarted, each pooled connection fails its next query once; the statement is idempotent).
+    /// Each append waits at most `appendTimeout` from when it queued, the statements before its own included:
+    /// the statement gets what is left of its oldest append's time. When it fails, its appends go to the spool.
     func writeAppends() async {
         let batch = appends.withLock { queued -> [PendingAppend] in
-            let taken = Array(queued.prefix(Self.appendBatchMost))
-            queued.removeFirst(taken.count)
-            return taken
+            let count = Self.statementCount(queued.lazy.map(\.event.body.count))
+            defer { queued.removeFirst(count) }
+            return Array(queued.prefix(count))
         }
-        guard !batch.isEmpty else { return }
+        guard let oldest = batch.first else { return }
+        let left = oldest.queuedAt + appendTimeout - ContinuousClock.now
         do {
-            let results = try await Deadline.run(appendTimeout) {
+            guard left > .zero else { throw Deadline.Expired() }
+            let results = try await Deadline.run(left) {
                 do { return try await self.insert(batch) } catch { return try await self.insert(batch) }
             }
             for (append, result) in zip(batch, results) { append.completion(.success(result)) }
@@ -306,12 +327,7 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
                 noteOutage()
                 warnUnreachable(error)
             }
-            // What queued meanwhile would wait as long again.
-            let behind = appends.withLock { queued -> [PendingAppend] in
-                defer { queued.removeAll() }
-                return queued
-            }
-            for append in batch + behind { toSpool(append, error: error) }
+            for append in batch { toSpool(append, error: error) }
         }
     }
 
@@ -426,7 +442,7 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
                 WITH ORDINALITY AS u(id, received_at, hook, format, body, meta, key, window_seconds, n)
             ), d AS (
               INSERT INTO dedup (key, expires_at)
-              SELECT key, \(unescaped: Self.now) + window_seconds FROM u WHERE key <> ''
+              SELECT key, \(unescaped: Self.now) + window_seconds FROM u WHERE key <> '' ORDER BY key
               ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at
               WHERE dedup.expires_at <= \(unescaped: Self.now)
               RETURNING key
@@ -451,9 +467,18 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
         let entries = try spool.unfinished().prefix(limit)
         guard !entries.isEmpty else { return 0 }
         let (client, logger, node) = (self.client, self.logger, self.node)
-        var rows = AppendRows()
-        for entry in entries { rows.append(entry, key: "", window: 0) }
-        try await bounded { [rows] in _ = try await Self.insert(rows, node: node, client, logger) }
+        var statements: [AppendRows] = []
+        var rest = entries[...]
+        while !rest.isEmpty {
+            let count = Self.statementCount(rest.lazy.map(\.body.count))
+            var rows = AppendRows()
+            for entry in rest.prefix(count) { rows.append(entry, key: "", window: 0) }
+            statements.append(rows)
+            rest = rest.dropFirst(count)
+        }
+        try await bounded { [statements] in
+            for rows in statements { _ = try await Self.insert(rows, node: node, client, logger) }
+        }
         spool.markDone(entries.map { DoneMark(id: $0.id, forwards: []) })
         await spool.drain(limit: .seconds(5))
         unreachableUntil.withLock { $0 = nil }
@@ -505,8 +530,9 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
     ///
     /// Read in `seq` order a page at a time (the partial index `events_pending`), sorted here. A page of events
     /// in arrival order straight from the database sorted every unfinished row for each page (there is no index
-    /// on arrival), so a pass cost the square of the backlog: 0.92 s for 10,000 events and 28.6 s for 50,000
-    /// (beside 200,000 done ones). This costs 16 bytes an event while it sorts, and 8 while the pass lasts.
+    /// on arrival), so a pass cost the square of the backlog: 0.76–1.15 s of queries for 10,000 events and
+    /// 28.6–31.5 s for 50,000, beside 200,000 done ones (`scripts/backlog_pass_queries.sh`). This costs 16 bytes
+    /// an event while it sorts, and 8 while the pass lasts.
     public func arrivalOrder(upTo top: Int64) async throws -> [Int64] {
         var pending: [(receivedAt: Double, seq: Int64)] = []
         var after = Int64.min
@@ -538,9 +564,15 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
         return seqs.compactMap { bySeq[$0] }
     }
 
-    /// The highest `seq` of a committed event (0: none).
-    func highestSeq() async throws -> Int64 {
-        try await rows("SELECT coalesce(max(seq), 0)::int8 FROM events") { try $0.decode(Int64.self) }.first ?? 0
+    /// The highest `seq` of a committed event (0: none), and the `seq`s of the events there are (done or not)
+    /// among the `count` up to it: one snapshot.
+    func highestSeqs(_ count: Int) async throws -> (top: Int64, existing: [Int64]) {
+        try await rows(
+            """
+            SELECT coalesce(max(seq), 0)::int8, coalesce(array_agg(seq), '{}')::int8[] FROM events
+            WHERE seq > (SELECT coalesce(max(seq), 0) FROM events) - \(count)
+            """
+        ) { try $0.decode((Int64, [Int64]).self) }.first ?? (0, [])
     }
 
     /// Whether every node that was live when the outage began has written a heartbeat since `since`

@@ -183,19 +183,20 @@ import Testing
         var feed = EventFeed(now: Self.start)
         feed.read([1, 2, 3, 7], now: Self.start)
         #expect(feed.holes.keys.sorted() == [4, 5, 6])
-        // The pass (seqs up to 10,000) lists 5 and the top: the seqs near the top it did not list become holes,
-        // those read before the pass do not, and holes from before stay unless the pass listed them.
-        feed.beginBacklog(top: 10_000, order: [10_000, 5])
+        // The pass (seqs up to 10,000, of which 9,000 and 10,000 existed when it began) lists 5 and the top: the
+        // seqs near the top that did not exist become holes, and holes from before stay unless it listed them.
+        let top: Int64 = 10_000
+        feed.beginBacklog(top: top, existing: [9_000, top], order: [top, 5])
         feed.endBacklog(now: Self.start)
-        #expect(feed.position == 10_000 && feed.backlog == nil)
+        #expect(feed.position == top && feed.backlog == nil)
         let holes = feed.holes.keys.sorted()
-        #expect(holes.count == EventFeed.maximumHoles)
-        #expect(holes.first == 6 && holes.last == 9_999 && !holes.contains(5) && !holes.contains(10_000))
-        // A short history: holes from 1, none at or below the position before the pass.
+        let window = top - Int64(EventFeed.maximumHoles) + 1
+        #expect(holes == [4, 6] + (window..<top).filter { $0 != 9_000 })
+        // A short history: none at or below the position before the pass, and none where an event was.
         var short = EventFeed(now: Self.start)
         short.read([1, 2], now: Self.start)
-        short.beginBacklog(top: 6, order: [4])
+        short.beginBacklog(top: 6, existing: [1, 2, 3, 4, 6], order: [4, 6])
         short.endBacklog(now: Self.start)
-        #expect(short.holes.keys.sorted() == [3, 5, 6] && short.position == 6)
+        #expect(short.holes.keys.sorted() == [5] && short.position == 6)
     }
 }

@@ -1,4 +1,3 @@
-import ClusterStore
 import EventStore
 import Foundation
 import JSONCore
@@ -6,6 +5,8 @@ import RuleEngine
 import Synchronization
 import TestSupport
 import Testing
+
+@testable import ClusterStore
 
 /// What only several nodes on one PostgreSQL database need: shared de-duplication, the processing lease and
 /// its fencing, migrations two nodes run at once.
@@ -49,6 +50,7 @@ import Testing
     @Test func appendsQueuedTogetherAreWrittenInOrderAndEachAnsweredForItself() async throws {
         let url = try await TestPostgres.freshDatabase()
         let a = try await node(url, "a")
+        defer { a.close() }
         let answers = Mutex<[String: Bool]>([:])
         let count = 300  // more than one statement takes
         await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
@@ -77,6 +79,64 @@ import Testing
         #expect(try await a.append(JournalBackendTests.event("e0"), duplicateKey: "k0", window: 600))
         #expect(!(try await a.append(JournalBackendTests.event("e0b"), duplicateKey: "k0", window: 600)))
         #expect(try await a.unfinished().count == kept.count)
+    }
+
+    /// One statement's appends: a key two of them share is the first one's, the second is a repeat; a nil hook
+    /// is stored as none; the order is kept.
+    @Test func oneStatementAnswersEachOfItsAppends() async throws {
+        let url = try await TestPostgres.freshDatabase()
+        let a = try await node(url, "a")
+        defer { a.close() }
+        func pending(_ id: String, key: String?, hook: String? = "channel_create") -> PostgresJournal.PendingAppend {
+            var event = JournalBackendTests.event(id)
+            event.hook = hook
+            return .init(event: event, duplicateKey: key, window: 600, queuedAt: .now, completion: { _ in })
+        }
+        let batch = [
+            pending("b1", key: "k"), pending("b2", key: "k"), pending("b3", key: nil),
+            pending("b4", key: "j", hook: nil), pending("b5", key: nil),
+        ]
+        #expect(try await a.insert(batch) == [true, false, true, true, true])
+        #expect(try await a.unfinished().map(\.id) == ["b1", "b3", "b4", "b5"])
+        #expect(try await a.storedEvent("b4")?.hook == nil)
+        #expect(try await a.storedEvent("b5")?.hook == "channel_create")
+        // The same statement again (a retry after a commit that did land): accepted, nothing written twice.
+        #expect(try await a.insert(batch) == [true, false, true, true, true])
+        #expect(try await a.unfinished().count == 4)
+        #expect(PostgresJournal.statementCount([10, 20, 30]) == 3)
+        #expect(PostgresJournal.statementCount([PostgresJournal.appendBatchBytes, 1]) == 1)
+        #expect(PostgresJournal.statementCount([PostgresJournal.appendBatchBytes + 1]) == 1)
+        #expect(PostgresJournal.statementCount(Array(repeating: 1, count: 300)) == PostgresJournal.appendBatchMost)
+    }
+
+    /// While the database is stopped, appends are answered from the local spool, each once (the first
+    /// statement fails, and those queued behind it have no time left); they move over when it answers again.
+    @Test func appendsGoToTheSpoolWhileTheDatabaseIsStoppedAndMoveOverAfter() async throws {
+        let cluster = try await TestPostgres.OwnCluster.create()
+        defer { cluster.destroy() }
+        let directory = NSTemporaryDirectory() + "switchboard-spool-" + UUID().uuidString.prefix(8)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let a = try await PostgresJournal.open(
+            url: cluster.url, node: "a", spoolDirectory: directory, appendTimeout: .milliseconds(500),
+            logger: TestPostgres.logger)
+        defer { a.close() }
+        try await a.append(JournalBackendTests.event("before"))
+        try await cluster.stop()
+        let ids = (0..<20).map { "during-\($0)" }
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            for id in ids {
+                group.addTask { try await a.append(JournalBackendTests.event(id), duplicateKey: nil, window: 0) }
+            }
+            for try await accepted in group { #expect(accepted) }
+        }
+        #expect(a.spooledCount() == ids.count)
+        try await cluster.start()
+        let moved = await eventuallyAsync(60) {
+            _ = try? await a.moveSpooled()
+            return a.spooledCount() == 0
+        }
+        #expect(moved)
+        #expect(try await a.unfinished().map(\.id).sorted() == (["before"] + ids).sorted())
     }
 
     @Test func aNodeThatLostTheLeaseCommitsNothingAndTheNewHolderRunsTheEvent() async throws {
