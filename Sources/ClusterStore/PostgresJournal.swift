@@ -256,8 +256,8 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
     /// Appends are written together: each turn of `appender` takes what queued while the last statement ran
     /// (`statementCount`) and writes it with one statement. One statement an append, each awaited by a task
     /// of its own with a deadline of its own, cost the node 145–166 µs of CPU a request and PostgreSQL 131–157
-    /// (two `wrk -t1 -c16`, the anchor rule, one node), much of it threads waking one another; batched, 75–100
-    /// and 75–90.
+    /// (two `wrk -t1 -c16`, the anchor rule, one node), much of it threads waking one another; batched, 75–102
+    /// and 67–87.
     public func append(
         _ event: AcceptedEvent, duplicateKey: String?, window: Double,
         completion: @escaping @Sendable (Result<Bool, any Error>) -> Void
