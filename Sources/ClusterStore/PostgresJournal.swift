@@ -286,6 +286,12 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
     static let appendBatchMost = 128
     /// Most body bytes one statement carries, unless its first event alone is larger.
     static let appendBatchBytes = 4 << 20
+    /// Least time left for a statement to be sent.
+    static let appendTimeFloor: Duration = .milliseconds(50)
+
+    struct NoTimeLeft: Error, CustomStringConvertible {
+        var description: String { "no time left: the appends queued ahead of these took it all" }
+    }
 
     /// How many of the events whose bodies have these sizes (in order) the next statement takes: up to
     /// `appendBatchMost`, and up to `appendBatchBytes` of bodies; at least one.
@@ -304,6 +310,8 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
     /// the server restarted, each pooled connection fails its next query once; the statement is idempotent).
     /// Each append waits at most `appendTimeout` from when it queued, the statements before its own included:
     /// the statement gets what is left of its oldest append's time. When it fails, its appends go to the spool.
+    /// So do they when too little is left (`appendTimeFloor`): a statement abandoned at its deadline keeps a
+    /// pooled connection, and its bodies, until the database ends it.
     func writeAppends() async {
         let batch = appends.withLock { queued -> [PendingAppend] in
             let count = Self.statementCount(queued.lazy.map(\.event.body.count))
@@ -313,13 +321,16 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
         guard let oldest = batch.first else { return }
         let left = oldest.queuedAt + appendTimeout - ContinuousClock.now
         do {
-            guard left > .zero else { throw Deadline.Expired() }
+            guard left > Self.appendTimeFloor else { throw NoTimeLeft() }
             let results = try await Deadline.run(left) {
                 do { return try await self.insert(batch) } catch { return try await self.insert(batch) }
             }
             for (append, result) in zip(batch, results) { append.completion(.success(result)) }
         } catch {
             if spool != nil {
+                // A stall only when a query was sent (`poolStalled` renews the pool), not when the queue ahead
+                // took the time. Either way the events go to the spool, so the processing node must wait for
+                // the spools before it runs the backlog (`noteOutage`).
                 if error is Deadline.Expired { stalls.withLock { $0.last = .now } }
                 // Until a heartbeat or a spool move gets through (every 0.5–2.5 s), or 10 s at most: only the
                 // requests of an outage's first moments wait for the database, not one in every few seconds.
