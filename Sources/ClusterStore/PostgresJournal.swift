@@ -520,17 +520,19 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
     {
         if holes.isEmpty {
             return try await entries(
-                "SELECT seq, id, received_at, hook, format, body, meta FROM events WHERE NOT done AND seq > \(seq) ORDER BY seq LIMIT \(limit)"
-            )
+                """
+                SELECT \(unescaped: Self.entryColumns) FROM events WHERE NOT done AND seq > \(seq)
+                ORDER BY seq LIMIT \(limit)
+                """)
         }
         // Two index scans, not one over every unfinished row below `seq` (the events running now).
         return try await entries(
             """
-            SELECT seq, id, received_at, hook, format, body, meta FROM (
-              (SELECT seq, id, received_at, hook, format, body, meta FROM events
+            SELECT \(unescaped: Self.entryColumns) FROM (
+              (SELECT \(unescaped: Self.entryColumns) FROM events
                WHERE NOT done AND seq = ANY(\(holes)) ORDER BY seq LIMIT \(limit))
               UNION ALL
-              (SELECT seq, id, received_at, hook, format, body, meta FROM events
+              (SELECT \(unescaped: Self.entryColumns) FROM events
                WHERE NOT done AND seq > \(seq) ORDER BY seq LIMIT \(limit))
             ) AS e ORDER BY seq LIMIT \(limit)
             """)
@@ -570,7 +572,7 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
     public func unfinished(at seqs: [Int64]) async throws -> [(seq: Int64, entry: AcceptedEvent)] {
         guard !seqs.isEmpty else { return [] }
         let found = try await entries(
-            "SELECT seq, id, received_at, hook, format, body, meta FROM events WHERE NOT done AND seq = ANY(\(seqs))")
+            "SELECT \(unescaped: Self.entryColumns) FROM events WHERE NOT done AND seq = ANY(\(seqs))")
         let bySeq = Dictionary(found.map { ($0.seq, $0) }, uniquingKeysWith: { first, _ in first })
         return seqs.compactMap { bySeq[$0] }
     }
@@ -612,7 +614,7 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
     {
         try await entries(
             """
-            SELECT seq, id, received_at, hook, format, body, meta FROM events
+            SELECT \(unescaped: Self.entryColumns) FROM events
             WHERE NOT done AND seq <= \(seq) AND NOT (id = ANY(\(excluding))) ORDER BY seq LIMIT \(limit)
             """)
     }
@@ -620,7 +622,7 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
     /// Rows are read a small page at a time (`ClusterNode.page`): postgres-nio 1.33.2 stops the process with a
     /// precondition failure when the server closes the connection while a result that spans several socket
     /// reads waits for demand (seen when PostgreSQL was stopped under load, `RowStreamStateMachine`), and a
-    /// page of events fits in one read.
+    /// page of events fits in one read. The query selects `entryColumns`.
     func entries(_ query: PostgresQuery) async throws -> [(seq: Int64, entry: AcceptedEvent)] {
         try await rows(query) { row in
             let (seq, id, receivedAt, hook, format, body, meta) = try row.decode(
@@ -633,6 +635,9 @@ public final class PostgresJournal: Journal, TickLeasing, Sendable {
             )
         }
     }
+
+    /// The columns `entries` decodes, in its order.
+    static let entryColumns = "seq, id, received_at, hook, format, body, meta"
 
     public func storeRecords() throws -> [StoreRecord] { committedStore }
 
