@@ -3,12 +3,13 @@
 # turn (RUNS times, alternating), one `switchboard serve` with the anchor's rule on a fresh data directory and
 # `--journal-max-mb CAP`, then one wrk run (1 thread, 32 connections, DURATION s) against it, so retention
 # deletes beside the load for most of the run. Each run prints requests/s, wrk's 99th percentile, and the
-# journal's size (`switchboard.sqlite` and its write-ahead log, read every second): its largest and at the
-# end. CALLS=new posts a new call on every request (scripts/wrk/new_calls.lua), which the call index's
-# retention work depends on. FILL=S first runs wrk S seconds unmeasured (default 0), so that the measured run
-# starts at the cap. Each run also prints the server's CPU a request over the measured run (/proc/PID/stat),
-# split into the event loops' (their threads' /proc/PID/task/*/stat) and the rest: the journal's threads, and
-# the bytes it had the kernel write to the disk a request (/proc/PID/io's write_bytes).
+# journal's size (`switchboard.sqlite`, its write-ahead log and the accepted-event log's files, which hold the
+# bodies; read every second): its largest and at the end. CALLS=new posts a new call on every request
+# (scripts/wrk/new_calls.lua), which the call index's retention work depends on. FILL=S first runs wrk S
+# seconds unmeasured (default 0), so that the measured run starts at the cap. Each run also prints the
+# server's CPU a request over the measured run (/proc/PID/stat), split into the event loops' (their threads'
+# /proc/PID/task/*/stat) and the rest: the journal's threads, and the bytes it had the kernel write to the disk
+# a request (/proc/PID/io's write_bytes).
 #   CAP=400 CALLS=new scripts/capped_journal.sh /tmp/before .build/release/switchboard
 #   CAP=200 CALLS=new FILL=12 DURATION=15 scripts/capped_journal.sh /tmp/before .build/release/switchboard
 set -euo pipefail
@@ -32,7 +33,10 @@ loop_ticks() {
 }
 # per_request TICKS REQUESTS: microseconds of CPU a request.
 per_request() { awk -v t="$1" -v n="$2" -v h="$ticks_per_second" 'BEGIN {printf "%.1f", t / h / n * 1e6}'; }
-journal_mb() { cat "$work/var/switchboard.sqlite" "$work/var/switchboard.sqlite-wal" 2>/dev/null | wc -c | awk '{printf "%d", $1 / 1048576}'; }
+journal_mb() {
+  stat -c %s "$work/var/switchboard.sqlite" "$work/var/switchboard.sqlite-wal" "$work/var"/accepted-*.log 2>/dev/null |
+    awk '{s += $1} END {printf "%d", s / 1048576}'
+}
 for run in $(seq "$RUNS"); do
   for binary in "$@"; do
     rm -rf "$work/var"

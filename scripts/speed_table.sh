@@ -36,8 +36,12 @@ for _ in $(seq 50); do curl -s -o /dev/null http://127.0.0.1:18081/hooks && brea
 declare -A url=([nginx-lua]=http://127.0.0.1:18081/hooks [journal-on]=http://127.0.0.1:18201/hooks/channel_create
   [journal-off]=http://127.0.0.1:18202/hooks/channel_create)
 declare -A runs
-# journal_bytes: the size of the journal-on server's journal file (0 before it exists).
-journal_bytes() { stat -c %s "$work/var-on/switchboard.sqlite" 2>/dev/null || echo 0; }
+# journal_bytes: the size of the journal-on server's journal: its SQLite file and the accepted-event log's files,
+# which hold the bodies (0 before they exist).
+journal_bytes() {
+  stat -c %s "$work/var-on/switchboard.sqlite" "$work/var-on"/accepted-*.log 2>/dev/null |
+    awk '{s += $1} END {print s + 0}'
+}
 # rounds SUFFIX "TARGET..." [WRK OPTIONS...]: ROUNDS alternating rounds over the targets; each rate is added to
 # runs[TARGETSUFFIX].
 rounds() {
@@ -51,7 +55,7 @@ rounds() {
       # --journal-max-mb (1,024): each round is printed with the file's size after it.
       grown=
       if [ "$target" = journal-on ]; then
-        grown="   (journal file $(( $(journal_bytes) / 1048576 )) MB after it)"
+        grown="   (journal files $(( $(journal_bytes) / 1048576 )) MB after it)"
       fi
       printf 'round %s %-12s %s req/s%s\n' "$round" "$target" "$rate" "$grown"
     done

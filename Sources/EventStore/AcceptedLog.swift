@@ -6,7 +6,8 @@ import Synchronization
     import Glibc
 #endif
 
-/// Accepted events written to plain files before their 200, ahead of the journal's SQLite transaction.
+/// Accepted events written to plain files before their 200, ahead of the journal's SQLite transaction; and,
+/// once there, where those events' bodies stay.
 ///
 /// An event's record is one `write` to a file of the data directory, `accepted-<n>.log`, made on the thread
 /// that read the request. Once the `write` returns, the event is as durable as a commit without
@@ -16,10 +17,17 @@ import Synchronization
 /// none is lost between the two. Before this log each request waited for the transaction holding it, and under
 /// `wrk -t1 -c32` that wait, not the CPU, held the rate (BENCHMARKS.md).
 ///
+/// SQLite then holds each such event without its body: the event's row says where its record is
+/// (`location(file:offset:)`), and readers take the body from there (`RecordReader`). Bodies written twice,
+/// and deleted again row by row by retention, were most of what a journal at its size cap cost (BENCHMARKS.md,
+/// the forty-third and fifty-second sessions). A file therefore stays until retention has deleted every event
+/// whose body it holds. The journal keeps its books in SQLite (`log_files`): how many events each file holds,
+/// whether all its records are in SQLite (`complete`: the next start does not read it again, so an event
+/// retention deleted never comes back from it), and whether it is free (`gone`). A freed file is kept as a
+/// spare (up to `laneCount`), renamed to the next number and written over from its start, or deleted.
+///
 /// Records go to `laneCount` files side by side (each writer takes the first lane free), and a lane moves to
-/// another file once its own holds `fileLimit` bytes. A file whose records are all in SQLite and that no lane
-/// writes to is kept as a spare (up to `laneCount`), renamed to the next number and written over from its
-/// start; more are deleted, and so are all of them before retention deletes events and at shutdown.
+/// another file once its own holds `fileLimit` bytes.
 ///
 /// A record: its payload's length (4 bytes, little-endian) and check (`RecordCheck`, 8 bytes, which takes the
 /// file's number in), then the payload: `receivedAt`'s 8 bytes, then `id`, `hook`, `format`, `meta` and `body`,
@@ -30,7 +38,8 @@ import Synchronization
 ///
 /// One process owns the files at a time: the one holding `accepted.lock` (`flock`, released when the process
 /// ends however it ends). Another opening the same journal meanwhile (a `switchboard` command beside a
-/// running server, a second `EventJournal` in a test) gets no log, and commits before it answers.
+/// running server, a second `EventJournal` in a test) gets no log, commits before it answers (bodies and all),
+/// and reads bodies from the files without changing them.
 package final class AcceptedLog: Sendable {
     let directory: String
     private let lockDescriptor: Int32
@@ -60,14 +69,38 @@ package final class AcceptedLog: Sendable {
     private struct Files {
         /// Records written to each file that are not yet in SQLite.
         var uncommitted: [Int: Int] = [:]
-        /// The lanes' files: written to still, so neither reused nor deleted when all they hold is in SQLite.
+        /// The lanes' files: written to still, so not complete however many of their records are in SQLite.
         var open: Set<Int> = []
-        /// Files whose records are all in SQLite, kept to be written over: a `write` into a page the file already
-        /// has costs about half one that extends it, which makes the kernel allocate and zero a block
-        /// (`zero_user_segments` was 6% of the server's samples under load, `perf`).
+        /// Freed files (`free`) kept to be written over: a `write` into a page the file already has costs about
+        /// half one that extends it, which makes the kernel allocate and zero a block (`zero_user_segments` was
+        /// 6% of the server's samples under load, `perf`).
         var spares: [Int] = []
-        /// Files `closeFiles` closed before all their records were in SQLite: deleted, not kept, once they are.
+        /// Files `closeFiles` closed before all their records were in SQLite.
         var doomed: Set<Int> = []
+        /// When each file not yet complete was opened (Unix seconds): an event done before the oldest is in none
+        /// of them (`oldestIncomplete`).
+        var openedAt: [Int: Double] = [:]
+        /// The bytes of each file kept (written to, or holding bodies): what the journal's size counts.
+        var sizes: [Int: Int] = [:]
+        /// Books for the journal's next transaction (`takeBooks`): files just complete, and freed files gone
+        /// from the disk or renamed, whose rows can go.
+        var books = Books()
+        /// Complete files whose pages may still be in the page cache, with when they became complete
+        /// (`releaseCache`).
+        var cached: [Int: Double] = [:]
+        /// Files whose pages were released: deleted when freed rather than kept as spares, since writing over a
+        /// page no longer cached reads it back from the disk first, on the event loop.
+        var released: Set<Int> = []
+    }
+
+    /// What the journal's books (`log_files`) are to learn in its next transaction.
+    package struct Books: Sendable {
+        /// Files no lane writes to any more whose records are all in SQLite.
+        package var complete: [Int] = []
+        /// Freed files no longer on the disk under their numbers (deleted, or renamed as a spare was).
+        package var forgotten: [Int] = []
+
+        package var isEmpty: Bool { complete.isEmpty && forgotten.isEmpty }
     }
 
     /// Takes the log of `directory` when no other process or journal has it; nil otherwise.
@@ -93,17 +126,22 @@ package final class AcceptedLog: Sendable {
         close(lockDescriptor)
     }
 
-    /// Writes the entry's record; returns the number of the file that holds it (for `committed`).
+    /// Where a record is, as the journal's rows keep it: its file's number in the high 32 bits, its offset in
+    /// the file in the low 32 (a file takes no more records past `fileLimit`, 4 MB).
+    package static func location(file: Int, offset: Int) -> Int64 { Int64(file) << 32 | Int64(offset) }
+
+    /// Writes the entry's record; returns where it is (`location(file:offset:)`; the file's number is also
+    /// what `committed` takes).
     /// - Throws: `JournalError` saying what to fix (a full disk, say); the entry is then not in the log.
-    package func write(_ entry: AcceptedEvent) throws -> Int {
+    package func write(_ entry: AcceptedEvent) throws -> (file: Int, location: Int64) {
         var record = Self.record(entry)
         for lane in lanes {
-            if let number = try lane.mutex.withLockIfAvailable({ try write(&record, in: &$0) }) { return number }
+            if let written = try lane.mutex.withLockIfAvailable({ try write(&record, in: &$0) }) { return written }
         }
         return try lanes[0].mutex.withLock { try write(&record, in: &$0) }
     }
 
-    private func write(_ record: inout [UInt8], in lane: inout Lane) throws -> Int {
+    private func write(_ record: inout [UInt8], in lane: inout Lane) throws -> (file: Int, location: Int64) {
         if lane.descriptor < 0 || lane.size >= fileLimit { try openNext(&lane) }
         Self.seal(&record, file: lane.number)
         let written = record.withUnsafeBytes { Self.writeAll(lane.descriptor, $0) }
@@ -116,13 +154,17 @@ package final class AcceptedLog: Sendable {
             files.withLock { closed(lane.number, &$0) }
             throw JournalError("the journal's log \(path(lane.number)) could not be written: \(Self.reason(written))")
         }
+        let location = Self.location(file: lane.number, offset: lane.size)
         lane.size += record.count
-        files.withLock { $0.uncommitted[lane.number, default: 0] += 1 }
-        return lane.number
+        files.withLock {
+            $0.uncommitted[lane.number, default: 0] += 1
+            $0.sizes[lane.number] = lane.size
+        }
+        return (lane.number, location)
     }
 
     /// The records of `numbers` (a file's number for each event) are in SQLite: a file no longer written to
-    /// with none left becomes a spare.
+    /// with none left is complete.
     func committed(_ numbers: some Sequence<Int>) {
         files.withLock { files in
             for number in numbers {
@@ -133,9 +175,9 @@ package final class AcceptedLog: Sendable {
         }
     }
 
-    /// Closes the lanes' files and deletes every file whose records are all in SQLite, spares too, and the rest
-    /// once theirs are (`closedFilesRemain`): before retention deletes events (which must not come back from a
-    /// file at the next start), and at shutdown.
+    /// Closes the lanes' files (the next records go to new ones), which are complete once their records are in
+    /// SQLite (`closedFilesRemain`): before retention by age, so that the events it is to delete are in complete
+    /// files however slowly the lanes fill, and at shutdown.
     func closeFiles() {
         for lane in lanes {
             lane.mutex.withLock { lane in
@@ -144,10 +186,6 @@ package final class AcceptedLog: Sendable {
                 lane.descriptor = -1
                 files.withLock { closed(lane.number, &$0, doomed: true) }
             }
-        }
-        files.withLock { files in
-            for number in files.spares { unlink(path(number)) }
-            files.spares.removeAll()
         }
     }
 
@@ -164,16 +202,103 @@ package final class AcceptedLog: Sendable {
         }
     }
 
-    /// File `number` holds nothing that is not in SQLite: a spare, or deleted when there are enough or
-    /// `closeFiles` closed it.
+    /// File `number` holds nothing that is not in SQLite, and takes no more: complete, for the books.
     private func retire(_ number: Int, _ files: inout Files) {
         files.uncommitted[number] = nil
-        if files.doomed.remove(number) == nil, files.spares.count < lanes.count {
-            files.spares.append(number)
-        } else {
-            unlink(path(number))
+        files.doomed.remove(number)
+        files.openedAt[number] = nil
+        files.books.complete.append(number)
+        files.cached[number] = Date().timeIntervalSince1970
+    }
+
+    /// When the oldest file not yet complete was opened (Unix seconds), or nil when all are. An event done
+    /// before it has its record in a complete file, or none: retention deletes no event done later
+    /// (`EventJournal.pruneInBatches`), since the next start reads the files that are not complete again.
+    var oldestIncomplete: Double? { files.withLock { $0.openedAt.values.min() } }
+
+    /// What the books are to learn (`Books`), taken for a transaction; given back with `restore` if it fails.
+    package func takeBooks() -> Books {
+        files.withLock { files in
+            defer { files.books = Books() }
+            return files.books
         }
     }
+
+    /// Books taken for a transaction that failed: the next one takes them again.
+    package func restore(_ books: Books) {
+        files.withLock { files in
+            files.books.complete += books.complete
+            files.books.forgotten += books.forgotten
+        }
+    }
+
+    /// The books now say no event's body is in these files, and that they are free (`gone`): each becomes a
+    /// spare, or is deleted.
+    package func free(_ numbers: [Int]) {
+        files.withLock { files in
+            for number in numbers {
+                files.sizes[number] = nil
+                files.cached[number] = nil
+                if files.released.remove(number) == nil, files.spares.count < lanes.count,
+                    !files.spares.contains(number)
+                {
+                    files.spares.append(number)
+                } else {
+                    unlink(path(number))
+                    files.books.forgotten.append(number)
+                }
+            }
+        }
+    }
+
+    /// Files kept from an earlier run (complete, holding bodies), for their bytes (`bytesHeld`); and no new file
+    /// takes a number the books already know (`highest`).
+    package func adopt(_ numbers: some Sequence<Int>, highest: Int) {
+        var sizes: [Int: Int] = [:]
+        for number in numbers {
+            var info = stat()
+            if stat(path(number), &info) == 0 { sizes[number] = Int(info.st_size) }
+        }
+        let now = Date().timeIntervalSince1970
+        files.withLock { files in
+            files.sizes.merge(sizes) { $1 }
+            for number in sizes.keys { files.cached[number] = now }
+        }
+        while true {
+            let next = nextNumber.load(ordering: .relaxed)
+            guard next <= highest else { break }
+            if nextNumber.compareExchange(expected: next, desired: highest + 1, ordering: .relaxed).exchanged { break }
+        }
+    }
+
+    /// Lets the kernel drop the pages of files complete for `age` seconds or more from the page cache
+    /// (`POSIX_FADV_DONTNEED`), as the journal does for its own file's (`LogCopier.releaseWrittenPages`): a body
+    /// is read again rarely (the console, `switchboard replay`), and a quiet server's files would otherwise hold
+    /// the page cache for as long as retention keeps them. By then the kernel has written them to the disk (it
+    /// writes dirty pages back within 30 s), and only pages on the disk are dropped. Under a load that fills
+    /// the cap within that time files are freed first, and their pages are written over as spares. Runs after
+    /// the journal's copies of its write-ahead log, on that thread.
+    package func releaseCache(olderThan age: Double = 35) {
+        let now = Date().timeIntervalSince1970
+        let due = files.withLock { files -> [Int] in
+            let due = files.cached.filter { now - $0.value >= age }.map(\.key)
+            for number in due {
+                files.cached[number] = nil
+                files.released.insert(number)
+            }
+            return due
+        }
+        for number in due {
+            let descriptor = Glibc.open(path(number), O_RDONLY | O_CLOEXEC)
+            guard descriptor >= 0 else { continue }
+            _ = posix_fadvise(descriptor, 0, 0, POSIX_FADV_DONTNEED)
+            close(descriptor)
+        }
+    }
+
+    /// The bytes of the files kept (written to, or holding bodies; not the spares): counted in the journal's
+    /// size, which retention caps.
+    package var bytesHeld: Int { files.withLock { $0.sizes.values.reduce(0, +) } }
 
     /// The lane's next file: a spare renamed to its new number (its old records no longer pass the check, which
     /// takes the file's number in), or a new one.
@@ -184,9 +309,14 @@ package final class AcceptedLog: Sendable {
             files.withLock { closed(lane.number, &$0) }
         }
         let number = nextNumber.add(1, ordering: .relaxed).oldValue
+        let openedAt = Date().timeIntervalSince1970
         let spare = files.withLock { files -> Int? in
             files.open.insert(number)
-            return files.spares.popLast()
+            files.openedAt[number] = openedAt
+            guard let spare = files.spares.popLast() else { return nil }
+            // Renamed or deleted below: either way no longer on the disk under its number.
+            files.books.forgotten.append(spare)
+            return spare
         }
         var descriptor: Int32 = -1
         if let spare {
@@ -199,7 +329,10 @@ package final class AcceptedLog: Sendable {
         if descriptor < 0 { descriptor = Glibc.open(path(number), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) }
         guard descriptor >= 0 else {
             let code = errno
-            files.withLock { _ = $0.open.remove(number) }
+            files.withLock {
+                _ = $0.open.remove(number)
+                $0.openedAt[number] = nil
+            }
             throw JournalError("the journal's log \(path(number)) could not be created: \(Self.reason(code))")
         }
         lane.descriptor = descriptor
@@ -225,15 +358,19 @@ package final class AcceptedLog: Sendable {
         .sorted { $0.0 < $1.0 }
     }
 
-    /// Every whole record in the log's files, oldest first (a damaged or cut record ends its file: it was
-    /// never acknowledged), and the files read. A file that cannot be read is left out, and left alone.
-    func recoverable() -> (entries: [AcceptedEvent], read: [String]) {
-        var entries: [AcceptedEvent] = []
-        var read: [String] = []
-        for file in Self.files(in: directory) {
+    /// Every whole record in the log's files but those `skipping` names (complete ones, and freed ones, whose
+    /// events the journal has or deleted), oldest first, each with where it is; and the files read. A damaged or
+    /// cut record ends its file: it was never acknowledged. A file that cannot be read is left out, and alone.
+    func recoverable(skipping known: Set<Int>) -> (entries: [(AcceptedEvent, Int64)], read: [Int]) {
+        var entries: [(AcceptedEvent, Int64)] = []
+        var read: [Int] = []
+        for file in Self.files(in: directory) where !known.contains(file.number) {
             guard let data = FileManager.default.contents(atPath: file.path) else { continue }
-            entries += Self.records(in: [UInt8](data), file: file.number).entries
-            read.append(file.path)
+            let found = Self.records(in: [UInt8](data), file: file.number)
+            for (entry, offset) in zip(found.entries, found.offsets) {
+                entries.append((entry, Self.location(file: file.number, offset: offset)))
+            }
+            read.append(file.number)
         }
         return (entries, read)
     }
@@ -311,15 +448,20 @@ package final class AcceptedLog: Sendable {
         }
     }
 
-    /// The whole records at the start of `bytes`, and whether they were all there is (no damaged or cut tail).
-    package static func records(in bytes: [UInt8], file: Int) -> (entries: [AcceptedEvent], whole: Bool) {
+    /// The whole records at the start of `bytes`, where each starts, and whether they were all there is (no
+    /// damaged or cut tail).
+    package static func records(in bytes: [UInt8], file: Int) -> (entries: [AcceptedEvent], offsets: [Int], whole: Bool)
+    {
         var reader = Reader(bytes: bytes, file: file)
         var entries: [AcceptedEvent] = []
+        var offsets: [Int] = []
         while reader.offset < bytes.count {
-            guard let entry = reader.record() else { return (entries, false) }
+            let offset = reader.offset
+            guard let entry = reader.record() else { return (entries, offsets, false) }
             entries.append(entry)
+            offsets.append(offset)
         }
-        return (entries, true)
+        return (entries, offsets, true)
     }
 
     private struct Reader {
@@ -371,6 +513,63 @@ package final class AcceptedLog: Sendable {
                 return .some(nil)
             }
             return text().map { .some($0) }
+        }
+    }
+}
+
+/// Reads records back by where the journal's rows say they are (`AcceptedLog.location(file:offset:)`), for
+/// their bodies: each file is opened once for the reader's life (a page of `switchboard replay`, say), and
+/// closed with it. Any process may read, owner of the log or not.
+package final class RecordReader {
+    let directory: String
+    private var descriptors: [Int: Int32] = [:]
+
+    package init(directory: String) { self.directory = directory }
+
+    deinit { for descriptor in descriptors.values where descriptor >= 0 { close(descriptor) } }
+
+    /// The record of event `id` at `location`; nil when it is not there: its file is gone, or was freed and
+    /// written over since the row was read (the check, which takes the file's number in, fails then), or the
+    /// record there is another event's.
+    package func entry(at location: Int64, id: String) -> AcceptedEvent? {
+        let file = Int(location >> 32)
+        let offset = off_t(location & 0xFFFF_FFFF)
+        let descriptor: Int32
+        if let open = descriptors[file] {
+            descriptor = open
+        } else {
+            descriptor = Glibc.open(AcceptedLog.path(file, in: directory), O_RDONLY | O_CLOEXEC)
+            descriptors[file] = descriptor
+        }
+        guard descriptor >= 0 else { return nil }
+        var header = [UInt8](repeating: 0, count: 12)
+        guard Self.read(descriptor, into: &header, at: offset) else { return nil }
+        let length = header.withUnsafeBytes { Int(UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self))) }
+        if length > 1 << 20 {
+            // Past a megabyte, a length read from a record written over is not trusted with memory: the file must
+            // hold that much.
+            var info = stat()
+            guard fstat(descriptor, &info) == 0, Int(offset) + 12 + length <= Int(info.st_size) else { return nil }
+        }
+        var record = [UInt8](repeating: 0, count: 12 + length)
+        guard Self.read(descriptor, into: &record, at: offset),
+            let entry = AcceptedLog.records(in: record, file: file).entries.first, entry.id == id
+        else { return nil }
+        return entry
+    }
+
+    /// Fills `buffer` from `offset`; false when the file ends first or cannot be read.
+    private static func read(_ descriptor: Int32, into buffer: inout [UInt8], at offset: off_t) -> Bool {
+        let count = buffer.count
+        var done = 0
+        return buffer.withUnsafeMutableBytes { bytes in
+            while done < count {
+                let n = pread(descriptor, bytes.baseAddress! + done, count - done, offset + off_t(done))
+                if n < 0, errno == EINTR { continue }
+                if n <= 0 { return false }
+                done += n
+            }
+            return true
         }
     }
 }

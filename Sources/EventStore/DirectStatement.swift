@@ -41,6 +41,12 @@ struct DirectStatement {
         try check(sqlite3_bind_int64(statement, index, Int64(value)))
     }
 
+    /// Binds parameter `index` (from 1) to `value`, or to NULL.
+    func bind(_ index: Int32, _ value: Int64?) throws {
+        guard let value else { return try check(sqlite3_bind_null(statement, index)) }
+        try check(sqlite3_bind_int64(statement, index, value))
+    }
+
     func bind(_ index: Int32, blob: [UInt8]) throws {
         try check(
             blob.withUnsafeBytes { bytes in

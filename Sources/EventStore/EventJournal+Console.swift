@@ -101,12 +101,13 @@ extension EventJournal {
         """
     private static let joined = "events e LEFT JOIN events_done d ON d.id = e.id"
 
-    static func stored(_ row: Row, body: Bool) -> StoredEvent {
+    /// A row of `summaryColumns`, with its body (`body`, `body_at`) when `reader` is given.
+    static func stored(_ row: Row, body reader: RecordReader? = nil) -> StoredEvent {
         StoredEvent(
             row: row["rowid"], id: row["id"], receivedAt: row["received_at"], hook: row["hook"], format: row["format"],
             meta: row["meta"], done: row["done"], doneAt: row["done_at"], name: row["name"], callID: row["call_id"],
             otherLeg: row["other_leg"], accountID: row["account_id"], outcomes: row["outcomes"],
-            body: body ? [UInt8]((row["body"] as Data?) ?? Data()) : nil)
+            body: reader.map { body(of: row, reading: $0) })
     }
 
     /// The newest accepted events (without bodies), newest first, older than row `before` when given.
@@ -139,7 +140,7 @@ extension EventJournal {
                     ORDER BY e.rowid DESC LIMIT ?
                     """,
                 arguments: StatementArguments(arguments)
-            ).map { Self.stored($0, body: false) }
+            ).map { Self.stored($0) }
         }
     }
 
@@ -147,10 +148,14 @@ extension EventJournal {
     public func storedEvent(_ id: String) throws -> StoredEvent? {
         try pool.read { db in
             try Row.fetchOne(
-                db, sql: "SELECT \(Self.summaryColumns), e.body AS body FROM \(Self.joined) WHERE e.id = ?",
+                db,
+                sql: """
+                    SELECT \(Self.summaryColumns), e.body AS body, e.body_at AS body_at FROM \(Self.joined)
+                    WHERE e.id = ?
+                    """,
                 arguments: [id]
             )
-            .map { Self.stored($0, body: true) }
+            .map { Self.stored($0, body: RecordReader(directory: directory)) }
         }
     }
 
@@ -172,7 +177,7 @@ extension EventJournal {
                     ORDER BY e.received_at, e.rowid LIMIT ?
                     """,
                 arguments: StatementArguments(arguments)
-            ).map { Self.stored($0, body: false) }
+            ).map { Self.stored($0) }
         }
     }
 

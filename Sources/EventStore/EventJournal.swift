@@ -18,19 +18,26 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
 
     let pool: DatabasePool
     public let path: String
+    /// The data directory: the journal's file and the log's (`AcceptedLog`), whose records hold the bodies of the
+    /// events the log took in (`RecordReader`).
+    let directory: String
     private let pendingAppends = Mutex<[PendingAppend]>([])
     /// Called once the transaction holding an append commits (nil) or fails (the error).
     typealias Committed = @Sendable ((any Error)?) -> Void
     /// An append on its way into SQLite: one a request waits for (`committed`), or one in the log already
-    /// (`file`; its 200 has gone).
+    /// (`file`, and where its record is, `location`: its row keeps its body there; its 200 has gone).
     struct PendingAppend {
         var entry: Entry
         var committed: Committed?
         var file = 0
+        var location: Int64?
     }
     /// Where requests' events are written before their 200 (`AcceptedLog`): nil with `--journal-fsync`, or when
     /// another journal of the same directory has it; requests then wait for their commit.
     private let log: AcceptedLog?
+    /// The log when this journal owns it, `--journal-fsync` or not: it frees the files whose bodies retention
+    /// deleted (`keepBooks`), and its files count in the journal's size.
+    let bodyFiles: AcceptedLog?
     /// Events in the log and not yet in SQLite.
     private let loggedUncommitted = Atomic(0)
     /// Done marks given and not yet committed.
@@ -89,6 +96,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
                     + "(choose another with --data-dir)")
         }
         Self.tuneSQLite
+        self.directory = directory
         path = Self.file(in: directory)
         do {
             var configuration = Configuration()
@@ -122,12 +130,14 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
                           body BLOB NOT NULL,
                           meta TEXT NOT NULL,
                           done INTEGER NOT NULL DEFAULT 0,
-                          done_at REAL
+                          done_at REAL,
+                          body_at INTEGER
                         );
                         \(Self.deliverySchema)
                         \(Self.storeSchema)
-
+                        \(Self.logFilesSchema)
                         """)
+                try Self.migrateBodyLocations(db)
                 try Self.migrateDoneRecords(db)
             }
             let (indexed, staged, newestStaged, batch) = try pool.read { db in
@@ -160,26 +170,13 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         let log = AcceptedLog(directory: directory, fileLimit: logFileLimit ?? AcceptedLog.defaultFileLimit)
         if let log { try Self.recover(log, into: pool, path: path) }
         self.log = fsync ? nil : log
+        bodyFiles = log
         // With the log requests do not wait for the writer (`LogCopier.everyEventsLogged`).
+        var releaseLogFiles: (@Sendable () -> Void)?
+        if let log { releaseLogFiles = { log.releaseCache() } }
         logCopier = LogCopier(
             path: path, everyEvents: self.log == nil ? LogCopier.everyEvents : LogCopier.everyEventsLogged,
-            cachedTail: cachedTail ?? LogCopier.cachedTail)
-    }
-
-    /// Puts the events left in the log's files into SQLite (those there already stay as they are), then
-    /// deletes the files: at start, before anything reads the journal.
-    private static func recover(_ log: AcceptedLog, into pool: DatabasePool, path: String) throws {
-        let (entries, read) = log.recoverable()
-        if !entries.isEmpty {
-            do {
-                try pool.write { db in try insertEvents(entries, in: db) }
-            } catch {
-                throw JournalError(
-                    "cannot open the journal \(path): the events in its log (\(log.directory)/accepted-*.log) "
-                        + "could not be written to it: \(reason(error))")
-            }
-        }
-        for file in read { unlink(file) }
+            cachedTail: cachedTail ?? LogCopier.cachedTail, afterCopy: releaseLogFiles)
     }
 
     deinit {
@@ -192,6 +189,10 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     /// request and 59 → 53 µs of CPU (BENCHMARKS.md). When something opened SQLite first, they stay on,
     /// which changes nothing else.
     private static let tuneSQLite: Void = { _ = sb_sqlite_memstatus_off() }()
+
+    /// Releases the page cache of the log's files complete for `age` seconds or more now, rather than after a
+    /// copy of the write-ahead log (`AcceptedLog.releaseCache`; tests).
+    package func releaseLogFilesCache(olderThan age: Double) { bodyFiles?.releaseCache(olderThan: age) }
 
     /// Requests' events go to the log before their 200 (`AcceptedLog`), not to SQLite (for tests).
     package var logsAppends: Bool { log != nil }
@@ -238,10 +239,12 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
             loggedUncommitted.load(ordering: .relaxed) + marksQueued.load(ordering: .relaxed) < Self.loggedLimit,
             !appendsHeld.load(ordering: .relaxed)
         {
-            let file: Int
-            do { file = try log.write(event) } catch { return completion(.failure(error)) }
+            let written: (file: Int, location: Int64)
+            do { written = try log.write(event) } catch { return completion(.failure(error)) }
             loggedUncommitted.add(1, ordering: .relaxed)
-            pendingAppends.withLock { $0.append(PendingAppend(entry: event, file: file)) }
+            pendingAppends.withLock {
+                $0.append(PendingAppend(entry: event, file: written.file, location: written.location))
+            }
             scheduleFlush()
             return completion(.success(true))
         }
@@ -272,8 +275,9 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         if let wake = writer.withLock({ $0.running ? nil : $0.claimWake(due) }) { armWake(after: wake) }
     }
 
-    /// Retention by size: deletes the oldest done events and delivered forwards until the pages in use fit
-    /// in `maxBytes` (the file then stops growing: SQLite reuses the freed pages). Pending events, pending
+    /// Retention by size: deletes the oldest done events and delivered forwards until the pages in use and the
+    /// log's files kept fit in `maxBytes` (`bytesInUse`; the file then stops growing: SQLite reuses the freed
+    /// pages, and the log its freed files). Pending events, pending
     /// forwards and dead letters are never deleted, so the file can still pass the cap when they alone do.
     /// Deletes in batches, a transaction each (`pruneInBatches`). Returns how many rows went.
     ///
@@ -285,8 +289,8 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     public func prune(toFit maxBytes: Int) throws -> Int {
         var limit = Self.pruneBatch
         var inUseBefore = Int.max
-        return try pruneInBatches { db, doneBefore in
-            let inUse = try Self.bytesInUse(db)
+        return try pruneInBatches(closingLogFiles: false) { db, doneBefore, books in
+            let inUse = try Self.bytesInUse(db) + (bodyFiles?.bytesHeld ?? 0)
             guard inUse > maxBytes else { return 0 }
             if inUse >= inUseBefore { limit = min(2 * limit, Self.pruneBatchMost) }
             inUseBefore = inUse
@@ -296,13 +300,14 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
                     "SELECT id FROM events_done WHERE done_at <= ? ORDER BY id LIMIT \(limit)", [doneBefore]),
                 deliveries: .query(
                     "SELECT id FROM deliveries WHERE state = 'delivered' ORDER BY id LIMIT \(limit)", []),
-                in: db)
+                books: &books, in: db)
         }
     }
 
-    /// The bytes of the journal's pages in use (its file's size less the pages SQLite freed and will reuse):
-    /// what `--journal-max-mb` caps.
-    public func bytesInUse() throws -> Int { try pool.read { try Self.bytesInUse($0) } }
+    /// The bytes of the journal's pages in use (its file's size less the pages SQLite freed and will reuse), and
+    /// of the log's files kept (the bodies of the events it took in, and the files written to): what
+    /// `--journal-max-mb` caps.
+    public func bytesInUse() throws -> Int { try pool.read { try Self.bytesInUse($0) } + (bodyFiles?.bytesHeld ?? 0) }
 
     private static func bytesInUse(_ db: Database) throws -> Int {
         let pages = try Int.fetchOne(db, sql: "PRAGMA page_count") ?? 0
@@ -337,21 +342,29 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     /// during a batch commit before the next).
     ///
     /// `batch` is given the time before which an event must have been done to go. Retention must not delete an
-    /// event whose record is still in the accepted-event log, or the next start would put it back and run it
-    /// again: the log's files are closed first and deleted once their records are in SQLite (`closeLogFiles`),
-    /// and an event done before that had its record in one of them. Events recorded later, in files opened
-    /// since, are done later, and wait for the next pass.
+    /// event whose record the next start would read again (it would put it back and run it again): those are
+    /// the events whose records are in files not yet complete. An event is done after its record was written,
+    /// so one done before the oldest of those files was opened (`AcceptedLog.oldestIncomplete`) is in a file
+    /// complete by then, or in none; each batch marks the files complete in its own transaction (`keepBooks`),
+    /// before its deletions commit. Events done later wait for a later pass. Retention by age first closes the
+    /// lanes' files and waits until their records are in SQLite (`closeLogFiles`), so that however slowly the
+    /// lanes fill, what it is to delete is deletable; retention by size does not, or at its cap every pass would
+    /// start new files, one per few events on a quiet server: it deletes the oldest events, which are in files
+    /// long complete.
     /// `find`, when given, runs before each batch, outside its transaction; the pass ends when it returns false.
+    /// `batch` notes what it changed in the log's books in its last argument (`keepBooks`).
     private func pruneInBatches(
+        closingLogFiles: Bool,
         find: (_ doneBefore: Double) throws -> Bool = { _ in true },
-        _ batch: (Database, _ doneBefore: Double) throws -> Int
+        _ batch: (Database, _ doneBefore: Double, inout OpenBooks) throws -> Int
     ) throws -> Int {
-        let doneBefore = Date().timeIntervalSince1970
-        closeLogFiles()
+        let now = Date().timeIntervalSince1970
+        if closingLogFiles { closeLogFiles() }
+        let doneBefore = min(now, log?.oldestIncomplete ?? now)
         return try inBatches(
             before: { try find(doneBefore) },
-            { db in
-                let deleted = try batch(db, doneBefore)
+            { db, books in
+                let deleted = try batch(db, doneBefore, &books)
                 if deleted > 0 {
                     // A slice of the call index's sweep, under way or due now, with each batch: four entries read for
                     // each row the batch deleted (it left about two orphans each), so that a sweep of the whole index
@@ -371,18 +384,28 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
 
     /// Runs `batch` in a transaction of its own, the writer taking a turn between two (`writerYield`), until it
     /// returns 0 or `before` (run ahead of each, outside the transaction) returns false; `each` is given what each
-    /// other one returned. Returns their sum.
+    /// other one returned. Returns their sum. What a batch changed in the log's books is settled after its
+    /// transaction, whether it committed or not (`settleBooks`).
     private func inBatches(
-        before: () throws -> Bool = { true }, _ batch: (Database) throws -> Int, each: (Int) -> Void = { _ in }
+        before: () throws -> Bool = { true }, _ batch: (Database, inout OpenBooks) throws -> Int,
+        each: (Int) -> Void = { _ in }
     ) throws -> Int {
         // Also when a batch fails before its block ran (the writer would otherwise step aside after every turn).
         defer { writerYield.store(false, ordering: .relaxed) }
         var total = 0
         while try before() {
             writerYield.store(true, ordering: .relaxed)
-            let done = try pool.write { db -> Int in
-                writerYield.store(false, ordering: .relaxed)
-                return try batch(db)
+            let done: Int
+            var books = OpenBooks()
+            do {
+                done = try pool.write { db -> Int in
+                    writerYield.store(false, ordering: .relaxed)
+                    return try batch(db, &books)
+                }
+                settleBooks(books, committed: true)
+            } catch {
+                settleBooks(books, committed: false)
+                throw error
             }
             guard done > 0 else { return total }
             total += done
@@ -398,7 +421,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     package func sweepCallIndex() throws -> Int {
         callIndex.withLock { $0.startSweep(force: true) }
         var removed = 0
-        _ = try inBatches { db in
+        _ = try inBatches { db, _ in
             let (deleted, more) = try sweepSlice(entries: callIndex.withLock { $0.sweepBatch }, in: db)
             removed += deleted
             return more ? 1 : 0
@@ -484,8 +507,11 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     }
 
     /// One batch of retention: the done events `events` selects, their call-index entries and records, and the
-    /// forwards `deliveries` selects with their attempts. Returns how many events and forwards went.
-    private func deleteBatch(events: PruneSelection, deliveries: PruneSelection, in db: Database) throws -> Int {
+    /// forwards `deliveries` selects with their attempts; what it changed in the log's books goes into `books`.
+    /// Returns how many events and forwards went.
+    private func deleteBatch(
+        events: PruneSelection, deliveries: PruneSelection, books: inout OpenBooks, in db: Database
+    ) throws -> Int {
         // Each batch's ids once, into a temporary table, rather than its query once per statement: `events_done`
         // and `deliveries` are read in id order and filtered, and each reading would pass the same rows. (No
         // type on the column: it holds the events' text ids, then the forwards' integer ones, as they are.)
@@ -515,8 +541,18 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
             let legs = row[1] as Int? ?? 0
             callIndex.withLock { $0.deleted(through: last, legs: legs) }
         }
-        try db.execute(sql: "DELETE FROM events WHERE id IN (SELECT id FROM pruning)")
-        var removed = db.changesCount
+        // The events, and for the books of the log's files, where the bodies of those the log took in were.
+        var removed = 0
+        var bodiesRemoved: [Int: Int] = [:]
+        for location in try Int64?.fetchAll(
+            db, sql: "DELETE FROM events WHERE id IN (SELECT id FROM pruning) RETURNING body_at")
+        {
+            removed += 1
+            if let location { bodiesRemoved[Int(location >> 32), default: 0] += 1 }
+        }
+        // The log's files the events were in are complete by now (`pruneInBatches`), and marked so here, before
+        // the deletions commit.
+        books.add(try keepBooks(removed: bodiesRemoved, in: db))
         try db.execute(sql: "DELETE FROM events_done WHERE id IN (SELECT id FROM pruning)")
         // A done record whose event had gone already counts too: it went now.
         removed = max(removed, db.changesCount)
@@ -529,7 +565,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     }
 
     /// Before retention deletes events, which must not come back from the log at the next start: the log's files
-    /// closed, and deleted once their records are in SQLite, which this waits for (a turn of the writer, a few
+    /// closed, and complete once their records are in SQLite, which this waits for (a turn of the writer, a few
     /// milliseconds; up to a second, after which SQLite is failing and so would the deletion).
     private func closeLogFiles() {
         guard let log else { return }
@@ -563,12 +599,12 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
             try Row.fetchAll(
                 db,
                 sql: """
-                    SELECT id, received_at, hook, format, body, meta FROM events WHERE id IN (
+                    SELECT id, received_at, hook, format, body, body_at, meta FROM events WHERE id IN (
                       SELECT id FROM events e WHERE NOT EXISTS (SELECT 1 FROM events_done d WHERE d.id = e.id))
                     ORDER BY received_at
                     """
             )
-            .map(Self.entry)
+            .map(entries())
         }
     }
 
@@ -582,17 +618,31 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
             try Row.fetchAll(
                 db,
                 sql: """
-                    SELECT rowid, id, received_at, hook, format, body, meta FROM events
+                    SELECT rowid, id, received_at, hook, format, body, body_at, meta FROM events
                     WHERE rowid > ? AND received_at >= ? AND received_at < ? ORDER BY rowid LIMIT ?
                     """, arguments: [cursor, since, until, limit])
         }
-        return (rows.map(Self.entry), rows.last?["rowid"] ?? cursor)
+        return (rows.map(entries()), rows.last?["rowid"] ?? cursor)
     }
 
-    static func entry(_ row: Row) -> Entry {
-        Entry(
-            id: row["id"], receivedAt: row["received_at"], hook: row["hook"], format: row["format"],
-            body: [UInt8]((row["body"] as Data?) ?? Data()), meta: row["meta"])
+    /// Reads rows (`id`, `received_at`, `hook`, `format`, `body`, `body_at`, `meta`) as entries, each file of the
+    /// log opened once for all of them.
+    func entries() -> (Row) -> Entry {
+        let reader = RecordReader(directory: directory)
+        return { row in
+            Entry(
+                id: row["id"], receivedAt: row["received_at"], hook: row["hook"], format: row["format"],
+                body: Self.body(of: row, reading: reader), meta: row["meta"])
+        }
+    }
+
+    /// A row's body: its own, or its record's in the log (`body_at`). Empty when that record is gone: its file
+    /// was deleted by hand, or freed since the row was read (retention deleted the event meanwhile).
+    static func body(of row: Row, reading reader: RecordReader) -> [UInt8] {
+        if let location = row["body_at"] as Int64? {
+            return reader.entry(at: location, id: row["id"])?.body ?? []
+        }
+        return [UInt8]((row["body"] as Data?) ?? Data())
     }
 
     /// Counts by state, for metrics and tests.
@@ -632,6 +682,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         let oldForwards = "SELECT id FROM deliveries WHERE state = 'delivered' AND updated_at < ?"
         var found: (events: [String], deliveries: [Int64]) = ([], [])
         return try pruneInBatches(
+            closingLogFiles: true,
             find: { doneBefore in
                 found = try pool.read { db in
                     let events = try String.fetchAll(
@@ -644,11 +695,11 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
                 afterAgeSearch.withLock { $0 }?()
                 return !found.events.isEmpty || !found.deliveries.isEmpty
             }
-        ) { db, _ in
+        ) { db, _, books in
             try deleteBatch(
                 events: .found(found.events, check: "\(oldEvents) AND id = ?", arguments: [cutoff]),
                 deliveries: .found(found.deliveries, check: "\(oldForwards) AND id = ?", arguments: [cutoff]),
-                in: db)
+                books: &books, in: db)
         }
     }
 
@@ -923,7 +974,17 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
 
     private func commit(_ appends: [PendingAppend], in db: Database) {
         do {
-            try Self.immediateTransaction(db) { try Self.insertEvents(appends.lazy.map(\.entry), in: db) }
+            var books = OpenBooks()
+            do {
+                try Self.immediateTransaction(db) {
+                    let added = try Self.insertEvents(appends.lazy.map { ($0.entry, $0.location) }, in: db)
+                    books = try keepBooks(added: added, in: db)
+                }
+                settleBooks(books, committed: true)
+            } catch {
+                settleBooks(books, committed: false)
+                throw error
+            }
             var logged = 0
             for append in appends {
                 if let committed = append.committed { committed(nil) } else { logged += 1 }
@@ -994,23 +1055,31 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         }
     }
 
-    private static func insertEvents(_ entries: some Sequence<Entry>, in db: Database) throws {
+    /// Inserts the events not there yet; one with a location (its record's, in the log) gets an empty body and
+    /// the location instead (`AcceptedLog`). Returns how many of those it inserted, by file.
+    static func insertEvents(_ entries: some Sequence<(Entry, Int64?)>, in db: Database) throws -> [Int: Int] {
         // Prepared once per connection, not parsed per row.
         let insert = DirectStatement(
             try db.cachedStatement(
-                sql:
-                    "INSERT OR IGNORE INTO events (id, received_at, hook, format, body, meta) VALUES (?, ?, ?, ?, ?, ?)"
-            ),
+                sql: """
+                    INSERT OR IGNORE INTO events (id, received_at, hook, format, body, meta, body_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?)
+                    """),
             in: db)
-        for entry in entries {
+        var added: [Int: Int] = [:]
+        for (entry, location) in entries {
             try insert.bind(1, entry.id)
             try insert.bind(2, entry.receivedAt)
             try insert.bind(3, entry.hook)
             try insert.bind(4, entry.format)
-            try insert.bind(5, blob: entry.body)
+            try insert.bind(5, blob: location == nil ? entry.body : [])
             try insert.bind(6, entry.meta)
+            try insert.bind(7, location)
+            let before = db.totalChangesCount
             try insert.step()
+            if let location, db.totalChangesCount > before { added[Int(location >> 32), default: 0] += 1 }
         }
+        return added
     }
 
     /// Returns how many call-index rows its records staged.

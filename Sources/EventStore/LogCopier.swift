@@ -15,7 +15,8 @@ import Synchronization
 /// left to copy lets the next commit start the log over, so without it the log would grow without end.
 ///
 /// After each copy it also lets the page cache drop what the database grew by while this journal was open,
-/// once that lies `cachedTail` behind the file's end (`releaseWrittenPages`).
+/// once that lies `cachedTail` behind the file's end (`releaseWrittenPages`), and runs `afterCopy` (the log's
+/// files, `AcceptedLog.releaseCache`).
 package final class LogCopier: Sendable {
     /// Appended events between two copies in the background (about 250 log pages at 1.2 pages per event).
     /// The writer's own checkpoint copies and syncs what the last copy left, with every request waiting, so a
@@ -39,6 +40,9 @@ package final class LogCopier: Sendable {
     private let path: String
     /// `cachedTail`, or a test's.
     private let cachedTail: Int
+    /// Runs after each copy, on its thread: the accepted-event log's files leave the page cache too
+    /// (`AcceptedLog.releaseCache`).
+    private let afterCopy: (@Sendable () -> Void)?
     private let queue = DispatchQueue(label: "switchboard.journal.log-copier", qos: .utility)
     private let state = Mutex(State())
 
@@ -58,10 +62,14 @@ package final class LogCopier: Sendable {
     /// `read`'s callback) must not `sync` onto it, which traps.
     private static let onQueue = DispatchSpecificKey<Bool>()
 
-    init(path: String, everyEvents: Int = everyEvents, cachedTail: Int = cachedTail) {
+    init(
+        path: String, everyEvents: Int = everyEvents, cachedTail: Int = cachedTail,
+        afterCopy: (@Sendable () -> Void)? = nil
+    ) {
         self.path = path
         interval = everyEvents
         self.cachedTail = cachedTail
+        self.afterCopy = afterCopy
         // What the file held at open may be read now (recovery, the call index's migration), and what a
         // journal at its cap reuses lies anywhere in it: only the growth is released.
         let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
@@ -119,6 +127,7 @@ package final class LogCopier: Sendable {
         // writer's checkpoint copies whatever is left either way.
         _ = try? connection.writeWithoutTransaction { try $0.checkpoint(.passive) }
         releaseWrittenPages()
+        afterCopy?()
     }
 
     /// Tells the kernel that the database file's pages from where the last release ended to `cachedTail`
