@@ -47,7 +47,8 @@ package final class AcceptedLog: Sendable {
     /// for one another's `write` (`Mutex.withLockIfAvailable`).
     private let lanes: [LaneLock]
     private let files: Mutex<Files>
-    /// The next file's number. Numbers only grow: a file reused gets a new one (`openNext`).
+    /// The next file's number. Numbers only grow while the process runs (a file reused gets a new one,
+    /// `openNext`), and start above every number on the disk and in the journal's books (`adopt`).
     private let nextNumber: Atomic<Int>
     /// A lane's file takes no more records once it holds this many bytes.
     let fileLimit: Int
@@ -91,6 +92,8 @@ package final class AcceptedLog: Sendable {
         /// Files whose pages were released: deleted when freed rather than kept as spares, since writing over a
         /// page no longer cached reads it back from the disk first, on the event loop.
         var released: Set<Int> = []
+        /// Files written to since the last `syncFiles`.
+        var unsynced: Set<Int> = []
     }
 
     /// What the journal's books (`log_files`) are to learn in its next transaction.
@@ -159,6 +162,7 @@ package final class AcceptedLog: Sendable {
         files.withLock {
             $0.uncommitted[lane.number, default: 0] += 1
             $0.sizes[lane.number] = lane.size
+            $0.unsynced.insert(lane.number)
         }
         return (lane.number, location)
     }
@@ -235,7 +239,8 @@ package final class AcceptedLog: Sendable {
     /// The books now say no event's body is in these files, and that they are free (`gone`): each becomes a
     /// spare, or is deleted.
     package func free(_ numbers: [Int]) {
-        files.withLock { files in
+        let deleting = files.withLock { files -> [Int] in
+            var deleting: [Int] = []
             for number in numbers {
                 files.sizes[number] = nil
                 files.cached[number] = nil
@@ -244,11 +249,22 @@ package final class AcceptedLog: Sendable {
                 {
                     files.spares.append(number)
                 } else {
-                    unlink(path(number))
-                    files.books.forgotten.append(number)
+                    deleting.append(number)
                 }
             }
+            return deleting
         }
+        // Outside the lock, which every `write` takes; a file's row goes only once it is no longer on the disk
+        // (a file a failed `unlink` left keeps its row, and the next start deletes it).
+        forget(deleting.filter { Self.delete(path($0)) })
+    }
+
+    /// `unlink`: true once the file is not there.
+    static func delete(_ path: String) -> Bool { unlink(path) == 0 || errno == ENOENT }
+
+    /// Freed files no longer on the disk under their numbers: their rows can go (`Books.forgotten`).
+    private func forget(_ numbers: [Int]) {
+        if !numbers.isEmpty { files.withLock { $0.books.forgotten += numbers } }
     }
 
     /// Files kept from an earlier run (complete, holding bodies), for their bytes (`bytesHeld`); and no new file
@@ -275,9 +291,10 @@ package final class AcceptedLog: Sendable {
     /// (`POSIX_FADV_DONTNEED`), as the journal does for its own file's (`LogCopier.releaseWrittenPages`): a body
     /// is read again rarely (the console, `switchboard replay`), and a quiet server's files would otherwise hold
     /// the page cache for as long as retention keeps them. By then the kernel has written them to the disk (it
-    /// writes dirty pages back within 30 s), and only pages on the disk are dropped. Under a load that fills
-    /// the cap within that time files are freed first, and their pages are written over as spares. Runs after
-    /// the journal's copies of its write-ahead log, on that thread.
+    /// writes dirty pages back within 30 s; `syncFiles` sooner), and only pages on the disk are dropped. Under
+    /// a load that fills the cap within that time files are freed first, and their pages are written over as
+    /// spares. Runs after the journal's copies of its write-ahead log, on that thread: on a server gone quiet,
+    /// at the next copy (every 2,000 events).
     package func releaseCache(olderThan age: Double = 35) {
         let now = Date().timeIntervalSince1970
         let due = files.withLock { files -> [Int] in
@@ -292,6 +309,24 @@ package final class AcceptedLog: Sendable {
             let descriptor = Glibc.open(path(number), O_RDONLY | O_CLOEXEC)
             guard descriptor >= 0 else { continue }
             _ = posix_fadvise(descriptor, 0, 0, POSIX_FADV_DONTNEED)
+            close(descriptor)
+        }
+    }
+
+    /// Makes the records written so far reach the disk (`fdatasync` of each file written to since the last
+    /// time), before the journal's copy of its write-ahead log syncs the rows that point at them: a row on the
+    /// disk then has its body there too, after a power loss as after a crash (but for rows committed while this
+    /// runs, a few milliseconds, and those the writer's own checkpoint syncs, every 16 MB of write-ahead log).
+    /// The kernel would write the pages within 30 s anyway; this is sooner, on the copier's thread.
+    package func syncFiles() {
+        let due = files.withLock { files in
+            defer { files.unsynced.removeAll(keepingCapacity: true) }
+            return files.unsynced
+        }
+        for number in due {
+            let descriptor = Glibc.open(path(number), O_RDONLY | O_CLOEXEC)
+            guard descriptor >= 0 else { continue }
+            _ = fdatasync(descriptor)
             close(descriptor)
         }
     }
@@ -313,17 +348,17 @@ package final class AcceptedLog: Sendable {
         let spare = files.withLock { files -> Int? in
             files.open.insert(number)
             files.openedAt[number] = openedAt
-            guard let spare = files.spares.popLast() else { return nil }
-            // Renamed or deleted below: either way no longer on the disk under its number.
-            files.books.forgotten.append(spare)
-            return spare
+            return files.spares.popLast()
         }
         var descriptor: Int32 = -1
         if let spare {
+            // Once renamed (or deleted) it is no longer on the disk under its number, and its row can go; not
+            // before, or a crash in between would leave its old records for the next start to read.
             if rename(path(spare), path(number)) == 0 {
+                forget([spare])
                 descriptor = Glibc.open(path(number), O_WRONLY | O_CLOEXEC)
-            } else {
-                unlink(path(spare))
+            } else if Self.delete(path(spare)) {
+                forget([spare])
             }
         }
         if descriptor < 0 { descriptor = Glibc.open(path(number), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) }
@@ -526,7 +561,7 @@ package final class RecordReader {
 
     package init(directory: String) { self.directory = directory }
 
-    deinit { for descriptor in descriptors.values where descriptor >= 0 { close(descriptor) } }
+    deinit { for descriptor in descriptors.values { close(descriptor) } }
 
     /// The record of event `id` at `location`; nil when it is not there: its file is gone, or was freed and
     /// written over since the row was read (the check, which takes the file's number in, fails then), or the
@@ -538,10 +573,11 @@ package final class RecordReader {
         if let open = descriptors[file] {
             descriptor = open
         } else {
+            // A failure is not kept: out of descriptors, say, the next row tries again.
             descriptor = Glibc.open(AcceptedLog.path(file, in: directory), O_RDONLY | O_CLOEXEC)
+            guard descriptor >= 0 else { return nil }
             descriptors[file] = descriptor
         }
-        guard descriptor >= 0 else { return nil }
         var header = [UInt8](repeating: 0, count: 12)
         guard Self.read(descriptor, into: &header, at: offset) else { return nil }
         let length = header.withUnsafeBytes { Int(UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self))) }

@@ -5,11 +5,11 @@ import RuleEngine
 /// The books of the accepted-event log's files (`AcceptedLog`), in the journal's own file: which files hold
 /// bodies of events SQLite has (`body_at` on the event's row), which are complete, and which are free.
 ///
-/// - `events`: how many rows name the file. The writer adds its commits' events; retention takes away those it
-///   deletes. A file at 0 that is complete holds nothing anyone reads.
+/// - `events`: how many rows name the file. The writer adds its commits' events, and a start those it recovers;
+///   retention takes away those it deletes. A file at 0 that is complete holds nothing anyone reads.
 /// - `complete`: every record in the file is in SQLite and no lane writes to it. The next start does not read
 ///   it again: an event retention deleted must not come back from it. Retention deletes only events whose
-///   files are complete, and marks them so in the transaction that deletes (`pruneInBatches`).
+///   files are complete (`EventJournal.PruneBound`), and marks them so in the transaction that deletes.
 /// - `gone`: free, and to be deleted or written over as a spare. The row stays until the file is no longer on
 ///   the disk under its number (`AcceptedLog.Books.forgotten`), so that a file a crash left behind is deleted at
 ///   the next start and never read.
@@ -47,7 +47,8 @@ extension EventJournal {
     /// In the caller's transaction: the books count `added` and `removed` events (by file), and learn what the
     /// log has to tell them (`AcceptedLog.takeBooks`). A file those leave complete and at 0 is freed once the
     /// transaction commits: the caller settles what this returns after it, either way (`settleBooks`). Only
-    /// the log's owner frees files; another process's retention only counts.
+    /// the log's owner frees files; another process's retention only counts (and deletes only events in files
+    /// the books say are complete), and the owner's next start frees what it left at 0.
     func keepBooks(added: [Int: Int] = [:], removed: [Int: Int] = [:], in db: Database) throws -> OpenBooks {
         var books = OpenBooks(taken: bodyFiles?.takeBooks() ?? AcceptedLog.Books())
         guard !added.isEmpty || !removed.isEmpty || !books.taken.isEmpty else { return books }
@@ -121,6 +122,7 @@ extension EventJournal {
     static func recover(_ log: AcceptedLog, into pool: DatabasePool, path: String) throws {
         var freed: [Int] = []
         var kept: [Int] = []
+        var deleted: [Int] = []
         var highest = 0
         do {
             let books = try pool.read { db in try Row.fetchAll(db, sql: "SELECT number, complete, gone FROM log_files")
@@ -130,7 +132,8 @@ extension EventJournal {
                 let number: Int = row["number"]
                 highest = max(highest, number)
                 if row["gone"] as Bool {
-                    unlink(log.path(number))
+                    // Its row goes once the file is not on the disk: one a failed `unlink` left is tried again.
+                    if AcceptedLog.delete(log.path(number)) { deleted.append(number) }
                     known.insert(number)
                 } else if row["complete"] as Bool {
                     kept.append(number)
@@ -141,7 +144,9 @@ extension EventJournal {
             try pool.write { db in
                 try count(try insertEvents(entries, in: db), in: db)
                 try markComplete(read, in: db)
-                try db.execute(sql: "DELETE FROM log_files WHERE gone")
+                for number in deleted {
+                    try db.execute(sql: "DELETE FROM log_files WHERE number = ? AND gone", arguments: [number])
+                }
                 freed = try Int.fetchAll(
                     db,
                     sql: "UPDATE log_files SET gone = 1 WHERE complete AND events <= 0 AND NOT gone RETURNING number")

@@ -172,11 +172,15 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         self.log = fsync ? nil : log
         bodyFiles = log
         // With the log requests do not wait for the writer (`LogCopier.everyEventsLogged`).
+        var syncLogFiles: (@Sendable () -> Void)?
         var releaseLogFiles: (@Sendable () -> Void)?
-        if let log { releaseLogFiles = { log.releaseCache() } }
+        if let log {
+            syncLogFiles = { log.syncFiles() }
+            releaseLogFiles = { log.releaseCache() }
+        }
         logCopier = LogCopier(
             path: path, everyEvents: self.log == nil ? LogCopier.everyEvents : LogCopier.everyEventsLogged,
-            cachedTail: cachedTail ?? LogCopier.cachedTail, afterCopy: releaseLogFiles)
+            cachedTail: cachedTail ?? LogCopier.cachedTail, beforeCopy: syncLogFiles, afterCopy: releaseLogFiles)
     }
 
     deinit {
@@ -289,7 +293,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     public func prune(toFit maxBytes: Int) throws -> Int {
         var limit = Self.pruneBatch
         var inUseBefore = Int.max
-        return try pruneInBatches(closingLogFiles: false) { db, doneBefore, books in
+        return try pruneInBatches(closingLogFiles: false) { db, bound, books in
             let inUse = try Self.bytesInUse(db) + (bodyFiles?.bytesHeld ?? 0)
             guard inUse > maxBytes else { return 0 }
             if inUse >= inUseBefore { limit = min(2 * limit, Self.pruneBatchMost) }
@@ -297,7 +301,8 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
             // The oldest finished events first (an id starts with its arrival time), then their records.
             return try deleteBatch(
                 events: .query(
-                    "SELECT id FROM events_done WHERE done_at <= ? ORDER BY id LIMIT \(limit)", [doneBefore]),
+                    "SELECT id FROM events_done WHERE done_at <= ?\(bound.condition) ORDER BY id LIMIT \(limit)",
+                    [bound.doneBefore]),
                 deliveries: .query(
                     "SELECT id FROM deliveries WHERE state = 'delivered' ORDER BY id LIMIT \(limit)", []),
                 books: &books, in: db)
@@ -341,30 +346,26 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     /// otherwise keep the next batch waiting as long as the load lasts (it takes one turn first, so appends queued
     /// during a batch commit before the next).
     ///
-    /// `batch` is given the time before which an event must have been done to go. Retention must not delete an
-    /// event whose record the next start would read again (it would put it back and run it again): those are
-    /// the events whose records are in files not yet complete. An event is done after its record was written,
-    /// so one done before the oldest of those files was opened (`AcceptedLog.oldestIncomplete`) is in a file
-    /// complete by then, or in none; each batch marks the files complete in its own transaction (`keepBooks`),
-    /// before its deletions commit. Events done later wait for a later pass. Retention by age first closes the
-    /// lanes' files and waits until their records are in SQLite (`closeLogFiles`), so that however slowly the
-    /// lanes fill, what it is to delete is deletable; retention by size does not, or at its cap every pass would
-    /// start new files, one per few events on a quiet server: it deletes the oldest events, which are in files
-    /// long complete.
+    /// `batch` is given what it may delete (`PruneBound`). Retention by age first closes the lanes' files and
+    /// waits until their records are in SQLite (`closeLogFiles`), so that however slowly the lanes fill, what it
+    /// is to delete is deletable; retention by size does not, or at its cap every pass would start new files,
+    /// one per few events on a quiet server.
     /// `find`, when given, runs before each batch, outside its transaction; the pass ends when it returns false.
     /// `batch` notes what it changed in the log's books in its last argument (`keepBooks`).
     private func pruneInBatches(
         closingLogFiles: Bool,
-        find: (_ doneBefore: Double) throws -> Bool = { _ in true },
-        _ batch: (Database, _ doneBefore: Double, inout OpenBooks) throws -> Int
+        find: (PruneBound) throws -> Bool = { _ in true },
+        _ batch: (Database, PruneBound, inout OpenBooks) throws -> Int
     ) throws -> Int {
         let now = Date().timeIntervalSince1970
         if closingLogFiles { closeLogFiles() }
-        let doneBefore = min(now, log?.oldestIncomplete ?? now)
+        let bound = PruneBound(now: now, oldestIncomplete: log?.oldestIncomplete, owner: bodyFiles != nil)
         return try inBatches(
-            before: { try find(doneBefore) },
+            before: { try find(bound) },
             { db, books in
-                let deleted = try batch(db, doneBefore, &books)
+                // The files just complete are marked so first: the batch's selection may check them.
+                books.add(try keepBooks(in: db))
+                let deleted = try batch(db, bound, &books)
                 if deleted > 0 {
                     // A slice of the call index's sweep, under way or due now, with each batch: four entries read for
                     // each row the batch deleted (it left about two orphans each), so that a sweep of the whole index
@@ -379,6 +380,41 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
             }
         ) { deleted in
             afterPruneBatch.withLock { $0 }?(deleted)
+        }
+    }
+
+    /// What one pass of retention may delete: events done before `doneBefore` (when it began), and of those whose
+    /// bodies are in the log's files, only those whose files are complete: otherwise the next start would read
+    /// the file again and put the event back, to run again.
+    ///
+    /// An event is done after its record was written, so one done before the oldest file not yet complete was
+    /// opened (`AcceptedLog.oldestIncomplete`) is in a file complete by then, or in none: while that file is
+    /// younger than `recentFile` (under load, each lane moves to a new file every fraction of a second), the pass
+    /// deletes only events done before it, and needs no other check. Otherwise (a lane that fills slowly, or a
+    /// journal that does not own the log and so does not know which files are being written) the selection
+    /// checks each event's file in the books (`condition`), which the batch brings up to date first. Either way
+    /// the batch marks the files complete in its own transaction, before its deletions commit (`keepBooks`).
+    struct PruneBound {
+        var doneBefore: Double
+        var checkingFiles: Bool
+
+        static let recentFile = 5.0
+
+        init(now: Double, oldestIncomplete: Double?, owner: Bool) {
+            if owner, oldestIncomplete.map({ now - $0 < Self.recentFile }) ?? true {
+                (doneBefore, checkingFiles) = (min(now, oldestIncomplete ?? now), false)
+            } else {
+                (doneBefore, checkingFiles) = (now, true)
+            }
+        }
+
+        /// A condition on `events_done` (its `id`) for the selection, when it checks files.
+        var condition: String {
+            guard checkingFiles else { return "" }
+            return """
+                 AND NOT EXISTS (SELECT 1 FROM events e WHERE e.id = events_done.id AND e.body_at IS NOT NULL
+                   AND NOT EXISTS (SELECT 1 FROM log_files f WHERE f.number = e.body_at >> 32 AND f.complete))
+                """
         }
     }
 
@@ -586,7 +622,15 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
             let idle =
                 !writer.withLock { $0.running || !$0.heldAppends.isEmpty } && pendingAppends.withLock { $0.isEmpty }
                 && pendingDone.withLock { $0.marks.isEmpty } && !callIndex.withLock { $0.busy }
-            if idle { return log?.closeFiles() ?? () }
+            if idle {
+                log?.closeFiles()
+                // The books learn which files the lanes just closed are complete, so the next start does not
+                // read them again (if this fails, it reads them, and finds their events there already).
+                if let books = try? await pool.write({ db in try self.keepBooks(in: db) }) {
+                    settleBooks(books, committed: true)
+                }
+                return
+            }
             try? await Task.sleep(for: .milliseconds(5))
         }
     }
@@ -683,11 +727,12 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         var found: (events: [String], deliveries: [Int64]) = ([], [])
         return try pruneInBatches(
             closingLogFiles: true,
-            find: { doneBefore in
+            find: { bound in
                 found = try pool.read { db in
                     let events = try String.fetchAll(
-                        db, sql: "\(oldEvents) AND done_at <= ? ORDER BY id LIMIT \(Self.pruneBatch)",
-                        arguments: [cutoff, doneBefore])
+                        db,
+                        sql: "\(oldEvents) AND done_at <= ?\(bound.condition) ORDER BY id LIMIT \(Self.pruneBatch)",
+                        arguments: [cutoff, bound.doneBefore])
                     let deliveries = try Int64.fetchAll(
                         db, sql: "\(oldForwards) ORDER BY id LIMIT \(Self.pruneBatch)", arguments: [cutoff])
                     return (events, deliveries)
@@ -695,9 +740,9 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
                 afterAgeSearch.withLock { $0 }?()
                 return !found.events.isEmpty || !found.deliveries.isEmpty
             }
-        ) { db, _, books in
+        ) { db, bound, books in
             try deleteBatch(
-                events: .found(found.events, check: "\(oldEvents) AND id = ?", arguments: [cutoff]),
+                events: .found(found.events, check: "\(oldEvents)\(bound.condition) AND id = ?", arguments: [cutoff]),
                 deliveries: .found(found.deliveries, check: "\(oldForwards) AND id = ?", arguments: [cutoff]),
                 books: &books, in: db)
         }

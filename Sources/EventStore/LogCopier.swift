@@ -15,8 +15,8 @@ import Synchronization
 /// left to copy lets the next commit start the log over, so without it the log would grow without end.
 ///
 /// After each copy it also lets the page cache drop what the database grew by while this journal was open,
-/// once that lies `cachedTail` behind the file's end (`releaseWrittenPages`), and runs `afterCopy` (the log's
-/// files, `AcceptedLog.releaseCache`).
+/// once that lies `cachedTail` behind the file's end (`releaseWrittenPages`). Around each copy it runs
+/// `beforeCopy` and `afterCopy` (the accepted-event log's files: `AcceptedLog.syncFiles`, `releaseCache`).
 package final class LogCopier: Sendable {
     /// Appended events between two copies in the background (about 250 log pages at 1.2 pages per event).
     /// The writer's own checkpoint copies and syncs what the last copy left, with every request waiting, so a
@@ -40,6 +40,9 @@ package final class LogCopier: Sendable {
     private let path: String
     /// `cachedTail`, or a test's.
     private let cachedTail: Int
+    /// Runs before each copy, on its thread: the accepted-event log's records reach the disk before the rows
+    /// that point at them do (`AcceptedLog.syncFiles`).
+    private let beforeCopy: (@Sendable () -> Void)?
     /// Runs after each copy, on its thread: the accepted-event log's files leave the page cache too
     /// (`AcceptedLog.releaseCache`).
     private let afterCopy: (@Sendable () -> Void)?
@@ -64,11 +67,12 @@ package final class LogCopier: Sendable {
 
     init(
         path: String, everyEvents: Int = everyEvents, cachedTail: Int = cachedTail,
-        afterCopy: (@Sendable () -> Void)? = nil
+        beforeCopy: (@Sendable () -> Void)? = nil, afterCopy: (@Sendable () -> Void)? = nil
     ) {
         self.path = path
         interval = everyEvents
         self.cachedTail = cachedTail
+        self.beforeCopy = beforeCopy
         self.afterCopy = afterCopy
         // What the file held at open may be read now (recovery, the call index's migration), and what a
         // journal at its cap reuses lies anywhere in it: only the growth is released.
@@ -123,6 +127,7 @@ package final class LogCopier: Sendable {
     private func copy() {
         defer { state.withLock { $0.queued = false } }
         guard let connection = connection() else { return }
+        beforeCopy?()
         // Busy (the writer's own checkpoint holds the log) or failing: the next turn tries again, and the
         // writer's checkpoint copies whatever is left either way.
         _ = try? connection.writeWithoutTransaction { try $0.checkpoint(.passive) }

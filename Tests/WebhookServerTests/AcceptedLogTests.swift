@@ -1,10 +1,11 @@
-import EventStore
 import Foundation
 import GRDB
 import RuleEngine
 import Synchronization
 import TestSupport
 import Testing
+
+@testable import EventStore
 
 /// The log an accepted event is written to before its 200 (`AcceptedLog`), and the journal around it: what
 /// it reads back, what a damaged file gives, what a restart puts into SQLite, and what happens while SQLite
@@ -265,6 +266,47 @@ import Testing
         var vector = [UInt8](repeating: 0, count: (size + pageSize - 1) / pageSize)
         guard mincore(map, size, &vector) == 0 else { return -1 }
         return vector.filter { $0 & 1 != 0 }.count
+    }
+
+    /// A journal that does not own the log (here a second one on the same directory) does not know which files
+    /// are being written: its retention deletes only events whose files the books say are complete. The owner's
+    /// drain (a shutdown) writes its books, so the files its lanes had open are complete then.
+    @Test(.timeLimit(.minutes(1))) func retentionBesideTheOwnerDeletesOnlyEventsInFilesTheBooksSayAreComplete()
+        async throws
+    {
+        let path = directory()
+        defer { removeAll(path) }
+        let journal = try EventJournal(directory: path, logFileLimit: 4_096)
+        func appendAndFinish(_ ids: [String]) async {
+            for id in ids { #expect(await serverAppend(journal, entry(id, bodyBytes: 300)).error == nil) }
+            journal.markDone(ids.map { DoneMark(id: $0, forwards: []) })
+        }
+        let first = (0..<30).map { "first-\($0)" }
+        await appendAndFinish(first)
+        #expect(await eventually { (try? journal.counts().done) == 30 })
+        await journal.drain()
+        let later = (0..<5).map { "later-\($0)" }
+        await appendAndFinish(later)
+        #expect(await eventually { (try? journal.counts().done) == 35 })
+        let beside = try EventJournal(directory: path)
+        #expect(!beside.logsAppends)
+        #expect(try beside.prune(toFit: 0) == 30)
+        #expect(try Set(journal.recentEvents(limit: 100).map(\.id)) == Set(later))
+    }
+
+    /// What a pass of retention may delete (`EventJournal.PruneBound`): while the oldest file not yet complete
+    /// is recent, the events done before it was opened, unchecked; past that (a lane that fills slowly), or in
+    /// a journal that does not own the log, those the books say are in complete files.
+    @Test func retentionChecksTheBooksWhenTheOldestIncompleteFileIsNotRecent() {
+        func bound(_ oldest: Double?, owner: Bool = true) -> (Double, Bool) {
+            let bound = EventJournal.PruneBound(now: 1_000, oldestIncomplete: oldest, owner: owner)
+            return (bound.doneBefore, bound.checkingFiles)
+        }
+        #expect(bound(nil) == (1_000, false))
+        #expect(bound(999) == (999, false))
+        #expect(bound(1_000 - EventJournal.PruneBound.recentFile) == (1_000, true))
+        #expect(bound(nil, owner: false) == (1_000, true))
+        #expect(EventJournal.PruneBound(now: 1_000, oldestIncomplete: 999, owner: true).condition.isEmpty)
     }
 
     /// A body whose file was deleted by hand reads as empty (the event's decoding then fails and says so),
