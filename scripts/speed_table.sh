@@ -39,7 +39,8 @@ declare -A runs
 # journal_bytes: the size of the journal-on server's journal: its SQLite file and the accepted-event log's files,
 # which hold the bodies (0 before they exist).
 journal_bytes() {
-  stat -c %s "$work/var-on/switchboard.sqlite" "$work/var-on"/accepted-*.log 2>/dev/null |
+  # A file missing (none yet, or one freed meanwhile) is left out, not an error.
+  { stat -c %s "$work/var-on/switchboard.sqlite" "$work/var-on"/accepted-*.log 2>/dev/null || true; } |
     awk '{s += $1} END {print s + 0}'
 }
 # rounds SUFFIX "TARGET..." [WRK OPTIONS...]: ROUNDS alternating rounds over the targets; each rate is added to
