@@ -94,6 +94,12 @@ package final class AcceptedLog: Sendable {
         var released: Set<Int> = []
         /// Files written to since the last `syncFiles`.
         var unsynced: Set<Int> = []
+        /// Freed files deleted or renamed since the last `syncFiles`: their rows go (`Books.forgotten`) once the
+        /// directory is synced, so that after a power loss no such file can come back under its number with no
+        /// row to say it was freed.
+        var unlinked: [Int] = []
+        /// A file was created, renamed or deleted since the last `syncFiles`.
+        var directoryChanged = false
     }
 
     /// What the journal's books (`log_files`) are to learn in its next transaction.
@@ -216,8 +222,8 @@ package final class AcceptedLog: Sendable {
     }
 
     /// When the oldest file not yet complete was opened (Unix seconds), or nil when all are. An event done
-    /// before it has its record in a complete file, or none: retention deletes no event done later
-    /// (`EventJournal.pruneInBatches`), since the next start reads the files that are not complete again.
+    /// before it has its record in a complete file, or none: retention deletes such events without checking
+    /// the books (`EventJournal.PruneBound`), since the next start reads the files that are not complete again.
     var oldestIncomplete: Double? { files.withLock { $0.openedAt.values.min() } }
 
     /// What the books are to learn (`Books`), taken for a transaction; given back with `restore` if it fails.
@@ -262,9 +268,23 @@ package final class AcceptedLog: Sendable {
     /// `unlink`: true once the file is not there.
     static func delete(_ path: String) -> Bool { unlink(path) == 0 || errno == ENOENT }
 
-    /// Freed files no longer on the disk under their numbers: their rows can go (`Books.forgotten`).
+    /// Freed files no longer on the disk under their numbers: their rows can go (`Books.forgotten`) once the
+    /// directory is synced (`syncFiles`).
     private func forget(_ numbers: [Int]) {
-        if !numbers.isEmpty { files.withLock { $0.books.forgotten += numbers } }
+        if !numbers.isEmpty {
+            files.withLock {
+                $0.unlinked += numbers
+                $0.directoryChanged = true
+            }
+        }
+    }
+
+    /// `fsync` of the directory: the files created, renamed and deleted in it are so on the disk.
+    func syncDirectory() {
+        let descriptor = Glibc.open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard descriptor >= 0 else { return }
+        _ = fsync(descriptor)
+        close(descriptor)
     }
 
     /// Files kept from an earlier run (complete, holding bodies), for their bytes (`bytesHeld`); and no new file
@@ -314,14 +334,20 @@ package final class AcceptedLog: Sendable {
     }
 
     /// Makes the records written so far reach the disk (`fdatasync` of each file written to since the last
-    /// time), before the journal's copy of its write-ahead log syncs the rows that point at them: a row on the
-    /// disk then has its body there too, after a power loss as after a crash (but for rows committed while this
-    /// runs, a few milliseconds, and those the writer's own checkpoint syncs, every 16 MB of write-ahead log).
-    /// The kernel would write the pages within 30 s anyway; this is sooner, on the copier's thread.
+    /// time, then of the directory when files came and went), before the journal's copy of its write-ahead log
+    /// syncs the rows that point at them: a row on the disk then mostly has its body there too, after a power
+    /// loss as after a crash. Not always: rows committed while this runs (a few milliseconds), those the
+    /// writer's own checkpoint syncs (every 16 MB of write-ahead log), and write-ahead log pages the kernel
+    /// writes back on its own, in no order against the log's files. The kernel would write the records within
+    /// 30 s anyway; this is sooner, on the copier's thread. Freed files' rows go only after the directory's
+    /// sync (`forget`).
     package func syncFiles() {
-        let due = files.withLock { files in
-            defer { files.unsynced.removeAll(keepingCapacity: true) }
-            return files.unsynced
+        let (due, changed) = files.withLock { files in
+            defer {
+                files.unsynced.removeAll(keepingCapacity: true)
+                files.directoryChanged = false
+            }
+            return (files.unsynced, files.directoryChanged)
         }
         for number in due {
             let descriptor = Glibc.open(path(number), O_RDONLY | O_CLOEXEC)
@@ -329,6 +355,13 @@ package final class AcceptedLog: Sendable {
             _ = fdatasync(descriptor)
             close(descriptor)
         }
+        guard changed else { return }
+        let unlinked = files.withLock { files in
+            defer { files.unlinked.removeAll() }
+            return files.unlinked
+        }
+        syncDirectory()
+        files.withLock { $0.books.forgotten += unlinked }
     }
 
     /// The bytes of the files kept (written to, or holding bodies; not the spares): counted in the journal's
@@ -361,7 +394,10 @@ package final class AcceptedLog: Sendable {
                 forget([spare])
             }
         }
-        if descriptor < 0 { descriptor = Glibc.open(path(number), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) }
+        if descriptor < 0 {
+            descriptor = Glibc.open(path(number), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            files.withLock { $0.directoryChanged = true }
+        }
         guard descriptor >= 0 else {
             let code = errno
             files.withLock {

@@ -140,6 +140,8 @@ extension EventJournal {
                     known.insert(number)
                 }
             }
+            // The deletions on the disk before the rows that said the files were freed go.
+            if !deleted.isEmpty { log.syncDirectory() }
             let (entries, read) = log.recoverable(skipping: known)
             try pool.write { db in
                 try count(try insertEvents(entries, in: db), in: db)

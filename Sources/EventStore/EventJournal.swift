@@ -625,9 +625,17 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
             if idle {
                 log?.closeFiles()
                 // The books learn which files the lanes just closed are complete, so the next start does not
-                // read them again (if this fails, it reads them, and finds their events there already).
-                if let books = try? await pool.write({ db in try self.keepBooks(in: db) }) {
-                    settleBooks(books, committed: true)
+                // read them again (if this fails, it reads them, and finds their events there already; what it
+                // took from the log goes back to it).
+                let taken = Mutex(OpenBooks())
+                do {
+                    try await pool.write { db in
+                        let books = try self.keepBooks(in: db)
+                        taken.withLock { $0 = books }
+                    }
+                    settleBooks(taken.withLock { $0 }, committed: true)
+                } catch {
+                    settleBooks(taken.withLock { $0 }, committed: false)
                 }
                 return
             }

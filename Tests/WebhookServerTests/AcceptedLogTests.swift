@@ -379,6 +379,18 @@ import Testing
         #expect(unfinished.count == 70)
         #expect(Set(unfinished.map(\.id)) == Set(new.dropFirst(50)))
         #expect(unfinished.allSatisfy { $0.body == entry($0.id, bodyBytes: 300).body })
+
+        // The freed files' rows stay until the directory is synced (a power loss could otherwise bring back a
+        // file deleted or renamed, with no row to say it was freed), and go with the next transaction after.
+        func goneRows() async throws -> Int {
+            try await journalDatabase(in: path).read { db in
+                try Int.fetchOne(db, sql: "SELECT count(*) FROM log_files WHERE gone") ?? -1
+            }
+        }
+        #expect(try await goneRows() == oldFiles)
+        journal.bodyFiles?.syncFiles()
+        #expect(await serverAppend(journal, entry("after-sync")).error == nil)
+        #expect(await eventuallyAsync { (try? await goneRows()) == 0 })
     }
 
     /// Events left in the log by a run without `--journal-fsync` are recovered by a start with it (which then
