@@ -78,7 +78,7 @@ extension EventJournal {
             ?? false
         try db.execute(sql: doneSchema)
         guard !exists else { return try migrateCallIndex(db, copied: false) }
-        let columns = Set(try Row.fetchAll(db, sql: "PRAGMA table_info(events)").map { $0["name"] as String })
+        let columns = try columns(of: "events", in: db)
         let record = ["name", "call_id", "other_leg", "account_id", "outcomes"].map {
             columns.contains($0) ? $0 : "NULL"
         }

@@ -25,8 +25,14 @@ extension EventJournal {
 
     /// A journal written before bodies stayed in the log's files gets the column that says where they are.
     static func migrateBodyLocations(_ db: Database) throws {
-        let columns = Set(try Row.fetchAll(db, sql: "PRAGMA table_info(events)").map { $0["name"] as String })
-        if !columns.contains("body_at") { try db.execute(sql: "ALTER TABLE events ADD COLUMN body_at INTEGER") }
+        if try !columns(of: "events", in: db).contains("body_at") {
+            try db.execute(sql: "ALTER TABLE events ADD COLUMN body_at INTEGER")
+        }
+    }
+
+    /// The names of a table's columns.
+    static func columns(of table: String, in db: Database) throws -> Set<String> {
+        Set(try Row.fetchAll(db, sql: "PRAGMA table_info(\(table))").map { $0["name"] as String })
     }
 
     /// What one transaction changed in the books (`keepBooks`), until it ends (`settleBooks`): what it took from
@@ -56,16 +62,27 @@ extension EventJournal {
             try Self.count(added, in: db)
             try Self.count(removed.mapValues { -$0 }, in: db)
             try Self.markComplete(books.taken.complete, in: db)
-            for number in books.taken.forgotten {
-                try db.cachedStatement(sql: "DELETE FROM log_files WHERE number = ? AND gone").execute(
-                    arguments: [number])
-            }
+            try Self.forget(books.taken.forgotten, in: db)
             if bodyFiles != nil { books.freed = try Self.free(Set(removed.keys).union(books.taken.complete), in: db) }
         } catch {
             settleBooks(books, committed: false)
             throw error
         }
         return books
+    }
+
+    /// Runs `transaction`, which notes in its argument what it changed in the books (`keepBooks`), and settles
+    /// them after it, whether it committed (it returned) or not (it threw).
+    func settlingBooks<T>(_ transaction: (inout OpenBooks) throws -> T) throws -> T {
+        var books = OpenBooks()
+        do {
+            let result = try transaction(&books)
+            settleBooks(books, committed: true)
+            return result
+        } catch {
+            settleBooks(books, committed: false)
+            throw error
+        }
     }
 
     /// Ends what `keepBooks` began: the freed files go once the transaction committed; otherwise what was taken
@@ -101,16 +118,26 @@ extension EventJournal {
         }
     }
 
-    /// Of `numbers`, the files now complete and at 0 events, set `gone`: those to free once this commits.
-    static func free(_ numbers: Set<Int>, in db: Database) throws -> [Int] {
+    /// The rows of freed files no longer on the disk under their numbers go.
+    static func forget(_ numbers: [Int], in db: Database) throws {
+        for number in numbers {
+            try db.cachedStatement(sql: "DELETE FROM log_files WHERE number = ? AND gone").execute(arguments: [number])
+        }
+    }
+
+    /// A file complete, at 0 events and not yet freed: one to free.
+    static let freeable = "complete AND events <= 0 AND NOT gone"
+
+    /// Of `numbers` (all when nil), the files now free (`freeable`), set `gone`: those to free once this commits.
+    static func free(_ numbers: Set<Int>?, in db: Database) throws -> [Int] {
+        guard let numbers else {
+            return try Int.fetchAll(db, sql: "UPDATE log_files SET gone = 1 WHERE \(freeable) RETURNING number")
+        }
         var freed: [Int] = []
         for number in numbers.sorted() {
             freed += try Int.fetchAll(
-                db,
-                sql: """
-                    UPDATE log_files SET gone = 1 WHERE number = ? AND complete AND events <= 0 AND NOT gone
-                    RETURNING number
-                    """, arguments: [number])
+                db, sql: "UPDATE log_files SET gone = 1 WHERE number = ? AND \(freeable) RETURNING number",
+                arguments: [number])
         }
         return freed
     }
@@ -146,12 +173,8 @@ extension EventJournal {
             try pool.write { db in
                 try count(try insertEvents(entries, in: db), in: db)
                 try markComplete(read, in: db)
-                for number in deleted {
-                    try db.execute(sql: "DELETE FROM log_files WHERE number = ? AND gone", arguments: [number])
-                }
-                freed = try Int.fetchAll(
-                    db,
-                    sql: "UPDATE log_files SET gone = 1 WHERE complete AND events <= 0 AND NOT gone RETURNING number")
+                try forget(deleted, in: db)
+                freed = try free(nil, in: db)
             }
             kept += read
         } catch {

@@ -172,15 +172,9 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         self.log = fsync ? nil : log
         bodyFiles = log
         // With the log requests do not wait for the writer (`LogCopier.everyEventsLogged`).
-        var syncLogFiles: (@Sendable () -> Void)?
-        var releaseLogFiles: (@Sendable () -> Void)?
-        if let log {
-            syncLogFiles = { log.syncFiles() }
-            releaseLogFiles = { log.releaseCache() }
-        }
         logCopier = LogCopier(
             path: path, everyEvents: self.log == nil ? LogCopier.everyEvents : LogCopier.everyEventsLogged,
-            cachedTail: cachedTail ?? LogCopier.cachedTail, beforeCopy: syncLogFiles, afterCopy: releaseLogFiles)
+            cachedTail: cachedTail ?? LogCopier.cachedTail, logFiles: log)
     }
 
     deinit {
@@ -294,7 +288,7 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         var limit = Self.pruneBatch
         var inUseBefore = Int.max
         return try pruneInBatches(closingLogFiles: false) { db, bound, books in
-            let inUse = try Self.bytesInUse(db) + (bodyFiles?.bytesHeld ?? 0)
+            let inUse = try bytesInUse(db)
             guard inUse > maxBytes else { return 0 }
             if inUse >= inUseBefore { limit = min(2 * limit, Self.pruneBatchMost) }
             inUseBefore = inUse
@@ -312,12 +306,12 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
     /// The bytes of the journal's pages in use (its file's size less the pages SQLite freed and will reuse), and
     /// of the log's files kept (the bodies of the events it took in, and the files written to): what
     /// `--journal-max-mb` caps.
-    public func bytesInUse() throws -> Int { try pool.read { try Self.bytesInUse($0) } + (bodyFiles?.bytesHeld ?? 0) }
+    public func bytesInUse() throws -> Int { try pool.read { try bytesInUse($0) } }
 
-    private static func bytesInUse(_ db: Database) throws -> Int {
+    private func bytesInUse(_ db: Database) throws -> Int {
         let pages = try Int.fetchOne(db, sql: "PRAGMA page_count") ?? 0
         let free = try Int.fetchOne(db, sql: "PRAGMA freelist_count") ?? 0
-        return (pages - free) * (try Int.fetchOne(db, sql: "PRAGMA page_size") ?? 4096)
+        return (pages - free) * (try Int.fetchOne(db, sql: "PRAGMA page_size") ?? 4096) + (bodyFiles?.bytesHeld ?? 0)
     }
 
     /// Sets what is called with the rows each batch of retention deleted, once it committed (tests).
@@ -431,17 +425,11 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
         var total = 0
         while try before() {
             writerYield.store(true, ordering: .relaxed)
-            let done: Int
-            var books = OpenBooks()
-            do {
-                done = try pool.write { db -> Int in
+            let done = try settlingBooks { books in
+                try pool.write { db -> Int in
                     writerYield.store(false, ordering: .relaxed)
                     return try batch(db, &books)
                 }
-                settleBooks(books, committed: true)
-            } catch {
-                settleBooks(books, committed: false)
-                throw error
             }
             guard done > 0 else { return total }
             total += done
@@ -1027,16 +1015,11 @@ public final class EventJournal: EventJournaling, DeliveryQueue, Sendable {
 
     private func commit(_ appends: [PendingAppend], in db: Database) {
         do {
-            var books = OpenBooks()
-            do {
+            try settlingBooks { books in
                 try Self.immediateTransaction(db) {
                     let added = try Self.insertEvents(appends.lazy.map { ($0.entry, $0.location) }, in: db)
                     books = try keepBooks(added: added, in: db)
                 }
-                settleBooks(books, committed: true)
-            } catch {
-                settleBooks(books, committed: false)
-                throw error
             }
             var logged = 0
             for append in appends {

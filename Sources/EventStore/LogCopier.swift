@@ -15,8 +15,9 @@ import Synchronization
 /// left to copy lets the next commit start the log over, so without it the log would grow without end.
 ///
 /// After each copy it also lets the page cache drop what the database grew by while this journal was open,
-/// once that lies `cachedTail` behind the file's end (`releaseWrittenPages`). Around each copy it runs
-/// `beforeCopy` and `afterCopy` (the accepted-event log's files: `AcceptedLog.syncFiles`, `releaseCache`).
+/// once that lies `cachedTail` behind the file's end (`releaseWrittenPages`). Around each copy it has the
+/// accepted-event log's files synced first (`AcceptedLog.syncFiles`: the records reach the disk before the rows
+/// that point at them do) and let go of the page cache after (`AcceptedLog.releaseCache`).
 package final class LogCopier: Sendable {
     /// Appended events between two copies in the background (about 250 log pages at 1.2 pages per event).
     /// The writer's own checkpoint copies and syncs what the last copy left, with every request waiting, so a
@@ -40,12 +41,9 @@ package final class LogCopier: Sendable {
     private let path: String
     /// `cachedTail`, or a test's.
     private let cachedTail: Int
-    /// Runs before each copy, on its thread: the accepted-event log's records reach the disk before the rows
-    /// that point at them do (`AcceptedLog.syncFiles`).
-    private let beforeCopy: (@Sendable () -> Void)?
-    /// Runs after each copy, on its thread: the accepted-event log's files leave the page cache too
-    /// (`AcceptedLog.releaseCache`).
-    private let afterCopy: (@Sendable () -> Void)?
+    /// The accepted-event log, when the journal owns it: synced before each copy and released from the page
+    /// cache after, on the copier's thread.
+    private let logFiles: AcceptedLog?
     private let queue = DispatchQueue(label: "switchboard.journal.log-copier", qos: .utility)
     private let state = Mutex(State())
 
@@ -67,13 +65,12 @@ package final class LogCopier: Sendable {
 
     init(
         path: String, everyEvents: Int = everyEvents, cachedTail: Int = cachedTail,
-        beforeCopy: (@Sendable () -> Void)? = nil, afterCopy: (@Sendable () -> Void)? = nil
+        logFiles: AcceptedLog? = nil
     ) {
         self.path = path
         interval = everyEvents
         self.cachedTail = cachedTail
-        self.beforeCopy = beforeCopy
-        self.afterCopy = afterCopy
+        self.logFiles = logFiles
         // What the file held at open may be read now (recovery, the call index's migration), and what a
         // journal at its cap reuses lies anywhere in it: only the growth is released.
         let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
@@ -127,12 +124,12 @@ package final class LogCopier: Sendable {
     private func copy() {
         defer { state.withLock { $0.queued = false } }
         guard let connection = connection() else { return }
-        beforeCopy?()
+        logFiles?.syncFiles()
         // Busy (the writer's own checkpoint holds the log) or failing: the next turn tries again, and the
         // writer's checkpoint copies whatever is left either way.
         _ = try? connection.writeWithoutTransaction { try $0.checkpoint(.passive) }
         releaseWrittenPages()
-        afterCopy?()
+        logFiles?.releaseCache()
     }
 
     /// Tells the kernel that the database file's pages from where the last release ended to `cachedTail`
